@@ -1,0 +1,44 @@
+"""Quarantine: bad records are set aside with a reason, and a stage fails only when too many are bad."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+QUARANTINE_TABLE = "quarantine.parquet"
+
+
+class TooManyBadRecords(RuntimeError):
+    """The share of quarantined records passed the configured limit."""
+
+
+@dataclass
+class Quarantine:
+    """Collects (id, source, reason) rows for records a stage could not use."""
+
+    stage: str
+    rows: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, record_id: str, reason: str, source: str = "") -> None:
+        """Set one record aside, naming what was wrong with it."""
+        self.rows.append({"id": str(record_id), "source": str(source), "reason": reason})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def table(self) -> pa.Table:
+        """The quarantine as a table (empty, with its schema, when nothing was bad)."""
+        schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
+        return pa.Table.from_pylist(self.rows, schema=schema)
+
+    def check(self, total: int, max_fraction: float) -> None:
+        """Raise `TooManyBadRecords` when more than `max_fraction` of `total` records were quarantined."""
+        if total == 0:
+            raise TooManyBadRecords(f"{self.stage}: no records to process")
+        share = len(self.rows) / total
+        if share > max_fraction:
+            reasons = sorted({row["reason"] for row in self.rows})[:5]
+            raise TooManyBadRecords(
+                f"{self.stage}: {len(self.rows)} of {total} records ({share:.0%}) quarantined, over the limit of "
+                f"{max_fraction:.0%}; reasons include: {'; '.join(reasons)}")

@@ -1,0 +1,190 @@
+"""The model registry: immutable versions and named aliases (`candidate`, `production`) on an object store.
+
+Layout under the registry's root (a directory by default, an S3 prefix in a cluster):
+
+    <model>/blobs/<sha256>/...      the model directory, stored by content hash (written once, never changed)
+    <model>/versions/<n>.json       a version record: which blob, metrics, verdict, lineage; created exclusively
+    <model>/aliases.json            alias -> version, plus each alias's history for rollback; changed by ETag swap
+
+Registering the same model twice returns the existing version (re-runs are idempotent), and two writers can
+never take the same version number or lose each other's alias change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from steps.core.artifacts import manifest_hash
+from steps.core.storage import ObjectStore, PreconditionFailed, open_store
+
+PRODUCTION = "production"
+CANDIDATE = "candidate"
+ANY = object()
+_SWAP_ATTEMPTS = 50
+
+
+class RegistryError(LookupError):
+    """A name, version or alias that the registry does not hold, or an alias change that lost a race."""
+
+
+class VersionRecord(BaseModel):
+    """One immutable model version."""
+
+    name: str
+    version: str
+    blob: str = Field(description="sha256 of the model artifact's manifest; names the stored model directory")
+    created_at: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    verdict: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+
+
+class AliasState(BaseModel):
+    """Every alias of one model and, per alias, the versions it pointed to before (newest last)."""
+
+    aliases: dict[str, str] = Field(default_factory=dict)
+    history: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class ModelRegistry:
+    """Versions and aliases of every model, on any `ObjectStore`."""
+
+    def __init__(self, store: ObjectStore):
+        self.store = store
+
+    @classmethod
+    def open(cls, uri: str, endpoint_url: str | None = None) -> "ModelRegistry":
+        """Open the registry at a directory path or `s3://bucket/prefix`."""
+        return cls(open_store(uri, endpoint_url))
+
+    def names(self) -> list[str]:
+        """Every model with at least one version."""
+        return sorted({key.split("/", 1)[0] for key in self.store.list("") if "/versions/" in key})
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        """Every version of `name`, oldest first."""
+        records = [VersionRecord.model_validate_json(self.store.get(key).data)
+                   for key in self.store.list(f"{name}/versions/") if key.endswith(".json")]
+        return sorted(records, key=lambda record: int(record.version))
+
+    def get_version(self, name: str, version: str) -> VersionRecord:
+        """One version's record; RegistryError names the versions there are when it is missing."""
+        blob = self.store.get(f"{name}/versions/{version}.json")
+        if blob is None:
+            known = [record.version for record in self.versions(name)]
+            raise RegistryError(f"model {name!r} has no version {version!r} (versions: {known or 'none'})")
+        return VersionRecord.model_validate_json(blob.data)
+
+    def resolve(self, name: str, ref: str = PRODUCTION) -> VersionRecord:
+        """A version by number or by alias."""
+        if ref.isdigit():
+            return self.get_version(name, ref)
+        state = self.alias_state(name)
+        if ref not in state.aliases:
+            known = [record.version for record in self.versions(name)]
+            raise RegistryError(f"model {name!r} has no alias {ref!r} (aliases: {sorted(state.aliases) or 'none'};"
+                                f" versions: {known or 'none'})")
+        return self.get_version(name, state.aliases[ref])
+
+    def register(self, name: str, model_dir: Path, metrics: dict | None = None, verdict: dict | None = None,
+                 lineage: dict | None = None) -> VersionRecord:
+        """Store a model directory as a new immutable version, or return the version that already holds it."""
+        blob = manifest_hash(model_dir)
+        for record in self.versions(name):
+            if record.blob == blob:
+                return record
+        blob_key = f"{name}/blobs/{blob}"
+        if not self.store.exists(f"{blob_key}/manifest.json"):
+            self.store.upload_dir(Path(model_dir), blob_key)
+        number = max((int(record.version) for record in self.versions(name)), default=0) + 1
+        while True:
+            record = VersionRecord(name=name, version=str(number), blob=blob,
+                                   created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                   metrics=metrics or {}, verdict=verdict or {}, lineage=lineage or {})
+            try:
+                self.store.put_if_absent(f"{name}/versions/{number}.json",
+                                         record.model_dump_json(indent=2).encode())
+                return record
+            except PreconditionFailed:
+                number += 1
+
+    def download(self, name: str, ref: str, dest: Path) -> tuple[VersionRecord, Path]:
+        """Copy a version's model directory to `dest/<name>-<version>` (re-used when already there)."""
+        record = self.resolve(name, ref)
+        target = Path(dest) / f"{name}-{record.version}"
+        if not (target / "manifest.json").is_file():
+            self.store.download_dir(f"{name}/blobs/{record.blob}", target)
+        return record, target
+
+    def alias_state(self, name: str) -> AliasState:
+        """The aliases of `name` (empty when none were ever set)."""
+        blob = self.store.get(f"{name}/aliases.json")
+        return AliasState.model_validate_json(blob.data) if blob else AliasState()
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """alias -> version for `name`."""
+        return dict(self.alias_state(name).aliases)
+
+    def set_alias(self, name: str, alias: str, version: str, expected: Any = ANY) -> str | None:
+        """Point `alias` at `version` atomically; return the version it pointed to before.
+
+        With `expected` (a version, or None for "unset"), the change happens only if the alias still points
+        there: a decision taken against one production version is never applied over another.
+        """
+        self.get_version(name, version)
+        key = f"{name}/aliases.json"
+        for attempt in range(_SWAP_ATTEMPTS):
+            blob = self.store.get(key)
+            state = AliasState.model_validate_json(blob.data) if blob else AliasState()
+            previous = state.aliases.get(alias)
+            if expected is not ANY and previous != expected:
+                raise RegistryError(f"{name}:{alias} is now {previous!r}, not {expected!r}; not changed")
+            if previous == version:
+                return previous
+            if previous is not None:
+                state.history.setdefault(alias, []).append(previous)
+            state.aliases[alias] = version
+            try:
+                self.store.put_if_match(key, state.model_dump_json(indent=2).encode(), blob.etag if blob else None)
+                return previous
+            except PreconditionFailed:
+                time.sleep(min(0.01 * 2 ** attempt, 0.2))
+        raise RegistryError(f"{name}:{alias}: gave up after {_SWAP_ATTEMPTS} concurrent changes")
+
+    def rollback(self, name: str, alias: str = PRODUCTION) -> str:
+        """Move `alias` back to the version it pointed to before; return that version."""
+        key = f"{name}/aliases.json"
+        for attempt in range(_SWAP_ATTEMPTS):
+            blob = self.store.get(key)
+            state = AliasState.model_validate_json(blob.data) if blob else AliasState()
+            history = state.history.get(alias, [])
+            if not history:
+                raise RegistryError(f"{name}:{alias} has no earlier version to roll back to")
+            state.aliases[alias] = history.pop()
+            try:
+                self.store.put_if_match(key, state.model_dump_json(indent=2).encode(), blob.etag)
+                return state.aliases[alias]
+            except PreconditionFailed:
+                time.sleep(min(0.01 * 2 ** attempt, 0.2))
+        raise RegistryError(f"{name}:{alias}: gave up after {_SWAP_ATTEMPTS} concurrent changes")
+
+    def fingerprint(self) -> str:
+        """A hash of every model's aliases: it changes whenever a promotion or rollback happens."""
+        digest = hashlib.sha256()
+        for key in self.store.list(""):
+            if key.endswith("/aliases.json"):
+                digest.update(key.encode() + b"\0" + self.store.get(key).data)
+        return digest.hexdigest()
+
+    def summary(self) -> list[dict[str, Any]]:
+        """`[{"name", "versions", "aliases"}]` for every model: what `stellar models list --json` prints."""
+        return [{"name": name, "versions": [record.version for record in self.versions(name)],
+                 "aliases": self.aliases(name)} for name in self.names()]
+
+

@@ -1,0 +1,247 @@
+"""Object stores addressed by URI: a local directory (`/path` or `file:///path`) or S3 (`s3://bucket/prefix`).
+
+The model registry, the raw-archive cache and the local executor's artifact store all sit on this interface.
+Both back-ends offer the two conditional writes the registry needs to be safe against concurrent writers:
+create-if-absent and replace-if-unchanged (an ETag compare-and-swap). On S3 (and MinIO) these are the
+`If-None-Match: *` and `If-Match` headers; on a directory they are an exclusive create and a lock file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost: the object exists (create) or changed since it was read (swap)."""
+
+
+@dataclass(frozen=True)
+class Blob:
+    """An object's bytes and the ETag that a later conditional write compares against."""
+
+    data: bytes
+    etag: str
+
+
+class ObjectStore:
+    """Keys are `/`-separated relative paths; values are bytes or whole directory trees."""
+
+    uri: str
+
+    def get(self, key: str) -> Blob | None:
+        """The object at `key`, or None when there is none."""
+        raise NotImplementedError
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write (or overwrite) one object."""
+        raise NotImplementedError
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        """Create `key`; raise PreconditionFailed when it already exists."""
+        raise NotImplementedError
+
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> None:
+        """Replace `key` only if its ETag is still `etag` (None: only if it does not exist yet)."""
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> list[str]:
+        """Every key under `prefix`, sorted."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        """True when `key` is an object."""
+        return self.get(key) is not None
+
+    def upload_dir(self, local: Path, prefix: str) -> None:
+        """Copy a local directory tree under `prefix` (replacing what was there)."""
+        raise NotImplementedError
+
+    def download_dir(self, prefix: str, local: Path) -> None:
+        """Copy the tree under `prefix` into a new local directory `local`."""
+        raise NotImplementedError
+
+    def child(self, prefix: str) -> "ObjectStore":
+        """The same store rooted at `prefix`."""
+        raise NotImplementedError
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class LocalStore(ObjectStore):
+    """A directory. Writes go through a temporary file and a rename, so readers never see half an object."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents and path != self.root:
+            raise ValueError(f"key {key!r} escapes the store at {self.root}")
+        return path
+
+    def get(self, key: str) -> Blob | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        return Blob(data, _etag(data))
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        with self._locked(key):
+            if self._path(key).exists():
+                raise PreconditionFailed(f"{self.uri}/{key} already exists")
+            self.put(key, data)
+
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> None:
+        with self._locked(key):
+            current = self.get(key)
+            if (current.etag if current else None) != etag:
+                raise PreconditionFailed(f"{self.uri}/{key} changed since it was read")
+            self.put(key, data)
+
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        lock = self._path(key).with_name(self._path(key).name + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and not p.name.endswith(".lock") and not p.name.startswith("."))
+
+    def upload_dir(self, local: Path, prefix: str) -> None:
+        target = self._path(prefix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        shutil.copytree(local, staging, dirs_exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+
+    def download_dir(self, prefix: str, local: Path) -> None:
+        source = self._path(prefix)
+        if not source.is_dir():
+            raise FileNotFoundError(f"{self.uri}/{prefix}: no such artifact")
+        shutil.copytree(source, local)
+
+    def child(self, prefix: str) -> "LocalStore":
+        return LocalStore(self._path(prefix))
+
+
+class S3Store(ObjectStore):
+    """An S3 bucket and prefix through boto3; works with AWS, MinIO and moto's server (`endpoint_url`)."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, client=None):
+        import boto3
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.client = client or boto3.client("s3", endpoint_url=endpoint_url)
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def get(self, key: str) -> Blob | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return Blob(response["Body"].read(), response["ETag"].strip('"'))
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        self._conditional_put(key, data, IfNoneMatch="*")
+
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> None:
+        if etag is None:
+            self._conditional_put(key, data, IfNoneMatch="*")
+        else:
+            self._conditional_put(key, data, IfMatch=f'"{etag}"')
+
+    def _conditional_put(self, key: str, data: bytes, **condition: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}:
+                raise PreconditionFailed(f"{self.uri}/{key}: {code}") from error
+            raise
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for item in page.get("Contents", []):
+                keys.append(item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"])
+        return sorted(keys)
+
+    def upload_dir(self, local: Path, prefix: str) -> None:
+        stale = set(self.list(prefix.rstrip("/") + "/"))
+        for path in sorted(p for p in Path(local).rglob("*") if p.is_file()):
+            key = f"{prefix.rstrip('/')}/{path.relative_to(local).as_posix()}"
+            self.client.upload_file(str(path), self.bucket, self._key(key))
+            stale.discard(key)
+        for key in stale:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def download_dir(self, prefix: str, local: Path) -> None:
+        base = prefix.rstrip("/") + "/"
+        keys = self.list(base)
+        if not keys:
+            raise FileNotFoundError(f"{self.uri}/{prefix}: no such artifact")
+        for key in keys:
+            target = Path(local) / key[len(base):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(self.bucket, self._key(key), str(target))
+
+    def child(self, prefix: str) -> "S3Store":
+        return S3Store(self.bucket, self._key(prefix), self.endpoint_url, self.client)
+
+
+def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
+    """Open `s3://bucket/prefix` (endpoint from the argument or `AWS_ENDPOINT_URL`) or a local directory."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"{uri!r}: an S3 URI needs a bucket (s3://BUCKET/PREFIX)")
+        return S3Store(parsed.netloc, parsed.path, endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None)
+    if parsed.scheme in ("", "file"):
+        return LocalStore(parsed.path if parsed.scheme == "file" else uri)
+    raise ValueError(f"{uri!r}: unsupported store scheme {parsed.scheme!r} (use a path or s3://BUCKET/PREFIX)")

@@ -1,0 +1,97 @@
+"""The registry keeps versions immutable and alias changes atomic, on a directory and on S3."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from steps.core.artifacts import ArtifactWriter
+from steps.core.registry import PRODUCTION, ModelRegistry, RegistryError
+from steps.core.storage import S3Store
+
+
+def make_model(root: Path, content: str) -> Path:
+    out = root / f"model-{content}"
+    with ArtifactWriter(out, stage="train.test") as writer:
+        writer.path("weights.txt").write_text(content)
+    return out
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry(request, tmp_path) -> ModelRegistry:
+    if request.param == "local":
+        return ModelRegistry.open(str(tmp_path / "registry"))
+    server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    return ModelRegistry(S3Store(bucket, "registry", endpoint_url=server))
+
+
+def test_register_is_idempotent_and_numbers_versions(registry, tmp_path):
+    first = registry.register("sed", make_model(tmp_path, "a"))
+    again = registry.register("sed", make_model(tmp_path, "a"))
+    second = registry.register("sed", make_model(tmp_path, "b"))
+    assert (first.version, again.version, second.version) == ("1", "1", "2")
+    assert [r.version for r in registry.versions("sed")] == ["1", "2"]
+    record, path = registry.download("sed", "2", tmp_path / "dl")
+    assert (path / "weights.txt").read_text() == "b"
+
+
+def test_alias_moves_and_rolls_back(registry, tmp_path):
+    for content in "abc":
+        registry.register("sed", make_model(tmp_path, content))
+    assert registry.set_alias("sed", PRODUCTION, "1") is None
+    assert registry.set_alias("sed", PRODUCTION, "3") == "1"
+    assert registry.resolve("sed").version == "3"
+    assert registry.rollback("sed") == "1"
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback("sed")
+    assert registry.summary() == [{"name": "sed", "versions": ["1", "2", "3"], "aliases": {"production": "1"}}]
+
+
+def test_expected_alias_guards_stale_decisions(registry, tmp_path):
+    registry.register("sed", make_model(tmp_path, "a"))
+    registry.register("sed", make_model(tmp_path, "b"))
+    registry.set_alias("sed", PRODUCTION, "1")
+    with pytest.raises(RegistryError, match="is now '1'"):
+        registry.set_alias("sed", PRODUCTION, "2", expected=None)
+    assert registry.resolve("sed").version == "1"
+
+
+def test_unknown_names_are_explained(registry):
+    with pytest.raises(RegistryError, match="no version '7'"):
+        registry.get_version("sed", "7")
+    with pytest.raises(RegistryError, match="no alias 'production'"):
+        registry.resolve("sed")
+
+
+def test_fingerprint_changes_with_aliases_only(registry, tmp_path):
+    before = registry.fingerprint()
+    registry.register("sed", make_model(tmp_path, "a"))
+    assert registry.fingerprint() == before
+    registry.set_alias("sed", PRODUCTION, "1")
+    assert registry.fingerprint() != before
+
+
+def test_concurrent_promotions_lose_no_history(registry, tmp_path):
+    versions = [registry.register("sed", make_model(tmp_path, str(i))).version for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda v: registry.set_alias("sed", PRODUCTION, v), versions))
+    state = registry.alias_state("sed")
+    # Every change was applied exactly once: the seven replaced versions are in the history, none lost.
+    assert sorted(state.history[PRODUCTION] + [state.aliases[PRODUCTION]], key=int) == versions
+
+
+def _register_in_process(args):
+    root, content = args
+    registry = ModelRegistry.open(root)
+    return registry.register("sed", make_model(Path(root).parent / "models", content)).version
+
+
+def test_concurrent_registrations_from_processes_get_distinct_versions(tmp_path):
+    root = str(tmp_path / "registry")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        versions = pool.map(_register_in_process, [(root, f"m{i}") for i in range(8)])
+    assert sorted(versions, key=int) == [str(i) for i in range(1, 9)]

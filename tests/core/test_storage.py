@@ -1,0 +1,65 @@
+"""Both object stores honour the same contract, conditional writes included."""
+
+from __future__ import annotations
+
+import pytest
+
+from steps.core.storage import LocalStore, PreconditionFailed, S3Store, open_store
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Store(bucket, "prefix", endpoint_url=server)
+
+
+def test_put_get_list(store):
+    assert store.get("a/b.json") is None
+    store.put("a/b.json", b"one")
+    store.put("a/c/d.bin", b"two")
+    assert store.get("a/b.json").data == b"one"
+    assert store.list("a/") == ["a/b.json", "a/c/d.bin"]
+
+
+def test_put_if_absent_refuses_second_writer(store):
+    store.put_if_absent("v/1.json", b"first")
+    with pytest.raises(PreconditionFailed):
+        store.put_if_absent("v/1.json", b"second")
+    assert store.get("v/1.json").data == b"first"
+
+
+def test_put_if_match_is_a_compare_and_swap(store):
+    store.put_if_match("alias.json", b"v1", None)
+    stale = store.get("alias.json").etag
+    store.put_if_match("alias.json", b"v2", stale)
+    with pytest.raises(PreconditionFailed):
+        store.put_if_match("alias.json", b"v3", stale)
+    assert store.get("alias.json").data == b"v2"
+
+
+def test_directory_round_trip_replaces_stale_files(store, tmp_path):
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "x.txt").write_text("x")
+    (source / "sub" / "y.txt").write_text("y")
+    store.upload_dir(source, "art")
+    (source / "x.txt").unlink()
+    store.upload_dir(source, "art")
+    out = tmp_path / "out"
+    store.download_dir("art", out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["sub/y.txt"]
+
+
+def test_open_store_rejects_unknown_scheme():
+    with pytest.raises(ValueError, match="gs://"):
+        open_store("gs://bucket/x")
+    with pytest.raises(ValueError, match="needs a bucket"):
+        open_store("s3:///nobucket")
+
+
+def test_local_store_refuses_keys_outside_root(tmp_path):
+    with pytest.raises(ValueError, match="escapes"):
+        LocalStore(tmp_path).put("../outside", b"x")
