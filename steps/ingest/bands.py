@@ -1,0 +1,46 @@
+"""The photometric bands of the raw photometry table (Gaia DR3, 2MASS, AllWISE): passbands, extinction
+coefficients and saturation limits.
+
+The synthetic source reddens with the same coefficients that preprocessing uses to deredden, and both read them
+from here, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from steps.ingest.schemas import PHOTOMETRIC_BANDS
+
+
+@dataclass(frozen=True)
+class Band:
+    """One passband, approximated as a box between two wavelengths (Angstrom, vacuum).
+
+    `extinction` is R_b = A_b / E(B-V) for a diffuse-ISM (R_V = 3.1) extinction curve; `saturation` is the
+    magnitude brighter than which the survey's photometry is unreliable.
+    """
+
+    name: str
+    survey: str
+    wave_min: float
+    wave_max: float
+    extinction: float
+    saturation: float
+
+
+# Gaia R_b from Casagrande & VandenBerg (2018, MNRAS 479, L102); 2MASS and WISE R_b from Yuan, Liu & Xiang
+# (2013, MNRAS 430, 2188). Box passbands: 2MASS and WISE edges are lambda_iso -+ half the bandwidth
+# (Cohen et al. 2003; Jarrett et al. 2011); Gaia edges follow the half-maximum of the DR3 passbands.
+# Saturation: Gaia photometry degrades brighter than G ~ 3; 2MASS Read-1 (51 ms) frames saturate near
+# J 4.5, H 4.0, Ks 3.5; WISE profile-fit photometry saturates at W1 8.1, W2 6.7 (AllWISE Explanatory Supplement).
+BANDS: dict[str, Band] = {band.name: band for band in (
+    Band("G", "gaia", 4000.0, 9500.0, 2.740, 3.0),
+    Band("BP", "gaia", 3900.0, 6700.0, 3.374, 3.0),
+    Band("RP", "gaia", 6300.0, 10000.0, 2.035, 3.0),
+    Band("J", "2mass", 11540.0, 13160.0, 0.72, 4.5),
+    Band("H", "2mass", 15365.0, 17875.0, 0.46, 4.0),
+    Band("Ks", "2mass", 20280.0, 22900.0, 0.306, 3.5),
+    Band("W1", "wise", 30370.0, 37000.0, 0.18, 8.1),
+    Band("W2", "wise", 40970.0, 51390.0, 0.16, 6.7),
+)}
+assert tuple(BANDS) == PHOTOMETRIC_BANDS, "bands must match the raw schema's band order"

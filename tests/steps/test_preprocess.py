@@ -1,0 +1,252 @@
+"""The preprocess stage: grids, masks and normalisation, period recovery, quarantine and atomic publishing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy.stats import spearmanr
+
+from steps.core.artifacts import ArtifactWriter, read_manifest
+from steps.core.quarantine import QUARANTINE_TABLE
+from steps.ingest.bands import BANDS
+from steps.ingest.schemas import DATA_FILES, DATA_SCHEMAS, LABELS_FILE
+from steps.ingest.synthetic import lightcurves, photometry, spectra
+from steps.preprocess.__main__ import main
+from steps.preprocess.common import FEATURES_FILE, SPEC_FILE, publish, read_raw
+from steps.preprocess.lightcurves import detrend, preprocess_lightcurves, robust_sigma
+from steps.preprocess.photometry import MASK_BITS, preprocess_photometry
+from steps.preprocess.spectra import output_grid, preprocess_spectra, resample
+
+
+def write_raw(path, modality: str, data: pa.Table | pd.DataFrame, labels: pa.Table) -> object:
+    """A raw artifact as ingest would publish it, from a table or an edited DataFrame of one."""
+    if isinstance(data, pd.DataFrame):
+        data = pa.Table.from_pandas(data, schema=DATA_SCHEMAS[modality], preserve_index=False)
+    with ArtifactWriter(path, stage=f"ingest.{modality}", synthetic=True) as writer:
+        writer.write_table(DATA_FILES[modality], data)
+        writer.write_table(LABELS_FILE, labels)
+    return path
+
+
+def run_cli(args: list[str]) -> int:
+    return main([str(arg) for arg in args])
+
+
+@pytest.fixture(scope="module")
+def spectra_raw(tmp_path_factory):
+    tables = spectra.generate(24, 11)
+    return write_raw(tmp_path_factory.mktemp("raw") / "spectra", "spectra", tables["spectra"], tables["labels"])
+
+
+@pytest.fixture(scope="module")
+def curves(tmp_path_factory):
+    """150 synthetic light curves, preprocessed once: (raw tables, features table)."""
+    tables = lightcurves.generate(150, 21)
+    path = write_raw(tmp_path_factory.mktemp("raw") / "lightcurves", "lightcurves", tables["lightcurves"],
+                     tables["labels"])
+    return tables, preprocess_lightcurves(read_raw(path, "lightcurves"), workers=2).table.to_pandas()
+
+
+# Spectra
+
+def test_spectra_are_on_the_common_grid_normalised_and_masked(spectra_raw):
+    features = preprocess_spectra(read_raw(spectra_raw, "spectra"), length=512)
+    table = features.table.to_pandas()
+    assert len(table) == 24 and len(features.quarantine) == 0
+    for flux, ivar, mask in zip(table["flux"], table["ivar"], table["mask"]):
+        assert flux.size == ivar.size == mask.size == 512
+        bad = mask.astype(bool)
+        assert np.all(flux[bad] == 1.0) and np.all(ivar[bad] == 0) and np.all(ivar[~bad] > 0)
+        assert 0.9 < np.median(flux[~bad]) < 1.1
+    assert (table["snr"] > 3).all()
+    labels = pq.read_table(spectra_raw / LABELS_FILE).to_pandas().set_index("id")
+    assert np.allclose(table.set_index("id")[["teff", "logg", "feh"]], labels.loc[table["id"]])
+    grid = features.spec["grid"]
+    start, step, edges = output_grid(512)
+    assert grid["length"] == 512 and grid["loglam_start"] == start and grid["loglam_step"] == step
+    assert np.isclose(10 ** edges[0], 3900) and np.isclose(10 ** edges[-1], 9000)
+
+
+def test_spectra_are_moved_to_the_rest_frame_by_their_redshift(tmp_path, spectra_raw):
+    """Redshifting a spectrum further (wavelengths and z together) leaves its features nearly unchanged, while
+    shifting wavelengths without z moves its lines."""
+    data = pq.read_table(spectra_raw / DATA_FILES["spectra"]).slice(0, 4).to_pandas()
+    labels = pq.read_table(spectra_raw / LABELS_FILE).slice(0, 4)
+    extra = 0.001                                                        # 300 km/s, about a pixel
+    consistent, inconsistent = data.copy(), data.copy()
+    for frame in (consistent, inconsistent):
+        frame["loglam"] = [loglam + np.log10(1 + extra) for loglam in data["loglam"]]
+    consistent["z"] = (1 + data["z"]) * (1 + extra) - 1
+
+    def processed(frame, name):
+        raw = write_raw(tmp_path / name, "spectra", frame, labels)
+        return np.stack(preprocess_spectra(read_raw(raw, "spectra"), length=1024).table.column("flux").to_pylist())
+
+    original = processed(data, "original")
+    error_consistent = np.abs(processed(consistent, "consistent") - original).mean()
+    error_inconsistent = np.abs(processed(inconsistent, "inconsistent") - original).mean()
+    assert error_consistent < 0.5 * error_inconsistent
+
+
+def test_resampling_conserves_flux_and_averages_variance():
+    rng = np.random.default_rng(0)
+    in_edges = np.linspace(4000.0, 5000.0, 1001)                         # 1 A input pixels
+    flux = rng.uniform(1.0, 2.0, 1000)
+    out_edges = np.linspace(4100.0, 4900.0, 201)                         # 4 A output pixels
+    good = np.ones(1000, dtype=bool)
+    out_flux, out_variance, coverage = resample(in_edges, flux, np.full(1000, 0.04), good, out_edges)
+    assert np.allclose(coverage, 1.0)
+    assert np.isclose(np.sum(out_flux * np.diff(out_edges)), np.sum(flux[100:900]))
+    assert np.allclose(out_variance, 0.04 / 4)
+    good[500:520] = False                                                # 20 bad input pixels
+    _, _, coverage = resample(in_edges, flux, np.full(1000, 0.04), good, out_edges)
+    assert np.count_nonzero(coverage == 0) == 5 and np.allclose(coverage[coverage > 0], 1.0)
+
+
+def _spectra_with_two_bad(tmp_path):
+    tables = spectra.generate(10, 4)
+    data = tables["spectra"].to_pandas()
+    data.at[2, "flux"] = np.full(data.at[2, "flux"].size, np.nan, dtype=np.float32)
+    data.at[5, "ivar"] = np.zeros(data.at[5, "ivar"].size, dtype=np.float32)
+    return write_raw(tmp_path / "raw", "spectra", data, tables["labels"]), data["id"]
+
+
+def test_bad_spectra_are_quarantined_with_their_reason(tmp_path):
+    raw, ids = _spectra_with_two_bad(tmp_path)
+    assert run_cli(["spectra", "--in", raw, "--out", tmp_path / "features", "--length", 256,
+                    "--max-bad-fraction", 0.5]) == 0
+    quarantine = pq.read_table(tmp_path / "features" / QUARANTINE_TABLE).to_pandas()
+    assert quarantine["id"].tolist() == [ids[2], ids[5]]
+    assert quarantine["reason"].tolist() == ["no finite flux", "no pixel with positive ivar"]
+    features = pq.read_table(tmp_path / "features" / FEATURES_FILE)
+    assert features.num_rows == 8 and ids[2] not in features.column("id").to_pylist()
+    manifest = read_manifest(tmp_path / "features")
+    assert manifest.counts == {"objects_in": 10, "objects_out": 8, "quarantined": 2} and manifest.synthetic
+
+
+def test_too_many_bad_records_fail_the_stage_and_publish_nothing(tmp_path, caplog):
+    raw, _ = _spectra_with_two_bad(tmp_path)
+    assert run_cli(["spectra", "--in", raw, "--out", tmp_path / "features", "--length", 256,
+                    "--max-bad-fraction", 0.1]) == 2
+    assert "preprocess.spectra: 2 of 10 records (20%) quarantined" in caplog.text
+    assert not (tmp_path / "features").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["raw"]          # no temporary left behind
+
+
+def test_preprocessing_is_deterministic(tmp_path, spectra_raw):
+    for name in ("a", "b"):
+        assert run_cli(["spectra", "--in", spectra_raw, "--out", tmp_path / name, "--length", 300]) == 0
+    assert read_manifest(tmp_path / "a").files == read_manifest(tmp_path / "b").files
+
+
+def test_input_that_is_not_a_raw_artifact_is_refused(tmp_path, caplog):
+    assert run_cli(["photometry", "--in", tmp_path, "--out", tmp_path / "features"]) == 2
+    assert "not a finished artifact" in caplog.text
+
+
+# Photometry
+
+def test_photometry_quality_cuts_dereddening_and_colours(tmp_path):
+    tables = photometry.generate(12, 6)
+    data = tables["photometry"].to_pandas()
+    bands = list(BANDS)
+    data.loc[0, [f"mag_{band}" for band in bands]] = np.nan                  # no usable band
+    data.loc[1, ["mag_W1", "err_W1"]] = [5.0, 0.01]                          # saturated in WISE
+    data.loc[2, ["mag_J", "err_J"]] = [16.0, 0.8]                            # error too large
+    data.loc[3, ["mag_H", "err_H"]] = [12.0, np.nan]                         # 2MASS upper limit
+    raw = read_raw(write_raw(tmp_path / "raw", "photometry", data, tables["labels"]), "photometry")
+
+    features = preprocess_photometry(raw)
+    assert [row["id"] for row in features.quarantine.rows] == [data.loc[0, "id"]]
+    assert features.quarantine.rows[0]["reason"] == "only 0 usable band(s), fewer than 3"
+    table = features.table.to_pandas().set_index("id")
+    assert table.loc[data.loc[1, "id"], "mask_W1"] == MASK_BITS["saturated"]
+    assert table.loc[data.loc[2, "id"], "mask_J"] == MASK_BITS["bad_error"]
+    assert table.loc[data.loc[3, "id"], "mask_H"] == MASK_BITS["bad_error"]
+    assert np.isnan(table.loc[data.loc[1, "id"], ["mag_W1", "err_W1", "c_W1_W2", "c_Ks_W1"]].astype(float)).all()
+    row = data.set_index("id").loc[data.loc[5, "id"]]
+    processed = table.loc[data.loc[5, "id"]]
+    assert np.isclose(processed["mag_G"], row["mag_G"] - 2.740 * row["ebv"])
+    assert np.isclose(processed["c_BP_RP"], processed["mag_BP"] - processed["mag_RP"])
+    precise = table["parallax"] / table["parallax_error"] > 5
+    assert table.loc[~precise, "abs_G"].isna().all()
+    assert np.allclose(table.loc[precise, "abs_G"],
+                       table.loc[precise, "mag_G"] + 5 * np.log10(table.loc[precise, "parallax"] / 100))
+    plain = preprocess_photometry(raw, deredden=False).table.to_pandas().set_index("id")
+    assert np.isclose(plain.loc[data.loc[5, "id"], "mag_G"], row["mag_G"])
+    assert set(features.spec["features"]) <= set(table.columns) and features.spec["bands"] == bands
+
+
+def test_dereddened_colour_tracks_temperature(tmp_path):
+    tables = photometry.generate(80, 9)
+    raw = read_raw(write_raw(tmp_path / "raw", "photometry", tables["photometry"], tables["labels"]), "photometry")
+    table = preprocess_photometry(raw).table.to_pandas().dropna(subset=["c_BP_RP"])
+    assert spearmanr(table["c_BP_RP"], table["teff"]).statistic < -0.9
+
+
+# Light curves
+
+def test_views_have_their_lengths_and_the_dip_at_minus_one(curves):
+    _, table = curves
+    assert len(table) == 150
+    assert all(view.size == 201 for view in table["global_view"])
+    assert all(view.size == 61 for view in table["local_view"])
+    assert np.allclose([view.min() for view in table["global_view"]], -1.0)
+    assert np.allclose([np.median(view) for view in table["global_view"]], 0.0, atol=1e-6)
+    assert table["period_true"].isna().equals(table["class"] == "quiet")
+    assert (table["n_cadences"] > 1000).all() and table["bls_power"].gt(0).all()
+
+
+def _fold_snr(time: np.ndarray, flux: np.ndarray, period: float, bins: int = 50) -> float:
+    """S/N of the signal folded at its true period: range of the bin means over their noise."""
+    index = np.minimum((np.mod(time / period, 1.0) * bins).astype(int), bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    means = np.bincount(index, flux, minlength=bins) / np.maximum(counts, 1)
+    noise = robust_sigma(flux - means[index]) / np.sqrt(counts.mean())
+    return float((means.max() - means.min()) / noise)
+
+
+def test_period_is_recovered_for_most_high_snr_periodic_stars(curves):
+    tables, table = curves
+    raw = tables["lightcurves"].to_pandas().set_index("id")
+    high_snr = []
+    for object_id, period in zip(table["id"], table["period_true"]):
+        if np.isfinite(period):
+            good = (raw.at[object_id, "quality"] == 0) & np.isfinite(raw.at[object_id, "flux"])
+            time, flux = raw.at[object_id, "time"][good], raw.at[object_id, "flux"][good].astype(float)
+            high_snr.append(_fold_snr(time, detrend(time, flux / np.median(flux)), period) > 20)
+        else:
+            high_snr.append(False)
+    high_snr = np.array(high_snr)
+    recovered = (np.abs(table["period"] / table["period_true"] - 1) < 0.02).to_numpy()
+    for kind in ("pulsator", "transit", "eclipsing_binary"):
+        chosen = high_snr & (table["class"] == kind).to_numpy()
+        assert chosen.sum() >= 10, kind
+        assert recovered[chosen].mean() >= 0.8, (kind, recovered[chosen].mean())
+
+
+def test_curve_without_a_good_cadence_is_quarantined(tmp_path):
+    tables = lightcurves.generate(6, 2)
+    data = tables["lightcurves"].to_pandas()
+    data.at[1, "quality"] = np.full(data.at[1, "quality"].size, 32, dtype=np.int32)
+    raw = read_raw(write_raw(tmp_path / "raw", "lightcurves", data, tables["labels"]), "lightcurves")
+    serial = preprocess_lightcurves(raw, workers=1)
+    assert [(row["id"], row["reason"]) for row in serial.quarantine.rows] == [
+        (data.at[1, "id"], "only 0 valid cadences, fewer than 100")]
+    publish(tmp_path / "features", "lightcurves", raw, serial, max_bad_fraction=0.2)
+    assert read_manifest(tmp_path / "features").counts["quarantined"] == 1
+    assert preprocess_lightcurves(raw, workers=2).table.equals(serial.table)    # workers do not change results
+
+
+def test_lightcurve_spec_names_what_a_model_needs(curves, tmp_path):
+    tables, _ = curves
+    raw = read_raw(write_raw(tmp_path / "raw", "lightcurves", tables["lightcurves"].slice(0, 5),
+                             tables["labels"].slice(0, 5)), "lightcurves")
+    assert run_cli(["lightcurves", "--in", raw.path, "--out", tmp_path / "features", "--length", 101,
+                    "--local-length", 31, "--workers", 1]) == 0
+    spec = pd.read_json(tmp_path / "features" / SPEC_FILE, typ="series")
+    assert spec["global_length"] == 101 and spec["local_length"] == 31
+    assert spec["classes"] == sorted(spec["classes"]) and "bls_period" in spec["features"]
