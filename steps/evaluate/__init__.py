@@ -1,0 +1,184 @@
+"""Evaluate stage: measure each trained model and its null predictor on the test split, and apply the gates.
+
+`python -m steps.evaluate --split DIR --spectral DIR --lightcurve DIR --sed DIR [--gates YAML_OR_PATH]
+[--production-metrics FILE | --registry URI] --out DIR` writes `metrics.json`, `verdict.json`, `production.json`,
+`predictions/<model>.parquet` and `report.md`. A model refused by the gates is a result, not an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from steps.core.logs import get_logger
+from steps.evaluate.gates import Gates, Verdict, fmt, judge
+from steps.models import MODALITY, load_model, null_for
+from steps.models.inputs import Columns
+from steps.models.metrics import classification_metrics, period_metrics, regression_metrics
+from steps.models.splits import read_split
+
+log = get_logger("evaluate")
+
+
+@dataclass
+class Evaluation:
+    """One model measured on the test split."""
+
+    name: str
+    task: str
+    outputs: list[str]  # targets (regression) or classes (classification)
+    model: dict[str, Any]
+    null: dict[str, Any]
+    predictions: pd.DataFrame
+    info: dict[str, Any]
+
+
+def test_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.DataFrame) -> dict[str, Any]:
+    """Metrics of one predictor's `predict_table` output against the test table's truth."""
+    cols = Columns(test)
+    if task == "regression":
+        targets = {}
+        for target in outputs:
+            truth = cols.scalar(target) if cols.has(target) else np.full(cols.n, np.nan)
+            err = predicted[f"{target}_err"].to_numpy(np.float64) if f"{target}_err" in predicted else None
+            targets[target] = regression_metrics(truth, predicted[target].to_numpy(np.float64), err)
+        return {"task": task, "n_test": cols.n, "targets": targets}
+    proba = predicted[[f"p_{c}" for c in outputs]].to_numpy(np.float64)
+    out = {"task": task, "n_test": cols.n, **classification_metrics(cols.strings("class"), proba, outputs)}
+    if "period" in predicted and cols.has("period_true"):
+        out["period"] = period_metrics(cols.scalar("period_true"), predicted["period"].to_numpy(np.float64))
+    return out
+
+
+def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.PathLike) -> Evaluation:
+    """Predict the test split with the model and with its null predictor (fitted on the training split)."""
+    model = load_model(model_dir)
+    if model.name != name:
+        raise ValueError(f"--{name} {model_dir}: holds a {model.name!r} model, not {name!r}")
+    tables, _, _ = read_split(split_dir, MODALITY[name])
+    test = tables["test"]
+    try:
+        predicted = model.predict_table(test)
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"{name}: the model cannot read the test split of {split_dir}: {error}") from None
+    null = null_for(model, tables["train"])
+    null_predicted = null.predict_table(test)
+    outputs = list(model.targets if model.task == "regression" else model.classes)
+    metrics_model = test_metrics(model.task, outputs, test, predicted)
+    metrics_null = test_metrics(model.task, outputs, test, null_predicted)
+    cols = Columns(test)
+    frame: dict[str, Any] = {"id": cols.raw("id") if cols.has("id") else list(range(cols.n))}
+    if model.task == "regression":
+        for target in outputs:
+            frame[f"{target}_true"] = cols.scalar(target) if cols.has(target) else np.full(cols.n, np.nan)
+            frame[target], frame[f"{target}_err"] = predicted[target].to_numpy(), predicted[f"{target}_err"].to_numpy()
+    else:
+        frame["class_true"] = cols.strings("class") if cols.has("class") else [None] * cols.n
+        frame["class"] = predicted["class"].to_numpy(dtype=object)
+        frame.update({f"p_{c}": predicted[f"p_{c}"].to_numpy() for c in outputs})
+        if "period" in predicted:
+            frame["period"] = predicted["period"].to_numpy()
+        if cols.has("period_true"):
+            frame["period_true"] = cols.scalar("period_true")
+    return Evaluation(name, model.task, outputs, metrics_model, metrics_null,
+                      pd.DataFrame(frame, index=pd.RangeIndex(cols.n)), model.info)
+
+
+def _normalise_production(entry: Any, name: str, source: str) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{source}: {name}: expected an object or null, got {type(entry).__name__}")
+    version = entry.get("version")
+    metrics = entry.get("metrics", entry)
+    if isinstance(metrics, dict) and isinstance(metrics.get("model"), dict):
+        metrics = metrics["model"]
+    metrics = {k: v for k, v in (metrics or {}).items() if k != "version"} or None
+    return {"version": None if version is None else str(version), "metrics": metrics, "source": source}
+
+
+def production_from_file(path: str | None, names: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Production metrics from a JSON file `{model: {"version", "metrics"} | {metrics...} | null}`.
+
+    An empty path or a missing file means there is no production version; a malformed file is a ValueError.
+    """
+    if not path:
+        return {name: None for name in names}
+    file = Path(path)
+    if not file.is_file():
+        log.warning("--production-metrics %s: no such file; comparing with no production version", path)
+        return {name: None for name in names}
+    try:
+        data = json.loads(file.read_text() or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--production-metrics {path}: not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--production-metrics {path}: expected an object keyed by model name")
+    return {name: _normalise_production(data.get(name), name, f"--production-metrics {path}") for name in names}
+
+
+def production_from_registry(uri: str, names: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The recorded test metrics of each model's `production` version in the registry (None where unset)."""
+    from steps.core.registry import PRODUCTION, ModelRegistry, RegistryError
+
+    registry = ModelRegistry.open(uri)
+    out: dict[str, dict[str, Any] | None] = {}
+    for name in names:
+        try:
+            record = registry.resolve(name, PRODUCTION)
+        except RegistryError:
+            out[name] = None
+            continue
+        out[name] = _normalise_production({"version": record.version, "metrics": record.metrics}, name,
+                                          f"registry {uri}")
+    return out
+
+
+def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
+           production: dict[str, dict[str, Any] | None], synthetic: bool) -> str:
+    """A short Markdown summary: verdicts, key metrics of model / null / production, every reason."""
+    lines = ["# Model evaluation", ""]
+    if synthetic:
+        lines += ["Data: **synthetic** (the split was generated, not observed).", ""]
+    lines += ["| model | verdict | production compared |", "|---|---|---|"]
+    for ev in evaluations:
+        prod = production.get(ev.name)
+        where = f"version {prod['version']}" if prod and prod.get("metrics") else "none"
+        lines.append(f"| {ev.name} | {'PASS' if verdicts[ev.name].passed else 'REFUSED'} | {where} |")
+    for ev in evaluations:
+        prod = (production.get(ev.name) or {}).get("metrics") or {}
+        lines += ["", f"## {ev.name} ({ev.info.get('kind')}, {ev.model.get('n_test', 0)} test objects)", ""]
+        if ev.task == "regression":
+            lines += ["| target | metric | model | null | production |", "|---|---|---|---|---|"]
+            for target in ev.outputs:
+                for metric in ("robust_sigma", "rmse", "bias", "outlier_fraction", "coverage_68", "coverage_95"):
+                    values = [(m.get("targets", {}).get(target) or {}).get(metric) for m in (ev.model, ev.null, prod)]
+                    lines.append(f"| {target} | {metric} | " + " | ".join(fmt(v) for v in values) + " |")
+        else:
+            lines += ["| metric | model | null | production |", "|---|---|---|---|"]
+            for metric in ("accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss"):
+                lines.append(f"| {metric} | " + " | ".join(fmt(m.get(metric)) for m in (ev.model, ev.null, prod))
+                             + " |")
+            confusion = ev.model.get("confusion") or {}
+            if confusion.get("labels"):
+                labels = confusion["labels"]
+                lines += ["", "Confusion (rows: truth, columns: prediction)", "",
+                          "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+                lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |"
+                          for label, row in zip(labels, confusion["matrix"])]
+        lines += ["", "Reasons:", ""] + [f"- {reason}" for reason in verdicts[ev.name].reasons]
+    return "\n".join(lines) + "\n"
+
+
+def judge_all(evaluations: list[Evaluation], gates: Gates,
+              production: dict[str, dict[str, Any] | None]) -> dict[str, Verdict]:
+    """The verdict on every evaluated model."""
+    return {ev.name: judge(ev.name, ev.task, ev.outputs if ev.task == "regression" else [], ev.model, ev.null,
+                           gates.for_model(ev.name), production.get(ev.name)) for ev in evaluations}

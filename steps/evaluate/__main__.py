@@ -1,0 +1,97 @@
+"""`python -m steps.evaluate --split DIR [--spectral DIR] [--lightcurve DIR] [--sed DIR] [--gates YAML_OR_PATH]
+[--production-metrics FILE | --registry URI] --out DIR`.
+
+Measures each given model and its null predictor on the split's test rows, compares with the production
+version's recorded metrics, applies the gates, and publishes `metrics.json` ({model: {"model", "null"}}),
+`verdict.json` ({model: {"passed", "reasons", "checks"}}), `production.json` ({model: {"version", "metrics",
+"source"} | null}), `predictions/<model>.parquet` and `report.md`.
+Exit status: 0 when the evaluation is complete, whether or not the models passed; 2 bad usage or input
+(invalid gates, a missing or mismatched directory); 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from steps.core.artifacts import ArtifactWriter, read_manifest
+from steps.core.logs import get_logger
+from steps.evaluate import (
+    judge_all,
+    evaluate_model,
+    production_from_file,
+    production_from_registry,
+    report,
+)
+from steps.evaluate.gates import GateError, parse_gates
+from steps.models import MODEL_NAMES
+
+log = get_logger("evaluate")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stage; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m steps.evaluate", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--split", type=Path, required=True, help="split directory (its test rows are used)")
+    for name in MODEL_NAMES:
+        parser.add_argument(f"--{name}", type=Path, help=f"the trained {name} model directory")
+    parser.add_argument("--gates", default=None,
+                        help="quality gates: YAML text or the path of a YAML file (default: the packaged gates)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--production-metrics", default=None, metavar="FILE",
+                        help='JSON {"<model>": {"version": ..., "metrics": {...}} | null}; empty or missing: '
+                             "no production version")
+    source.add_argument("--registry", default=None, metavar="URI",
+                        help="model registry (directory or s3://bucket/prefix) whose production versions to compare")
+    parser.add_argument("--out", type=Path, required=True, help="evaluation directory to publish")
+    args = parser.parse_args(argv)
+
+    models = {name: getattr(args, name) for name in MODEL_NAMES if getattr(args, name) is not None}
+    if not models:
+        parser.error("give at least one model directory (--spectral, --lightcurve, --sed)")
+    for label, path in [("--split", args.split), *((f"--{n}", p) for n, p in models.items())]:
+        if not (path / "manifest.json").is_file():
+            parser.error(f"{label} {path}: not a finished artifact (no manifest.json)")
+    try:
+        gates = parse_gates(args.gates)
+    except GateError as error:
+        parser.error(str(error))
+
+    try:
+        evaluations = [evaluate_model(name, path, args.split) for name, path in models.items()]
+        if args.registry:
+            production = production_from_registry(args.registry, list(models))
+        else:
+            production = production_from_file(args.production_metrics, list(models))
+    except (FileNotFoundError, ValueError) as error:
+        log.error("%s", error)
+        return 2
+    verdicts = judge_all(evaluations, gates, production)
+    synthetic = read_manifest(args.split).synthetic or any(read_manifest(p).synthetic for p in models.values())
+    parameters = {"gates": gates.model_dump(mode="json"),
+                  "production": {n: (p or {}).get("version") for n, p in production.items()}}
+    with ArtifactWriter(args.out, stage="evaluate", parameters=parameters,
+                        inputs={"split": args.split, **models}, synthetic=synthetic) as out:
+        out.write_json("metrics.json", {ev.name: {"model": ev.model, "null": ev.null} for ev in evaluations})
+        out.write_json("verdict.json", {name: verdict.as_dict() for name, verdict in verdicts.items()})
+        out.write_json("production.json", production)
+        for ev in evaluations:
+            out.write_table(f"predictions/{ev.name}.parquet", pa.Table.from_pandas(ev.predictions,
+                                                                                   preserve_index=False))
+            out.count(f"{ev.name}_test_rows", ev.model.get("n_test", 0))
+        out.path("report.md").write_text(report(evaluations, verdicts, production, synthetic))
+        out.count("passed", sum(v.passed for v in verdicts.values()))
+        out.count("refused", sum(not v.passed for v in verdicts.values()))
+    for name, verdict in verdicts.items():
+        failed = [r for r in verdict.reasons if r.startswith("FAIL")]
+        log.info("%s: %s%s", name, "passed the gates" if verdict.passed else "refused: ",
+                 "" if verdict.passed else "; ".join(failed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

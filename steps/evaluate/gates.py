@@ -1,0 +1,299 @@
+"""Quality gates: their YAML schema (validated, with errors that name the offending key) and the verdict.
+
+A model passes when every check passes: enough test rows, few enough missing predictions, every absolute
+threshold, better than the null predictor by `beat_null_by`, and no worse than production by more than
+`max_regression`. Every check, passed or failed, becomes one human-readable reason with its numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from steps.models.metrics import HIGHER_IS_BETTER
+
+MODEL_NAMES = ("spectral", "lightcurve", "sed")
+TASKS = {"spectral": "regression", "lightcurve": "classification", "sed": "regression"}
+KNOWN_TARGETS = ("teff", "logg", "feh")
+REGRESSION_METRICS = ("n", "missing_fraction", "robust_sigma", "rmse", "mae", "abs_bias", "abs_median_residual",
+                      "outlier_fraction", "coverage_68", "coverage_95", "z_robust_sigma")
+CLASSIFICATION_METRICS = ("n", "missing_fraction", "accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss")
+COMPARABLE = {"regression": ("robust_sigma", "rmse", "mae", "abs_bias", "outlier_fraction"),
+              "classification": ("accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss")}
+DEFAULT_COMPARE = {"regression": ["robust_sigma"], "classification": ["balanced_accuracy"]}
+_THRESHOLD = re.compile(r"^(?P<metric>[a-z0-9_]+?)_(?P<bound>min|max)$")
+
+
+class GateError(ValueError):
+    """The gates are not valid YAML or do not follow the schema; the message names the parameter and key."""
+
+
+class ModelGates(BaseModel):
+    """The gates of one model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    absolute: dict[str, Any] = Field(default_factory=dict)
+    beat_null_by: float | None = Field(0.1, ge=0)
+    max_regression: float | None = Field(0.1, ge=0)
+    compare: list[str] | None = None
+    min_rows: int = Field(10, ge=0)
+    max_missing_fraction: float = Field(0.0, ge=0, le=1)
+
+
+class Gates(BaseModel):
+    """Gates per model; a model left out gets the defaults of `ModelGates` and no absolute thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spectral: ModelGates | None = None
+    lightcurve: ModelGates | None = None
+    sed: ModelGates | None = None
+
+    def for_model(self, name: str) -> ModelGates:
+        """The gates of one model (defaults when the YAML leaves it out)."""
+        return getattr(self, name, None) or ModelGates()
+
+
+def default_gates_text() -> str:
+    """The gates shipped with the package (YAML text)."""
+    return resources.files("steps.evaluate").joinpath("default_gates.yaml").read_text()
+
+
+def _check_threshold_map(values: Any, metrics: tuple[str, ...], where: str) -> list[str]:
+    errors = []
+    if not isinstance(values, dict):
+        return [f"{where}: expected a mapping of <metric>_min/<metric>_max to numbers, got {type(values).__name__}"]
+    for key, value in values.items():
+        match = _THRESHOLD.match(str(key))
+        if not match or match["metric"] not in metrics:
+            errors.append(f"{where}.{key}: unknown threshold; use <metric>_min or <metric>_max with a metric "
+                          f"among {', '.join(metrics)}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            errors.append(f"{where}.{key}: expected a finite number, got {value!r}")
+    return errors
+
+
+def _check(gates: Gates) -> list[str]:
+    errors = []
+    for name in MODEL_NAMES:
+        model = getattr(gates, name)
+        if model is None:
+            continue
+        task = TASKS[name]
+        if task == "regression":
+            for target, thresholds in model.absolute.items():
+                if target not in KNOWN_TARGETS:
+                    errors.append(f"{name}.absolute.{target}: unknown target; known: {', '.join(KNOWN_TARGETS)}")
+                else:
+                    errors += _check_threshold_map(thresholds, REGRESSION_METRICS, f"{name}.absolute.{target}")
+        else:
+            errors += _check_threshold_map(model.absolute, CLASSIFICATION_METRICS, f"{name}.absolute")
+        for i, entry in enumerate(model.compare or []):
+            target, _, metric = entry.rpartition(".")
+            if metric not in COMPARABLE[task]:
+                errors.append(f"{name}.compare.{i}: {metric!r} cannot be compared; use one of "
+                              f"{', '.join(COMPARABLE[task])}")
+            elif target and (task != "regression" or target not in KNOWN_TARGETS):
+                errors.append(f"{name}.compare.{i}: {entry!r} names target {target!r}; "
+                              + (f"known: {', '.join(KNOWN_TARGETS)}" if task == "regression"
+                                 else "a classifier's metrics have no target"))
+    return errors
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(map(str, error["loc"])) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        known = MODEL_NAMES if len(error["loc"]) == 1 else tuple(ModelGates.model_fields)
+        return f"{where}: unknown key; known: {', '.join(known)}"
+    return f"{where}: {error['msg']}"
+
+
+def parse_gates(value: str | None, parameter: str = "--gates") -> Gates:
+    """Gates from YAML text or the path of a YAML file (`None`: the packaged defaults).
+
+    An existing file path is read; anything else is parsed as YAML text. Errors are `GateError`s naming the
+    parameter and the offending key.
+    """
+    source = "the default gates"
+    if value is None:
+        text = default_gates_text()
+    else:
+        text = value
+        candidate = value.strip()
+        source = "YAML text"
+        if candidate and "\n" not in candidate and len(candidate) < 4096:
+            path = Path(candidate).expanduser()
+            if path.is_file():
+                text, source = path.read_text(), str(path)
+            elif candidate.endswith((".yaml", ".yml", ".json")) and ":" not in candidate:
+                raise GateError(f"{parameter}: {candidate}: no such file")
+    if not text.strip():
+        raise GateError(f"{parameter}: empty; give YAML text or the path of a YAML file")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise GateError(f"{parameter}: not valid YAML ({source}): {error}") from None
+    if not isinstance(data, dict):
+        raise GateError(f"{parameter}: expected a mapping of model name to gates, got {type(data).__name__} "
+                        f"({source})")
+    try:
+        gates = Gates.model_validate(data)
+    except ValidationError as error:
+        problems = [_describe(e) for e in error.errors()]
+        raise GateError(f"{parameter}: invalid gates ({source}): " + "; ".join(problems)) from None
+    problems = _check(gates)
+    if problems:
+        raise GateError(f"{parameter}: invalid gates ({source}): " + "; ".join(problems))
+    return gates
+
+
+# ----------------------------------------------------------------------------------------------- the verdict
+
+
+@dataclass
+class Verdict:
+    """Whether a model passed, every reason (pass and fail), and the checks as data."""
+
+    passed: bool = True
+    reasons: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, passed: bool, gate: str, metric: str, value: Any, limit: Any, text: str,
+            target: str | None = None) -> None:
+        """Record one check and its reason; a failed check fails the verdict."""
+        self.passed &= bool(passed)
+        self.reasons.append(f"{'PASS' if passed else 'FAIL'} {text}")
+        self.checks.append({"gate": gate, "target": target, "metric": metric, "value": value, "limit": limit,
+                            "passed": bool(passed)})
+
+    def note(self, text: str) -> None:
+        """Record a reason that is not a check (a comparison that could not be made)."""
+        self.reasons.append(f"NOTE {text}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The verdict as written to `verdict.json`."""
+        return {"passed": self.passed, "reasons": self.reasons, "checks": self.checks}
+
+
+def fmt(value: Any) -> str:
+    """A number in 4 significant digits (`n/a` when missing)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def metric_of(metrics: dict[str, Any] | None, target: str | None, metric: str) -> float | None:
+    """One metric from an evaluation's metrics (`targets.<t>.<metric>` for regression, `<metric>` otherwise)."""
+    if not metrics:
+        return None
+    source = metrics.get("targets", {}).get(target, {}) if target else metrics
+    value = source.get(metric) if isinstance(source, dict) else None
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _slots(task: str, gates: ModelGates, targets: list[str]) -> list[tuple[str | None, str]]:
+    """(target, metric) pairs to compare: `metric` covers every target, `target.metric` one target."""
+    slots = []
+    for entry in gates.compare or DEFAULT_COMPARE[task]:
+        target, _, metric = entry.rpartition(".")
+        if task != "regression":
+            slots.append((None, metric))
+        else:
+            slots += [(t, metric) for t in targets if not target or t == target]
+    return slots
+
+
+def _label(name: str, target: str | None, metric: str) -> str:
+    return f"{name} {target} {metric}" if target else f"{name} {metric}"
+
+
+def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null: dict[str, Any],
+          gates: ModelGates, production: dict[str, Any] | None = None) -> Verdict:
+    """The verdict on one model from its test metrics, the null predictor's, and production's (if any).
+
+    `production`: `{"version": str | None, "metrics": <model metrics> | None, "source": str}` or None.
+    """
+    verdict = Verdict()
+    scopes = [(t, model.get("targets", {}).get(t, {})) for t in targets] if task == "regression" else [(None, model)]
+    for target, values in scopes:
+        label = _label(name, target, "")
+        n = values.get("n", 0) or 0
+        verdict.add(n >= gates.min_rows, "min_rows", "n", n, gates.min_rows,
+                    f"{label}test rows with truth and prediction: {n} (need >= {gates.min_rows})", target)
+        missing = values.get("missing_fraction")
+        ok = missing is not None and missing <= gates.max_missing_fraction
+        verdict.add(ok, "max_missing_fraction", "missing_fraction", missing, gates.max_missing_fraction,
+                    f"{label}share without a prediction: {fmt(missing)} (allowed <= {fmt(gates.max_missing_fraction)})",
+                    target)
+
+    absolute: list[tuple[str | None, str, str, float]] = []
+    if task == "regression":
+        for target, thresholds in gates.absolute.items():
+            if target not in targets:
+                verdict.add(False, "absolute", "-", None, None,
+                            f"{name}: gates name target {target!r}, which the model does not predict "
+                            f"(targets: {', '.join(targets)})", target)
+                continue
+            absolute += [(target, *_THRESHOLD.match(k).group("metric", "bound"), float(v))
+                         for k, v in thresholds.items()]
+    else:
+        absolute += [(None, *_THRESHOLD.match(k).group("metric", "bound"), float(v)) for k, v in gates.absolute.items()]
+    for target, metric, bound, limit in absolute:
+        value = metric_of(model, target, metric)
+        ok = value is not None and (value <= limit if bound == "max" else value >= limit)
+        sign = "<=" if bound == "max" else ">="
+        verdict.add(ok, "absolute", metric, value, limit,
+                    f"{_label(name, target, metric)} = {fmt(value)} (absolute: needs {sign} {fmt(limit)})", target)
+
+    slots = _slots(task, gates, targets)
+    if gates.beat_null_by is None:
+        verdict.note(f"{name}: not compared with the null predictor (beat_null_by is off)")
+    else:
+        margin = gates.beat_null_by
+        for target, metric in slots:
+            value, reference = metric_of(model, target, metric), metric_of(null, target, metric)
+            higher = HIGHER_IS_BETTER[metric]
+            if reference is None:
+                verdict.note(f"{_label(name, target, metric)}: the null predictor has no value; not compared")
+                continue
+            limit = reference * (1 + margin) if higher else reference * (1 - margin)
+            ok = value is not None and (value >= limit if higher else value <= limit)
+            better = "higher" if higher else "lower"
+            verdict.add(ok, "beat_null_by", metric, value, limit,
+                        f"{_label(name, target, metric)} = {fmt(value)} vs {fmt(reference)} of the null predictor: "
+                        f"needs {'>=' if higher else '<='} {fmt(limit)} ({margin:.0%} {better})", target)
+
+    if gates.max_regression is None:
+        verdict.note(f"{name}: not compared with production (max_regression is off)")
+    elif not production or not production.get("metrics"):
+        verdict.note(f"{name}: no production version to compare with"
+                     + (f" ({production['source']})" if production and production.get("source") else ""))
+    else:
+        tolerance = gates.max_regression
+        where = f"production version {production.get('version') or '?'}"
+        compared = list(dict.fromkeys(slots + [(t, m) for t, m, _, _ in absolute if m in HIGHER_IS_BETTER
+                                               and m not in ("n", "coverage_68", "coverage_95")]))
+        for target, metric in compared:
+            value, reference = metric_of(model, target, metric), metric_of(production["metrics"], target, metric)
+            if reference is None:
+                verdict.note(f"{_label(name, target, metric)}: {where} has no value; not compared")
+                continue
+            higher = HIGHER_IS_BETTER[metric]
+            limit = reference * (1 - tolerance) if higher else reference * (1 + tolerance)
+            ok = value is not None and (value >= limit if higher else value <= limit)
+            verdict.add(ok, "max_regression", metric, value, limit,
+                        f"{_label(name, target, metric)} = {fmt(value)} vs {fmt(reference)} of {where}: needs "
+                        f"{'>=' if higher else '<='} {fmt(limit)} (at most {tolerance:.0%} worse)", target)
+    return verdict

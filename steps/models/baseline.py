@@ -1,0 +1,275 @@
+"""The NumPy baselines (`--force-dummy`): no TensorFlow, deterministic, seconds to train.
+
+- `spectral`: ridge regression of (log10 Teff, log g, [Fe/H]) on the leading principal components of the flux
+  (bad pixels filled with the training mean spectrum) and the squares of the first few; kind `ridge-pca`.
+- `sed`: ridge regression on the photometric features and colours (median-imputed, with missing indicators,
+  heavy tails compressed) and their squares; kind `ridge`.
+- `lightcurve`: softmax regression with an L2 penalty, minimised by L-BFGS, on principal components of the
+  global and local views and the scalar period-search features; classes weighted equally; kind `softmax`.
+
+Penalties are chosen on the validation split from a small grid. Each regression target gets a 1-sigma
+uncertainty from out-of-sample residuals (the validation residuals and the training leave-one-out residuals,
+pooled): for spectra it scales with the signal-to-noise ratio, sigma(snr)^2 = s0^2 + (s1/snr)^2, fitted on
+snr bins; otherwise it is constant. Either way it is scaled so that median |residual / sigma| = 0.6745, as for a
+Gaussian, which makes the 68% interval cover about 68% of the out-of-sample residuals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from steps.models.features import Featurizer, Scalars, VectorPCA
+from steps.models.inputs import Columns
+from steps.models.io import FORMAT_VERSION
+from steps.models.linear import balanced_weights, fit_softmax, ridge, softmax
+from steps.models.metrics import MAD_TO_SIGMA, classification_metrics, regression_metrics
+from steps.models.predictor import ClassifierPredictor, RegressionPredictor, forward_transform
+
+MODEL_NAMES = ("spectral", "lightcurve", "sed")
+MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+TASK = {"spectral": "regression", "lightcurve": "classification", "sed": "regression"}
+DEFAULT_LABELS = ("teff", "logg", "feh")
+DEFAULT_CLASSES = ("transit", "eclipsing_binary", "pulsator", "rotator", "quiet")
+TARGET_TRANSFORMS = {"teff": "log10"}
+# Never model inputs, whatever a spec lists: identifiers, labels, and the simulation's true period.
+NOT_FEATURES = {"id", "class", "period_true", "teff", "logg", "feh", "label", "source", "synthetic"}
+
+SPECTRAL_COMPONENTS = 32
+SPECTRAL_QUADRATIC = 8
+VIEW_COMPONENTS = 16
+RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the number of training rows
+SOFTMAX_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+MIN_SNR_ROWS = 60
+
+
+@dataclass
+class Trained:
+    """A fitted model: `info` (model.json), `arrays` (weights.npz), `metrics` (train_metrics.json)."""
+
+    info: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    metrics: dict[str, Any]
+
+
+def _vector_length(spec: dict[str, Any], keys: tuple[str, ...], table: pa.Table, column: str) -> int:
+    for path in keys:
+        value: Any = spec
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    if column not in table.column_names:
+        raise ValueError(f"the training table has no column {column!r}")
+    for row in table.column(column).to_pylist():
+        if row is not None:
+            return len(row)
+    raise ValueError(f"column {column!r}: no row has a value, so its length is unknown")
+
+
+def _feature_columns(spec: dict[str, Any], table: pa.Table, fallback) -> list[str]:
+    listed = spec.get("features")
+    names = table.column_names
+    if listed:
+        missing = [c for c in listed if c not in names]
+        if missing:
+            raise ValueError(f"spec.json lists feature columns the table lacks: {', '.join(missing)}")
+        candidates = list(listed)
+    else:
+        candidates = [c for c in names if fallback(c)]
+    numeric = [c for c in candidates if c not in NOT_FEATURES and not c.endswith("_true")
+               and (pa.types.is_integer(table.schema.field(c).type)
+                    or pa.types.is_floating(table.schema.field(c).type))]
+    return numeric
+
+
+def fit_sigma(residuals: np.ndarray, snr: np.ndarray | None, column: str = "snr") -> dict[str, Any]:
+    """A 1-sigma model for one target from out-of-sample residuals (see the module docstring)."""
+    residuals = np.asarray(residuals, np.float64)
+    ok = np.isfinite(residuals)
+    res = residuals[ok]
+    if res.size == 0:
+        return {"kind": "constant", "sigma": None, "n": 0}
+    constant = {"kind": "constant", "sigma": float(MAD_TO_SIGMA * np.median(np.abs(res))), "n": int(res.size)}
+    if snr is None:
+        return constant
+    snr = np.asarray(snr, np.float64)[ok]
+    valid = np.isfinite(snr) & (snr > 0)
+    if valid.sum() < MIN_SNR_ROWS:
+        return constant
+    r, s = res[valid], snr[valid]
+    n_bins = int(min(5, valid.sum() // 30))
+    edges = np.quantile(s, np.linspace(0, 1, n_bins + 1))
+    which = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_bins - 1)
+    x, y = [], []
+    for b in range(n_bins):
+        members = which == b
+        if members.sum() >= 10:
+            x.append(float(np.mean(1.0 / s[members] ** 2)))
+            y.append(float((MAD_TO_SIGMA * np.median(np.abs(r[members]))) ** 2))
+    if len(x) < 2:
+        return constant
+    from scipy.optimize import nnls
+
+    (a, c), _ = nnls(np.column_stack([np.ones(len(x)), x]), np.array(y))
+    if a <= 0 and c <= 0:
+        return constant
+    snr_ref = float(np.median(s))
+    filled = np.where(np.isfinite(snr) & (snr > 0), snr, snr_ref)
+    scale = MAD_TO_SIGMA * float(np.median(np.abs(res / np.sqrt(a + c / filled ** 2))))
+    if not math.isfinite(scale) or scale <= 0:
+        return constant
+    return {"kind": "snr", "column": column, "s0": float(math.sqrt(a)) * scale, "s1": float(math.sqrt(c)) * scale,
+            "snr_ref": snr_ref, "n": int(res.size)}
+
+
+def _base_info(name: str, kind: str, spec: dict[str, Any], featurizer: Featurizer, n_train: int, n_val: int,
+               seed: int, epochs: int | None) -> dict[str, Any]:
+    fields = featurizer.fields
+    return {
+        "format_version": FORMAT_VERSION, "name": name, "kind": kind, "task": TASK[name], "modality": MODALITY[name],
+        "features": featurizer.config(), "feature_names": featurizer.feature_names(),
+        "feature_columns": fields["required"] + fields["optional"], "inputs": fields,
+        "training": {"trainer": "baseline", "seed": int(seed), "epochs": epochs, "n_train": n_train,
+                     "n_val": n_val, "spec_modality": spec.get("modality")},
+    }
+
+
+def _train_regression(name: str, kind: str, featurizer: Featurizer, train: pa.Table, val: pa.Table,
+                      spec: dict[str, Any], seed: int, epochs: int | None, sigma_column: str | None) -> Trained:
+    wanted = list(spec.get("labels") or DEFAULT_LABELS)
+    labels = [t for t in wanted if t in train.column_names]
+    if not labels:
+        raise ValueError(f"{name}: the training table has none of the labels {wanted}")
+    ct, cv = Columns(train), Columns(val)
+    featurizer.fit(ct)
+    transforms = {t: TARGET_TRANSFORMS[t] for t in labels if t in TARGET_TRANSFORMS}
+
+    def targets(cols: Columns) -> np.ndarray:
+        """The targets of a batch in the fitted space, one column per label."""
+        return np.column_stack([forward_transform(transforms.get(t), cols.scalar(t)) for t in labels])
+
+    x_train, y_train = featurizer.transform(ct), targets(ct)
+    x_val, y_val = (featurizer.transform(cv), targets(cv)) if cv.n else (None, None)
+    fit = ridge(x_train, y_train, x_val, y_val, tuple(a * ct.n for a in RIDGE_GRID))
+    residuals, snr = [fit.loo_residuals], [ct.scalar(sigma_column) if sigma_column else None]
+    if x_val is not None:
+        residuals.insert(0, x_val @ fit.coef + fit.intercept - y_val)
+        snr.insert(0, cv.scalar(sigma_column) if sigma_column else None)
+    pooled = np.vstack(residuals)
+    pooled_snr = np.concatenate(snr) if sigma_column else None
+    uncertainty = {t: fit_sigma(pooled[:, i], pooled_snr, sigma_column or "snr") for i, t in enumerate(labels)}
+    info = _base_info(name, kind, spec, featurizer, ct.n, cv.n, seed, epochs)
+    if sigma_column and sigma_column not in info["inputs"]["optional"]:
+        info["inputs"]["optional"].append(sigma_column)
+    info.update({"targets": labels, "target_transforms": transforms, "uncertainty": uncertainty,
+                 "hyperparameters": {
+                     "alpha": dict(zip(labels, fit.alpha.tolist())), "alpha_grid": list(fit.scores["alphas"]),
+                     "selection": "validation RMSE in the fitted space" if cv.n else "leave-one-out RMSE"}})
+    arrays = {**featurizer.state(), "coef": fit.coef, "intercept": fit.intercept}
+    model = RegressionPredictor(None, info, spec, arrays)
+    metrics: dict[str, Any] = {"model": name, "kind": kind, "hyperparameters": info["hyperparameters"],
+                               "selection_scores": {t: fit.scores[f"target{i}"] for i, t in enumerate(labels)}}
+    for split, table in (("train", train), ("val", val)):
+        if table.num_rows:
+            pred = model.predict_table(table)
+            metrics[split] = {t: regression_metrics(Columns(table).scalar(t), pred[t], pred[f"{t}_err"])
+                              for t in labels}
+    return Trained(info, arrays, metrics)
+
+
+def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:
+    length = _vector_length(spec, ("grid.length", "length"), train, "flux")
+    featurizer = Featurizer([VectorPCA("flux", length, SPECTRAL_COMPONENTS, "mask", "ivar")],
+                            quadratic_leading=SPECTRAL_QUADRATIC)
+    return _train_regression("spectral", "ridge-pca", featurizer, train, val, spec, seed, epochs,
+                             "snr" if "snr" in train.column_names else None)
+
+
+def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:
+    columns = _feature_columns(spec, train, lambda c: c.startswith(("mag_", "c_")) or c in ("abs_G", "parallax"))
+    if not columns:
+        raise ValueError("sed: no numeric feature columns (spec.json `features`, or mag_*/c_*/abs_G/parallax)")
+    featurizer = Featurizer([Scalars(columns, quadratic=True, name="photometry", require_any=True)])
+    return _train_regression("sed", "ridge", featurizer, train, val, spec, seed, epochs, None)
+
+
+def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
+                      epochs: int | None) -> Trained:
+    if "class" not in train.column_names:
+        raise ValueError("lightcurve: the training table has no `class` column")
+    labels_train = Columns(train).strings("class")
+    classes = list(spec.get("classes") or sorted({c for c in labels_train if c is not None}))
+    index = {c: i for i, c in enumerate(classes)}
+    keep = np.array([c in index for c in labels_train], bool)
+    if keep.sum() < 2:
+        raise ValueError(f"lightcurve: fewer than 2 training rows with a class among {classes}")
+    train_kept = train.filter(pa.array(keep))
+    global_length = _vector_length(spec, ("global_length",), train, "global_view")
+    local_length = _vector_length(spec, ("local_length",), train, "local_view")
+    scalars = _feature_columns(spec, train, lambda c: c not in ("global_view", "local_view"))
+    scalars = [c for c in scalars if c not in ("global_view", "local_view")]
+    featurizer = Featurizer([VectorPCA("global_view", global_length, VIEW_COMPONENTS),
+                             VectorPCA("local_view", local_length, VIEW_COMPONENTS),
+                             Scalars(scalars, name="scalars")])
+    ct = Columns(train_kept)
+    featurizer.fit(ct)
+    x_train = featurizer.transform(ct)
+    y_train = np.array([index[c] for c in ct.strings("class")])
+    w_train = balanced_weights(y_train, len(classes))
+    labels_val = Columns(val).strings("class")
+    keep_val = np.array([c in index for c in labels_val], bool)
+    val_kept = val.filter(pa.array(keep_val)) if val.num_rows else val
+    cv = Columns(val_kept)
+    x_val = featurizer.transform(cv) if cv.n else None
+    y_val = np.array([index[c] for c in cv.strings("class")], dtype=np.int64)
+    fits, scores = [], []
+    for lam in SOFTMAX_GRID:
+        fit = fit_softmax(x_train, y_train, len(classes), lam, w_train)
+        if x_val is not None and cv.n:
+            proba = softmax(x_val @ fit.coef + fit.intercept)
+            w_val = balanced_weights(y_val, len(classes))
+            score = float(-np.sum(w_val * np.log(np.clip(proba[np.arange(cv.n), y_val], 1e-15, 1))) / w_val.sum())
+        else:
+            score = fit.loss
+        fits.append(fit), scores.append(score)
+    best = min(range(len(SOFTMAX_GRID)), key=lambda i: (round(scores[i], 12), -SOFTMAX_GRID[i]))
+    fit = fits[best]
+    info = _base_info("lightcurve", "softmax", spec, featurizer, ct.n, cv.n, seed, epochs)
+    if "period" not in info["inputs"]["optional"]:
+        info["inputs"]["optional"].append("period")
+    info.update({"classes": classes, "label_column": "class", "period_column": "period",
+                 "hyperparameters": {"l2": fit.lam, "l2_grid": list(SOFTMAX_GRID), "class_weights": "balanced",
+                                     "selection": "validation class-balanced log loss" if cv.n else "training loss",
+                                     "iterations": fit.iterations, "converged": fit.converged}})
+    arrays = {**featurizer.state(), "coef": fit.coef, "intercept": fit.intercept}
+    model = ClassifierPredictor(None, info, spec, arrays)
+    metrics: dict[str, Any] = {"model": "lightcurve", "kind": "softmax", "hyperparameters": info["hyperparameters"],
+                               "selection_scores": dict(zip(map(str, SOFTMAX_GRID), scores)),
+                               "dropped_rows": {"train": int((~keep).sum()), "val": int((~keep_val).sum())}}
+    for split, table in (("train", train_kept), ("val", val_kept)):
+        if table.num_rows:
+            metrics[split] = classification_metrics(Columns(table).strings("class"), model.predict_proba(table),
+                                                    classes)
+    return Trained(info, arrays, metrics)
+
+
+TRAINERS = {"spectral": _train_spectral, "sed": _train_sed, "lightcurve": _train_lightcurve}
+
+
+def train_baseline(name: str, train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int = 0,
+                   epochs: int | None = None) -> Trained:
+    """Fit the baseline `name` on the training table, choosing hyper-parameters on the validation table.
+
+    `seed` and `epochs` are recorded; the baselines are deterministic and solved to convergence, so neither
+    changes the result.
+    """
+    if name not in TRAINERS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    if train.num_rows < 3:
+        raise ValueError(f"{name}: {train.num_rows} training rows; at least 3 are needed")
+    return TRAINERS[name](train, val, spec, seed, epochs)

@@ -1,0 +1,67 @@
+"""Model directories on disk: `model.json` (what the model is), `weights.npz` (its arrays), `spec.json` (its
+input spec), `train_metrics.json` (how it did on the training and validation splits).
+
+`weights.npz` is an ordinary NumPy archive (`numpy.load` reads it) written with fixed zip timestamps and sorted
+member names, so the same arrays always give the same bytes: a re-run with the same inputs publishes an
+identical artifact, and the registry stores it once.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+WEIGHTS = "weights.npz"
+SPEC_JSON = "spec.json"
+TRAIN_METRICS = "train_metrics.json"
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write `arrays` as an uncompressed `.npz` whose bytes depend only on the arrays (names sorted, fixed times)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue())
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read every array of a `.npz` (no pickles)."""
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def dumps(obj: Any) -> str:
+    """JSON with sorted keys and a trailing newline: equal objects give equal bytes."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Read a JSON file, naming it (and what it should be) when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing ({what})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({what}): {error}") from None

@@ -1,0 +1,124 @@
+"""The two estimators of the baselines, in NumPy (and SciPy's L-BFGS): ridge regression and softmax regression.
+
+Both are deterministic: ridge is solved in closed form through one SVD for every penalty on the grid, and the
+softmax model starts from zeros and is minimised with L-BFGS on the full batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class RidgeFit:
+    """Ridge coefficients per target, the penalty chosen for each, and out-of-sample residuals."""
+
+    coef: np.ndarray  # (p, T)
+    intercept: np.ndarray  # (T,)
+    alpha: np.ndarray  # (T,)
+    loo_residuals: np.ndarray  # (n_train, T): leave-one-out residuals at the chosen penalty
+    scores: dict[str, list[float]] = field(default_factory=dict)  # alpha grid and validation RMSE per target
+
+
+def ridge(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+          alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)) -> RidgeFit:
+    """Fit `y ~ x @ coef + intercept` with an L2 penalty, choosing the penalty per target.
+
+    The penalty minimising the validation RMSE is chosen (the leave-one-out RMSE on the training set when the
+    validation set is empty); ties go to the larger penalty. NaN targets are left out of the fit for that target.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    n_targets = y.shape[1]
+    coef = np.zeros((x.shape[1], n_targets))
+    intercept = np.zeros(n_targets)
+    chosen = np.zeros(n_targets)
+    loo = np.full(y.shape, np.nan)
+    scores: dict[str, list[float]] = {"alphas": list(map(float, alphas))}
+    for t in range(n_targets):
+        rows = np.isfinite(y[:, t])
+        xt, yt = x[rows], y[rows, t]
+        if xt.shape[0] < 2:
+            raise ValueError(f"target {t}: fewer than 2 training rows with a finite value")
+        x_mean, y_mean = xt.mean(axis=0), yt.mean()
+        u, s, vt = np.linalg.svd(xt - x_mean, full_matrices=False)
+        uty = u.T @ (yt - y_mean)
+        candidates = []
+        for alpha in alphas:
+            shrink = s / (s ** 2 + alpha)
+            w = vt.T @ (shrink * uty)
+            b = y_mean - x_mean @ w
+            hat = (u ** 2) @ (s ** 2 / (s ** 2 + alpha)) + 1.0 / xt.shape[0]
+            res_loo = (yt - (xt @ w + b)) / np.maximum(1.0 - hat, 1e-6)
+            if x_val is not None and y_val is not None and np.isfinite(y_val[:, t]).sum() > 0:
+                val_rows = np.isfinite(y_val[:, t])
+                score = float(np.sqrt(np.mean((x_val[val_rows] @ w + b - y_val[val_rows, t]) ** 2)))
+            else:
+                score = float(np.sqrt(np.mean(res_loo ** 2)))
+            candidates.append((score, w, b, res_loo))
+        scores[f"target{t}"] = [c[0] for c in candidates]
+        best = min(range(len(alphas)), key=lambda i: (round(candidates[i][0], 12), -alphas[i]))
+        _, coef[:, t], intercept[t], loo[rows, t] = candidates[best]
+        chosen[t] = alphas[best]
+    return RidgeFit(coef, intercept, chosen, loo, scores)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits, stable for large values."""
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class SoftmaxFit:
+    """A multinomial logistic regression: weights (p, K), biases (K,), its L2 penalty and optimiser outcome."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    lam: float
+    iterations: int
+    converged: bool
+    loss: float
+
+
+def _objective(theta: np.ndarray, x: np.ndarray, onehot: np.ndarray, weight: np.ndarray, lam: float):
+    p, k = x.shape[1], onehot.shape[1]
+    w, b = theta[:p * k].reshape(p, k), theta[p * k:]
+    z = x @ w + b
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1, keepdims=True))
+    log_p = z - log_norm
+    loss = -float((weight[:, None] * onehot * log_p).sum()) + 0.5 * lam * float((w ** 2).sum())
+    grad_z = (np.exp(log_p) - onehot) * weight[:, None]
+    grad_w = x.T @ grad_z + lam * w
+    return loss, np.concatenate([grad_w.ravel(), grad_z.sum(axis=0)])
+
+
+def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, lam: float, sample_weight: np.ndarray | None = None,
+                max_iter: int = 2000) -> SoftmaxFit:
+    """Minimise the weighted mean cross-entropy plus `lam/2 * |W|^2` (biases unpenalised) with L-BFGS from zeros."""
+    from scipy.optimize import minimize  # imported here: serving never trains, and SciPy is slow to import
+
+    x = np.asarray(x, np.float64)
+    onehot = np.zeros((x.shape[0], n_classes))
+    onehot[np.arange(x.shape[0]), y] = 1.0
+    weight = np.ones(x.shape[0]) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    weight = weight / weight.sum()
+    theta0 = np.zeros(x.shape[1] * n_classes + n_classes)
+    result = minimize(_objective, theta0, args=(x, onehot, weight, lam), jac=True, method="L-BFGS-B",
+                      options={"maxiter": max_iter, "gtol": 1e-7, "ftol": 1e-12})
+    p = x.shape[1]
+    return SoftmaxFit(result.x[:p * n_classes].reshape(p, n_classes), result.x[p * n_classes:], float(lam),
+                      int(result.nit), bool(result.success), float(result.fun))
+
+
+def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-row weights n / (K_present * n_class): every class present counts equally in the loss."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = (counts > 0).sum()
+    per_class = np.where(counts > 0, len(y) / (present * np.maximum(counts, 1)), 0.0)
+    return per_class[y]

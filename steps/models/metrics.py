@@ -1,0 +1,166 @@
+"""Quality metrics shared by training (train/val) and evaluation (test): regression and classification.
+
+Definitions (residual = prediction - truth; rows where the truth is not finite are left out):
+
+- `n`: rows with a finite truth and a finite prediction; `n_missing`: rows with a finite truth and no prediction.
+- `bias`: mean residual; `median_residual`: median residual.
+- `robust_sigma`: 1.4826 * median(|residual - median(residual)|) (the MAD, scaled to a Gaussian sigma).
+- `rmse`, `mae`: root mean square and mean absolute residual.
+- `outlier_fraction`: share of rows with |residual - median(residual)| > 3 * robust_sigma.
+- `coverage_68`, `coverage_95`: share of rows whose truth lies within 1 and 1.96 predicted sigmas of the
+  prediction (when the predictor gives uncertainties); ideal values are 0.683 and 0.95.
+- `z_robust_sigma`: robust sigma of residual / predicted sigma (1 for calibrated uncertainties).
+
+Classification: `accuracy`; `balanced_accuracy` (mean recall over the classes present in the truth);
+`recall` per class; `confusion` (`labels`, `matrix` with rows = truth, columns = prediction);
+`roc_auc_macro` (one-vs-rest ROC AUC from ranks, averaged over classes with both positives and negatives);
+`log_loss` (mean -ln p(true class), probabilities clipped to [1e-15, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+MAD_TO_SIGMA = 1.4826
+# Direction of each metric: True when larger is better. Gates use this to read "better" and "worse".
+HIGHER_IS_BETTER = {
+    "accuracy": True, "balanced_accuracy": True, "roc_auc_macro": True, "log_loss": False,
+    "robust_sigma": False, "rmse": False, "mae": False, "outlier_fraction": False, "abs_bias": False,
+    "abs_median_residual": False, "coverage_68": True, "coverage_95": True, "n": True, "missing_fraction": False,
+}
+
+
+def robust_sigma(x: np.ndarray) -> float:
+    """1.4826 * MAD of the finite values (NaN when there are none)."""
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan
+    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))))
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def regression_metrics(truth: np.ndarray, pred: np.ndarray, err: np.ndarray | None = None) -> dict[str, Any]:
+    """Metrics of one regression target (see the module docstring); non-finite values become None."""
+    truth, pred = np.asarray(truth, np.float64), np.asarray(pred, np.float64)
+    known = np.isfinite(truth)
+    ok = known & np.isfinite(pred)
+    res = pred[ok] - truth[ok]
+    n = int(ok.sum())
+    out: dict[str, Any] = {"n": n, "n_missing": int(known.sum() - n),
+                           "missing_fraction": float((known.sum() - n) / known.sum()) if known.any() else math.nan}
+    if n == 0:
+        out.update({k: math.nan for k in ("bias", "median_residual", "abs_bias", "abs_median_residual",
+                                           "robust_sigma", "rmse", "mae", "outlier_fraction")})
+    else:
+        sigma = robust_sigma(res)
+        median = float(np.median(res))
+        out.update({
+            "bias": float(res.mean()), "median_residual": median, "abs_bias": float(abs(res.mean())),
+            "abs_median_residual": abs(median), "robust_sigma": sigma,
+            "rmse": float(np.sqrt(np.mean(res ** 2))), "mae": float(np.mean(np.abs(res))),
+            "outlier_fraction": float(np.mean(np.abs(res - median) > 3 * sigma)),
+        })
+    if err is not None:
+        err = np.asarray(err, np.float64)
+        good = ok & np.isfinite(err) & (err > 0)
+        if good.any():
+            z = (pred[good] - truth[good]) / err[good]
+            out.update({"coverage_68": float(np.mean(np.abs(z) <= 1.0)),
+                        "coverage_95": float(np.mean(np.abs(z) <= 1.96)),
+                        "z_robust_sigma": robust_sigma(z)})
+        else:
+            out.update({"coverage_68": math.nan, "coverage_95": math.nan, "z_robust_sigma": math.nan})
+    return _clean(out)
+
+
+def rank_average(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    _, first, counts = np.unique(x[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
+    return ranks
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U from average ranks); NaN without both positives and negatives."""
+    positive = np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rank_average(np.asarray(scores, np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def classification_metrics(truth: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Metrics of class probabilities `proba` (n, K) in the order of `classes` against true labels."""
+    truth = np.asarray(truth, dtype=object)
+    proba = np.asarray(proba, np.float64)
+    known = np.array([t is not None for t in truth], bool)
+    labels = list(classes) + sorted({str(t) for t in truth[known]} - set(classes))
+    truth, proba = truth[known], proba[known]
+    ok = np.isfinite(proba).all(axis=1)
+    n_missing = int((~ok).sum())
+    truth, proba = truth[ok], proba[ok]
+    n = len(truth)
+    out: dict[str, Any] = {"n": n, "n_missing": n_missing,
+                           "missing_fraction": n_missing / (n + n_missing) if n + n_missing else math.nan}
+    if n == 0:
+        out.update({"accuracy": math.nan, "balanced_accuracy": math.nan, "roc_auc_macro": math.nan,
+                    "log_loss": math.nan, "recall": {}, "roc_auc": {},
+                    "confusion": {"labels": labels, "matrix": [[0] * len(labels) for _ in labels]}})
+        return _clean(out)
+    index = {label: i for i, label in enumerate(labels)}
+    t_idx = np.array([index[str(t)] for t in truth])
+    p_idx = np.argmax(proba, axis=1)
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    np.add.at(matrix, (t_idx, p_idx), 1)
+    present = matrix.sum(axis=1) > 0
+    recall = {labels[i]: float(matrix[i, i] / matrix[i].sum()) for i in range(len(labels)) if present[i]}
+    aucs = {c: roc_auc(proba[:, k], t_idx == k) for k, c in enumerate(classes)}
+    finite_aucs = [a for a in aucs.values() if math.isfinite(a)]
+    p_true = np.array([proba[i, t] if t < len(classes) else 0.0 for i, t in enumerate(t_idx)])
+    p_true = p_true / np.maximum(proba.sum(axis=1), 1e-300)
+    out.update({
+        "accuracy": float(np.mean(t_idx == p_idx)),
+        "balanced_accuracy": float(np.mean(list(recall.values()))),
+        "recall": recall,
+        "roc_auc": aucs,
+        "roc_auc_macro": float(np.mean(finite_aucs)) if finite_aucs else math.nan,
+        "log_loss": float(-np.mean(np.log(np.clip(p_true, 1e-15, 1.0)))),
+        "confusion": {"labels": labels, "matrix": matrix.tolist()},
+    })
+    return _clean(out)
+
+
+def period_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """How well a period estimate matches the true period, over rows where both are finite and positive.
+
+    `within_1pct`: share with |pred/truth - 1| < 1%; `within_1pct_harmonic`: the same, also accepting half and
+    double the true period (a common, and for eclipsing binaries expected, alias).
+    """
+    truth, pred = np.asarray(truth, np.float64), np.asarray(pred, np.float64)
+    ok = np.isfinite(truth) & np.isfinite(pred) & (truth > 0) & (pred > 0)
+    if not ok.any():
+        return {"n": 0, "within_1pct": None, "within_1pct_harmonic": None, "median_abs_log10_ratio": None}
+    ratio = pred[ok] / truth[ok]
+    harmonic = np.min(np.abs(np.stack([ratio, ratio * 2, ratio / 2]) - 1.0), axis=0)
+    return _clean({"n": int(ok.sum()), "within_1pct": float(np.mean(np.abs(ratio - 1) < 0.01)),
+                   "within_1pct_harmonic": float(np.mean(harmonic < 0.01)),
+                   "median_abs_log10_ratio": float(np.median(np.abs(np.log10(ratio))))})

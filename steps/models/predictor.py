@@ -1,0 +1,196 @@
+"""Loading a model directory and predicting with it: the one `Predictor` interface that evaluation and the API use.
+
+A model directory holds `model.json` (name, kind, task, targets or classes, feature configuration, training
+metadata, `format_version`), `weights.npz` (the fitted arrays) and `spec.json` (the input spec of the split it
+was trained on). `load_model(path)` reads it and returns a predictor for its `kind`; other kinds (the Keras
+models) register a loader in `KINDS`.
+
+Regression predictors return, per target `t`, the columns `t` and `t_err` (a 1-sigma uncertainty); classifiers
+return `class` and `p_<class>` per class, and `period` when the input has one. An `id` column is passed through
+first when the input has one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from steps.models.features import Featurizer
+from steps.models.inputs import Columns
+from steps.models.io import FORMAT_VERSION, MODEL_JSON, SPEC_JSON, WEIGHTS, load_npz, read_json
+from steps.models.linear import softmax
+
+LN10 = math.log(10.0)
+
+
+def forward_transform(name: str | None, values: np.ndarray) -> np.ndarray:
+    """A target in the space the model is fitted in (`log10` or identity); invalid values become NaN."""
+    values = np.asarray(values, np.float64)
+    if name in (None, "identity"):
+        return values
+    if name == "log10":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
+    raise ValueError(f"unknown target transform {name!r}")
+
+
+def inverse_transform(name: str | None, values: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A prediction and its 1-sigma back in the target's own units (first-order propagation)."""
+    if name in (None, "identity"):
+        return values, sigma
+    if name == "log10":
+        out = 10.0 ** values
+        return out, out * LN10 * sigma
+    raise ValueError(f"unknown target transform {name!r}")
+
+
+class Predictor:
+    """A loaded model: `.name`, `.kind`, `.task`, `.spec`, `.info`, and the prediction methods."""
+
+    task = "unknown"
+
+    def __init__(self, path: Path | None, info: dict[str, Any], spec: dict[str, Any]):
+        self.path = Path(path) if path is not None else None
+        self.info = info
+        self.spec = spec
+        self.name: str = info["name"]
+        self.kind: str = info["kind"]
+
+    @property
+    def input_fields(self) -> dict[str, list[str]]:
+        """Input fields: `required` in every object, `optional` imputed when absent."""
+        return dict(self.info.get("inputs", {"required": [], "optional": []}))
+
+    def predict_table(self, data: Any) -> pd.DataFrame:
+        """Predictions for a pyarrow Table or pandas DataFrame (or list of records), one row per input row."""
+        return self._predict(Columns(data))
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Predictions for JSON-like records (lists as Python lists): one dict of plain Python values per record."""
+        if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
+            raise TypeError("expected a list of records")
+        cols = Columns(records)
+        featurizer = getattr(self, "featurizer", None)
+        if featurizer is not None and cols.n:
+            unusable = np.flatnonzero(~featurizer.usable(cols))
+            if unusable.size:
+                raise ValueError(f"record {int(unusable[0])}: {featurizer.describe_unusable()}")
+        frame = self._predict(cols)
+        columns = list(frame.columns)
+        values = [frame[c].tolist() for c in columns]
+        return [dict(zip(columns, row)) for row in zip(*values)] if columns else [{} for _ in records]
+
+    def _predict(self, cols: Columns) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def _frame(self, cols: Columns, data: dict[str, Any]) -> pd.DataFrame:
+        out: dict[str, Any] = {}
+        if cols.has("id"):
+            out["id"] = cols.raw("id")
+        out.update(data)
+        return pd.DataFrame(out, index=pd.RangeIndex(cols.n))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} ({self.kind}) from {self.path}>"
+
+
+class RegressionPredictor(Predictor):
+    """A linear model on fitted features, per target, with a per-object 1-sigma uncertainty."""
+
+    task = "regression"
+
+    def __init__(self, path: Path | None, info: dict[str, Any], spec: dict[str, Any],
+                 arrays: dict[str, np.ndarray]):
+        super().__init__(path, info, spec)
+        self.targets: list[str] = list(info["targets"])
+        self.transforms: dict[str, str] = dict(info.get("target_transforms", {}))
+        self.uncertainty: dict[str, dict[str, Any]] = dict(info.get("uncertainty", {}))
+        self.featurizer = Featurizer.restore(info["features"], arrays)
+        self.coef, self.intercept = arrays["coef"], arrays["intercept"]
+
+    def _sigma(self, cols: Columns, target: str) -> np.ndarray:
+        spec = self.uncertainty.get(target, {"kind": "constant", "sigma": math.nan})
+        if spec["kind"] == "snr":
+            snr = cols.scalar(spec["column"])
+            snr = np.where(np.isfinite(snr) & (snr > 0), snr, spec["snr_ref"])
+            return np.sqrt(spec["s0"] ** 2 + (spec["s1"] / snr) ** 2)
+        return np.full(cols.n, float(spec["sigma"]) if spec.get("sigma") is not None else math.nan)
+
+    def _predict(self, cols: Columns) -> pd.DataFrame:
+        z = self.featurizer.transform(cols) @ self.coef + self.intercept
+        z[~self.featurizer.usable(cols)] = np.nan
+        data: dict[str, Any] = {}
+        for t, target in enumerate(self.targets):
+            value, err = inverse_transform(self.transforms.get(target), z[:, t], self._sigma(cols, target))
+            data[target], data[f"{target}_err"] = value, err
+        return self._frame(cols, data)
+
+
+class ClassifierPredictor(Predictor):
+    """A softmax model on fitted features: class probabilities, the most probable class, the period passed through."""
+
+    task = "classification"
+
+    def __init__(self, path: Path | None, info: dict[str, Any], spec: dict[str, Any],
+                 arrays: dict[str, np.ndarray]):
+        super().__init__(path, info, spec)
+        self.classes: list[str] = list(info["classes"])
+        self.period_column: str | None = info.get("period_column")
+        self.featurizer = Featurizer.restore(info["features"], arrays)
+        self.coef, self.intercept = arrays["coef"], arrays["intercept"]
+
+    def predict_proba(self, data: Any) -> np.ndarray:
+        """(n, K) class probabilities in the order of `.classes`."""
+        return softmax(self.featurizer.transform(data if isinstance(data, Columns) else Columns(data))
+                       @ self.coef + self.intercept)
+
+    def _predict(self, cols: Columns) -> pd.DataFrame:
+        proba = self.predict_proba(cols)
+        usable = self.featurizer.usable(cols)
+        proba[~usable] = np.nan
+        data: dict[str, Any] = {"class": [self.classes[i] if ok else None
+                                          for i, ok in zip(np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1), usable)]}
+        data.update({f"p_{c}": proba[:, k] for k, c in enumerate(self.classes)})
+        if self.period_column and cols.has(self.period_column):
+            data["period"] = cols.scalar(self.period_column)
+        return self._frame(cols, data)
+
+
+Loader = Callable[[Path, dict[str, Any], dict[str, Any]], Predictor]
+
+
+def _load_linear(cls):
+    def load(path: Path, info: dict[str, Any], spec: dict[str, Any]) -> Predictor:
+        """Read `weights.npz` and build the predictor."""
+        return cls(path, info, spec, load_npz(path / WEIGHTS))
+    return load
+
+
+# kind -> loader. A model family added later (the Keras models) registers its own kinds here.
+KINDS: dict[str, Loader] = {
+    "ridge-pca": _load_linear(RegressionPredictor),
+    "ridge": _load_linear(RegressionPredictor),
+    "softmax": _load_linear(ClassifierPredictor),
+}
+
+
+def load_model(path: str | Path) -> Predictor:
+    """Load a model directory written by `steps.train`; ValueError/FileNotFoundError name what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a model directory")
+    info = read_json(path / MODEL_JSON, "the model description")
+    spec = read_json(path / SPEC_JSON, "the model's input spec")
+    version = info.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path}: model format version {version!r}; this code reads version {FORMAT_VERSION}")
+    kind = info.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"{path}: model kind {kind!r} is not supported by this version "
+                         f"(supported: {', '.join(sorted(KINDS))})")
+    return KINDS[kind](path, info, spec)

@@ -1,0 +1,90 @@
+"""Train stage: fit one model on a split directory and publish it as a model directory with a manifest.
+
+`python -m steps.train {spectral,lightcurve,sed} --split DIR --out DIR`, or `train_from_split(...)` from Python.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from steps.core.artifacts import ArtifactWriter, read_manifest
+from steps.core.logs import get_logger
+from steps.models.baseline import MODALITY, MODEL_NAMES, Trained, train_baseline
+from steps.models.io import MODEL_JSON, SPEC_JSON, TRAIN_METRICS, WEIGHTS, dumps, save_npz
+from steps.models.splits import read_split
+
+log = get_logger("train")
+
+TRAINER_CHOICES = ("auto", "baseline", "keras")
+# trainer name -> function(name, train, val, spec, seed=, epochs=) -> Trained. The Keras trainers of a later
+# version register themselves here under "keras"; `auto` uses them when present and the baseline otherwise.
+TRAINERS: dict[str, Callable[..., Trained]] = {"baseline": train_baseline}
+
+
+class TrainerUnavailable(RuntimeError):
+    """The requested trainer is not part of this version."""
+
+
+def resolve_trainer(requested: str) -> str:
+    """The trainer that will run for a requested one (`auto`, `baseline`, `keras`)."""
+    if requested not in TRAINER_CHOICES:
+        raise ValueError(f"unknown trainer {requested!r}; choose one of {', '.join(TRAINER_CHOICES)}")
+    if requested == "baseline":
+        return "baseline"
+    if "keras" in TRAINERS:
+        return "keras"
+    if requested == "keras":
+        raise TrainerUnavailable("the TensorFlow (Keras) trainer is not available in this version; "
+                                 "use --trainer baseline (or --force-dummy)")
+    log.warning("the TensorFlow model is not available in this version: training the NumPy baseline instead")
+    return "baseline"
+
+
+def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.PathLike, trainer: str = "auto",
+                     epochs: int | None = None, seed: int = 0) -> Path:
+    """Train model `name` on `split_dir` and publish the model directory at `out_dir` (atomically); return it.
+
+    The model directory holds `model.json`, `weights.npz`, `spec.json` (the split's spec, copied),
+    `train_metrics.json` and `manifest.json` (stage `train.<name>`, the split as input, row counts).
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    split_dir = Path(split_dir)
+    synthetic = read_manifest(split_dir).synthetic
+    tables, spec, spec_path = read_split(split_dir, MODALITY[name])
+    used = resolve_trainer(trainer)
+    log.info("%s: training the %s model on %d rows (%d for validation)", name, used, tables["train"].num_rows,
+             tables["val"].num_rows)
+    trained = TRAINERS[used](name, tables["train"], tables["val"], spec, seed=seed, epochs=epochs)
+    parameters = {"model": name, "trainer": used, "trainer_requested": trainer, "epochs": epochs, "seed": seed}
+    with ArtifactWriter(out_dir, stage=f"train.{name}", parameters=parameters, inputs={"split": split_dir},
+                        synthetic=synthetic) as out:
+        out.path(MODEL_JSON).write_text(dumps(trained.info))
+        save_npz(out.path(WEIGHTS), trained.arrays)
+        shutil.copyfile(spec_path, out.path(SPEC_JSON))
+        out.path(TRAIN_METRICS).write_text(dumps(trained.metrics))
+        out.count("train_rows", tables["train"].num_rows)
+        out.count("val_rows", tables["val"].num_rows)
+    _log_summary(name, trained)
+    return Path(out_dir)
+
+
+def _log_summary(name: str, trained: Trained) -> None:
+    val = trained.metrics.get("val")
+    if not val:
+        return
+    if "balanced_accuracy" in val:
+        log.info("%s: validation balanced accuracy %.3f, accuracy %.3f", name, val["balanced_accuracy"],
+                 val["accuracy"])
+    else:
+        for target, m in val.items():
+            log.info("%s: validation %s robust sigma %s, rmse %s", name, target, _fmt(m.get("robust_sigma")),
+                     _fmt(m.get("rmse")))
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

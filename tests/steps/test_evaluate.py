@@ -1,0 +1,234 @@
+"""`python -m steps.evaluate`: metrics of model and null predictor, the gates, the verdict, the outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from steps.core.artifacts import manifest_hash, read_manifest
+from steps.evaluate.gates import GateError, ModelGates, judge, parse_gates
+from split_fixtures import write_split
+from steps.train import train_from_split
+
+REPO = Path(__file__).resolve().parents[2]
+NAMES = ("spectral", "lightcurve", "sed")
+GATES = """
+spectral:
+  absolute:
+    teff: {robust_sigma_max: 600}
+  beat_null_by: 0.2
+  max_regression: 0.1
+lightcurve:
+  absolute: {balanced_accuracy_min: 0.6}
+  beat_null_by: 0.2
+  max_regression: 0.1
+sed:
+  absolute:
+    teff: {robust_sigma_max: 600}
+  beat_null_by: 0.2
+  max_regression: 0.1
+"""
+
+
+def _trained(root: Path, noise: bool) -> tuple[Path, dict[str, Path]]:
+    split = write_split(root / "split", n=300, seed=21, noise=noise)
+    return split, {name: train_from_split(name, split, root / name, trainer="baseline") for name in NAMES}
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    return _trained(tmp_path_factory.mktemp("learnable"), noise=False)
+
+
+@pytest.fixture(scope="module")
+def noise(tmp_path_factory):
+    return _trained(tmp_path_factory.mktemp("noise"), noise=True)
+
+
+def evaluate_cli(split: Path, models: dict[str, Path], out: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "steps.evaluate", "--split", str(split), "--out", str(out)]
+    for name, path in models.items():
+        args += [f"--{name}", str(path)]
+    return subprocess.run(args + list(extra), cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+# ------------------------------------------------------------------------------------------------- gates
+
+
+def test_the_packaged_default_gates_are_valid():
+    gates = parse_gates(None)
+    assert gates.spectral.absolute["teff"] == {"robust_sigma_max": 400}
+    assert gates.lightcurve.absolute["balanced_accuracy_min"] == 0.5
+    assert gates.sed.beat_null_by == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("text, named", [
+    ("spectral: {absolute: {teff: {robust_sigmaa_max: 300}}}", "spectral.absolute.teff.robust_sigmaa_max"),
+    ("spectral: {absolute: {mass: {rmse_max: 1}}}", "spectral.absolute.mass"),
+    ("spectrl: {beat_null_by: 0.1}", "spectrl: unknown key"),
+    ("sed: {beat_null_by: -0.5}", "sed.beat_null_by"),
+    ("sed: {max_regresion: 0.5}", "sed.max_regresion: unknown key"),
+    ("lightcurve: {absolute: {balanced_accuracy_min: high}}", "lightcurve.absolute.balanced_accuracy_min"),
+    ("lightcurve: {compare: [robust_sigma]}", "lightcurve.compare.0"),
+    ("sed: [unclosed", "not valid YAML"),
+    ("- just a list", "expected a mapping"),
+])
+def test_invalid_gates_are_refused_naming_the_key(text, named):
+    with pytest.raises(GateError) as error:
+        parse_gates(text)
+    assert named in str(error.value) and "--gates" in str(error.value)
+
+
+def test_gates_are_read_from_a_file_path_or_as_text(tmp_path):
+    path = tmp_path / "gates.yaml"
+    path.write_text("sed: {beat_null_by: 0.3}\n")
+    assert parse_gates(str(path)).sed.beat_null_by == 0.3
+    assert parse_gates("sed: {beat_null_by: 0.4}").sed.beat_null_by == 0.4
+    with pytest.raises(GateError, match="no such file"):
+        parse_gates(str(tmp_path / "absent.yaml"))
+
+
+def _regression(sigma: float, n: int = 50) -> dict:
+    return {"targets": {"teff": {"n": n, "missing_fraction": 0.0, "robust_sigma": sigma}}}
+
+
+def test_production_tolerance_flips_the_verdict():
+    gates = ModelGates(absolute={"teff": {"robust_sigma_max": 400}}, beat_null_by=0.1, max_regression=0.05)
+    model, null = _regression(200.0), _regression(1500.0)
+    ok = judge("sed", "regression", ["teff"], model, null, gates,
+               {"version": "4", "metrics": _regression(195.0), "source": "test"})
+    assert ok.passed, ok.reasons
+    refused = judge("sed", "regression", ["teff"], model, null, gates,
+                    {"version": "4", "metrics": _regression(180.0), "source": "test"})
+    assert not refused.passed
+    (reason,) = [r for r in refused.reasons if r.startswith("FAIL")]
+    assert "production version 4" in reason and "200" in reason and "180" in reason and "189" in reason
+    loose = judge("sed", "regression", ["teff"], model, null, gates.model_copy(update={"max_regression": 0.2}),
+                  {"version": "4", "metrics": _regression(180.0), "source": "test"})
+    assert loose.passed
+    no_production = judge("sed", "regression", ["teff"], model, null, gates, None)
+    assert no_production.passed and any("no production version" in r for r in no_production.reasons)
+
+
+def test_every_check_is_a_reason_and_each_failure_counts():
+    gates = ModelGates(absolute={"balanced_accuracy_min": 0.5, "log_loss_max": 1.0}, beat_null_by=0.1,
+                       max_regression=None, min_rows=30)
+    model = {"n": 20, "missing_fraction": 0.0, "balanced_accuracy": 0.7, "log_loss": 1.2}
+    null = {"n": 20, "missing_fraction": 0.0, "balanced_accuracy": 0.2, "log_loss": 1.6}
+    verdict = judge("lightcurve", "classification", [], model, null, gates)
+    assert not verdict.passed
+    failed = [r for r in verdict.reasons if r.startswith("FAIL")]
+    assert len(failed) == 2 and "20 (need >= 30)" in failed[0] and "log_loss = 1.2" in failed[1]
+    assert sum(r.startswith("PASS") for r in verdict.reasons) == 3
+    assert len(verdict.checks) == 5
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_evaluate_end_to_end_passes_learnable_models(learnable, tmp_path):
+    split, models = learnable
+    out = tmp_path / "evaluation"
+    result = evaluate_cli(split, models, out, "--gates", GATES, "--production-metrics", "")
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert {name: v["passed"] for name, v in verdict.items()} == dict.fromkeys(NAMES, True), verdict
+    assert all(r.startswith(("PASS", "NOTE")) for v in verdict.values() for r in v["reasons"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == set(NAMES) and set(metrics["sed"]) == {"model", "null"}
+    teff = metrics["spectral"]["model"]["targets"]["teff"]
+    assert {"n", "bias", "robust_sigma", "rmse", "outlier_fraction", "coverage_68", "coverage_95"} <= set(teff)
+    assert teff["robust_sigma"] < 0.5 * metrics["spectral"]["null"]["targets"]["teff"]["robust_sigma"]
+    lc = metrics["lightcurve"]["model"]
+    assert lc["confusion"]["labels"][:5] == ["transit", "eclipsing_binary", "pulsator", "rotator", "quiet"]
+    assert lc["balanced_accuracy"] > 0.8 and metrics["lightcurve"]["null"]["roc_auc_macro"] == 0.5
+    assert json.loads((out / "production.json").read_text()) == dict.fromkeys(NAMES)
+    spectral = pq.read_table(out / "predictions" / "spectral.parquet")
+    assert spectral.num_rows == 60
+    assert spectral.column_names == ["id", "teff_true", "teff", "teff_err", "logg_true", "logg", "logg_err",
+                                     "feh_true", "feh", "feh_err"]
+    lightcurve = pq.read_table(out / "predictions" / "lightcurve.parquet").column_names
+    assert {"id", "class_true", "class", "p_transit", "period", "period_true"} <= set(lightcurve)
+    manifest = read_manifest(out)
+    assert manifest.stage == "evaluate" and manifest.synthetic
+    assert manifest.inputs == {"split": manifest_hash(split), **{n: manifest_hash(p) for n, p in models.items()}}
+    assert manifest.counts["passed"] == 3 and manifest.counts["refused"] == 0
+    report = (out / "report.md").read_text()
+    assert "synthetic" in report and "| spectral | PASS |" in report and "robust_sigma" in report
+
+
+def test_models_of_pure_noise_are_refused_and_the_run_still_succeeds(noise, tmp_path):
+    split, models = noise
+    out = tmp_path / "evaluation"
+    result = evaluate_cli(split, models, out, "--gates", GATES)
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert not any(v["passed"] for v in verdict.values()), verdict
+    assert any("FAIL spectral teff robust_sigma" in r and "null predictor" in r for r in verdict["spectral"]["reasons"])
+    assert any("FAIL lightcurve balanced_accuracy" in r for r in verdict["lightcurve"]["reasons"])
+    assert read_manifest(out).counts["refused"] == 3
+    assert "REFUSED" in (out / "report.md").read_text()
+
+
+def test_production_metrics_file_flips_the_verdict(learnable, tmp_path):
+    split, models = learnable
+    sed = {"sed": models["sed"]}
+    first = tmp_path / "first"
+    assert evaluate_cli(split, sed, first, "--gates", GATES).returncode == 0
+    ours = json.loads((first / "metrics.json").read_text())["sed"]["model"]
+    sigma = ours["targets"]["teff"]["robust_sigma"]
+
+    def with_production(teff_sigma: float, out: Path) -> dict:
+        better = json.loads(json.dumps(ours))
+        better["targets"]["teff"]["robust_sigma"] = teff_sigma
+        production = tmp_path / f"production-{out.name}.json"
+        production.write_text(json.dumps({"sed": {"version": "7", "metrics": {"model": better, "null": {}}},
+                                          "spectral": None}))
+        result = evaluate_cli(split, sed, out, "--gates", GATES, "--production-metrics", str(production))
+        assert result.returncode == 0, result.stderr
+        assert json.loads((out / "production.json").read_text())["sed"]["version"] == "7"
+        return json.loads((out / "verdict.json").read_text())["sed"]
+
+    assert with_production(sigma * 0.95, tmp_path / "close")["passed"]
+    refused = with_production(sigma * 0.5, tmp_path / "far")
+    assert not refused["passed"]
+    assert any(r.startswith("FAIL sed teff robust_sigma") and "production version 7" in r
+               for r in refused["reasons"])
+
+
+def test_evaluate_reads_production_from_the_registry(learnable, tmp_path):
+    from steps.core.registry import PRODUCTION, ModelRegistry
+
+    split, models = learnable
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    tight = {"model": {"targets": {"teff": {"robust_sigma": 1.0}}}, "null": {}}
+    record = registry.register("sed", models["sed"], metrics=tight)
+    registry.set_alias("sed", PRODUCTION, record.version)
+    out = tmp_path / "evaluation"
+    result = evaluate_cli(split, {"sed": models["sed"], "spectral": models["spectral"]}, out, "--gates", GATES,
+                          "--registry", str(tmp_path / "registry"))
+    assert result.returncode == 0, result.stderr
+    production = json.loads((out / "production.json").read_text())
+    assert production["sed"]["version"] == record.version and production["spectral"] is None
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert not verdict["sed"]["passed"] and verdict["spectral"]["passed"]
+
+
+def test_errors_exit_2_with_a_clear_message(learnable, tmp_path):
+    split, models = learnable
+    result = evaluate_cli(split, models, tmp_path / "a", "--gates", "spectral: {absolute: {teff: {rmse_maxx: 1}}}")
+    assert result.returncode == 2 and "spectral.absolute.teff.rmse_maxx" in result.stderr
+    result = evaluate_cli(split, {"spectral": models["sed"]}, tmp_path / "b")
+    assert result.returncode == 2 and "holds a 'sed' model" in result.stderr
+    result = evaluate_cli(split, {}, tmp_path / "c")
+    assert result.returncode == 2 and "at least one model" in result.stderr
+    bad = tmp_path / "production.json"
+    bad.write_text("{not json")
+    result = evaluate_cli(split, {"sed": models["sed"]}, tmp_path / "d", "--production-metrics", str(bad))
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+    assert not any((tmp_path / x).exists() for x in "abcd")

@@ -1,0 +1,258 @@
+"""The model package: estimators, metrics, the baselines against the null predictor, the Predictor API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from steps.models import ClassifierPredictor, RegressionPredictor, load_model, null_for, train_baseline
+from steps.models.io import load_npz, save_npz
+from steps.models.linear import balanced_weights, fit_softmax, ridge, softmax
+from steps.models.metrics import classification_metrics, regression_metrics, roc_auc
+from split_fixtures import write_split
+from steps.train import train_from_split
+
+MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> Path:
+    return write_split(tmp_path_factory.mktemp("split") / "split", n=300, seed=7)
+
+
+@pytest.fixture(scope="module")
+def models(split, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {name: train_from_split(name, split, root / name, trainer="baseline") for name in MODALITY}
+
+
+def _tables(split: Path, name: str):
+    folder = split / MODALITY[name]
+    return ({part: pq.read_table(folder / f"{part}.parquet") for part in ("train", "val", "test")},
+            json.loads((folder / "spec.json").read_text()))
+
+
+# ------------------------------------------------------------------------------------------- estimators
+
+
+def test_ridge_recovers_a_known_linear_relation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5))
+    w_true, b_true = np.array([1.5, -2.0, 0.0, 0.7, 3.0]), 4.0
+    y = x @ w_true + b_true + rng.normal(scale=0.01, size=400)
+    fit = ridge(x[:300], y[:300], x[300:], y[300:][:, None], alphas=(1e-6, 1e-3, 1.0, 100.0))
+    np.testing.assert_allclose(fit.coef[:, 0], w_true, atol=0.01)
+    assert abs(fit.intercept[0] - b_true) < 0.01
+    assert fit.alpha[0] <= 1.0  # the heavy penalty would bias the slopes: validation must reject it
+    # leave-one-out residuals are honest: about the noise level, not zero
+    assert 0.005 < np.std(fit.loo_residuals) < 0.02
+
+
+def test_ridge_prefers_a_strong_penalty_when_the_target_is_noise():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(200, 30)), rng.normal(size=(200, 1))
+    fit = ridge(x[:150], y[:150], x[150:], y[150:], alphas=(1e-4, 1.0, 1e4))
+    assert fit.alpha[0] == 1e4
+
+
+def test_softmax_separates_separable_classes():
+    rng = np.random.default_rng(2)
+    centres = np.array([[0.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])
+    y = np.repeat(np.arange(3), 50)
+    x = centres[y] + rng.normal(scale=0.5, size=(150, 2))
+    fit = fit_softmax(x, y, 3, lam=1e-3, sample_weight=balanced_weights(y, 3))
+    assert fit.converged
+    proba = softmax(x @ fit.coef + fit.intercept)
+    assert (proba.argmax(axis=1) == y).all()
+    assert proba[np.arange(150), y].min() > 0.9
+
+
+def test_roc_auc_from_ranks_matches_the_pairwise_definition_with_ties():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    positive = rng.random(60) < 0.4
+    pairs = [(s_p > s_n) + 0.5 * (s_p == s_n) for s_p in scores[positive] for s_n in scores[~positive]]
+    assert roc_auc(scores, positive) == pytest.approx(np.mean(pairs))
+    assert np.isnan(roc_auc(scores, np.ones(60, bool)))
+
+
+def test_regression_metrics_on_known_residuals():
+    truth = np.zeros(8)
+    pred = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, 100.0])
+    m = regression_metrics(np.append(truth, [np.nan, 0.0]), np.append(pred, [5.0, np.nan]),
+                           np.full(10, 1.0))
+    assert m["n"] == 8 and m["n_missing"] == 1
+    assert m["robust_sigma"] == pytest.approx(1.4826 * 1.0)  # median residual 1, MAD 1
+    assert m["outlier_fraction"] == pytest.approx(1 / 8)
+    assert m["coverage_68"] == pytest.approx(7 / 8)
+    assert m["rmse"] == pytest.approx(np.sqrt((7 + 100 ** 2) / 8))
+
+
+def test_classification_metrics_confusion_and_balance():
+    classes = ["a", "b"]
+    truth = np.array(["a"] * 8 + ["b"] * 2, dtype=object)
+    proba = np.array([[0.9, 0.1]] * 8 + [[0.8, 0.2], [0.3, 0.7]])
+    m = classification_metrics(truth, proba, classes)
+    assert m["accuracy"] == pytest.approx(0.9)
+    assert m["balanced_accuracy"] == pytest.approx((1.0 + 0.5) / 2)
+    assert m["confusion"] == {"labels": ["a", "b"], "matrix": [[8, 0], [1, 1]]}
+    assert m["log_loss"] == pytest.approx(-(8 * np.log(0.9) + np.log(0.2) + np.log(0.7)) / 10)
+
+
+def test_weights_file_bytes_depend_only_on_the_arrays(tmp_path):
+    arrays = {"b": np.arange(5.0), "a": np.eye(3, dtype=np.float32)}
+    save_npz(tmp_path / "one.npz", arrays)
+    time.sleep(1.1)  # a zip timestamp would differ now
+    save_npz(tmp_path / "two.npz", dict(reversed(list(arrays.items()))))
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    loaded = load_npz(tmp_path / "one.npz")
+    np.testing.assert_array_equal(loaded["a"], arrays["a"])
+    assert loaded["a"].dtype == np.float32
+
+
+# --------------------------------------------------------------------------------------------- baselines
+
+
+@pytest.mark.parametrize("name", ["spectral", "sed"])
+def test_regression_baseline_beats_the_null_predictor(split, models, name):
+    tables, _ = _tables(split, name)
+    model = load_model(models[name])
+    assert isinstance(model, RegressionPredictor) and model.targets == ["teff", "logg", "feh"]
+    pred = model.predict_table(tables["test"])
+    null = null_for(model, tables["train"]).predict_table(tables["test"])
+    for target in model.targets:
+        truth = tables["test"][target].to_numpy()
+        ours = regression_metrics(truth, pred[target], pred[f"{target}_err"])
+        base = regression_metrics(truth, null[target], null[f"{target}_err"])
+        assert ours["robust_sigma"] < 0.5 * base["robust_sigma"], (target, ours, base)
+        assert 0.45 <= ours["coverage_68"] <= 0.9, (target, ours)  # uncertainties roughly calibrated
+        assert ours["coverage_95"] >= 0.8, (target, ours)
+    assert (pred["teff_err"] > 0).all()
+
+
+def test_spectral_uncertainty_grows_as_the_signal_to_noise_falls(models):
+    model = load_model(models["spectral"])
+    assert model.uncertainty["teff"]["kind"] == "snr"
+    flux = [1.0] * model.featurizer.blocks[0].length
+    low, high = model.predict_records([{"flux": flux, "snr": 5.0}, {"flux": flux, "snr": 200.0}])
+    assert low["teff_err"] > high["teff_err"] > 0
+
+
+def test_lightcurve_baseline_classifies_and_passes_the_period_through(split, models):
+    tables, spec = _tables(split, "lightcurve")
+    model = load_model(models["lightcurve"])
+    assert isinstance(model, ClassifierPredictor) and model.classes == spec["classes"]
+    pred = model.predict_table(tables["test"])
+    assert list(pred.columns) == ["id", "class"] + [f"p_{c}" for c in model.classes] + ["period"]
+    np.testing.assert_allclose(pred[[f"p_{c}" for c in model.classes]].sum(axis=1), 1.0)
+    np.testing.assert_array_equal(pred["period"], tables["test"]["period"].to_numpy())
+    truth = tables["test"]["class"].to_numpy(zero_copy_only=False)
+    m = classification_metrics(truth, pred[[f"p_{c}" for c in model.classes]].to_numpy(), model.classes)
+    prior = null_for(model, tables["train"]).predict_table(tables["test"])
+    m_null = classification_metrics(truth, prior[[f"p_{c}" for c in model.classes]].to_numpy(), model.classes)
+    assert m["balanced_accuracy"] > 0.8 > m_null["balanced_accuracy"]
+    assert m["roc_auc_macro"] > 0.9 and m_null["roc_auc_macro"] == pytest.approx(0.5)
+
+
+def test_baseline_on_pure_noise_is_no_better_than_null(tmp_path):
+    noise = write_split(tmp_path / "noise", n=300, seed=8, noise=True)
+    tables, spec = _tables(noise, "sed")
+    trained = train_baseline("sed", tables["train"], tables["val"], spec)
+    model = RegressionPredictor(None, trained.info, spec, trained.arrays)
+    pred = model.predict_table(tables["test"])
+    null = null_for(model, tables["train"]).predict_table(tables["test"])
+    truth = tables["test"]["teff"].to_numpy()
+    assert regression_metrics(truth, pred["teff"])["robust_sigma"] > 0.8 * regression_metrics(
+        truth, null["teff"])["robust_sigma"]
+
+
+# ------------------------------------------------------------------------------------------ Predictor API
+
+
+@pytest.mark.parametrize("name", ["spectral", "lightcurve", "sed"])
+def test_predict_records_matches_predict_table(split, models, name):
+    tables, _ = _tables(split, name)
+    model = load_model(models[name])
+    test = tables["test"]
+    from_table = model.predict_table(test)
+    records = model.predict_records(test.to_pylist())
+    assert len(records) == test.num_rows
+    from_records = pd.DataFrame(records)
+    assert list(from_records.columns) == list(from_table.columns)
+    for column in from_table.columns:
+        if from_table[column].dtype == object:
+            assert from_records[column].tolist() == from_table[column].tolist()
+        else:
+            np.testing.assert_allclose(from_records[column], from_table[column], rtol=1e-12)
+    assert all(type(v) in (str, float, int) for v in records[0].values())
+    # a pandas DataFrame of the same rows predicts the same
+    pd.testing.assert_frame_equal(model.predict_table(test.to_pandas()), from_table)
+
+
+def test_predict_is_fast_and_deterministic(split, models):
+    tables, _ = _tables(split, "spectral")
+    rows = tables["train"].slice(0, 180).to_pylist() + tables["val"].slice(0, 20).to_pylist()
+    model = load_model(models["spectral"])
+    started = time.perf_counter()
+    first = model.predict_records(rows)
+    elapsed = time.perf_counter() - started
+    assert len(first) == 200 and elapsed < 0.5, elapsed
+    assert model.predict_records(rows) == first
+
+
+def test_predict_records_validates_inputs(models):
+    spectral, sed, lightcurve = (load_model(models[n]) for n in ("spectral", "sed", "lightcurve"))
+    length = spectral.featurizer.blocks[0].length
+    with pytest.raises(ValueError, match=rf"record 1: field 'flux': expected {length} values, got 3"):
+        spectral.predict_records([{"flux": [1.0] * length}, {"flux": [1.0, 1.0, 1.0]}])
+    with pytest.raises(KeyError, match="flux"):
+        spectral.predict_records([{"snr": 10.0}])
+    with pytest.raises(ValueError, match="record 0: field 'mag_G': expected a number"):
+        sed.predict_records([{"mag_G": "bright"}])
+    with pytest.raises(TypeError):
+        sed.predict_records(["not a record"])
+    with pytest.raises(KeyError, match="global_view"):
+        lightcurve.predict_records([{"period": 1.0}])
+    # missing photometry is imputed, not an error; NaN inside a spectrum is a bad pixel
+    (out,) = sed.predict_records([{"mag_G": 12.0, "c_BP_RP": 0.8}])
+    assert np.isfinite(out["teff"]) and np.isfinite(out["teff_err"])
+    # ... but an object with no photometry at all has nothing to predict from
+    with pytest.raises(ValueError, match="record 1: none of the input fields has a value"):
+        sed.predict_records([{"mag_G": 12.0}, {"id": "empty", "mag_G": None}])
+    table = sed.predict_table(pd.DataFrame({"id": ["a", "b"], "mag_G": [12.0, np.nan]}))
+    assert np.isfinite(table.loc[0, "teff"]) and np.isnan(table.loc[1, "teff"])
+    assert spectral.predict_records([]) == []
+    flux = [1.0] * length
+    flux[3] = None
+    assert np.isfinite(spectral.predict_records([{"flux": flux, "id": "x"}])[0]["teff"])
+
+
+def test_load_model_names_what_is_wrong(models, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "nothing")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in ("model.json", "weights.npz", "spec.json"):
+        (broken / file).write_bytes((models["sed"] / file).read_bytes())
+    info = json.loads((broken / "model.json").read_text())
+    (broken / "model.json").write_text(json.dumps({**info, "kind": "keras-cnn"}))
+    with pytest.raises(ValueError, match="'keras-cnn' is not supported"):
+        load_model(broken)
+    (broken / "model.json").write_text(json.dumps({**info, "format_version": 99}))
+    with pytest.raises(ValueError, match="format version 99"):
+        load_model(broken)
+
+
+def test_model_code_never_imports_tensorflow(models):
+    code = ("import sys, steps.models, steps.train, steps.evaluate, steps.evaluate.gates\n"
+            f"m = steps.models.load_model({str(models['sed'])!r})\n"
+            "assert not any(n.split('.')[0] in ('tensorflow', 'keras') for n in sys.modules), 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

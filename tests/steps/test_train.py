@@ -1,0 +1,89 @@
+"""`python -m steps.train`: the model directory it publishes, its manifest, determinism, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steps.core.artifacts import manifest_hash, read_manifest
+from steps.models import load_model
+from split_fixtures import write_split
+from steps.train import train_from_split
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> Path:
+    return write_split(tmp_path_factory.mktemp("split") / "split", n=200, seed=11)
+
+
+def train_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "steps.train", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_publishes_a_model_directory_with_its_lineage(split, tmp_path):
+    out = tmp_path / "spectral"
+    result = train_cli("spectral", "--split", split, "--out", out, "--force-dummy", "--epochs", "5", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.json", "spec.json",
+                                                      "train_metrics.json", "weights.npz"]
+    manifest = read_manifest(out)
+    assert manifest.stage == "train.spectral"
+    assert manifest.inputs == {"split": manifest_hash(split)}
+    assert manifest.counts == {"train_rows": 120, "val_rows": 40}
+    assert manifest.parameters["trainer"] == "baseline" and manifest.parameters["seed"] == 3
+    assert manifest.synthetic
+    assert (out / "spec.json").read_bytes() == (split / "spectra" / "spec.json").read_bytes()
+    info = json.loads((out / "model.json").read_text())
+    assert info["format_version"] == 1 and info["kind"] == "ridge-pca" and info["task"] == "regression"
+    assert info["targets"] == ["teff", "logg", "feh"] and info["training"]["n_train"] == 120
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert set(metrics["val"]) == {"teff", "logg", "feh"} and metrics["val"]["teff"]["n"] == 40
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary directory is left behind"
+
+
+def test_default_trainer_says_the_tensorflow_model_is_not_available(split, tmp_path):
+    result = train_cli("lightcurve", "--split", split, "--out", tmp_path / "lc")
+    assert result.returncode == 0, result.stderr
+    assert "TensorFlow model is not available in this version" in result.stderr
+    assert read_manifest(tmp_path / "lc").parameters["trainer"] == "baseline"
+    assert load_model(tmp_path / "lc").kind == "softmax"
+
+
+@pytest.mark.parametrize("name", ["spectral", "lightcurve", "sed"])
+def test_training_is_deterministic(split, tmp_path, name):
+    first = train_from_split(name, split, tmp_path / "a", trainer="baseline", seed=1)
+    second = train_from_split(name, split, tmp_path / "b", trainer="baseline", seed=1)
+    for file in ("weights.npz", "model.json", "train_metrics.json", "spec.json"):
+        assert (first / file).read_bytes() == (second / file).read_bytes(), file
+    assert manifest_hash(first) == manifest_hash(second)
+
+
+def test_usage_and_input_errors_exit_2(split, tmp_path):
+    result = train_cli("sed", "--split", split, "--out", tmp_path / "x", "--trainer", "keras")
+    assert result.returncode == 2 and "Keras) trainer is not available" in result.stderr
+    result = train_cli("sed", "--split", tmp_path / "missing", "--out", tmp_path / "x", "--force-dummy")
+    assert result.returncode == 2 and "not a finished artifact" in result.stderr
+    result = train_cli("stars", "--split", split, "--out", tmp_path / "x")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_spec_naming_absent_feature_columns_is_refused(split, tmp_path):
+    import shutil
+
+    broken = tmp_path / "split"
+    shutil.copytree(split, broken)
+    spec_path = broken / "photometry" / "spec.json"
+    spec = json.loads(spec_path.read_text())
+    spec_path.write_text(json.dumps({**spec, "features": spec["features"] + ["mag_Z"]}))
+    result = train_cli("sed", "--split", broken, "--out", tmp_path / "sed", "--force-dummy")
+    assert result.returncode == 2
+    assert "mag_Z" in result.stderr
+    assert not (tmp_path / "sed").exists()
