@@ -1,0 +1,79 @@
+"""`python -m steps.promote --evaluation DIR --spectral DIR --lightcurve DIR --sed DIR --registry URI --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from steps.core.artifacts import ArtifactWriter, manifest_hash, read_manifest
+from steps.core.logs import get_logger
+from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError
+
+MODELS = ("spectral", "lightcurve", "sed")
+log = get_logger("promote")
+
+
+def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) -> dict[str, dict[str, Any]]:
+    """Register each model (idempotent), alias it `candidate`, and make it `production` when its verdict passed.
+
+    The production alias moves only if it still points where it pointed when the evaluation ran, so a verdict
+    reached against one production version is never applied over another.
+    """
+    verdicts = json.loads((evaluation / "verdict.json").read_text())
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    baseline = json.loads((evaluation / "production.json").read_text())
+    outcomes = {}
+    for name, model_dir in models.items():
+        verdict = verdicts[name]
+        record = registry.register(
+            name, model_dir, metrics=metrics.get(name, {}), verdict=verdict,
+            lineage={"model": manifest_hash(model_dir), "evaluation": manifest_hash(evaluation),
+                     "inputs": read_manifest(model_dir).inputs})
+        registry.set_alias(name, CANDIDATE, record.version)
+        compared_with = (baseline.get(name) or {}).get("version")
+        outcome = {"version": record.version, "previous": compared_with, "reasons": verdict.get("reasons", [])}
+        if not verdict.get("passed"):
+            outcome["outcome"] = "refused"
+            log.info("%s version %s: refused by the quality gates", name, record.version)
+        elif compared_with == record.version:
+            outcome["outcome"] = "unchanged"
+            log.info("%s version %s: already production", name, record.version)
+        else:
+            try:
+                registry.set_alias(name, PRODUCTION, record.version, expected=compared_with)
+                outcome["outcome"] = "promoted"
+                log.info("%s: production %s -> %s", name, compared_with or "(none)", record.version)
+            except RegistryError as error:
+                outcome["outcome"] = "refused"
+                outcome["reasons"] = [*outcome["reasons"], f"production moved during the run: {error}"]
+                log.warning("%s: not promoted: %s", name, error)
+        outcomes[name] = outcome
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steps.promote", description=__doc__)
+    parser.add_argument("--evaluation", type=Path, required=True, help="output of the evaluate stage")
+    for name in MODELS:
+        parser.add_argument(f"--{name}", type=Path, required=True, help=f"the trained {name} model directory")
+    parser.add_argument("--registry", required=True, help="model registry URI (directory or s3://bucket/prefix)")
+    parser.add_argument("--out", type=Path, required=True, help="where to write promotion.json")
+    args = parser.parse_args(argv)
+    models = {name: getattr(args, name) for name in MODELS}
+    for label, path in [("--evaluation", args.evaluation), *((f"--{n}", p) for n, p in models.items())]:
+        if not (path / "manifest.json").is_file():
+            parser.error(f"{label} {path}: not a finished artifact (no manifest.json)")
+    outcomes = promote(args.evaluation, models, ModelRegistry.open(args.registry))
+    with ArtifactWriter(args.out, stage="promote", parameters={"registry": args.registry},
+                        inputs={"evaluation": args.evaluation, **models}) as out:
+        out.write_json("promotion.json", outcomes)
+        out.count("promoted", sum(o["outcome"] == "promoted" for o in outcomes.values()))
+        out.count("refused", sum(o["outcome"] == "refused" for o in outcomes.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
