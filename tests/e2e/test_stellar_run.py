@@ -1,0 +1,125 @@
+"""`stellar run` end to end: a complete run, a cached re-run, a killed run resumed, a failing run explained."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TASKS = 13
+
+
+def production(stellar, home: Path) -> dict[str, str]:
+    listing = stellar("models", "list", "--json", "--home", str(home))
+    assert listing.returncode == 0, listing.stderr
+    return {model["name"]: model["aliases"].get("production") for model in json.loads(listing.stdout)}
+
+
+def last_run(home: Path) -> dict:
+    runs = sorted((home / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    return json.loads((runs[-1] / "run.json").read_text())
+
+
+def test_complete_run_promotes_all_three_models(stellar, pipeline_home):
+    assert set(production(stellar, pipeline_home)) == {"spectral", "lightcurve", "sed"}
+    assert all(production(stellar, pipeline_home).values())
+    record = last_run(pipeline_home)
+    assert len(record["tasks"]) == TASKS
+    assert {task["status"] for task in record["tasks"].values()} == {"succeeded"}
+    assert json.loads((pipeline_home / "registry" / "serving.json").read_text())["models"]["sed"]["version"]
+
+
+def test_identical_rerun_is_all_cached_without_tensorflow(pipeline_home):
+    code = ("import sys\nfrom workflows.cli import main\n"
+            f"rc = main(['run', '--home', {str(pipeline_home)!r}, '--samples', '100'])\n"
+            "assert 'tensorflow' not in sys.modules, 'the cached path imported TensorFlow'\n"
+            "sys.exit(rc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert {task["status"] for task in last_run(pipeline_home)["tasks"].values()} == {"cached"}
+    assert "Models in production" in result.stdout
+
+
+def test_promotion_between_runs_is_seen_by_registry_readers(stellar, pipeline_home, tmp_path):
+    """A changed alias changes what evaluate/promote/deploy read, so they run again; the rest stays cached."""
+    import shutil
+
+    from steps.core.artifacts import ArtifactWriter
+    from steps.core.registry import ModelRegistry
+
+    home = tmp_path / "home"
+    shutil.copytree(pipeline_home, home)
+    registry = ModelRegistry.open(str(home / "registry"))
+    _, served = registry.download("sed", "production", tmp_path / "dl")
+    with ArtifactWriter(tmp_path / "other", stage="train.sed") as writer:
+        for path in served.iterdir():
+            if path.name != "manifest.json":
+                shutil.copy2(path, writer.path(path.name))
+        writer.path("note.txt").write_text("a hand-made second version")
+    other = registry.register("sed", tmp_path / "other")
+    assert stellar("models", "promote", "sed", other.version, "--home", str(home)).returncode == 0
+
+    result = stellar("run", "--home", str(home), "--samples", "100")
+    assert result.returncode == 0, result.stderr
+    statuses = {name: task["status"] for name, task in last_run(home)["tasks"].items()}
+    assert statuses["train-sed-model"] == "cached"
+    assert {statuses[name] for name in ("evaluate-models", "promote-models", "deploy-api")} == {"succeeded"}
+
+
+def test_killed_run_resumes_without_rerunning_finished_tasks(tmp_path):
+    home = tmp_path / "home"
+    process = subprocess.Popen([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples",
+                                "40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = home / "artifacts" / "cache"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(cache.glob("*.json"))) < 4:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {json.loads(p.read_text())["task"] for p in cache.glob("*.json")}
+    assert len(finished) >= 4, "the run was killed before any task finished"
+    resumed = subprocess.run([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples", "40"],
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    statuses = {name: task["status"] for name, task in last_run(home)["tasks"].items()}
+    assert finished <= {name for name, status in statuses.items() if status == "cached"}
+    assert any(status == "succeeded" for status in statuses.values())
+
+
+def test_failing_task_is_named_with_its_log_tail(stellar, tmp_path):
+    result = stellar("run", "--home", str(tmp_path), "--samples", "20", "-p", "spectrum-length=-5")
+    assert result.returncode == 1
+    assert "task preprocess-spectra failed" in result.stderr
+    assert "--length" in result.stderr  # the stage's own message, from the log tail
+    record = last_run(tmp_path)
+    assert record["tasks"]["preprocess-spectra"]["attempts"] == 1  # exit status 2: bad input is not retried
+    assert record["tasks"]["split-data"]["status"] == "skipped"
+
+
+def test_unknown_parameter_is_refused_before_anything_runs(stellar, tmp_path):
+    result = stellar("run", "--home", str(tmp_path), "-p", "sampels=5")
+    assert result.returncode == 2
+    assert "sampels" in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_run_through_a_real_s3_server(stellar, tmp_path, s3_server, s3_bucket):
+    env = {**os.environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "workflows.cli", "run", "--home", str(tmp_path), "--samples", "30",
+         "--artifact-store", f"s3://{s3_bucket}/stellar", "--s3-endpoint", s3_server,
+         "-p", f"registry=s3://{s3_bucket}/registry"],
+        capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import boto3
+
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(
+        Bucket=s3_bucket, MaxKeys=1000)["Contents"]]
+    assert any(k.startswith("stellar/artifacts/") for k in keys)
+    assert any(k.startswith("registry/sed/versions/") for k in keys)
+    assert not (tmp_path / "artifacts").exists()

@@ -1,0 +1,244 @@
+"""The local executor on small hand-written templates: order, parallelism, artifacts, retries, cache, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from steps.core.registry import PRODUCTION, ModelRegistry
+from steps.core.storage import LocalStore, S3Store
+from workflows.local.cache import ArtifactCache
+from workflows.local.executor import CACHED, FAILED, SKIPPED, SUCCEEDED, LocalExecutor
+from workflows.local.expressions import parse_duration, retry_expression_allows
+from workflows.pipeline import READS_REGISTRY
+
+# A stage that appends its name and start/end times to a journal, copies its input (if any) to its output
+# and appends its own name, and fails while a "fail file" holds a positive count (decrementing it).
+STAGE = r"""
+import json, os, sys, time, pathlib
+name, journal, fail_file, out = sys.argv[1:5]
+inp = sys.argv[5] if len(sys.argv) > 5 else None
+start = time.time()
+ff = pathlib.Path(fail_file)
+if ff.exists() and int(ff.read_text() or 0) > 0:
+    ff.write_text(str(int(ff.read_text()) - 1))
+    print(f"{name}: failing on purpose", file=sys.stderr)
+    sys.exit(int(os.environ.get("FAIL_CODE", "1")))
+time.sleep(float(os.environ.get("STAGE_SECONDS", "0")))
+text = "".join(pathlib.Path(p).read_text() for p in (inp.split(",") if inp else []))
+pathlib.Path(out).mkdir(parents=True)
+(pathlib.Path(out) / "data.txt").write_text(text + name + "\n")
+with open(journal, "a") as j:
+    j.write(json.dumps({"task": name, "start": start, "end": time.time()}) + "\n")
+"""
+
+
+def template(tmp_path: Path, retry: dict | None = None, seconds: float = 0.0, fail_code: int = 1,
+             reads_registry: bool = False) -> dict:
+    """a -> (b, c) -> d, passing a directory artifact along every edge."""
+    def container(name: str, inputs: list[str]) -> dict:
+        paths = ",".join("{{inputs.artifacts.%s.path}}/data.txt" % i for i in inputs)
+        spec = {
+            "name": name,
+            "inputs": {"parameters": [{"name": "label"}, {"name": "registry"}],
+                       "artifacts": [{"name": i, "path": f"/in/{i}"} for i in inputs]},
+            "outputs": {"artifacts": [{"name": "out", "path": "/out/out"}]},
+            "container": {
+                "image": "test", "command": ["python", "-c", STAGE],
+                "args": ["{{inputs.parameters.label}}", str(tmp_path / "journal.jsonl"),
+                         str(tmp_path / f"fail-{name}"), "{{outputs.artifacts.out.path}}"] + ([paths] if inputs else []),
+                "env": [{"name": "STAGE_SECONDS", "value": str(seconds)}, {"name": "FAIL_CODE", "value": str(fail_code)}],
+            },
+        }
+        if retry:
+            spec["retryStrategy"] = retry
+        if reads_registry:
+            spec["metadata"] = {"annotations": {READS_REGISTRY: "registry"}}
+        return spec
+
+    def task(name: str, upstream: list[str]) -> dict:
+        spec = {"name": name, "template": name,
+                "arguments": {"parameters": [{"name": "label", "value": "{{workflow.parameters.prefix}}" + name},
+                                             {"name": "registry", "value": "{{workflow.parameters.registry}}"}],
+                              "artifacts": [{"name": u, "from": "{{tasks.%s.outputs.artifacts.out}}" % u}
+                                            for u in upstream]}}
+        if upstream:
+            spec["depends"] = " && ".join(upstream)
+        return spec
+
+    graph = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate", "metadata": {"name": "diamond"},
+            "spec": {"entrypoint": "main",
+                     "arguments": {"parameters": [{"name": "prefix", "value": "t-"},
+                                                  {"name": "registry", "value": str(tmp_path / "registry")}]},
+                     "templates": [{"name": "main", "dag": {"tasks": [task(n, u) for n, u in graph.items()]}},
+                                   *(container(n, u) for n, u in graph.items())]}}
+
+
+def journal(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run(tmp_path: Path, doc: dict, store=None, **kwargs):
+    delays: list[float] = []
+    executor = LocalExecutor(doc, ArtifactCache(store or LocalStore(tmp_path / "artifacts")), tmp_path / "runs",
+                             sleep=delays.append, **kwargs)
+    result = executor.run()
+    return result, delays, executor
+
+
+def read_output(executor: LocalExecutor, result, task: str, tmp_path: Path) -> str:
+    target = tmp_path / f"fetched-{task}-{time.monotonic_ns()}"
+    executor.cache.fetch(result.tasks[task].outputs["out"], target)
+    return (target / "data.txt").read_text()
+
+
+def test_runs_in_dependency_order_and_passes_artifacts(tmp_path):
+    result, _, executor = run(tmp_path, template(tmp_path), parallelism=2)
+    assert result.succeeded
+    order = [entry["task"] for entry in journal(tmp_path)]
+    assert order[0] == "t-a" and order[-1] == "t-d"
+    assert read_output(executor, result, "d", tmp_path) == "t-a\nt-b\nt-a\nt-c\nt-d\n"
+    assert json.loads((result.run_dir / "run.json").read_text())["tasks"]["d"]["status"] == SUCCEEDED
+
+
+def test_independent_tasks_overlap_only_with_parallelism(tmp_path):
+    def overlap(entries):
+        b, c = (next(e for e in entries if e["task"] == name) for name in ("t-b", "t-c"))
+        return min(b["end"], c["end"]) - max(b["start"], c["start"])
+
+    run(tmp_path / "p2", template(tmp_path / "p2", seconds=1.0), parallelism=2)
+    run(tmp_path / "p1", template(tmp_path / "p1", seconds=1.0), parallelism=1)
+    assert overlap(journal(tmp_path / "p2")) > 0.5
+    assert overlap(journal(tmp_path / "p1")) < 0
+
+
+def test_retries_with_exponential_backoff_and_logs_each_attempt(tmp_path):
+    (tmp_path / "fail-b").write_text("2")
+    retry = {"limit": 3, "retryPolicy": "OnFailure", "backoff": {"duration": "2s", "factor": 3, "maxDuration": "1m"}}
+    result, delays, _ = run(tmp_path, template(tmp_path, retry=retry))
+    assert result.succeeded
+    assert result.tasks["b"].attempts == 3
+    assert delays == [2.0, 6.0]
+    log = Path(result.tasks["b"].log).read_text()
+    assert log.count("=== attempt") == 3 and "failing on purpose" in log
+
+
+def test_real_backoff_waits(tmp_path):
+    (tmp_path / "fail-a").write_text("1")
+    retry = {"limit": 1, "backoff": {"duration": "1s", "factor": 2}}
+    executor = LocalExecutor(template(tmp_path, retry=retry), ArtifactCache(LocalStore(tmp_path / "art")),
+                             tmp_path / "runs")
+    started = time.monotonic()
+    assert executor.run().succeeded
+    assert time.monotonic() - started >= 1.0
+
+
+def test_retry_limit_and_expression_stop_retries(tmp_path):
+    (tmp_path / "fail-b").write_text("9")
+    retry = {"limit": 2, "retryPolicy": "Always", "backoff": {"duration": "1s", "factor": 2}}
+    result, delays, _ = run(tmp_path, template(tmp_path, retry=retry))
+    assert result.tasks["b"].status == FAILED and result.tasks["b"].attempts == 3
+    assert "retry limit reached" in result.tasks["b"].message
+    assert result.tasks["d"].status == SKIPPED
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "fail-b").write_text("9")
+    retry = {**retry, "expression": "asInt(lastRetry.exitCode) != 2"}
+    result, delays, _ = run(tmp_path / "x", template(tmp_path / "x", retry=retry, fail_code=2))
+    assert result.tasks["b"].attempts == 1 and delays == []
+    assert "does not retry" in result.tasks["b"].message
+
+
+def test_rerun_is_fully_cached(tmp_path):
+    first, _, _ = run(tmp_path, template(tmp_path))
+    executed = len(journal(tmp_path))
+    second, _, _ = run(tmp_path, template(tmp_path))
+    assert first.succeeded and second.succeeded
+    assert {state.status for state in second.tasks.values()} == {CACHED}
+    assert len(journal(tmp_path)) == executed == 4
+
+
+def test_a_change_reruns_only_what_it_reaches(tmp_path):
+    run(tmp_path, template(tmp_path))
+    doc = template(tmp_path)
+    doc["spec"]["templates"][3]["container"]["env"][0]["value"] = "0.01"  # c's command, not its output, changes
+    result, _, _ = run(tmp_path, doc)
+    statuses = {name: state.status for name, state in result.tasks.items()}
+    assert statuses == {"a": CACHED, "b": CACHED, "c": SUCCEEDED, "d": CACHED}  # d's inputs hash the same
+
+    doc["spec"]["templates"][0]["dag"]["tasks"][2]["arguments"]["parameters"][0]["value"] = "other-c"
+    result, _, _ = run(tmp_path, doc)
+    statuses = {name: state.status for name, state in result.tasks.items()}
+    assert statuses == {"a": CACHED, "b": CACHED, "c": SUCCEEDED, "d": SUCCEEDED}
+
+
+def test_failed_run_resumes_from_the_failed_task(tmp_path):
+    (tmp_path / "fail-c").write_text("1")
+    first, _, _ = run(tmp_path, template(tmp_path), parallelism=1)
+    assert first.tasks["c"].status == FAILED and first.tasks["d"].status == SKIPPED
+    second, _, _ = run(tmp_path, template(tmp_path), parallelism=1)
+    statuses = {name: state.status for name, state in second.tasks.items()}
+    assert statuses == {"a": CACHED, "b": CACHED, "c": SUCCEEDED, "d": SUCCEEDED}
+
+
+def test_artifacts_through_a_real_s3_server(tmp_path, s3_server, s3_bucket):
+    store = S3Store(s3_bucket, "runs", endpoint_url=s3_server)
+    result, _, executor = run(tmp_path, template(tmp_path), store=store)
+    assert result.succeeded
+    assert any(key.startswith("artifacts/") for key in store.list(""))
+    assert read_output(executor, result, "d", tmp_path).endswith("t-d\n")
+    again, _, _ = run(tmp_path, template(tmp_path), store=store)
+    assert {state.status for state in again.tasks.values()} == {CACHED}
+
+
+def test_registry_readers_rerun_after_an_alias_change(tmp_path):
+    from steps.core.artifacts import ArtifactWriter
+
+    doc = template(tmp_path, reads_registry=True)
+    run(tmp_path, doc)
+    again, _, _ = run(tmp_path, doc)
+    assert {state.status for state in again.tasks.values()} == {CACHED}
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    with ArtifactWriter(tmp_path / "m", stage="train.test") as writer:
+        writer.path("w").write_text("w")
+    registry.set_alias("sed", PRODUCTION, registry.register("sed", tmp_path / "m").version)
+    after, _, _ = run(tmp_path, doc)
+    assert {state.status for state in after.tasks.values()} == {SUCCEEDED}
+
+
+def test_missing_output_is_an_error(tmp_path):
+    doc = template(tmp_path)
+    doc["spec"]["templates"][1]["outputs"]["artifacts"].append({"name": "extra", "path": "/out/extra"})
+    result, _, _ = run(tmp_path, doc)
+    assert result.tasks["a"].status == FAILED
+    assert "output artifact 'extra' was not written" in result.tasks["a"].message
+
+
+def test_unknown_parameter_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown workflow parameter.*nope"):
+        LocalExecutor(template(tmp_path), ArtifactCache(LocalStore(tmp_path)), tmp_path, parameters={"nope": "1"})
+
+
+@pytest.mark.parametrize("expression, code, expected", [
+    ("asInt(lastRetry.exitCode) != 2", 1, True),
+    ("asInt(lastRetry.exitCode) != 2", 2, False),
+    ("lastRetry.status == 'Error' || asInt(lastRetry.exitCode) == 137", 137, True),
+    ("!(asInt(lastRetry.exitCode) in [2, 3])", 3, False),
+])
+def test_retry_expressions(expression, code, expected):
+    assert retry_expression_allows(expression, code, "Failed", 1.0) is expected
+
+
+def test_retry_expression_refuses_arbitrary_code():
+    with pytest.raises(ValueError, match="not supported"):
+        retry_expression_allows("__import__('os').system('true')", 1, "Failed", 1.0)
+
+
+@pytest.mark.parametrize("text, seconds", [("15s", 15), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), (10, 10)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds

@@ -1,0 +1,126 @@
+"""The rendered WorkflowTemplate and CronWorkflow: shape, Argo schema (strict), references, golden files."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflows.pipeline import RenderOptions
+from workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, rendered_documents, to_yaml
+from workflows.validate import check_references, parse_cron, validate_against_schema
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("STELLAR_UPDATE_GOLDEN") == "1"
+EXPECTED_DEPENDS = {
+    "ingest-sdss-spectra": None, "ingest-gaia-photometry": None, "ingest-kepler-lightcurves": None,
+    "preprocess-spectra": "ingest-sdss-spectra", "preprocess-photometry": "ingest-gaia-photometry",
+    "preprocess-lightcurves": "ingest-kepler-lightcurves",
+    "split-data": "preprocess-spectra && preprocess-photometry && preprocess-lightcurves",
+    "train-spectral-model": "split-data", "train-lightcurve-model": "split-data", "train-sed-model": "split-data",
+    "evaluate-models": "train-spectral-model && train-lightcurve-model && train-sed-model",
+    "promote-models": "evaluate-models", "deploy-api": "promote-models",
+}
+
+
+@pytest.fixture(scope="module")
+def documents():
+    return rendered_documents()
+
+
+@pytest.fixture(scope="module")
+def template(documents):
+    return documents[WORKFLOW_TEMPLATE_FILE]
+
+
+def containers(template):
+    return [t for t in template["spec"]["templates"] if "container" in t]
+
+
+def test_dag_has_every_task_with_its_dependencies(template):
+    dag = next(t for t in template["spec"]["templates"] if t["name"] == template["spec"]["entrypoint"])
+    assert {task["name"]: task.get("depends") for task in dag["dag"]["tasks"]} == EXPECTED_DEPENDS
+
+
+def test_each_stage_runs_its_module_in_its_own_image(template):
+    stages = set()
+    for spec in containers(template):
+        container = spec["container"]
+        assert container["command"][:2] == ["python", "-m"]
+        module = container["command"][2]
+        assert importlib.util.find_spec(module + ".__main__") is not None, f"{module} is not runnable"
+        stage = module.split(".")[1]
+        stages.add(stage)
+        assert re.fullmatch(rf"ghcr\.io/stellar-pipeline/stellar-{stage}:\d+\.\d+\.\d+.*", container["image"])
+        assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+        retry = spec["retryStrategy"]
+        assert retry["limit"] >= 1 and retry["backoff"]["factor"] >= 2 and retry["backoff"]["duration"]
+    assert stages == {"ingest", "preprocess", "split", "train", "evaluate", "promote", "deploy"}
+
+
+def test_artifacts_go_through_the_artifact_repository(template):
+    assert template["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "stellar-minio"}
+
+
+def test_cron_workflow_runs_the_template_weekly(documents):
+    cron = documents[CRON_WORKFLOW_FILE]["spec"]
+    assert cron["workflowSpec"]["workflowTemplateRef"]["name"] == "stellar-training"
+    assert cron["concurrencyPolicy"] == "Forbid" and cron["startingDeadlineSeconds"] > 0 and cron["timezone"]
+    for schedule in cron["schedules"]:
+        parse_cron(schedule)
+
+
+def test_references_resolve(documents):
+    for name, doc in documents.items():
+        assert check_references(doc) == [], name
+
+
+def test_strict_argo_schema(documents, shared_dir):
+    schema = shared_dir / "schemas" / "argo-workflows" / "schema.json"
+    for name, doc in documents.items():
+        assert validate_against_schema(doc, schema) == [], name
+
+
+def test_strict_schema_catches_a_misspelt_key(template, shared_dir):
+    schema = shared_dir / "schemas" / "argo-workflows" / "schema.json"
+    broken = yaml.safe_load(to_yaml(template))
+    broken["spec"]["templates"][1]["retryStrategy"]["backof"] = broken["spec"]["templates"][1]["retryStrategy"].pop("backoff")
+    assert any("backof" in problem for problem in validate_against_schema(broken, schema))
+
+
+@pytest.mark.parametrize("name", [WORKFLOW_TEMPLATE_FILE, CRON_WORKFLOW_FILE])
+def test_golden(documents, name):
+    """Regenerate on purpose with `make golden`; a diff here on accident means the DAG changed."""
+    rendered = to_yaml(documents[name])
+    if UPDATE:
+        GOLDEN.mkdir(exist_ok=True)
+        (GOLDEN / name).write_text(rendered)
+    assert (GOLDEN / name).read_text() == rendered, f"{name} drifted from tests/workflows/golden (make golden)"
+
+
+def test_render_options_reach_the_objects():
+    options = RenderOptions(image_registry="localhost:5001", image_tag="dev", schedule="30 2 * * 0",
+                            parameters={"samples": "50"})
+    docs = rendered_documents(options)
+    template = docs[WORKFLOW_TEMPLATE_FILE]
+    assert {c["container"]["image"].rsplit("/", 1)[0] for c in containers(template)} == {"localhost:5001"}
+    assert {c["container"]["image"].rsplit(":", 1)[1] for c in containers(template)} == {"dev"}
+    assert {p["name"]: p["value"] for p in template["spec"]["arguments"]["parameters"]}["samples"] == "50"
+    assert docs[CRON_WORKFLOW_FILE]["spec"]["schedules"] == ["30 2 * * 0"]
+
+
+def test_unknown_parameter_is_refused():
+    with pytest.raises(ValueError, match="unknown workflow parameter.*sampels"):
+        rendered_documents(RenderOptions(parameters={"sampels": "5"}))
+
+
+def test_stellar_render_writes_both_files(tmp_path):
+    from workflows.cli import main
+
+    assert main(["render", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE]
+    assert yaml.safe_load((tmp_path / WORKFLOW_TEMPLATE_FILE).read_text())["metadata"]["name"] == "stellar-training"

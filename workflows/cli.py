@@ -1,0 +1,168 @@
+"""`stellar`: render the Argo objects, run the pipeline locally, manage the model registry, serve the models.
+
+Start-up stays light: heavy modules (Hera, the executor, FastAPI) are imported by the subcommand that needs
+them, and nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_HOME = ".stellar"
+
+
+def home_dir(value: str | None) -> Path:
+    """`--home`, else `STELLAR_HOME`, else `.stellar` in the current directory."""
+    return Path(value or os.environ.get("STELLAR_HOME") or DEFAULT_HOME).expanduser().resolve()
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    """`NAME=VALUE` pairs from repeated `-p` flags."""
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"stellar: -p {pair!r}: expected NAME=VALUE")
+        values[name] = value
+    return values
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="working home: artifact store, model registry and runs "
+                                       f"(default: $STELLAR_HOME or {DEFAULT_HOME})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(prog="stellar", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    render = sub.add_parser("render", help="write the WorkflowTemplate and CronWorkflow as YAML")
+    render.add_argument("--out", required=True, type=Path, help="directory to write the two YAML files into")
+    render.add_argument("--image-registry", help="registry of the stage images (default ghcr.io/stellar-pipeline)")
+    render.add_argument("--image-tag", help="tag of the stage images (default: the package version)")
+    render.add_argument("--namespace", help="metadata.namespace of both objects")
+    render.add_argument("--schedule", help="5-field cron expression of the CronWorkflow (default '0 3 * * 1')")
+    render.add_argument("--timezone", help="IANA time zone of the schedule (default Etc/UTC)")
+    render.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a workflow parameter's default")
+
+    run = sub.add_parser("run", help="run the whole pipeline on this machine (no cluster needed)")
+    _add_home(run)
+    run.add_argument("--samples", type=int, help="objects per modality for the synthetic source")
+    run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                     help="set any workflow parameter (repeatable)")
+    run.add_argument("--parallelism", type=int, default=os.cpu_count(), help="tasks at once (default: cores)")
+    run.add_argument("--artifact-store", help="where artifacts go: a directory (default HOME/artifacts) or "
+                                              "s3://BUCKET/PREFIX")
+    run.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto, ...) for s3:// stores")
+    run.add_argument("--template", type=Path, help="run this rendered WorkflowTemplate YAML instead of the "
+                                                   "built-in one")
+
+    models = sub.add_parser("models", help="the model registry: list, show, promote, roll back")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    listing = models_sub.add_parser("list", help="every model with its versions and aliases")
+    listing.add_argument("--json", action="store_true", help="print JSON only (logs go to stderr)")
+    show = models_sub.add_parser("show", help="one version's record: NAME[@VERSION_OR_ALIAS]")
+    show.add_argument("ref")
+    promote = models_sub.add_parser("promote", help="point production at a version")
+    promote.add_argument("name")
+    promote.add_argument("version")
+    rollback = models_sub.add_parser("rollback", help="point production back at its previous version")
+    rollback.add_argument("name")
+    for command in (listing, show, promote, rollback):
+        _add_home(command)
+        command.add_argument("--registry", help="registry URI (default HOME/registry)")
+
+    serve = sub.add_parser("serve", help="serve the production models over HTTP")
+    _add_home(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--registry", help="registry URI (default HOME/registry)")
+
+    from workflows.training_cli import add_training_commands
+
+    add_training_commands(sub)
+    return parser
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from workflows.render import RenderOptions, write_rendered
+
+    options = RenderOptions(parameters=parse_assignments(args.parameter))
+    for name in ("image_registry", "image_tag", "namespace", "schedule", "timezone"):
+        if getattr(args, name):
+            setattr(options, name, getattr(args, name))
+    for path in write_rendered(args.out, options):
+        print(path)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workflows.run import run_pipeline
+
+    parameters = parse_assignments(args.parameter)
+    if args.samples is not None:
+        parameters["samples"] = str(args.samples)
+    return run_pipeline(home_dir(args.home), parameters, parallelism=args.parallelism,
+                        artifact_store=args.artifact_store, s3_endpoint=args.s3_endpoint, template=args.template)
+
+
+def _registry(args: argparse.Namespace):
+    from steps.core.registry import ModelRegistry
+
+    return ModelRegistry.open(args.registry or str(home_dir(args.home) / "registry"))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from steps.core.registry import PRODUCTION, RegistryError
+
+    registry = _registry(args)
+    try:
+        if args.models_command == "list":
+            summary = registry.summary()
+            if args.json:
+                print(json.dumps(summary, indent=2))
+            elif not summary:
+                print(f"no models in {registry.store.uri}")
+            else:
+                for model in summary:
+                    aliases = ", ".join(f"{alias}={version}" for alias, version in sorted(model["aliases"].items()))
+                    print(f"{model['name']}: versions {', '.join(model['versions'])}; {aliases or 'no aliases'}")
+        elif args.models_command == "show":
+            name, _, ref = args.ref.partition("@")
+            print(registry.resolve(name, ref or PRODUCTION).model_dump_json(indent=2))
+        elif args.models_command == "promote":
+            previous = registry.set_alias(args.name, PRODUCTION, args.version)
+            print(f"{args.name}: production {previous or '(none)'} -> {args.version}")
+        elif args.models_command == "rollback":
+            version = registry.rollback(args.name)
+            print(f"{args.name}: production rolled back to {version}")
+    except RegistryError as error:
+        print(f"stellar models: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from steps.serve.server import serve
+
+    home = home_dir(args.home)
+    return serve(args.registry or str(home / "registry"), home / "serving", host=args.host, port=args.port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `stellar` console script."""
+    args = build_parser().parse_args(argv)
+    handlers = {"render": cmd_render, "run": cmd_run, "models": cmd_models, "serve": cmd_serve}
+    if args.command in handlers:
+        return handlers[args.command](args)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The executor's artifact store and task cache, on any object store (a directory, or S3).
+
+    artifacts/<task key>/<artifact name>/...   a task's output artifact, as the stage wrote it
+    cache/<task key>.json                       a finished task: its outputs and their content hashes
+
+A task key is the hash of everything that decides a task's result (image, command, arguments, input artifact
+hashes, code version and, for registry readers, the registry's alias state), so an entry is never stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from steps.core.artifacts import sha256_tree
+from steps.core.storage import ObjectStore
+
+
+class StoredArtifact(BaseModel):
+    """Where an output artifact lives in the store, the hash of its content, and whether it is one file."""
+
+    key: str
+    sha256: str
+    file: str | None = None
+
+
+class CacheEntry(BaseModel):
+    """A finished task."""
+
+    task: str
+    run: str
+    outputs: dict[str, StoredArtifact]
+
+
+def task_key(material: dict[str, Any]) -> str:
+    """The hex SHA-256 of a JSON document describing everything a task's result depends on."""
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+class ArtifactCache:
+    """Output artifacts and cache entries of local runs."""
+
+    def __init__(self, store: ObjectStore):
+        self.store = store
+
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry for `key` when it exists and every artifact it names is still in the store."""
+        blob = self.store.get(f"cache/{key}.json")
+        if blob is None:
+            return None
+        entry = CacheEntry.model_validate_json(blob.data)
+        if all(self.store.list(artifact.key + "/") for artifact in entry.outputs.values()):
+            return entry
+        return None
+
+    def save_outputs(self, key: str, task: str, run: str, outputs: dict[str, Path]) -> CacheEntry:
+        """Upload a finished task's output directories and record the entry (the entry is written last)."""
+        stored = {}
+        for name, path in outputs.items():
+            artifact_key = f"artifacts/{key}/{name}"
+            if path.is_file():
+                with tempfile.TemporaryDirectory() as holder:
+                    shutil.copy2(path, Path(holder) / path.name)
+                    self.store.upload_dir(Path(holder), artifact_key)
+            else:
+                self.store.upload_dir(path, artifact_key)
+            stored[name] = StoredArtifact(key=artifact_key, sha256=sha256_tree(path),
+                                          file=path.name if path.is_file() else None)
+        entry = CacheEntry(task=task, run=run, outputs=stored)
+        self.record(key, entry)
+        return entry
+
+    def record(self, key: str, entry: CacheEntry) -> None:
+        """Write (or re-point) a cache entry."""
+        self.store.put(f"cache/{key}.json", entry.model_dump_json(indent=2).encode())
+
+    def fetch(self, artifact: StoredArtifact, dest: Path) -> None:
+        """Copy a stored artifact to `dest` (a directory, or a file for one-file artifacts); `dest` must not exist."""
+        if artifact.file is None:
+            self.store.download_dir(artifact.key, dest)
+            return
+        with tempfile.TemporaryDirectory() as holder:
+            self.store.download_dir(artifact.key, Path(holder) / "artifact")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(Path(holder) / "artifact" / artifact.file, dest)

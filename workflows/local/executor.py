@@ -1,0 +1,359 @@
+"""Run a rendered WorkflowTemplate on this machine, as Argo would run it in a cluster.
+
+Tasks start when their `depends` have succeeded, up to `parallelism` at once. Each task's container command runs
+as a local process (`python` is this interpreter) with its parameters substituted and its input artifacts
+copied from the artifact store into a scratch directory; its declared outputs go back to the store. A task's
+`retryStrategy` (limit, policy, expression, exponential backoff) is honoured. Every finished task is cached
+under the hash of what decides its result, so a re-run skips what is done and a failed run resumes where it
+stopped. Like Argo's DAG (failFast), no new task starts after a failure; running ones finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from steps.core.registry import ModelRegistry
+from steps.core.version import code_version
+from workflows.local.cache import ArtifactCache, CacheEntry, StoredArtifact, task_key
+from workflows.local.expressions import parse_duration, retry_expression_allows, substitute
+from workflows.local.template import Task, UnsupportedTemplate, load_workflow
+from workflows.pipeline import READS_REGISTRY
+
+PENDING, RUNNING, RETRYING, SUCCEEDED, CACHED, FAILED, SKIPPED = (
+    "pending", "running", "retrying", "succeeded", "cached", "failed", "skipped")
+_PATH_TAGS = ("inputs.artifacts.", "outputs.artifacts.")
+
+
+@dataclass
+class TaskState:
+    """What the executor knows about one task, for the progress display, the final table and run.json."""
+
+    name: str
+    status: str = PENDING
+    attempts: int = 0
+    started: float | None = None
+    finished: float | None = None
+    key: str = ""
+    message: str = ""
+    log: str = ""
+    outputs: dict[str, StoredArtifact] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from first start to finish (or until now while running)."""
+        if self.started is None:
+            return None
+        return (self.finished or time.time()) - self.started
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run."""
+
+    run_id: str
+    run_dir: Path
+    tasks: dict[str, TaskState]
+    parameters: dict[str, str]
+
+    @property
+    def succeeded(self) -> bool:
+        """True when every task succeeded or came from the cache."""
+        return all(state.status in (SUCCEEDED, CACHED) for state in self.tasks.values())
+
+    @property
+    def failed_tasks(self) -> list[TaskState]:
+        """The tasks that failed, in DAG order."""
+        return [state for state in self.tasks.values() if state.status == FAILED]
+
+
+class TaskFailed(Exception):
+    """A task's last attempt failed; `error` tells Argo's Error (infrastructure) from Failed (exit status)."""
+
+    def __init__(self, message: str, exit_code: int, error: bool = False):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.error = error
+
+
+class LocalExecutor:
+    """Runs one WorkflowTemplate document against an artifact cache; see the module docstring."""
+
+    def __init__(self, doc: dict[str, Any], cache: ArtifactCache, runs_dir: Path,
+                 parameters: dict[str, str] | None = None, parallelism: int | None = None,
+                 on_change: Callable[[TaskState], None] | None = None, sleep: Callable[[float], None] = time.sleep):
+        self.workflow = load_workflow(doc)
+        unknown = set(parameters or {}) - set(self.workflow.parameters)
+        if unknown:
+            raise UnsupportedTemplate(f"unknown workflow parameter(s): {', '.join(sorted(unknown))}; the template "
+                                      f"declares: {', '.join(self.workflow.parameters)}")
+        self.parameters = {**self.workflow.parameters, **(parameters or {})}
+        self.cache = cache
+        self.parallelism = max(1, parallelism or os.cpu_count() or 1)
+        self.run_id = f"{self.workflow.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:5]}"
+        self.run_dir = Path(runs_dir) / self.run_id
+        self.states = {name: TaskState(name) for name in self.workflow.tasks}
+        self.on_change = on_change or (lambda state: None)
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._processes: dict[str, subprocess.Popen] = {}
+        self._cancelled = threading.Event()
+        self._registry_keys: list[tuple[str, dict[str, Any], str]] = []
+
+    # -- scheduling ---------------------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        """Run every task (or take it from the cache); return when all are done or a failure stops the DAG."""
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._write_record()
+        futures: dict[Future, str] = {}
+        failed = False
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="task") as pool:
+            try:
+                while True:
+                    if not failed:
+                        for name in self._ready(set(futures.values())):
+                            futures[pool.submit(self._run_task, self.workflow.tasks[name])] = name
+                    if not futures:
+                        break
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        futures.pop(future)
+                        if self.states[future.result()].status == FAILED:
+                            failed = True
+                        self._write_record()
+            except KeyboardInterrupt:
+                self.cancel()
+                raise
+        for state in self.states.values():
+            if state.status == PENDING:
+                state.status = SKIPPED
+                state.message = "not started: an upstream task failed"
+                self.on_change(state)
+        self._write_record()
+        return RunResult(self.run_id, self.run_dir, self.states, self.parameters)
+
+    def _ready(self, submitted: set[str]) -> list[str]:
+        return [name for name, task in self.workflow.tasks.items()
+                if self.states[name].status == PENDING and name not in submitted
+                and all(self.states[up].status in (SUCCEEDED, CACHED) for up in task.depends)]
+
+    def cancel(self) -> None:
+        """Stop: no new attempts, and every running stage process group is terminated."""
+        self._cancelled.set()
+        with self._lock:
+            for process in self._processes.values():
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    # -- one task -----------------------------------------------------------------------------------------------
+
+    def _run_task(self, task: Task) -> str:
+        state = self.states[task.name]
+        state.log = str(self.run_dir / "logs" / f"{task.name}.log")
+        try:
+            inputs, material, scope = self._resolve(task)
+            state.key = task_key(material)
+            entry = self.cache.lookup(state.key)
+            if entry is not None:
+                state.status, state.outputs = CACHED, entry.outputs
+                state.message = f"from run {entry.run}"
+            else:
+                state.started = time.time()
+                state.outputs = self._attempts(task, state, inputs, scope)
+                state.status, state.message = SUCCEEDED, ""
+            self._remember_registry_state(task, material, scope)
+        except (TaskFailed, UnsupportedTemplate, KeyError, ValueError, OSError) as error:
+            state.status, state.message = FAILED, str(error)
+        state.finished = time.time() if state.started else None
+        self.on_change(state)
+        return task.name
+
+    def _resolve(self, task: Task) -> tuple[dict[str, StoredArtifact], dict[str, Any], dict[str, str]]:
+        """The task's input artifacts, the material its cache key hashes, and its substitution scope."""
+        template = task.template
+        wf_scope = {f"workflow.parameters.{k}": v for k, v in self.parameters.items()}
+        wf_scope.update({"workflow.name": self.run_id, "workflow.namespace": "local", "workflow.uid": self.run_id})
+        declared = template.get("inputs", {})
+        params = {p["name"]: str(p["value"]) for p in declared.get("parameters", []) if "value" in p}
+        params.update({p["name"]: str(p["default"]) for p in declared.get("parameters", []) if "default" in p
+                       and p["name"] not in params})
+        params.update({name: substitute(value, wf_scope) for name, value in task.parameters.items()})
+        missing = [p["name"] for p in declared.get("parameters", []) if p["name"] not in params]
+        if missing:
+            raise UnsupportedTemplate(f"task {task.name}: no value for input parameter(s) {', '.join(missing)}")
+        inputs = {name: self._upstream_artifact(task, reference) for name, reference in task.artifacts.items()}
+        scope = {**wf_scope, **{f"inputs.parameters.{k}": v for k, v in params.items()}}
+        container = template["container"]
+        material = {
+            "image": container.get("image"),
+            "command": container.get("command", []),
+            "args": [substitute(str(arg), scope, keep=_PATH_TAGS) for arg in container.get("args", [])],
+            "env": {e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
+            "inputs": {name: artifact.sha256 for name, artifact in sorted(inputs.items())},
+            "outputs": sorted(a["name"] for a in template.get("outputs", {}).get("artifacts", [])),
+            "code": code_version(),
+        }
+        registry_param = template.get("metadata", {}).get("annotations", {}).get(READS_REGISTRY)
+        if registry_param:
+            material["registry"] = ModelRegistry.open(params[registry_param]).fingerprint()
+        return inputs, material, scope
+
+    def _upstream_artifact(self, task: Task, reference: str) -> StoredArtifact:
+        parts = reference.strip("{} ").split(".")
+        if len(parts) != 5 or parts[0] != "tasks" or parts[2:4] != ["outputs", "artifacts"]:
+            raise UnsupportedTemplate(f"task {task.name}: artifact source {reference!r} is not "
+                                      "{{tasks.T.outputs.artifacts.A}}")
+        upstream, artifact = parts[1], parts[4]
+        outputs = self.states[upstream].outputs
+        if artifact not in outputs:
+            raise UnsupportedTemplate(f"task {task.name}: {upstream} has no output artifact {artifact!r}")
+        return outputs[artifact]
+
+    def _attempts(self, task: Task, state: TaskState, inputs: dict[str, StoredArtifact],
+                  scope: dict[str, str]) -> dict[str, StoredArtifact]:
+        strategy = task.template.get("retryStrategy") or {}
+        limit = int(strategy.get("limit", 0))
+        policy = strategy.get("retryPolicy", "OnFailure")
+        backoff = strategy.get("backoff") or {}
+        first_start = time.time()
+        while True:
+            state.attempts += 1
+            state.status = RUNNING
+            state.message = f"attempt {state.attempts} of {limit + 1}"
+            self.on_change(state)
+            began = time.time()
+            try:
+                return self._attempt(task, state, inputs, scope)
+            except TaskFailed as failure:
+                if self._cancelled.is_set():
+                    raise
+                allowed = {"Always": True, "OnFailure": not failure.error, "OnError": failure.error,
+                           "OnTransientError": failure.error}.get(policy, False)
+                expression = strategy.get("expression")
+                if allowed and expression:
+                    allowed = retry_expression_allows(expression, failure.exit_code,
+                                                      "Error" if failure.error else "Failed", time.time() - began,
+                                                      str(failure))
+                delay = self._backoff(backoff, state.attempts)
+                max_duration = parse_duration(backoff["maxDuration"]) if backoff.get("maxDuration") else None
+                if (not allowed or state.attempts > limit
+                        or (max_duration is not None and time.time() - first_start + delay > max_duration)):
+                    raise TaskFailed(f"{failure} (attempt {state.attempts} of {limit + 1}; "
+                                     f"{'no retry: ' + self._why_not(allowed, state.attempts, limit)})",
+                                     failure.exit_code, failure.error) from None
+                state.status = RETRYING
+                state.message = f"{failure}; retry {state.attempts} of {limit} in {delay:g}s"
+                self._log(state, f"=== {state.message}\n")
+                self.on_change(state)
+                self.sleep(delay)
+
+    @staticmethod
+    def _why_not(allowed: bool, attempts: int, limit: int) -> str:
+        if not allowed:
+            return "the retry policy or expression does not retry this failure"
+        if attempts > limit:
+            return "retry limit reached"
+        return "backoff maxDuration reached"
+
+    @staticmethod
+    def _backoff(backoff: dict[str, Any], failures: int) -> float:
+        """Argo's backoff: `duration * factor ** (failures - 1)`, capped by `cap` when one is set."""
+        if not backoff.get("duration"):
+            return 0.0
+        delay = parse_duration(backoff["duration"]) * float(backoff.get("factor", 1)) ** (failures - 1)
+        if backoff.get("cap"):
+            delay = min(delay, parse_duration(backoff["cap"]))
+        return delay
+
+    def _attempt(self, task: Task, state: TaskState, inputs: dict[str, StoredArtifact],
+                 task_scope: dict[str, str]) -> dict[str, StoredArtifact]:
+        template = task.template
+        workdir = self.run_dir / "work" / task.name / f"attempt-{state.attempts}"
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        scope = dict(task_scope)
+        for artifact in template.get("inputs", {}).get("artifacts", []):
+            local = workdir / "in" / artifact["name"]
+            self.cache.fetch(inputs[artifact["name"]], local)
+            scope[f"inputs.artifacts.{artifact['name']}.path"] = str(local)
+        outputs = {}
+        for artifact in template.get("outputs", {}).get("artifacts", []):
+            outputs[artifact["name"]] = workdir / "out" / artifact["name"]
+            scope[f"outputs.artifacts.{artifact['name']}.path"] = str(outputs[artifact["name"]])
+        (workdir / "out").mkdir(parents=True, exist_ok=True)
+        scope.update({"pod.name": f"{self.run_id}-{task.name}", "retries": str(state.attempts - 1)})
+        container = template["container"]
+        command = [substitute(str(part), scope) for part in container.get("command", []) + container.get("args", [])]
+        if command and command[0] in ("python", "python3"):
+            command[0] = sys.executable
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               **{e["name"]: substitute(str(e["value"]), scope) for e in container.get("env", []) if "value" in e}}
+        self._log(state, f"=== attempt {state.attempts}: {' '.join(command)}\n")
+        with open(state.log, "ab") as log:
+            try:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env,
+                                           start_new_session=True)
+            except OSError as error:
+                raise TaskFailed(f"could not start {command[0]}: {error}", exit_code=-1, error=True) from error
+            with self._lock:
+                self._processes[task.name] = process
+            code = process.wait()
+            with self._lock:
+                self._processes.pop(task.name, None)
+        if code != 0:
+            reason = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            raise TaskFailed(f"{task.name}: {reason}", exit_code=code)
+        for name, path in outputs.items():
+            if not path.exists():
+                raise TaskFailed(f"{task.name}: output artifact {name!r} was not written to {path}", exit_code=0,
+                                 error=True)
+        entry = self.cache.save_outputs(state.key, task.name, self.run_id, outputs)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return entry.outputs
+
+    def _remember_registry_state(self, task: Task, material: dict[str, Any], scope: dict[str, str]) -> None:
+        """After a registry reader finishes, file every registry reader of this run under the new alias state.
+
+        A re-run then finds them while nobody has moved an alias since; a promotion or rollback in between
+        changes the fingerprint and they run again.
+        """
+        if "registry" not in material:
+            return
+        registry_param = task.template["metadata"]["annotations"][READS_REGISTRY]
+        registry_uri = scope[f"inputs.parameters.{registry_param}"]
+        self._registry_keys.append((task.name, material, registry_uri))
+        for name, earlier, uri in self._registry_keys:
+            current = {**earlier, "registry": ModelRegistry.open(uri).fingerprint()}
+            key = task_key(current)
+            if self.cache.lookup(key) is None:
+                self.cache.record(key, CacheEntry(task=name, run=self.run_id, outputs=self.states[name].outputs))
+
+    # -- records ------------------------------------------------------------------------------------------------
+
+    def _log(self, state: TaskState, text: str) -> None:
+        with open(state.log, "a") as log:
+            log.write(text)
+
+    def _write_record(self) -> None:
+        record = {"run": self.run_id, "workflow": self.workflow.name, "parameters": self.parameters,
+                  "tasks": {name: {**asdict(state), "duration": state.duration,
+                                   "outputs": {k: v.model_dump() for k, v in state.outputs.items()}}
+                            for name, state in self.states.items()}}
+        path = self.run_dir / "run.json"
+        path.with_suffix(".tmp").write_text(json.dumps(record, indent=2, default=str))
+        os.replace(path.with_suffix(".tmp"), path)
+

@@ -1,0 +1,287 @@
+"""The one definition of the training DAG: an Argo WorkflowTemplate and its weekly CronWorkflow, built with Hera.
+
+Everything else reads what this module renders: `stellar render` writes it, the Helm chart ships it, and the
+local executor runs it. Each stage is a container template running `python -m steps.<stage>` in the stage's own
+image; artifacts travel through the artifact repository named by `artifactRepositoryRef` (S3/MinIO).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+
+from hera.workflows import (
+    DAG,
+    Artifact,
+    Container,
+    CronWorkflow,
+    Parameter,
+    Resources,
+    RetryStrategy,
+    SecretEnv,
+    WorkflowTemplate,
+)
+from hera.workflows import models as m
+
+from steps.core.version import package_version
+
+TEMPLATE_NAME = "stellar-training"
+CRON_NAME = "stellar-weekly"
+ENTRYPOINT = "training"
+IN = "/tmp/stellar/in"
+OUT = "/tmp/stellar/out"
+
+# Templates whose result depends on the model registry's aliases as well as on their inputs (the annotation
+# names the input parameter holding the registry URI): the local
+# executor adds the registry's alias fingerprint to their cache key, so a promotion or rollback is seen.
+READS_REGISTRY = "stellar.dev/reads-registry"
+
+MODALITIES = {"spectra": "sdss-spectra", "photometry": "gaia-photometry", "lightcurves": "kepler-lightcurves"}
+MODELS = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+
+
+def default_gates() -> str:
+    """The quality gates shipped with the package (YAML text), the default of the `gates` parameter."""
+    return resources.files("steps.evaluate").joinpath("default_gates.yaml").read_text()
+
+
+@dataclass
+class RenderOptions:
+    """What a deployment may change in the rendered objects; the defaults are what the chart ships."""
+
+    image_registry: str = "ghcr.io/stellar-pipeline"
+    image_tag: str = field(default_factory=package_version)
+    image_pull_policy: str = "IfNotPresent"
+    namespace: str | None = None
+    service_account: str = "stellar-pipeline"
+    deploy_service_account: str = "stellar-deployer"
+    artifact_repository_configmap: str = "artifact-repositories"
+    artifact_repository_key: str = "stellar-minio"
+    s3_secret: str = "stellar-s3"
+    schedule: str = "0 3 * * 1"
+    timezone: str = "Etc/UTC"
+    starting_deadline_seconds: int = 3600
+    retry_limit: int = 3
+    backoff_duration: str = "15s"
+    backoff_factor: int = 2
+    backoff_max_duration: str = "5m"
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def image(self, stage: str) -> str:
+        """`<registry>/stellar-<stage>:<tag>`."""
+        return f"{self.image_registry}/stellar-{stage}:{self.image_tag}"
+
+
+def workflow_parameters(options: RenderOptions) -> dict[str, str]:
+    """The workflow's parameters and their defaults (every value a string, as Argo passes them)."""
+    defaults = {
+        "spectra-source": "synthetic",
+        "photometry-source": "synthetic",
+        "lightcurves-source": "synthetic",
+        "samples": "200",
+        "seed": "42",
+        "spectrum-length": "1024",
+        "view-length": "201",
+        "max-bad-fraction": "0.2",
+        "test-fraction": "0.2",
+        "val-fraction": "0.1",
+        "trainer": "baseline",
+        "epochs": "20",
+        "gates": default_gates(),
+        "registry": "s3://stellar/registry",
+        "raw-cache": "s3://stellar/raw-cache",
+    }
+    unknown = set(options.parameters) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown workflow parameter(s): {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(sorted(defaults))}")
+    return {**defaults, **options.parameters}
+
+
+def _retry(options: RenderOptions) -> RetryStrategy:
+    # Exit status 2 means bad input or usage (argparse's convention, kept by every stage): retrying cannot help.
+    return RetryStrategy(
+        limit=options.retry_limit,
+        retry_policy="Always",
+        expression="asInt(lastRetry.exitCode) != 2",
+        backoff=m.Backoff(duration=options.backoff_duration, factor=options.backoff_factor,
+                          max_duration=options.backoff_max_duration),
+    )
+
+
+def _s3_env(options: RenderOptions) -> list[SecretEnv]:
+    """S3 credentials for stages that reach the registry or the raw cache themselves."""
+    return [SecretEnv(name=name, secret_name=options.s3_secret, secret_key=name, optional=True)
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")]
+
+
+def _stage(options: RenderOptions, name: str, stage: str, args: list[str], *, params: list[str] = (),
+           inputs: list[str] = (), outputs: list[str] = (), cpu: str = "500m", memory: str = "1Gi",
+           memory_limit: str = "2Gi", reads_registry: bool = False, service_account: str | None = None) -> Container:
+    """One container template running `python -m steps.<stage> ARGS` in the stage's image."""
+    return Container(
+        name=name,
+        image=options.image(stage),
+        image_pull_policy=options.image_pull_policy,
+        command=["python", "-m", f"steps.{stage}"],
+        args=args,
+        inputs=[Parameter(name=p) for p in params] + [Artifact(name=a, path=f"{IN}/{a}") for a in inputs],
+        outputs=[Artifact(name=a, path=f"{OUT}/{a}") for a in outputs],
+        env=_s3_env(options) if reads_registry or stage == "ingest" else None,
+        resources=Resources(cpu_request=cpu, memory_request=memory, memory_limit=memory_limit),
+        retry_strategy=_retry(options),
+        annotations={READS_REGISTRY: "registry"} if reads_registry else None,
+        service_account_name=service_account,
+    )
+
+
+def _p(name: str) -> str:
+    return "{{inputs.parameters.%s}}" % name
+
+
+def _in(name: str) -> str:
+    return "{{inputs.artifacts.%s.path}}" % name
+
+
+def _out(name: str) -> str:
+    return "{{outputs.artifacts.%s.path}}" % name
+
+
+def _wf(name: str) -> str:
+    return "{{workflow.parameters.%s}}" % name
+
+
+def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTemplate:
+    """The `stellar-training` WorkflowTemplate: ingest -> preprocess -> split -> train -> evaluate -> promote -> deploy."""
+    options = options or RenderOptions()
+    parameters = workflow_parameters(options)
+    with WorkflowTemplate(
+        name=TEMPLATE_NAME,
+        namespace=options.namespace,
+        entrypoint=ENTRYPOINT,
+        service_account_name=options.service_account,
+        arguments=[Parameter(name=key, value=value) for key, value in parameters.items()],
+        artifact_repository_ref=m.ArtifactRepositoryRef(config_map=options.artifact_repository_configmap,
+                                                        key=options.artifact_repository_key),
+        labels={"app.kubernetes.io/name": "stellar-pipeline", "app.kubernetes.io/version": options.image_tag},
+        ttl_strategy=m.TTLStrategy(seconds_after_completion=7 * 24 * 3600),
+        pod_gc=m.PodGC(strategy="OnPodSuccess"),
+    ) as template:
+        ingest = _stage(
+            options, "ingest", "ingest",
+            [_p("modality"), "--source", _p("source"), "--samples", _p("samples"), "--seed", _p("seed"),
+             "--cache", _p("raw-cache"), "--out", _out("raw")],
+            params=["modality", "source", "samples", "seed", "raw-cache"], outputs=["raw"],
+            cpu="250m", memory="512Mi", memory_limit="1Gi")
+        preprocess = {
+            "spectra": _stage(options, "preprocess-spectra", "preprocess",
+                              ["spectra", "--in", _in("raw"), "--out", _out("features"), "--length", _p("length"),
+                               "--max-bad-fraction", _p("max-bad-fraction")],
+                              params=["length", "max-bad-fraction"], inputs=["raw"], outputs=["features"]),
+            "photometry": _stage(options, "preprocess-photometry", "preprocess",
+                                 ["photometry", "--in", _in("raw"), "--out", _out("features"),
+                                  "--max-bad-fraction", _p("max-bad-fraction")],
+                                 params=["max-bad-fraction"], inputs=["raw"], outputs=["features"]),
+            "lightcurves": _stage(options, "preprocess-lightcurves", "preprocess",
+                                  ["lightcurves", "--in", _in("raw"), "--out", _out("features"), "--length",
+                                   _p("length"), "--max-bad-fraction", _p("max-bad-fraction")],
+                                  params=["length", "max-bad-fraction"], inputs=["raw"], outputs=["features"]),
+        }
+        split = _stage(
+            options, "split-data", "split",
+            ["--spectra", _in("spectra"), "--photometry", _in("photometry"), "--lightcurves", _in("lightcurves"),
+             "--seed", _p("seed"), "--test-fraction", _p("test-fraction"), "--val-fraction", _p("val-fraction"),
+             "--out", _out("split")],
+            params=["seed", "test-fraction", "val-fraction"], inputs=list(MODALITIES), outputs=["split"],
+            cpu="250m")
+        train = _stage(
+            options, "train", "train",
+            [_p("model"), "--split", _in("split"), "--out", _out("model"), "--trainer", _p("trainer"),
+             "--epochs", _p("epochs"), "--seed", _p("seed")],
+            params=["model", "trainer", "epochs", "seed"], inputs=["split"], outputs=["model"],
+            cpu="1", memory="2Gi", memory_limit="4Gi")
+        evaluate = _stage(
+            options, "evaluate", "evaluate",
+            ["--split", _in("split"), "--spectral", _in("spectral"), "--lightcurve", _in("lightcurve"),
+             "--sed", _in("sed"), "--gates", _p("gates"), "--registry", _p("registry"),
+             "--out", _out("evaluation")],
+            params=["gates", "registry"], inputs=["split", *MODELS], outputs=["evaluation"],
+            memory_limit="3Gi", reads_registry=True)
+        promote = _stage(
+            options, "promote", "promote",
+            ["--evaluation", _in("evaluation"), "--spectral", _in("spectral"), "--lightcurve", _in("lightcurve"),
+             "--sed", _in("sed"), "--registry", _p("registry"), "--out", _out("promotion")],
+            params=["registry"], inputs=["evaluation", *MODELS], outputs=["promotion"],
+            cpu="100m", memory="256Mi", memory_limit="512Mi", reads_registry=True)
+        deploy = _stage(
+            options, "deploy", "deploy",
+            ["--promotion", _in("promotion"), "--registry", _p("registry"), "--out", _out("deployment")],
+            params=["registry"], inputs=["promotion"], outputs=["deployment"],
+            cpu="100m", memory="256Mi", memory_limit="512Mi", reads_registry=True,
+            service_account=options.deploy_service_account)
+
+        with DAG(name=ENTRYPOINT):
+            features = {}
+            for modality, archive in MODALITIES.items():
+                raw = ingest(name=f"ingest-{archive}", arguments={
+                    "modality": modality, "source": _wf(f"{modality}-source"), "samples": _wf("samples"),
+                    "seed": _wf("seed"), "raw-cache": _wf("raw-cache")})
+                length = {"spectra": {"length": _wf("spectrum-length")},
+                          "lightcurves": {"length": _wf("view-length")}}.get(modality, {})
+                features[modality] = preprocess[modality](
+                    name=f"preprocess-{modality}",
+                    arguments=[*_params({**length, "max-bad-fraction": _wf("max-bad-fraction")}),
+                               raw.get_artifact("raw").with_name("raw")])
+                raw >> features[modality]
+            split_task = split(
+                name="split-data",
+                arguments=[*_params({"seed": _wf("seed"), "test-fraction": _wf("test-fraction"),
+                                     "val-fraction": _wf("val-fraction")}),
+                           *(task.get_artifact("features").with_name(modality) for modality, task in features.items())])
+            list(features.values()) >> split_task
+            models = {}
+            for model in MODELS:
+                models[model] = train(
+                    name=f"train-{model}-model",
+                    arguments=[*_params({"model": model, "trainer": _wf("trainer"), "epochs": _wf("epochs"),
+                                         "seed": _wf("seed")}),
+                               split_task.get_artifact("split").with_name("split")])
+                split_task >> models[model]
+            model_artifacts = [task.get_artifact("model").with_name(model) for model, task in models.items()]
+            evaluate_task = evaluate(
+                name="evaluate-models",
+                arguments=[*_params({"gates": _wf("gates"), "registry": _wf("registry")}),
+                           split_task.get_artifact("split").with_name("split"), *model_artifacts])
+            list(models.values()) >> evaluate_task
+            promote_task = promote(
+                name="promote-models",
+                arguments=[*_params({"registry": _wf("registry")}),
+                           evaluate_task.get_artifact("evaluation").with_name("evaluation"), *model_artifacts])
+            evaluate_task >> promote_task
+            deploy_task = deploy(
+                name="deploy-api",
+                arguments=[*_params({"registry": _wf("registry")}),
+                           promote_task.get_artifact("promotion").with_name("promotion")])
+            promote_task >> deploy_task
+    return template
+
+
+def _params(values: dict[str, str]) -> list[Parameter]:
+    return [Parameter(name=key, value=value) for key, value in values.items()]
+
+
+def build_cron_workflow(options: RenderOptions | None = None) -> CronWorkflow:
+    """`stellar-weekly`: starts the WorkflowTemplate on a schedule, never two runs at once."""
+    options = options or RenderOptions()
+    return CronWorkflow(
+        name=CRON_NAME,
+        namespace=options.namespace,
+        schedules=[options.schedule],
+        timezone=options.timezone,
+        concurrency_policy="Forbid",
+        starting_deadline_seconds=options.starting_deadline_seconds,
+        successful_jobs_history_limit=4,
+        failed_jobs_history_limit=4,
+        workflow_template_ref=m.WorkflowTemplateRef(name=TEMPLATE_NAME),
+        labels={"app.kubernetes.io/name": "stellar-pipeline"},
+    )

@@ -1,0 +1,100 @@
+"""`stellar run`: the rendered WorkflowTemplate, run on this machine against a home directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from steps.core.storage import open_store
+from workflows.local.cache import ArtifactCache
+from workflows.local.display import Progress, task_table
+from workflows.local.executor import LocalExecutor, RunResult
+from workflows.local.template import UnsupportedTemplate
+from workflows.render import rendered_documents, WORKFLOW_TEMPLATE_FILE
+from workflows.validate import check_references
+
+LOG_TAIL_LINES = 30
+
+
+def local_parameters(home: Path) -> dict[str, str]:
+    """Where a local run keeps what outlives it: the registry and the raw-archive cache, under the home."""
+    return {"registry": str(home / "registry"), "raw-cache": str(home / "raw-cache")}
+
+
+def load_template(template: Path | None) -> dict[str, Any]:
+    """The built-in WorkflowTemplate, or a rendered one from a file (checked either way)."""
+    if template is None:
+        return rendered_documents()[WORKFLOW_TEMPLATE_FILE]
+    doc = yaml.safe_load(template.read_text())
+    problems = check_references(doc)
+    if problems:
+        raise UnsupportedTemplate(f"{template}: " + "; ".join(problems))
+    return doc
+
+
+def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None = None,
+                 artifact_store: str | None = None, s3_endpoint: str | None = None,
+                 template: Path | None = None, console: Console | None = None) -> int:
+    """Run the pipeline; print progress, the final table and what was promoted. Returns the exit status."""
+    console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+    home.mkdir(parents=True, exist_ok=True)
+    if s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
+    try:
+        doc = load_template(template)
+        store = open_store(artifact_store or str(home / "artifacts"), s3_endpoint)
+        executor = LocalExecutor(doc, ArtifactCache(store), home / "runs",
+                                 {**local_parameters(home), **parameters}, parallelism)
+    except (UnsupportedTemplate, ValueError, OSError) as error:
+        console.print(f"[bold red]stellar run:[/] {error}")
+        return 2
+    console.print(f"run {executor.run_id}: {len(executor.states)} tasks, parallelism {executor.parallelism}, "
+                  f"artifacts in {store.uri}, logs in {executor.run_dir / 'logs'}", highlight=False)
+    with Progress(executor.states, console) as progress:
+        executor.on_change = progress.update
+        result = executor.run()
+    console.print(task_table(result.tasks.values(), title=f"run {result.run_id}"))
+    if not result.succeeded:
+        _report_failure(result, console)
+        return 1
+    _report_promotion(result, executor.cache, console)
+    return 0
+
+
+def _report_failure(result: RunResult, console: Console) -> None:
+    for state in result.failed_tasks:
+        console.print(f"[bold red]task {state.name} failed:[/] {state.message}", highlight=False)
+        log = Path(state.log)
+        if log.is_file():
+            with open(log, errors="replace") as handle:
+                tail = "".join(deque(handle, maxlen=LOG_TAIL_LINES))
+            console.print(f"--- last {LOG_TAIL_LINES} lines of {log} ---\n{tail}", highlight=False, markup=False)
+    console.print(f"Fix the cause and run the same command again: finished tasks are taken from the cache.")
+
+
+def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console) -> None:
+    """Print (to stdout) what the deploy task recorded as served, and how to query it."""
+    deploy = result.tasks.get("deploy-api")
+    if deploy is None or "deployment" not in deploy.outputs:
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "deployment"
+        cache.fetch(deploy.outputs["deployment"], target)
+        record = json.loads((target / "deployment.json").read_text())
+    out = Console(file=sys.stdout)
+    out.print("\n[bold]Models in production[/]", highlight=False)
+    for name, model in sorted(record["models"].items()):
+        outcome = model.get("promotion", "")
+        out.print(f"  {name}: version {model.get('version') or '(none)'}  {outcome}", highlight=False)
+    home = Path(result.parameters["registry"]).parent
+    out.print("\nQuery them:", highlight=False)
+    out.print(f"  stellar models list --home {home}", highlight=False)
+    out.print(f"  stellar serve --home {home}    # then: curl -s localhost:8000/v1/models", highlight=False)
