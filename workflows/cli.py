@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_HOME = ".stellar"
+MODALITIES = ("spectra", "photometry", "lightcurves")
 
 
 def home_dir(value: str | None) -> Path:
@@ -62,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto, ...) for s3:// stores")
     run.add_argument("--template", type=Path, help="run this rendered WorkflowTemplate YAML instead of the "
                                                    "built-in one")
+    for modality in MODALITIES:
+        run.add_argument(f"--{modality}-from", type=Path, metavar="DIR",
+                         help=f"replay {modality} from this folder (archive file formats) instead of the "
+                              "synthetic source")
+
+    ingest = sub.add_parser("ingest", help="run the ingest stage alone on one modality")
+    _add_home(ingest)
+    ingest.add_argument("modality", choices=MODALITIES)
+    ingest.add_argument("--from", dest="source", default="synthetic", metavar="DIR_OR_SOURCE",
+                        help="a folder to replay, or a source name (default synthetic)")
+    ingest.add_argument("--samples", type=int, default=0, help="objects at most (0: all; synthetic: 200)")
+    ingest.add_argument("--seed", type=int, default=42)
+    ingest.add_argument("--out", type=Path, required=True, help="output directory (parquet and manifest)")
 
     models = sub.add_parser("models", help="the model registry: list, show, promote, roll back")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -108,8 +122,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     parameters = parse_assignments(args.parameter)
     if args.samples is not None:
         parameters["samples"] = str(args.samples)
+    for modality in MODALITIES:
+        folder = getattr(args, f"{modality}_from")
+        if folder is not None:
+            if not folder.is_dir():
+                print(f"stellar run: --{modality}-from {folder}: no such folder", file=sys.stderr)
+                return 2
+            parameters[f"{modality}-source"] = str(folder.resolve())
     return run_pipeline(home_dir(args.home), parameters, parallelism=args.parallelism,
                         artifact_store=args.artifact_store, s3_endpoint=args.s3_endpoint, template=args.template)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from steps.ingest.__main__ import main as ingest
+
+    source = str(Path(args.source).resolve()) if Path(args.source).is_dir() else args.source
+    samples = args.samples or (200 if source == "synthetic" else 0)
+    return ingest([args.modality, "--source", source, "--samples", str(samples), "--seed", str(args.seed),
+                   "--cache", str(home_dir(args.home) / "raw-cache"), "--out", str(args.out)])
 
 
 def _registry(args: argparse.Namespace):
@@ -158,7 +188,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stellar` console script."""
     args = build_parser().parse_args(argv)
-    handlers = {"render": cmd_render, "run": cmd_run, "models": cmd_models, "serve": cmd_serve}
+    handlers = {"render": cmd_render, "run": cmd_run, "ingest": cmd_ingest, "models": cmd_models,
+                "serve": cmd_serve}
     if args.command in handlers:
         return handlers[args.command](args)
     return args.handler(args)

@@ -31,10 +31,15 @@ ENTRYPOINT = "training"
 IN = "/tmp/stellar/in"
 OUT = "/tmp/stellar/out"
 
-# Templates whose result depends on the model registry's aliases as well as on their inputs (the annotation
-# names the input parameter holding the registry URI): the local
-# executor adds the registry's alias fingerprint to their cache key, so a promotion or rollback is seen.
+# What the local executor must know beyond a template's inputs to cache it (annotations on the template):
+# - READS_REGISTRY names the input parameter holding the registry URI: the registry's alias fingerprint joins
+#   the cache key, so a promotion or rollback is seen;
+# - READS_LOCATION names the input parameter holding where data comes from: a local folder's content hash
+#   joins the key, a value in PURE_SOURCES (deterministic sources) adds nothing, and anything else (a live
+#   archive, an S3 prefix) is read afresh on every run; downstream tasks stay cached while its output is the same.
 READS_REGISTRY = "stellar.dev/reads-registry"
+READS_LOCATION = "stellar.dev/reads-location"
+PURE_SOURCES = "stellar.dev/pure-sources"
 
 MODALITIES = {"spectra": "sdss-spectra", "photometry": "gaia-photometry", "lightcurves": "kepler-lightcurves"}
 MODELS = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
@@ -117,7 +122,8 @@ def _s3_env(options: RenderOptions) -> list[SecretEnv]:
 
 def _stage(options: RenderOptions, name: str, stage: str, args: list[str], *, params: list[str] = (),
            inputs: list[str] = (), outputs: list[str] = (), cpu: str = "500m", memory: str = "1Gi",
-           memory_limit: str = "2Gi", reads_registry: bool = False, service_account: str | None = None) -> Container:
+           memory_limit: str = "2Gi", reads_registry: bool = False, reads_location: str | None = None,
+           service_account: str | None = None) -> Container:
     """One container template running `python -m steps.<stage> ARGS` in the stage's image."""
     return Container(
         name=name,
@@ -130,7 +136,9 @@ def _stage(options: RenderOptions, name: str, stage: str, args: list[str], *, pa
         env=_s3_env(options) if reads_registry or stage == "ingest" else None,
         resources=Resources(cpu_request=cpu, memory_request=memory, memory_limit=memory_limit),
         retry_strategy=_retry(options),
-        annotations={READS_REGISTRY: "registry"} if reads_registry else None,
+        annotations={**({READS_REGISTRY: "registry"} if reads_registry else {}),
+                     **({READS_LOCATION: reads_location, PURE_SOURCES: "synthetic"} if reads_location else {})}
+        or None,
         service_account_name=service_account,
     )
 
@@ -172,7 +180,7 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
             [_p("modality"), "--source", _p("source"), "--samples", _p("samples"), "--seed", _p("seed"),
              "--cache", _p("raw-cache"), "--out", _out("raw")],
             params=["modality", "source", "samples", "seed", "raw-cache"], outputs=["raw"],
-            cpu="250m", memory="512Mi", memory_limit="1Gi")
+            cpu="250m", memory="512Mi", memory_limit="1Gi", reads_location="source")
         preprocess = {
             "spectra": _stage(options, "preprocess-spectra", "preprocess",
                               ["spectra", "--in", _in("raw"), "--out", _out("features"), "--length", _p("length"),

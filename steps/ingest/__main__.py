@@ -1,7 +1,8 @@
-"""`python -m steps.ingest {spectra,photometry,lightcurves} --source NAME --samples N --seed S --out DIR`.
+"""`python -m steps.ingest {spectra,photometry,lightcurves} --source NAME_OR_FOLDER --samples N --seed S --out DIR`.
 
-Writes a raw artifact: `<modality>.parquet` and `labels.parquet` in the raw schemas of `steps.ingest.schemas`,
-with a manifest. Exit status 2 means bad usage (an unknown source, say), which retrying cannot fix.
+Writes a raw artifact: `<modality>.parquet` (one row per object) and `labels.parquet` in the raw schemas of
+`steps.ingest.schemas`, the records set aside in `quarantine.parquet`, and a manifest. Exit status 2 means bad
+usage or input (an unknown source, a missing folder, too many bad records), which retrying cannot fix.
 """
 
 from __future__ import annotations
@@ -13,24 +14,30 @@ from pathlib import Path
 
 from steps.core.artifacts import ArtifactWriter
 from steps.core.logs import get_logger
+from steps.core.quarantine import QUARANTINE_TABLE, TooManyBadRecords
 from steps.ingest import sources
 from steps.ingest.schemas import DATA_FILES, LABELS_FILE, MODALITIES
 
 log = get_logger("ingest")
 
 
-def ingest(modality: str, source: str, samples: int, seed: int, out: Path) -> None:
-    """Read `samples` objects of `modality` from `source` and publish them as a raw artifact at `out`."""
+def ingest(modality: str, source: str, samples: int, seed: int, out: Path, cache: str | None = None,
+           max_bad_fraction: float = 0.2) -> None:
+    """Read up to `samples` objects of `modality` from `source` and publish them as a raw artifact at `out`."""
     started = time.perf_counter()
-    tables = sources.read(source, modality, samples, seed)
+    resolved, ingested = sources.read(source, sources.IngestRequest(modality, samples, seed, cache=cache))
+    total = ingested.data.num_rows + len(ingested.quarantine)
+    ingested.quarantine.check(total, max_bad_fraction)
     parameters = {"modality": modality, "source": source, "samples": samples, "seed": seed}
     with ArtifactWriter(out, stage=f"ingest.{modality}", parameters=parameters,
-                        synthetic=sources.SOURCES[source].synthetic) as writer:
-        writer.write_table(DATA_FILES[modality], tables[modality])
-        writer.write_table(LABELS_FILE, tables["labels"])
-        writer.count("objects", tables[modality].num_rows)
-    log.info("%s from %s: %d objects in %.2f s -> %s", modality, source, tables[modality].num_rows,
-             time.perf_counter() - started, out)
+                        synthetic=resolved.synthetic) as writer:
+        writer.write_table(DATA_FILES[modality], ingested.data)
+        writer.write_table(LABELS_FILE, ingested.labels)
+        writer.write_table(QUARANTINE_TABLE, ingested.quarantine.table())
+        writer.count("objects", ingested.data.num_rows)
+        writer.count("quarantined", len(ingested.quarantine))
+    log.info("%s from %s: %d objects, %d quarantined, in %.2f s -> %s", modality, resolved.name,
+             ingested.data.num_rows, len(ingested.quarantine), time.perf_counter() - started, out)
 
 
 def _non_negative(text: str) -> int:
@@ -43,19 +50,27 @@ def _non_negative(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m steps.ingest", description=__doc__.splitlines()[0])
     parser.add_argument("modality", choices=MODALITIES)
-    parser.add_argument("--source", required=True, help=f"where to read from: {', '.join(sorted(sources.SOURCES))}")
-    parser.add_argument("--samples", type=_non_negative, required=True, help="number of objects")
+    parser.add_argument("--source", required=True,
+                        help=f"{', '.join(sorted(sources.SOURCES))}, or a folder (path or s3://) to replay")
+    parser.add_argument("--samples", type=_non_negative, required=True,
+                        help="objects to draw (synthetic) or at most to read (0: all)")
     parser.add_argument("--seed", type=_non_negative, default=0, help="seed of the synthetic source")
     parser.add_argument("--cache", default=None,
                         help="raw-archive cache (directory or s3:// URI) for archive connectors; "
                              "the synthetic source reads none")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.2,
+                        help="fail when more than this share of records is quarantined (default 0.2)")
     parser.add_argument("--out", type=Path, required=True, help="output artifact directory")
     args = parser.parse_args(argv)
     try:
-        sources.get_source(args.source, args.modality)
+        sources.resolve(args.source, args.modality)
     except sources.UnknownSource as error:
         parser.error(f"--source: {error}")
-    ingest(args.modality, args.source, args.samples, args.seed, args.out)
+    try:
+        ingest(args.modality, args.source, args.samples, args.seed, args.out, args.cache, args.max_bad_fraction)
+    except TooManyBadRecords as error:
+        log.error("%s", error)
+        return 2
     return 0
 
 

@@ -1,55 +1,103 @@
-"""The sources ingest can read, by name, and what every source returns.
+"""The sources ingest can read, and what every source returns.
 
-A source turns (modality, sample size, seed) into the raw tables of `steps.ingest.schemas`. Archive connectors
-register here beside the synthetic source; the command line offers exactly the names registered.
+A source value is either a registered name (`synthetic`, and the live archive connectors as they register) or
+the location of a folder to replay (a local path, or `s3://bucket/prefix`), whose files are read in the
+archives' own formats by the folder readers of the modality. Every source returns the raw tables of
+`steps.ingest.schemas` plus a quarantine of the records it could not use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 
+from steps.core.quarantine import Quarantine
 from steps.ingest import synthetic
 from steps.ingest.schemas import DATA_SCHEMAS, LABEL_SCHEMAS
 
 
 @dataclass(frozen=True)
+class IngestRequest:
+    """What to ingest: a modality, how many objects at most (0 = all a folder holds), the seed of synthetic
+    draws, the folder to replay (for folder sources) and the raw-archive cache URI (for live archives)."""
+
+    modality: str
+    samples: int
+    seed: int = 0
+    location: str | None = None
+    cache: str | None = None
+
+
+@dataclass
+class Ingested:
+    """A source's result: the modality's table, its labels (null where unknown), and what was set aside."""
+
+    data: pa.Table
+    labels: pa.Table
+    quarantine: Quarantine = field(default_factory=lambda: Quarantine("ingest"))
+
+
+@dataclass(frozen=True)
 class Source:
-    """A named source: `read(modality, samples, seed)` gives the modality's data table and its labels table."""
+    """A named source and the modalities it provides."""
 
     name: str
-    read: Callable[[str, int, int], dict[str, pa.Table]]
+    read: Callable[[IngestRequest], Ingested]
     synthetic: bool
     modalities: tuple[str, ...]
 
 
+def _synthetic(request: IngestRequest) -> Ingested:
+    tables = synthetic.generate(request.modality, request.samples, request.seed)
+    return Ingested(tables[request.modality], tables["labels"])
+
+
 SOURCES = {source.name: source for source in (
-    Source("synthetic", synthetic.generate, synthetic=True, modalities=tuple(synthetic.GENERATORS)),
+    Source("synthetic", _synthetic, synthetic=True, modalities=tuple(synthetic.GENERATORS)),
 )}
+
+# Folder readers by modality: each takes the request (its `location` set) and recognises the formats inside.
+FOLDER_READERS: dict[str, Callable[[IngestRequest], Ingested]] = {}
 
 
 class UnknownSource(ValueError):
-    """A source name that no connector is registered under, or one that lacks the modality asked for."""
+    """A source that is neither a registered name nor a readable folder, or lacks the modality asked for."""
 
 
-def get_source(name: str, modality: str) -> Source:
-    """The source registered as `name`, checked to provide `modality`."""
-    if name not in SOURCES:
-        raise UnknownSource(f"unknown source {name!r}; known sources: {', '.join(sorted(SOURCES))}")
-    source = SOURCES[name]
-    if modality not in source.modalities:
-        raise UnknownSource(f"source {name!r} provides no {modality} (only {', '.join(source.modalities)})")
-    return source
+def is_location(value: str) -> bool:
+    """True when a source value names a folder (local path or s3:// prefix) rather than a registered source."""
+    return value.startswith("s3://") or value.startswith("/") or value.startswith(".") or Path(value).is_dir()
 
 
-def read(name: str, modality: str, samples: int, seed: int) -> dict[str, pa.Table]:
-    """Read `samples` objects of `modality` from source `name`, checked against the raw schemas."""
-    tables = get_source(name, modality).read(modality, samples, seed)
-    expected = {modality: DATA_SCHEMAS[modality], "labels": LABEL_SCHEMAS[modality]}
+def resolve(value: str, modality: str) -> Source:
+    """The source a `--source` value means, checked to provide `modality`."""
+    if value in SOURCES:
+        source = SOURCES[value]
+        if modality not in source.modalities:
+            raise UnknownSource(f"source {value!r} provides no {modality} (only {', '.join(source.modalities)})")
+        return source
+    if is_location(value):
+        if modality not in FOLDER_READERS:
+            raise UnknownSource(f"no folder reader for {modality} yet; cannot replay {value!r}")
+        if not value.startswith("s3://") and not Path(value).is_dir():
+            raise UnknownSource(f"source folder {value!r} does not exist")
+        return Source(f"folder:{value}", FOLDER_READERS[modality], synthetic=False, modalities=(modality,))
+    raise UnknownSource(f"unknown source {value!r}: give one of {', '.join(sorted(SOURCES))}, or a folder to replay")
+
+
+def read(value: str, request: IngestRequest) -> tuple[Source, Ingested]:
+    """Read from the source `value`, checked against the raw schemas."""
+    source = resolve(value, request.modality)
+    if source.name.startswith("folder:"):
+        request = IngestRequest(request.modality, request.samples, request.seed, value, request.cache)
+    ingested = source.read(request)
+    expected = {"data": DATA_SCHEMAS[request.modality], "labels": LABEL_SCHEMAS[request.modality]}
     for table_name, schema in expected.items():
-        if not tables[table_name].schema.equals(schema):
-            raise TypeError(f"source {name!r} wrote {modality} table {table_name!r} with schema "
-                            f"{tables[table_name].schema}, not the raw schema {schema}")
-    return tables
+        table = getattr(ingested, table_name)
+        if not table.schema.equals(schema):
+            raise TypeError(f"source {source.name!r} wrote a {request.modality} {table_name} table with schema "
+                            f"{table.schema}, not the raw schema {schema}")
+    return source, ingested

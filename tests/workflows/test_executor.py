@@ -242,3 +242,28 @@ def test_retry_expression_refuses_arbitrary_code():
 @pytest.mark.parametrize("text, seconds", [("15s", 15), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), (10, 10)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_a_read_location_is_hashed_or_read_afresh(tmp_path):
+    from workflows.pipeline import PURE_SOURCES, READS_LOCATION
+
+    def doc_reading(location: str) -> dict:
+        doc = template(tmp_path)
+        doc["spec"]["arguments"]["parameters"][1]["value"] = location
+        doc["spec"]["templates"][1]["metadata"] = {"annotations": {READS_LOCATION: "registry",
+                                                                   PURE_SOURCES: "pure-name"}}
+        return doc
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "star.fits").write_text("one")
+    run(tmp_path, doc_reading(str(folder)))
+    assert run(tmp_path, doc_reading(str(folder)))[0].tasks["a"].status == CACHED
+    (folder / "star.fits").write_text("two")
+    changed, _, _ = run(tmp_path, doc_reading(str(folder)))
+    assert changed.tasks["a"].status == SUCCEEDED and changed.tasks["d"].status == CACHED  # same output
+    run(tmp_path, doc_reading("pure-name"))
+    assert run(tmp_path, doc_reading("pure-name"))[0].tasks["a"].status == CACHED
+    live, _, _ = run(tmp_path, doc_reading("s3://archive/prefix"))
+    again, _, _ = run(tmp_path, doc_reading("s3://archive/prefix"))
+    assert live.tasks["a"].status == again.tasks["a"].status == SUCCEEDED

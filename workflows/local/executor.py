@@ -24,12 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from steps.core.artifacts import sha256_tree
 from steps.core.registry import ModelRegistry
 from steps.core.version import code_version
 from workflows.local.cache import ArtifactCache, CacheEntry, StoredArtifact, task_key
 from workflows.local.expressions import parse_duration, retry_expression_allows, substitute
 from workflows.local.template import Task, UnsupportedTemplate, load_workflow
-from workflows.pipeline import READS_REGISTRY
+from workflows.pipeline import PURE_SOURCES, READS_LOCATION, READS_REGISTRY
 
 PENDING, RUNNING, RETRYING, SUCCEEDED, CACHED, FAILED, SKIPPED = (
     "pending", "running", "retrying", "succeeded", "cached", "failed", "skipped")
@@ -207,10 +208,22 @@ class LocalExecutor:
             "outputs": sorted(a["name"] for a in template.get("outputs", {}).get("artifacts", [])),
             "code": code_version(),
         }
-        registry_param = template.get("metadata", {}).get("annotations", {}).get(READS_REGISTRY)
-        if registry_param:
-            material["registry"] = ModelRegistry.open(params[registry_param]).fingerprint()
+        annotations = template.get("metadata", {}).get("annotations", {})
+        if annotations.get(READS_REGISTRY):
+            material["registry"] = ModelRegistry.open(params[annotations[READS_REGISTRY]]).fingerprint()
+        if annotations.get(READS_LOCATION):
+            material["location"] = self._location_state(params[annotations[READS_LOCATION]],
+                                                        annotations.get(PURE_SOURCES, "").split(","))
         return inputs, material, scope
+
+    def _location_state(self, value: str, pure: list[str]) -> str:
+        """What the data a task reads from `value` depends on: nothing for a deterministic source, the content
+        hash of a local folder, and this run's identity for anything else (so it is read afresh each run)."""
+        if value in pure:
+            return value
+        if Path(value).exists():
+            return sha256_tree(Path(value))
+        return f"read afresh in {self.run_id}"
 
     def _upstream_artifact(self, task: Task, reference: str) -> StoredArtifact:
         parts = reference.strip("{} ").split(".")
