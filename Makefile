@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 STELLAR_HOME ?= .stellar
 PYTEST_ARGS ?=
 
-.PHONY: venv run test test-fast render lock serve clean
+.PHONY: venv run test test-fast render golden lock serve clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test-fast: venv
 ## Write the Argo objects (WorkflowTemplate, CronWorkflow) that the chart ships.
 render: venv
 	$(BIN)/stellar render --out rendered
+
+## Regenerate the golden rendered YAML after an intended change to the DAG (review the diff).
+golden: venv
+	STELLAR_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/workflows/test_pipeline.py -k golden
 
 serve: venv
 	$(BIN)/stellar serve --home $(STELLAR_HOME)

@@ -135,7 +135,8 @@ class ModelRegistry:
         """Point `alias` at `version` atomically; return the version it pointed to before.
 
         With `expected` (a version, or None for "unset"), the change happens only if the alias still points
-        there: a decision taken against one production version is never applied over another.
+        there: a decision taken against one production version is never applied over another. Setting an alias
+        to where it already points is a no-op, so a retried promotion succeeds again.
         """
         self.get_version(name, version)
         key = f"{name}/aliases.json"
@@ -143,10 +144,10 @@ class ModelRegistry:
             blob = self.store.get(key)
             state = AliasState.model_validate_json(blob.data) if blob else AliasState()
             previous = state.aliases.get(alias)
-            if expected is not ANY and previous != expected:
-                raise RegistryError(f"{name}:{alias} is now {previous!r}, not {expected!r}; not changed")
             if previous == version:
                 return previous
+            if expected is not ANY and previous != expected:
+                raise RegistryError(f"{name}:{alias} is now {previous!r}, not {expected!r}; not changed")
             if previous is not None:
                 state.history.setdefault(alias, []).append(previous)
             state.aliases[alias] = version

@@ -1,0 +1,101 @@
+"""Promotion moves production only on a pass and only from the version evaluated against; deploy records it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry
+from steps.deploy.__main__ import main as deploy
+from steps.evaluate.__main__ import main as evaluate
+from steps.promote.__main__ import main as promote
+from steps.train import train_from_split
+from split_fixtures import write_split
+
+NAMES = ("spectral", "lightcurve", "sed")
+
+
+def trained(root: Path, noise: bool) -> tuple[Path, dict[str, Path]]:
+    split = write_split(root / "split", n=300, seed=21, noise=noise)
+    return split, {name: train_from_split(name, split, root / name, trainer="baseline") for name in NAMES}
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    return trained(tmp_path_factory.mktemp("learnable"), noise=False)
+
+
+@pytest.fixture(scope="module")
+def noise(tmp_path_factory):
+    return trained(tmp_path_factory.mktemp("noise"), noise=True)
+
+
+def model_args(models: dict[str, Path]) -> list[str]:
+    return [arg for name, path in models.items() for arg in (f"--{name}", str(path))]
+
+
+def evaluate_and_promote(split: Path, models: dict[str, Path], registry: Path, out: Path) -> dict:
+    assert evaluate(["--split", str(split), *model_args(models), "--registry", str(registry),
+                     "--out", str(out / "evaluation")]) == 0
+    return promote_only(models, registry, out)
+
+
+def promote_only(models: dict[str, Path], registry: Path, out: Path) -> dict:
+    if (out / "promotion").exists():
+        shutil.rmtree(out / "promotion")
+    assert promote(["--evaluation", str(out / "evaluation"), *model_args(models), "--registry", str(registry),
+                    "--out", str(out / "promotion")]) == 0
+    return json.loads((out / "promotion" / "promotion.json").read_text())
+
+
+def test_first_pass_is_promoted_and_a_retry_changes_nothing(learnable, tmp_path):
+    split, models = learnable
+    registry = tmp_path / "registry"
+    outcomes = evaluate_and_promote(split, models, registry, tmp_path / "run")
+    assert {name: o["outcome"] for name, o in outcomes.items()} == dict.fromkeys(NAMES, "promoted")
+    assert ModelRegistry.open(str(registry)).aliases("sed") == {PRODUCTION: "1", CANDIDATE: "1"}
+    assert promote_only(models, registry, tmp_path / "run") == outcomes  # retried: same outcome, same registry
+    assert [r.version for r in ModelRegistry.open(str(registry)).versions("sed")] == ["1"]
+
+
+def test_a_worse_model_is_refused_and_production_stays(learnable, noise, tmp_path):
+    registry = tmp_path / "registry"
+    evaluate_and_promote(*learnable, registry, tmp_path / "good")
+    outcomes = evaluate_and_promote(*noise, registry, tmp_path / "bad")
+    assert {o["outcome"] for o in outcomes.values()} == {"refused"}
+    assert any(reason.startswith("FAIL") for reason in outcomes["sed"]["reasons"])
+    aliases = ModelRegistry.open(str(registry)).aliases("sed")
+    assert aliases == {PRODUCTION: "1", CANDIDATE: "2"}
+
+
+def test_a_stale_verdict_is_not_applied(learnable, tmp_path):
+    split, models = learnable
+    registry = tmp_path / "registry"
+    assert evaluate(["--split", str(split), *model_args(models), "--registry", str(registry),
+                     "--out", str(tmp_path / "run" / "evaluation")]) == 0
+    # Someone promotes another version of sed between evaluation and promotion.
+    other = ModelRegistry.open(str(registry)).register("sed", models["spectral"])
+    ModelRegistry.open(str(registry)).set_alias("sed", PRODUCTION, other.version)
+    outcomes = promote_only(models, registry, tmp_path / "run")
+    assert outcomes["sed"]["outcome"] == "refused"
+    assert "production moved" in outcomes["sed"]["reasons"][-1]
+    assert ModelRegistry.open(str(registry)).aliases("sed")[PRODUCTION] == other.version
+
+
+def test_deploy_records_what_is_served(learnable, tmp_path):
+    registry = tmp_path / "registry"
+    evaluate_and_promote(*learnable, registry, tmp_path / "run")
+    assert deploy(["--promotion", str(tmp_path / "run" / "promotion"), "--registry", str(registry),
+                   "--out", str(tmp_path / "deployment")]) == 0
+    serving = json.loads((registry / "serving.json").read_text())
+    assert serving == json.loads((tmp_path / "deployment" / "deployment.json").read_text())
+    assert {name: model["version"] for name, model in serving["models"].items()} == dict.fromkeys(NAMES, "1")
+
+
+def test_deploy_refuses_a_folder_that_is_no_promotion(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        deploy(["--promotion", str(tmp_path), "--registry", str(tmp_path / "r"), "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
