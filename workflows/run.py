@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from steps.core.storage import open_store
 from workflows.local.cache import ArtifactCache
@@ -54,7 +55,7 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
         executor = LocalExecutor(doc, ArtifactCache(store), home / "runs",
                                  {**local_parameters(home), **parameters}, parallelism)
     except (UnsupportedTemplate, ValueError, OSError) as error:
-        console.print(f"[bold red]stellar run:[/] {error}")
+        console.print(f"[bold red]stellar run:[/] {escape(str(error))}")
         return 2
     console.print(f"run {executor.run_id}: {len(executor.states)} tasks, parallelism {executor.parallelism}, "
                   f"artifacts in {store.uri}, logs in {executor.run_dir / 'logs'}", highlight=False)
@@ -71,13 +72,13 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
 
 def _report_failure(result: RunResult, console: Console) -> None:
     for state in result.failed_tasks:
-        console.print(f"[bold red]task {state.name} failed:[/] {state.message}", highlight=False)
+        console.print(f"[bold red]task {state.name} failed:[/] {escape(state.message)}", highlight=False)
         log = Path(state.log)
         if log.is_file():
             with open(log, errors="replace") as handle:
                 tail = "".join(deque(handle, maxlen=LOG_TAIL_LINES))
             console.print(f"--- last {LOG_TAIL_LINES} lines of {log} ---\n{tail}", highlight=False, markup=False)
-    console.print(f"Fix the cause and run the same command again: finished tasks are taken from the cache.")
+    console.print("Fix the cause and run the same command again: finished tasks are taken from the cache.")
 
 
 def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console) -> None:
@@ -89,12 +90,16 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
         target = Path(scratch) / "deployment"
         cache.fetch(deploy.outputs["deployment"], target)
         record = json.loads((target / "deployment.json").read_text())
-    out = Console(file=sys.stdout)
-    out.print("\n[bold]Models in production[/]", highlight=False)
+    print("\nModels in production")
     for name, model in sorted(record["models"].items()):
-        outcome = model.get("promotion", "")
-        out.print(f"  {name}: version {model.get('version') or '(none)'}  {outcome}", highlight=False)
+        serving = f"version {model['version']}" if model["version"] else "no production version"
+        if model["promotion"] == "refused":
+            note = (f"candidate {model['candidate']} refused by the quality gates "
+                    f"(reasons: stellar models show {name}@{model['candidate']})")
+        else:
+            note = f"candidate {model['candidate']} {model['promotion']}"
+        print(f"  {name}: {serving}; {note}")
     home = Path(result.parameters["registry"]).parent
-    out.print("\nQuery them:", highlight=False)
-    out.print(f"  stellar models list --home {home}", highlight=False)
-    out.print(f"  stellar serve --home {home}    # then: curl -s localhost:8000/v1/models", highlight=False)
+    print("\nQuery them:")
+    print(f"  stellar models list --home {home}")
+    print(f"  stellar serve --home {home}    # then: curl -s localhost:8000/v1/models")

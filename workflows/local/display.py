@@ -8,6 +8,7 @@ from typing import Iterable
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from workflows.local.executor import CACHED, FAILED, RETRYING, RUNNING, SKIPPED, SUCCEEDED, TaskState
 
@@ -22,7 +23,7 @@ def task_table(states: Iterable[TaskState], title: str | None = None) -> Table:
         table.add_column(column, justify="right" if column in ("attempts", "duration") else "left")
     for state in states:
         duration = f"{state.duration:.1f}s" if state.duration is not None else ""
-        table.add_row(state.name, f"[{_STYLE.get(state.status, '')}]{state.status}[/]", str(state.attempts or ""),
+        table.add_row(state.name, Text(state.status, style=_STYLE.get(state.status, "")), str(state.attempts or ""),
                       duration, "yes" if state.status == CACHED else "", state.message)
     return table
 
