@@ -59,9 +59,13 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
         return 2
     console.print(f"run {executor.run_id}: {len(executor.states)} tasks, parallelism {executor.parallelism}, "
                   f"artifacts in {store.uri}, logs in {executor.run_dir / 'logs'}", highlight=False)
-    with Progress(executor.states, console) as progress:
-        executor.on_change = progress.update
-        result = executor.run()
+    try:
+        with Progress(executor.states, console) as progress:
+            executor.on_change = progress.update
+            result = executor.run()
+    except KeyboardInterrupt:
+        console.print(f"interrupted; run the same command again to resume (logs in {executor.run_dir / 'logs'})")
+        return 130
     console.print(task_table(result.tasks.values(), title=f"run {result.run_id}"))
     if not result.succeeded:
         _report_failure(result, console)

@@ -21,8 +21,8 @@ from steps.ingest.schemas import DATA_SCHEMAS, LABEL_SCHEMAS
 
 @dataclass(frozen=True)
 class IngestRequest:
-    """What to ingest: a modality, how many objects at most (0 = all a folder holds), the seed of synthetic
-    draws, the folder to replay (for folder sources) and the raw-archive cache URI (for live archives)."""
+    """What to ingest: a modality, how many objects to draw or query (folders are read whole: 0), the seed of
+    synthetic draws, the folder to replay (for folder sources) and the raw-archive cache URI (live archives)."""
 
     modality: str
     samples: int
@@ -91,8 +91,8 @@ def resolve(value: str, modality: str) -> Source:
 def read(value: str, request: IngestRequest) -> tuple[Source, Ingested]:
     """Read from the source `value`, checked against the raw schemas."""
     source = resolve(value, request.modality)
-    if source.name.startswith("folder:"):
-        request = IngestRequest(request.modality, request.samples, request.seed, value, request.cache)
+    if source.name.startswith("folder:"):  # a replayed folder is read whole: `samples` sizes draws and queries
+        request = IngestRequest(request.modality, 0, request.seed, value, request.cache)
     ingested = source.read(request)
     expected = {"data": DATA_SCHEMAS[request.modality], "labels": LABEL_SCHEMAS[request.modality]}
     for table_name, schema in expected.items():

@@ -122,3 +122,17 @@ def test_run_through_a_real_s3_server(stellar, tmp_path, s3_server, s3_bucket):
     assert any(k.startswith("stellar/artifacts/") for k in keys)
     assert any(k.startswith("registry/sed/versions/") for k in keys)
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_interrupted_run_stops_its_tasks_and_says_how_to_resume(tmp_path):
+    home = tmp_path / "home"
+    process = subprocess.Popen([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples",
+                                "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = home / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(logs.glob("*/logs/*.log")):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "run the same command again to resume" in stderr
