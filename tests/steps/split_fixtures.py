@@ -178,3 +178,12 @@ def write_split(out: Path, n: int = 300, seed: int = 0, noise: bool = False, fra
                 writer.write_table(f"{modality}/{part}.parquet", rows)
             writer.path(f"{modality}/spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
     return Path(out)
+
+
+def train_all(root: Path, noise: bool) -> tuple[Path, dict[str, Path]]:
+    """A fixture split (learnable, or with shuffled labels) and a baseline of each model trained on it."""
+    from steps.train import train_from_split
+
+    split = write_split(root / "split", n=300, seed=21, noise=noise)
+    return split, {name: train_from_split(name, split, root / name, trainer="baseline")
+                   for name in ("spectral", "lightcurve", "sed")}

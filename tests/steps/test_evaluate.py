@@ -12,8 +12,6 @@ import pytest
 
 from steps.core.artifacts import manifest_hash, read_manifest
 from steps.evaluate.gates import GateError, ModelGates, judge, parse_gates
-from split_fixtures import write_split
-from steps.train import train_from_split
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ("spectral", "lightcurve", "sed")
@@ -33,21 +31,6 @@ sed:
   beat_null_by: 0.2
   max_regression: 0.1
 """
-
-
-def _trained(root: Path, noise: bool) -> tuple[Path, dict[str, Path]]:
-    split = write_split(root / "split", n=300, seed=21, noise=noise)
-    return split, {name: train_from_split(name, split, root / name, trainer="baseline") for name in NAMES}
-
-
-@pytest.fixture(scope="module")
-def learnable(tmp_path_factory):
-    return _trained(tmp_path_factory.mktemp("learnable"), noise=False)
-
-
-@pytest.fixture(scope="module")
-def noise(tmp_path_factory):
-    return _trained(tmp_path_factory.mktemp("noise"), noise=True)
 
 
 def evaluate_cli(split: Path, models: dict[str, Path], out: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -12,25 +12,8 @@ from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry
 from steps.deploy.__main__ import main as deploy
 from steps.evaluate.__main__ import main as evaluate
 from steps.promote.__main__ import main as promote
-from steps.train import train_from_split
-from split_fixtures import write_split
 
 NAMES = ("spectral", "lightcurve", "sed")
-
-
-def trained(root: Path, noise: bool) -> tuple[Path, dict[str, Path]]:
-    split = write_split(root / "split", n=300, seed=21, noise=noise)
-    return split, {name: train_from_split(name, split, root / name, trainer="baseline") for name in NAMES}
-
-
-@pytest.fixture(scope="module")
-def learnable(tmp_path_factory):
-    return trained(tmp_path_factory.mktemp("learnable"), noise=False)
-
-
-@pytest.fixture(scope="module")
-def noise(tmp_path_factory):
-    return trained(tmp_path_factory.mktemp("noise"), noise=True)
 
 
 def model_args(models: dict[str, Path]) -> list[str]:
