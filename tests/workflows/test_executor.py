@@ -267,3 +267,23 @@ def test_a_read_location_is_hashed_or_read_afresh(tmp_path):
     live, _, _ = run(tmp_path, doc_reading("s3://archive/prefix"))
     again, _, _ = run(tmp_path, doc_reading("s3://archive/prefix"))
     assert live.tasks["a"].status == again.tasks["a"].status == SUCCEEDED
+
+
+def test_cancel_ends_a_backoff_wait(tmp_path):
+    import threading
+
+    from workflows.local.executor import RETRYING
+
+    (tmp_path / "fail-a").write_text("1")
+    retry = {"limit": 2, "backoff": {"duration": "60s", "factor": 2}}
+    waiting = threading.Event()
+    executor = LocalExecutor(template(tmp_path, retry=retry), ArtifactCache(LocalStore(tmp_path / "art")),
+                             tmp_path / "runs", on_change=lambda s: s.status == RETRYING and waiting.set())
+    runner = threading.Thread(target=executor.run)
+    started = time.monotonic()
+    runner.start()
+    assert waiting.wait(60)
+    executor.cancel()
+    runner.join(30)
+    assert not runner.is_alive() and time.monotonic() - started < 30
+    assert executor.states["a"].status == FAILED and "cancelled" in executor.states["a"].message

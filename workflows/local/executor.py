@@ -93,7 +93,8 @@ class LocalExecutor:
 
     def __init__(self, doc: dict[str, Any], cache: ArtifactCache, runs_dir: Path,
                  parameters: dict[str, str] | None = None, parallelism: int | None = None,
-                 on_change: Callable[[TaskState], None] | None = None, sleep: Callable[[float], None] = time.sleep):
+                 on_change: Callable[[TaskState], None] | None = None,
+                 sleep: Callable[[float], None] | None = None):
         self.workflow = load_workflow(doc)
         unknown = set(parameters or {}) - set(self.workflow.parameters)
         if unknown:
@@ -106,10 +107,10 @@ class LocalExecutor:
         self.run_dir = Path(runs_dir) / self.run_id
         self.states = {name: TaskState(name) for name in self.workflow.tasks}
         self.on_change = on_change or (lambda state: None)
-        self.sleep = sleep
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen] = {}
         self._cancelled = threading.Event()
+        self.sleep = sleep or self._cancelled.wait  # a backoff wait ends early when the run is cancelled
         self._registry_keys: list[tuple[str, dict[str, Any], str]] = []
 
     # -- scheduling ---------------------------------------------------------------------------------------------
@@ -179,6 +180,8 @@ class LocalExecutor:
             self._remember_registry_state(task, material, scope)
         except (TaskFailed, UnsupportedTemplate, KeyError, ValueError, OSError) as error:
             state.status, state.message = FAILED, str(error)
+        except Exception as error:  # noqa: BLE001 - one task's unexpected error must not stop the scheduler
+            state.status, state.message = FAILED, f"{type(error).__name__}: {error}"
         state.finished = time.time() if state.started else None
         self.on_change(state)
         return task.name
@@ -273,6 +276,8 @@ class LocalExecutor:
                 self._log(state, f"=== {state.message}\n")
                 self.on_change(state)
                 self.sleep(delay)
+                if self._cancelled.is_set():
+                    raise TaskFailed(f"{task.name}: cancelled while waiting to retry", exit_code=-2)
 
     @staticmethod
     def _why_not(allowed: bool, attempts: int, limit: int) -> str:
