@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--source: {error}")
     try:
         ingest(args.modality, args.source, args.samples, args.seed, args.out, args.cache, args.max_bad_fraction)
-    except TooManyBadRecords as error:
+    except (TooManyBadRecords, ValueError) as error:  # bad input or settings: retrying cannot help
         log.error("%s", error)
         return 2
     return 0

@@ -1,12 +1,23 @@
-"""Photometry to model inputs: quality cuts, dereddening, colours and absolute magnitude.
+"""Photometry to model inputs: quality cuts, saturation flags, dereddening, colours and absolute magnitude.
+
+Gaia magnitudes of bright stars are first corrected for saturation with the empirical relations of the Gaia
+EDR3 documentation (section 5.5.2; Riello et al. 2021, A&A 649, A3), which DR3 photometry shares, within the
+magnitude ranges where they were fitted.
 
 Per band, a measurement is unusable when its magnitude or error is not finite, its error is not positive or
-exceeds `MAX_ERROR` (the survey barely detected it), or it is brighter than the survey's saturation limit.
-Unusable bands become NaN, with the reason in `mask_<band>` (bits of `MASK_BITS`). Magnitudes are corrected for
-extinction, A_b = R_b E(B-V), with the coefficients in `steps.ingest.bands`. Colours are differences of
-corrected magnitudes, NaN where either band is unusable. The absolute G magnitude is given only where the
+exceeds `MAX_ERROR` (the survey barely detected it), or it is brighter than the survey's saturation limit
+(`steps.ingest.bands`). A NaN error is how the raw table marks an upper limit or a value the catalogue's own flags
+(2MASS/AllWISE `ph_qual`, `cc_flg`) say not to trust, so those are masked too. Unusable bands become NaN, with
+the reason in `mask_<band>` (bits of `MASK_BITS`).
+
+Magnitudes are corrected for extinction, A_b = R_b E(B-V), with the coefficients in `steps.ingest.bands`, where
+the row's E(B-V) is known. Real catalogues often do not give it: such a row is kept with its magnitudes as
+observed, and `dereddened` (0/1 per row, also a model feature) says which rows were corrected. Colours are
+differences of the magnitudes, NaN where either band is unusable. The absolute G magnitude is given only where the
 parallax is measured to better than 20% (parallax / error > 5), so that inverting it is not badly biased.
-Rows with fewer than `MIN_BANDS` usable bands are quarantined.
+Rows with fewer than `MIN_USABLE_BANDS` usable bands (no colour at all) are quarantined: one colour already
+carries temperature (colour-Teff relations such as Casagrande et al. 2021 use one), while a lone magnitude does not.
+Very bright catalogues (the Gaia benchmark stars) keep many rows with only Gaia's three bands, or two.
 """
 
 from __future__ import annotations
@@ -20,12 +31,21 @@ from steps.ingest.schemas import PHOTOMETRIC_BANDS, STELLAR_LABELS_SCHEMA
 from steps.preprocess.common import Features, RawArtifact, label_columns
 
 MAX_ERROR = 0.5                 # mag
-MIN_BANDS = 3
+MIN_BANDS = 3                   # bands a model's band set needs (two colours)
+MIN_USABLE_BANDS = 2            # usable bands a row needs (one colour)
 MIN_PARALLAX_SNR = 5.0
 MASK_BITS = {"missing": 1, "bad_error": 2, "saturated": 4}
 COLOURS = (("BP", "RP"), ("G", "BP"), ("G", "RP"), ("G", "J"), ("J", "H"), ("H", "Ks"), ("J", "Ks"), ("G", "Ks"),
            ("Ks", "W1"), ("W1", "W2"))
 LABELS = ("teff", "logg", "feh")
+
+# Gaia EDR3/DR3 bright-star saturation corrections, corrected - catalogue magnitude as a cubic polynomial (lowest
+# power first) in the magnitude named, valid where that magnitude lies in the range given (EDR3 documentation 5.5.2).
+GAIA_SATURATION_CORRECTIONS = {
+    "G": ("G", (2.0, 8.0), (-0.09892, 0.059, -0.009775, 0.0004934)),
+    "BP": ("G", (2.0, 3.94), (-0.9921, -0.02598, 0.1833, -0.02862)),
+    "RP": ("RP", (2.0, 3.45), (-14.94, 14.41, -4.657, 0.503)),
+}
 
 
 def colour_name(blue: str, red: str) -> str:
@@ -42,6 +62,20 @@ def band_masks(mags: np.ndarray, errors: np.ndarray, band: str) -> np.ndarray:
     mask |= np.where(bad_error & np.isfinite(mags), MASK_BITS["bad_error"], 0)
     mask |= np.where(saturated, MASK_BITS["saturated"], 0)
     return mask.astype(np.uint8)
+
+
+def gaia_saturation_corrected(mags: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The Gaia bands of `mags` (catalogue magnitudes by band) with the bright-star saturation correction applied
+    where its relation is valid; other bands, and magnitudes outside the ranges, unchanged."""
+    corrected = dict(mags)
+    for band, (argument, (low, high), coefficients) in GAIA_SATURATION_CORRECTIONS.items():
+        if band in mags and argument in mags:
+            x = mags[argument]
+            with np.errstate(invalid="ignore"):
+                valid = (x > low) & (x < high)
+            corrected[band] = np.where(valid, mags[band] + np.polynomial.polynomial.polyval(x, coefficients),
+                                       mags[band])
+    return corrected
 
 
 def absolute_magnitude(mag: np.ndarray, parallax: np.ndarray, parallax_error: np.ndarray) -> np.ndarray:
@@ -71,27 +105,29 @@ def preprocess_photometry(raw: RawArtifact, deredden: bool = True,
     ids = np.array(data.column("id").to_pylist(), dtype=object)
     sources = data.column("source").to_pylist()
     ebv = data.column("ebv").to_numpy(zero_copy_only=False)
+    dereddened = np.isfinite(ebv) if deredden else np.zeros(data.num_rows, dtype=bool)
+    extinction_scale = np.where(dereddened, ebv, 0.0)
+    observed = {band: data.column(f"mag_{band}").to_numpy(zero_copy_only=False).astype(np.float64)
+                for band in PHOTOMETRIC_BANDS}
+    desaturated = gaia_saturation_corrected(observed)
     columns: dict[str, np.ndarray] = {}
     usable_bands = np.zeros(data.num_rows, dtype=int)
     for band in bands:
-        mags = data.column(f"mag_{band}").to_numpy(zero_copy_only=False).astype(np.float64)
         errors = data.column(f"err_{band}").to_numpy(zero_copy_only=False).astype(np.float64)
-        mask = band_masks(mags, errors, band)
+        mask = band_masks(observed[band], errors, band)
         usable = mask == 0
-        corrected = mags - BANDS[band].extinction * ebv if deredden else mags
+        corrected = desaturated[band] - BANDS[band].extinction * extinction_scale
         columns[f"mag_{band}"] = np.where(usable, corrected, np.nan)
         columns[f"err_{band}"] = np.where(usable, errors, np.nan)
         columns[f"mask_{band}"] = mask
         usable_bands += usable
 
     quarantine = Quarantine("preprocess.photometry")
-    no_reddening = ~np.isfinite(ebv) if deredden else np.zeros(data.num_rows, dtype=bool)
-    too_few = usable_bands < MIN_BANDS
-    for row in np.flatnonzero(no_reddening | too_few):
-        reason = (f"only {usable_bands[row]} usable band(s), fewer than {MIN_BANDS}" if too_few[row]
-                  else "E(B-V) missing, cannot deredden")
-        quarantine.add(ids[row], reason, sources[row])
-    kept = ~(no_reddening | too_few)
+    too_few = usable_bands < MIN_USABLE_BANDS
+    for row in np.flatnonzero(too_few):
+        quarantine.add(ids[row], f"only {usable_bands[row]} usable band(s), fewer than {MIN_USABLE_BANDS}",
+                       sources[row])
+    kept = ~too_few
 
     parallax = data.column("parallax").to_numpy(zero_copy_only=False)
     parallax_error = data.column("parallax_error").to_numpy(zero_copy_only=False)
@@ -109,16 +145,22 @@ def preprocess_photometry(raw: RawArtifact, deredden: bool = True,
         "id": pa.array(kept_ids, pa.string()),
         **{name: pa.array(values[kept], pa.float64()) for name, values in numeric.items()},
         **{f"mask_{band}": pa.array(columns[f"mask_{band}"][kept], pa.uint8()) for band in bands},
+        "dereddened": pa.array(dereddened[kept].astype(np.uint8), pa.uint8()),
         **label_columns(kept_ids, raw.labels, STELLAR_LABELS_SCHEMA),
     })
     spec = {
         "modality": "photometry",
         "bands": list(bands),
-        "features": [*numeric, *(f"mask_{band}" for band in bands)],
+        "features": [*numeric, *(f"mask_{band}" for band in bands), "dereddened"],
         "colours": list(colours),
         "labels": list(LABELS),
         "mask_bits": MASK_BITS,
         "dereddened": deredden,
+        "dereddened_column": "dereddened: 1 where magnitudes were corrected with the row's E(B-V), 0 where E(B-V) "
+                             "is unknown (or --no-deredden) and magnitudes are as observed",
+        "saturation_limits": {band: BANDS[band].saturation for band in bands},
+        "gaia_saturation_correction": "Gaia EDR3 documentation 5.5.2 (Riello et al. 2021), within its valid ranges",
+        "min_usable_bands": MIN_USABLE_BANDS,
         "extinction_coefficients": {band: BANDS[band].extinction for band in bands},
         "missing": "NaN in mag_*, err_*, colours and abs_G; the reason in mask_<band>",
     }

@@ -161,7 +161,7 @@ def test_photometry_quality_cuts_dereddening_and_colours(tmp_path):
 
     features = preprocess_photometry(raw)
     assert [row["id"] for row in features.quarantine.rows] == [data.loc[0, "id"]]
-    assert features.quarantine.rows[0]["reason"] == "only 0 usable band(s), fewer than 3"
+    assert features.quarantine.rows[0]["reason"] == "only 0 usable band(s), fewer than 2"
     table = features.table.to_pandas().set_index("id")
     assert table.loc[data.loc[1, "id"], "mask_W1"] == MASK_BITS["saturated"]
     assert table.loc[data.loc[2, "id"], "mask_J"] == MASK_BITS["bad_error"]

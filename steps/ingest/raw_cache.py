@@ -1,0 +1,138 @@
+"""What every live archive connector needs besides its query: a persistent raw cache, retries with exponential
+backoff on transient errors, and a minimum interval between requests.
+
+The cache is an object store (a directory or an `s3://bucket/prefix`, through `steps.core.storage`) holding
+whatever unit the connector fetches (one object per query page, per object id, per file) under a key the
+connector chooses. It outlives runs, so a weekly run fetches only the keys that no earlier run stored, and two
+runs never hold two copies of one key. Writes are atomic on both back-ends, so a run killed mid-write leaves
+either the whole object or none.
+"""
+
+from __future__ import annotations
+
+import http
+import http.client
+import re
+import time
+import urllib.error
+from collections.abc import Callable
+from typing import TypeVar
+
+import requests
+
+from steps.core.logs import get_logger
+from steps.core.storage import open_store
+
+log = get_logger("ingest.raw_cache")
+
+T = TypeVar("T")
+
+# HTTP statuses a later attempt may not meet: the server is overloaded, restarting or behind a failing gateway.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+_STATUS_BY_PHRASE = {status.phrase.lower(): status.value for status in http.HTTPStatus}
+
+
+class RawCache:
+    """Bytes by key under a store URI (a directory or `s3://bucket/prefix`), kept across runs."""
+
+    def __init__(self, uri: str):
+        self.store = open_store(uri)
+        self.uri = self.store.uri
+
+    def has(self, key: str) -> bool:
+        """True when an earlier run stored `key`."""
+        return self.store.exists(key)
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes stored under `key`, or None when nothing is."""
+        blob = self.store.get(key)
+        return None if blob is None else blob.data
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` (atomically: readers see the old object, the new one, or none)."""
+        self.store.put(key, data)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every stored key under `prefix`, sorted."""
+        return self.store.list(prefix)
+
+
+class RetriesExhausted(RuntimeError):
+    """A call kept failing with transient errors until its attempts ran out; the last error is its cause."""
+
+
+def http_status(error: BaseException) -> int | None:
+    """The HTTP status an exception reports, where it reports one.
+
+    requests and urllib carry it on the exception; astroquery's TAP client raises a bare
+    `requests.HTTPError` whose message is `Error <status>: ...` or only the response's reason phrase.
+    """
+    response = getattr(error, "response", None)
+    if getattr(response, "status_code", None) is not None:
+        return int(response.status_code)
+    if isinstance(error, urllib.error.HTTPError):
+        return int(error.code)
+    if isinstance(error, requests.HTTPError):
+        message = str(error).strip()
+        match = re.match(r"Error (\d{3})\b", message)
+        if match:
+            return int(match.group(1))
+        return _STATUS_BY_PHRASE.get(message.lower())
+    return None
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for errors worth another attempt: HTTP 429 and 5xx, refused or dropped connections, timeouts."""
+    status = http_status(error)
+    if status is not None:
+        return status in RETRYABLE_STATUSES
+    return isinstance(error, (ConnectionError, TimeoutError, http.client.IncompleteRead,
+                              requests.ConnectionError, requests.Timeout))
+
+
+def retrying(fn: Callable[[], T], attempts: int = 5, base_delay: float = 1.0, *, max_delay: float = 60.0,
+             sleep: Callable[[float], None] = time.sleep,
+             transient: Callable[[BaseException], bool] = is_transient, what: str = "request") -> T:
+    """`fn()`, called again after a transient error, waiting `base_delay`, then twice as long each time (at most
+    `max_delay`), up to `attempts` calls in all.
+
+    Errors that are not transient (a malformed query, a missing table) propagate at once: retrying cannot fix
+    them. When every attempt failed, `RetriesExhausted` names `what`, the attempts and the last error.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    attempt = 1
+    while True:
+        try:
+            return fn()
+        except Exception as error:
+            if not transient(error):
+                raise
+            if attempt == attempts:
+                raise RetriesExhausted(f"{what}: still failing after {attempts} attempts; last error: "
+                                       f"{type(error).__name__}: {error}") from error
+            delay = min(max_delay, base_delay * 2 ** (attempt - 1))
+            log.warning("%s: attempt %d of %d failed (%s: %s); retrying in %.1f s", what, attempt, attempts,
+                        type(error).__name__, error, delay)
+            sleep(delay)
+            attempt += 1
+
+
+class RateLimiter:
+    """Spaces calls at least `min_interval` seconds apart: call `wait()` before each request to an archive."""
+
+    def __init__(self, min_interval: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        if min_interval < 0:
+            raise ValueError(f"min_interval must be >= 0, got {min_interval}")
+        self.min_interval = min_interval
+        self._clock, self._sleep = clock, sleep
+        self._last: float | None = None
+
+    def wait(self) -> None:
+        """Sleep until `min_interval` has passed since the previous call returned, then return."""
+        if self._last is not None:
+            remaining = self._last + self.min_interval - self._clock()
+            if remaining > 0:
+                self._sleep(remaining)
+        self._last = self._clock()

@@ -1,0 +1,238 @@
+"""Photometry replayed from folders of real archive files (`../shared/data/gaia`), and its preprocessing: every
+real file read or set aside with its reason, corrupted copies quarantined, labels reaching the features, and the
+preprocessing of real catalogues (no E(B-V), bright saturated stars)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from astropy.table import Table
+
+from steps.core.artifacts import ArtifactWriter, read_manifest
+from steps.core.quarantine import QUARANTINE_TABLE
+from steps.ingest import sources
+from steps.ingest.bands import BANDS
+from steps.ingest.__main__ import ingest
+from steps.ingest.photometry_files import read_photometry_folder, read_table
+from steps.ingest.schemas import DATA_FILES, LABELS_FILE, PHOTOMETRIC_BANDS, PHOTOMETRY_SCHEMA, STELLAR_LABELS_SCHEMA
+from steps.ingest.sources import IngestRequest
+from steps.ingest.synthetic import photometry as synthetic_photometry
+from steps.preprocess.__main__ import main as preprocess_main
+from steps.preprocess.common import FEATURES_FILE, SPEC_FILE, read_raw
+from steps.preprocess.photometry import MASK_BITS, gaia_saturation_corrected, preprocess_photometry
+
+BENCHMARK_FILE = "gbs_v3_tmass_gaiadr3_hip_allwise_all_lite.fits"
+ARCHIVE_VOTABLE = "1710099405832VAL-result.vot"
+
+
+@pytest.fixture(scope="module")
+def gaia_dir(shared_dir) -> Path:
+    return shared_dir / "data" / "gaia"
+
+
+@pytest.fixture(autouse=True)
+def photometry_folder_reader(monkeypatch):
+    """The reader registered for folder sources, as `steps.ingest.sources` does."""
+    monkeypatch.setitem(sources.FOLDER_READERS, "photometry", read_photometry_folder)
+
+
+def read_folder(location: Path | str, samples: int = 0) -> sources.Ingested:
+    ingested = read_photometry_folder(IngestRequest("photometry", samples, location=str(location)))
+    assert ingested.data.schema.equals(PHOTOMETRY_SCHEMA) and ingested.labels.schema.equals(STELLAR_LABELS_SCHEMA)
+    assert ingested.data.column("id").to_pylist() == ingested.labels.column("id").to_pylist()
+    return ingested
+
+
+# The real files
+
+def test_archive_formats_are_read_and_the_datalink_bundle_is_skipped(gaia_dir, caplog):
+    ingested = read_folder(gaia_dir / "archive_formats")
+    ids = ingested.data.column("id").to_pylist()
+    assert len(ids) == 52 == len(set(ids)) and len(ingested.quarantine) == 0   # 2 VOTable + 5 ECSV + 45 new JSON
+    assert "cone_search.json: 5 row(s) repeat ids already read from 1712337806100O-result.ecsv" in caplog.text
+    assert "a Gaia DataLink XP_SAMPLED product, not catalogue photometry" in caplog.text
+    votable = Table.read(gaia_dir / "archive_formats" / ARCHIVE_VOTABLE, format="votable", use_names_over_ids=True)
+    star = ingested.data.to_pandas().set_index("id").loc[str(votable["source_id"][0])]
+    assert star["mag_G"] == pytest.approx(float(votable["phot_g_mean_mag"][0]))
+    flux_term = 2.5 / np.log(10) / float(votable["phot_g_mean_flux_over_error"][0])
+    assert star["err_G"] == pytest.approx(np.hypot(flux_term, 0.0027553202))
+    assert star["parallax"] == pytest.approx(float(votable["parallax"][0])) and np.isnan(star["ebv"])
+    assert np.isnan(star[["mag_J", "mag_W1"]].astype(float)).all()           # archive responses without 2MASS/WISE
+    labels = ingested.labels.to_pandas()
+    assert labels["teff"].notna().sum() == 19 and "from the Gaia GSP-Phot columns" in caplog.text
+
+
+def test_benchmark_stars_keep_reference_labels_and_only_stars_without_photometry_are_quarantined(gaia_dir, caplog):
+    ingested = read_folder(gaia_dir / "benchmark_stars")
+    assert ingested.data.num_rows == 190
+    assert [(row["id"], row["reason"]) for row in ingested.quarantine.rows] == [
+        (star, "no usable band: G, BP, RP, J, H, Ks, W1, W2 all missing") for star in ("HIP71681", "HIP71683")]
+    labels = ingested.labels.to_pandas().set_index("id")
+    assert labels.loc["HIP101345"].tolist() == pytest.approx([5514.0, 3.95, 0.05])   # Soubiran et al. (2023)
+    assert labels["teff"].notna().all() and "labels (teff, logg, feh) from the reference columns" in caplog.text
+
+    catalogue = read_table(gaia_dir / "benchmark_stars" / BENCHMARK_FILE, "fits")
+    data = ingested.data.to_pandas().set_index("id")
+    without_gaia = [hip for hip, gaia in zip(catalogue["hip"], catalogue["source_id_gaiadr3"].mask) if gaia]
+    star = catalogue[catalogue["hip"] == without_gaia[0]][0]
+    assert data.loc[without_gaia[0], "parallax"] == pytest.approx(star["parallax_hip"])  # Hipparcos stands in
+    assert data.loc["HIP101345", "mag_Ks"] == pytest.approx(3.999) and np.isnan(data.loc["HIP101345", "err_Ks"])
+    # 2MASS ph_qual of HIP101345 is DDE: the Ks fit was poor, so its error is not trusted
+
+
+@pytest.mark.parametrize("folder, objects, ingest_quarantined, features, preprocess_quarantined", [
+    ("archive_formats", 52, 0, 52, 0),
+    ("benchmark_stars", 190, 2, 171, 19),
+])
+def test_every_real_gaia_file_goes_through_ingest_and_preprocess(gaia_dir, tmp_path, folder, objects,
+                                                                  ingest_quarantined, features,
+                                                                  preprocess_quarantined):
+    ingest("photometry", str(gaia_dir / folder), 0, 0, tmp_path / "raw")
+    assert read_manifest(tmp_path / "raw").counts == {"objects": objects, "quarantined": ingest_quarantined}
+    assert preprocess_main(["photometry", "--in", str(tmp_path / "raw"), "--out", str(tmp_path / "features")]) == 0
+    manifest = read_manifest(tmp_path / "features")
+    assert manifest.counts == {"objects_in": objects, "objects_out": features, "quarantined": preprocess_quarantined}
+    table = pq.read_table(tmp_path / "features" / FEATURES_FILE).to_pandas()
+    spec = json.loads((tmp_path / "features" / SPEC_FILE).read_text())
+    assert set(spec["features"]) <= set(table.columns) and "dereddened" in spec["features"]
+    assert (table["dereddened"] == 0).all()                           # no E(B-V) in these catalogues
+    quarantine = pq.read_table(tmp_path / "features" / QUARANTINE_TABLE).to_pandas()
+    assert quarantine["reason"].str.fullmatch(r"only [01] usable band\(s\), fewer than 2").all()
+    if folder == "benchmark_stars":
+        masks = table[[f"mask_{band}" for band in PHOTOMETRIC_BANDS]].to_numpy()
+        assert not (masks == 0).all(axis=1).any()                     # no star usable in all 8 bands
+        wise = table[["mask_W1", "mask_W2"]].to_numpy()                # brighter than W1 8.1, W2 6.7, or unmatched
+        assert (wise & (MASK_BITS["saturated"] | MASK_BITS["missing"]) > 0).all()
+        assert table.set_index("id").loc["HIP101345", "teff"] == 5514.0            # labels reach the features
+
+
+# Defects and edge cases
+
+def test_corrupted_copies_are_quarantined_and_intact_files_still_read(gaia_dir, tmp_path):
+    folder = tmp_path / "corrupted"
+    folder.mkdir()
+    for name, keep in ((BENCHMARK_FILE, 100_000), (ARCHIVE_VOTABLE, 15_000), ("1712337806100O-result.ecsv", 15_000),
+                       ("cone_search.json", 50_000), ("gaia_dr3_source_id_5937083312263887616_dl_products_fits.zip",
+                                                      10_000)):
+        source = next(gaia_dir.rglob(name))
+        (folder / f"truncated-{name}").write_bytes(source.read_bytes()[:keep])
+    shutil.copy(gaia_dir / "archive_formats" / ARCHIVE_VOTABLE, folder / "intact.vot")
+    ingested = read_folder(folder)
+    assert ingested.data.num_rows == 2 and set(ingested.data.column("source").to_pylist()) == {"intact.vot"}
+    reasons = {row["id"]: row["reason"] for row in ingested.quarantine.rows}
+    assert sorted(reasons) == sorted(path.name for path in folder.glob("truncated-*"))
+    assert reasons[f"truncated-{BENCHMARK_FILE}"].startswith("unreadable fits file: ")
+    assert "truncated" in reasons[f"truncated-{BENCHMARK_FILE}"]
+    assert reasons[f"truncated-{ARCHIVE_VOTABLE}"].startswith("unreadable votable file: ")
+    assert reasons["truncated-cone_search.json"].startswith("unreadable json file: JSONDecodeError")
+    assert reasons["truncated-gaia_dr3_source_id_5937083312263887616_dl_products_fits.zip"].startswith(
+        "unreadable zip file: BadZipFile")
+
+
+def test_rows_without_a_band_or_an_identifier_are_quarantined(tmp_path):
+    (tmp_path / "gaia.csv").write_text(
+        "source_id,phot_g_mean_mag,phot_g_mean_flux_over_error,phot_bp_mean_mag,phot_rp_mean_mag,parallax\n"
+        "101,12.5,900.0,12.9,11.9,3.2\n"
+        "102,,,,,1.1\n"
+        ",13.0,800.0,13.4,12.4,2.0\n")
+    ingested = read_folder(tmp_path)
+    assert ingested.data.column("id").to_pylist() == ["101"]
+    assert [(row["id"], row["reason"]) for row in ingested.quarantine.rows] == [
+        ("102", "no usable band: G, BP, RP, J, H, Ks, W1, W2 all missing"),
+        ("gaia.csv#2", "no identifier (no name, hip, source_id or designation)")]
+    assert np.isnan(ingested.data.column("err_BP").to_numpy()[0])    # no flux_over_error column: error unknown
+
+
+def test_survey_quality_flags_are_applied_in_the_raw_schema_conventions(tmp_path):
+    (tmp_path / "crossmatch.csv").write_text(
+        "name,j_m,j_msigcom,h_m,h_msigcom,ks_m,ks_msigcom,ph_qual_tmass,cc_flg,"
+        "w1mpro,w1mpro_error,w2mpro,w2mpro_error,ph_qual_allwise,cc_flags\n"
+        "clean,10.1,0.02,9.8,0.02,9.7,0.02,AAA,000,9.6,0.02,9.6,0.02,AAAA,0000\n"
+        "flagged,10.1,0.02,9.8,0.02,9.7,0.02,AXE,c00,9.6,0.02,9.6,0.02,AZAA,0D00\n")
+    data = read_folder(tmp_path).data.to_pandas().set_index("id")
+    assert not data.loc["clean"].drop("source").astype(float).filter(regex="^(mag|err)_(J|H|Ks|W1|W2)$").isna().any()
+    flagged = data.loc["flagged"]
+    assert flagged["mag_J"] == 10.1 and np.isnan(flagged["err_J"])    # cc_flg c: confusion-contaminated
+    assert np.isnan(flagged["mag_H"]) and np.isnan(flagged["err_H"])  # ph_qual X: no valid brightness
+    assert flagged["mag_Ks"] == 9.7 and np.isnan(flagged["err_Ks"])   # ph_qual E: poor profile fit
+    assert np.isnan(flagged["err_W2"]) and flagged["err_W1"] == 0.02  # AllWISE Z (W2) and spurious D (W2)
+
+
+def test_vizier_column_names_are_understood(tmp_path):
+    vizier = {"Source": [4583627001381815936], "Gmag": [7.01], "e_Gmag": [0.003], "BPmag": [9.27],
+              "e_BPmag": [0.009], "RPmag": [5.61], "e_RPmag": [0.005], "Jmag": [3.9], "e_Jmag": [0.25],
+              "Kmag": [2.7], "e_Kmag": [0.3], "W1mag": [2.5], "e_W1mag": [0.2], "Plx": [2.3], "e_Plx": [0.03],
+              "[Fe/H]": [-0.2]}
+    Table(vizier).write(tmp_path / "vizier.ecsv", format="ascii.ecsv")
+    ingested = read_folder(tmp_path)
+    row = ingested.data.to_pandas().iloc[0]
+    assert row["id"] == "4583627001381815936"
+    assert (row["mag_G"], row["err_BP"], row["mag_J"], row["mag_Ks"], row["err_W1"], row["parallax_error"]) == (
+        7.01, 0.009, 3.9, 2.7, 0.2, 0.03)
+    assert ingested.labels.column("feh").to_pylist() == [-0.2] and ingested.labels.column("teff").null_count == 1
+
+
+def test_json_that_is_not_a_table_is_passed_over_not_quarantined(tmp_path, caplog):
+    (tmp_path / "status.json").write_text(json.dumps({"status": "ERROR", "message": "query timed out"}))
+    ingested = read_folder(tmp_path)
+    assert ingested.data.num_rows == 0 and len(ingested.quarantine) == 0
+    assert "status.json: skipped, not photometry" in caplog.text
+
+
+def test_samples_limit_the_rows_read(gaia_dir):
+    ingested = read_folder(gaia_dir / "archive_formats", samples=3)
+    assert ingested.data.num_rows == 3
+    assert ingested.data.column("source").to_pylist() == [ARCHIVE_VOTABLE] * 2 + ["1712337806100O-result.ecsv"]
+
+
+def test_an_s3_folder_is_read_like_a_local_one(gaia_dir, s3_server, s3_bucket, monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    client = boto3.client("s3", endpoint_url=s3_server)
+    for name in (ARCHIVE_VOTABLE, "1712337806100O-result.ecsv"):
+        client.upload_file(str(gaia_dir / "archive_formats" / name), s3_bucket, f"replay/gaia/{name}")
+    remote = read_folder(f"s3://{s3_bucket}/replay/gaia")
+    local = read_folder(gaia_dir / "archive_formats", samples=7)
+    assert remote.data.to_pandas().equals(local.data.to_pandas())
+
+
+# Preprocessing of real catalogues
+
+def test_rows_without_reddening_are_kept_as_observed_and_flagged(tmp_path):
+    tables = synthetic_photometry.generate(6, 3)
+    data = tables["photometry"].to_pandas()
+    data.loc[[1, 4], "ebv"] = np.nan
+    with ArtifactWriter(tmp_path / "raw", stage="ingest.photometry", synthetic=True) as writer:
+        writer.write_table(DATA_FILES["photometry"], pa.Table.from_pandas(data, schema=PHOTOMETRY_SCHEMA,
+                                                                          preserve_index=False))
+        writer.write_table(LABELS_FILE, tables["labels"])
+    raw = read_raw(tmp_path / "raw", "photometry")
+    features = preprocess_photometry(raw)
+    assert len(features.quarantine) == 0
+    table = features.table.to_pandas().set_index("id")
+    assert table["dereddened"].tolist() == [1, 0, 1, 1, 0, 1]
+    for row, scale in ((1, 0.0), (0, data.loc[0, "ebv"])):           # E(B-V) unknown: magnitudes as observed
+        raw_row, processed = data.loc[row], table.loc[data.loc[row, "id"]]
+        usable = [band for band in PHOTOMETRIC_BANDS if processed[f"mask_{band}"] == 0]
+        assert len(usable) >= 3
+        assert [processed[f"mag_{band}"] for band in usable] == pytest.approx(
+            [raw_row[f"mag_{band}"] - BANDS[band].extinction * scale for band in usable])
+    assert (preprocess_photometry(raw, deredden=False).table.column("dereddened").to_pylist() == [0] * 6)
+
+
+def test_gaia_bright_star_saturation_correction():
+    observed = {"G": np.array([3.0, 5.0, 9.0, 1.5]), "BP": np.array([3.5, 5.4, 9.4, 2.0]),
+                "RP": np.array([2.5, 4.5, 8.5, 1.0]), "J": np.array([2.0, 4.0, 8.0, 0.5])}
+    corrected = gaia_saturation_corrected(observed)
+    # EDR3 documentation 5.5.2: G within 2 < G < 8, BP within 2 < G < 3.94, RP within 2 < RP < 3.45
+    assert corrected["G"] - observed["G"] == pytest.approx([0.00343, 0.01338, 0.0, 0.0], abs=5e-5)
+    assert corrected["BP"] - observed["BP"] == pytest.approx([-0.1930, 0.0, 0.0, 0.0], abs=5e-4)
+    assert corrected["RP"] - observed["RP"] == pytest.approx([-0.1617, 0.0, 0.0, 0.0], abs=5e-4)
+    assert corrected["J"] is observed["J"]
