@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from steps.core.quarantine import Quarantine
-from steps.ingest import synthetic
+from steps.ingest import gaia_live, photometry_files, sdss_live, spectra_files, synthetic
 from steps.ingest.schemas import DATA_SCHEMAS, LABEL_SCHEMAS
 
 
@@ -57,10 +57,15 @@ def _synthetic(request: IngestRequest) -> Ingested:
 
 SOURCES = {source.name: source for source in (
     Source("synthetic", _synthetic, synthetic=True, modalities=tuple(synthetic.GENERATORS)),
+    Source("sdss", sdss_live.read_sdss, synthetic=False, modalities=("spectra",)),
+    Source("gaia", gaia_live.read_gaia, synthetic=False, modalities=("photometry",)),
 )}
 
 # Folder readers by modality: each takes the request (its `location` set) and recognises the formats inside.
-FOLDER_READERS: dict[str, Callable[[IngestRequest], Ingested]] = {}
+FOLDER_READERS: dict[str, Callable[[IngestRequest], Ingested]] = {
+    "spectra": spectra_files.read_spectra_folder,
+    "photometry": photometry_files.read_photometry_folder,
+}
 
 
 class UnknownSource(ValueError):

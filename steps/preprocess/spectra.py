@@ -1,26 +1,42 @@
 """Spectra to model inputs: rest frame, one common log-wavelength grid, a mask, and continuum normalisation.
 
 For each spectrum:
-1. pixels are bad where SDSS flags them unusable (`BAD_PIXEL_BITS`), where ivar is 0 or flux is not finite;
-2. wavelengths are moved to the rest frame by the redshift, and the good pixels are resampled flux-conservingly
-   onto the common grid: each output pixel is the overlap-weighted mean of the good input pixels it covers, and
-   its variance is propagated from theirs (sum of w^2 sigma^2 / (sum of w)^2); output pixels less than half
-   covered by good input are masked;
-3. the continuum is a low-order Chebyshev polynomial in log-lambda fitted with asymmetric clipping (absorption
-   lines and spikes are rejected iteratively), and flux and ivar are divided by it (ivar times its square).
-Masked pixels end with flux 1 and ivar 0. Spectra with too few usable pixels are quarantined with the reason.
-The (1+z) change of flux density into the rest frame is left out: continuum normalisation removes any constant.
+1. pixels are bad where SDSS flags them unusable (`BAD_PIXEL_BITS`), where ivar is 0, or flux or ivar is not
+   finite;
+2. its pixels (extents halfway to their neighbours; across a gap between spectrograph arms, as wide as on their
+   other side) are moved to the rest frame by (1 + z) and resampled flux-conservingly onto the common grid: each
+   output pixel is the overlap-weighted mean of the good input pixels it covers, with variance propagated
+   (sum of w^2 sigma^2 / (sum of w)^2); output pixels less than half covered by good input are masked;
+3. the continuum is a low-order Chebyshev polynomial in log-lambda, fitted to the means of the usable pixels in
+   `CONTINUUM_BLOCKS` blocks of the grid with asymmetric clipping (blocks deepened by absorption lines, or raised
+   by spikes, are rejected iteratively), and flux and ivar are divided by it (ivar times its square).
+Masked pixels end with flux 1 and ivar 0. `snr` is the median S/N per pixel: the median over the blocks of the mean
+flux * sqrt(ivar) of their usable pixels. Spectra with too few usable pixels are quarantined with the reason. The
+(1+z) change of flux density into the rest frame is left out: continuum normalisation removes any constant.
+
+Step 2 is one sparse matrix per distinct rest-frame input grid (a wavelength array and a redshift): S[j, i] is the
+overlap in Angstrom of input pixel i with output pixel j, so with g the good-pixel indicator the resampled flux is
+S(g f) / S g, its variance S^2(g sigma^2) / (S g)^2 and its coverage S g / width. The matrix is built once and
+applied to all the spectra sharing the grid as pixel-major batches (pixels x spectra), so the work per spectrum is
+three sparse-dense products and a few array passes, vectorised over the batch. Spectra from one library or
+survey plate share a grid; spectra with their own redshifts each get their own matrix (the most recent are kept for
+reuse). Block sums for the continuum are one more sparse operator (blocks x pixels); the clipped fit runs on 64 block
+means per spectrum, not on thousands of pixels, for up to FIT_CHUNK spectra at once. Masks are applied by
+arithmetic rather than np.where, which costs about six multiplications on these arrays.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sparse
 from numpy.polynomial import chebyshev
 
 from steps.core.quarantine import Quarantine
 from steps.ingest.schemas import SDSS_PIXEL_BITS, STELLAR_LABELS_SCHEMA
-from steps.ingest.tables import column_arrays, list_column
 from steps.preprocess.common import Features, RawArtifact, label_columns
 
 WAVE_MIN, WAVE_MAX = 3900.0, 9000.0     # Angstrom, rest frame vacuum: covered by SDSS for |v| << c
@@ -32,28 +48,92 @@ BAD_PIXEL_BITS = sum(1 << SDSS_PIXEL_BITS[name] for name in (
     "FULLREJECT", "NODATA", "COMBINEREJ", "BADFLUXFACTOR", "BADSKYCHI"))
 MIN_COVERAGE = 0.5          # fraction of an output pixel that good input must cover for it to be kept
 MIN_VALID_FRACTION = 0.5    # fraction of output pixels that must be kept for the spectrum to be used
+GAP_FACTOR = 2.0            # a step between pixel centres this many times both neighbouring steps is a gap
 CONTINUUM_DEGREE = 5
+CONTINUUM_BLOCKS = 64       # blocks of the grid (55-125 A on 3900-9000 A) whose means the continuum is fitted to
 CLIP_LOW, CLIP_HIGH = 2.0, 3.0   # sigma: below rejects absorption, above rejects spikes
 CLIP_ITERATIONS = 5
+BATCH = 32                  # spectra per batch: the working arrays stay in the core's cache
+FIT_CHUNK = 512             # spectra whose continua are fitted together: the clipping loop is many small operations
+OPERATORS_KEPT = 16         # resampling operators kept for reuse across chunks
 LABELS = ("teff", "logg", "feh")
 
 
-def output_grid(length: int) -> tuple[float, float, np.ndarray]:
+def output_grid(length: int, wave_range: tuple[float, float] = (WAVE_MIN, WAVE_MAX)) -> tuple[float, float, np.ndarray]:
     """(loglam of the first pixel centre, step in dex, the `length + 1` pixel edges in log10 Angstrom)."""
-    low, high = np.log10(WAVE_MIN), np.log10(WAVE_MAX)
+    low, high = np.log10(wave_range[0]), np.log10(wave_range[1])
     step = (high - low) / length
     return low + step / 2, step, low + step * np.arange(length + 1)
 
 
-def _pixel_edges(loglam: np.ndarray) -> np.ndarray:
-    """Edges (log10 Angstrom) of pixels centred at `loglam`: midpoints, the ends extended by half a pixel."""
-    middle = 0.5 * (loglam[1:] + loglam[:-1])
-    return np.concatenate([[2 * loglam[0] - middle[0]], middle, [2 * loglam[-1] - middle[-1]]])
+def pixel_extents(loglam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) log10 edges of pixels centred at `loglam` (increasing, at least two).
+
+    A pixel reaches halfway to each neighbour. At the ends, and beside a gap (a step `GAP_FACTOR` times both
+    neighbouring steps, as between two spectrograph arms), it reaches as far as on its other side, so that no pixel
+    stretches over wavelengths that were not observed.
+    """
+    steps = np.diff(loglam)
+    before = np.concatenate([[np.inf], steps[:-1]])
+    after = np.concatenate([steps[1:], [np.inf]])
+    gaps = np.flatnonzero((steps > GAP_FACTOR * before) & (steps > GAP_FACTOR * after))
+    lower_half = np.concatenate([steps[:1], steps]) / 2
+    upper_half = np.concatenate([steps, steps[-1:]]) / 2
+    upper_half[gaps] = lower_half[gaps]
+    lower_half[gaps + 1] = upper_half[gaps + 1]
+    return loglam - lower_half, loglam + upper_half
+
+
+@dataclass(frozen=True)
+class ResamplingOperator:
+    """Flux-conserving resampling from one input grid onto the common grid, as sparse matrices (output x input)."""
+
+    overlap: sparse.csr_matrix            # Angstrom of input pixel i inside output pixel j
+    overlap_squared: sparse.csr_matrix
+    width: np.ndarray                     # Angstrom, per output pixel, as a column (length x 1)
+
+    @classmethod
+    def build(cls, lower: np.ndarray, upper: np.ndarray, out_edges: np.ndarray) -> "ResamplingOperator":
+        """The operator for input pixels spanning [lower, upper) and output pixel edges `out_edges` (Angstrom)."""
+        length = out_edges.size - 1
+        first = np.searchsorted(out_edges, lower, side="right") - 1
+        last = np.searchsorted(out_edges, upper, side="left") - 1
+        spans = np.clip(last - first + 1, 0, None)
+        source = np.repeat(np.arange(lower.size), spans)
+        target = np.repeat(first, spans) + np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)
+        inside = (target >= 0) & (target < length)
+        source, target = source[inside], target[inside]
+        overlap = (np.minimum(upper[source], out_edges[target + 1])
+                   - np.maximum(lower[source], out_edges[target]))
+        positive = overlap > 0
+        # Entries come input pixel by input pixel, output pixels ascending: already the compressed-column layout.
+        per_input = np.bincount(source[positive], minlength=lower.size)
+        matrix = sparse.csc_matrix((overlap[positive].astype(np.float32), target[positive],
+                                    np.concatenate([[0], np.cumsum(per_input)])), shape=(length, lower.size)).tocsr()
+        squared = sparse.csr_matrix((matrix.data * matrix.data, matrix.indices, matrix.indptr), shape=matrix.shape)
+        return cls(matrix, squared, np.diff(out_edges).astype(np.float32)[:, None])
+
+    def apply(self, flux: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sums of a pixel-major batch (input pixels x spectra, float32: flux, and variance, positive at the
+        good pixels and 0 at the others, whose flux is ignored), output pixels x spectra: flux sums `S(g f)`,
+        weights `S g` (Angstrom of good input) and variance sums `S^2(g sigma^2)`."""
+        good = (variance > 0).astype(np.float32)
+        return self.overlap @ (flux * good), self.overlap @ good, self.overlap_squared @ variance
+
+    def resampled(self, flux: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flux, ivar, usable) of a pixel-major batch, as `apply` takes it: output pixels x spectra, usable (1.0)
+        where good input covers at least MIN_COVERAGE of the output pixel, flux and ivar 0 where not."""
+        flux_sum, weight, variance_sum = self.apply(flux, variance)
+        usable = (weight >= MIN_COVERAGE * self.width).astype(np.float32)
+        unusable = 1 - usable                                # keeps denominators that may be 0 away from 0
+        return (flux_sum * usable / (weight + unusable), weight * weight * usable / (variance_sum + unusable),
+                usable)
 
 
 def resample(wave_edges: np.ndarray, flux: np.ndarray, variance: np.ndarray, good: np.ndarray,
              out_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flux-conserving resampling of good pixels onto `out_edges` (all edges in Angstrom, increasing).
+    """Flux-conserving resampling of one spectrum's good pixels onto `out_edges` (all edges in Angstrom,
+    increasing), pixel by pixel: the reference the batched `ResamplingOperator` is checked against.
 
     Returns (flux, variance, coverage): the overlap-weighted mean flux of each output pixel, its propagated
     variance, and the fraction of the output pixel covered by good input (0 where none; flux and variance NaN).
@@ -78,90 +158,253 @@ def resample(wave_edges: np.ndarray, flux: np.ndarray, variance: np.ndarray, goo
         return flux_sum / weight_sum, variance_sum / weight_sum**2, weight_sum / np.diff(out_edges)
 
 
-def fit_continuum(flux: np.ndarray, valid: np.ndarray, loglam: np.ndarray) -> np.ndarray:
-    """Continuum of each row of `flux` (spectra x pixels) on the common grid `loglam`, ignoring invalid pixels.
+class ContinuumFitter:
+    """Continua on one grid: Chebyshev polynomials in log-lambda fitted to block means, with clipping.
 
-    Fits all spectra at once (batched normal equations), rejecting pixels more than CLIP_LOW sigma below or
-    CLIP_HIGH sigma above the fit on each iteration, sigma being the MAD-based scatter of the kept pixels.
+    The grid is cut into `CONTINUUM_BLOCKS` blocks; each contributes the mean of its usable pixels, weighted by how
+    many there are. Blocks more than CLIP_LOW sigma below or CLIP_HIGH sigma above the fit are rejected on each
+    iteration, sigma being the weighted RMS of the kept blocks' residuals. A degree-5 continuum has no detail that
+    a block resolves, and clipping 64 block means is cheap where clipping thousands of pixels is not.
     """
-    x = np.interp(loglam, [loglam[0], loglam[-1]], [-1.0, 1.0])
-    basis = chebyshev.chebvander(x, CONTINUUM_DEGREE)                # pixels x terms
-    data = np.where(valid, flux, 0.0)
-    keep = valid.copy()
-    for _ in range(CLIP_ITERATIONS):
-        weights = keep.astype(np.float64)
-        normal = np.einsum("pi,np,pj->nij", basis, weights, basis)
-        normal += 1e-9 * np.eye(basis.shape[1])                     # keeps a row with no kept pixel solvable
-        coefficients = np.linalg.solve(normal, np.einsum("pi,np->ni", basis, weights * data)[..., None])[..., 0]
-        continuum = coefficients @ basis.T
-        residual = np.where(keep, data - continuum, np.nan)
-        sigma = 1.4826 * np.nanmedian(np.abs(residual - np.nanmedian(residual, axis=1, keepdims=True)), axis=1,
-                                      keepdims=True)
-        keep = valid & (data - continuum > -CLIP_LOW * sigma) & (data - continuum < CLIP_HIGH * sigma)
-    return continuum
+
+    def __init__(self, loglam: np.ndarray):
+        x = np.interp(loglam, [loglam[0], loglam[-1]], [-1.0, 1.0])
+        self.basis_t = np.ascontiguousarray(chebyshev.chebvander(x, CONTINUUM_DEGREE).T, np.float32)  # terms x px
+        edges = np.linspace(0, x.size, min(CONTINUUM_BLOCKS, x.size) + 1).round().astype(np.int64)
+        block_of_pixel = np.repeat(np.arange(edges.size - 1), np.diff(edges))
+        self.blocks = sparse.csr_matrix((np.ones(x.size, np.float32), (block_of_pixel, np.arange(x.size))),
+                                        shape=(edges.size - 1, x.size))
+        self.block_basis = chebyshev.chebvander(self.blocks @ x / np.diff(edges), CONTINUUM_DEGREE)  # blocks x terms
+        self.upper = np.triu_indices(CONTINUUM_DEGREE + 1)
+        self.products = (self.block_basis[:, self.upper[0]] * self.block_basis[:, self.upper[1]]).T  # pairs x blocks
+
+    def block_sums(self, values: np.ndarray) -> np.ndarray:
+        """Sums over each block of `values` (pixels x spectra): blocks x spectra."""
+        return self.blocks @ values
+
+    def fit(self, counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+        """Coefficients (spectra x terms) of the continua of block sums of usable flux and of usable pixel counts
+        (blocks x spectra)."""
+        has_data = counts > 0
+        means = sums / np.maximum(counts, 1)
+        keep = has_data
+        terms = CONTINUUM_DEGREE + 1
+        normal = np.zeros((counts.shape[1], terms, terms))
+        for _ in range(CLIP_ITERATIONS):
+            weights = keep * counts
+            normal[:, self.upper[0], self.upper[1]] = (self.products @ weights).T
+            normal[:, self.upper[1], self.upper[0]] = normal[:, self.upper[0], self.upper[1]]
+            normal[:, range(terms), range(terms)] += 1e-9               # keeps a spectrum with nothing kept solvable
+            coefficients = np.linalg.solve(normal, (self.block_basis.T @ (weights * means)).T[..., None])[..., 0]
+            residual = means - self.block_basis @ coefficients.T
+            sigma = np.sqrt((weights * residual * residual).sum(axis=0) / np.maximum(weights.sum(axis=0), 1))
+            keep = has_data & (residual > -CLIP_LOW * sigma) & (residual < CLIP_HIGH * sigma)
+        return coefficients
+
+    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
+        """The continua (spectra x pixels) of coefficients (spectra x terms)."""
+        return coefficients.astype(np.float32) @ self.basis_t
 
 
-def _bad_reason(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, and_mask: np.ndarray, z: float) -> str | None:
-    """Why a raw spectrum cannot be used at all, or None."""
-    if not (loglam.size == flux.size == ivar.size == and_mask.size) or flux.size < 2:
-        return f"malformed: loglam/flux/ivar/and_mask lengths {loglam.size}/{flux.size}/{ivar.size}/{and_mask.size}"
-    if not np.isfinite(flux).any():
-        return "no finite flux"
-    if not (ivar > 0).any():
-        return "no pixel with positive ivar"
-    if not np.isfinite(z) or z <= -1:
-        return f"unusable redshift {z}"
-    return None
+def masked_row_median(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Median of each row's valid entries (NaN for a row with none), with one partition of all rows at once.
+
+    Invalid entries become -inf and +inf in equal numbers (one more +inf when odd), which leaves the median of the
+    valid entries at the row's middle rank (or between the two middle ranks): no per-row selection is needed.
+    """
+    rows, length = values.shape
+    invalid = ~valid
+    n_invalid = invalid.sum(axis=1)
+    below = n_invalid // 2
+    filled = np.where(valid, values, np.where(np.cumsum(invalid, axis=1) <= below[:, None], -np.inf, np.inf))
+    middle = length // 2
+    partitioned = np.partition(filled, (middle - 1, middle), axis=1)
+    n_valid = length - n_invalid
+    low = np.clip(below + (n_valid - 1) // 2, middle - 1, middle)
+    high = np.clip(below + n_valid // 2, middle - 1, middle)
+    index = np.arange(rows)
+    with np.errstate(invalid="ignore"):                      # -inf + inf in rows without a valid entry
+        median = 0.5 * (partitioned[index, low].astype(np.float64) + partitioned[index, high])
+    return np.where(n_valid > 0, median, np.nan)
 
 
-def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH) -> Features:
-    """Rest-frame, resampled, masked, continuum-normalised spectra with their labels; bad ones quarantined."""
+def _single_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array: its only chunk as it is (combining copies even one chunk), or the chunks joined."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+class _ListColumns:
+    """The raw table's list columns as flat numpy values with their row offsets, read without a per-row copy."""
+
+    NAMES = ("loglam", "flux", "ivar", "and_mask")
+
+    def __init__(self, data: pa.Table):
+        arrays = {name: _single_chunk(data.column(name)) for name in self.NAMES}
+        self.values = {name: array.values.to_numpy(zero_copy_only=False) for name, array in arrays.items()}
+        self.offsets = {name: array.offsets.to_numpy().astype(np.int64) for name, array in arrays.items()}
+
+    def lengths(self, name: str) -> np.ndarray:
+        """The length of every row of column `name`."""
+        return np.diff(self.offsets[name])
+
+    def row(self, name: str, row: int) -> np.ndarray:
+        """One row of column `name`."""
+        return self.values[name][self.offsets[name][row]:self.offsets[name][row + 1]]
+
+    def batch(self, name: str, rows: np.ndarray, size: int) -> np.ndarray:
+        """Rows `rows` (increasing, all of length `size`) of column `name` as a 2-D array: a view where the rows
+        are consecutive, a copy otherwise."""
+        values, offsets = self.values[name], self.offsets[name]
+        if rows[-1] - rows[0] == rows.size - 1:
+            return values[offsets[rows[0]]:offsets[rows[0]] + rows.size * size].reshape(rows.size, size)
+        return np.stack([values[offset:offset + size] for offset in offsets[rows]])
+
+
+def _shape_reasons(columns: _ListColumns, redshifts: np.ndarray) -> list[str | None]:
+    """Why each raw spectrum cannot be used, as far as its array lengths and redshift tell (None where they
+    allow it); the pixel values are checked batch by batch."""
+    lengths = np.column_stack([columns.lengths(name) for name in columns.NAMES])
+    reasons: list[str | None] = []
+    for sizes, z in zip(lengths.tolist(), redshifts.tolist()):
+        if len(set(sizes)) > 1 or sizes[0] < 2:
+            reasons.append(f"malformed: loglam/flux/ivar/and_mask lengths {'/'.join(map(str, sizes))}")
+        elif not np.isfinite(z) or z <= -1:
+            reasons.append(f"unusable redshift {z}")
+        else:
+            reasons.append(None)
+    return reasons
+
+
+def _grid_groups(columns: _ListColumns, rows: np.ndarray, redshifts: np.ndarray) -> list[np.ndarray]:
+    """`rows` grouped by identical rest-frame input grid (the same wavelength array and redshift), in order of
+    first appearance, each group in row order."""
+    loglam, offsets = columns.values["loglam"], columns.offsets["loglam"]
+    starts, ends = offsets[rows], offsets[rows + 1]
+    keys = np.column_stack([ends - starts, loglam[starts], loglam[ends - 1], redshifts[rows]])
+    _, first_of, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    groups = []
+    for key in np.argsort(first_of, kind="stable"):
+        members = rows[inverse.ravel() == key]
+        while members.size:
+            grid = columns.row("loglam", members[0])
+            same = np.concatenate([(columns.batch("loglam", chunk, grid.size) == grid).all(axis=1)
+                                   for chunk in np.array_split(members, -(-members.size // (8 * BATCH)))])
+            groups.append(members[same])
+            members = members[~same]
+    return groups
+
+
+def _list_column(matrix: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    """One list-typed column from the rows of a 2-D array, without copying them one by one."""
+    offsets = np.arange(matrix.shape[0] + 1, dtype=np.int32) * matrix.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(matrix.ravel(), value_type))
+
+
+@dataclass
+class _Output:
+    """The preprocessed rows being filled in, batch by batch, and what made rows unusable."""
+
+    flux: np.ndarray
+    ivar: np.ndarray
+    valid: np.ndarray
+    snr: np.ndarray
+    reasons: list[str | None]
+
+    @classmethod
+    def empty(cls, rows: int, length: int, reasons: list[str | None]) -> "_Output":
+        """Room for `rows` spectra; a row is filled in only if its spectrum is processed, and read only if kept."""
+        return cls(np.empty((rows, length), np.float32), np.empty((rows, length), np.float32),
+                   np.empty((rows, length), bool), np.full(rows, np.nan), reasons)
+
+
+def _rows(batch: np.ndarray) -> slice | np.ndarray:
+    """Output rows of a batch (increasing): a slice, so views rather than copies, where they are consecutive."""
+    return slice(int(batch[0]), int(batch[-1]) + 1) if batch[-1] - batch[0] == batch.size - 1 else batch
+
+
+def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    """`rows` in consecutive pieces of at most `size`."""
+    return np.array_split(rows, -(-rows.size // size))
+
+
+class _Operators:
+    """Resampling operators by rest-frame grid, the `OPERATORS_KEPT` most recently used kept: a grid shared by many
+    spectra is built once, however the spectra are ordered."""
+
+    def __init__(self, out_edges: np.ndarray):
+        self.out_edges = out_edges
+        self.kept: OrderedDict[bytes, ResamplingOperator] = OrderedDict()
+
+    def get(self, rest_loglam: np.ndarray) -> ResamplingOperator:
+        """The operator of a rest-frame grid (log10 Angstrom), built on first use."""
+        key = rest_loglam.tobytes()
+        if key in self.kept:
+            self.kept.move_to_end(key)
+            return self.kept[key]
+        lower, upper = pixel_extents(rest_loglam)
+        self.kept[key] = operator = ResamplingOperator.build(10**lower, 10**upper, self.out_edges)
+        if len(self.kept) > OPERATORS_KEPT:
+            self.kept.popitem(last=False)
+        return operator
+
+
+def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
+                       wave_range: tuple[float, float] = (WAVE_MIN, WAVE_MAX)) -> Features:
+    """Rest-frame, resampled, masked, continuum-normalised spectra with their labels; bad ones quarantined.
+
+    Rows are taken in chunks of FIT_CHUNK: within a chunk, spectra sharing a rest-frame grid are resampled in
+    batches, then the continua of the whole chunk are fitted at once and its rows normalised.
+    """
     data = raw.data
     ids = data.column("id").to_pylist()
     sources = data.column("source").to_pylist()
-    redshifts = data.column("z").to_numpy(zero_copy_only=False)
-    columns = zip(column_arrays(data.column("loglam"), np.float64), column_arrays(data.column("flux"), np.float64),
-                  column_arrays(data.column("ivar"), np.float64), column_arrays(data.column("and_mask"), np.int64))
-    loglam_start, loglam_step, out_edges = output_grid(length)
-    out_wave_edges = 10**out_edges
+    redshifts = data.column("z").to_numpy(zero_copy_only=False).astype(np.float64)
+    columns = _ListColumns(data)
+    loglam_start, loglam_step, out_edges = output_grid(length, wave_range)
+    fitter = ContinuumFitter(loglam_start + loglam_step * np.arange(length))
+    operators = _Operators(10**out_edges)
+    output = _Output.empty(data.num_rows, length, _shape_reasons(columns, redshifts))
+
+    candidates = np.array([row for row, reason in enumerate(output.reasons) if reason is None], dtype=np.int64)
+    for chunk in _chunks(candidates, FIT_CHUNK) if candidates.size else []:
+        sums = np.zeros((3, len(fitter.block_basis), chunk.size))       # per block: usable pixels, flux, S/N
+        resampled = np.zeros(chunk.size, bool)
+        for group in _grid_groups(columns, chunk, redshifts):
+            rest_loglam = columns.row("loglam", group[0]) - np.log10(1 + redshifts[group[0]])
+            if not (np.isfinite(rest_loglam).all() and (np.diff(rest_loglam) > 0).all()):
+                for row in group:
+                    output.reasons[row] = "malformed: wavelengths are not finite and strictly increasing"
+                continue
+            operator = operators.get(rest_loglam)
+            for batch in _chunks(group, BATCH):
+                positions = np.searchsorted(chunk, batch)
+                sums[:, :, positions] = _resample_batch(columns, batch, operator, fitter, output)
+                resampled[positions] = True
+        if not resampled.any():
+            continue
+        done = chunk[resampled]
+        _normalise(done, fitter, sums[:, :, resampled], output)
+        for row in done[output.valid[_rows(done)].sum(axis=1) < MIN_VALID_FRACTION * length]:
+            spans = 10 ** (columns.row("loglam", row)[[0, -1]] - np.log10(1 + redshifts[row]))
+            output.reasons[row] = _pixel_reason(columns, row) or (
+                f"only {output.valid[row].sum()} of {length} pixels usable after masking, resampling and continuum "
+                f"normalisation (the spectrum spans {spans[0]:.0f}-{spans[1]:.0f} A in the rest frame, the grid "
+                f"{wave_range[0]:.0f}-{wave_range[1]:.0f} A)")
+
     quarantine = Quarantine("preprocess.spectra")
-    kept, fluxes, variances = [], [], []
-    for row, (loglam, flux, ivar, and_mask) in enumerate(columns):
-        reason = _bad_reason(loglam, flux, ivar, and_mask, redshifts[row])
-        if reason is None:
-            good = ((and_mask & BAD_PIXEL_BITS) == 0) & (ivar > 0) & np.isfinite(flux) & np.isfinite(ivar)
-            with np.errstate(divide="ignore"):
-                variance = np.where(good, 1.0 / ivar, np.inf)
-            rest_edges = 10 ** _pixel_edges(loglam) / (1 + redshifts[row])
-            out_flux, out_variance, coverage = resample(rest_edges, flux, variance, good, out_wave_edges)
-            usable = coverage >= MIN_COVERAGE
-            if usable.mean() < MIN_VALID_FRACTION:
-                reason = f"only {usable.sum()} of {length} pixels usable after masking and resampling"
+    for row, reason in enumerate(output.reasons):
         if reason is not None:
             quarantine.add(ids[row], reason, sources[row])
-            continue
-        kept.append(row)
-        fluxes.append(np.where(usable, out_flux, np.nan))
-        variances.append(np.where(usable, out_variance, np.nan))
-
-    flux = np.array(fluxes).reshape(len(kept), length)
-    variance = np.array(variances).reshape(len(kept), length)
-    loglam_grid = loglam_start + loglam_step * np.arange(length)
-    valid = np.isfinite(flux) & (variance > 0)
-    continuum = fit_continuum(flux, valid, loglam_grid) if kept else np.empty((0, length))
-    valid &= continuum > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        normalised = np.where(valid, flux / continuum, 1.0)
-        ivar = np.where(valid, continuum**2 / variance, 0.0)
-        snr = np.nanmedian(np.where(valid, normalised * np.sqrt(ivar), np.nan), axis=1)
-
+    kept = np.array([row for row, reason in enumerate(output.reasons) if reason is None], dtype=np.int64)
+    every = kept.size == data.num_rows                  # then no copy of the (large) output arrays is needed
+    flux, ivar, valid = ((array if every else array[kept]) for array in (output.flux, output.ivar, output.valid))
     kept_ids = [ids[row] for row in kept]
     table = pa.table({
         "id": pa.array(kept_ids, pa.string()),
-        "flux": list_column(list(normalised), pa.float32()),
-        "ivar": list_column(list(ivar), pa.float32()),
-        "mask": list_column(list((~valid).astype(np.uint8)), pa.uint8()),
-        "snr": pa.array(snr, pa.float64()),
+        "flux": _list_column(flux, pa.float32()),
+        "ivar": _list_column(ivar, pa.float32()),
+        "mask": _list_column(np.logical_not(valid, out=valid).view(np.uint8), pa.uint8()),
+        "snr": pa.array(output.snr[kept], pa.float64()),
         **label_columns(kept_ids, raw.labels, STELLAR_LABELS_SCHEMA),
     })
     spec = {
@@ -171,10 +414,66 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH) -> Featur
         "inputs": {"flux": "continuum-normalised flux (1.0 where masked)", "ivar": "inverse variance of flux",
                    "mask": "1 = bad pixel"},
         "labels": list(LABELS),
-        "normalisation": (f"continuum: Chebyshev polynomial of degree {CONTINUUM_DEGREE} in log-lambda, fitted with "
+        "normalisation": (f"continuum: Chebyshev polynomial of degree {CONTINUUM_DEGREE} in log-lambda, fitted to "
+                          f"the usable-pixel means of {CONTINUUM_BLOCKS} blocks of the grid with "
                           f"{CLIP_LOW:g}/{CLIP_HIGH:g}-sigma low/high clipping over {CLIP_ITERATIONS} iterations; "
                           "flux divided by it, ivar multiplied by its square"),
         "bad_pixel_bits": BAD_PIXEL_BITS,
     }
-    return Features(table=table, spec=spec, quarantine=quarantine, objects_in=data.num_rows,
-                    parameters={"modality": "spectra", "length": length})
+    parameters = {"modality": "spectra", "length": length}
+    if wave_range != (WAVE_MIN, WAVE_MAX):
+        parameters["wave_range"] = list(wave_range)
+    return Features(table=table, spec=spec, quarantine=quarantine, objects_in=data.num_rows, parameters=parameters)
+
+
+def _resample_batch(columns: _ListColumns, batch: np.ndarray, operator: ResamplingOperator,
+                    fitter: ContinuumFitter, output: _Output) -> np.ndarray:
+    """Mask and resample one batch of spectra sharing a grid into their rows of `output.flux` and `output.ivar`
+    (not yet normalised; 0 where not usable); returns their block sums (3 x blocks x batch: usable pixels, flux,
+    S/N). Masks are made spectrum-major; resampling and block sums work pixel-major."""
+    size = operator.overlap.shape[1]
+    flux, ivar, and_mask = (columns.batch(name, batch, size) for name in ("flux", "ivar", "and_mask"))
+    finite = np.isfinite(flux)
+    if not finite.all():                                  # rare: NaN flux would survive a multiplication by 0
+        flux = np.where(finite, flux, np.float32(0))
+    if not (ivar >= 0).all():                             # rare: NaN or negative ivar would spoil the variance
+        ivar = np.fmax(ivar, np.float32(0))
+    good = ((ivar > 0) & finite & ((and_mask & BAD_PIXEL_BITS) == 0)).astype(np.float32)
+    variance = good / (ivar + (1 - good))                 # 1/ivar where good, 0 elsewhere (ivar = inf: 0 too)
+    flux, ivar, usable = operator.resampled(np.ascontiguousarray(flux.T), np.ascontiguousarray(variance.T))
+    rows = _rows(batch)
+    output.flux[rows] = flux.T
+    output.ivar[rows] = ivar.T
+    return np.stack([fitter.block_sums(usable), fitter.block_sums(flux), fitter.block_sums(flux * np.sqrt(ivar))])
+
+
+def _normalise(chunk: np.ndarray, fitter: ContinuumFitter, sums: np.ndarray, output: _Output) -> None:
+    """Fit the continua of resampled spectra (rows `chunk`) from their block sums (3 x blocks x rows), all at once
+    (the clipping loop is many small array operations), divide their rows of `output` by them in place, and take
+    their S/N."""
+    counts, flux_sums, snr_sums = sums
+    coefficients = fitter.fit(counts, flux_sums)
+    output.snr[chunk] = masked_row_median((snr_sums / np.maximum(counts, 1)).T, (counts > 0).T)
+    for start in range(0, chunk.size, BATCH):
+        rows = _rows(chunk[start:start + BATCH])
+        continuum = fitter.evaluate(coefficients[start:start + BATCH])
+        flux, ivar = output.flux[rows], output.ivar[rows]
+        valid = ivar > 0                                   # usable: flux and ivar are 0 elsewhere
+        dips = valid & (continuum <= 0)
+        if dips.any():                                     # rare: the fit reaches 0 where there is flux
+            valid &= ~dips
+            continuum = np.where(dips, np.float32(1), continuum)
+            flux, ivar = flux * valid, ivar * valid
+        with np.errstate(divide="ignore", invalid="ignore"):   # a spectrum with nothing usable has no continuum
+            output.flux[rows] = flux / continuum + ~valid                                       # 1 where not valid
+        output.ivar[rows] = ivar * continuum * continuum                                        # 0 where not valid
+        output.valid[rows] = valid
+
+
+def _pixel_reason(columns: _ListColumns, row: int) -> str | None:
+    """"no finite flux" or "no pixel with positive ivar" where a raw spectrum has none, else None."""
+    if not np.isfinite(columns.row("flux", row)).any():
+        return "no finite flux"
+    if not (columns.row("ivar", row) > 0).any():
+        return "no pixel with positive ivar"
+    return None

@@ -1,0 +1,587 @@
+"""Folder replay of spectra in the archives' own file formats, into the raw spectra schema.
+
+A folder (a local path, or an `s3://` prefix copied to a temporary directory first) is walked recursively in
+sorted order, and every FITS file in it (`.fits`, `.fit`, `.fts`, optionally gzipped) is recognised by its content:
+
+- SDSS / BOSS `spec-PLATE-MJD-FIBER.fits` (SDSS-I/II ~3800-9200 A and BOSS ~3600-10400 A alike): HDU `COADD`
+  holds flux, loglam, ivar and and_mask, HDU 2 (`SPECOBJ` or `SPALL`) the pipeline's Z, CLASS, PLATE, MJD, FIBERID.
+  The id is `spec-PLATE-MJD-FIBER`.
+- LAMOST low resolution (`spec-*.fits[.gz]`): a primary image whose rows are flux, ivar, wavelength, and-mask,
+  or-mask, with Z in the header. LAMOST medium resolution (`med-*.fits[.gz]`): binary tables `COADD_B` and
+  `COADD_R` (FLUX, IVAR, LOGLAM, ANDMASK, ORMASK), the two arms joined in wavelength order. The id is the file name
+  without its extensions (LAMOST names are unique per spectrum).
+- A *labelled spectral library*: 1-D FITS spectra whose header carries the wavelength solution (linear
+  CRVAL1/CDELT1/CRPIX1, IRAF log-linear with DC-FLAG = 1, FITS `-LOG` axes, or log10 values in CRVAL1), beside a
+  `labels.csv` in the same folder or one above. The column of `labels.csv` whose values appear in the file names
+  (at character-class boundaries: `m0145` in `MILES_res2.50_star_m0145V.fits.gz`, not `m014`) is found by content,
+  and teff/logg/feh are taken from the columns named so or by a common alias (`Teff`, `log g`, `[Fe/H]`, `FeH`...).
+  The id is the label id found in the name (the file name when none is); the source is `<folder>-library`.
+  Libraries carry no error array: each spectrum gets one inverse variance, from its DER_SNR noise estimate
+  (Stoehr et al. 2008), and z = 0 (library spectra are published in the rest frame).
+
+Every spectrum leaves here on the raw schema's terms: log10 of *vacuum* wavelengths in Angstrom in the observed
+frame (air wavelengths are converted: a header saying VACUUM, AIRORVAC or CTYPE1 AWAV/WAVE decides, and a library
+header saying nothing is taken as air, the convention of ground-based optical libraries such as MILES), float32
+flux and ivar (ivar 0 where flux is not finite), SDSS pixel-mask bits (LAMOST bits mapped onto them; NODATA where
+ivar is 0 in formats without SDSS bits), and z. Labels come from the library table or, for survey files, from
+TEFF/LOGG/FEH header keywords where present (null otherwise; SDSS's ELODIE_* template values are not labels).
+
+What cannot be used is quarantined with a reason, never silently dropped: unreadable or truncated files, layouts
+that are none of the above, non-stellar survey classes, all-NaN or all-zero flux, zero ivar everywhere, duplicate
+objects, and label rows that match no file. A file that matches no label row is kept with null labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+import tempfile
+import warnings
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+from astropy.io import fits
+
+from steps.core.logs import get_logger
+from steps.core.quarantine import Quarantine
+from steps.core.storage import open_store
+from steps.ingest.schemas import SDSS_PIXEL_BITS, SPECTRA_SCHEMA, STELLAR_LABELS_SCHEMA
+from steps.ingest.tables import list_column
+
+if TYPE_CHECKING:
+    from steps.ingest.sources import IngestRequest, Ingested
+
+log = get_logger("ingest.spectra")
+
+SPEED_OF_LIGHT_KMS = 299792.458
+FITS_SUFFIXES = (".fits", ".fit", ".fts")
+LABELS_CSV = "labels.csv"
+LABELS = ("teff", "logg", "feh")
+# Column names accepted for each label, compared after lower-casing and dropping all but letters, digits and '/':
+# 'Teff' and 'T_eff' -> 'teff', '[Fe/H]' -> 'fe/h', 'Fe_H' -> 'feh', 'log g' and 'log(g)' -> 'logg'. In order of
+# preference: [M/H] stands in for [Fe/H] only where a table has no [Fe/H].
+LABEL_ALIASES = {"teff": ("teff", "teffk"), "logg": ("logg", "loggcgs"),
+                 "feh": ("feh", "fe/h", "fehdex", "m/h", "mh", "metallicity")}
+# Catalogue values at or below this are the archives' "no value" sentinels (-999, -9999), not measurements.
+MISSING_SENTINEL = -999.0
+NODATA = 1 << SDSS_PIXEL_BITS["NODATA"]
+# LAMOST pixel-mask bits (LAMOST data release documentation: BADCCD, BADPROFILE, NOSKY, BRIGHTSKY, BADCENTER,
+# NODATA as bits 0-5) and the SDSS bits that mean the same for a pixel.
+LAMOST_TO_SDSS_BITS = {0: "FULLREJECT", 1: "FULLREJECT", 2: "NOSKY", 3: "BRIGHTSKY", 4: "BADTRACE", 5: "NODATA"}
+DER_SNR_SCALE = 1.482602 / np.sqrt(6.0)
+
+
+class UnusableSpectrum(ValueError):
+    """A file that yields no usable spectrum; the message is the quarantine reason."""
+
+
+@dataclass
+class Spectrum:
+    """One spectrum on the raw schema's terms, with its labels (None where unknown)."""
+
+    id: str
+    loglam: np.ndarray          # float64, log10 vacuum Angstrom, observed frame, increasing
+    flux: np.ndarray            # float32
+    ivar: np.ndarray            # float32
+    and_mask: np.ndarray        # int32, SDSS pixel bits
+    z: float
+    source: str
+    labels: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(LABELS))
+
+
+@dataclass(frozen=True)
+class LibraryEntry:
+    """What a spectral library's layout says about one of its files: source name, object id and labels."""
+
+    source: str
+    object_id: str
+    labels: dict[str, float | None]
+
+
+# Wavelengths
+
+def air_to_vacuum(wavelength_air: np.ndarray) -> np.ndarray:
+    """Vacuum wavelengths (Angstrom) of air wavelengths (Angstrom), valid above 2000 A.
+
+    The refractive index is the IAU standard of Morton (2000, ApJS 130, 403; Edlen 1966 with Birch & Downs 1994),
+    in the inverse form (a function of the air wavelength) of N. Piskunov used by VALD, which inverts Morton's
+    vacuum-to-air formula to 1e-11 relative over 3000-10000 A.
+    """
+    wavenumber_squared = (1e4 / np.asarray(wavelength_air, np.float64)) ** 2
+    index = (1.0 + 8.336624212083e-5 + 2.408926869968e-2 / (130.1065924522 - wavenumber_squared)
+             + 1.599740894897e-4 / (38.92568793293 - wavenumber_squared))
+    return wavelength_air * index
+
+
+def exact_log_grid(loglam: np.ndarray) -> np.ndarray:
+    """A log-linear grid that an archive stored in float32, restored in float64.
+
+    SDSS and LAMOST store log10 wavelengths of an exact log-linear grid in float32, which jitters pixel widths by
+    up to a float32 rounding step (1% of a LAMOST medium-resolution pixel). When the stored values lie within two
+    float32 rounding steps of a straight line in pixel index, the line is returned; otherwise the values as stored.
+    """
+    loglam = np.asarray(loglam, np.float64)
+    if loglam.size < 3 or not np.isfinite(loglam).all():
+        return loglam
+    index = np.arange(loglam.size, dtype=np.float64)
+    slope, intercept = np.polyfit(index, loglam, 1)
+    line = intercept + slope * index
+    tolerance = 2 * float(np.spacing(np.float32(np.max(np.abs(loglam)))))
+    return line if np.max(np.abs(line - loglam)) <= tolerance else loglam
+
+
+def _in_air(header: fits.Header, default: bool) -> bool:
+    """Whether a header's wavelengths are in air: VACUUM, AIRORVAC, then CTYPE1 (AWAV air, WAVE vacuum) decide."""
+    if "VACUUM" in header:
+        return not bool(header["VACUUM"])
+    medium = str(header.get("AIRORVAC", "")).strip().lower()
+    if medium.startswith(("air", "vac")):
+        return medium.startswith("air")
+    axis = str(header.get("CTYPE1", "")).strip().upper()
+    if axis.startswith(("AWAV", "WAVE")):
+        return axis.startswith("AWAV")
+    return default
+
+
+def _vacuum_loglam(loglam: np.ndarray, header: fits.Header, default_air: bool) -> np.ndarray:
+    """log10 vacuum wavelengths of log10 wavelengths in the medium the header states (or `default_air`)."""
+    return np.log10(air_to_vacuum(10**loglam)) if _in_air(header, default_air) else loglam
+
+
+UNIT_TO_ANGSTROM = {"angstrom": 1.0, "a": 1.0, "aa": 1.0, "nm": 10.0, "um": 1e4, "micron": 1e4, "m": 1e10}
+
+
+def header_wavelengths(header: fits.Header, size: int) -> np.ndarray:
+    """Wavelengths (Angstrom, as the header's medium has them) of the `size` pixels of a 1-D spectrum's axis 1.
+
+    Linear: CRVAL1 + CDELT1 (or CD1_1) * (p - CRPIX1). Logarithmic: FITS `WAVE-LOG`/`AWAV-LOG` axes (Greisen et al.
+    2006: CRVAL1 * exp(CDELT1 (p - CRPIX1) / CRVAL1)), IRAF DC-FLAG = 1 (log10 Angstrom), or, with no unit given,
+    a CRVAL1 below 5 (no optical spectrum starts at 5 A, so it is log10 Angstrom).
+    """
+    try:
+        reference = float(header["CRVAL1"])
+        step = float(header["CDELT1"] if "CDELT1" in header else header["CD1_1"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise UnusableSpectrum(f"1-D spectrum without a wavelength solution in its header ({error})") from None
+    offset = np.arange(size, dtype=np.float64) + 1.0 - float(header.get("CRPIX1", 1.0))
+    axis = str(header.get("CTYPE1", "")).strip().upper()
+    unit = str(header.get("CUNIT1", "")).strip().lower()
+    if unit and unit not in UNIT_TO_ANGSTROM:
+        raise UnusableSpectrum(f"wavelength unit CUNIT1={header['CUNIT1']!r} is not one this reader knows")
+    scale = UNIT_TO_ANGSTROM.get(unit, 1.0)
+    if axis.endswith("-LOG"):
+        return scale * reference * np.exp(step * offset / reference)
+    if header.get("DC-FLAG") == 1 or (not unit and reference < 5.0):
+        return 10 ** (reference + step * offset)
+    return scale * (reference + step * offset)
+
+
+# Noise and labels
+
+def der_snr_ivar(flux: np.ndarray) -> np.ndarray:
+    """One inverse variance for a spectrum without errors, from the DER_SNR noise (Stoehr et al. 2008).
+
+    noise = 1.482602 / sqrt(6) * median |2 f_i - f_(i-2) - f_(i+2)| over the finite, non-zero pixels: the
+    median absolute second difference, which a smooth stellar spectrum leaves to the pixel-to-pixel noise. The
+    result is 1 / noise^2 at every finite pixel and 0 elsewhere, and 0 everywhere when no noise can be measured.
+    """
+    usable = flux[np.isfinite(flux) & (flux != 0)].astype(np.float64)
+    if usable.size < 5:
+        return np.zeros(flux.size, np.float32)
+    noise = DER_SNR_SCALE * np.median(np.abs(2.0 * usable[2:-2] - usable[:-4] - usable[4:]))
+    if not noise > 0:
+        return np.zeros(flux.size, np.float32)
+    return np.where(np.isfinite(flux), 1.0 / noise**2, 0.0).astype(np.float32)
+
+
+def label_value(value: object) -> float | None:
+    """A label as a float, or None where it is empty, not a number, not finite, or a "no value" sentinel."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return number if np.isfinite(number) and number > MISSING_SENTINEL else None
+
+
+def _header_labels(header: fits.Header) -> dict[str, float | None]:
+    """Stellar parameters a survey file's header states (TEFF, LOGG, FEH or FE_H), None where it states none."""
+    keys = {"teff": ("TEFF",), "logg": ("LOGG",), "feh": ("FEH", "FE_H")}
+    return {label: next((label_value(header[key]) for key in names if key in header), None)
+            for label, names in keys.items()}
+
+
+# Opening files
+
+def open_fits(data: bytes) -> fits.HDUList:
+    """All HDUs of a FITS file's bytes (gzip or not), or UnusableSpectrum naming why they cannot be read.
+
+    A file shorter than its headers promise is truncated; astropy only warns about that (and not at all inside a
+    gzip stream), so the promised length is checked here.
+    """
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as error:
+            raise UnusableSpectrum(f"truncated or corrupt gzip stream: {error}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # truncation is checked below; header dialect warnings are not errors
+        try:
+            hdus = fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise UnusableSpectrum(f"unreadable FITS: {error}") from None
+    promised = max(info["datLoc"] + info["datSpan"] for info in (hdu.fileinfo() for hdu in hdus))
+    if promised > len(data):
+        raise UnusableSpectrum(f"truncated FITS: {len(data)} bytes where its headers promise {promised}")
+    return hdus
+
+
+def read_spectrum(data: bytes, name: str, library: LibraryEntry | None = None) -> Spectrum:
+    """The spectrum in a FITS file's bytes, its layout recognised by content; `library` names and labels a
+    library spectrum. Raises UnusableSpectrum with the reason when there is none to use."""
+    hdus = open_fits(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # astropy's notes on non-standard headers; the content is checked
+            spectrum = _read_layout(hdus, name, library)
+    except UnusableSpectrum:
+        raise
+    except (KeyError, IndexError, ValueError, TypeError) as error:   # a missing column, HDU or keyword
+        raise UnusableSpectrum(f"malformed {_layout_name(hdus)} file: {type(error).__name__}: {error}") from None
+    _check(spectrum)
+    return spectrum
+
+
+def _layout_name(hdus: fits.HDUList) -> str:
+    """SDSS (a COADD table), LAMOST (its telescope in the header), or FITS (anything else)."""
+    if "COADD" in hdus:
+        return "SDSS"
+    if str(hdus[0].header.get("TELESCOP", "")).strip().upper() == "LAMOST":
+        return "LAMOST"
+    return "FITS"
+
+
+def _read_layout(hdus: fits.HDUList, name: str, library: LibraryEntry | None) -> Spectrum:
+    """The spectrum, by the reader of its layout; a 1-D primary image is a library spectrum."""
+    layout = _layout_name(hdus)
+    if layout == "SDSS":
+        return read_sdss(hdus, name)
+    if layout == "LAMOST":
+        return read_lamost(hdus, name)
+    primary = hdus[0]
+    if primary.data is not None and primary.data.ndim == 1:
+        return read_library_spectrum(hdus, name, library or _unlabelled_entry(name))
+    raise UnusableSpectrum("not a spectrum layout this reader knows (SDSS/BOSS spec, LAMOST, or a 1-D spectrum "
+                           "with a wavelength solution in its header)")
+
+
+def _stem(name: str) -> str:
+    """A file name without its directories and FITS/gzip extensions."""
+    base = name.rsplit("/", 1)[-1]
+    base = base[:-3] if base.lower().endswith(".gz") else base
+    return base[: -len(Path(base).suffix)] if Path(base).suffix.lower() in FITS_SUFFIXES else base
+
+
+def _unlabelled_entry(name: str) -> LibraryEntry:
+    """A 1-D spectrum with no labels.csv above it: named by its file, its source by its folder."""
+    folder = Path(name).parent.name or "spectral"
+    return LibraryEntry(f"{folder}-library", _stem(name), dict.fromkeys(LABELS))
+
+
+# The formats
+
+def read_sdss(hdus: fits.HDUList, name: str) -> Spectrum:
+    """An SDSS-I/II or BOSS `spec` file: the COADD table and the pipeline's redshift and class from HDU 2."""
+    coadd = hdus["COADD"].data
+    columns = {column.lower(): column for column in coadd.columns.names}
+    flux = np.asarray(coadd[columns["flux"]], np.float32)
+    and_mask = (np.asarray(coadd[columns["and_mask"]], np.int32) if "and_mask" in columns
+                else np.zeros(flux.size, np.int32))
+    loglam = _vacuum_loglam(exact_log_grid(coadd[columns["loglam"]]), hdus[0].header, default_air=False)
+    specobj = hdus[2].data[0] if len(hdus) > 2 and isinstance(hdus[2], fits.BinTableHDU) else None
+    fields = {column.upper(): column for column in specobj.array.names} if specobj is not None else {}
+    spectrum_class = str(specobj[fields["CLASS"]]).strip() if "CLASS" in fields else ""
+    if spectrum_class and spectrum_class.upper() != "STAR":
+        raise UnusableSpectrum(f"SDSS class {spectrum_class}, not a star")
+    if {"PLATE", "MJD", "FIBERID"} <= fields.keys():
+        plate, mjd, fiber = (int(specobj[fields[key]]) for key in ("PLATE", "MJD", "FIBERID"))
+        spectrum_id = f"spec-{plate:04d}-{mjd:05d}-{fiber:04d}"
+    else:
+        spectrum_id = _stem(name)
+    z = float(specobj[fields["Z"]]) if "Z" in fields else 0.0
+    return Spectrum(spectrum_id, loglam, flux, np.asarray(coadd[columns["ivar"]], np.float32), and_mask, z, "sdss",
+                    _header_labels(hdus[0].header))
+
+
+def read_lamost(hdus: fits.HDUList, name: str) -> Spectrum:
+    """A LAMOST low-resolution (primary image rows) or medium-resolution (COADD_B + COADD_R tables) spectrum."""
+    header = hdus[0].header
+    spectrum_class = str(header.get("CLASS", "")).strip()
+    if spectrum_class and spectrum_class.upper() != "STAR":
+        raise UnusableSpectrum(f"LAMOST class {spectrum_class}, not a star")
+    arms = [hdus[arm].data for arm in ("COADD_B", "COADD_R") if arm in hdus]
+    if arms:
+        loglam = np.concatenate([exact_log_grid(arm["LOGLAM"]) for arm in arms])
+        flux, ivar, lamost_mask = (np.concatenate([np.asarray(arm[column]) for arm in arms])
+                                   for column in ("FLUX", "IVAR", "ANDMASK"))
+        order = np.argsort(loglam, kind="stable")
+        loglam, flux, ivar, lamost_mask = loglam[order], flux[order], ivar[order], lamost_mask[order]
+    elif hdus[0].data is not None and hdus[0].data.ndim == 2 and hdus[0].data.shape[0] >= 3:
+        rows = hdus[0].data
+        flux, ivar = rows[0], rows[1]
+        loglam = exact_log_grid(np.log10(rows[2].astype(np.float64)))
+        lamost_mask = rows[3] if rows.shape[0] > 3 else np.zeros(flux.size)
+    else:
+        raise UnusableSpectrum("LAMOST file with neither a flux/ivar/wavelength primary image (low resolution) nor "
+                               "COADD_B/COADD_R tables (medium resolution)")
+    loglam = _vacuum_loglam(loglam, header, default_air=False)
+    ivar = np.asarray(ivar, np.float32)
+    and_mask = _lamost_to_sdss_mask(np.asarray(lamost_mask).astype(np.int64))
+    return Spectrum(_stem(name), loglam, np.asarray(flux, np.float32), ivar, and_mask, _lamost_redshift(header),
+                    "lamost", _header_labels(header))
+
+
+def _lamost_to_sdss_mask(lamost_mask: np.ndarray) -> np.ndarray:
+    """SDSS pixel bits (LAMOST_TO_SDSS_BITS) of a LAMOST pixel mask."""
+    sdss_mask = np.zeros(lamost_mask.size, np.int32)
+    for lamost_bit, sdss_name in LAMOST_TO_SDSS_BITS.items():
+        sdss_mask |= np.where(lamost_mask & (1 << lamost_bit), 1 << SDSS_PIXEL_BITS[sdss_name], 0).astype(np.int32)
+    return sdss_mask
+
+
+def _lamost_redshift(header: fits.Header) -> float:
+    """The pipeline's Z, else a radial velocity RV (km/s) as z, else 0 (medium-resolution headers carry neither).
+    HELIO_RV is the heliocentric correction already applied, not the star's velocity, and is not used."""
+    z = label_value(header.get("Z"))
+    if z is not None and z > -1:
+        return z
+    velocity = label_value(header.get("RV"))
+    return velocity / SPEED_OF_LIGHT_KMS if velocity is not None else 0.0
+
+
+def read_library_spectrum(hdus: fits.HDUList, name: str, entry: LibraryEntry) -> Spectrum:
+    """A 1-D library spectrum: wavelengths from the header (air unless it says vacuum), DER_SNR inverse variance,
+    rest frame (z = 0), labels from the library's table."""
+    header = hdus[0].header
+    flux = np.asarray(hdus[0].data, np.float32)
+    wavelength = header_wavelengths(header, flux.size)
+    if _in_air(header, default=True):
+        wavelength = air_to_vacuum(wavelength)
+    loglam = np.log10(wavelength)
+    if loglam.size > 1 and loglam[0] > loglam[-1]:
+        loglam, flux = loglam[::-1].copy(), flux[::-1].copy()
+    ivar = der_snr_ivar(flux)
+    return Spectrum(entry.object_id, loglam, flux, ivar, np.zeros(flux.size, np.int32), 0.0, entry.source,
+                    dict(entry.labels))
+
+
+def _check(spectrum: Spectrum) -> None:
+    """Raise UnusableSpectrum when a spectrum read cleanly but carries nothing usable; otherwise zero the ivar of
+    non-finite flux and flag NODATA where ivar is 0 (the SDSS convention, for formats without SDSS bits)."""
+    sizes = {spectrum.loglam.size, spectrum.flux.size, spectrum.ivar.size, spectrum.and_mask.size}
+    if len(sizes) != 1 or spectrum.flux.size < 2:
+        raise UnusableSpectrum(f"wavelength, flux, ivar and mask lengths differ or are too short: {sorted(sizes)}")
+    finite = np.isfinite(spectrum.flux)
+    if not finite.any():
+        raise UnusableSpectrum("all flux values are NaN or infinite")
+    if not spectrum.flux[finite].any():
+        raise UnusableSpectrum("all flux values are zero")
+    spectrum.ivar = np.where(finite & np.isfinite(spectrum.ivar) & (spectrum.ivar > 0), spectrum.ivar,
+                             np.float32(0)).astype(np.float32)
+    if not spectrum.ivar.any():
+        raise UnusableSpectrum("inverse variance is zero at every pixel" + (
+            " (DER_SNR measured no noise)" if spectrum.source.endswith("-library") else ""))
+    if not (np.isfinite(spectrum.loglam).all() and (np.diff(spectrum.loglam) > 0).all()):
+        raise UnusableSpectrum("wavelengths are not finite and strictly increasing")
+    if spectrum.source != "sdss":
+        spectrum.and_mask = np.where(spectrum.ivar == 0, spectrum.and_mask | NODATA, spectrum.and_mask)
+
+
+# Labelled libraries
+
+def _normalised_column(name: str) -> str:
+    """A column name as LABEL_ALIASES spells them: lower case, letters, digits and '/' only."""
+    return re.sub(r"[^a-z0-9/]", "", name.casefold())
+
+
+def _name_candidates(stem: str) -> set[str]:
+    """Every substring of a file stem that starts and ends at a change of character class (letters, digits,
+    other), case-folded: the strings an id written into the name can be."""
+    bounds = [0] + [match.end() for match in re.finditer(r"[A-Za-z]+|\d+|[^A-Za-z\d]+", stem)]
+    return {stem[start:stop].casefold() for i, start in enumerate(bounds) for stop in bounds[i + 1:]}
+
+
+@dataclass
+class LabelTable:
+    """A library's labels.csv: the id column found by content, labels by id, and what could not be matched."""
+
+    path: str
+    id_column: str | None
+    labels: dict[str, dict[str, float | None]]      # row id -> labels
+    matches: dict[str, str]                          # file stem -> row id
+    duplicate_rows: list[str]
+
+    @property
+    def unmatched_rows(self) -> list[str]:
+        """Row ids that no file name contains, in table order."""
+        matched = set(self.matches.values())
+        return [row_id for row_id in self.labels if row_id not in matched]
+
+
+def read_label_table(path: Path, name: str, stems: Sequence[str]) -> LabelTable:
+    """Read a library's labels.csv and match its rows to the file stems of the library.
+
+    The id column is the one whose values name the most files one-to-one (a column whose single value appears in
+    every name, such as a resolution, counts once). A file whose name holds several of its values takes the longest.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+    candidates = {stem: _name_candidates(stem) for stem in stems}
+    id_column, matches, best = None, {}, 0
+    for column in columns:
+        values = {str(row[column] or "").strip().casefold() for row in rows} - {""}
+        column_matches = {stem: max(found, key=lambda value: (len(value), value))
+                          for stem, names in candidates.items() if (found := names & values)}
+        if len(set(column_matches.values())) > best:
+            id_column, matches, best = column, column_matches, len(set(column_matches.values()))
+    by_alias = {_normalised_column(column): column for column in columns}
+    sources = {label: next((by_alias[alias] for alias in aliases if alias in by_alias), None)
+               for label, aliases in LABEL_ALIASES.items()}
+    labels: dict[str, dict[str, float | None]] = {}
+    originals: dict[str, str] = {}
+    duplicates = []
+    for row in rows if id_column else ():
+        row_id = str(row[id_column] or "").strip()
+        if not row_id:
+            continue
+        if row_id.casefold() in originals:
+            duplicates.append(row_id)
+            continue
+        originals[row_id.casefold()] = row_id
+        labels[row_id] = {label: label_value(row[column]) if column else None for label, column in sources.items()}
+    return LabelTable(name, id_column, labels, {stem: originals[value] for stem, value in matches.items()},
+                      duplicates)
+
+
+def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine) -> dict[Path, LibraryEntry]:
+    """Library entries of the files under each labels.csv (the nearest one above a file), quarantining label rows
+    that match no file and repeated rows."""
+    tables = sorted(folder.rglob(LABELS_CSV), key=lambda path: path.relative_to(folder).as_posix())
+    roots = {table.parent: table for table in tables}
+    members: dict[Path, list[Path]] = {root: [] for root in roots}
+    for path in files:
+        root = next((parent for parent in path.parents if parent in roots), None)
+        if root is not None:
+            members[root].append(path)
+    entries = {}
+    for root, table_path in roots.items():
+        name = table_path.relative_to(folder).as_posix()
+        source = f"{(root if root != folder else folder).name}-library"
+        try:
+            table = read_label_table(table_path, name, [_stem(path.name) for path in members[root]])
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            quarantine.add(name, f"unreadable labels table: {error}", name)
+            continue
+        for row_id in table.unmatched_rows:
+            quarantine.add(row_id, f"label row {row_id} matches no spectrum file", name)
+        for row_id in table.duplicate_rows:
+            quarantine.add(row_id, f"label row {row_id} repeats an earlier row of the same id", name)
+        for path in members[root]:
+            row_id = table.matches.get(_stem(path.name))
+            entries[path] = LibraryEntry(source, row_id or _stem(path.name),
+                                         table.labels[row_id] if row_id else dict.fromkeys(LABELS))
+        log.info("%s: %d label rows, id column %r, %d of %d files labelled", name, len(table.labels),
+                 table.id_column, sum(_stem(path.name) in table.matches for path in members[root]),
+                 len(members[root]))
+    return entries
+
+
+# The folder reader
+
+def _is_fits_name(name: str) -> bool:
+    """A FITS file name, gzipped or not (hidden files are not read)."""
+    lower = name.lower()
+    lower = lower[:-3] if lower.endswith(".gz") else lower
+    return lower.endswith(FITS_SUFFIXES) and not name.startswith(".")
+
+
+def read_folder(folder: Path, samples: int = 0) -> Ingested:
+    """Every spectrum in a local folder (recursively, in sorted path order), at most `samples` of them (0 = all)."""
+    from steps.ingest.sources import Ingested   # here, not at the top: sources imports this module to register it
+
+    folder = Path(folder)
+    quarantine = Quarantine("ingest.spectra")
+    files = sorted((path for path in folder.rglob("*") if path.is_file() and _is_fits_name(path.name)),
+                   key=lambda path: path.relative_to(folder).as_posix())
+    entries = _library_entries(folder, files, quarantine)
+    spectra: list[Spectrum] = []
+    read_from: dict[str, str] = {}
+    for path in files:
+        if samples and len(spectra) >= samples:
+            break
+        name = path.relative_to(folder).as_posix()
+        try:
+            spectrum = read_spectrum(path.read_bytes(), name, entries.get(path))
+        except UnusableSpectrum as error:
+            quarantine.add(name, str(error), name)
+            continue
+        if spectrum.id in read_from:
+            quarantine.add(name, f"object {spectrum.id} was already read from {read_from[spectrum.id]}", name)
+            continue
+        read_from[spectrum.id] = name
+        spectra.append(spectrum)
+    by_source = Counter(spectrum.source for spectrum in spectra)
+    log.info("%s: %d spectra (%s), %d records quarantined", folder, len(spectra),
+             ", ".join(f"{source}: {count}" for source, count in sorted(by_source.items())) or "none", len(quarantine))
+    data, labels = spectra_tables(spectra)
+    return Ingested(data, labels, quarantine)
+
+
+@contextmanager
+def local_folder(location: str) -> Iterator[Path]:
+    """A local path as it is, or an `s3://bucket/prefix` copied into a temporary folder of the prefix's last name
+    (so that names derived from folders, such as a library's source, do not depend on where it is read)."""
+    if not location.startswith("s3://"):
+        yield Path(location)
+        return
+    parent, _, name = location.rstrip("/").rpartition("/")
+    if parent in ("s3:", "s3:/"):
+        raise ValueError(f"{location!r}: give a folder inside the bucket (s3://BUCKET/PREFIX)")
+    with tempfile.TemporaryDirectory(prefix="ingest-spectra-") as scratch:
+        target = Path(scratch) / name
+        open_store(parent).download_dir(name, target)
+        yield target
+
+
+def read_spectra_folder(request: IngestRequest) -> Ingested:
+    """The folder reader of the spectra modality: SDSS/BOSS, LAMOST and labelled-library files in
+    `request.location` (a path or s3:// prefix), at most `request.samples` objects (0 = all)."""
+    if request.location is None:
+        raise ValueError("read_spectra_folder needs request.location, the folder to replay")
+    with local_folder(request.location) as folder:
+        return read_folder(folder, request.samples)
+
+
+def spectra_tables(spectra: Sequence[Spectrum]) -> tuple[pa.Table, pa.Table]:
+    """The raw spectra table and the labels table (one row per spectrum, null where unknown)."""
+    data = pa.table({
+        "id": pa.array([spectrum.id for spectrum in spectra], pa.string()),
+        "loglam": list_column([spectrum.loglam for spectrum in spectra], pa.float64()),
+        "flux": list_column([spectrum.flux for spectrum in spectra], pa.float32()),
+        "ivar": list_column([spectrum.ivar for spectrum in spectra], pa.float32()),
+        "and_mask": list_column([spectrum.and_mask for spectrum in spectra], pa.int32()),
+        "z": pa.array([spectrum.z for spectrum in spectra], pa.float64()),
+        "source": pa.array([spectrum.source for spectrum in spectra], pa.string()),
+    }, schema=SPECTRA_SCHEMA)
+    labels = pa.Table.from_pylist([{"id": spectrum.id, **spectrum.labels} for spectrum in spectra],
+                                  schema=STELLAR_LABELS_SCHEMA)
+    return data, labels

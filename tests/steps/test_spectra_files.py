@@ -1,0 +1,436 @@
+"""Spectra replayed from folders of real archive files (`../shared/data/{sdss,lamost,miles}`), and their
+preprocessing: every real file read (or set aside with its reason), deliberately corrupted copies quarantined,
+library labels reaching the labels table, wavelength conventions, and the vectorised resampler against the
+per-spectrum reference."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from astropy.io import fits
+
+from steps.core.artifacts import read_manifest
+from steps.core.quarantine import QUARANTINE_TABLE
+from steps.core.storage import open_store
+from steps.ingest import sources
+from steps.ingest.schemas import DATA_FILES, LABELS_FILE, SDSS_PIXEL_BITS, SPECTRA_SCHEMA, STELLAR_LABELS_SCHEMA
+from steps.ingest.sources import IngestRequest
+from steps.ingest.spectra_files import (
+    air_to_vacuum, der_snr_ivar, header_wavelengths, read_folder, read_spectra_folder)
+from steps.preprocess.common import FEATURES_FILE, RawArtifact
+from steps.preprocess.spectra import (
+    ResamplingOperator, masked_row_median, output_grid, pixel_extents, preprocess_spectra, resample)
+
+REPO = Path(__file__).resolve().parents[2]
+MILES_FILE = "MILES_res2.50_star_{}V.fits.gz"
+BIT = {name: 1 << bit for name, bit in SDSS_PIXEL_BITS.items()}
+
+
+@pytest.fixture(scope="module")
+def data_dir(shared_dir) -> Path:
+    return shared_dir / "data"
+
+
+@pytest.fixture(scope="module")
+def miles(data_dir):
+    """The whole MILES folder, read once."""
+    return checked(read_folder(data_dir / "miles"))
+
+
+@pytest.fixture(autouse=True)
+def spectra_folder_reader(monkeypatch):
+    """The reader registered for folder sources, as `steps.ingest.sources` does."""
+    monkeypatch.setitem(sources.FOLDER_READERS, "spectra", read_spectra_folder)
+
+
+def checked(ingested: sources.Ingested) -> sources.Ingested:
+    assert ingested.data.schema.equals(SPECTRA_SCHEMA) and ingested.labels.schema.equals(STELLAR_LABELS_SCHEMA)
+    assert ingested.data.column("id").to_pylist() == ingested.labels.column("id").to_pylist()
+    return ingested
+
+
+def rows(ingested: sources.Ingested) -> dict[str, dict]:
+    return {row["id"]: row for row in ingested.data.to_pylist()}
+
+
+def reasons(ingested: sources.Ingested) -> dict[str, str]:
+    return {row["id"]: row["reason"] for row in ingested.quarantine.rows}
+
+
+def write_spectrum(path: Path, flux: np.ndarray, **header) -> Path:
+    """A 1-D library spectrum: `flux` in the primary HDU and `header` keywords (the wavelength solution)."""
+    hdu = fits.PrimaryHDU(np.asarray(flux, np.float64))
+    hdu.header.update(header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = fits.HDUList([hdu])
+    if path.name.endswith(".gz"):
+        buffer = io.BytesIO()
+        data.writeto(buffer)
+        path.write_bytes(gzip.compress(buffer.getvalue()))
+    else:
+        data.writeto(path)
+    return path
+
+
+def write_labels(path: Path, header: list[str], table: list[list[object]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(table)
+
+
+# Every real file
+
+@pytest.mark.needs_shared
+def test_every_shared_spectrum_is_read(data_dir, miles):
+    sdss = checked(read_folder(data_dir / "sdss"))
+    lamost = checked(read_folder(data_dir / "lamost"))
+    assert [len(sdss.quarantine), len(lamost.quarantine), len(miles.quarantine)] == [0, 0, 0]
+    assert sdss.data.column("id").to_pylist() == sorted(path.name[:-5] for path in (data_dir / "sdss").glob("*.fits"))
+    assert lamost.data.column("id").to_pylist() == [
+        "med-58268-HIP95119KP01_sp12-076", "med-58408-TD230151N343645T01_sp01-015",
+        "spec-57287-KP193637N444141V03_sp10-161", "spec-58397-EG014118N254444M01_sp03-031"]
+    assert miles.data.num_rows == 515 and set(miles.data.column("source").to_pylist()) == {"miles-library"}
+    assert set(sdss.data.column("source").to_pylist()) == {"sdss"}
+    assert set(lamost.data.column("source").to_pylist()) == {"lamost"}
+
+
+@pytest.mark.needs_shared
+def test_sdss_and_boss_rows_are_the_archive_values(data_dir):
+    spectra = rows(read_folder(data_dir / "sdss"))
+    with fits.open(data_dir / "sdss" / "spec-0618-52049-0372.fits") as hdus:
+        coadd, specobj = hdus["COADD"].data, hdus[2].data[0]
+        row = spectra["spec-0618-52049-0372"]
+        np.testing.assert_array_equal(row["flux"], coadd["flux"])
+        np.testing.assert_array_equal(row["ivar"], coadd["ivar"])
+        np.testing.assert_array_equal(row["and_mask"], coadd["and_mask"])
+        assert row["z"] == pytest.approx(float(specobj["Z"]))
+        # The float32 log-linear grid, restored: within float32 rounding of the file, with uniform 1e-4 dex steps
+        # (the file's float32 steps vary by 2e-3 of a pixel).
+        np.testing.assert_allclose(row["loglam"], coadd["loglam"], atol=2.4e-7, rtol=0)
+        assert np.ptp(np.diff(row["loglam"])) < 1e-12 and np.diff(row["loglam"])[0] == pytest.approx(1e-4, rel=1e-8)
+    boss = spectra["spec-7332-56683-0788"]
+    assert 3600 < 10 ** boss["loglam"][0] < 3620 and 10380 < 10 ** boss["loglam"][-1] < 10400
+    low_snr = spectra["spec-3764-55514-0972"]                                  # the L0 dwarf, S/N about 1
+    assert np.median(np.abs(low_snr["flux"]) * np.sqrt(low_snr["ivar"])) < 3
+
+
+@pytest.mark.needs_shared
+def test_lamost_low_and_medium_resolution_layouts(data_dir):
+    spectra = rows(read_folder(data_dir / "lamost"))
+    low = spectra["spec-58397-EG014118N254444M01_sp03-031"]
+    with fits.open(data_dir / "lamost" / "spec-58397-EG014118N254444M01_sp03-031.fits") as hdus:
+        header, image = hdus[0].header, hdus[0].data
+        assert header["VACUUM"] and low["z"] == pytest.approx(header["Z"])
+        np.testing.assert_allclose(low["loglam"], header["COEFF0"] + header["COEFF1"] * np.arange(header["NAXIS1"]),
+                                   atol=1e-9)
+        np.testing.assert_array_equal(low["flux"], image[0])
+    assert np.all((np.asarray(low["and_mask"]) == BIT["NODATA"]) == (np.asarray(low["ivar"]) == 0))
+
+    medium = spectra["med-58408-TD230151N343645T01_sp01-015"]
+    with fits.open(data_dir / "lamost" / "med-58408-TD230151N343645T01_sp01-015.fits") as hdus:
+        blue, red = hdus["COADD_B"].data, hdus["COADD_R"].data
+        assert len(medium["flux"]) == len(blue) + len(red) and medium["z"] == 0.0      # no Z or RV in the header
+        and_mask = np.asarray(medium["and_mask"])
+        assert np.count_nonzero(and_mask & BIT["FULLREJECT"]) == np.count_nonzero(blue["ANDMASK"] & 1)  # BADCCD
+    loglam = np.asarray(medium["loglam"])
+    assert np.all(np.diff(loglam) > 0) and 10 ** loglam[len(blue) - 1] < 5400 < 6200 < 10 ** loglam[len(blue)]
+
+
+@pytest.mark.needs_shared
+def test_miles_labels_reach_the_labels_table_and_empty_values_stay_null(data_dir, miles):
+    with open(data_dir / "miles" / "labels.csv", newline="") as handle:
+        table = {row["miles_id"]: row for row in csv.DictReader(handle)}
+    labels = miles.labels.to_pandas().set_index("id")
+    assert labels.loc["m0145"].tolist() == [float(table["m0145"][name]) for name in ("teff", "logg", "feh")]
+    assert labels.loc["m0443"].isna().all()                                     # no parameters in the table
+    assert labels.loc["m0838", "teff"] == 2748.0 and np.isnan(labels.loc["m0838", "feh"])
+    assert labels["feh"].isna().sum() == sum(row["feh"] == "" for row in table.values())
+    assert sorted(labels.index) == sorted(table)
+
+
+@pytest.mark.needs_shared
+def test_miles_air_wavelengths_become_vacuum_and_ivar_comes_from_der_snr(data_dir, miles):
+    star = rows(miles)["m0145"]
+    with fits.open(data_dir / "miles" / "spectra" / MILES_FILE.format("m0145")) as hdus:
+        flux, header = hdus[0].data, hdus[0].header
+    air = header["CRVAL1"] + header["CDELT1"] * np.arange(flux.size)
+    np.testing.assert_allclose(10 ** np.asarray(star["loglam"]), air_to_vacuum(air), rtol=1e-12)
+    assert 10 ** star["loglam"][0] - air[0] == pytest.approx(1.01, abs=0.01)   # 3540.5 A in air is 3541.5 in vacuum
+    noise = 1.482602 / np.sqrt(6) * np.median(np.abs(2 * flux[2:-2] - flux[:-4] - flux[4:]))
+    np.testing.assert_allclose(star["ivar"], 1 / noise**2, rtol=1e-5)          # from the float32 flux
+    assert star["z"] == 0.0 and not np.any(star["and_mask"])
+
+
+@pytest.mark.parametrize(("air", "vacuum"), [(3933.663, 3934.777), (5889.950, 5891.583), (6562.80, 6564.61)])
+def test_air_to_vacuum_matches_laboratory_lines(air, vacuum):
+    """Ca II K, Na I D2 and H-alpha, air and vacuum wavelengths as tabulated by NIST."""
+    assert air_to_vacuum(np.array([air]))[0] == pytest.approx(vacuum, abs=0.003)
+
+
+def test_der_snr_recovers_a_known_noise():
+    rng = np.random.default_rng(3)
+    wave = np.linspace(4000, 7000, 30000)
+    flux = 10 * (1 - 0.3 * np.exp(-0.5 * ((wave - 5500) / 3) ** 2)) + rng.normal(0, 0.2, wave.size)
+    flux[100] = np.nan
+    ivar = der_snr_ivar(flux)
+    assert ivar[100] == 0 and np.unique(ivar[np.isfinite(flux)]).size == 1
+    assert ivar[0] == pytest.approx(1 / 0.2**2, rel=0.03)
+    assert not der_snr_ivar(np.ones(100)).any()                                 # no noise: nothing to measure
+
+
+@pytest.mark.parametrize(("header", "first", "last"), [
+    ({"CRVAL1": 3540.5, "CDELT1": 0.9}, 3540.5, 3540.5 + 0.9 * 99),
+    ({"CRVAL1": 3541.4, "CDELT1": 0.9, "CRPIX1": 2}, 3540.5, 3540.5 + 0.9 * 99),
+    ({"CRVAL1": 354.05, "CD1_1": 0.09, "CUNIT1": "nm"}, 3540.5, 3540.5 + 0.9 * 99),
+    ({"CRVAL1": 3.55, "CDELT1": 1e-4, "DC-FLAG": 1}, 10**3.55, 10 ** (3.55 + 99e-4)),
+    ({"CRVAL1": 3.55, "CDELT1": 1e-4}, 10**3.55, 10 ** (3.55 + 99e-4)),
+    ({"CRVAL1": 4000.0, "CDELT1": 0.5, "CTYPE1": "AWAV-LOG"}, 4000.0, 4000.0 * np.exp(0.5 * 99 / 4000.0)),
+])
+def test_header_wavelength_solutions(header, first, last):
+    wave = header_wavelengths(fits.Header(header), 100)
+    assert wave[0] == pytest.approx(first) and wave[-1] == pytest.approx(last)
+
+
+# Corrupted copies and label tables
+
+@pytest.mark.needs_shared
+def test_corrupted_copies_are_quarantined_with_their_reason(tmp_path, data_dir):
+    sdss, lamost, miles = data_dir / "sdss", data_dir / "lamost", data_dir / "miles" / "spectra"
+    folder = tmp_path / "folder"
+    (folder / "sdss").mkdir(parents=True)
+    truncated = (sdss / "spec-0618-52049-0372.fits").read_bytes()[:500000]
+    (folder / "sdss" / "spec-0618-52049-0372.fits").write_bytes(truncated)
+    shutil.copy(sdss / "spec-1079-52621-0509.fits", folder / "sdss")
+    (folder / "sdss" / "spec-1079-52621-0509.fits.gz").write_bytes(
+        gzip.compress((sdss / "spec-1079-52621-0509.fits").read_bytes()))          # the same object again
+    with fits.open(sdss / "spec-1123-52882-0065.fits") as hdus:
+        zero_ivar = fits.HDUList([hdu.copy() for hdu in hdus[:3]])
+        zero_ivar["COADD"].data["ivar"] = 0
+        zero_ivar.writeto(folder / "sdss" / "spec-1123-52882-0065.fits")
+        galaxy = fits.HDUList([hdu.copy() for hdu in hdus[:3]])
+        galaxy[2].data["CLASS"] = "GALAXY"
+        galaxy[2].data["PLATE"] = 1124
+        galaxy.writeto(folder / "sdss" / "spec-1124-52882-0065.fits")
+    packed = (lamost / "spec-57287-KP193637N444141V03_sp10-161.fits.gz").read_bytes()
+    (folder / "lamost").mkdir()
+    (folder / "lamost" / "spec-57287-KP193637N444141V03_sp10-161.fits.gz").write_bytes(packed[: len(packed) // 2])
+    (folder / "notes.fits").write_bytes(b"these are notes, not FITS" * 200)
+
+    library = folder / "miles"
+    (library / "spectra").mkdir(parents=True)
+    shutil.copy(miles / MILES_FILE.format("m0145"), library / "spectra")
+    with fits.open(miles / MILES_FILE.format("m0002")) as hdus:
+        header = hdus[0].header
+        write_spectrum(library / "spectra" / MILES_FILE.format("m0002"), np.full(header["NAXIS1"], np.nan), **header)
+        write_spectrum(library / "spectra" / MILES_FILE.format("m0005"), np.zeros(header["NAXIS1"]), **header)
+        write_spectrum(library / "spectra" / MILES_FILE.format("m9000"), hdus[0].data, **header)   # not in labels
+    write_labels(library / "labels.csv", ["miles_id", "name", "sptype", "teff", "logg", "feh"], [
+        ["m0145", "HD026965", "K1V", 5073.0, 4.19, -0.31], ["m0002", "HD225212", "K3Ibvar", 4167.0, 0.95, 0.02],
+        ["m0005", "HD000249", "K1IV", 4717.0, 2.4, -0.35], ["m0999", "HD999999", "G2V", 5800.0, 4.4, ""]])
+
+    ingested = checked(read_folder(folder))
+    assert reasons(ingested).pop("notes.fits").startswith("unreadable FITS: No SIMPLE card found")
+    assert reasons(ingested) | {"notes.fits": "-"} == {
+        "lamost/spec-57287-KP193637N444141V03_sp10-161.fits.gz":
+            "truncated or corrupt gzip stream: Compressed file ended before the end-of-stream marker was reached",
+        "miles/spectra/MILES_res2.50_star_m0002V.fits.gz": "all flux values are NaN or infinite",
+        "miles/spectra/MILES_res2.50_star_m0005V.fits.gz": "all flux values are zero",
+        "m0999": "label row m0999 matches no spectrum file",
+        "notes.fits": "-",
+        "sdss/spec-0618-52049-0372.fits": "truncated FITS: 500000 bytes where its headers promise 535680",
+        "sdss/spec-1079-52621-0509.fits.gz":
+            "object spec-1079-52621-0509 was already read from sdss/spec-1079-52621-0509.fits",
+        "sdss/spec-1123-52882-0065.fits": "inverse variance is zero at every pixel",
+        "sdss/spec-1124-52882-0065.fits": "SDSS class GALAXY, not a star",
+    }
+    assert ingested.data.column("id").to_pylist() == ["m0145", "MILES_res2.50_star_m9000V", "spec-1079-52621-0509"]
+    labels = ingested.labels.to_pandas().set_index("id")
+    assert labels.loc["m0145"].tolist() == [5073.0, 4.19, -0.31]
+    assert labels.loc["MILES_res2.50_star_m9000V"].isna().all()               # kept, unlabelled
+
+
+def test_the_label_id_column_is_found_by_content_and_labels_by_alias(tmp_path):
+    rng = np.random.default_rng(0)
+    solution = {"CRVAL1": 4000.0, "CDELT1": 1.0, "AIRORVAC": "vac"}
+    for star in ("HD001234", "HD005678", "BD+302431"):
+        write_spectrum(tmp_path / "lib" / f"xsl_res2.50_{star}_merged.fits", 5 + rng.normal(0, 0.1, 500), **solution)
+    # The resolution column's single value appears in every name, and HD0012 is a prefix of an id in a name: neither
+    # may match. Columns are named as other libraries name them.
+    write_labels(tmp_path / "lib" / "labels.csv", ["resolution", "Star", "Teff", "log g", "[Fe/H]"], [
+        ["2.50", "HD001234", 5800, 4.4, -0.1], ["2.50", "HD005678", 4900, "", 0.2],
+        ["2.50", "BD+302431", 16905, 4.2, ""], ["2.50", "HD0012", 6000, 4.0, 0.0]])
+    ingested = checked(read_folder(tmp_path / "lib"))
+    assert reasons(ingested) == {"HD0012": "label row HD0012 matches no spectrum file"}
+    labels = ingested.labels.to_pandas().set_index("id")
+    assert labels.loc["HD001234"].tolist() == [5800.0, 4.4, -0.1]
+    assert np.isnan(labels.loc["HD005678", "logg"]) and labels.loc["BD+302431", "teff"] == 16905.0
+    assert set(ingested.data.column("source").to_pylist()) == {"lib-library"}
+    wave = 10 ** np.asarray(ingested.data.column("loglam")[0].as_py())
+    assert wave[0] == pytest.approx(4000.0)                                    # AIRORVAC = vac: not converted
+
+
+@pytest.mark.needs_shared
+def test_samples_takes_the_first_objects_in_path_order(data_dir):
+    ingested = read_folder(data_dir / "sdss", samples=3)
+    assert ingested.data.column("id").to_pylist() == [
+        "spec-0618-52049-0372", "spec-1079-52621-0509", "spec-1123-52882-0065"]
+
+
+@pytest.mark.needs_shared
+def test_an_s3_folder_is_read_as_the_same_folder_on_disk(tmp_path, data_dir, s3_server, s3_bucket, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    local = tmp_path / "mini"
+    (local / "spectra").mkdir(parents=True)
+    for star in ("m0145", "m0443"):
+        shutil.copy(data_dir / "miles" / "spectra" / MILES_FILE.format(star), local / "spectra")
+    write_labels(local / "labels.csv", ["miles_id", "teff", "logg", "feh"],
+                 [["m0145", 5073.0, 4.19, -0.31], ["m0443", "", "", ""]])
+    shutil.copy(data_dir / "lamost" / "spec-58397-EG014118N254444M01_sp03-031.fits", local)
+    open_store(f"s3://{s3_bucket}").upload_dir(local, "survey/mini")
+    remote = checked(read_spectra_folder(IngestRequest("spectra", 0, location=f"s3://{s3_bucket}/survey/mini")))
+    on_disk = checked(read_folder(local))
+    assert remote.data.equals(on_disk.data) and remote.labels.equals(on_disk.labels)
+    assert remote.data.column("source").to_pylist() == ["lamost", "mini-library", "mini-library"]
+
+
+# Preprocessing of the real files, and the resampler
+
+@pytest.mark.needs_shared
+def test_real_spectra_are_preprocessed_or_quarantined_with_a_reason(data_dir, miles):
+    survey = [checked(read_folder(data_dir / name)) for name in ("sdss", "lamost")]
+    data = pa.concat_tables([ingested.data for ingested in survey] + [miles.data])
+    labels = pa.concat_tables([ingested.labels for ingested in survey] + [miles.labels])
+    features = preprocess_spectra(RawArtifact(Path("raw"), data, labels, synthetic=False))
+    coverage = "pixels usable after masking, resampling and continuum normalisation (the spectrum spans"
+    assert reasons(features) == {     # LAMOST medium resolution: two arms, 900 A of 5100 (and a bad blue arm in one)
+        "med-58268-HIP95119KP01_sp12-076": f"only 154 of 1024 {coverage} 4900-6873 A in the rest frame, the grid "
+                                           "3900-9000 A)",
+        "med-58408-TD230151N343645T01_sp01-015": f"only 218 of 1024 {coverage} 4894-6851 A in the rest frame, the "
+                                                 "grid 3900-9000 A)"}
+    table = features.table.to_pandas().set_index("id")
+    assert len(table) == 9 + 2 + 515
+    valid = 1 - np.stack(table["mask"].to_numpy())
+    flux = np.stack(table["flux"].to_numpy())
+    medians = np.array([np.median(row[keep == 1]) for row, keep in zip(flux, valid)])
+    assert np.all(np.abs(medians - 1) < 0.15)                                  # continuum-normalised
+    miles_ids = table.index.str.startswith("m")
+    assert np.allclose(valid[miles_ids].mean(axis=1), 0.77, atol=0.01)         # 3541-7412 A of 3900-9000 A
+    assert table.loc["spec-3764-55514-0972", "snr"] < 3 < table.loc["spec-0618-52049-0372", "snr"]  # L0 kept
+    assert table.loc["m0145", "teff"] == 5073.0
+    # Spectra processed together (in batches sharing a grid) come out as they do one by one.
+    for row in (0, 11, 13):                                                    # SDSS, LAMOST LRS, MILES
+        alone = preprocess_spectra(RawArtifact(Path("raw"), data.slice(row, 1), labels, synthetic=False)).table
+        together = features.table.filter(pc.equal(features.table["id"], alone["id"][0]))
+        np.testing.assert_array_equal(alone["mask"][0].values.to_numpy(), together["mask"][0].values.to_numpy())
+        for column in ("flux", "ivar"):
+            np.testing.assert_allclose(alone[column][0].values.to_numpy(), together[column][0].values.to_numpy(),
+                                       rtol=1e-5)
+
+
+GRIDS = {   # rest-frame loglam: SDSS (log-linear, shifted by a redshift), MILES (linear in air), LAMOST MRS (two arms)
+    "sdss": 3.5812 + 1e-4 * np.arange(3838) - np.log10(1 + 1.3e-4),
+    "linear": np.log10(air_to_vacuum(3540.5 + 0.9 * np.arange(4300))),
+    "arms": np.concatenate([3.6902 + 1e-5 * np.arange(4151), 3.7999 + 1e-5 * np.arange(3726)]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GRIDS))
+def test_the_sparse_resampler_agrees_with_the_reference_loop_and_conserves_flux(kind):
+    out_edges = 10 ** output_grid(1000)[2]
+    lower, upper = (10**edge for edge in pixel_extents(GRIDS[kind]))
+    operator = ResamplingOperator.build(lower, upper, out_edges)
+    rng = np.random.default_rng(7)
+    shape = (lower.size, 5)                                                    # pixel-major: 5 spectra
+    flux, variance, good = rng.uniform(0.5, 2.0, shape), rng.uniform(0.01, 0.05, shape), rng.random(shape) > 0.03
+    variance = np.where(good, variance, 0).astype(np.float32)                # 0 marks the bad pixels
+    flux_sum, weight, variance_sum = operator.apply(flux.astype(np.float32), variance)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out_flux, out_ivar = flux_sum / weight, weight**2 / variance_sum
+    coverage = weight / np.diff(out_edges)[:, None]
+    usable_flux, usable_ivar, usable = operator.resampled(flux.astype(np.float32), variance)
+    np.testing.assert_array_equal(usable, coverage >= 0.5)
+    np.testing.assert_allclose(usable_flux, np.where(usable > 0, out_flux, 0), rtol=1e-6)
+    np.testing.assert_allclose(usable_ivar, np.where(usable > 0, out_ivar, 0), rtol=1e-6)
+    # The reference takes contiguous pixel edges: compare arm by arm (no output pixel reaches across the gap).
+    arms = np.split(np.arange(lower.size), np.flatnonzero(lower[1:] > upper[:-1] * (1 + 1e-12)) + 1)
+    assert len(arms) == (2 if kind == "arms" else 1)
+    for column in range(shape[1]):
+        for arm in arms:
+            edges = np.append(lower[arm], upper[arm[-1]])
+            ref_flux, ref_variance, ref_coverage = resample(edges, flux[arm, column], variance[arm, column],
+                                                            good[arm, column], out_edges)
+            covered = ref_coverage > 0
+            np.testing.assert_allclose(coverage[covered, column], ref_coverage[covered], rtol=1e-5)
+            np.testing.assert_allclose(out_flux[covered, column], ref_flux[covered], rtol=1e-5)
+            np.testing.assert_allclose(1 / out_ivar[covered, column], ref_variance[covered], rtol=1e-5)
+    # Flux conservation: each good input pixel hands to the grid exactly its integral over the grid's range.
+    inside = np.clip(np.minimum(upper, out_edges[-1]) - np.maximum(lower, out_edges[0]), 0, None)
+    np.testing.assert_allclose(flux_sum.sum(axis=0), (np.where(good, flux, 0) * inside[:, None]).sum(axis=0),
+                               rtol=1e-5)
+
+
+def test_pixels_beside_a_gap_between_arms_do_not_reach_into_it():
+    loglam = np.concatenate([3.69 + 1e-5 * np.arange(100), 3.80 + 1e-5 * np.arange(100)])
+    lower, upper = pixel_extents(loglam)
+    np.testing.assert_allclose(upper - lower, 1e-5, rtol=1e-6)
+    assert np.all(lower[1:] >= upper[:-1] - 1e-12)
+
+
+def test_masked_row_median_is_the_median_of_the_valid_entries():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(200, 37))
+    valid = rng.random((200, 37)) > rng.uniform(0, 1, (200, 1))
+    valid[0] = False
+    expected = [np.median(row[keep]) if keep.any() else np.nan for row, keep in zip(values, valid)]
+    np.testing.assert_array_equal(masked_row_median(values, valid), expected)
+
+
+# The command
+
+@pytest.mark.needs_shared
+def test_ingest_command_reads_a_folder_end_to_end(tmp_path, data_dir):
+    folder = tmp_path / "spectra"
+    (folder / "library" / "spectra").mkdir(parents=True)
+    for name in ("spec-0618-52049-0372.fits", "spec-7332-56683-0788.fits"):
+        shutil.copy(data_dir / "sdss" / name, folder)
+    shutil.copy(data_dir / "lamost" / "spec-57287-KP193637N444141V03_sp10-161.fits.gz", folder)
+    for star in ("m0145", "m0443", "m0838"):
+        shutil.copy(data_dir / "miles" / "spectra" / MILES_FILE.format(star), folder / "library" / "spectra")
+    with open(data_dir / "miles" / "labels.csv", newline="") as handle:
+        table = list(csv.reader(handle))
+    write_labels(folder / "library" / "labels.csv", table[0],
+                 [row for row in table[1:] if row[0] in ("m0145", "m0443", "m0838", "m0002")])
+    out = tmp_path / "raw"
+    command = ["-m", "steps.ingest", "spectra", "--source", str(folder), "--samples", "0", "--out", str(out)]
+    result = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(out)
+    assert manifest.counts == {"objects": 6, "quarantined": 1} and not manifest.synthetic
+    data = pq.read_table(out / DATA_FILES["spectra"])
+    assert data.schema.equals(SPECTRA_SCHEMA)
+    assert data.column("id").to_pylist() == ["m0145", "m0443", "m0838", "spec-0618-52049-0372",
+                                             "spec-57287-KP193637N444141V03_sp10-161", "spec-7332-56683-0788"]
+    labels = pq.read_table(out / LABELS_FILE).to_pandas().set_index("id")
+    assert labels.loc["m0145", "teff"] == 5073.0 and labels.loc["spec-0618-52049-0372"].isna().all()
+    assert pq.read_table(out / QUARANTINE_TABLE).to_pylist() == [
+        {"id": "m0002", "source": "library/labels.csv", "reason": "label row m0002 matches no spectrum file"}]
+
+    features = tmp_path / "features"
+    result = subprocess.run([sys.executable, "-m", "steps.preprocess", "spectra", "--in", str(out), "--out",
+                             str(features)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert pq.read_table(features / FEATURES_FILE).num_rows == 6
+    assert json.loads((features / "spec.json").read_text())["grid"]["length"] == 1024
