@@ -47,3 +47,39 @@ lock:
 
 clean:
 	rm -rf $(VENV) $(STELLAR_HOME) rendered
+
+# ---------------------------------------------------------------------------------------------------------------
+# cluster: stage images, a kind cluster with Argo Workflows and MinIO, both Helm charts, a run (README: On a cluster).
+# The scripts are in cluster/; each says what it needs (docker or podman; kind, kubectl, helm, argo).
+.PHONY: images images-check kind-up kind-load deploy submit kind-down chart-sync
+
+## Build the base and every stage image, tagged with the package version (docker, or podman without a docker engine).
+images:
+	bash cluster/images.sh
+
+## Build, then run every stage container on mounted folders and the API container until /readyz answers 200.
+images-check:
+	bash cluster/images-check.sh
+
+## A kind cluster with MinIO and Argo Workflows (pinned chart versions) and the stellar namespace.
+kind-up:
+	bash cluster/kind-up.sh
+
+## Load the images into the kind nodes.
+kind-load:
+	bash cluster/kind-load.sh
+
+## Install or upgrade charts/stellar-pipeline and charts/stellar-api in the stellar namespace.
+deploy:
+	bash cluster/deploy.sh
+
+## Run the pipeline on the cluster now and watch it (argo submit --from workflowtemplate/stellar-training --watch).
+submit:
+	bash cluster/submit.sh
+
+kind-down:
+	bash cluster/kind-down.sh
+
+## Regenerate the chart files derived from workflows/pipeline.py (after `make golden`; review the diff).
+chart-sync: venv
+	$(BIN)/python charts/sync.py

@@ -41,6 +41,12 @@ READS_REGISTRY = "stellar.dev/reads-registry"
 READS_LOCATION = "stellar.dev/reads-location"
 PURE_SOURCES = "stellar.dev/pure-sources"
 
+# Where the deploy image carries the stellar-api chart (images/deploy/Dockerfile copies it there): the default of
+# the `api-chart` parameter, so the in-cluster rollout needs no chart repository.
+API_CHART_IN_IMAGE = "/opt/stellar/charts/stellar-api"
+# The user the images create (images/base/Dockerfile); pods run as it, never as root.
+RUN_AS_USER = 10001
+
 MODALITIES = {"spectra": "sdss-spectra", "photometry": "gaia-photometry", "lightcurves": "kepler-lightcurves"}
 MODELS = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
 
@@ -66,6 +72,7 @@ class RenderOptions:
     schedule: str = "0 3 * * 1"
     timezone: str = "Etc/UTC"
     starting_deadline_seconds: int = 3600
+    concurrency_policy: str = "Forbid"
     retry_limit: int = 3
     backoff_duration: str = "15s"
     backoff_factor: int = 2
@@ -95,6 +102,12 @@ def workflow_parameters(options: RenderOptions) -> dict[str, str]:
         "gates": default_gates(),
         "registry": "s3://stellar/registry",
         "raw-cache": "s3://stellar/raw-cache",
+        # The deploy task: `helm` upgrades the stellar-api release in the workflow's namespace (the cluster's way);
+        # `local` only writes the serving record, which a running `stellar serve` follows (the local executor's).
+        "deploy-target": "helm",
+        "api-release": "stellar-api",
+        "api-chart": API_CHART_IN_IMAGE,
+        "deploy-timeout": "600",
     }
     unknown = set(options.parameters) - set(defaults)
     if unknown:
@@ -112,6 +125,19 @@ def _retry(options: RenderOptions) -> RetryStrategy:
         backoff=m.Backoff(duration=options.backoff_duration, factor=options.backoff_factor,
                           max_duration=options.backoff_max_duration),
     )
+
+
+def _pod_security() -> m.PodSecurityContext:
+    """Every workflow pod runs as the images' non-root user under the runtime's default seccomp profile (the
+    Kubernetes "restricted" Pod Security Standard); fsGroup lets that user write the pod's shared volumes."""
+    return m.PodSecurityContext(run_as_non_root=True, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER,
+                                fs_group=RUN_AS_USER, seccomp_profile=m.SeccompProfile(type="RuntimeDefault"))
+
+
+def _container_security() -> m.SecurityContext:
+    """No privilege escalation and no Linux capabilities for any stage container ("restricted" standard)."""
+    return m.SecurityContext(allow_privilege_escalation=False, run_as_non_root=True,
+                             capabilities=m.Capabilities(drop=["ALL"]))
 
 
 def _s3_env(options: RenderOptions) -> list[SecretEnv]:
@@ -136,6 +162,7 @@ def _stage(options: RenderOptions, name: str, stage: str, args: list[str], *, pa
         env=_s3_env(options) if reads_registry or stage == "ingest" else None,
         resources=Resources(cpu_request=cpu, memory_request=memory, memory_limit=memory_limit),
         retry_strategy=_retry(options),
+        security_context=_container_security(),
         annotations={**({READS_REGISTRY: "registry"} if reads_registry else {}),
                      **({READS_LOCATION: reads_location, PURE_SOURCES: "synthetic"} if reads_location else {})}
         or None,
@@ -174,6 +201,7 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
         labels={"app.kubernetes.io/name": "stellar-pipeline", "app.kubernetes.io/version": options.image_tag},
         ttl_strategy=m.TTLStrategy(seconds_after_completion=7 * 24 * 3600),
         pod_gc=m.PodGC(strategy="OnPodSuccess"),
+        security_context=_pod_security(),
     ) as template:
         ingest = _stage(
             options, "ingest", "ingest",
@@ -223,8 +251,11 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
             cpu="100m", memory="256Mi", memory_limit="512Mi", reads_registry=True)
         deploy = _stage(
             options, "deploy", "deploy",
-            ["--promotion", _in("promotion"), "--registry", _p("registry"), "--out", _out("deployment")],
-            params=["registry"], inputs=["promotion"], outputs=["deployment"],
+            ["--promotion", _in("promotion"), "--registry", _p("registry"), "--out", _out("deployment"),
+             "--target", _p("target"), "--release", _p("release"), "--namespace", "{{workflow.namespace}}",
+             "--chart", _p("chart"), "--timeout", _p("timeout")],
+            params=["registry", "target", "release", "chart", "timeout"], inputs=["promotion"],
+            outputs=["deployment"],
             cpu="100m", memory="256Mi", memory_limit="512Mi", reads_registry=True,
             service_account=options.deploy_service_account)
 
@@ -268,7 +299,9 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
             evaluate_task >> promote_task
             deploy_task = deploy(
                 name="deploy-api",
-                arguments=[*_params({"registry": _wf("registry")}),
+                arguments=[*_params({"registry": _wf("registry"), "target": _wf("deploy-target"),
+                                     "release": _wf("api-release"), "chart": _wf("api-chart"),
+                                     "timeout": _wf("deploy-timeout")}),
                            promote_task.get_artifact("promotion").with_name("promotion")])
             promote_task >> deploy_task
     return template
@@ -279,14 +312,14 @@ def _params(values: dict[str, str]) -> list[Parameter]:
 
 
 def build_cron_workflow(options: RenderOptions | None = None) -> CronWorkflow:
-    """`stellar-weekly`: starts the WorkflowTemplate on a schedule, never two runs at once."""
+    """`stellar-weekly`: starts the WorkflowTemplate on a schedule (by default never two runs at once)."""
     options = options or RenderOptions()
     return CronWorkflow(
         name=CRON_NAME,
         namespace=options.namespace,
         schedules=[options.schedule],
         timezone=options.timezone,
-        concurrency_policy="Forbid",
+        concurrency_policy=options.concurrency_policy,
         starting_deadline_seconds=options.starting_deadline_seconds,
         successful_jobs_history_limit=4,
         failed_jobs_history_limit=4,

@@ -26,8 +26,9 @@ LOG_TAIL_LINES = 30
 
 
 def local_parameters(home: Path) -> dict[str, str]:
-    """Where a local run keeps what outlives it: the registry and the raw-archive cache, under the home."""
-    return {"registry": str(home / "registry"), "raw-cache": str(home / "raw-cache")}
+    """Where a local run keeps what outlives it (the registry and the raw-archive cache, under the home), and that
+    its deploy task points the local API at the new versions rather than upgrading a Helm release."""
+    return {"registry": str(home / "registry"), "raw-cache": str(home / "raw-cache"), "deploy-target": "local"}
 
 
 def load_template(template: Path | None) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""The in-cluster rollout: a Helm upgrade of the stellar-api release with the model versions now in production.
+
+The upgrade goes through `helm_python` (Helm's Go SDK as a library, hash-pinned in requirements.lock), so the
+deploy image needs no `helm` binary from outside the lock. It inherits the pod's service account
+(`stellar-deployer`), whose Role allows exactly the kinds of the stellar-api chart and Helm's release Secrets.
+
+What it does, as `helm upgrade --install --reuse-values --rollback-on-failure --wait=watcher` would:
+- upgrade the release, keeping the values its operator installed it with (image, S3 secret, replicas) and setting
+  only `models` (the production versions: their checksum on the pod template rolls the pods when one changes);
+- install it with the chart's defaults plus `models` when there is no release yet;
+- wait until every object is ready (the API's /readyz: every model loaded), and roll back to the previous
+  revision when that does not happen within the timeout.
+
+A Helm failure is a task failure with exit status 1 (`ROLLOUT_FAILED`): Argo's retry expression retries every
+status but 2, which is kept for bad arguments (nothing a retry can fix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from steps.core.logs import get_logger
+
+ROLLOUT_FAILED = 1
+WAIT_STRATEGY = "watcher"  # Helm 4's kstatus watcher: waits for readiness of every object the release owns
+MAX_HISTORY = 10  # release revisions kept (Secrets in the namespace); older ones are pruned on upgrade
+log = get_logger("deploy")
+
+
+class RolloutError(RuntimeError):
+    """The upgrade (or install) failed and Helm rolled it back; the message carries Helm's own."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where the API goes: the release, its namespace, the chart (a path or an oci:// reference), the wait budget."""
+
+    release: str
+    namespace: str
+    chart: str
+    timeout_seconds: int
+
+    def validate(self) -> None:
+        """Raise ValueError for a release name or namespace Helm or Kubernetes would refuse (before any call)."""
+        import helm_python
+
+        try:
+            helm_python.validate_release_name(self.release)
+        except helm_python.HelmError as error:
+            raise ValueError(f"release name {self.release!r}: {error}") from None
+        if not self.namespace or len(self.namespace) > 63 or not _is_dns_label(self.namespace):
+            raise ValueError(f"namespace {self.namespace!r} is not a Kubernetes namespace name (a DNS label)")
+        if self.timeout_seconds <= 0:
+            raise ValueError(f"timeout {self.timeout_seconds}: must be a positive number of seconds")
+
+
+def _is_dns_label(name: str) -> bool:
+    return name[0].isalnum() and name[-1].isalnum() and all(c.islower() or c.isdigit() or c == "-" for c in name)
+
+
+def release_values(record: dict[str, Any]) -> dict[str, Any]:
+    """The values the rollout sets on the stellar-api release: the production version of every model."""
+    return {"models": {name: model["version"] for name, model in sorted(record["models"].items())}}
+
+
+def unservable(record: dict[str, Any]) -> list[str]:
+    """Models with no production version: the API cannot become ready without them, so there is nothing to roll."""
+    return sorted(name for name, model in record["models"].items() if not model["version"])
+
+
+def default_config(namespace: str) -> Any:
+    """A Helm client for the cluster this process runs in (KUBECONFIG, ~/.kube/config, else the pod's account)."""
+    import helm_python
+
+    return helm_python.Config(namespace=namespace)
+
+
+def upgrade(rollout: Rollout, values: dict[str, Any],
+            config_factory: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Upgrade (or first install) the release with `values`, atomically; returns what Helm reports (release,
+    namespace, revision, status). Raises RolloutError with Helm's message when it fails."""
+    import helm_python
+
+    options = dict(namespace=rollout.namespace, timeout=rollout.timeout_seconds, wait=WAIT_STRATEGY,
+                   rollback_on_failure=True, description="stellar-pipeline deploy-api: production model versions")
+    log.info("helm upgrade %s (chart %s, namespace %s, wait up to %d s) with %s", rollout.release, rollout.chart,
+             rollout.namespace, rollout.timeout_seconds, values)
+    try:
+        with (config_factory or default_config)(rollout.namespace) as config:
+            if _has_release(config, rollout.release):
+                release = config.upgrade(rollout.chart, rollout.release, values, reuse_values=True,
+                                         max_history=MAX_HISTORY, **options)
+            else:
+                log.info("no release %s in namespace %s yet: installing it", rollout.release, rollout.namespace)
+                release = config.install(rollout.chart, rollout.release, values, **options)
+    except helm_python.HelmError as error:
+        raise RolloutError(f"helm upgrade of release {rollout.release!r} in namespace {rollout.namespace!r} "
+                           f"failed: {error}") from None
+    info = release.get("info") or {}
+    return {"release": release.get("name", rollout.release), "namespace": release.get("namespace", rollout.namespace),
+            "revision": release.get("version"), "status": info.get("status")}
+
+
+def _has_release(config: Any, release: str) -> bool:
+    """Whether the release has a history (Helm's own test before `upgrade --install` chooses to install)."""
+    import helm_python
+
+    try:
+        config.history(release, max_revisions=1)
+    except helm_python.HelmNotFoundError:
+        return False
+    return True

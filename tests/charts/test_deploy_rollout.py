@@ -1,0 +1,183 @@
+"""The deploy task's in-cluster path (`--target helm`), without a cluster: the release and namespace it targets,
+the values it applies (rendered through the real stellar-api chart), the exact Helm calls, and its failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rendering import API_CHART, one, render
+from steps.core.artifacts import ArtifactWriter
+from steps.core.registry import PRODUCTION, ModelRegistry
+from steps.deploy.__main__ import main as deploy
+
+NAMES = ("spectral", "lightcurve", "sed")
+VERSIONS = {"spectral": "2", "lightcurve": "1", "sed": "3"}
+
+
+@pytest.fixture
+def promoted(tmp_path) -> tuple[Path, Path]:
+    """(registry, promotion dir): every model with a production version (VERSIONS), as after a promotion."""
+    registry_dir, promotion = tmp_path / "registry", tmp_path / "promotion"
+    registry = ModelRegistry.open(str(registry_dir))
+    for name in NAMES:
+        for number in range(int(VERSIONS[name])):
+            with ArtifactWriter(tmp_path / f"{name}-{number}", stage="train", parameters={"n": number}) as out:
+                out.write_json("model.json", {"name": name, "n": number})
+            record = registry.register(name, tmp_path / f"{name}-{number}")
+        registry.set_alias(name, PRODUCTION, record.version)
+    with ArtifactWriter(promotion, stage="promote") as out:
+        out.write_json("promotion.json", {name: {"outcome": "promoted", "version": VERSIONS[name]} for name in NAMES})
+    return registry_dir, promotion
+
+
+class FakeHelm:
+    """Stands in for helm_python.Config: records every call, answers like Helm would."""
+
+    calls: list[tuple[str, tuple, dict]] = []
+    installed = True
+    failure: Exception | None = None
+
+    def __init__(self, namespace: str):
+        self.calls.append(("config", (namespace,), {}))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.calls.append(("close", (), {}))
+
+    def history(self, name, **options):
+        import helm_python
+
+        self.calls.append(("history", (name,), options))
+        if not self.installed:
+            raise helm_python.HelmNotFoundError(f"release: not found: {name}")
+        return [{"name": name, "version": 4}]
+
+    def _release(self, action, chart, name, values, options):
+        self.calls.append((action, (chart, name, values), options))
+        if self.failure is not None:
+            raise self.failure
+        return {"name": name, "namespace": options["namespace"], "version": 5 if self.installed else 1,
+                "info": {"status": "deployed"}, "manifest": "---\n..."}
+
+    def upgrade(self, chart, name, values=None, **options):
+        return self._release("upgrade", chart, name, values, options)
+
+    def install(self, chart, name, values=None, **options):
+        return self._release("install", chart, name, values, options)
+
+
+@pytest.fixture
+def fake_helm(monkeypatch, helm):
+    FakeHelm.calls, FakeHelm.installed, FakeHelm.failure = [], True, None
+    monkeypatch.setattr("steps.deploy.helm.default_config", FakeHelm)
+    return FakeHelm
+
+
+def run_deploy(registry: Path, promotion: Path, out: Path, *extra: str) -> int:
+    return deploy(["--promotion", str(promotion), "--registry", str(registry), "--out", str(out),
+                   "--target", "helm", "--namespace", "stellar", "--chart", str(API_CHART), *extra])
+
+
+def test_upgrades_the_release_atomically_with_the_production_versions(promoted, fake_helm, tmp_path):
+    registry, promotion = promoted
+    assert run_deploy(registry, promotion, tmp_path / "out", "--timeout", "300") == 0
+    expected_values = {"models": VERSIONS}
+    assert fake_helm.calls == [
+        ("config", ("stellar",), {}),
+        ("history", ("stellar-api",), {"max_revisions": 1}),
+        ("upgrade", (str(API_CHART), "stellar-api", expected_values),
+         {"namespace": "stellar", "timeout": 300, "wait": "watcher", "rollback_on_failure": True,
+          "reuse_values": True, "max_history": 10,
+          "description": "stellar-pipeline deploy-api: production model versions"}),
+        ("close", (), {}),
+    ]
+    deployment = json.loads((tmp_path / "out" / "deployment.json").read_text())
+    assert deployment["rollout"] == {"target": "helm", "chart": str(API_CHART), "values": expected_values,
+                                     "release": "stellar-api", "namespace": "stellar", "revision": 5,
+                                     "status": "deployed"}
+    serving = json.loads((registry / "serving.json").read_text())  # the local path's record is written too
+    assert {name: model["version"] for name, model in serving["models"].items()} == VERSIONS
+
+
+def test_installs_the_release_when_there_is_none(promoted, fake_helm, tmp_path):
+    fake_helm.installed = False
+    assert run_deploy(*promoted, tmp_path / "out", "--release", "api") == 0
+    [install] = [call for call in fake_helm.calls if call[0] in ("install", "upgrade")]
+    assert install[0] == "install" and install[1] == (str(API_CHART), "api", {"models": VERSIONS})
+    assert install[2]["rollback_on_failure"] is True and install[2]["wait"] == "watcher"
+
+
+def test_a_failed_rollout_fails_the_task_with_helms_message_and_a_retryable_status(promoted, fake_helm, tmp_path,
+                                                                                  caplog, helm):
+    fake_helm.failure = helm.HelmReleaseError("context deadline exceeded: resource Deployment/stellar/stellar-api "
+                                              "not ready; rolled back to revision 4")
+    status = run_deploy(*promoted, tmp_path / "out")
+    assert status == 1  # not 2: the template's retry expression retries every status but 2
+    assert "not ready; rolled back to revision 4" in caplog.text
+    assert not (tmp_path / "out").exists()  # no output artifact: the task did not complete
+
+
+def test_an_unreachable_cluster_fails_through_the_real_helm_library(promoted, monkeypatch, tmp_path, caplog, helm):
+    """No fake: helm_python itself, against a kubeconfig whose API server refuses connections on loopback. (The
+    kubeconfig is passed by path: the Go library read its environment when it was loaded.)"""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "nowhere",
+        "clusters": [{"name": "nowhere", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "nobody", "user": {"token": "none"}}],
+        "contexts": [{"name": "nowhere", "context": {"cluster": "nowhere", "user": "nobody"}}]}))
+    monkeypatch.setattr("steps.deploy.helm.default_config",
+                        lambda namespace: helm.Config(kubeconfig_path=kubeconfig, namespace=namespace))
+    assert run_deploy(*promoted, tmp_path / "out", "--timeout", "5") == 1
+    assert "cluster unreachable" in caplog.text and "127.0.0.1:1" in caplog.text
+
+
+def test_no_rollout_while_a_model_has_no_production_version(promoted, fake_helm, tmp_path):
+    registry, promotion = promoted
+    outcomes = json.loads((promotion / "promotion.json").read_text())
+    outcomes["orbit"] = {"outcome": "refused", "version": "1"}  # a model that never reached production
+    (promotion / "promotion.json").write_text(json.dumps(outcomes))
+    assert run_deploy(registry, promotion, tmp_path / "out") == 0
+    assert fake_helm.calls == []
+    rollout = json.loads((tmp_path / "out" / "deployment.json").read_text())["rollout"]
+    assert rollout == {"target": "helm", "skipped": "no production version of orbit"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--release", "Stellar_API"], "release name"),
+    (["--namespace", "Not A Namespace"], "namespace"),
+    (["--timeout", "0"], "timeout"),
+])
+def test_bad_arguments_exit_2_before_touching_anything(promoted, fake_helm, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_deploy(*promoted, tmp_path / "out", *extra)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert fake_helm.calls == [] and not (promoted[0] / "serving.json").exists()
+
+
+def test_helm_target_needs_a_namespace_and_a_chart(promoted, tmp_path, capsys):
+    registry, promotion = promoted
+    with pytest.raises(SystemExit) as exit_info:
+        deploy(["--promotion", str(promotion), "--registry", str(registry), "--out", str(tmp_path / "o"),
+                "--target", "helm"])
+    assert exit_info.value.code == 2 and "--namespace and --chart" in capsys.readouterr().err
+
+
+def test_the_values_it_applies_render_the_real_chart_and_roll_the_pods(helm):
+    """What the rollout sets passes the chart's schema, and a new version changes the pods' checksum."""
+    from steps.deploy.helm import release_values
+
+    def pod_annotations(versions):
+        record = {"models": {name: {"version": version} for name, version in versions.items()}}
+        deployment = one(render(API_CHART, release_values(record), release="stellar-api"), "Deployment")
+        return deployment["spec"]["template"]["metadata"]["annotations"]
+
+    before = pod_annotations(VERSIONS)
+    after = pod_annotations({**VERSIONS, "sed": "4"})
+    assert before["checksum/models"] != after["checksum/models"]
+    assert json.loads(after["stellar.dev/models"]) == {**VERSIONS, "sed": "4"}

@@ -1,0 +1,49 @@
+"""The cluster scripts pass shellcheck, and kind-config.yaml maps the ports the charts and scripts use."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steps.core.version import package_version
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted((REPO / "cluster").glob("*.sh"))
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None,
+                    reason="shellcheck is not installed (apt-get install -y shellcheck)")
+def test_scripts_pass_shellcheck():
+    result = subprocess.run(["shellcheck", "--external-sources", *map(str, SCRIPTS)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_every_make_target_has_its_script():
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("images", "images-check", "kind-up", "kind-load", "deploy", "submit", "kind-down"):
+        assert f"{target}:\n\tbash cluster/{target}.sh" in makefile
+        assert (REPO / "cluster" / f"{target}.sh").is_file()
+
+
+def test_kind_maps_the_api_and_argo_ui_node_ports():
+    config = yaml.safe_load((REPO / "kind-config.yaml").read_text())
+    assert [node["role"] for node in config["nodes"]] == ["control-plane", "worker"]
+    mappings = {m["containerPort"]: m["hostPort"] for m in config["nodes"][0]["extraPortMappings"]}
+    argo = yaml.safe_load((REPO / "cluster" / "values" / "argo-workflows.yaml").read_text())
+    assert mappings == {30080: 8080, argo["server"]["serviceNodePort"]: 2746}
+    assert "service.nodePort=30080" in (REPO / "cluster" / "deploy.sh").read_text()
+
+
+def test_chart_versions_are_pinned_and_images_never_latest():
+    kind_up = (REPO / "cluster" / "kind-up.sh").read_text()
+    assert 'ARGO_CHART_VERSION="${ARGO_CHART_VERSION:-2.0.1}"' in kind_up
+    assert 'MINIO_CHART_VERSION="${MINIO_CHART_VERSION:-5.4.0}"' in kind_up
+    assert kind_up.count("--version") == 2
+    ref = subprocess.run(["bash", "-c", "source cluster/lib.sh && image_ref api"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert ref == f"ghcr.io/stellar-pipeline/stellar-api:{package_version()}"  # the charts' default image
