@@ -98,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--registry", help="registry URI (default HOME/registry)")
 
+    from workflows.predict_cli import add_predict_command
     from workflows.training_cli import add_training_commands
 
     add_training_commands(sub)
+    add_predict_command(sub)
     return parser
 
 

@@ -31,7 +31,8 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
         if model == "sed":
             command.add_argument("--bands", type=int, default=len(ALL_BANDS), choices=range(3, len(ALL_BANDS) + 1),
                                  metavar="N", help=f"use the first N of {' '.join(ALL_BANDS)} (3-8, default 8)")
-        command.add_argument("--epochs", type=int, default=20, help="training epochs (TensorFlow models)")
+        command.add_argument("--epochs", type=int, default=100,
+                             help="most training epochs of the TensorFlow models (early stopping ends sooner)")
         command.add_argument("--seed", type=int, default=42)
         command.add_argument("--output-dir", type=Path, default=Path("artifacts"),
                              help="where to write <model>/model and <model>/evaluation (default artifacts)")
@@ -73,6 +74,6 @@ def train_command(model: str, args: argparse.Namespace) -> int:
             return status
     verdict = json.loads((root / "evaluation" / "verdict.json").read_text())[model]
     print(f"{model} model: {root / 'model'}")
-    print(f"evaluation: {root / 'evaluation' / 'report.md'} "
+    print(f"evaluation: {root / 'evaluation' / 'report.html'} "
           f"({'passes' if verdict['passed'] else 'fails'} the default quality gates)")
     return 0

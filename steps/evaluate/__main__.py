@@ -4,7 +4,7 @@
 Measures each given model and its null predictor on the split's test rows, compares with the production
 version's recorded metrics, applies the gates, and publishes `metrics.json` ({model: {"model", "null"}}),
 `verdict.json` ({model: {"passed", "reasons", "checks"}}), `production.json` ({model: {"version", "metrics",
-"source"} | null}), `predictions/<model>.parquet` and `report.md`.
+"source"} | null}), `predictions/<model>.parquet`, `report.md`, and `report.html` with its `plots/*.png`.
 Exit status: 0 when the evaluation is complete, whether or not the models passed; 2 bad usage or input
 (invalid gates, a missing or mismatched directory); 1 anything else.
 """
@@ -27,6 +27,7 @@ from steps.evaluate import (
     report,
 )
 from steps.evaluate.gates import GateError, parse_gates
+from steps.evaluate.report import snr_of_test_rows, write_report
 from steps.models import MODEL_NAMES
 
 log = get_logger("evaluate")
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                                    preserve_index=False))
             out.count(f"{ev.name}_test_rows", ev.model.get("n_test", 0))
         out.path("report.md").write_text(report(evaluations, verdicts, production, synthetic))
+        write_report(out.path("report.md").parent, evaluations, verdicts, production, synthetic,
+                     snr=snr_of_test_rows(args.split, list(models)))
         out.count("passed", sum(v.passed for v in verdicts.values()))
         out.count("refused", sum(not v.passed for v in verdicts.values()))
     for name, verdict in verdicts.items():

@@ -1,12 +1,12 @@
-"""The three stellar models: their on-disk format, the NumPy baselines, loading and prediction.
+"""The three stellar models: their on-disk format, the NumPy baselines, the Keras models, loading and prediction.
 
 - `spectral`: spectrum -> Teff, log g, [Fe/H] (with 1-sigma uncertainties)
 - `lightcurve`: folded light-curve views and period-search features -> class probabilities (period passed through)
 - `sed`: multi-band photometry, colours and parallax -> Teff, log g, [Fe/H]
 
 `load_model(dir)` returns a `Predictor` with `.name`, `.spec`, `.targets` or `.classes`, `predict_table(table)`
-and `predict_records(records)`. Nothing here imports TensorFlow; Keras models register their kinds in
-`steps.models.predictor.KINDS` when they are added.
+and `predict_records(records)`. Importing this package does not import TensorFlow: the Keras kinds
+(`steps.models.keras`) import it only when such a model is trained or loaded.
 """
 
 from steps.models.baseline import MODALITY, MODEL_NAMES, TASK, Trained, train_baseline

@@ -17,7 +17,6 @@ Gaussian, which makes the 68% interval cover about 68% of the out-of-sample resi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ import pyarrow as pa
 
 from steps.models.features import Featurizer, Scalars, VectorPCA
 from steps.models.inputs import Columns
-from steps.models.io import FORMAT_VERSION
+from steps.models.io import FORMAT_VERSION, Trained
 from steps.models.linear import balanced_weights, fit_softmax, ridge, softmax
 from steps.models.metrics import MAD_TO_SIGMA, classification_metrics, regression_metrics
 from steps.models.predictor import ClassifierPredictor, RegressionPredictor, forward_transform
@@ -45,15 +44,6 @@ VIEW_COMPONENTS = 16
 RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the number of training rows
 SOFTMAX_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 MIN_SNR_ROWS = 60
-
-
-@dataclass
-class Trained:
-    """A fitted model: `info` (model.json), `arrays` (weights.npz), `metrics` (train_metrics.json)."""
-
-    info: dict[str, Any]
-    arrays: dict[str, np.ndarray]
-    metrics: dict[str, Any]
 
 
 def _vector_length(spec: dict[str, Any], keys: tuple[str, ...], table: pa.Table, column: str) -> int:

@@ -1,5 +1,7 @@
 """Model directories on disk: `model.json` (what the model is), `weights.npz` (its arrays), `spec.json` (its
-input spec), `train_metrics.json` (how it did on the training and validation splits).
+input spec), `train_metrics.json` (how it did on the training and validation splits); a Keras model adds
+`model.keras` (the Keras model, for `keras.models.load_model`) and `saved_model/` (its exported serving graph,
+what the predictor runs). `Trained` is what a trainer hands to the train stage to write.
 
 `weights.npz` is an ordinary NumPy archive (`numpy.load` reads it) written with fixed zip timestamps and sorted
 member names, so the same arrays always give the same bytes: a re-run with the same inputs publishes an
@@ -11,6 +13,8 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,21 @@ MODEL_JSON = "model.json"
 WEIGHTS = "weights.npz"
 SPEC_JSON = "spec.json"
 TRAIN_METRICS = "train_metrics.json"
+KERAS_MODEL = "model.keras"
+SAVED_MODEL = "saved_model"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass
+class Trained:
+    """A fitted model: `info` (model.json), `arrays` (weights.npz, not written when empty), `metrics`
+    (train_metrics.json), and `save`, which writes the trainer's own files (a `.keras` file, a SavedModel
+    directory) into the pending model directory it is given."""
+
+    info: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    metrics: dict[str, Any]
+    save: Callable[[Path], None] | None = field(default=None, repr=False)
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

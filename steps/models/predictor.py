@@ -2,8 +2,9 @@
 
 A model directory holds `model.json` (name, kind, task, targets or classes, feature configuration, training
 metadata, `format_version`), `weights.npz` (the fitted arrays) and `spec.json` (the input spec of the split it
-was trained on). `load_model(path)` reads it and returns a predictor for its `kind`; other kinds (the Keras
-models) register a loader in `KINDS`.
+was trained on). A Keras model directory has `model.keras` and `saved_model/` instead of `weights.npz`.
+`load_model(path)` reads it and returns a predictor for its `kind`: each kind has a loader in `KINDS`; the Keras
+loader imports TensorFlow only when a Keras model is loaded.
 
 Regression predictors return, per target `t`, the columns `t` and `t_err` (a 1-sigma uncertainty); classifiers
 return `class` and `p_<class>` per class, and `period` when the input has one. An `id` column is passed through
@@ -23,6 +24,8 @@ import pandas as pd
 from steps.models.features import Featurizer
 from steps.models.inputs import Columns
 from steps.models.io import FORMAT_VERSION, MODEL_JSON, SPEC_JSON, WEIGHTS, load_npz, read_json
+from steps.models.keras import KIND as KERAS_KINDS
+from steps.models.keras import load_keras
 from steps.models.linear import softmax
 
 LN10 = math.log(10.0)
@@ -171,11 +174,12 @@ def _load_linear(cls):
     return load
 
 
-# kind -> loader. A model family added later (the Keras models) registers its own kinds here.
+# kind -> loader: the NumPy baselines and the Keras models (keras-spectral-cnn, keras-softmax-views, keras-sed-mlp).
 KINDS: dict[str, Loader] = {
     "ridge-pca": _load_linear(RegressionPredictor),
     "ridge": _load_linear(RegressionPredictor),
     "softmax": _load_linear(ClassifierPredictor),
+    **{kind: load_keras for kind in KERAS_KINDS.values()},
 }
 
 

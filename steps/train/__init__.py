@@ -1,10 +1,15 @@
 """Train stage: fit one model on a split directory and publish it as a model directory with a manifest.
 
 `python -m steps.train {spectral,lightcurve,sed} --split DIR --out DIR`, or `train_from_split(...)` from Python.
+
+Trainers: `baseline` (NumPy, `steps.models.baseline`) and `keras` (TensorFlow, `steps.models.keras`). Importing
+this module does not import TensorFlow: the Keras trainer imports it when it runs. `auto` trains the Keras
+model when TensorFlow is installed and the baseline otherwise, saying so.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable
@@ -13,20 +18,25 @@ from typing import Any
 
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
-from steps.models.baseline import MODALITY, MODEL_NAMES, Trained, train_baseline
-from steps.models.io import MODEL_JSON, SPEC_JSON, TRAIN_METRICS, WEIGHTS, dumps, save_npz
+from steps.models.baseline import MODALITY, MODEL_NAMES, train_baseline
+from steps.models.io import MODEL_JSON, SPEC_JSON, TRAIN_METRICS, WEIGHTS, Trained, dumps, save_npz
+from steps.models.keras import train_keras
 from steps.models.splits import read_split
 
 log = get_logger("train")
 
 TRAINER_CHOICES = ("auto", "baseline", "keras")
-# trainer name -> function(name, train, val, spec, seed=, epochs=) -> Trained. The Keras trainers of a later
-# version register themselves here under "keras"; `auto` uses them when present and the baseline otherwise.
-TRAINERS: dict[str, Callable[..., Trained]] = {"baseline": train_baseline}
+# trainer name -> function(name, train, val, spec, seed=, epochs=) -> Trained
+TRAINERS: dict[str, Callable[..., Trained]] = {"baseline": train_baseline, "keras": train_keras}
 
 
 class TrainerUnavailable(RuntimeError):
-    """The requested trainer is not part of this version."""
+    """The requested trainer cannot run here (TensorFlow is not installed)."""
+
+
+def tensorflow_available() -> bool:
+    """Whether TensorFlow is installed (found without importing it)."""
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 def resolve_trainer(requested: str) -> str:
@@ -35,12 +45,12 @@ def resolve_trainer(requested: str) -> str:
         raise ValueError(f"unknown trainer {requested!r}; choose one of {', '.join(TRAINER_CHOICES)}")
     if requested == "baseline":
         return "baseline"
-    if "keras" in TRAINERS:
+    if tensorflow_available():
         return "keras"
     if requested == "keras":
-        raise TrainerUnavailable("the TensorFlow (Keras) trainer is not available in this version; "
+        raise TrainerUnavailable("the TensorFlow (Keras) trainer needs TensorFlow, which is not installed; "
                                  "use --trainer baseline (or --force-dummy)")
-    log.warning("the TensorFlow model is not available in this version: training the NumPy baseline instead")
+    log.warning("TensorFlow is not installed: training the NumPy baseline instead of the TensorFlow model")
     return "baseline"
 
 
@@ -48,8 +58,9 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
                      epochs: int | None = None, seed: int = 0) -> Path:
     """Train model `name` on `split_dir` and publish the model directory at `out_dir` (atomically); return it.
 
-    The model directory holds `model.json`, `weights.npz`, `spec.json` (the split's spec, copied),
-    `train_metrics.json` and `manifest.json` (stage `train.<name>`, the split as input, row counts).
+    The model directory holds `model.json`, `spec.json` (the split's spec, copied), `train_metrics.json`,
+    `manifest.json` (stage `train.<name>`, the split as input, row counts), and the trainer's weights:
+    `weights.npz` (baseline) or `model.keras` and `saved_model/` (Keras).
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
@@ -64,7 +75,10 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
     with ArtifactWriter(out_dir, stage=f"train.{name}", parameters=parameters, inputs={"split": split_dir},
                         synthetic=synthetic) as out:
         out.path(MODEL_JSON).write_text(dumps(trained.info))
-        save_npz(out.path(WEIGHTS), trained.arrays)
+        if trained.arrays:
+            save_npz(out.path(WEIGHTS), trained.arrays)
+        if trained.save is not None:
+            trained.save(out.path(MODEL_JSON).parent)
         shutil.copyfile(spec_path, out.path(SPEC_JSON))
         out.path(TRAIN_METRICS).write_text(dumps(trained.metrics))
         out.count("train_rows", tables["train"].num_rows)
@@ -74,6 +88,11 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
 
 
 def _log_summary(name: str, trained: Trained) -> None:
+    training = trained.metrics.get("training") or {}
+    if training:
+        log.info("%s: %d epochs (best %d, at most %d), %.3g s per epoch, %.0f samples/s", name,
+                 training["epochs_run"], training["best_epoch"], training["epochs_max"],
+                 training["seconds_per_epoch"], training["samples_per_second"] or 0)
     val = trained.metrics.get("val")
     if not val:
         return

@@ -1,9 +1,10 @@
 """`python -m steps.train {spectral,lightcurve,sed} --split DIR --out DIR [--trainer T | --force-dummy]
 [--epochs N] [--seed S]`.
 
-Trains on the split's training rows, chooses hyper-parameters on its validation rows, and publishes the model
-directory. `--trainer auto` (the default) trains the TensorFlow model when this version has one and the NumPy
-baseline otherwise (saying so in the log); `--trainer baseline`, or `--force-dummy`, always trains the baseline.
+Trains on the split's training rows, chooses hyper-parameters (baseline) or stops early and calibrates (Keras)
+on its validation rows, and publishes the model directory. `--trainer auto` (the default) trains the TensorFlow
+(Keras) model when TensorFlow is installed and the NumPy baseline otherwise (saying so in the log);
+`--trainer keras` insists on TensorFlow; `--trainer baseline`, or `--force-dummy`, always trains the baseline.
 Exit status: 0 done, 2 bad usage or input (retrying cannot help), 1 anything else.
 """
 
@@ -28,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", type=Path, required=True, help="split directory (output of the split stage)")
     parser.add_argument("--out", type=Path, required=True, help="model directory to publish")
     parser.add_argument("--trainer", choices=TRAINER_CHOICES, default="auto",
-                        help="auto (default): TensorFlow when available, else the baseline; baseline; keras")
+                        help="auto (default): Keras when TensorFlow is installed, else the baseline; baseline; keras")
     parser.add_argument("--force-dummy", action="store_true", help="train the NumPy baseline (= --trainer baseline)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs of iterative trainers (recorded; the baseline is solved to convergence)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (recorded; the baseline is deterministic)")
+                        help="most training epochs of the Keras models, which stop early on the validation loss "
+                             "(default: per model); recorded by the baseline, which is solved to convergence")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the Keras models (recorded by the baseline, which is deterministic)")
     args = parser.parse_args(argv)
     if args.force_dummy and args.trainer == "keras":
         parser.error("--force-dummy and --trainer keras contradict each other")

@@ -74,7 +74,7 @@ def test_promotion_between_runs_is_seen_by_registry_readers(stellar, pipeline_ho
 def test_killed_run_resumes_without_rerunning_finished_tasks(tmp_path):
     home = tmp_path / "home"
     process = subprocess.Popen([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples",
-                                "40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "40", "-p", "trainer=baseline"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cache = home / "artifacts" / "cache"
     deadline = time.time() + 300
     while time.time() < deadline and len(list(cache.glob("*.json"))) < 4:
@@ -83,7 +83,8 @@ def test_killed_run_resumes_without_rerunning_finished_tasks(tmp_path):
     process.wait()
     finished = {json.loads(p.read_text())["task"] for p in cache.glob("*.json")}
     assert len(finished) >= 4, "the run was killed before any task finished"
-    resumed = subprocess.run([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples", "40"],
+    resumed = subprocess.run([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples", "40",
+                              "-p", "trainer=baseline"],
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     statuses = {name: task["status"] for name, task in last_run(home)["tasks"].items()}
@@ -112,7 +113,7 @@ def test_run_through_a_real_s3_server(stellar, tmp_path, s3_server, s3_bucket):
     result = subprocess.run(
         [sys.executable, "-m", "workflows.cli", "run", "--home", str(tmp_path), "--samples", "30",
          "--artifact-store", f"s3://{s3_bucket}/stellar", "--s3-endpoint", s3_server,
-         "-p", f"registry=s3://{s3_bucket}/registry"],
+         "-p", f"registry=s3://{s3_bucket}/registry", "-p", "trainer=baseline"],
         capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     import boto3
@@ -127,7 +128,7 @@ def test_run_through_a_real_s3_server(stellar, tmp_path, s3_server, s3_bucket):
 def test_interrupted_run_stops_its_tasks_and_says_how_to_resume(tmp_path):
     home = tmp_path / "home"
     process = subprocess.Popen([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples",
-                                "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "40", "-p", "trainer=baseline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = home / "runs"
     deadline = time.time() + 120
     while time.time() < deadline and not list(logs.glob("*/logs/*.log")):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from steps.core.artifacts import manifest_hash, read_manifest
-from steps.models import load_model
 from split_fixtures import write_split
 from steps.train import train_from_split
 
@@ -48,14 +47,6 @@ def test_cli_publishes_a_model_directory_with_its_lineage(split, tmp_path):
     assert not list(tmp_path.glob(".*tmp*")), "no temporary directory is left behind"
 
 
-def test_default_trainer_says_the_tensorflow_model_is_not_available(split, tmp_path):
-    result = train_cli("lightcurve", "--split", split, "--out", tmp_path / "lc")
-    assert result.returncode == 0, result.stderr
-    assert "TensorFlow model is not available in this version" in result.stderr
-    assert read_manifest(tmp_path / "lc").parameters["trainer"] == "baseline"
-    assert load_model(tmp_path / "lc").kind == "softmax"
-
-
 @pytest.mark.parametrize("name", ["spectral", "lightcurve", "sed"])
 def test_training_is_deterministic(split, tmp_path, name):
     first = train_from_split(name, split, tmp_path / "a", trainer="baseline", seed=1)
@@ -66,8 +57,6 @@ def test_training_is_deterministic(split, tmp_path, name):
 
 
 def test_usage_and_input_errors_exit_2(split, tmp_path):
-    result = train_cli("sed", "--split", split, "--out", tmp_path / "x", "--trainer", "keras")
-    assert result.returncode == 2 and "Keras) trainer is not available" in result.stderr
     result = train_cli("sed", "--split", tmp_path / "missing", "--out", tmp_path / "x", "--force-dummy")
     assert result.returncode == 2 and "not a finished artifact" in result.stderr
     result = train_cli("stars", "--split", split, "--out", tmp_path / "x")

@@ -1,0 +1,392 @@
+"""Training the three Keras models on a split: seeded, deterministic, early-stopped, calibrated on validation.
+
+`train_keras(name, train, val, spec, seed, epochs)` returns a `Trained` whose `save` writes `model.keras` and
+`saved_model/`. The recipe, shared by the three models:
+
+1. fit the input `Encoder` on the training rows (normalisation statistics go into `model.json`);
+2. seed everything (`keras.utils.set_random_seed`) and make TensorFlow's ops deterministic, so the same inputs
+   and seed give the same weights;
+3. train with Adam, at most `epochs` epochs (default per model), with early stopping on a validation score
+   (see `_Score`; the training rows stand in when there is no validation split) that restores the best
+   epoch's weights;
+4. calibrate on the validation split: regression sigmas are scaled per target so that median |res/sigma| is
+   0.6745; classifier logits get a temperature minimising the validation log loss (ECE recorded before/after);
+5. measure the train and validation splits with the same predictor class that serves the model.
+
+Regression targets are learnt in the fitted space of the baselines (log10 Teff, log g, [Fe/H]), standardised by
+their training mean and standard deviation. The SED model is trained on the training rows plus copies in which
+each band (its magnitude, error, colours and abs_G) is dropped at random, so that it predicts with missing bands.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from steps.models.baseline import (  # noqa: E402
+    DEFAULT_LABELS,
+    MODALITY,
+    TARGET_TRANSFORMS,
+    TASK,
+    _feature_columns,
+    _vector_length,
+)
+from steps.models.inputs import Columns  # noqa: E402
+from steps.models.io import FORMAT_VERSION, KERAS_MODEL, SAVED_MODEL, Trained  # noqa: E402
+from steps.models.keras import KIND  # noqa: E402
+from steps.models.keras.calibration import (  # noqa: E402
+    expected_calibration_error,
+    fit_temperature,
+    log_loss,
+    sigma_scale,
+    softmax,
+)
+from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput, band_of  # noqa: E402
+from steps.models.keras.networks import heteroscedastic_nll, sed_mlp, spectral_cnn, views_cnn  # noqa: E402
+from steps.models.keras.predictor import KerasClassifierPredictor, KerasRegressionPredictor  # noqa: E402
+from steps.models.linear import balanced_weights  # noqa: E402
+from steps.models.metrics import classification_metrics, regression_metrics  # noqa: E402
+from steps.models.predictor import forward_transform  # noqa: E402
+
+APERIODIC_CLASSES = ("quiet", "constant", "non_variable")
+# Light-curve features that vary by factors (log10 when positive): periods, periodogram powers, depths, amplitudes.
+SCALE_LIKE = ("period", "power", "depth", "amplitude", "std")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation settings of one model."""
+
+    max_epochs: int  # when --epochs is not given
+    batch_size: int  # at scale; small training sets use smaller batches (about 8 steps per epoch)
+    learning_rate: float
+    patience: int  # epochs without a better validation score before stopping
+    dropout_copies: int = 0  # SED: extra copies of the training rows with bands dropped
+    band_dropout: float = 0.0  # SED: probability that a band is dropped in a copy
+
+
+RECIPES = {
+    "spectral": Recipe(max_epochs=200, batch_size=64, learning_rate=2e-3, patience=20),
+    "lightcurve": Recipe(max_epochs=200, batch_size=64, learning_rate=2e-3, patience=20),
+    "sed": Recipe(max_epochs=300, batch_size=256, learning_rate=3e-3, patience=25, dropout_copies=3,
+                  band_dropout=0.2),
+}
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Wall-clock seconds of every epoch (validation included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class _Score(keras.callbacks.Callback):
+    """Adds `score` (lower is better) of the model on held-out rows to each epoch's logs, for early stopping.
+
+    The Gaussian NLL and the cross-entropy themselves make poor stopping criteria: both keep rising on held-out
+    rows as the network grows confident about a few outliers, long before its predictions stop improving, and
+    the confidence is recalibrated afterwards anyway. So regression stops on the mean over targets of
+    log(mean |error|) of the predicted means (scale-free: each target's relative improvement counts alike), and
+    classification on the log loss at the best temperature (how well the logits rank, calibration aside).
+    """
+
+    def __init__(self, x: dict[str, np.ndarray], y: np.ndarray, score: Callable[[np.ndarray, np.ndarray], float]):
+        super().__init__()
+        self.x, self.y, self.score = x, y, score
+
+    def on_epoch_end(self, epoch, logs=None):
+        outputs = self.model.predict(self.x, batch_size=1024, verbose=0)
+        logs["score"] = self.score(np.asarray(outputs, np.float64), self.y)
+
+
+def regression_score(outputs: np.ndarray, y: np.ndarray) -> float:
+    """Mean over targets of log(mean |y - predicted mean|), NaN truths left out (see `_Score`)."""
+    n_targets = y.shape[1]
+    errors = np.abs(outputs[:, :n_targets] - y)
+    logs = [math.log(max(float(np.nanmean(errors[:, t])), 1e-12)) for t in range(n_targets)
+            if np.isfinite(errors[:, t]).any()]
+    return float(np.mean(logs)) if logs else math.inf
+
+
+def classification_score(logits: np.ndarray, y: np.ndarray) -> float:
+    """Log loss at the temperature that minimises it (see `_Score`)."""
+    return log_loss(logits, y, fit_temperature(logits, y))
+
+
+def _seed(seed: int) -> None:
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+def _batch_size(recipe: Recipe, n_rows: int) -> int:
+    return int(min(recipe.batch_size, max(8, n_rows // 8)))
+
+
+def _fit(model: keras.Model, recipe: Recipe, epochs: int, x: dict[str, np.ndarray], y: np.ndarray,
+         held_out: tuple[dict[str, np.ndarray], np.ndarray] | None, score: Callable[[np.ndarray, np.ndarray], float],
+         sample_weight: np.ndarray | None = None) -> dict[str, Any]:
+    """Fit with early stopping on `score` of the held-out rows (the training rows when there are none), the
+    best epoch's weights restored; return the epochs run, the best one, the timings and the history."""
+    n = len(y)
+    batch = _batch_size(recipe, n)
+    monitored_on = "val" if held_out is not None and len(held_out[1]) else "train"
+    x_score, y_score = held_out if monitored_on == "val" else (x, y)
+    timer = _EpochTimer()
+    stopper = keras.callbacks.EarlyStopping(monitor="score", mode="min", patience=recipe.patience,
+                                            restore_best_weights=True)
+    history = model.fit(x, y, sample_weight=sample_weight, epochs=epochs, batch_size=batch, shuffle=True,
+                        verbose=0, callbacks=[_Score(x_score, y_score, score), stopper, timer])
+    scores = [v if math.isfinite(v) else math.inf for v in history.history["score"]]
+    steady = timer.seconds[1:] or timer.seconds  # the first epoch also traces the graph
+    per_epoch = float(np.median(steady))
+    return {
+        "epochs_max": int(epochs), "epochs_run": len(scores), "best_epoch": int(np.argmin(scores)) + 1,
+        "batch_size": batch, "early_stopping": f"{monitored_on} score", "rows_per_epoch": int(n),
+        "seconds_total": float(sum(timer.seconds)), "first_epoch_seconds": float(timer.seconds[0]),
+        "seconds_per_epoch": per_epoch, "samples_per_second": float(n / per_epoch) if per_epoch > 0 else None,
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+    }
+
+
+def _architecture(model: keras.Model) -> dict[str, Any]:
+    layers = [{"name": layer.name, "type": type(layer).__name__, "output": list(layer.output.shape[1:]),
+               "parameters": int(layer.count_params())} for layer in model.layers]
+    return {"network": model.name, "parameters": int(model.count_params()), "layers": layers}
+
+
+def _base_info(name: str, encoder: Encoder, model: keras.Model, spec: dict[str, Any], seed: int,
+               fit: dict[str, Any], n_train: int, n_val: int, recipe: Recipe) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION, "name": name, "kind": KIND[name], "task": TASK[name],
+        "modality": MODALITY[name], "inputs": encoder.fields, "encoder": encoder.config(),
+        "feature_columns": encoder.fields["required"] + encoder.fields["optional"],
+        "n_outputs": int(model.output.shape[-1]), "architecture": _architecture(model),
+        "files": {"keras": KERAS_MODEL, "saved_model": SAVED_MODEL},
+        "training": {"trainer": "keras", "seed": int(seed), "epochs": fit["epochs_max"],
+                     "epochs_run": fit["epochs_run"], "best_epoch": fit["best_epoch"],
+                     "batch_size": fit["batch_size"], "learning_rate": recipe.learning_rate,
+                     "patience": recipe.patience, "early_stopping": fit["early_stopping"], "n_train": n_train,
+                     "n_val": n_val, "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "spec_modality": spec.get("modality")},
+    }
+
+
+def _saver(model: keras.Model):
+    def save(directory) -> None:
+        """Write `model.keras` and the exported SavedModel into the pending model directory."""
+        model.save(directory / KERAS_MODEL)
+        model.export(str(directory / SAVED_MODEL), format="tf_saved_model", verbose=False)
+    return save
+
+
+def _graph(model: keras.Model):
+    """The in-memory model as a predictor graph (training-time metrics; the saved model serves the same way)."""
+    def run(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        return model(arrays, training=False).numpy()
+    return run
+
+
+# ------------------------------------------------------------------------------------------------ regression
+
+
+def _band_dropout(x: dict[str, np.ndarray], y: np.ndarray, block: ScalarInput, bands: list[str], recipe: Recipe,
+                  rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The rows plus `dropout_copies` copies in which each band is dropped (values 0, indicators 1) at random."""
+    if not recipe.dropout_copies or not bands:
+        return x, y
+    values, missing = x[block.key], x[block.missing_key]
+    members = {b: [j for j, c in enumerate(block.columns) if b in band_of(c, bands)] for b in bands}
+    parts_v, parts_m = [values], [missing]
+    for _ in range(recipe.dropout_copies):
+        v, m = values.copy(), missing.copy()
+        drop = rng.random((len(v), len(bands))) < recipe.band_dropout
+        for k, band in enumerate(bands):
+            rows, cols = np.flatnonzero(drop[:, k]), members[band]
+            if rows.size and cols:
+                v[np.ix_(rows, cols)] = 0.0
+                m[np.ix_(rows, cols)] = 1.0
+        parts_v.append(v), parts_m.append(m)
+    out = dict(x)
+    out[block.key], out[block.missing_key] = np.vstack(parts_v), np.vstack(parts_m)
+    return out, np.vstack([y] * (recipe.dropout_copies + 1))
+
+
+def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: pa.Table, spec: dict[str, Any],
+                      seed: int, epochs: int | None, bands: list[str] | None = None) -> Trained:
+    recipe = RECIPES[name]
+    wanted = list(spec.get("labels") or DEFAULT_LABELS)
+    labels = [t for t in wanted if t in train.column_names]
+    if not labels:
+        raise ValueError(f"{name}: the training table has none of the labels {wanted}")
+    transforms = {t: TARGET_TRANSFORMS[t] for t in labels if t in TARGET_TRANSFORMS}
+
+    def targets(cols: Columns) -> np.ndarray:
+        return np.column_stack([forward_transform(transforms.get(t), cols.scalar(t)) for t in labels])
+
+    ct, cv = Columns(train), Columns(val)
+    y_all = targets(ct)
+    labelled = np.isfinite(y_all).any(axis=1)
+    if labelled.sum() < 3:
+        raise ValueError(f"{name}: {int(labelled.sum())} training rows with a label; at least 3 are needed")
+    ct = Columns(train.filter(pa.array(labelled)))
+    encoder.fit(ct)
+    y_train = y_all[labelled]
+    y_mean = np.array([np.nanmean(y_train[:, t]) for t in range(len(labels))])
+    y_std = np.array([np.nanstd(y_train[:, t]) for t in range(len(labels))])
+    y_std = np.where(np.isfinite(y_std) & (y_std > 1e-12), y_std, 1.0)
+    x_train, z_train = encoder.transform(ct), ((y_train - y_mean) / y_std).astype(np.float32)
+    x_val = z_val = None
+    if cv.n:
+        x_val, z_val = encoder.transform(cv), ((targets(cv) - y_mean) / y_std).astype(np.float32)
+    _seed(seed)
+    if bands is not None:
+        x_train, z_train = _band_dropout(x_train, z_train, encoder.inputs[0], bands, recipe,
+                                         np.random.default_rng(seed))
+    model = build(encoder.shapes, len(labels))
+    model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=heteroscedastic_nll)
+    fit = _fit(model, recipe, epochs or recipe.max_epochs, x_train, z_train,
+               (x_val, z_val) if x_val is not None else None, regression_score)
+
+    info = _base_info(name, encoder, model, spec, seed, fit, ct.n, cv.n, recipe)
+    info.update({"targets": labels, "target_transforms": transforms,
+                 "target_scaling": {"mean": y_mean.tolist(), "std": y_std.tolist()},
+                 "calibration": {"sigma_scale": {t: 1.0 for t in labels}}})
+    predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
+    calib_cols, calib_truth = (cv, targets(cv)) if cv.n else (ct, y_train)
+    mean, sigma = predictor.fitted_space(calib_cols)
+    scales = {t: sigma_scale(mean[:, i] - calib_truth[:, i], sigma[:, i]) for i, t in enumerate(labels)}
+    info["calibration"] = {"sigma_scale": scales, "rule": "median |res/sigma| = 0.6745 per target",
+                           "split": "val" if cv.n else "train (no validation rows)"}
+    predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
+    metrics: dict[str, Any] = {"model": name, "kind": KIND[name], "training": fit,
+                               "calibration": info["calibration"]}
+    for split, table in (("train", train), ("val", val)):
+        if table.num_rows:
+            pred = predictor.predict_table(table)
+            metrics[split] = {t: regression_metrics(Columns(table).scalar(t), pred[t], pred[f"{t}_err"])
+                              for t in labels}
+    return Trained(info, {}, metrics, save=_saver(model))
+
+
+def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
+                    epochs: int | None) -> Trained:
+    length = _vector_length(spec, ("grid.length", "length"), train, "flux")
+    encoder = Encoder([VectorInput("flux", length, key="spectrum", mask_column="mask", ivar_column="ivar",
+                                   mask_channel=True, clip=(-1.0, 3.0))])
+    return _train_regression("spectral", encoder, spectral_cnn, train, val, spec, seed, epochs)
+
+
+def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:
+    columns = _feature_columns(spec, train, lambda c: c.startswith(("mag_", "err_", "c_"))
+                               or c in ("abs_G", "parallax", "parallax_error"))
+    columns = [c for c in columns if not c.startswith("mask_")]
+    if not columns:
+        raise ValueError("sed: no numeric feature columns (spec.json `features`, or mag_*/err_*/c_*/abs_G/parallax)")
+    bands = list(spec.get("bands") or [c[4:] for c in columns if c.startswith("mag_")])
+    errors = [c for c in columns if c.startswith("err_") or c.endswith("_error")]
+    encoder = Encoder([ScalarInput(columns, "photometry", require_any=True, all_indicators=True,
+                                   log_columns=errors)])
+    return _train_regression("sed", encoder, sed_mlp, train, val, spec, seed, epochs, bands=bands)
+
+
+# ------------------------------------------------------------------------------------------- classification
+
+
+def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
+                      epochs: int | None) -> Trained:
+    recipe = RECIPES["lightcurve"]
+    if "class" not in train.column_names:
+        raise ValueError("lightcurve: the training table has no `class` column")
+    labels_train = Columns(train).strings("class")
+    classes = list(spec.get("classes") or sorted({c for c in labels_train if c is not None}))
+    index = {c: i for i, c in enumerate(classes)}
+    keep = np.array([c in index for c in labels_train], bool)
+    if keep.sum() < 2:
+        raise ValueError(f"lightcurve: fewer than 2 training rows with a class among {classes}")
+    train_kept = train.filter(pa.array(keep))
+    keep_val = np.array([c in index for c in Columns(val).strings("class")], bool) if val.num_rows else keep[:0]
+    val_kept = val.filter(pa.array(keep_val)) if val.num_rows else val
+    global_length = _vector_length(spec, ("global_length",), train, "global_view")
+    local_length = _vector_length(spec, ("local_length",), train, "local_view")
+    scalars = [c for c in _feature_columns(spec, train, lambda c: c not in ("global_view", "local_view"))
+               if c not in ("global_view", "local_view")]
+    encoder = Encoder([VectorInput("global_view", global_length), VectorInput("local_view", local_length),
+                       ScalarInput(scalars, "scalars", log_columns=[c for c in scalars if c.endswith(SCALE_LIKE)])])
+    ct, cv = Columns(train_kept), Columns(val_kept)
+    encoder.fit(ct)
+    y_train = np.array([index[c] for c in ct.strings("class")], np.int64)
+    y_val = np.array([index[c] for c in cv.strings("class")], np.int64)
+    w_train = balanced_weights(y_train, len(classes)).astype(np.float32)
+    x_train = encoder.transform(ct)
+    x_val = encoder.transform(cv) if cv.n else None
+    _seed(seed)
+    model = views_cnn(encoder.shapes, len(classes))
+    model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fit = _fit(model, recipe, epochs or recipe.max_epochs, x_train, y_train,
+               (x_val, y_val) if x_val is not None else None, classification_score, sample_weight=w_train)
+
+    info = _base_info("lightcurve", encoder, model, spec, seed, fit, ct.n, cv.n, recipe)
+    info.update({"classes": classes, "label_column": "class", "period_column": "period",
+                 "aperiodic_classes": [c for c in classes if c in APERIODIC_CLASSES],
+                 "class_weights": "balanced", "calibration": {"temperature": 1.0}})
+    if "period" not in info["inputs"]["optional"]:
+        info["inputs"]["optional"].append("period")
+    predictor = KerasClassifierPredictor(None, info, spec, _graph(model))
+    calib_cols, calib_y = (cv, y_val) if cv.n else (ct, y_train)
+    logits = predictor.outputs(calib_cols)
+    temperature = fit_temperature(logits, calib_y)
+    before, after = softmax(logits), softmax(logits, temperature)
+    correct = before.argmax(axis=1) == calib_y
+    info["calibration"] = {
+        "temperature": temperature, "method": "temperature scaling (validation log loss)",
+        "split": "val" if cv.n else "train (no validation rows)",
+        "ece_before": expected_calibration_error(before, correct),
+        "ece_after": expected_calibration_error(after, correct),
+        "log_loss_before": log_loss(logits, calib_y), "log_loss_after": log_loss(logits, calib_y, temperature)}
+    predictor = KerasClassifierPredictor(None, info, spec, _graph(model))
+    metrics: dict[str, Any] = {"model": "lightcurve", "kind": KIND["lightcurve"], "training": fit,
+                               "calibration": info["calibration"],
+                               "dropped_rows": {"train": int((~keep).sum()), "val": int((~keep_val).sum())}}
+    for split, table in (("train", train_kept), ("val", val_kept)):
+        if table.num_rows:
+            metrics[split] = classification_metrics(Columns(table).strings("class"), predictor.predict_proba(table),
+                                                    classes)
+    return Trained(info, {}, metrics, save=_saver(model))
+
+
+TRAINERS = {"spectral": _train_spectral, "sed": _train_sed, "lightcurve": _train_lightcurve}
+
+
+def train_keras(name: str, train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int = 0,
+                epochs: int | None = None) -> Trained:
+    """Fit the Keras model `name` on the training table, early-stopped and calibrated on the validation table.
+
+    `epochs` caps the epochs (early stopping may end sooner); None uses the model's default cap.
+    """
+    if name not in TRAINERS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(TRAINERS)}")
+    if train.num_rows < 3:
+        raise ValueError(f"{name}: {train.num_rows} training rows; at least 3 are needed")
+    return TRAINERS[name](train, val, spec, seed, epochs)

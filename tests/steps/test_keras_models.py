@@ -1,0 +1,241 @@
+"""The Keras models: trainer dispatch, training on the fixture split, saving and loading, calibration, determinism.
+
+Models are tiny and trained for a few dozen epochs on a 300-object fixture split, with TensorFlow limited to two
+threads, so each model trains in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from split_fixtures import write_split
+from steps.evaluate import evaluate_model
+from steps.models import load_model
+from steps.models.inputs import Columns
+from steps.models.metrics import classification_metrics, regression_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+KINDS = {"spectral": "keras-spectral-cnn", "lightcurve": "keras-softmax-views", "sed": "keras-sed-mlp"}
+EPOCHS = 40
+tf = pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    """Keep TensorFlow to two threads: the machine is shared."""
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+    except RuntimeError:  # already initialised by an earlier module: its setting stands
+        pass
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> Path:
+    return write_split(tmp_path_factory.mktemp("split") / "split", n=300, seed=5)
+
+
+@pytest.fixture(scope="module")
+def trained(split, tmp_path_factory):
+    """name -> model directory, each Keras model trained once, when a test first asks for it."""
+    from steps.train import train_from_split
+
+    root = tmp_path_factory.mktemp("keras")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            cache[name] = train_from_split(name, split, root / name, trainer="keras", epochs=EPOCHS, seed=1)
+        return cache[name]
+    return get
+
+
+def _table(split: Path, name: str, part: str):
+    return pq.read_table(split / MODALITY[name] / f"{part}.parquet")
+
+
+# ------------------------------------------------------------------------------------------- dispatch
+
+
+def test_importing_the_pipeline_does_not_import_tensorflow():
+    code = ("import sys, steps.train, steps.train.__main__, steps.models, steps.models.predictor, steps.evaluate, "
+            "steps.evaluate.__main__, steps.evaluate.report, workflows.predict_cli; "
+            "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_auto_picks_keras_when_tensorflow_is_installed_and_the_baseline_otherwise(monkeypatch):
+    import steps.train as train
+
+    assert train.resolve_trainer("auto") == "keras"
+    assert train.resolve_trainer("keras") == "keras"
+    assert train.resolve_trainer("baseline") == "baseline"
+    warnings = []
+    monkeypatch.setattr(train, "tensorflow_available", lambda: False)
+    monkeypatch.setattr(train.log, "warning", lambda message, *args: warnings.append(message % args))
+    assert train.resolve_trainer("auto") == "baseline"
+    assert warnings and "TensorFlow is not installed" in warnings[0]
+    with pytest.raises(train.TrainerUnavailable, match="needs TensorFlow"):
+        train.resolve_trainer("keras")
+
+
+def test_keras_trainer_without_tensorflow_exits_2(split, tmp_path, monkeypatch):
+    import steps.train as train
+    from steps.train.__main__ import main
+
+    monkeypatch.setattr(train, "tensorflow_available", lambda: False)
+    assert main(["sed", "--split", str(split), "--out", str(tmp_path / "sed"), "--trainer", "keras"]) == 2
+    assert not (tmp_path / "sed").exists()
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("name", ["spectral", "lightcurve", "sed"])
+def test_model_directory_holds_the_keras_model_its_export_and_its_training_record(trained, name):
+    model_dir = trained(name)
+    assert (model_dir / "model.keras").is_file()
+    assert (model_dir / "saved_model" / "saved_model.pb").is_file()
+    assert not (model_dir / "weights.npz").exists()
+    info = json.loads((model_dir / "model.json").read_text())
+    assert info["kind"] == KINDS[name] and info["training"]["trainer"] == "keras"
+    training = info["training"]
+    assert training["epochs"] == EPOCHS and 1 <= training["best_epoch"] <= training["epochs_run"] <= EPOCHS
+    assert info["architecture"]["parameters"] > 1000
+    training = json.loads((model_dir / "train_metrics.json").read_text())["training"]
+    assert training["seconds_per_epoch"] > 0 and training["samples_per_second"] > 0
+    assert len(training["history"]["loss"]) == training["epochs_run"]
+
+
+@pytest.mark.parametrize("name", ["spectral", "lightcurve", "sed"])
+def test_model_beats_the_null_predictor_on_the_test_split(trained, split, name):
+    ev = evaluate_model(name, trained(name), split)
+    if ev.task == "regression":
+        for target in ("teff", "logg"):
+            assert ev.model["targets"][target]["rmse"] < 0.6 * ev.null["targets"][target]["rmse"], target
+    else:
+        assert ev.model["balanced_accuracy"] > 0.6 > 2 * ev.null["balanced_accuracy"]
+
+
+@pytest.mark.parametrize("name", ["spectral", "lightcurve", "sed"])
+def test_reloading_gives_the_predictions_it_was_measured_with(trained, split, name):
+    """The SavedModel the predictor serves, the `.keras` file and the in-memory model agree."""
+    import keras
+
+    from steps.models.keras.predictor import PREDICTORS
+
+    model_dir = trained(name)
+    val = _table(split, name, "val")
+    loaded = load_model(model_dir)
+    first, second = loaded.predict_table(val), load_model(model_dir).predict_table(val)
+    assert first.equals(second)
+    recorded = json.loads((model_dir / "train_metrics.json").read_text())["val"]
+    if loaded.task == "regression":
+        remeasured = {t: regression_metrics(Columns(val).scalar(t), first[t], first[f"{t}_err"])
+                      for t in loaded.targets}
+        for target in loaded.targets:
+            assert remeasured[target]["rmse"] == pytest.approx(recorded[target]["rmse"], rel=1e-5)
+    else:
+        remeasured = classification_metrics(Columns(val).strings("class"), loaded.predict_proba(val),
+                                            loaded.classes)
+        assert remeasured["log_loss"] == pytest.approx(recorded["log_loss"], rel=1e-5)
+    network = keras.models.load_model(model_dir / "model.keras", compile=False)
+    from_keras = PREDICTORS[loaded.task](model_dir, loaded.info, loaded.spec,
+                                         lambda arrays: network(arrays, training=False).numpy())
+    numbers = first.select_dtypes("number").columns
+    np.testing.assert_allclose(from_keras.predict_table(val)[numbers].to_numpy(), first[numbers].to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["spectral", "lightcurve", "sed"])
+def test_predict_records_equals_predict_table(trained, split, name):
+    model = load_model(trained(name))
+    test = _table(split, name, "test").slice(0, 12)
+    table = model.predict_table(test)
+    records = model.predict_records(test.to_pylist())
+    assert list(records[0]) == list(table.columns)
+    for column in table.columns:
+        got = [r[column] for r in records]
+        if table[column].dtype == object:
+            assert got == table[column].tolist(), column
+        else:
+            np.testing.assert_allclose(np.array(got, float), table[column].to_numpy(float), rtol=1e-6,
+                                       equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["spectral", "sed"])
+def test_uncertainties_are_calibrated_on_validation(trained, name):
+    model_dir = trained(name)
+    info = json.loads((model_dir / "model.json").read_text())
+    scales = info["calibration"]["sigma_scale"]
+    assert set(scales) == {"teff", "logg", "feh"} and all(0 < s < 100 for s in scales.values())
+    val = json.loads((model_dir / "train_metrics.json").read_text())["val"]
+    for target, m in val.items():
+        assert 0.5 <= m["coverage_68"] <= 0.85, (target, m["coverage_68"])
+        assert m["coverage_95"] >= 0.8, (target, m["coverage_95"])
+
+
+def test_classifier_is_temperature_scaled_and_passes_the_period_through_for_periodic_classes(trained, split):
+    model_dir = trained("lightcurve")
+    calibration = json.loads((model_dir / "model.json").read_text())["calibration"]
+    assert 0.05 <= calibration["temperature"] <= 20
+    assert calibration["log_loss_after"] <= calibration["log_loss_before"] + 1e-9
+    assert calibration["ece_before"] is not None and calibration["ece_after"] is not None
+    model = load_model(model_dir)
+    test = _table(split, "lightcurve", "test")
+    pred = model.predict_table(test)
+    proba = pred[[f"p_{c}" for c in model.classes]].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    quiet = (pred["class"] == "quiet").to_numpy()
+    assert quiet.any() and (~quiet).any()
+    assert np.isnan(pred["period"][quiet]).all()
+    np.testing.assert_array_equal(pred["period"][~quiet], test.column("period").to_numpy()[~quiet])
+
+
+def test_sed_model_predicts_with_missing_bands(trained, split):
+    model = load_model(trained("sed"))
+    test = _table(split, "sed", "test").to_pandas()
+    full = model.predict_table(test)
+    for band in ("W1", "W2", "J"):
+        for column in [c for c in test.columns if band in c.split("_")[1:] and test[c].dtype.kind == "f"]:
+            test[column] = np.nan
+    dropped = model.predict_table(test)
+    assert np.isfinite(dropped[["teff", "teff_err"]].to_numpy()).all()
+    truth = test["teff"].to_numpy()
+    rmse = lambda p: float(np.sqrt(np.mean((p - truth) ** 2)))  # noqa: E731
+    assert rmse(dropped["teff"].to_numpy()) < 0.5 * float(np.std(truth))
+    assert np.median(dropped["teff_err"]) >= 0.9 * np.median(full["teff_err"])  # less information, no less doubt
+    with pytest.raises(ValueError, match="none of the input fields"):
+        model.predict_records([{"parallax": None}])
+
+
+def test_training_with_a_seed_is_deterministic(trained, split, tmp_path):
+    from steps.train import train_from_split
+
+    again = train_from_split("sed", split, tmp_path / "sed", trainer="keras", epochs=EPOCHS, seed=1)
+    test = _table(split, "sed", "test")
+    first, second = load_model(trained("sed")).predict_table(test), load_model(again).predict_table(test)
+    numbers = first.select_dtypes("number").columns
+    # TensorFlow's deterministic ops make CPU training bit-for-bit repeatable; allow for round-off anyway.
+    np.testing.assert_allclose(first[numbers].to_numpy(), second[numbers].to_numpy(), rtol=1e-5)
+    assert (trained("sed") / "model.json").read_text() == (again / "model.json").read_text()
+
+
+@pytest.mark.slow
+def test_cli_trains_the_keras_model_by_default(split, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "steps.train", "sed", "--split", str(split), "--out",
+                             str(tmp_path / "sed"), "--epochs", "3"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "sed" / "manifest.json").read_text())["parameters"]["trainer"] == "keras"
+    assert "3 epochs" in result.stderr

@@ -1,0 +1,146 @@
+"""The evaluation's HTML report and its plots, and the calibration measures they draw (no TensorFlow needed)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from steps.evaluate.__main__ import main as evaluate
+from steps.models.keras.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    reliability,
+    sigma_scale,
+    softmax,
+)
+
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EXPECTED_PLOTS = {
+    "spectral": ["pred_vs_true", "residuals_snr", "residuals_teff", "coverage"],
+    "sed": ["pred_vs_true", "residuals_teff", "coverage"],
+    "lightcurve": ["confusion", "reliability"],
+}
+
+
+class _Page(HTMLParser):
+    """Collects images, links and text, and checks that every non-void element is closed in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.open: list[str] = []
+        self.images: list[dict[str, str]] = []
+        self.ids: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "img":
+            self.images.append(attributes)
+        if "id" in attributes:
+            self.ids.append(attributes["id"])
+        if tag not in VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+        self.open.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path.name}: not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def _run(split: Path, models: dict[str, Path], out: Path) -> Path:
+    args = ["--split", str(split), "--out", str(out)]
+    for name, path in models.items():
+        args += [f"--{name}", str(path)]
+    assert evaluate(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluation(learnable, tmp_path_factory) -> Path:
+    split, models = learnable
+    return _run(split, models, tmp_path_factory.mktemp("report") / "evaluation")
+
+
+def test_report_html_parses_and_shows_every_plot_it_references(evaluation):
+    page = _Page()
+    page.feed((evaluation / "report.html").read_text())
+    page.close()
+    assert page.open == [], f"unclosed elements: {page.open}"
+    assert set(page.ids) >= {"spectral", "lightcurve", "sed"}
+    sources = [image["src"] for image in page.images]
+    assert all(image.get("alt") for image in page.images)
+    for name, kinds in EXPECTED_PLOTS.items():
+        for kind in kinds:
+            assert f"plots/{name}_{kind}.png" in sources
+    listed = {entry["path"] for entry in json.loads((evaluation / "manifest.json").read_text())["files"]}
+    for src in sources:
+        width, height = _png_size(evaluation / src)
+        assert 100 < width < 2000 and 100 < height < 2000, src
+        assert src in listed, f"{src} is not in the manifest"
+    text = " ".join(page.text)
+    assert "SYNTHETIC" in text
+    assert "PASS spectral teff robust_sigma" in text  # the gate reasons are on the page
+    assert "robust_sigma" in text and "balanced_accuracy" in text
+    assert (evaluation / "report.md").is_file()
+
+
+def test_report_marks_refused_models_with_their_failed_gates(noise, tmp_path):
+    split, models = noise
+    out = _run(split, {"lightcurve": models["lightcurve"]}, tmp_path / "evaluation")
+    html = (out / "report.html").read_text()
+    assert "REFUSED" in html and '<li class="fail">FAIL lightcurve' in html
+
+
+def test_the_same_evaluation_gives_the_same_report_bytes(learnable, evaluation, tmp_path):
+    split, models = learnable
+    again = _run(split, models, tmp_path / "again")
+    for path in sorted((evaluation / "plots").iterdir()) + [evaluation / "report.html"]:
+        assert (again / path.relative_to(evaluation)).read_bytes() == path.read_bytes(), path.name
+
+
+# ------------------------------------------------------------------------------------------- calibration
+
+
+def test_sigma_scale_makes_the_median_normalised_residual_gaussian():
+    rng = np.random.default_rng(0)
+    sigma = rng.uniform(0.5, 2.0, 4000)
+    residuals = rng.normal(size=4000) * sigma * 3.0  # uncertainties 3x too small
+    scale = sigma_scale(residuals, sigma)
+    assert scale == pytest.approx(3.0, rel=0.05)
+    assert np.median(np.abs(residuals / (scale * sigma))) == pytest.approx(0.674490, rel=1e-6)
+    assert sigma_scale(np.array([np.nan]), np.array([1.0])) == 1.0
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_ece():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(5000, 4)) * 2.0
+    labels = np.array([rng.choice(4, p=p) for p in softmax(logits)])
+    overconfident = logits * 3.0
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    correct = overconfident.argmax(axis=1) == labels
+    before = expected_calibration_error(softmax(overconfident), correct)
+    after = expected_calibration_error(softmax(overconfident, temperature), correct)
+    assert after < 0.03 < before
+
+
+def test_reliability_bins_count_every_row_once():
+    proba = np.array([[0.95, 0.05], [0.55, 0.45], [0.5, 0.5], [np.nan, np.nan]])
+    bins = reliability(proba, np.array([True, False, True, True]))
+    assert sum(bins["count"]) == 3 and bins["count"][9] == 1 and bins["count"][5] == 2
+    assert bins["accuracy"][5] == 0.5 and bins["confidence"][9] == pytest.approx(0.95)

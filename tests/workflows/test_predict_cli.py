@@ -1,0 +1,123 @@
+"""`stellar predict`: raw or feature inputs, preprocessed as in training, predicted by a registered model.
+
+The models here are the NumPy baselines (the command treats every kind alike), so no TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from steps.core.registry import PRODUCTION, ModelRegistry
+from steps.ingest.__main__ import main as ingest
+from steps.preprocess.__main__ import main as preprocess
+from steps.split.__main__ import main as split_stage
+from steps.train import train_from_split
+from workflows.predict_cli import add_predict_command
+
+MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+
+
+def stellar_predict(*argv: str) -> int:
+    """`stellar predict ...` through the command's own parser (as `workflows.cli` wires it)."""
+    parser = argparse.ArgumentParser(prog="stellar")
+    add_predict_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["predict", *argv])
+    return args.handler(args)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Raw and feature artifacts of synthetic spectra and photometry, baselines trained on them, in a registry."""
+    root = tmp_path_factory.mktemp("predict")
+    registry = ModelRegistry.open(str(root / "home" / "registry"))
+    out = {"root": root}
+    for model, modality, extra in (("spectral", "spectra", ["--length", "256"]), ("sed", "photometry", [])):
+        raw, features, split = root / f"raw-{modality}", root / f"features-{modality}", root / f"split-{modality}"
+        assert ingest([modality, "--source", "synthetic", "--samples", "80", "--seed", "3", "--out", str(raw)]) == 0
+        assert preprocess([modality, "--in", str(raw), "--out", str(features), *extra]) == 0
+        assert split_stage([f"--{modality}", str(features), "--seed", "3", "--out", str(split)]) == 0
+        model_dir = train_from_split(model, split, root / f"model-{model}", trainer="baseline")
+        record = registry.register(model, model_dir)
+        registry.set_alias(model, PRODUCTION, record.version)
+        out[model] = {"raw": raw, "features": features, "model": model_dir}
+    return out
+
+
+def test_predicts_a_raw_artifact_preprocessed_with_the_models_spec(pipeline, tmp_path, capsys):
+    home = pipeline["root"] / "home"
+    csv = tmp_path / "spectra.csv"
+    assert stellar_predict("spectral", "--input", str(pipeline["spectral"]["raw"]), "--output", str(csv),
+                           "--home", str(home)) == 0
+    assert "spectral version 1 (production): 80 objects" in capsys.readouterr().out
+    frame = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+    assert list(frame.columns) == ["id", "teff", "logg", "feh", "teff_err", "logg_err", "feh_err", "problem"]
+    raw_ids = pq.read_table(pipeline["spectral"]["raw"] / "spectra.parquet").column("id").to_pylist()
+    assert frame["id"].tolist() == raw_ids  # one row per object, in input order
+    predicted = frame[frame["problem"].isna()]
+    assert len(predicted) >= 70 and predicted[["teff", "teff_err"]].notna().all().all()
+    assert predicted["teff"].between(2500, 50000).all()
+
+
+def test_raw_file_and_feature_artifact_give_the_predictions_of_the_raw_artifact(pipeline, tmp_path):
+    model = str(pipeline["sed"]["model"])
+    outputs = {}
+    for label, source in (("artifact", pipeline["sed"]["raw"]),
+                          ("raw file", pipeline["sed"]["raw"] / "photometry.parquet"),
+                          ("features", pipeline["sed"]["features"]),
+                          ("feature file", pipeline["sed"]["features"] / "features.parquet")):
+        csv = tmp_path / f"{label}.csv"
+        assert stellar_predict("sed", "--input", str(source), "--output", str(csv), "--model", model) == 0
+        outputs[label] = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+    reference = outputs.pop("artifact")
+    assert list(reference.columns) == ["id", "teff", "logg", "feh", "teff_err", "logg_err", "feh_err", "problem"]
+    for label, frame in outputs.items():
+        pd.testing.assert_frame_equal(frame[frame["problem"].isna()].reset_index(drop=True),
+                                      reference[reference["problem"].isna()].reset_index(drop=True), obj=label)
+
+
+def _split_fixtures():
+    """tests/steps/split_fixtures.py (on the path only when tests/steps is collected)."""
+    path = Path(__file__).resolve().parents[1] / "steps" / "split_fixtures.py"
+    spec = importlib.util.spec_from_file_location("split_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_classifier_output_has_a_class_probabilities_and_the_period(tmp_path):
+    split = _split_fixtures().write_split(tmp_path / "split", n=60, seed=4)
+    model_dir = train_from_split("lightcurve", split, tmp_path / "lc", trainer="baseline")
+    csv = tmp_path / "lc.csv"
+    assert stellar_predict("lightcurve", "--input", str(split / "lightcurves" / "test.parquet"), "--output",
+                           str(csv), "--model", str(model_dir)) == 0
+    frame = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+    classes = ["transit", "eclipsing_binary", "pulsator", "rotator", "quiet"]
+    assert list(frame.columns) == ["id", "class", *(f"p_{c}" for c in classes), "period", "problem"]
+    assert len(frame) == 12 and frame["class"].isin(classes).all()
+    assert ((frame[[f"p_{c}" for c in classes]].sum(axis=1) - 1).abs() < 1e-4).all()
+
+
+def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, capsys):
+    empty_home = tmp_path / "empty"
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
+                           "--home", str(empty_home)) == 2
+    assert "versions there: none" in capsys.readouterr().err
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
+                           "--home", str(pipeline["root"] / "home"), "--model", "candidate") == 2
+    assert "versions there: 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_inputs_of_another_modality_are_refused(pipeline, tmp_path, capsys):
+    assert stellar_predict("sed", "--input", str(pipeline["spectral"]["raw"]), "--output", str(tmp_path / "x.csv"),
+                           "--model", str(pipeline["sed"]["model"])) == 2
+    assert "not of ingest.photometry" in capsys.readouterr().err
+    assert stellar_predict("spectral", "--input", str(pipeline["sed"]["raw"] / "photometry.parquet"), "--output",
+                           str(tmp_path / "x.csv"), "--model", str(pipeline["spectral"]["model"])) == 2
+    assert "neither a spectra feature table nor a raw spectra table" in capsys.readouterr().err

@@ -1,0 +1,236 @@
+"""`stellar predict {spectral,lightcurve,sed} --input DIR_OR_FILE --output FILE.csv [--model VERSION_OR_ALIAS]
+[--home DIR] [--registry URI]`: batch prediction with a registered model.
+
+The input may be, for the model's modality:
+- a folder of archive files that the connectors replay (`steps.ingest.sources.FOLDER_READERS`);
+- a raw artifact (the ingest stage's output directory) or its data parquet file;
+- a feature artifact (the preprocess stage's output directory) or a feature parquet file (already preprocessed).
+Raw inputs are preprocessed by the same `steps.preprocess` functions as in training, with the parameters of the
+model's input spec (grid length and range, band set and dereddening, view lengths); the result must match the
+spec, or the command stops saying how.
+
+The model is `--model` (default `production`): an alias or version of the registry (default HOME/registry), or a
+model directory. With no such version the command exits 2 and names the versions there are.
+
+The CSV has one row per object, in input order: `id` (the source's own identifier), then `teff`, `logg`, `feh`,
+`teff_err`, `logg_err`, `feh_err` (1 sigma) or `class`, `p_<class>` per class and `period`, and `problem`: empty,
+or why the object has no prediction (the reason it was quarantined in preprocessing, or which inputs it lacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+DEFAULT_HOME = ".stellar"
+
+
+class PredictError(RuntimeError):
+    """Bad input or model choice: exit status 2, with this message."""
+
+
+def add_predict_command(sub: argparse._SubParsersAction) -> None:
+    """Add `predict` to the `stellar` parser."""
+    command = sub.add_parser("predict", help="predict a folder or table of objects with a registered model",
+                             description=__doc__.split("\n\n")[0])
+    command.add_argument("model_name", choices=tuple(MODALITY), metavar="{spectral,lightcurve,sed}")
+    command.add_argument("--input", type=Path, required=True,
+                         help="a folder of archive files, a raw or feature artifact, or a raw or feature parquet file")
+    command.add_argument("--output", type=Path, required=True, help="CSV file to write")
+    command.add_argument("--model", default="production",
+                         help="registry alias or version, or a model directory (default production)")
+    command.add_argument("--home", help="working home of the registry (default: $STELLAR_HOME or .stellar)")
+    command.add_argument("--registry", help="registry URI (default HOME/registry)")
+    command.set_defaults(handler=predict_command)
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """Run `stellar predict`; return the exit status."""
+    from workflows.cli import home_dir
+
+    started = time.perf_counter()
+    try:
+        home = home_dir(args.home)
+        model_dir, label = resolve_model(args.model_name, args.model, args.registry or str(home / "registry"),
+                                         home / "serving")
+        frame = predict(args.model_name, model_dir, args.input)
+    except PredictError as error:
+        print(f"stellar predict: {error}", file=sys.stderr)
+        return 2
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(args.output, index=False, float_format="%.6g")
+    missing = int((frame["problem"] != "").sum())
+    print(f"{args.model_name} {label}: {len(frame)} objects -> {args.output}"
+          + (f" ({missing} without a prediction: see the `problem` column)" if missing else "")
+          + f" in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[Path, str]:
+    """The model directory for `ref` (a directory, or an alias/version of `name` in the registry) and a label."""
+    if Path(ref).is_dir():
+        return Path(ref), f"model {ref}"
+    from steps.core.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry.open(registry_uri)
+    try:
+        record, path = registry.download(name, ref, cache)
+    except RegistryError as error:
+        versions = [record.version for record in registry.versions(name)]
+        raise PredictError(f"no {name} model {ref!r} in {registry_uri}: {error}; versions there: "
+                           f"{', '.join(versions) or 'none'} (train and promote one with `stellar run`, "
+                           "or pass --model VERSION)") from None
+    return path, f"version {record.version}" + (f" ({ref})" if ref != record.version else "")
+
+
+def predict(name: str, model_dir: Path, source: Path):
+    """One row per input object: `id`, the model's outputs (ordered as documented above), `problem`."""
+    import pandas as pd
+
+    from steps.models import load_model
+
+    model = load_model(model_dir)
+    if model.name != name:
+        raise PredictError(f"{model_dir} holds a {model.name!r} model, not {name!r}")
+    features, quarantined, order = read_features(MODALITY[name], source, model.spec)
+    try:
+        predicted = model.predict_table(features) if features.num_rows else pd.DataFrame()
+    except (KeyError, ValueError, TypeError) as error:
+        raise PredictError(f"{source}: the model cannot read these inputs: {error}") from None
+    ids = features.column("id").to_pylist() if "id" in features.column_names else [str(i) for i in
+                                                                                    range(features.num_rows)]
+    outputs = _output_columns(model)
+    rows: dict[str, dict[str, Any]] = {}
+    usable = model.featurizer.usable(_columns(features)) if features.num_rows else []
+    for i, object_id in enumerate(ids):
+        row = {c: predicted[c].iloc[i] if c in predicted else math.nan for c in outputs}
+        row["problem"] = "" if usable[i] else model.featurizer.describe_unusable()
+        rows[str(object_id)] = row
+    for object_id, reason in quarantined.items():
+        rows[object_id] = {**{c: math.nan for c in outputs}, "problem": f"quarantined: {reason}"}
+    ordered = [i for i in order if i in rows] + [i for i in rows if i not in set(order)]
+    frame = pd.DataFrame([{"id": i, **rows[i]} for i in ordered], columns=["id", *outputs, "problem"])
+    if "class" in frame:
+        frame["class"] = frame["class"].where(frame["class"].notna(), "")
+    return frame
+
+
+def _columns(table):
+    from steps.models.inputs import Columns
+
+    return Columns(table)
+
+
+def _output_columns(model) -> list[str]:
+    if model.task == "regression":
+        return list(model.targets) + [f"{t}_err" for t in model.targets]
+    return ["class", *(f"p_{c}" for c in model.classes), "period"]
+
+
+def read_features(modality: str, source: Path, spec: dict[str, Any]):
+    """(feature table, {quarantined id: reason}, every object id in input order) for the input `source`."""
+    import pyarrow.parquet as pq
+
+    from steps.core.artifacts import read_manifest
+    from steps.preprocess.common import FEATURES_FILE, read_raw
+
+    if not source.exists():
+        raise PredictError(f"--input {source}: no such file or folder")
+    if source.is_file():
+        table = pq.read_table(source)
+        if _is_features(modality, table.column_names):
+            return table, {}, _ids(table)
+        raw = _raw_table(modality, source, table)
+    elif (source / "manifest.json").is_file():
+        stage = read_manifest(source).stage
+        if stage == f"preprocess.{modality}":
+            table = pq.read_table(source / FEATURES_FILE)
+            return table, {}, _ids(table)
+        if stage != f"ingest.{modality}":
+            raise PredictError(f"--input {source}: an output of stage {stage!r}, not of ingest.{modality} or "
+                               f"preprocess.{modality}")
+        raw = read_raw(source, modality)
+    else:
+        raw = _read_folder(modality, source)
+    features = preprocess(modality, raw, spec)
+    quarantine = features.quarantine.table()
+    reasons = dict(zip(quarantine.column("id").to_pylist(), quarantine.column("reason").to_pylist()))
+    return features.table, reasons, [str(i) for i in raw.data.column("id").to_pylist()]
+
+
+def _raw_table(modality: str, source: Path, table):
+    """A raw data table (the ingest schema of the modality) read from a file, as a raw artifact without labels."""
+    import pyarrow as pa
+
+    from steps.ingest.schemas import DATA_SCHEMAS
+    from steps.preprocess.common import RawArtifact
+
+    schema = DATA_SCHEMAS[modality]
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise PredictError(f"--input {source}: neither a {modality} feature table nor a raw {modality} table "
+                           f"(lacks {', '.join(missing[:6])})")
+    try:
+        data = table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise PredictError(f"--input {source}: columns do not match the raw {modality} schema: {error}") from None
+    return RawArtifact(path=source, data=data, labels=None, synthetic=False)
+
+
+def _ids(table) -> list[str]:
+    return [str(i) for i in table.column("id").to_pylist()] if "id" in table.column_names else []
+
+
+def _is_features(modality: str, names: list[str]) -> bool:
+    marker = {"spectra": ("flux", "snr"), "lightcurves": ("global_view",), "photometry": ("c_BP_RP", "abs_G")}
+    return any(m in names for m in marker[modality]) and not _is_raw(modality, names)
+
+
+def _is_raw(modality: str, names: list[str]) -> bool:
+    from steps.ingest.schemas import DATA_SCHEMAS
+
+    return all(name in names for name in DATA_SCHEMAS[modality].names)
+
+
+def _read_folder(modality: str, folder: Path):
+    from steps.ingest import sources
+    from steps.ingest.schemas import DATA_SCHEMAS
+    from steps.preprocess.common import RawArtifact
+
+    if modality not in sources.FOLDER_READERS:
+        raise PredictError(f"--input {folder}: this version cannot read {modality} folders yet (readers exist for "
+                           f"{', '.join(sorted(sources.FOLDER_READERS)) or 'none'}); give a raw or feature table")
+    ingested = sources.FOLDER_READERS[modality](sources.IngestRequest(modality, 0, 0, str(folder)))
+    data = ingested.data.select(DATA_SCHEMAS[modality].names)
+    return RawArtifact(path=folder, data=data, labels=None, synthetic=False)
+
+
+def preprocess(modality: str, raw, spec: dict[str, Any]):
+    """Preprocess raw tables exactly as for training: the model's spec gives the parameters, and must match."""
+    from steps.preprocess import lightcurves, photometry, spectra
+
+    if modality == "spectra":
+        grid = spec["grid"]
+        length, start, step = int(grid["length"]), float(grid["loglam_start"]), float(grid["loglam_step"])
+        low = start - step / 2
+        features = spectra.preprocess_spectra(raw, length=length, wave_range=(10 ** low, 10 ** (low + step * length)))
+        made = features.spec["grid"]
+        if (made["length"] != length or abs(made["loglam_start"] - start) > 1e-9
+                or abs(made["loglam_step"] - step) > 1e-12):
+            raise PredictError(f"preprocessing made the grid {made}, but the model was trained on {grid}")
+    elif modality == "photometry":
+        features = photometry.preprocess_photometry(raw, deredden=bool(spec.get("dereddened", True)),
+                                                    bands=tuple(spec["bands"]))
+        if features.spec.get("bands") != spec["bands"]:
+            raise PredictError(f"preprocessing made the bands {features.spec.get('bands')}, but the model was "
+                               f"trained on {spec['bands']}")
+    else:
+        features = lightcurves.preprocess_lightcurves(raw, global_length=int(spec["global_length"]),
+                                                      local_length=int(spec["local_length"]),
+                                                      workers=lightcurves.default_workers())
+    return features
