@@ -37,10 +37,11 @@ PHOTOMETRY_SCHEMA = pa.schema(
 
 LIGHTCURVES_SCHEMA = pa.schema([
     ("id", pa.string()),
-    ("time", pa.list_(pa.float64())),      # days (BKJD for Kepler)
-    ("flux", pa.list_(pa.float32())),      # normalised to a median near 1; NaN where no measurement
+    ("time", pa.list_(pa.float64())),      # days: BKJD for Kepler, BTJD for TESS, MJD for ground-based surveys
+    ("flux", pa.list_(pa.float32())),      # relative flux, median near 1 in each band; NaN where no measurement
     ("flux_err", pa.list_(pa.float32())),
     ("quality", pa.list_(pa.int32())),     # Kepler quality bits (KEPLER_QUALITY_BITS); 0 = good
+    ("band", pa.list_(pa.string())),       # passband of each cadence: KEPLER_BAND, TESS_BAND or a survey band
     ("source", pa.string()),
 ])
 
@@ -52,7 +53,17 @@ DATA_SCHEMAS = {"spectra": SPECTRA_SCHEMA, "photometry": PHOTOMETRY_SCHEMA, "lig
 LABEL_SCHEMAS = {"spectra": STELLAR_LABELS_SCHEMA, "photometry": STELLAR_LABELS_SCHEMA,
                  "lightcurves": LIGHTCURVE_LABELS_SCHEMA}
 
+# Light-curve passbands. Space photometry has one band per mission; a ground-based survey's epochs carry the band
+# they were taken in (SDSS ugriz for Stripe 82), and their magnitudes are stored as relative flux per band,
+# 10**(-0.4 * (m - median m of the band)), so that every source shares one flux convention.
+KEPLER_BAND = "Kepler"
+TESS_BAND = "TESS"
+SDSS_BANDS = ("u", "g", "r", "i", "z")
+
+# Classes of the synthetic source, and those of the labelled archives: Kepler's eclipsing binary catalogue and
+# KOI dispositions (a confirmed planet is a `transit`, and `false_positive`), and the Stripe 82 RR Lyrae subtypes.
 LIGHTCURVE_CLASSES = ("eclipsing_binary", "pulsator", "quiet", "rotator", "transit")
+ARCHIVE_LIGHTCURVE_CLASSES = ("RRab", "RRc", "eclipsing_binary", "false_positive", "transit")
 
 # SDSS spectroscopic pixel mask (SPPIXMASK) bits, as found in `and_mask`: bits 0-12 describe the fibre,
 # 16 and up the pixel.
@@ -68,3 +79,7 @@ SDSS_PIXEL_BITS = {
 # Kepler pipeline quality flags (values as in lightkurve's KeplerQualityFlags) that the synthetic source sets.
 KEPLER_QUALITY_BITS = {"CoarsePoint": 4, "Desat": 32, "Argabrightening": 64, "ApertureCosmic": 128,
                        "ImpulsiveOutlier": 2048}
+# Kepler flags that mark no fault of the cadence's flux (lightkurve leaves them in even with its "hard" bitmask):
+# preprocessing keeps cadences that carry only these, and drops a cadence with any other flag.
+KEPLER_BENIGN_QUALITY_BITS = {"ZeroCrossing": 16, "NoFinePoint": 32768, "RollingBandInAperture": 131072,
+                              "RollingBandInMask": 262144}

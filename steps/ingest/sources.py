@@ -15,7 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from steps.core.quarantine import Quarantine
-from steps.ingest import gaia_live, photometry_files, sdss_live, spectra_files, synthetic
+from steps.ingest import (gaia_live, kepler_live, lightcurve_files, photometry_files, sdss_live, spectra_files,
+                          synthetic)
 from steps.ingest.schemas import DATA_SCHEMAS, LABEL_SCHEMAS
 
 
@@ -59,12 +60,14 @@ SOURCES = {source.name: source for source in (
     Source("synthetic", _synthetic, synthetic=True, modalities=tuple(synthetic.GENERATORS)),
     Source("sdss", sdss_live.read_sdss, synthetic=False, modalities=("spectra",)),
     Source("gaia", gaia_live.read_gaia, synthetic=False, modalities=("photometry",)),
+    Source("kepler", kepler_live.read_kepler, synthetic=False, modalities=("lightcurves",)),
 )}
 
 # Folder readers by modality: each takes the request (its `location` set) and recognises the formats inside.
 FOLDER_READERS: dict[str, Callable[[IngestRequest], Ingested]] = {
     "spectra": spectra_files.read_spectra_folder,
     "photometry": photometry_files.read_photometry_folder,
+    "lightcurves": lightcurve_files.read_lightcurve_folder,
 }
 
 

@@ -58,7 +58,9 @@ def test_promotion_between_runs_is_seen_by_registry_readers(stellar, pipeline_ho
     _, served = registry.download("sed", "production", tmp_path / "dl")
     with ArtifactWriter(tmp_path / "other", stage="train.sed") as writer:
         for path in served.iterdir():
-            if path.name != "manifest.json":
+            if path.is_dir():
+                shutil.copytree(path, writer.path(path.name))
+            elif path.name != "manifest.json":
                 shutil.copy2(path, writer.path(path.name))
         writer.path("note.txt").write_text("a hand-made second version")
     other = registry.register("sed", tmp_path / "other")

@@ -1,6 +1,7 @@
 """Synthetic Kepler long-cadence light curves of five kinds of star, with the defects of real ones.
 
-Each curve is ~30 days at the 29.4-minute Kepler cadence with a mid-campaign downlink gap, and carries:
+Each curve is ~30 days (or `baseline_days`: ~90 for a Kepler quarter) at the 29.4-minute Kepler cadence, in the
+Kepler band, with a mid-campaign downlink gap, and carries:
 - its astrophysical signal: a planetary transit (trapezoid dips, duration from the period and stellar density),
   an eclipsing binary (primary and secondary eclipses, ellipsoidal variation), a pulsator (an RR Lyrae-like
   sawtooth or a multi-mode delta Scuti / gamma Dor-like star), a spotted rotator (spots that grow and decay,
@@ -17,7 +18,8 @@ import pyarrow as pa
 from astropy import constants, units
 from scipy.signal import lfilter
 
-from steps.ingest.schemas import KEPLER_QUALITY_BITS, LIGHTCURVE_CLASSES, LIGHTCURVE_LABELS_SCHEMA, LIGHTCURVES_SCHEMA
+from steps.ingest.schemas import (KEPLER_BAND, KEPLER_QUALITY_BITS, LIGHTCURVE_CLASSES, LIGHTCURVE_LABELS_SCHEMA,
+                                  LIGHTCURVES_SCHEMA)
 from steps.ingest.synthetic.objects import SOURCE, object_id, object_rng
 from steps.ingest.tables import list_column
 
@@ -34,10 +36,10 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(10 ** rng.uniform(np.log10(low), np.log10(high)))
 
 
-def _time_grid(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def _time_grid(rng: np.random.Generator, baseline_days: float) -> tuple[np.ndarray, float]:
     """Cadence times (BKJD days) with the monthly downlink gap, and the time the gap ends."""
     start = rng.uniform(131.5, 1400.0)
-    time = start + CADENCE_DAYS * np.arange(int(BASELINE_DAYS / CADENCE_DAYS))
+    time = start + CADENCE_DAYS * np.arange(int(baseline_days / CADENCE_DAYS))
     gap_start = start + rng.uniform(10.0, 20.0)
     gap_end = gap_start + rng.uniform(0.5, 1.5)
     return time[(time < gap_start) | (time >= gap_end)], gap_end
@@ -178,11 +180,11 @@ def _flag_cadences(rng: np.random.Generator, time: np.ndarray, flux: np.ndarray,
     return quality
 
 
-def synthetic_lightcurve(seed: int, index: int) -> tuple[dict, dict]:
+def synthetic_lightcurve(seed: int, index: int, baseline_days: float = BASELINE_DAYS) -> tuple[dict, dict]:
     """One observed light curve and its label: (light-curve row, labels row)."""
     rng = object_rng(seed, "lightcurves", index)
     kind = LIGHTCURVE_CLASSES[rng.integers(len(LIGHTCURVE_CLASSES))]
-    time, gap_end = _time_grid(rng)
+    time, gap_end = _time_grid(rng, baseline_days)
     signal, period = SIGNALS[kind](rng, time)
     sigma = _log_uniform(rng, 50e-6, 1000e-6)
     flux = (1 + signal + _red_noise(rng, time.size, sigma * rng.uniform(0.2, 1.0))) * _systematics(rng, time, gap_end)
@@ -198,9 +200,15 @@ def synthetic_lightcurve(seed: int, index: int) -> tuple[dict, dict]:
     return row, {"id": curve_id, "class": kind, "period": period}
 
 
-def generate(samples: int, seed: int) -> dict[str, pa.Table]:
+def single_band_column(lengths: list[int], band: str) -> pa.ListArray:
+    """A `band` column for curves taken in one band throughout, with `lengths` cadences each."""
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.repeat(pa.scalar(band), int(offsets[-1])))
+
+
+def generate(samples: int, seed: int, baseline_days: float = BASELINE_DAYS) -> dict[str, pa.Table]:
     """`samples` synthetic light curves: the `lightcurves` and `labels` tables of a raw artifact."""
-    pairs = [synthetic_lightcurve(seed, index) for index in range(samples)]
+    pairs = [synthetic_lightcurve(seed, index, baseline_days) for index in range(samples)]
     rows = [row for row, _ in pairs]
     columns = {
         "id": pa.array([row["id"] for row in rows], pa.string()),
@@ -208,6 +216,7 @@ def generate(samples: int, seed: int) -> dict[str, pa.Table]:
         "flux": list_column([row["flux"] for row in rows], pa.float32()),
         "flux_err": list_column([row["flux_err"] for row in rows], pa.float32()),
         "quality": list_column([row["quality"] for row in rows], pa.int32()),
+        "band": single_band_column([row["time"].size for row in rows], KEPLER_BAND),
         "source": pa.array([row["source"] for row in rows], pa.string()),
     }
     return {"lightcurves": pa.table(columns, schema=LIGHTCURVES_SCHEMA),
