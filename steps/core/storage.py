@@ -245,3 +245,19 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
     if parsed.scheme in ("", "file"):
         return LocalStore(parsed.path if parsed.scheme == "file" else uri)
     raise ValueError(f"{uri!r}: unsupported store scheme {parsed.scheme!r} (use a path or s3://BUCKET/PREFIX)")
+
+
+@contextmanager
+def local_folder(location: str) -> Iterator[Path]:
+    """A local path as it is, or an `s3://bucket/prefix` copied into a temporary folder of the prefix's last name
+    (so that names derived from folders, such as a library's source, do not depend on where it is read)."""
+    if not location.startswith("s3://"):
+        yield Path(location)
+        return
+    parent, _, name = location.rstrip("/").rpartition("/")
+    if parent in ("s3:", "s3:/"):
+        raise ValueError(f"{location!r}: give a folder inside the bucket (s3://BUCKET/PREFIX)")
+    with tempfile.TemporaryDirectory(prefix="stellar-folder-") as scratch:
+        target = Path(scratch) / name
+        open_store(parent).download_dir(name, target)
+        yield target

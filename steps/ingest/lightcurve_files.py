@@ -37,8 +37,6 @@ import json
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +46,7 @@ import pyarrow as pa
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
-from steps.core.storage import open_store
+from steps.core.storage import local_folder
 from steps.ingest.schemas import (KEPLER_BAND, LIGHTCURVE_LABELS_SCHEMA, LIGHTCURVES_SCHEMA, SDSS_BANDS,
                                   TESS_BAND)
 from steps.ingest.tables import list_column
@@ -465,25 +463,10 @@ def read_folder(folder: Path, samples: int = 0) -> Ingested:
     return Ingested(data, labels, quarantine)
 
 
-@contextmanager
-def local_copy(location: str) -> Iterator[Path]:
-    """A local folder as it is, or the objects under an `s3://bucket/prefix` copied into a temporary folder."""
-    if not location.startswith("s3://"):
-        yield Path(location)
-        return
-    store = open_store(location)
-    with tempfile.TemporaryDirectory(prefix="ingest-lightcurves-") as scratch:
-        for key in store.list(""):
-            target = Path(scratch) / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(store.get(key).data)
-        yield Path(scratch)
-
-
 def read_lightcurve_folder(request: IngestRequest) -> Ingested:
     """The folder reader of the light-curve modality: Kepler/TESS FITS, Kepler JSON lines and Stripe 82 RR Lyrae
     tables in `request.location` (a path or s3:// prefix), at most `request.samples` curves (0 = all)."""
     if request.location is None:
         raise ValueError("read_lightcurve_folder needs request.location, the folder to replay")
-    with local_copy(request.location) as folder:
+    with local_folder(request.location) as folder:
         return read_folder(folder, request.samples)

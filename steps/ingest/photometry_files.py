@@ -36,8 +36,7 @@ import re
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +48,7 @@ from astropy.units import UnitsWarning
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
-from steps.core.storage import open_store
+from steps.core.storage import local_folder
 from steps.ingest.schemas import PHOTOMETRIC_BANDS, PHOTOMETRY_SCHEMA, STELLAR_LABELS_SCHEMA
 
 if TYPE_CHECKING:
@@ -500,23 +499,6 @@ class FolderReader:
         data = pa.concat_tables(self.data) if self.data else PHOTOMETRY_SCHEMA.empty_table()
         labels = pa.concat_tables(self.labels) if self.labels else STELLAR_LABELS_SCHEMA.empty_table()
         return Ingested(data.combine_chunks(), labels.combine_chunks(), self.quarantine)
-
-
-@contextmanager
-def local_folder(location: str) -> Iterator[Path]:
-    """The folder at `location` on local disk: itself, or a temporary copy of an `s3://` prefix."""
-    if not location.startswith("s3://"):
-        yield Path(location)
-        return
-    store = open_store(location)
-    with tempfile.TemporaryDirectory(prefix="photometry-s3-") as tmp:
-        for key in store.list(""):
-            blob = store.get(key)
-            if blob is not None:
-                target = Path(tmp, key)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(blob.data)
-        yield Path(tmp)
 
 
 def read_photometry_folder(request: IngestRequest) -> Ingested:

@@ -37,12 +37,10 @@ import csv
 import gzip
 import io
 import re
-import tempfile
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +51,7 @@ from astropy.io import fits
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
-from steps.core.storage import open_store
+from steps.core.storage import local_folder
 from steps.ingest.schemas import SDSS_PIXEL_BITS, SPECTRA_SCHEMA, STELLAR_LABELS_SCHEMA
 from steps.ingest.tables import list_column
 
@@ -544,22 +542,6 @@ def read_folder(folder: Path, samples: int = 0) -> Ingested:
              ", ".join(f"{source}: {count}" for source, count in sorted(by_source.items())) or "none", len(quarantine))
     data, labels = spectra_tables(spectra)
     return Ingested(data, labels, quarantine)
-
-
-@contextmanager
-def local_folder(location: str) -> Iterator[Path]:
-    """A local path as it is, or an `s3://bucket/prefix` copied into a temporary folder of the prefix's last name
-    (so that names derived from folders, such as a library's source, do not depend on where it is read)."""
-    if not location.startswith("s3://"):
-        yield Path(location)
-        return
-    parent, _, name = location.rstrip("/").rpartition("/")
-    if parent in ("s3:", "s3:/"):
-        raise ValueError(f"{location!r}: give a folder inside the bucket (s3://BUCKET/PREFIX)")
-    with tempfile.TemporaryDirectory(prefix="ingest-spectra-") as scratch:
-        target = Path(scratch) / name
-        open_store(parent).download_dir(name, target)
-        yield target
 
 
 def read_spectra_folder(request: IngestRequest) -> Ingested:
