@@ -28,6 +28,7 @@ from steps.models.io import FORMAT_VERSION, Trained
 from steps.models.linear import balanced_weights, fit_softmax, ridge, softmax
 from steps.models.metrics import MAD_TO_SIGMA, classification_metrics, regression_metrics
 from steps.models.predictor import ClassifierPredictor, RegressionPredictor, forward_transform
+from steps.models.splits import classified_rows
 
 MODEL_NAMES = ("spectral", "lightcurve", "sed")
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
@@ -190,15 +191,7 @@ def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, 
 
 def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
                       epochs: int | None) -> Trained:
-    if "class" not in train.column_names:
-        raise ValueError("lightcurve: the training table has no `class` column")
-    labels_train = Columns(train).strings("class")
-    classes = list(spec.get("classes") or sorted({c for c in labels_train if c is not None}))
-    index = {c: i for i, c in enumerate(classes)}
-    keep = np.array([c in index for c in labels_train], bool)
-    if keep.sum() < 2:
-        raise ValueError(f"lightcurve: fewer than 2 training rows with a class among {classes}")
-    train_kept = train.filter(pa.array(keep))
+    classes, train_kept, val_kept, y_train, y_val = classified_rows("lightcurve", train, val, spec)
     global_length = _vector_length(spec, ("global_length",), train, "global_view")
     local_length = _vector_length(spec, ("local_length",), train, "local_view")
     scalars = _feature_columns(spec, train, lambda c: c not in ("global_view", "local_view"))
@@ -209,14 +202,9 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
     ct = Columns(train_kept)
     featurizer.fit(ct)
     x_train = featurizer.transform(ct)
-    y_train = np.array([index[c] for c in ct.strings("class")])
     w_train = balanced_weights(y_train, len(classes))
-    labels_val = Columns(val).strings("class")
-    keep_val = np.array([c in index for c in labels_val], bool)
-    val_kept = val.filter(pa.array(keep_val)) if val.num_rows else val
     cv = Columns(val_kept)
     x_val = featurizer.transform(cv) if cv.n else None
-    y_val = np.array([index[c] for c in cv.strings("class")], dtype=np.int64)
     fits, scores = [], []
     for lam in SOFTMAX_GRID:
         fit = fit_softmax(x_train, y_train, len(classes), lam, w_train)
@@ -240,7 +228,8 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
     model = ClassifierPredictor(None, info, spec, arrays)
     metrics: dict[str, Any] = {"model": "lightcurve", "kind": "softmax", "hyperparameters": info["hyperparameters"],
                                "selection_scores": dict(zip(map(str, SOFTMAX_GRID), scores)),
-                               "dropped_rows": {"train": int((~keep).sum()), "val": int((~keep_val).sum())}}
+                               "dropped_rows": {"train": train.num_rows - train_kept.num_rows,
+                                                "val": val.num_rows - val_kept.num_rows}}
     for split, table in (("train", train_kept), ("val", val_kept)):
         if table.num_rows:
             metrics[split] = classification_metrics(Columns(table).strings("class"), model.predict_proba(table),

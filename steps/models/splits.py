@@ -7,8 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from steps.models.inputs import Columns
 
 
 def read_split(split_dir: str | os.PathLike, modality: str) -> tuple[dict[str, pa.Table], dict[str, Any], Path]:
@@ -34,3 +37,22 @@ def read_split(split_dir: str | os.PathLike, modality: str) -> tuple[dict[str, p
     for part in ("val", "test"):
         tables.setdefault(part, schema.empty_table())
     return tables, spec, spec_path
+
+
+def classified_rows(name: str, train: pa.Table, val: pa.Table, spec: dict[str, Any]
+                    ) -> tuple[list[str], pa.Table, pa.Table, np.ndarray, np.ndarray]:
+    """A classifier's classes (the spec's, else those the training labels name) and the train and validation rows
+    labelled with one of them, with their class indices. Rows with no or another class cannot be learnt from."""
+    if "class" not in train.column_names:
+        raise ValueError(f"{name}: the training table has no `class` column")
+    labels = Columns(train).strings("class")
+    classes = list(spec.get("classes") or sorted({c for c in labels if c is not None}))
+    index = {c: i for i, c in enumerate(classes)}
+    keep = np.array([c in index for c in labels], bool)
+    if keep.sum() < 2:
+        raise ValueError(f"{name}: fewer than 2 training rows with a class among {classes}")
+    train = train.filter(pa.array(keep))
+    if val.num_rows:
+        val = val.filter(pa.array([c in index for c in Columns(val).strings("class")], pa.bool_()))
+    indices = [np.array([index[c] for c in Columns(t).strings("class")], np.int64) for t in (train, val)]
+    return classes, train, val, indices[0], indices[1]

@@ -59,6 +59,7 @@ from steps.models.keras.predictor import KerasClassifierPredictor, KerasRegressi
 from steps.models.linear import balanced_weights  # noqa: E402
 from steps.models.metrics import classification_metrics, regression_metrics  # noqa: E402
 from steps.models.predictor import forward_transform  # noqa: E402
+from steps.models.splits import classified_rows
 
 APERIODIC_CLASSES = ("quiet", "constant", "non_variable")
 # Light-curve features that vary by factors (log10 when positive): periods, periodogram powers, depths, amplitudes.
@@ -316,17 +317,7 @@ def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, 
 def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
                       epochs: int | None) -> Trained:
     recipe = RECIPES["lightcurve"]
-    if "class" not in train.column_names:
-        raise ValueError("lightcurve: the training table has no `class` column")
-    labels_train = Columns(train).strings("class")
-    classes = list(spec.get("classes") or sorted({c for c in labels_train if c is not None}))
-    index = {c: i for i, c in enumerate(classes)}
-    keep = np.array([c in index for c in labels_train], bool)
-    if keep.sum() < 2:
-        raise ValueError(f"lightcurve: fewer than 2 training rows with a class among {classes}")
-    train_kept = train.filter(pa.array(keep))
-    keep_val = np.array([c in index for c in Columns(val).strings("class")], bool) if val.num_rows else keep[:0]
-    val_kept = val.filter(pa.array(keep_val)) if val.num_rows else val
+    classes, train_kept, val_kept, y_train, y_val = classified_rows("lightcurve", train, val, spec)
     global_length = _vector_length(spec, ("global_length",), train, "global_view")
     local_length = _vector_length(spec, ("local_length",), train, "local_view")
     scalars = [c for c in _feature_columns(spec, train, lambda c: c not in ("global_view", "local_view"))
@@ -335,8 +326,6 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
                        ScalarInput(scalars, "scalars", log_columns=[c for c in scalars if c.endswith(SCALE_LIKE)])])
     ct, cv = Columns(train_kept), Columns(val_kept)
     encoder.fit(ct)
-    y_train = np.array([index[c] for c in ct.strings("class")], np.int64)
-    y_val = np.array([index[c] for c in cv.strings("class")], np.int64)
     w_train = balanced_weights(y_train, len(classes)).astype(np.float32)
     x_train = encoder.transform(ct)
     x_val = encoder.transform(cv) if cv.n else None
@@ -368,7 +357,8 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
     predictor = KerasClassifierPredictor(None, info, spec, _graph(model))
     metrics: dict[str, Any] = {"model": "lightcurve", "kind": KIND["lightcurve"], "training": fit,
                                "calibration": info["calibration"],
-                               "dropped_rows": {"train": int((~keep).sum()), "val": int((~keep_val).sum())}}
+                               "dropped_rows": {"train": train.num_rows - train_kept.num_rows,
+                                                "val": val.num_rows - val_kept.num_rows}}
     for split, table in (("train", train_kept), ("val", val_kept)):
         if table.num_rows:
             metrics[split] = classification_metrics(Columns(table).strings("class"), predictor.predict_proba(table),
