@@ -26,9 +26,9 @@ from steps.models.features import Featurizer, Scalars, VectorPCA
 from steps.models.inputs import Columns
 from steps.models.io import FORMAT_VERSION, Trained
 from steps.models.linear import balanced_weights, fit_softmax, ridge, softmax
-from steps.models.metrics import MAD_TO_SIGMA, classification_metrics, regression_metrics
+from steps.models.metrics import MAD_TO_SIGMA, regression_metrics
 from steps.models.predictor import ClassifierPredictor, RegressionPredictor, forward_transform
-from steps.models.splits import classified_rows
+from steps.models.splits import classified_rows, classifier_fit_metrics
 
 MODEL_NAMES = ("spectral", "lightcurve", "sed")
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
@@ -228,12 +228,8 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
     model = ClassifierPredictor(None, info, spec, arrays)
     metrics: dict[str, Any] = {"model": "lightcurve", "kind": "softmax", "hyperparameters": info["hyperparameters"],
                                "selection_scores": dict(zip(map(str, SOFTMAX_GRID), scores)),
-                               "dropped_rows": {"train": train.num_rows - train_kept.num_rows,
-                                                "val": val.num_rows - val_kept.num_rows}}
-    for split, table in (("train", train_kept), ("val", val_kept)):
-        if table.num_rows:
-            metrics[split] = classification_metrics(Columns(table).strings("class"), model.predict_proba(table),
-                                                    classes)
+                               **classifier_fit_metrics(model.predict_proba, classes,
+                                                        {"train": (train, train_kept), "val": (val, val_kept)})}
     return Trained(info, arrays, metrics)
 
 

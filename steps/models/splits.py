@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steps.models.inputs import Columns
+from steps.models.metrics import classification_metrics
 
 
 def read_split(split_dir: str | os.PathLike, modality: str) -> tuple[dict[str, pa.Table], dict[str, Any], Path]:
@@ -56,3 +58,15 @@ def classified_rows(name: str, train: pa.Table, val: pa.Table, spec: dict[str, A
         val = val.filter(pa.array([c in index for c in Columns(val).strings("class")], pa.bool_()))
     indices = [np.array([index[c] for c in Columns(t).strings("class")], np.int64) for t in (train, val)]
     return classes, train, val, indices[0], indices[1]
+
+
+def classifier_fit_metrics(predict_proba: Callable[[pa.Table], np.ndarray], classes: list[str],
+                           tables: dict[str, tuple[pa.Table, pa.Table]]) -> dict[str, Any]:
+    """A classifier's training record: per split (`{"train": (all rows, kept rows), "val": ...}`) how many rows
+    had no usable class, and its classification metrics on the kept rows."""
+    metrics: dict[str, Any] = {"dropped_rows": {split: every.num_rows - kept.num_rows
+                                                for split, (every, kept) in tables.items()}}
+    for split, (_, kept) in tables.items():
+        if kept.num_rows:
+            metrics[split] = classification_metrics(Columns(kept).strings("class"), predict_proba(kept), classes)
+    return metrics

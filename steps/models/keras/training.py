@@ -57,9 +57,9 @@ from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput, band_
 from steps.models.keras.networks import heteroscedastic_nll, sed_mlp, spectral_cnn, views_cnn  # noqa: E402
 from steps.models.keras.predictor import KerasClassifierPredictor, KerasRegressionPredictor  # noqa: E402
 from steps.models.linear import balanced_weights  # noqa: E402
-from steps.models.metrics import classification_metrics, regression_metrics  # noqa: E402
+from steps.models.metrics import regression_metrics  # noqa: E402
 from steps.models.predictor import forward_transform  # noqa: E402
-from steps.models.splits import classified_rows
+from steps.models.splits import classified_rows, classifier_fit_metrics
 
 APERIODIC_CLASSES = ("quiet", "constant", "non_variable")
 # Light-curve features that vary by factors (log10 when positive): periods, periodogram powers, depths, amplitudes.
@@ -357,12 +357,8 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
     predictor = KerasClassifierPredictor(None, info, spec, _graph(model))
     metrics: dict[str, Any] = {"model": "lightcurve", "kind": KIND["lightcurve"], "training": fit,
                                "calibration": info["calibration"],
-                               "dropped_rows": {"train": train.num_rows - train_kept.num_rows,
-                                                "val": val.num_rows - val_kept.num_rows}}
-    for split, table in (("train", train_kept), ("val", val_kept)):
-        if table.num_rows:
-            metrics[split] = classification_metrics(Columns(table).strings("class"), predictor.predict_proba(table),
-                                                    classes)
+                               **classifier_fit_metrics(predictor.predict_proba, classes,
+                                                        {"train": (train, train_kept), "val": (val, val_kept)})}
     return Trained(info, {}, metrics, save=_saver(model))
 
 
