@@ -15,9 +15,10 @@ Dense curves:
    dips are kept;
 4. the period is searched twice: Lomb-Scargle on the detrended flux for smooth periodic variables (exact, by FFT of
    the curve laid on its cadence grid, then refined by direct sums), and Box Least Squares on the flattened flux
-   for transits and eclipses, each on a coarse grid refined around its peak; when odd and even BLS events differ
-   in depth (an eclipsing binary with a shallower secondary) the BLS period is doubled. `choose_period` then
-   decides between the two candidates;
+   for transits and eclipses (coarse to fine: a Fourier-folded search over a sparse period grid proposes peaks,
+   astropy's BoxLeastSquares scores them on the full curve and refines the best, see `transit_search`); when odd
+   and even BLS events differ in depth (an eclipsing binary with a shallower secondary) the BLS period is doubled.
+   `choose_period` then decides between the two candidates;
 5. the detrended flux is folded at that period with the deepest dip at phase 0 and binned by median into a
    global view (the whole phase) and a local view (two dip durations either side), empty bins interpolated;
    both are shifted to median 0 and divided by the global view's depth, so the dip bottom is -1.
@@ -54,6 +55,7 @@ from steps.ingest.schemas import (KEPLER_BAND, KEPLER_BENIGN_QUALITY_BITS, LIGHT
                                   LIGHTCURVE_LABELS_SCHEMA)
 from steps.ingest.tables import column_arrays, list_column
 from steps.preprocess.common import Features, RawArtifact, label_columns
+from steps.preprocess.transit_search import BLS_DURATIONS, BLS_OVERSAMPLE, BLS_PERIOD_RANGE, transit_search
 
 MIN_CADENCES = 100
 DEFAULT_GLOBAL_LENGTH = 201
@@ -63,9 +65,6 @@ FLATTEN_WINDOW_DAYS = 1.0
 OUTLIER_SIGMA = 4.0
 LS_MIN_PERIOD = 0.045                    # days; just above the Nyquist period of Kepler long cadence
 LS_SAMPLES_PER_PEAK = 5
-BLS_PERIOD_RANGE = (0.4, 15.0)           # days; the longest still shows two events in a 30-day curve
-BLS_DURATIONS = np.array([0.03, 0.05, 0.09, 0.16, 0.27])   # days: 0.7 to 6.5 hours
-BLS_OVERSAMPLE = 3               # phase bins per shortest duration: ~half a Kepler cadence, finer adds nothing
 ODD_EVEN_SIGMA = 3.0             # dips differ in depth when apart by this many standard errors...
 ODD_EVEN_FRACTION = 0.15         # ...and by this share of the deeper, so sampling effects at high S/N do not count
 HARMONIC_TOLERANCE = 0.02        # relative: how close to n times the LS period a BLS period counts as its multiple
@@ -268,17 +267,6 @@ def lomb_scargle(time: np.ndarray, flux: np.ndarray, baseline: float) -> tuple[f
     return float(1 / fine[best_fine]), float(fine_power[best_fine])
 
 
-def bls_frequency_grid(baseline: float) -> np.ndarray:
-    """BLS trial frequencies: spaced so that across the baseline the fold drifts by less than a typical dip
-    duration at that period (13 h (P / 1 yr)^(1/3) / 2, for a Sun-like star), i.e. d ln f = duration / baseline."""
-    low, high = 1 / BLS_PERIOD_RANGE[1], 1 / BLS_PERIOD_RANGE[0]
-    frequencies = [low]
-    while frequencies[-1] < high:
-        duration = 0.5 * 13 / 24 * (1 / frequencies[-1] / 365.25) ** (1 / 3)
-        frequencies.append(frequencies[-1] * (1 + duration / baseline))
-    return np.array(frequencies)
-
-
 def events_differ(time: np.ndarray, flux: np.ndarray, long_period: float, count: int, epoch: float,
                   duration: float) -> bool:
     """Whether the `count` dips evenly spaced through `long_period`, the first at `epoch`, differ in depth.
@@ -305,20 +293,14 @@ def events_differ(time: np.ndarray, flux: np.ndarray, long_period: float, count:
 
 
 def box_least_squares(time: np.ndarray, flux: np.ndarray, baseline: float) -> dict[str, float]:
-    """The best BLS period with its depth S/N, depth, duration and mid-event time, refined around the peak and
-    doubled when odd and even events differ in depth (`events_differ`).
+    """The best BLS period with its depth S/N, depth, duration and mid-event time, searched coarse to fine
+    (`transit_search`) and doubled when odd and even events differ in depth (`events_differ`).
 
     The flux's robust scatter serves as every point's uncertainty, so the depth S/N reflects the noise actually
     present (red noise included), not the nominal photometric errors.
     """
     model = BoxLeastSquares(time, flux, dy=np.full(time.size, max(robust_sigma(flux), 1e-12)))
-    frequencies = bls_frequency_grid(baseline)
-    coarse = model.power(1 / frequencies, BLS_DURATIONS, oversample=BLS_OVERSAMPLE)
-    best = int(np.argmax(coarse.power))
-    neighbours = frequencies[max(best - 2, 0):best + 3]
-    fine_periods = 1 / np.linspace(neighbours[0], neighbours[-1], 41)
-    result = model.power(fine_periods, BLS_DURATIONS, oversample=BLS_OVERSAMPLE)
-    best = int(np.argmax(result.power))
+    result, best = transit_search(model, time, flux, baseline, float(np.median(np.diff(time))))
     period, duration, epoch = float(result.period[best]), float(result.duration[best]), float(result.transit_time[best])
     if 2 * period <= baseline / 2 and events_differ(time, flux, 2 * period, 2, epoch, duration):
         result = model.power([2 * period], BLS_DURATIONS, oversample=BLS_OVERSAMPLE)
