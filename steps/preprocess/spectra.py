@@ -21,8 +21,10 @@ applied to all the spectra sharing the grid as pixel-major batches (pixels x spe
 three sparse-dense products and a few array passes, vectorised over the batch. Spectra from one library or
 survey plate share a grid; spectra with their own redshifts each get their own matrix (the most recent are kept for
 reuse). Block sums for the continuum are one more sparse operator (blocks x pixels); the clipped fit runs on 64 block
-means per spectrum, not on thousands of pixels, for up to FIT_CHUNK spectra at once. Masks are applied by
-arithmetic rather than np.where, which costs about six multiplications on these arrays.
+means per spectrum, not on thousands of pixels, for up to FIT_CHUNK spectra at once, its 6 x 6 normal equations
+solved by one vectorised elimination for all of them. Resampled batches stay pixel-major until normalised, and are
+transposed into the output rows once. Masks are applied by arithmetic rather than np.where, which costs about six
+multiplications on these arrays; rare non-finite inputs are ruled out by one reduction per array.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ class ContinuumFitter:
 
     def __init__(self, loglam: np.ndarray):
         x = np.interp(loglam, [loglam[0], loglam[-1]], [-1.0, 1.0])
-        self.basis_t = np.ascontiguousarray(chebyshev.chebvander(x, CONTINUUM_DEGREE).T, np.float32)  # terms x px
+        self.basis = chebyshev.chebvander(x, CONTINUUM_DEGREE).astype(np.float32)                  # px x terms
         edges = np.linspace(0, x.size, min(CONTINUUM_BLOCKS, x.size) + 1).round().astype(np.int64)
         block_of_pixel = np.repeat(np.arange(edges.size - 1), np.diff(edges))
         self.blocks = sparse.csr_matrix((np.ones(x.size, np.float32), (block_of_pixel, np.arange(x.size))),
@@ -183,27 +185,50 @@ class ContinuumFitter:
         return self.blocks @ values
 
     def fit(self, counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
-        """Coefficients (spectra x terms) of the continua of block sums of usable flux and of usable pixel counts
-        (blocks x spectra)."""
-        has_data = counts > 0
+        """Coefficients (terms x spectra) of the continua of block sums of usable flux and of usable pixel counts
+        (blocks x spectra). A block's weight is its count while kept, 0 once clipped (or empty)."""
         means = sums / np.maximum(counts, 1)
-        keep = has_data
-        terms = CONTINUUM_DEGREE + 1
-        normal = np.zeros((counts.shape[1], terms, terms))
+        weights = counts
         for _ in range(CLIP_ITERATIONS):
-            weights = keep * counts
-            normal[:, self.upper[0], self.upper[1]] = (self.products @ weights).T
-            normal[:, self.upper[1], self.upper[0]] = normal[:, self.upper[0], self.upper[1]]
-            normal[:, range(terms), range(terms)] += 1e-9               # keeps a spectrum with nothing kept solvable
-            coefficients = np.linalg.solve(normal, (self.block_basis.T @ (weights * means)).T[..., None])[..., 0]
-            residual = means - self.block_basis @ coefficients.T
-            sigma = np.sqrt((weights * residual * residual).sum(axis=0) / np.maximum(weights.sum(axis=0), 1))
-            keep = has_data & (residual > -CLIP_LOW * sigma) & (residual < CLIP_HIGH * sigma)
+            coefficients = self._weighted_fit(weights, means)
+            residual = means - self.block_basis @ coefficients
+            squares = weights * residual
+            squares *= residual
+            sigma = np.sqrt(squares.sum(axis=0) / np.maximum(weights.sum(axis=0), 1))
+            weights = counts * ((residual > -CLIP_LOW * sigma) & (residual < CLIP_HIGH * sigma))
         return coefficients
 
+    def _weighted_fit(self, weights: np.ndarray, means: np.ndarray) -> np.ndarray:
+        """Least-squares coefficients (terms x spectra) of block means with weights (both blocks x spectra)."""
+        terms = CONTINUUM_DEGREE + 1
+        normal = np.zeros((terms, terms, weights.shape[1]))
+        normal[self.upper[0], self.upper[1]] = self.products @ weights
+        normal[self.upper[1], self.upper[0]] = normal[self.upper[0], self.upper[1]]
+        normal[range(terms), range(terms)] += 1e-9                      # keeps a spectrum with nothing kept solvable
+        return solve_positive_definite(normal, self.block_basis.T @ (weights * means))
+
     def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
-        """The continua (spectra x pixels) of coefficients (spectra x terms)."""
-        return coefficients.astype(np.float32) @ self.basis_t
+        """The continua (pixels x spectra) of coefficients (terms x spectra)."""
+        return self.basis @ coefficients.astype(np.float32)
+
+
+def solve_positive_definite(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Solutions x of matrices[:, :, j] x = vectors[:, j] for every j: many small symmetric positive definite
+    systems (terms x terms x systems, terms x systems), by Gaussian elimination vectorised over the systems.
+
+    Positive definite systems need no pivoting; one array operation per step for all systems beats LAPACK's
+    call per system, which costs more than a 6 x 6 solve itself.
+    """
+    matrix, vector = matrices.copy(), vectors.copy()
+    size = vector.shape[0]
+    for pivot in range(size - 1):
+        factors = matrix[pivot + 1:, pivot] / matrix[pivot, pivot]
+        matrix[pivot + 1:, pivot:] -= factors[:, None] * matrix[pivot, pivot:]
+        vector[pivot + 1:] -= factors * vector[pivot]
+    solution = np.empty_like(vector)
+    for row in range(size - 1, -1, -1):
+        solution[row] = (vector[row] - (matrix[row, row + 1:] * solution[row + 1:]).sum(axis=0)) / matrix[row, row]
+    return solution
 
 
 def masked_row_median(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -306,7 +331,8 @@ class _Output:
 
     flux: np.ndarray
     ivar: np.ndarray
-    valid: np.ndarray
+    mask: np.ndarray            # 1 = bad pixel
+    usable: np.ndarray          # usable pixels per row
     snr: np.ndarray
     reasons: list[str | None]
 
@@ -314,7 +340,18 @@ class _Output:
     def empty(cls, rows: int, length: int, reasons: list[str | None]) -> "_Output":
         """Room for `rows` spectra; a row is filled in only if its spectrum is processed, and read only if kept."""
         return cls(np.empty((rows, length), np.float32), np.empty((rows, length), np.float32),
-                   np.empty((rows, length), bool), np.full(rows, np.nan), reasons)
+                   np.empty((rows, length), np.uint8), np.zeros(rows, np.int64), np.full(rows, np.nan), reasons)
+
+
+@dataclass
+class _Resampled:
+    """One batch of spectra sharing a grid, resampled but not yet normalised: pixel-major (pixels x spectra) flux
+    and ivar, 0 where not usable, for the rows `rows` at `positions` within their chunk."""
+
+    rows: np.ndarray
+    positions: np.ndarray
+    flux: np.ndarray
+    ivar: np.ndarray
 
 
 def _rows(batch: np.ndarray) -> slice | np.ndarray:
@@ -353,7 +390,7 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
     """Rest-frame, resampled, masked, continuum-normalised spectra with their labels; bad ones quarantined.
 
     Rows are taken in chunks of FIT_CHUNK: within a chunk, spectra sharing a rest-frame grid are resampled in
-    batches, then the continua of the whole chunk are fitted at once and its rows normalised.
+    batches, then the continua of the whole chunk are fitted at once and each batch normalised into its rows.
     """
     data = raw.data
     ids = data.column("id").to_pylist()
@@ -368,7 +405,7 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
     candidates = np.array([row for row, reason in enumerate(output.reasons) if reason is None], dtype=np.int64)
     for chunk in _chunks(candidates, FIT_CHUNK) if candidates.size else []:
         sums = np.zeros((3, len(fitter.block_basis), chunk.size))       # per block: usable pixels, flux, S/N
-        resampled = np.zeros(chunk.size, bool)
+        pending: list[_Resampled] = []
         for group in _grid_groups(columns, chunk, redshifts):
             rest_loglam = columns.row("loglam", group[0]) - np.log10(1 + redshifts[group[0]])
             if not (np.isfinite(rest_loglam).all() and (np.diff(rest_loglam) > 0).all()):
@@ -378,16 +415,21 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
             operator = operators.get(rest_loglam)
             for batch in _chunks(group, BATCH):
                 positions = np.searchsorted(chunk, batch)
-                sums[:, :, positions] = _resample_batch(columns, batch, operator, fitter, output)
-                resampled[positions] = True
-        if not resampled.any():
+                flux, ivar, sums[:, :, positions] = _resample_batch(columns, batch, operator, fitter)
+                pending.append(_Resampled(batch, positions, flux, ivar))
+        if not pending:
             continue
-        done = chunk[resampled]
-        _normalise(done, fitter, sums[:, :, resampled], output)
-        for row in done[output.valid[_rows(done)].sum(axis=1) < MIN_VALID_FRACTION * length]:
+        coefficients = fitter.fit(sums[0], sums[1])
+        for resampled in pending:
+            _normalise(resampled, fitter.evaluate(coefficients[:, resampled.positions]), output)
+        done = np.sort(np.concatenate([resampled.rows for resampled in pending]))
+        positions = np.searchsorted(chunk, done)
+        counts, snr_sums = sums[0][:, positions], sums[2][:, positions]
+        output.snr[done] = masked_row_median((snr_sums / np.maximum(counts, 1)).T, (counts > 0).T)
+        for row in done[output.usable[done] < MIN_VALID_FRACTION * length]:
             spans = 10 ** (columns.row("loglam", row)[[0, -1]] - np.log10(1 + redshifts[row]))
             output.reasons[row] = _pixel_reason(columns, row) or (
-                f"only {output.valid[row].sum()} of {length} pixels usable after masking, resampling and continuum "
+                f"only {output.usable[row]} of {length} pixels usable after masking, resampling and continuum "
                 f"normalisation (the spectrum spans {spans[0]:.0f}-{spans[1]:.0f} A in the rest frame, the grid "
                 f"{wave_range[0]:.0f}-{wave_range[1]:.0f} A)")
 
@@ -397,13 +439,13 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
             quarantine.add(ids[row], reason, sources[row])
     kept = np.array([row for row, reason in enumerate(output.reasons) if reason is None], dtype=np.int64)
     every = kept.size == data.num_rows                  # then no copy of the (large) output arrays is needed
-    flux, ivar, valid = ((array if every else array[kept]) for array in (output.flux, output.ivar, output.valid))
+    flux, ivar, mask = ((array if every else array[kept]) for array in (output.flux, output.ivar, output.mask))
     kept_ids = [ids[row] for row in kept]
     table = pa.table({
         "id": pa.array(kept_ids, pa.string()),
         "flux": _list_column(flux, pa.float32()),
         "ivar": _list_column(ivar, pa.float32()),
-        "mask": _list_column(np.logical_not(valid, out=valid).view(np.uint8), pa.uint8()),
+        "mask": _list_column(mask, pa.uint8()),
         "snr": pa.array(output.snr[kept], pa.float64()),
         **label_columns(kept_ids, raw.labels, STELLAR_LABELS_SCHEMA),
     })
@@ -427,47 +469,41 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
 
 
 def _resample_batch(columns: _ListColumns, batch: np.ndarray, operator: ResamplingOperator,
-                    fitter: ContinuumFitter, output: _Output) -> np.ndarray:
-    """Mask and resample one batch of spectra sharing a grid into their rows of `output.flux` and `output.ivar`
-    (not yet normalised; 0 where not usable); returns their block sums (3 x blocks x batch: usable pixels, flux,
-    S/N). Masks are made spectrum-major; resampling and block sums work pixel-major."""
+                    fitter: ContinuumFitter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mask and resample one batch of spectra sharing a grid: (flux, ivar, block sums), flux and ivar pixel-major
+    (pixels x spectra), not yet normalised, 0 where not usable; block sums 3 x blocks x spectra (usable pixels,
+    flux, S/N). Masks are made spectrum-major, as the raw rows come; resampling and block sums work pixel-major.
+    Non-finite values are rare, so one reduction per array rules them out before any per-pixel repair."""
     size = operator.overlap.shape[1]
     flux, ivar, and_mask = (columns.batch(name, batch, size) for name in ("flux", "ivar", "and_mask"))
-    finite = np.isfinite(flux)
-    if not finite.all():                                  # rare: NaN flux would survive a multiplication by 0
-        flux = np.where(finite, flux, np.float32(0))
-    if not (ivar >= 0).all():                             # rare: NaN or negative ivar would spoil the variance
+    if not np.isfinite(flux.sum()):                       # NaN or inf flux: a bad pixel, whose flux must be 0
+        finite = np.isfinite(flux)
+        flux, ivar = np.where(finite, flux, np.float32(0)), np.where(finite, ivar, np.float32(0))
+    if not ivar.min() >= 0:                               # NaN or negative ivar would spoil the variance
         ivar = np.fmax(ivar, np.float32(0))
-    good = ((ivar > 0) & finite & ((and_mask & BAD_PIXEL_BITS) == 0)).astype(np.float32)
+    good = ((ivar > 0) & ((and_mask & BAD_PIXEL_BITS) == 0)).astype(np.float32)
     variance = good / (ivar + (1 - good))                 # 1/ivar where good, 0 elsewhere (ivar = inf: 0 too)
     flux, ivar, usable = operator.resampled(np.ascontiguousarray(flux.T), np.ascontiguousarray(variance.T))
-    rows = _rows(batch)
-    output.flux[rows] = flux.T
-    output.ivar[rows] = ivar.T
-    return np.stack([fitter.block_sums(usable), fitter.block_sums(flux), fitter.block_sums(flux * np.sqrt(ivar))])
+    return flux, ivar, np.stack([fitter.block_sums(usable), fitter.block_sums(flux),
+                                 fitter.block_sums(flux * np.sqrt(ivar))])
 
 
-def _normalise(chunk: np.ndarray, fitter: ContinuumFitter, sums: np.ndarray, output: _Output) -> None:
-    """Fit the continua of resampled spectra (rows `chunk`) from their block sums (3 x blocks x rows), all at once
-    (the clipping loop is many small array operations), divide their rows of `output` by them in place, and take
-    their S/N."""
-    counts, flux_sums, snr_sums = sums
-    coefficients = fitter.fit(counts, flux_sums)
-    output.snr[chunk] = masked_row_median((snr_sums / np.maximum(counts, 1)).T, (counts > 0).T)
-    for start in range(0, chunk.size, BATCH):
-        rows = _rows(chunk[start:start + BATCH])
-        continuum = fitter.evaluate(coefficients[start:start + BATCH])
-        flux, ivar = output.flux[rows], output.ivar[rows]
-        valid = ivar > 0                                   # usable: flux and ivar are 0 elsewhere
+def _normalise(resampled: _Resampled, continuum: np.ndarray, output: _Output) -> None:
+    """Divide a resampled batch by its continua (pixels x spectra) and write its rows of `output`: flux (1 where
+    masked), ivar (0 where masked), mask and usable-pixel counts, each transposed to spectrum-major once."""
+    flux, ivar = resampled.flux, resampled.ivar
+    valid = ivar > 0                                       # usable: flux and ivar are 0 elsewhere
+    if not continuum.min() > 0:                            # rare: the fit reaches 0 where there may be flux
         dips = valid & (continuum <= 0)
-        if dips.any():                                     # rare: the fit reaches 0 where there is flux
-            valid &= ~dips
-            continuum = np.where(dips, np.float32(1), continuum)
-            flux, ivar = flux * valid, ivar * valid
-        with np.errstate(divide="ignore", invalid="ignore"):   # a spectrum with nothing usable has no continuum
-            output.flux[rows] = flux / continuum + ~valid                                       # 1 where not valid
-        output.ivar[rows] = ivar * continuum * continuum                                        # 0 where not valid
-        output.valid[rows] = valid
+        valid &= ~dips
+        continuum = np.where(dips, np.float32(1), continuum)
+        flux, ivar = flux * valid, ivar * valid
+    rows = _rows(resampled.rows)
+    with np.errstate(divide="ignore", invalid="ignore"):   # a spectrum with nothing usable has no continuum
+        output.flux[rows] = (flux / continuum + ~valid).T                                      # 1 where not valid
+    output.ivar[rows] = (ivar * continuum * continuum).T                                       # 0 where not valid
+    output.mask[rows] = (~valid).view(np.uint8).T
+    output.usable[rows] = valid.sum(axis=0)
 
 
 def _pixel_reason(columns: _ListColumns, row: int) -> str | None:
