@@ -1,15 +1,21 @@
-"""Fixtures shared by the whole suite: a real S3 server on loopback, the shared real-data folder."""
+"""Fixtures shared by the whole suite: a real S3 server on loopback, the shared real-data folder, one small
+complete `stellar run` (the end-to-end and API tests read its registry), and the `stellar` command line."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+SMALL_SAMPLES = 100
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +49,24 @@ def s3_bucket(s3_server) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return name
+
+
+def run_stellar(*args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `stellar ARGS` in a child process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "workflows.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def stellar() -> Callable[..., subprocess.CompletedProcess]:
+    """`stellar(*args)` -> CompletedProcess."""
+    return run_stellar
+
+
+@pytest.fixture(scope="session")
+def pipeline_home(tmp_path_factory) -> Path:
+    """A home after one complete `stellar run` at small size."""
+    home = tmp_path_factory.mktemp("home")
+    result = run_stellar("run", "--home", str(home), "--samples", str(SMALL_SAMPLES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return home

@@ -92,11 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
         _add_home(command)
         command.add_argument("--registry", help="registry URI (default HOME/registry)")
 
-    serve = sub.add_parser("serve", help="serve the production models over HTTP")
+    serve = sub.add_parser("serve", help="serve the production models over HTTP",
+                           description="Serve the production models over HTTP. Every setting is also an "
+                                       "environment variable STELLAR_API_<NAME> (see steps/serve/settings.py); "
+                                       "flags win.")
     _add_home(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--registry", help="registry URI (default HOME/registry)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    serve.add_argument("--registry", help="registry URI (default HOME/registry, or $STELLAR_API_REGISTRY)")
 
     from workflows.predict_cli import add_predict_command
     from workflows.training_cli import add_training_commands
@@ -182,9 +186,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from steps.serve.server import serve
+    from steps.serve.settings import ServeSettings
 
     home = home_dir(args.home)
-    return serve(args.registry or str(home / "registry"), home / "serving", host=args.host, port=args.port)
+    given = {"host": args.host, "port": args.port, "workers": args.workers, "registry": args.registry}
+    overrides = {key: value for key, value in given.items() if value is not None}
+    if args.home or "STELLAR_API_REGISTRY" not in os.environ:
+        overrides.setdefault("registry", str(home / "registry"))
+    if args.home or "STELLAR_API_CACHE_DIR" not in os.environ:
+        overrides["cache_dir"] = home / "serving"
+    return serve(ServeSettings(**overrides))
 
 
 def main(argv: list[str] | None = None) -> int:

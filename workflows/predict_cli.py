@@ -212,25 +212,9 @@ def _read_folder(modality: str, folder: Path):
 
 def preprocess(modality: str, raw, spec: dict[str, Any]):
     """Preprocess raw tables exactly as for training: the model's spec gives the parameters, and must match."""
-    from steps.preprocess import lightcurves, photometry, spectra
+    from steps.preprocess.as_trained import SpecMismatch, preprocess_as_trained
 
-    if modality == "spectra":
-        grid = spec["grid"]
-        length, start, step = int(grid["length"]), float(grid["loglam_start"]), float(grid["loglam_step"])
-        low = start - step / 2
-        features = spectra.preprocess_spectra(raw, length=length, wave_range=(10 ** low, 10 ** (low + step * length)))
-        made = features.spec["grid"]
-        if (made["length"] != length or abs(made["loglam_start"] - start) > 1e-9
-                or abs(made["loglam_step"] - step) > 1e-12):
-            raise PredictError(f"preprocessing made the grid {made}, but the model was trained on {grid}")
-    elif modality == "photometry":
-        features = photometry.preprocess_photometry(raw, deredden=bool(spec.get("dereddened", True)),
-                                                    bands=tuple(spec["bands"]))
-        if features.spec.get("bands") != spec["bands"]:
-            raise PredictError(f"preprocessing made the bands {features.spec.get('bands')}, but the model was "
-                               f"trained on {spec['bands']}")
-    else:
-        features = lightcurves.preprocess_lightcurves(raw, global_length=int(spec["global_length"]),
-                                                      local_length=int(spec["local_length"]),
-                                                      workers=lightcurves.default_workers())
-    return features
+    try:
+        return preprocess_as_trained(modality, raw, spec)
+    except SpecMismatch as error:
+        raise PredictError(str(error)) from None

@@ -1,8 +1,10 @@
-"""Uniform, validated read access to a batch of objects: a pyarrow Table, a pandas DataFrame or a list of records.
+"""Uniform, validated read access to a batch of objects: a pyarrow Table, a pandas DataFrame, a mapping of column
+name to array, or a list of records.
 
 Models read their inputs only through `Columns`, so the batch prediction path (tables) and the API path (JSON
-records) share one implementation and agree to the last bit. Missing scalars read as NaN (a model imputes them);
-a malformed value is a `ValueError` that names the field, and for records the record's position.
+records, or the arrays the API decodes a request into) share one implementation and agree to the last bit.
+Missing scalars read as NaN (a model imputes them); a malformed value is a `ValueError` that names the field, and
+for records the record's position.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ class Columns:
         elif isinstance(data, pd.DataFrame):
             self._kind, self._data, self.n = "pandas", data, len(data)
             self.names = {str(name) for name in data.columns}
+        elif isinstance(data, Mapping):
+            sizes = {name: len(values) for name, values in data.items()}
+            if len(set(sizes.values())) > 1:
+                raise ValueError(f"arrays of different lengths: {sizes}")
+            self._kind, self._data, self.n = "arrays", dict(data), next(iter(sizes.values()), 0)
+            self.names = set(self._data)
         elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
             for index, record in enumerate(data):
                 if not isinstance(record, Mapping):
@@ -37,7 +45,7 @@ class Columns:
             self.names = {key for record in self._data for key in record}
         else:
             raise TypeError(f"cannot read inputs from {type(data).__name__}: give a pyarrow Table, a pandas "
-                            "DataFrame or a list of records")
+                            "DataFrame, a mapping of column name to array, or a list of records")
 
     def has(self, name: str) -> bool:
         """Whether the batch has a field `name` (for records: whether any record has it)."""
@@ -52,8 +60,9 @@ class Columns:
             return [None] * self.n
         if self._kind == "arrow":
             return self._data.column(name).to_pylist()
-        if self._kind == "pandas":
-            return [None if _is_missing_scalar(v) else v for v in self._data[name].tolist()]
+        if self._kind in ("pandas", "arrays"):
+            values = self._data[name].tolist() if self._kind == "pandas" else list(self._data[name])
+            return [None if _is_missing_scalar(v) else v for v in values]
         return [record.get(name) for record in self._data]
 
     def scalar(self, name: str) -> np.ndarray:
@@ -70,6 +79,10 @@ class Columns:
             series = self._data[name]
             if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
                 return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        if self._kind == "arrays":
+            values = np.asarray(self._data[name])
+            if values.ndim == 1 and values.dtype.kind in "biuf":
+                return values.astype(np.float64, copy=False)
         out = np.empty(self.n, dtype=np.float64)
         for index, value in enumerate(self.raw(name)):
             out[index] = _number(value, lambda: self._where(index, name))
@@ -92,6 +105,12 @@ class Columns:
             return np.full((self.n, length), np.nan)
         if self._kind == "arrow":
             return self._arrow_vectors(name, length, required)
+        if self._kind == "arrays":
+            values = np.asarray(self._data[name])
+            if values.dtype.kind not in "biuf" or values.shape != (self.n, length):
+                raise ValueError(f"array {name!r}: expected shape ({self.n}, {length}) of numbers, "
+                                 f"got {values.shape} of {values.dtype}")
+            return values.astype(np.float64, copy=False)
         out = np.full((self.n, length), np.nan)
         for index, value in enumerate(self.raw(name)):
             where = self._where(index, name)

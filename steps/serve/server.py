@@ -1,128 +1,270 @@
-"""A FastAPI app over the model registry's production versions.
+"""The prediction API: FastAPI on uvicorn, serving the registry's production models.
 
-Routes: `GET /healthz`, `GET /readyz`, `GET /v1/models`, and one `POST /v1/<model>:predict` per model, each
-taking `{"instances": [...]}` with the fields of the model's input spec.
+Routes:
+- `POST /v1/spectral:predict`, `POST /v1/lightcurve:predict`, `POST /v1/sed:predict`: a batch of objects as JSON
+  (`{"instances": [...]}`) or as NumPy `.npz` (`application/x-npz`), or, for spectra, spectrum FITS files
+  (`multipart/form-data`, field `file`). The answer has, per object, the prediction, its 1-sigma uncertainty (or
+  class probabilities) and the model name and version that made it.
+- `GET /v1/models`: the served versions, their input specs and evaluation metrics.
+- `GET /healthz` (alive), `GET /readyz` (every production model loaded and warmed up), `GET /metrics`
+  (Prometheus), and the OpenAPI schema and docs, whose request bodies are generated from the served models' input
+  specs.
+
+Requests are validated against the model's input spec (`payloads`), micro-batched (`batching`) and run through the
+model's compiled graph on an inference thread; `production` is watched and swapped without dropping a request
+(`models`). Bad input is a 422 that names the field; too large a body is a 413; no response ever carries a trace.
 """
 
 from __future__ import annotations
 
-import math
-import threading
+import asyncio
+import os
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from steps.core.logs import get_logger
-from steps.core.registry import PRODUCTION, ModelRegistry, RegistryError
-from steps.models import load_model
+from steps.core.registry import ModelRegistry
+from steps.serve.batching import MicroBatcher, ModelCallFailed
+from steps.serve.metrics import ApiMetrics
+from steps.serve.middleware import ApiMiddleware
+from steps.serve.models import MODEL_NAMES, LoadedModel, ServedModels
+from steps.serve.payloads import NPZ_MEDIA_TYPE, Batch, InvalidInput, PayloadTooLarge
+from steps.serve.settings import ServeSettings
+from steps.serve.uploads import FILE_FIELD, FITS_MEDIA_TYPE, decode_spectra_files
 
-MODEL_NAMES = ("spectral", "lightcurve", "sed")
 log = get_logger("serve")
+JSON = "application/json"
+FILE_UPLOAD_MODELS = ("spectral",)
+ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 
 
-class PredictRequest(BaseModel):
-    """A batch of objects to predict."""
-
-    instances: list[dict[str, Any]] = Field(min_length=1, max_length=4096)
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, media_type=JSON)
 
 
-class ServedModels:
-    """The loaded production models, keyed by name; swapped whole under a lock."""
-
-    def __init__(self, registry: ModelRegistry, cache_dir: Path):
-        self.registry = registry
-        self.cache_dir = cache_dir
-        self.models: dict[str, tuple[str, Any]] = {}
-        self.errors: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def load(self) -> None:
-        """Load the production version of every model that has one."""
-        loaded, errors = {}, {}
-        for name in MODEL_NAMES:
-            try:
-                record, path = self.registry.download(name, PRODUCTION, self.cache_dir)
-                loaded[name] = (record.version, load_model(path))
-                log.info("loaded %s version %s", name, record.version)
-            except (RegistryError, OSError, ValueError) as error:
-                errors[name] = str(error)
-                log.warning("%s not loaded: %s", name, error)
-        with self._lock:
-            self.models, self.errors = loaded, errors
-
-    def get(self, name: str) -> tuple[str, Any]:
-        with self._lock:
-            if name not in self.models:
-                raise HTTPException(503, f"model {name!r} is not loaded: {self.errors.get(name, 'no production')}")
-            return self.models[name]
+def _error(status: int, detail: str, request: Request | None = None, headers: dict[str, str] | None = None):
+    if request is not None:
+        request.state.error = detail[:200]
+    return _json({"detail": detail}, status, headers)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):
-        return _clean(value.item())
-    return value
+def create_app(settings: ServeSettings | None = None) -> FastAPI:
+    """The API for `settings` (default: from the environment); models load in the background after start-up."""
+    settings = settings or ServeSettings()
+    if settings.inference_threads:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(settings.inference_threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    metrics = ApiMetrics()
 
+    def on_swap(loaded: LoadedModel, replaced: LoadedModel | None) -> None:
+        metrics.served(loaded.name, loaded.version, loaded.predictor.kind,
+                       (replaced.version, replaced.predictor.kind) if replaced else None)
+        metrics.ready.set(1 if served.ready else 0)
 
-def create_app(registry_uri: str, cache_dir: Path) -> FastAPI:
-    """The app, with its models loaded at start-up."""
-    served = ServedModels(ModelRegistry.open(registry_uri), Path(cache_dir))
+    served = ServedModels(ModelRegistry.open(settings.registry, settings.s3_endpoint), settings.cache_dir,
+                          settings.max_objects, settings.batch_max_objects, on_swap)
+    batchers = {name: MicroBatcher(name, settings.batch_max_objects, settings.batch_max_wait_ms / 1000,
+                                   metrics.observe_batch) for name in MODEL_NAMES}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        served.load()
+        async def load_then_watch() -> None:
+            try:
+                await asyncio.to_thread(served.refresh)
+            except Exception:  # the watcher tries again at its next tick
+                log.exception("loading the production models failed")
+            await served.watch(settings.reload_interval_s)
+
+        watcher = asyncio.create_task(load_then_watch(), name="registry-watch")
         yield
+        watcher.cancel()
+        for batcher in batchers.values():
+            await batcher.close()
 
-    app = FastAPI(title="stellar-pipeline prediction API", lifespan=lifespan)
-    app.state.served = served
+    app = FastAPI(title="stellar-pipeline prediction API", version="1", lifespan=lifespan,
+                  description="Predictions of the production spectral, light-curve and SED models.")
+    app.state.served, app.state.settings, app.state.metrics = served, settings, metrics
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception) -> Response:
+        log.error("request %s %s failed", request.method, request.url.path, exc_info=error)
+        return _error(500, "internal error (logged on the server)", request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return _error(error.status_code, str(error.detail), request, getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        return _error(422, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", request)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        """Ready when every model has a loaded production version."""
-        missing = sorted(set(MODEL_NAMES) - set(served.models))
-        if missing:
-            return JSONResponse({"status": "not ready", "missing": missing, "errors": served.errors}, 503)
-        return JSONResponse({"status": "ready"})
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not every model is ready"}})
+    async def readyz() -> Response:
+        """Ready when every model has its production version loaded and warmed up."""
+        versions = {name: model.version for name, model in served.current.items()}
+        if served.ready:
+            return _json({"status": "ready", "models": versions})
+        missing = [name for name in MODEL_NAMES if name not in served.current]
+        return _json({"status": "not ready", "missing": missing, "models": versions,
+                      "errors": {name: served.errors[name] for name in missing if name in served.errors}}, 503)
 
-    @app.get("/v1/models")
-    def models() -> list[dict[str, Any]]:
-        """The served models: name, version and input spec."""
-        return [{"name": name, "version": version, "spec": model.spec}
-                for name, (version, model) in sorted(served.models.items())]
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(metrics.render(), media_type=metrics.content_type)
 
-    def predict(name: str, request: PredictRequest) -> dict[str, Any]:
-        version, model = served.get(name)
-        try:
-            predictions = model.predict_records(request.instances)
-        except (KeyError, ValueError, TypeError) as error:
-            raise HTTPException(422, f"instances: {error}") from None
-        return {"model": name, "version": version,
-                "predictions": [{key: _clean(value) for key, value in row.items()} for row in predictions]}
+    @app.get("/v1/models", tags=["models"])
+    async def models() -> Response:
+        """The served models: version, kind, outputs, input spec, evaluation metrics and gate verdict."""
+        return _json({"models": [served.current[name].describe() for name in MODEL_NAMES if name in served.current]})
 
-    def route_for(name: str):
-        def route(request: PredictRequest) -> dict[str, Any]:
-            return predict(name, request)
-        return route
+    def predict_route(name: str) -> Callable:
+        batcher = batchers[name]
+
+        async def predict(request: Request) -> Response:
+            model = served.get(name)
+            if model is None:
+                return _error(503, f"the {name} model is not loaded: "
+                                   f"{served.errors.get(name, 'loading, or no production version yet')}",
+                              request, {"Retry-After": "5"})
+            try:
+                batch = await _decode(request, name, model)
+            except InvalidInput as error:
+                return _error(422, str(error), request)
+            except PayloadTooLarge as error:
+                return _error(413, str(error), request)
+            except _UnsupportedMediaType as error:
+                return _error(415, str(error), request)
+            request.state.model, request.state.version, request.state.objects = name, model.version, batch.n
+            try:
+                outputs = await batcher.predict(model, batch)
+            except ModelCallFailed as error:
+                return _error(500, str(error), request)
+            return _json(_predictions(name, model.version, outputs, batch))
+
+        predict.__name__ = f"predict_{name}"
+        predict.__doc__ = (f"Predict with the production {name} model: a batch of objects in, per object the "
+                           "prediction, its uncertainty, and the model name and version out.")
+        return predict
 
     for name in MODEL_NAMES:
-        app.add_api_route(f"/v1/{name}:predict", route_for(name), methods=["POST"], name=f"predict_{name}",
-                          summary=f"Predict with the production {name} model")
+        app.add_api_route(f"/v1/{name}:predict", predict_route(name), methods=["POST"], tags=["predict"],
+                          name=f"predict_{name}", summary=f"Predict with the production {name} model",
+                          response_class=Response)
+
+    app.openapi = lambda: _openapi(app, served)
+    app.add_middleware(ApiMiddleware, metrics=metrics, routes={route.path for route in app.routes},
+                       max_body_bytes=settings.max_body_bytes,
+                       token=settings.token.get_secret_value() if settings.token else None,
+                       access_log=settings.access_log)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     return app
 
 
-def serve(registry_uri: str, cache_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> int:
-    """Run the API with uvicorn until interrupted."""
+class _UnsupportedMediaType(ValueError):
+    """A body in an encoding the route does not take (HTTP 415)."""
+
+
+async def _decode(request: Request, name: str, model: LoadedModel) -> Batch:
+    """The request's objects, validated against `model`'s input spec, from whichever encoding it came in."""
+    media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+    if media_type in (JSON, ""):
+        return model.inputs.decode_json(await request.body())
+    if media_type == NPZ_MEDIA_TYPE:
+        return await asyncio.to_thread(model.inputs.decode_npz, await request.body())
+    if media_type == FITS_MEDIA_TYPE and name in FILE_UPLOAD_MODELS:
+        try:
+            form = await request.form(max_files=model.inputs.max_objects, max_fields=16)
+        except Exception as error:  # malformed multipart framing
+            raise InvalidInput(f"body: not a readable multipart form ({type(error).__name__})") from None
+        files = [(upload.filename or f"{FILE_FIELD}[{i}]", await upload.read())
+                 for i, upload in enumerate(form.getlist(FILE_FIELD)) if hasattr(upload, "read")]
+        return await asyncio.to_thread(decode_spectra_files, files, model.inputs, model.predictor.spec)
+    accepted = [JSON, NPZ_MEDIA_TYPE] + ([FITS_MEDIA_TYPE] if name in FILE_UPLOAD_MODELS else [])
+    raise _UnsupportedMediaType(f"content-type {media_type!r} is not accepted here (use {', '.join(accepted)})")
+
+
+def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch) -> dict[str, Any]:
+    """The response body: one object per input object, in input order."""
+    columns = list(outputs)
+    values = [outputs[column].tolist() for column in columns]
+    rows = [dict(zip(columns, row)) for row in zip(*values)] if columns else [{} for _ in range(batch.n)]
+    ids = batch.ids or [None] * batch.n
+    predictions = [{"id": object_id, **row, "model": name, "version": version} for object_id, row in zip(ids, rows)]
+    return {"model": name, "version": version, "predictions": predictions}
+
+
+def _openapi(app: FastAPI, served: ServedModels) -> dict[str, Any]:
+    """The OpenAPI schema, with each predict route's request body generated from the model being served."""
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    errors = {"401": "Missing or wrong bearer token (when auth is on)", "413": "Body or batch over the limits",
+              "415": "Unsupported content type", "422": "Invalid input: the message names the field",
+              "500": "Server fault (logged; no trace in the response)",
+              "503": "The model is not loaded yet"}
+    for name in MODEL_NAMES:
+        model = served.get(name)
+        operation = schema["paths"][f"/v1/{name}:predict"]["post"]
+        body = (model.inputs.request_schema() if model is not None
+                else {"type": "object", "required": ["instances"],
+                      "properties": {"instances": {"type": "array", "minItems": 1, "items": {"type": "object"}}}})
+        content = {JSON: {"schema": body}, NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}
+        if name in FILE_UPLOAD_MODELS:
+            content[FITS_MEDIA_TYPE] = {"schema": {
+                "type": "object", "required": [FILE_FIELD],
+                "properties": {FILE_FIELD: {"type": "array", "items": {"type": "string", "format": "binary"}}}}}
+        operation["requestBody"] = {"required": True, "content": content}
+        operation["responses"] = {"200": {"description": "One prediction per object",
+                                          "content": {JSON: {"schema": _response_schema(model)}}},
+                                  **{code: {"description": text, "content": {JSON: {"schema": ERROR_SCHEMA}}}
+                                     for code, text in errors.items()}}
+    return schema
+
+
+def _response_schema(model: LoadedModel | None) -> dict[str, Any]:
+    number = {"type": ["number", "null"]}
+    properties: dict[str, Any] = {"id": {"type": ["string", "integer", "null"]}, "model": {"type": "string"},
+                                  "version": {"type": "string"}}
+    if model is not None and model.predictor.task == "regression":
+        for target in model.predictor.targets:
+            properties[target] = properties[f"{target}_err"] = number
+    elif model is not None:
+        properties["class"] = {"type": ["string", "null"]}
+        properties.update({f"p_{c}": number for c in model.predictor.classes})
+        properties["period"] = number
+    prediction = {"type": "object", "properties": properties, "required": ["model", "version"]}
+    return {"type": "object", "required": ["model", "version", "predictions"],
+            "properties": {"model": {"type": "string"}, "version": {"type": "string"},
+                           "predictions": {"type": "array", "items": prediction}}}
+
+
+def serve(settings: ServeSettings) -> int:
+    """Run the API with uvicorn until stopped; SIGTERM lets in-flight requests finish first."""
     import uvicorn
 
-    uvicorn.run(create_app(registry_uri, cache_dir), host=host, port=port, log_level="info")
+    for key, value in settings.model_dump(exclude_unset=True).items():
+        if value is not None:
+            secret = getattr(value, "get_secret_value", None)
+            os.environ[f"STELLAR_API_{key.upper()}"] = (secret() if secret else
+                                                       orjson.dumps(value).decode() if isinstance(value, list)
+                                                       else str(value))
+    uvicorn.run("steps.serve.server:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, loop="uvloop", http="httptools", access_log=False,
+                timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None, log_level="info")
     return 0

@@ -1,62 +1,110 @@
-"""`stellar serve` after a run: the production models load and each answers a prediction."""
+"""The API over the registry of a small run: readiness, the three predict routes in both encodings, models, metrics."""
 
 from __future__ import annotations
 
-import json
+import io
 import math
-from pathlib import Path
 
-import pyarrow.parquet as pq
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from steps.core.registry import ModelRegistry
+from steps.models import load_model
 from steps.serve.server import create_app
+from api_helpers import settings_for, split_rows
 
-MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
-
-
-def split_rows(home: Path, model: str, count: int = 2) -> list[dict]:
-    """Rows of the last run's test split, as the API takes them (labels dropped)."""
-    runs = sorted((home / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
-    record = json.loads((runs[-1] / "run.json").read_text())
-    split = home / "artifacts" / record["tasks"]["split-data"]["outputs"]["split"]["key"]
-    rows = pq.read_table(split / MODALITY[model] / "test.parquet").slice(0, count).to_pylist()
-    labels = {"id", "teff", "logg", "feh", "class", "period_true"}
-    return [{k: v for k, v in row.items() if k not in labels and not (isinstance(v, float) and math.isnan(v))}
-            for row in rows]
-
-
-@pytest.fixture(scope="module")
-def client(pipeline_home):
-    with TestClient(create_app(str(pipeline_home / "registry"), pipeline_home / "serving")) as client:
-        yield client
+OUTPUT_FIELD = {"spectral": "teff_err", "sed": "teff", "lightcurve": "class"}
 
 
 def test_ready_with_every_production_model(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").status_code == 200
-    served = {m["name"]: m["version"] for m in client.get("/v1/models").json()}
-    assert served == {"spectral": "1", "lightcurve": "1", "sed": "1"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["models"] == {"spectral": "1", "lightcurve": "1", "sed": "1"}
 
 
-@pytest.mark.parametrize("model, field", [("spectral", "teff_err"), ("sed", "teff"), ("lightcurve", "class")])
-def test_each_model_answers(client, pipeline_home, model, field):
-    response = client.post(f"/v1/{model}:predict", json={"instances": split_rows(pipeline_home, model)})
+@pytest.mark.parametrize("model", ["spectral", "sed", "lightcurve"])
+def test_each_model_answers_with_its_name_and_version_per_object(client, api_home, model):
+    rows = split_rows(api_home, model, 3)
+    rows[0]["id"] = "star-a"
+    response = client.post(f"/v1/{model}:predict", json={"instances": rows})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"] == model and body["version"] == "1"
-    assert len(body["predictions"]) == 2 and body["predictions"][0][field] is not None
+    assert len(body["predictions"]) == 3
+    first = body["predictions"][0]
+    assert first["id"] == "star-a" and first["model"] == model and first["version"] == "1"
+    assert first[OUTPUT_FIELD[model]] is not None
 
 
-def test_bad_input_is_a_422_naming_the_field(client):
-    response = client.post("/v1/spectral:predict", json={"instances": [{"flux": [1.0, 2.0]}]})
-    assert response.status_code == 422 and "flux" in response.text
-    assert client.post("/v1/sed:predict", json={"instances": []}).status_code == 422
+def test_predictions_equal_the_models_own(client, api_home):
+    """What the API answers is what the registered model predicts for the same rows (batching changes nothing)."""
+    rows = split_rows(api_home, "spectral", 5)
+    _, path = ModelRegistry.open(str(api_home / "registry")).download("spectral", "1", api_home / "serving")
+    expected = load_model(path).predict_records(rows)
+    got = client.post("/v1/spectral:predict", json={"instances": rows}).json()["predictions"]
+    for mine, theirs in zip(got, expected):
+        for key in ("teff", "logg", "feh", "teff_err"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-5)
+
+
+def test_npz_and_json_give_the_same_answer(client, api_home):
+    rows = split_rows(api_home, "spectral", 4)
+    buffer = io.BytesIO()
+    np.savez(buffer, flux=np.array([r["flux"] for r in rows], np.float32),
+             id=np.array(["a", "b", "c", "d"]))
+    binary = client.post("/v1/spectral:predict", content=buffer.getvalue(),
+                         headers={"content-type": "application/x-npz"})
+    assert binary.status_code == 200, binary.text
+    as_json = client.post("/v1/spectral:predict", json={"instances": [{"flux": r["flux"]} for r in rows]}).json()
+    assert [p["id"] for p in binary.json()["predictions"]] == ["a", "b", "c", "d"]
+    for a, b in zip(binary.json()["predictions"], as_json["predictions"]):
+        assert a["teff"] == pytest.approx(b["teff"], rel=1e-4)
+
+
+def test_sed_takes_missing_bands_as_null_or_absent(client):
+    full = {"mag_G": 12.0, "mag_BP": 12.4, "mag_RP": 11.5, "parallax": 4.0}
+    response = client.post("/v1/sed:predict", json={"instances": [full, {"mag_G": 12.0, "mag_J": None}]})
+    assert response.status_code == 200, response.text
+    assert all(math.isfinite(p["teff"]) for p in response.json()["predictions"])
+
+
+def test_models_lists_versions_inputs_and_metrics(client):
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert set(models) == {"spectral", "lightcurve", "sed"}
+    spectral = models["spectral"]
+    assert spectral["version"] == "1" and spectral["inputs"]["required"] == ["flux"]
+    assert spectral["inputs"]["vectors"]["flux"] == spectral["spec"]["grid"]["length"]
+    assert spectral["metrics"] and spectral["outputs"] == ["teff", "logg", "feh"]
+
+
+def test_metrics_count_requests_batches_and_versions(client, api_home):
+    client.post("/v1/sed:predict", json={"instances": split_rows(api_home, "sed", 3)})
+    text = client.get("/metrics").text
+    assert 'stellar_api_requests_total{method="POST",route="/v1/sed:predict",status="200"}' in text
+    assert 'stellar_api_batch_objects_bucket{le="4.0",model="sed"}' in text
+    assert 'stellar_api_model_info{kind="keras-sed-mlp",model="sed",version="1"} 1.0' in text
+    assert "stellar_api_request_duration_seconds_bucket" in text and "stellar_api_ready 1.0" in text
 
 
 def test_not_ready_without_production(tmp_path):
-    with TestClient(create_app(str(tmp_path / "registry"), tmp_path / "serving")) as client:
+    with TestClient(create_app(settings_for(tmp_path))) as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["missing"] == ["lightcurve", "sed", "spectral"]
-        assert client.post("/v1/sed:predict", json={"instances": [{"mag_G": 10.0}]}).status_code == 503
+        assert ready.status_code == 503 and ready.json()["missing"] == ["spectral", "lightcurve", "sed"]
+        refused = client.post("/v1/sed:predict", json={"instances": [{"mag_G": 10.0}]})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+
+
+def test_openapi_has_the_three_routes_with_bodies_from_the_input_specs(client):
+    schema = client.get("/openapi.json").json()
+    for model in ("spectral", "lightcurve", "sed"):
+        operation = schema["paths"][f"/v1/{model}:predict"]["post"]
+        content = operation["requestBody"]["content"]
+        assert "application/x-npz" in content and {"422", "413"} <= set(operation["responses"])
+    instance = (schema["paths"]["/v1/spectral:predict"]["post"]["requestBody"]["content"]["application/json"]
+                ["schema"]["properties"]["instances"]["items"])
+    assert instance["required"] == ["flux"] and instance["properties"]["flux"]["minItems"] > 100
+    assert "multipart/form-data" in schema["paths"]["/v1/spectral:predict"]["post"]["requestBody"]["content"]
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,43 @@
+"""Preprocess raw objects exactly as a model's training data was: the model's input spec gives the parameters.
+
+Batch prediction (`stellar predict`) and the API's file uploads both call `preprocess_as_trained`, so a spectrum
+sent to either meets the grid, band set and view lengths the model learnt on. A result that does not match the
+spec is a `SpecMismatch` saying how.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steps.preprocess import lightcurves, photometry, spectra
+from steps.preprocess.common import Features, RawArtifact
+
+
+class SpecMismatch(ValueError):
+    """Preprocessing made features that differ from the model's input spec."""
+
+
+def preprocess_as_trained(modality: str, raw: RawArtifact, spec: dict[str, Any]) -> Features:
+    """Features of `raw` for a model whose input spec is `spec` (`spec.json` of the model directory)."""
+    if modality == "spectra":
+        grid = spec["grid"]
+        length, start, step = int(grid["length"]), float(grid["loglam_start"]), float(grid["loglam_step"])
+        low = start - step / 2
+        features = spectra.preprocess_spectra(raw, length=length, wave_range=(10 ** low, 10 ** (low + step * length)))
+        made = features.spec["grid"]
+        if (made["length"] != length or abs(made["loglam_start"] - start) > 1e-9
+                or abs(made["loglam_step"] - step) > 1e-12):
+            raise SpecMismatch(f"preprocessing made the grid {made}, but the model was trained on {grid}")
+    elif modality == "photometry":
+        features = photometry.preprocess_photometry(raw, deredden=bool(spec.get("dereddened", True)),
+                                                    bands=tuple(spec["bands"]))
+        if features.spec.get("bands") != spec["bands"]:
+            raise SpecMismatch(f"preprocessing made the bands {features.spec.get('bands')}, but the model was "
+                               f"trained on {spec['bands']}")
+    elif modality == "lightcurves":
+        features = lightcurves.preprocess_lightcurves(raw, global_length=int(spec["global_length"]),
+                                                      local_length=int(spec["local_length"]),
+                                                      workers=lightcurves.default_workers())
+    else:
+        raise ValueError(f"unknown modality {modality!r}")
+    return features

@@ -1,0 +1,145 @@
+"""The served models: the registry's `production` version of each, loaded, warmed up, and swapped when it moves.
+
+`ServedModels.refresh()` reads each model's `production` alias; for a version it does not serve yet it downloads
+the model, loads it beside the one being served, warms it up (every batch size the batcher can form, so no
+request pays for a first call), and only then replaces the served one — a single reference assignment, so every
+request sees either the old model or the new one. Requests already validated against the old model keep their
+reference to it and finish on it. `watch()` calls `refresh()` every `interval` seconds; a failed load leaves the
+serving model in place and is reported by `/readyz` and the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steps.core.logs import get_logger
+from steps.core.registry import PRODUCTION, ModelRegistry, RegistryError, VersionRecord
+from steps.models import load_model
+from steps.serve.payloads import InputSpec
+
+MODEL_NAMES = ("spectral", "lightcurve", "sed")
+log = get_logger("serve")
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One loaded, warmed-up model version: what a request is validated against and predicted with."""
+
+    name: str
+    version: str
+    predictor: Any
+    inputs: InputSpec
+    record: VersionRecord
+    loaded_at: float = field(default_factory=time.time)
+
+    def predict_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Output columns (targets and 1-sigma errors, or class and probabilities) for decoded input columns."""
+        frame = self.predictor.predict_table(arrays)
+        return {name: frame[name].to_numpy() for name in frame.columns}
+
+    def warm_up(self, max_objects: int) -> None:
+        """Call the model once at every batch size up to `max_objects` (compiled graph and kernels ready)."""
+        example = _example_inputs(self.inputs)
+        for size in range(1, max_objects + 1):
+            self.predict_batch({name: np.repeat(value, size, axis=0) for name, value in example.items()})
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET /v1/models` says about it."""
+        predictor = self.predictor
+        outputs = (list(predictor.targets) if predictor.task == "regression" else list(predictor.classes))
+        return {"name": self.name, "version": self.version, "kind": predictor.kind, "task": predictor.task,
+                "outputs": outputs, "inputs": self.inputs.describe(), "spec": predictor.spec,
+                "metrics": self.record.metrics, "verdict": self.record.verdict.get("passed"),
+                "registered_at": self.record.created_at,
+                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
+
+
+def _example_inputs(inputs: InputSpec) -> dict[str, np.ndarray]:
+    """One valid object: vectors of ones, scalars at the middle of their ranges (or 1 when unbounded)."""
+    out = {}
+    for name, spec in inputs.fields.items():
+        if spec.length is not None:
+            out[name] = np.zeros((1, spec.length)) if name in ("mask", "ivar") else np.ones((1, spec.length))
+        else:
+            middle = (spec.low + spec.high) / 2 if spec.high < 1e29 else 1.0
+            out[name] = np.array([round(middle) if spec.integer else middle])
+    return out
+
+
+class ServedModels:
+    """The current `LoadedModel` per name, and why a name has none."""
+
+    def __init__(self, registry: ModelRegistry, cache_dir: Path, max_objects: int, batch_max_objects: int,
+                 on_swap: Callable[[LoadedModel, LoadedModel | None], None] | None = None):
+        self.registry = registry
+        self.cache_dir = Path(cache_dir)
+        self.max_objects = max_objects
+        self.batch_max_objects = batch_max_objects
+        self.on_swap = on_swap
+        self.current: dict[str, LoadedModel] = {}
+        self.errors: dict[str, str] = {}
+
+    def get(self, name: str) -> LoadedModel | None:
+        """The model serving `name` now (None when none is loaded)."""
+        return self.current.get(name)
+
+    @property
+    def ready(self) -> bool:
+        """Every model has a loaded, warmed-up production version."""
+        return all(name in self.current for name in MODEL_NAMES)
+
+    def refresh(self) -> list[str]:
+        """Load and swap in every model whose production version changed; return the names swapped."""
+        swapped = []
+        for name in MODEL_NAMES:
+            try:
+                record = self.registry.resolve(name, PRODUCTION)
+            except (RegistryError, OSError, ValueError) as error:
+                if name not in self.current:
+                    self.errors[name] = str(error)
+                continue
+            serving = self.current.get(name)
+            if serving is not None and serving.version == record.version:
+                continue
+            try:
+                loaded = self._load(name, record)
+            except Exception as error:  # a broken version must not take the API down: keep serving the old one
+                self.errors[name] = f"version {record.version} failed to load: {error}"
+                log.exception("%s version %s failed to load; still serving %s", name, record.version,
+                              serving.version if serving else "nothing")
+                continue
+            self.current[name] = loaded
+            self.errors.pop(name, None)
+            swapped.append(name)
+            log.info("%s: now serving version %s%s", name, record.version,
+                     f" (was {serving.version})" if serving else "")
+            if self.on_swap is not None:
+                self.on_swap(loaded, serving)
+        return swapped
+
+    def _load(self, name: str, record: VersionRecord) -> LoadedModel:
+        started = time.perf_counter()
+        _, path = self.registry.download(name, record.version, self.cache_dir)
+        predictor = load_model(path)
+        if predictor.name != name:
+            raise ValueError(f"{path} holds a {predictor.name!r} model, not {name!r}")
+        loaded = LoadedModel(name, record.version, predictor, InputSpec.of(predictor, self.max_objects), record)
+        loaded.warm_up(self.batch_max_objects)
+        log.info("%s version %s loaded and warmed up in %.2f s", name, record.version, time.perf_counter() - started)
+        return loaded
+
+    async def watch(self, interval_s: float) -> None:
+        """Refresh every `interval_s` seconds, off the event loop, until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # keep watching: the registry may be back at the next tick
+                log.exception("reading the registry failed")

@@ -1,0 +1,105 @@
+"""Bad input per endpoint: a 422 naming the field and the problem (413 over the limits, 415 for other encodings),
+never a 500, never a trace."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from api_helpers import ready_client, settings_for, split_rows
+
+
+def _spectrum(api_home, **changes):
+    row = split_rows(api_home, "spectral", 1)[0]
+    row.update(changes)
+    return row
+
+
+def _length(api_home) -> int:
+    return len(split_rows(api_home, "spectral", 1)[0]["flux"])
+
+
+CASES = [  # (model, instances builder, words the message must contain)
+    ("spectral", lambda h: [{"flux": [1.0, 2.0]}], ["instances[0].flux", "expected", "got 2"]),
+    ("spectral", lambda h: [{"ivar": [1.0] * _length(h)}], ["flux", "missing"]),
+    ("spectral", lambda h: [_spectrum(h, flux=[1.0] * (_length(h) - 1) + [None])], ["flux[", "got null"]),
+    ("spectral", lambda h: [_spectrum(h, flux=["x"] * _length(h))], ["flux[0]", "got a string"]),
+    ("spectral", lambda h: [_spectrum(h, flux=[1e9] * _length(h))], ["flux[0]", "outside the physical range"]),
+    ("spectral", lambda h: [_spectrum(h, ivar=[-1.0] * _length(h))], ["ivar[0]", "outside the physical range"]),
+    ("spectral", lambda h: [_spectrum(h, mask=[0.5] * _length(h))], ["mask[0]", "whole number"]),
+    ("spectral", lambda h: [_spectrum(h, redshift=0.1)], ["instances[0].redshift", "unknown field"]),
+    ("spectral", lambda h: [_spectrum(h), 7], ["instances[1]", "expected an object"]),
+    ("sed", lambda h: [{"mag_U": 12.0}], ["instances[0].mag_U", "unknown field"]),
+    ("sed", lambda h: [{"mag_G": 99.0}], ["mag_G", "outside the physical range"]),
+    ("sed", lambda h: [{"mag_G": 12.0, "err_G": -0.1}], ["err_G", "outside the physical range"]),
+    ("sed", lambda h: [{"mag_G": "bright"}], ["mag_G", "expected a number or null"]),
+    ("sed", lambda h: [{"mag_G": True}], ["mag_G", "boolean"]),
+    ("sed", lambda h: [{"mag_G": None}], ["instances[0]", "no input has a value"]),
+    ("sed", lambda h: [{"mag_G": 12.0, "id": {"a": 1}}], ["instances[0].id", "64-bit integer"]),
+    ("lightcurve", lambda h: [{"global_view": [0.0] * 3, "local_view": [0.0] * 3}], ["global_view", "expected"]),
+    ("lightcurve", lambda h: [{**split_rows(h, "lightcurve", 1)[0], "period": -2.0}], ["period", "physical range"]),
+    ("lightcurve", lambda h: [{**split_rows(h, "lightcurve", 1)[0], "global_view": None}], ["global_view", "missing"]),
+]
+
+
+@pytest.mark.parametrize("model, instances, words", CASES,
+                         ids=[f"{m}-{'-'.join(w)[:40]}" for m, _, w in CASES])
+def test_bad_instances_are_a_422_naming_field_and_problem(client, api_home, model, instances, words):
+    response = client.post(f"/v1/{model}:predict", json={"instances": instances(api_home)})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert all(word in detail for word in words), detail
+    assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"{not json", ["body", "not valid JSON"]),
+    (b"[1, 2]", ["body", "instances"]),
+    (b'{"instances": []}', ["instances", "empty batch"]),
+    (b'{"instances": {"flux": 1}}', ["instances", "expected a list"]),
+    (b'{"instances": [{"mag_G": 1}], "extra": 1}', ["body", "unknown field 'extra'"]),
+    (b'{"instances": [{"mag_G": 1e999}]}', ["not valid JSON", "infinity"]),
+])
+def test_malformed_bodies_are_a_422(client, body, words):
+    response = client.post("/v1/sed:predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert all(word in response.json()["detail"] for word in words), response.json()
+
+
+def test_npz_problems_name_the_array(client, api_home):
+    length = _length(api_home)
+
+    def npz(**arrays):
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return client.post("/v1/spectral:predict", content=buffer.getvalue(),
+                           headers={"content-type": "application/x-npz"})
+
+    assert "flux: expected shape" in npz(flux=np.ones((2, length - 1))).json()["detail"]
+    assert "first axis" in npz(flux=np.ones((2, length)), ivar=np.ones((3, length))).json()["detail"]
+    nan = np.ones((1, length))
+    nan[0, 5] = np.nan
+    assert "instances[0].flux[5]" in npz(flux=nan).json()["detail"]
+    assert "unknown field" in npz(flux=np.ones((1, length)), colour=np.ones(1)).json()["detail"]
+    garbage = client.post("/v1/spectral:predict", content=b"PK\x03\x04garbage",
+                          headers={"content-type": "application/x-npz"})
+    assert garbage.status_code == 422 and "not a readable .npz" in garbage.json()["detail"]
+
+
+def test_other_encodings_are_a_415(client):
+    response = client.post("/v1/sed:predict", content=b"mag_G=12", headers={"content-type": "text/csv"})
+    assert response.status_code == 415 and "application/json" in response.json()["detail"]
+
+
+def test_limits_are_a_413(api_home):
+    with ready_client(settings_for(api_home, max_body_bytes=4096, max_objects=3)) as client:
+        big = client.post("/v1/sed:predict", json={"instances": [{"mag_G": 12.0, "id": "x" * 5000}]})
+        assert big.status_code == 413 and "4096 bytes" in big.json()["detail"]
+        many = client.post("/v1/sed:predict", json={"instances": [{"mag_G": 12.0}] * 4})
+        assert many.status_code == 413 and "more than the 3" in many.json()["detail"]
+        chunked = client.post("/v1/sed:predict", content=iter([b'{"instances": [', b" " * 5000, b"]}"]),
+                              headers={"content-type": "application/json"})
+        assert chunked.status_code == 413
+        assert client.post("/v1/sed:predict", json={"instances": [{"mag_G": 12.0}] * 3}).status_code == 200
