@@ -115,13 +115,14 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not every model is ready"}})
     async def readyz() -> Response:
-        """Ready when every model has its production version loaded and warmed up."""
+        """Ready when every model has its production version loaded and warmed up; `errors` says why a version
+        is not (still serving the previous one, when there is one)."""
         versions = {name: model.version for name, model in served.current.items()}
+        problems = {"errors": dict(served.errors)} if served.errors else {}
         if served.ready:
-            return _json({"status": "ready", "models": versions})
+            return _json({"status": "ready", "models": versions, **problems})
         missing = [name for name in MODEL_NAMES if name not in served.current]
-        return _json({"status": "not ready", "missing": missing, "models": versions,
-                      "errors": {name: served.errors[name] for name in missing if name in served.errors}}, 503)
+        return _json({"status": "not ready", "missing": missing, "models": versions, **problems}, 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus() -> Response:

@@ -1,0 +1,39 @@
+"""Spectra uploaded as the archives' own FITS files: read, preprocessed as in training, predicted; bad files 422."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.needs_shared
+
+
+def _files(shared_dir, count: int = 2):
+    paths = sorted((shared_dir / "data" / "sdss").glob("spec-*.fits"))[:count]
+    return [("file", (path.name, path.read_bytes(), "application/fits")) for path in paths]
+
+
+def test_sdss_spec_files_are_predicted_with_their_ids(client, shared_dir):
+    files = _files(shared_dir)
+    response = client.post("/v1/spectral:predict", files=files)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 2
+    for (_, (name, _, _)), prediction in zip(files, predictions):
+        assert prediction["id"] == name.removesuffix(".fits")
+        assert 2000 < prediction["teff"] < 60000 and prediction["teff_err"] > 0
+
+
+def test_a_truncated_or_foreign_file_is_a_422_naming_it(client, shared_dir):
+    (_, (name, data, kind)), = _files(shared_dir, 1)
+    truncated = client.post("/v1/spectral:predict", files=[("file", (name, data[: len(data) // 2], kind))])
+    assert truncated.status_code == 422 and name in truncated.json()["detail"]
+    assert "truncated" in truncated.json()["detail"]
+    foreign = client.post("/v1/spectral:predict", files=[("file", ("notes.txt", b"just text", "text/plain"))])
+    assert foreign.status_code == 422 and "notes.txt" in foreign.json()["detail"]
+    empty = client.post("/v1/spectral:predict", files=[("other", ("x.fits", data, kind))])
+    assert empty.status_code == 422 and "no file uploaded" in empty.json()["detail"]
+
+
+def test_files_are_only_taken_by_the_spectral_model(client, shared_dir):
+    response = client.post("/v1/sed:predict", files=_files(shared_dir, 1))
+    assert response.status_code == 415

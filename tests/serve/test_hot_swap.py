@@ -1,0 +1,102 @@
+"""Hot model swap: `production` moves while clients keep sending; no request fails and the new version answers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from api_helpers import live_server, settings_for
+from steps.core.artifacts import ArtifactWriter
+from steps.core.registry import PRODUCTION, ModelRegistry
+
+SED_OBJECT = {"mag_G": 12.0, "mag_BP": 12.4, "mag_RP": 11.5, "mag_J": 10.9, "parallax": 4.0}
+
+
+@pytest.fixture
+def sed_baseline(tmp_path_factory, stellar):
+    """A second SED model: the NumPy baseline (another kind, another version number once registered)."""
+    out = tmp_path_factory.mktemp("baseline")
+    result = stellar("train-sed", "--force-dummy", "--samples", "300", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    return out / "sed" / "model"
+
+
+class Load:
+    """Clients posting SED requests in a loop on threads; counts answers by (status, version)."""
+
+    def __init__(self, url: str, clients: int = 8):
+        self.url, self.answers, self.failures = url, Counter(), []
+        self.last_version: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
+
+    def _client(self, index: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post("/v1/sed:predict", json={"instances": [SED_OBJECT, SED_OBJECT]})
+                    version = response.json().get("version") if response.status_code == 200 else None
+                    self.answers[(response.status_code, version)] += 1
+                    self.last_version[index] = version
+                    if response.status_code != 200:
+                        self.failures.append(response.text[:200])
+                except httpx.HTTPError as error:
+                    self.failures.append(repr(error))
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def wait_for_version(self, version: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.last_version and all(v == version for v in self.last_version.values())):
+            assert time.monotonic() < deadline, self.answers
+            time.sleep(0.05)
+
+
+def test_swap_and_rollback_under_load_fail_no_request(registry_copy, sed_baseline):
+    registry = ModelRegistry.open(str(registry_copy / "registry"))
+    with live_server(settings_for(registry_copy, reload_interval_s=0.2)) as url, Load(url) as load:
+        time.sleep(1.0)
+        new = registry.register("sed", sed_baseline)
+        registry.set_alias("sed", PRODUCTION, new.version)
+        load.wait_for_version(new.version)
+        served = {m["name"]: m for m in httpx.get(f"{url}/v1/models").json()["models"]}
+        assert served["sed"]["version"] == new.version and served["sed"]["kind"] == "ridge"
+        time.sleep(0.5)
+        assert registry.rollback("sed") == "1"
+        load.wait_for_version("1")
+        time.sleep(0.5)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert load.failures == []
+    assert load.answers[(200, "1")] > 0 and load.answers[(200, new.version)] > 0
+    assert set(load.answers) == {(200, "1"), (200, new.version)}
+    assert 'stellar_api_model_swaps_total{model="sed"} 2.0' in metrics
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(registry_copy, tmp_path):
+    broken = tmp_path / "broken"
+    with ArtifactWriter(broken, "train") as artifact:
+        artifact.path("model.json").write_text('{"format_version": 1, "kind": "no-such-kind", "name": "sed"}')
+        artifact.path("spec.json").write_text("{}")
+    registry = ModelRegistry.open(str(registry_copy / "registry"))
+    with live_server(settings_for(registry_copy, reload_interval_s=0.2)) as url:
+        bad = registry.register("sed", broken)
+        registry.set_alias("sed", PRODUCTION, bad.version)
+        deadline = time.monotonic() + 30
+        while "sed" not in (ready := httpx.get(f"{url}/readyz")).json().get("errors", {}):
+            assert time.monotonic() < deadline, ready.json()
+            time.sleep(0.1)
+        assert ready.status_code == 200 and "failed to load" in ready.json()["errors"]["sed"]
+        answer = httpx.post(f"{url}/v1/sed:predict", json={"instances": [SED_OBJECT]})
+        assert answer.status_code == 200 and answer.json()["version"] == "1"
