@@ -112,3 +112,25 @@ def test_network_policy_admits_the_api_port_and_lets_out_only_dns_and_s3(helm):
 def test_the_values_schema_refuses_mistakes(helm, values, message):
     with pytest.raises(helm.HelmError, match=message):
         render(API_CHART, values)
+
+
+def test_api_settings_reach_the_process_and_the_token_comes_from_a_secret(helm):
+    api = container(render(API_CHART))
+    plain = {e["name"]: e["value"] for e in api["env"] if "value" in e}
+    assert plain["STELLAR_API_BATCH_MAX_OBJECTS"] == "64" and plain["STELLAR_API_CORS_ORIGINS"] == "[]"
+    assert plain["STELLAR_API_MAX_BODY_BYTES"] == "16777216" and plain["STELLAR_API_GRACEFUL_SHUTDOWN_S"] == "20"
+    assert "STELLAR_API_TOKEN" not in {e["name"] for e in api["env"]}
+    assert api["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    secured = container(render(API_CHART, {"server": {"authSecret": "api-token", "corsOrigins": ["https://a.org"]}}))
+    token = next(e for e in secured["env"] if e["name"] == "STELLAR_API_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "api-token", "key": "token"}
+    assert {"name": "STELLAR_API_CORS_ORIGINS", "value": '["https://a.org"]'} in secured["env"]
+
+
+def test_chart_settings_are_api_settings():
+    """Every STELLAR_API_* the chart sets is a field of the API's settings (a renamed setting fails here)."""
+    from steps.serve.settings import ServeSettings
+
+    api = container(render(API_CHART, {"server": {"authSecret": "api-token"}}))
+    names = {e["name"].removeprefix("STELLAR_API_").lower() for e in api["env"] if e["name"].startswith("STELLAR_API_")}
+    assert names <= set(ServeSettings.model_fields)
