@@ -29,12 +29,14 @@ multiplications on these arrays; rare non-finite inputs are ruled out by one red
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sparse
+from scipy.sparse import _sparsetools
 from numpy.polynomial import chebyshev
 
 from steps.core.quarantine import Quarantine
@@ -57,6 +59,7 @@ CLIP_LOW, CLIP_HIGH = 2.0, 3.0   # sigma: below rejects absorption, above reject
 CLIP_ITERATIONS = 5
 BATCH = 32                  # spectra per batch: the working arrays stay in the core's cache
 FIT_CHUNK = 512             # spectra whose continua are fitted together: the clipping loop is many small operations
+TINY = np.finfo(np.float32).tiny   # floor of denominators that are 0 only where the result is masked anyway
 OPERATORS_KEPT = 16         # resampling operators kept for reuse across chunks
 LABELS = ("teff", "logg", "feh")
 
@@ -93,6 +96,7 @@ class ResamplingOperator:
     overlap: sparse.csr_matrix            # Angstrom of input pixel i inside output pixel j
     overlap_squared: sparse.csr_matrix
     width: np.ndarray                     # Angstrom, per output pixel, as a column (length x 1)
+    half_width: np.ndarray                # MIN_COVERAGE of it: the least good input an output pixel may keep
 
     @classmethod
     def build(cls, lower: np.ndarray, upper: np.ndarray, out_edges: np.ndarray) -> "ResamplingOperator":
@@ -113,7 +117,18 @@ class ResamplingOperator:
         matrix = sparse.csc_matrix((overlap[positive].astype(np.float32), target[positive],
                                     np.concatenate([[0], np.cumsum(per_input)])), shape=(length, lower.size)).tocsr()
         squared = sparse.csr_matrix((matrix.data * matrix.data, matrix.indices, matrix.indptr), shape=matrix.shape)
-        return cls(matrix, squared, np.diff(out_edges).astype(np.float32)[:, None])
+        width = np.diff(out_edges).astype(np.float32)[:, None]
+        return cls(matrix, squared, width, MIN_COVERAGE * width)
+
+    def sums(self, flux: np.ndarray, good: np.ndarray, variance: np.ndarray,
+             out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`S(g f)`, `S g` and `S^2(g sigma^2)` of pixel-major (input pixels x spectra, C-contiguous float32)
+        flux already 0 at bad pixels, good-pixel indicator (1.0 or 0.0) and variance (0 at bad pixels), into
+        `out` (three C-contiguous float32 arrays, output pixels x spectra)."""
+        for matrix, values, result in zip((self.overlap, self.overlap, self.overlap_squared), (flux, good, variance),
+                                          out):
+            _products(matrix, values, result)
+        return out
 
     def apply(self, flux: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The sums of a pixel-major batch (input pixels x spectra, float32: flux, and variance, positive at the
@@ -126,10 +141,19 @@ class ResamplingOperator:
         """(flux, ivar, usable) of a pixel-major batch, as `apply` takes it: output pixels x spectra, usable (1.0)
         where good input covers at least MIN_COVERAGE of the output pixel, flux and ivar 0 where not."""
         flux_sum, weight, variance_sum = self.apply(flux, variance)
-        usable = (weight >= MIN_COVERAGE * self.width).astype(np.float32)
+        usable = (weight >= self.half_width).astype(np.float32)
         unusable = 1 - usable                                # keeps denominators that may be 0 away from 0
         return (flux_sum * usable / (weight + unusable), weight * weight * usable / (variance_sum + unusable),
                 usable)
+
+
+def _products(matrix: sparse.csr_matrix, values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`matrix @ values` into `out` (C-contiguous, of the matrix's dtype), by scipy's kernel called directly:
+    `@` costs several microseconds of checks and an allocation per call, as much as a small batch's product."""
+    out.fill(0)
+    _sparsetools.csr_matvecs(matrix.shape[0], matrix.shape[1], values.shape[1], matrix.indptr, matrix.indices,
+                             matrix.data, values.ravel(), out.ravel())
+    return out
 
 
 def resample(wave_edges: np.ndarray, flux: np.ndarray, variance: np.ndarray, good: np.ndarray,
@@ -180,9 +204,10 @@ class ContinuumFitter:
         self.upper = np.triu_indices(CONTINUUM_DEGREE + 1)
         self.products = (self.block_basis[:, self.upper[0]] * self.block_basis[:, self.upper[1]]).T  # pairs x blocks
 
-    def block_sums(self, values: np.ndarray) -> np.ndarray:
-        """Sums over each block of `values` (pixels x spectra): blocks x spectra."""
-        return self.blocks @ values
+    def block_sums(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Sums over each block of `values` (pixels x spectra, C-contiguous float32): blocks x spectra."""
+        return _products(self.blocks, values, np.empty((self.blocks.shape[0], values.shape[1]), np.float32)
+                         if out is None else out)
 
     def fit(self, counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
         """Coefficients (terms x spectra) of the continua of block sums of usable flux and of usable pixel counts
@@ -208,8 +233,8 @@ class ContinuumFitter:
         return solve_positive_definite(normal, self.block_basis.T @ (weights * means))
 
     def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
-        """The continua (pixels x spectra) of coefficients (terms x spectra)."""
-        return self.basis @ coefficients.astype(np.float32)
+        """The continua (spectra x pixels) of coefficients (terms x spectra)."""
+        return coefficients.T.astype(np.float32) @ self.basis.T
 
 
 def solve_positive_definite(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -343,15 +368,21 @@ class _Output:
                    np.empty((rows, length), np.uint8), np.zeros(rows, np.int64), np.full(rows, np.nan), reasons)
 
 
-@dataclass
-class _Resampled:
-    """One batch of spectra sharing a grid, resampled but not yet normalised: pixel-major (pixels x spectra) flux
-    and ivar, 0 where not usable, for the rows `rows` at `positions` within their chunk."""
+class _Workspace:
+    """Reused buffers for the batches: a batch's intermediates are written into memory that the previous batch
+    left in the cache, rather than into fresh allocations."""
 
-    rows: np.ndarray
-    positions: np.ndarray
-    flux: np.ndarray
-    ivar: np.ndarray
+    def __init__(self):
+        self.buffers: dict[tuple[str, type], np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """A C-contiguous array of `shape` (contents undefined) from buffer `name`, grown as needed."""
+        size = math.prod(shape)
+        key = (name, dtype)
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.size < size:
+            buffer = self.buffers[key] = np.empty(size, dtype)
+        return buffer[:size].reshape(shape)
 
 
 def _rows(batch: np.ndarray) -> slice | np.ndarray:
@@ -400,12 +431,13 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
     loglam_start, loglam_step, out_edges = output_grid(length, wave_range)
     fitter = ContinuumFitter(loglam_start + loglam_step * np.arange(length))
     operators = _Operators(10**out_edges)
+    work = _Workspace()
     output = _Output.empty(data.num_rows, length, _shape_reasons(columns, redshifts))
 
     candidates = np.array([row for row, reason in enumerate(output.reasons) if reason is None], dtype=np.int64)
     for chunk in _chunks(candidates, FIT_CHUNK) if candidates.size else []:
         sums = np.zeros((3, len(fitter.block_basis), chunk.size))       # per block: usable pixels, flux, S/N
-        pending: list[_Resampled] = []
+        pending: list[tuple[np.ndarray, np.ndarray]] = []      # (rows, positions in the chunk) per batch
         for group in _grid_groups(columns, chunk, redshifts):
             rest_loglam = columns.row("loglam", group[0]) - np.log10(1 + redshifts[group[0]])
             if not (np.isfinite(rest_loglam).all() and (np.diff(rest_loglam) > 0).all()):
@@ -415,14 +447,14 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
             operator = operators.get(rest_loglam)
             for batch in _chunks(group, BATCH):
                 positions = np.searchsorted(chunk, batch)
-                flux, ivar, sums[:, :, positions] = _resample_batch(columns, batch, operator, fitter)
-                pending.append(_Resampled(batch, positions, flux, ivar))
+                sums[:, :, positions] = _resample_batch(columns, batch, operator, fitter, output, work)
+                pending.append((batch, positions))
         if not pending:
             continue
         coefficients = fitter.fit(sums[0], sums[1])
-        for resampled in pending:
-            _normalise(resampled, fitter.evaluate(coefficients[:, resampled.positions]), output)
-        done = np.sort(np.concatenate([resampled.rows for resampled in pending]))
+        for batch, positions in pending:
+            _normalise(batch, fitter.evaluate(coefficients[:, positions]), output)
+        done = np.sort(np.concatenate([batch for batch, _ in pending]))
         positions = np.searchsorted(chunk, done)
         counts, snr_sums = sums[0][:, positions], sums[2][:, positions]
         output.snr[done] = masked_row_median((snr_sums / np.maximum(counts, 1)).T, (counts > 0).T)
@@ -469,41 +501,81 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
 
 
 def _resample_batch(columns: _ListColumns, batch: np.ndarray, operator: ResamplingOperator,
-                    fitter: ContinuumFitter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mask and resample one batch of spectra sharing a grid: (flux, ivar, block sums), flux and ivar pixel-major
-    (pixels x spectra), not yet normalised, 0 where not usable; block sums 3 x blocks x spectra (usable pixels,
-    flux, S/N). Masks are made spectrum-major, as the raw rows come; resampling and block sums work pixel-major.
-    Non-finite values are rare, so one reduction per array rules them out before any per-pixel repair."""
+                    fitter: ContinuumFitter, output: _Output, work: _Workspace) -> np.ndarray:
+    """Mask and resample one batch of spectra sharing a grid into its rows of `output` (flux and ivar, not yet
+    normalised, 0 where not usable); returns its block sums, 3 x blocks x spectra (usable pixels, flux, S/N).
+
+    Masks are made spectrum-major, as the raw rows come; flux and variance are transposed once each to
+    pixel-major for the sparse products, and the resampled flux and ivar once each back into the output rows.
+    Every intermediate lives in a reused buffer of `work`. NaN, infinite or negative ivar needs no check: such
+    pixels end with variance 0, which marks them bad. Non-finite flux is rare, and shows in the block sums (a NaN
+    or infinity survives the masking arithmetic); only then is the batch done again with those pixels bad."""
     size = operator.overlap.shape[1]
     flux, ivar, and_mask = (columns.batch(name, batch, size) for name in ("flux", "ivar", "and_mask"))
-    if not np.isfinite(flux.sum()):                       # NaN or inf flux: a bad pixel, whose flux must be 0
+    sums = _resample_arrays(flux, ivar, and_mask, _rows(batch), operator, fitter, output, work)
+    if not np.isfinite(sums).all():
         finite = np.isfinite(flux)
-        flux, ivar = np.where(finite, flux, np.float32(0)), np.where(finite, ivar, np.float32(0))
-    if not ivar.min() >= 0:                               # NaN or negative ivar would spoil the variance
-        ivar = np.fmax(ivar, np.float32(0))
-    good = ((ivar > 0) & ((and_mask & BAD_PIXEL_BITS) == 0)).astype(np.float32)
-    variance = good / (ivar + (1 - good))                 # 1/ivar where good, 0 elsewhere (ivar = inf: 0 too)
-    flux, ivar, usable = operator.resampled(np.ascontiguousarray(flux.T), np.ascontiguousarray(variance.T))
-    return flux, ivar, np.stack([fitter.block_sums(usable), fitter.block_sums(flux),
-                                 fitter.block_sums(flux * np.sqrt(ivar))])
+        sums = _resample_arrays(np.where(finite, flux, np.float32(0)), np.where(finite, ivar, np.float32(0)),
+                                and_mask, _rows(batch), operator, fitter, output, work)
+    return sums
 
 
-def _normalise(resampled: _Resampled, continuum: np.ndarray, output: _Output) -> None:
-    """Divide a resampled batch by its continua (pixels x spectra) and write its rows of `output`: flux (1 where
-    masked), ivar (0 where masked), mask and usable-pixel counts, each transposed to spectrum-major once."""
-    flux, ivar = resampled.flux, resampled.ivar
-    valid = ivar > 0                                       # usable: flux and ivar are 0 elsewhere
-    if not continuum.min() > 0:                            # rare: the fit reaches 0 where there may be flux
-        dips = valid & (continuum <= 0)
-        valid &= ~dips
-        continuum = np.where(dips, np.float32(1), continuum)
-        flux, ivar = flux * valid, ivar * valid
-    rows = _rows(resampled.rows)
-    with np.errstate(divide="ignore", invalid="ignore"):   # a spectrum with nothing usable has no continuum
-        output.flux[rows] = (flux / continuum + ~valid).T                                      # 1 where not valid
-    output.ivar[rows] = (ivar * continuum * continuum).T                                       # 0 where not valid
-    output.mask[rows] = (~valid).view(np.uint8).T
-    output.usable[rows] = valid.sum(axis=0)
+def _resample_arrays(flux: np.ndarray, ivar: np.ndarray, and_mask: np.ndarray, rows: slice | np.ndarray,
+                     operator: ResamplingOperator, fitter: ContinuumFitter, output: _Output,
+                     work: _Workspace) -> np.ndarray:
+    """`_resample_batch` of spectrum-major flux, ivar and and_mask (spectra x input pixels)."""
+    (count, size), length = flux.shape, operator.overlap.shape[0]
+    bits = np.bitwise_and(and_mask, BAD_PIXEL_BITS, out=work.get("bits", (count, size), and_mask.dtype))
+    good = np.equal(bits, 0, out=work.get("good", (count, size), bool))
+    good &= np.greater(ivar, 0, out=work.get("positive", (count, size), bool))
+    # 1/ivar where good (so ivar > 0), 0 elsewhere: the floor keeps 0/0 out, fmax turns NaN into the floor.
+    variance = np.fmax(ivar, TINY, out=work.get("variance", (count, size)))
+    np.divide(good, variance, out=variance)
+    flux_p, variance_p, good_p = (work.get(name, (size, count)) for name in ("flux_p", "variance_p", "good_p"))
+    np.copyto(flux_p, flux.T)
+    np.copyto(variance_p, variance.T)
+    np.greater(variance_p, 0, out=good_p)                 # good, less infinite ivar (variance 0)
+    flux_p *= good_p                                      # bad pixels' flux (finite or not) to 0 (or NaN)
+    flux_sum, weight, variance_sum = operator.sums(flux_p, good_p, variance_p, tuple(
+        work.get(name, (length, count)) for name in ("flux_sum", "weight", "variance_sum")))
+    usable = np.greater_equal(weight, operator.half_width, out=work.get("usable", (length, count)))
+    # Where usable, weight >= half width > 0 and the variance sum > 0; elsewhere the floors keep 0/0 out.
+    floor = work.get("floor", (length, count))
+    resampled_flux = np.divide(flux_sum, np.maximum(weight, operator.half_width, out=floor), out=flux_sum)
+    resampled_flux *= usable
+    resampled_ivar = np.multiply(weight, weight, out=weight)
+    resampled_ivar /= np.maximum(variance_sum, TINY, out=variance_sum)
+    resampled_ivar *= usable
+    snr = np.sqrt(resampled_ivar, out=floor)
+    snr *= resampled_flux
+    output.flux[rows] = resampled_flux.T
+    output.ivar[rows] = resampled_ivar.T
+    sums = np.empty((3, fitter.blocks.shape[0], count), np.float32)
+    for values, out in zip((usable, resampled_flux, snr), sums):
+        fitter.block_sums(values, out)
+    return sums
+
+
+def _normalise(rows: np.ndarray, continuum: np.ndarray, output: _Output) -> None:
+    """Divide rows of `output` (resampled, 0 where not usable) by their continua (spectra x pixels), in place:
+    flux (1 where masked), ivar (0 where masked), mask and usable-pixel counts."""
+    index = _rows(rows)
+    in_place = isinstance(index, slice)                   # consecutive rows: views; otherwise copies written back
+    flux, ivar, mask = output.flux[index], output.ivar[index], output.mask[index]
+    masked = np.less_equal(ivar, 0, out=mask.view(bool))  # usable: flux and ivar are 0 elsewhere
+    if not continuum.min() > 0:                            # rare: the fit reaches 0 (or nothing was usable)
+        dips = ~(continuum > 0)
+        masked |= dips
+        continuum[dips] = 1
+        flux[dips] = 0
+        ivar[dips] = 0
+    flux /= continuum
+    flux += masked                                         # 1 where masked
+    ivar *= continuum
+    ivar *= continuum                                      # 0 where masked
+    output.usable[rows] = continuum.shape[1] - np.count_nonzero(masked, axis=1)
+    if not in_place:
+        output.flux[index], output.ivar[index], output.mask[index] = flux, ivar, mask
 
 
 def _pixel_reason(columns: _ListColumns, row: int) -> str | None:
