@@ -185,6 +185,48 @@ def test_uncertainties_are_calibrated_on_validation(trained, name):
         assert m["coverage_95"] >= 0.8, (target, m["coverage_95"])
 
 
+def test_spectral_model_starts_from_a_cleaned_ridge_and_keeps_to_its_teff_range(trained, split):
+    from steps.models.keras.training import SPECTRAL_TEFF_RANGE
+
+    training = json.loads((trained("spectral") / "model.json").read_text())["training"]
+    assert training["teff_range"] == list(SPECTRAL_TEFF_RANGE)
+    teff = pq.read_table(split / "spectra" / "train.parquet").column("teff").to_numpy()
+    in_range = int(((teff >= SPECTRAL_TEFF_RANGE[0]) & (teff <= SPECTRAL_TEFF_RANGE[1])).sum())
+    assert training["n_train"] == in_range
+    assert 0 <= training["label_outliers_left_out"] < 0.2 * in_range
+    assert len(training["ridge_alpha"]) == 3 and all(a > 0 for a in training["ridge_alpha"])
+
+
+def test_frozen_layers_on_the_flattened_input_equal_the_ridge_on_mean_imputed_pixels():
+    from steps.models.keras.training import _imputed, _on_flattened
+
+    rng = np.random.default_rng(0)
+    flux, bad = rng.normal(size=(5, 7)), rng.random((5, 7)) < 0.3
+    spectrum = np.stack([np.where(bad, 0.0, flux), bad.astype(float)], axis=-1)  # as VectorInput encodes
+    pixel_mean, weights = rng.normal(size=7), rng.normal(size=(7, 3))
+    expected = np.where(bad, pixel_mean, flux) @ weights
+    assert np.allclose(_imputed(spectrum, pixel_mean) @ weights, expected)
+    assert np.allclose(spectrum.reshape(5, -1) @ _on_flattened(weights, pixel_mean), expected)
+
+
+def test_teff_range_keeps_stars_in_it_and_stars_without_a_teff():
+    import pyarrow as pa
+
+    from steps.models.keras.training import _in_teff_range
+
+    table = pa.table({"id": ["cool", "fgk", "hot", "unknown"], "teff": [2300.0, 5800.0, 21581.0, None]})
+    assert _in_teff_range(table, (3500.0, 8000.0)).column("id").to_pylist() == ["fgk", "unknown"]
+
+
+def test_label_outliers_are_those_far_from_the_robust_centre_in_any_label():
+    from steps.models.keras.training import _robust_outliers
+
+    residuals = np.random.default_rng(1).normal(size=(200, 2))
+    residuals[7, 0], residuals[9, 1], residuals[11, 1] = 12.0, -12.0, np.nan
+    flagged = np.flatnonzero(_robust_outliers(residuals, 5.0))
+    assert flagged.tolist() == [7, 9]
+
+
 def test_classifier_is_temperature_scaled_and_passes_the_period_through_for_periodic_classes(trained, split):
     model_dir = trained("lightcurve")
     calibration = json.loads((model_dir / "model.json").read_text())["calibration"]

@@ -4,9 +4,14 @@ Every network takes a dict of named float32 inputs (the `Encoder` of its model s
 reads inputs that are already normalised, and is built only from stock Keras layers, so `keras.models.load_model`
 reads the saved `.keras` file without custom code (with `compile=False`).
 
-- `spectral_cnn`: (length, 2) flux + bad-pixel mask -> four Conv1D/max-pool blocks (16-32-32-32 filters, pooling
-  4-4-2-2, so 64x fewer positions) -> flatten (line positions matter: no global pooling) -> dense 64 ->
-  per target a mean and a log-variance (2T outputs).
+- `spectral_hybrid`: the spectral model. (length, 2) flux + bad-pixel mask, flattened -> a frozen linear layer holding
+  a ridge regression fitted in closed form (NumPy) + a small network correcting it: frozen principal-component
+  projection (with Gaussian input noise) and the ridge estimate -> dense 64 -> per target a mean correction
+  (initialised at zero, so training starts from the ridge) and a log-variance (2T outputs). Both frozen layers
+  read the mask channel so that a bad pixel counts as the training mean at that pixel. On a few hundred real
+  spectra this beats a CNN trained from scratch, which has far more weights than there are stars to fit them.
+- `spectral_cnn`: (length, 2) -> four Conv1D/max-pool blocks (16-32-32-32 filters, pooling 4-4-2-2) -> flatten ->
+  dense 64 -> 2T; kept for the training-cost benchmark (`bench/`), for training sets of many thousands.
 - `views_cnn`: global view (3 Conv1D/pool blocks) and local view (2 blocks), flattened, joined with the scalar
   period-search features and their missing indicators -> dense 64 -> K logits (softmax applied outside, after
   temperature scaling).
@@ -21,6 +26,7 @@ missing for a row (NaN) are left out of its loss.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from steps.models.keras.calibration import LOG_VAR_RANGE
@@ -60,6 +66,40 @@ def spectral_cnn(shapes: dict[str, tuple[int, ...]], n_targets: int, dropout: fl
     x = layers.Dense(64, activation="relu", name="dense")(x)
     out = layers.Dense(2 * n_targets, name="mean_logvar")(x)
     return keras.Model(inputs, out, name="spectral_cnn")
+
+
+def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, linear: tuple[np.ndarray, np.ndarray],
+                    projection: tuple[np.ndarray, np.ndarray], hidden: int = 64, noise: float = 0.05,
+                    l2: float = 1e-3, dropout: float = 0.1) -> tuple[keras.Model, keras.Model]:
+    """(serving model, training model) sharing every layer.
+
+    `linear` and `projection` are the (kernel, bias) of the frozen ridge and principal-component layers on the
+    flattened (length, 2) input. The serving model feeds the correction the ridge estimate of its own input; the
+    training model takes it as a second input, `ridge`, so that the correction can be trained on out-of-sample
+    ridge estimates of the training rows (in-sample ones are too good and would teach it nothing).
+    """
+    spectrum = keras.Input(shape=shapes["spectrum"], name="spectrum", dtype="float32")
+    given = keras.Input(shape=(n_targets,), name="ridge", dtype="float32")
+    flat = layers.Flatten(name="flat")(spectrum)
+    ridge_layer = layers.Dense(n_targets, trainable=False, name="ridge_linear")
+    pca_layer = layers.Dense(projection[0].shape[1], trainable=False, name="pca")
+    noisy = layers.GaussianNoise(noise, name="pca_noise")
+    dense = layers.Dense(hidden, activation="gelu", kernel_regularizer=keras.regularizers.l2(l2), name="dense")
+    drop = layers.Dropout(dropout, name="dropout")
+    correction = layers.Dense(n_targets, kernel_initializer="zeros", name="mean_correction")
+    log_var = layers.Dense(n_targets, name="log_var")
+
+    def head(components, estimate):
+        h = drop(dense(layers.Concatenate()([noisy(components), estimate])))
+        return layers.Concatenate(name="mean_logvar")([layers.Add()([estimate, correction(h)]), log_var(h)])
+
+    components = pca_layer(flat)
+    serving = keras.Model({"spectrum": spectrum}, head(components, ridge_layer(flat)), name="spectral_hybrid")
+    training = keras.Model({"spectrum": spectrum, "ridge": given}, head(components, given),
+                           name="spectral_hybrid_training")
+    ridge_layer.set_weights([np.asarray(w, np.float32) for w in linear])
+    pca_layer.set_weights([np.asarray(w, np.float32) for w in projection])
+    return serving, training
 
 
 def views_cnn(shapes: dict[str, tuple[int, ...]], n_classes: int, dropout: float = 0.3) -> keras.Model:

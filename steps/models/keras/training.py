@@ -16,6 +16,14 @@
 Regression targets are learnt in the fitted space of the baselines (log10 Teff, log g, [Fe/H]), standardised by
 their training mean and standard deviation. The SED model is trained on the training rows plus copies in which
 each band (its magnitude, error, colours and abs_G) is dropped at random, so that it predicts with missing bands.
+
+The spectral model (`networks.spectral_hybrid`) starts from a ridge regression on the pixels, solved in closed form
+with its penalty chosen by leave-one-out error, and learns a correction to it. Its training set is cleaned as a
+careful spectroscopist would clean a labelled library: only stars of `SPECTRAL_TEFF_RANGE` are used (the
+domain of FGK stars and their neighbours, where labels are reliable and the model is measured; a labelled library
+may carry hot stars whose tabulated Teff is wrong, as MILES's labels.csv does for ~44 stars above 10,000 K that
+lost their leading digit), and stars whose label disagrees with their spectrum, a leave-one-out ridge residual
+beyond `OUTLIER_SIGMA` robust sigmas in any label, are left out before the final fit.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +46,7 @@ import tensorflow as tf  # noqa: E402
 from steps.models.baseline import (  # noqa: E402
     DEFAULT_LABELS,
     MODALITY,
+    RIDGE_GRID,
     TARGET_TRANSFORMS,
     TASK,
     _feature_columns,
@@ -54,10 +63,10 @@ from steps.models.keras.calibration import (  # noqa: E402
     softmax,
 )
 from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput, band_of  # noqa: E402
-from steps.models.keras.networks import heteroscedastic_nll, sed_mlp, spectral_cnn, views_cnn  # noqa: E402
+from steps.models.keras.networks import heteroscedastic_nll, sed_mlp, spectral_hybrid, views_cnn  # noqa: E402
 from steps.models.keras.predictor import KerasClassifierPredictor, KerasRegressionPredictor  # noqa: E402
-from steps.models.linear import balanced_weights  # noqa: E402
-from steps.models.metrics import regression_metrics  # noqa: E402
+from steps.models.linear import balanced_weights, ridge  # noqa: E402
+from steps.models.metrics import MAD_TO_SIGMA, regression_metrics  # noqa: E402
 from steps.models.predictor import forward_transform  # noqa: E402
 from steps.models.splits import classified_rows, classifier_fit_metrics
 
@@ -79,11 +88,17 @@ class Recipe:
 
 
 RECIPES = {
-    "spectral": Recipe(max_epochs=200, batch_size=64, learning_rate=2e-3, patience=20),
+    "spectral": Recipe(max_epochs=200, batch_size=32, learning_rate=1e-3, patience=20),
     "lightcurve": Recipe(max_epochs=200, batch_size=64, learning_rate=2e-3, patience=20),
     "sed": Recipe(max_epochs=300, batch_size=256, learning_rate=3e-3, patience=25, dropout_copies=3,
                   band_dropout=0.2),
 }
+
+
+# The spectral model's training domain (K) and label-outlier rule (see the module docstring).
+SPECTRAL_TEFF_RANGE = (3500.0, 8000.0)
+OUTLIER_SIGMA = 4.0
+SPECTRAL_COMPONENTS = 64  # principal components the correction network sees
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -264,15 +279,17 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     if bands is not None:
         x_train, z_train = _band_dropout(x_train, z_train, encoder.inputs[0], bands, recipe,
                                          np.random.default_rng(seed))
-    model = build(encoder.shapes, len(labels))
-    model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=heteroscedastic_nll)
-    fit = _fit(model, recipe, epochs or recipe.max_epochs, x_train, z_train,
-               (x_val, z_val) if x_val is not None else None, regression_score)
+    net = build(encoder.shapes, len(labels), x_train, z_train)
+    net.training.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=heteroscedastic_nll)
+    fit = _fit(net.training, recipe, epochs or recipe.max_epochs, net.fit_inputs(x_train), z_train[net.rows],
+               (net.held_out_inputs(x_val), z_val) if x_val is not None else None, regression_score)
+    model = net.serving
 
     info = _base_info(name, encoder, model, spec, seed, fit, ct.n, cv.n, recipe)
     info.update({"targets": labels, "target_transforms": transforms,
                  "target_scaling": {"mean": y_mean.tolist(), "std": y_std.tolist()},
                  "calibration": {"sigma_scale": {t: 1.0 for t in labels}}})
+    info["training"].update(net.record)
     predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
     calib_cols, calib_truth = (cv, targets(cv)) if cv.n else (ct, y_train)
     mean, sigma = predictor.fitted_space(calib_cols)
@@ -280,7 +297,7 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     info["calibration"] = {"sigma_scale": scales, "rule": "median |res/sigma| = 0.6745 per target",
                            "split": "val" if cv.n else "train (no validation rows)"}
     predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
-    metrics: dict[str, Any] = {"model": name, "kind": KIND[name], "training": fit,
+    metrics: dict[str, Any] = {"model": name, "kind": KIND[name], "training": {**fit, **net.record},
                                "calibration": info["calibration"]}
     for split, table in (("train", train), ("val", val)):
         if table.num_rows:
@@ -290,12 +307,112 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     return Trained(info, {}, metrics, save=_saver(model))
 
 
+@dataclass
+class _Network:
+    """A regression network to train: the model to serve, the model to fit (the same one unless the network
+    takes training-only inputs), the training rows it is fitted on, and what to record about its set-up."""
+
+    serving: keras.Model
+    training: keras.Model
+    rows: np.ndarray  # indices of the training rows fitted
+    extra: Callable[[dict[str, np.ndarray], bool], dict[str, np.ndarray]] = lambda x, fitted: {}
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def fit_inputs(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The training model's inputs for the fitted training rows."""
+        rows = {key: value[self.rows] for key, value in x.items()}
+        return {**rows, **self.extra(rows, True)}
+
+    def held_out_inputs(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The training model's inputs for held-out rows."""
+        return {**x, **self.extra(x, False)}
+
+
+def _plain(build):
+    """A builder of a network that is served as it is trained, on every training row."""
+    def make(shapes, n_targets, x, z) -> _Network:
+        model = build(shapes, n_targets)
+        return _Network(model, model, np.arange(len(z)))
+    return make
+
+
+def _imputed(spectrum: np.ndarray, pixel_mean: np.ndarray) -> np.ndarray:
+    """(n, length) encoded flux with bad pixels (mask channel 1, value 0) set to the training mean of the pixel."""
+    return spectrum[:, :, 0] + pixel_mean * spectrum[:, :, 1]
+
+
+def _on_flattened(weights: np.ndarray, pixel_mean: np.ndarray) -> np.ndarray:
+    """Weights on imputed pixels (length, k) as the kernel of a Dense layer on the flattened (length, 2) input."""
+    kernel = np.empty((2 * weights.shape[0], weights.shape[1]))
+    kernel[0::2], kernel[1::2] = weights, pixel_mean[:, None] * weights
+    return kernel
+
+
+def _robust_outliers(residuals: np.ndarray, n_sigma: float) -> np.ndarray:
+    """Rows whose residual in any column is beyond `n_sigma` robust sigmas of that column's (NaN = no opinion)."""
+    out = np.zeros(len(residuals), bool)
+    for r in residuals.T:
+        known = np.isfinite(r)
+        if known.sum() < 3:
+            continue
+        centre = np.median(r[known])
+        sigma = MAD_TO_SIGMA * np.median(np.abs(r[known] - centre))
+        out[known] |= np.abs(r[known] - centre) > n_sigma * max(sigma, 1e-12)
+    return out
+
+
+def _spectral_network(shapes, n_targets, x, z) -> _Network:
+    """The ridge-started hybrid (see the module docstring): clean, fit the ridge, build the network around it."""
+    spectrum = x["spectrum"]
+    good = 1.0 - spectrum[:, :, 1]
+    pixel_mean = (spectrum[:, :, 0] * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1.0)
+    pixels = _imputed(spectrum, pixel_mean)
+    alphas = tuple(a * len(z) for a in RIDGE_GRID)
+    first = ridge(pixels, z, alphas=alphas)
+    rows = np.flatnonzero(~_robust_outliers(first.loo_residuals, OUTLIER_SIGMA))
+    fit = ridge(pixels[rows], z[rows], alphas=alphas)
+    # Out-of-sample ridge estimates of the fitted rows: the truth minus the leave-one-out residual where the
+    # truth is known (the in-sample estimate where it is not, which the loss ignores anyway).
+    in_sample = pixels[rows] @ fit.coef + fit.intercept
+    out_of_sample = np.where(np.isfinite(fit.loo_residuals), z[rows] - fit.loo_residuals, in_sample)
+    centred = pixels[rows] - pixels[rows].mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    k = int(min(SPECTRAL_COMPONENTS, len(rows) - 1))
+    basis = vt[:k].T * (np.sqrt(len(rows)) / singular[0])  # one scale for all: the leading component has unit sd
+    projection = (_on_flattened(basis, pixel_mean), -pixels[rows].mean(axis=0) @ basis)
+    serving, training = spectral_hybrid(shapes, n_targets, (_on_flattened(fit.coef, pixel_mean), fit.intercept),
+                                        projection)
+
+    def extra(inputs: dict[str, np.ndarray], fitted: bool) -> dict[str, np.ndarray]:
+        if fitted:
+            return {"ridge": out_of_sample.astype(np.float32)}
+        estimate = _imputed(inputs["spectrum"], pixel_mean) @ fit.coef + fit.intercept
+        return {"ridge": estimate.astype(np.float32)}
+
+    record = {"ridge_alpha": fit.alpha.tolist(), "label_outliers_left_out": int(len(z) - len(rows)),
+              "outlier_rule": f"leave-one-out ridge residual > {OUTLIER_SIGMA:g} robust sigma in any label",
+              "principal_components": k}
+    return _Network(serving, training, rows, extra, record)
+
+
+def _in_teff_range(table: pa.Table, teff_range: tuple[float, float]) -> pa.Table:
+    """The rows whose Teff lies in the range (rows without a Teff are kept: they teach the other labels)."""
+    if "teff" not in table.column_names:
+        return table
+    teff = Columns(table).scalar("teff")
+    keep = ~np.isfinite(teff) | ((teff >= teff_range[0]) & (teff <= teff_range[1]))
+    return table.filter(pa.array(keep))
+
+
 def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
                     epochs: int | None) -> Trained:
     length = _vector_length(spec, ("grid.length", "length"), train, "flux")
     encoder = Encoder([VectorInput("flux", length, key="spectrum", mask_column="mask", ivar_column="ivar",
                                    mask_channel=True, clip=(-1.0, 3.0))])
-    return _train_regression("spectral", encoder, spectral_cnn, train, val, spec, seed, epochs)
+    trained = _train_regression("spectral", encoder, _spectral_network, _in_teff_range(train, SPECTRAL_TEFF_RANGE),
+                                _in_teff_range(val, SPECTRAL_TEFF_RANGE), spec, seed, epochs)
+    trained.info["training"]["teff_range"] = list(SPECTRAL_TEFF_RANGE)
+    return trained
 
 
 def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:
@@ -308,7 +425,7 @@ def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, 
     errors = [c for c in columns if c.startswith("err_") or c.endswith("_error")]
     encoder = Encoder([ScalarInput(columns, "photometry", require_any=True, all_indicators=True,
                                    log_columns=errors)])
-    return _train_regression("sed", encoder, sed_mlp, train, val, spec, seed, epochs, bands=bands)
+    return _train_regression("sed", encoder, _plain(sed_mlp), train, val, spec, seed, epochs, bands=bands)
 
 
 # ------------------------------------------------------------------------------------------- classification
