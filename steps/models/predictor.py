@@ -88,14 +88,18 @@ class Predictor:
         values = [frame[c].tolist() for c in columns]
         return [dict(zip(columns, row)) for row in zip(*values)] if columns else [{} for _ in records]
 
-    def _predict(self, cols: Columns) -> pd.DataFrame:
+    def predict_columns(self, data: Any) -> dict[str, np.ndarray]:
+        """The output columns (no `id`) as NumPy arrays, one row per input object: the API's path, no pandas."""
+        return self._outputs(data if isinstance(data, Columns) else Columns(data))
+
+    def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def _frame(self, cols: Columns, data: dict[str, Any]) -> pd.DataFrame:
+    def _predict(self, cols: Columns) -> pd.DataFrame:
         out: dict[str, Any] = {}
         if cols.has("id"):
             out["id"] = cols.raw("id")
-        out.update(data)
+        out.update(self._outputs(cols))
         return pd.DataFrame(out, index=pd.RangeIndex(cols.n))
 
     def __repr__(self) -> str:
@@ -124,14 +128,14 @@ class RegressionPredictor(Predictor):
             return np.sqrt(spec["s0"] ** 2 + (spec["s1"] / snr) ** 2)
         return np.full(cols.n, float(spec["sigma"]) if spec.get("sigma") is not None else math.nan)
 
-    def _predict(self, cols: Columns) -> pd.DataFrame:
+    def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
         z = self.featurizer.transform(cols) @ self.coef + self.intercept
         z[~self.featurizer.usable(cols)] = np.nan
-        data: dict[str, Any] = {}
+        data: dict[str, np.ndarray] = {}
         for t, target in enumerate(self.targets):
             value, err = inverse_transform(self.transforms.get(target), z[:, t], self._sigma(cols, target))
             data[target], data[f"{target}_err"] = value, err
-        return self._frame(cols, data)
+        return data
 
 
 class ClassifierPredictor(Predictor):
@@ -152,16 +156,16 @@ class ClassifierPredictor(Predictor):
         return softmax(self.featurizer.transform(data if isinstance(data, Columns) else Columns(data))
                        @ self.coef + self.intercept)
 
-    def _predict(self, cols: Columns) -> pd.DataFrame:
+    def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
         proba = self.predict_proba(cols)
         usable = self.featurizer.usable(cols)
         proba[~usable] = np.nan
-        data: dict[str, Any] = {"class": [self.classes[i] if ok else None
-                                          for i, ok in zip(np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1), usable)]}
+        best = np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)
+        data = {"class": np.array([self.classes[i] if ok else None for i, ok in zip(best, usable)], dtype=object)}
         data.update({f"p_{c}": proba[:, k] for k, c in enumerate(self.classes)})
         if self.period_column and cols.has(self.period_column):
             data["period"] = cols.scalar(self.period_column)
-        return self._frame(cols, data)
+        return data
 
 
 Loader = Callable[[Path, dict[str, Any], dict[str, Any]], Predictor]

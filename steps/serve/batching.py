@@ -2,7 +2,8 @@
 
 A request's decoded `Batch` waits in the model's queue; the batcher takes the first waiting request, waits at most
 `max_wait_s` for others while fewer than `max_objects` objects are queued, and runs them as one batch on the
-model's inference thread (the event loop never blocks on a model). Requests are only batched with requests that
+model's inference thread (the event loop never blocks on a model). With no wait (the default), a batch is what
+queued while the model was busy with the previous one. Requests are only batched with requests that
 were validated against the same loaded model, so a request in flight during a hot swap finishes on the version
 it was checked against. If a shared call fails, each request of it is run alone, so one request cannot fail
 another.

@@ -6,6 +6,8 @@ the served version of each model, and swaps. `/metrics` renders them in the text
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -37,6 +39,17 @@ class ApiMetrics:
                              registry=self.registry)
         self.ready = Gauge("stellar_api_ready", "1 when every production model is loaded and warmed up",
                            registry=self.registry)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def count_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request (the labelled children are looked up once, then kept)."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (self.requests.labels(route, method, str(status)),
+                                                       self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, model: str, objects: int, seconds: float) -> None:
         """One model call of `objects` objects that took `seconds`."""

@@ -116,8 +116,7 @@ class ApiMiddleware:
         path = scope["path"]
         route = path if path in self.routes else "other"
         status = outcome["status"]
-        self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-        self.metrics.latency.labels(route).observe(elapsed)
+        self.metrics.count_request(route, scope["method"], status, elapsed)
         if self.log is not None:
             state = scope.get("state", {})
             entry = {"event": "access", "method": scope["method"], "path": path, "status": status,

@@ -5,12 +5,14 @@ the model, loads it beside the one being served, warms it up (every batch size t
 request pays for a first call), and only then replaces the served one — a single reference assignment, so every
 request sees either the old model or the new one. Requests already validated against the old model keep their
 reference to it and finish on it. `watch()` calls `refresh()` every `interval` seconds; a failed load leaves the
-serving model in place and is reported by `/readyz` and the log.
+serving model in place and is reported by `/readyz` and the log. A Keras model runs on the faster of its
+SavedModel and a NumPy evaluation of its layers (`steps.models.keras.runtime`), measured at load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,8 +43,7 @@ class LoadedModel:
 
     def predict_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Output columns (targets and 1-sigma errors, or class and probabilities) for decoded input columns."""
-        frame = self.predictor.predict_table(arrays)
-        return {name: frame[name].to_numpy() for name in frame.columns}
+        return self.predictor.predict_columns(arrays)
 
     def warm_up(self, max_objects: int) -> None:
         """Call the model once at every batch size up to `max_objects` (compiled graph and kernels ready)."""
@@ -55,6 +56,7 @@ class LoadedModel:
         predictor = self.predictor
         outputs = (list(predictor.targets) if predictor.task == "regression" else list(predictor.classes))
         return {"name": self.name, "version": self.version, "kind": predictor.kind, "task": predictor.task,
+                "runtime": getattr(predictor, "runtime", "numpy"),
                 "outputs": outputs, "inputs": self.inputs.describe(), "spec": predictor.spec,
                 "metrics": self.record.metrics, "verdict": self.record.verdict.get("passed"),
                 "registered_at": self.record.created_at,
@@ -118,6 +120,7 @@ class ServedModels:
             self.current[name] = loaded
             self.errors.pop(name, None)
             swapped.append(name)
+            gc.freeze()  # the models' objects (TensorFlow's are many) never again scanned by a request-time GC pass
             log.info("%s: now serving version %s%s", name, record.version,
                      f" (was {serving.version})" if serving else "")
             if self.on_swap is not None:
@@ -130,6 +133,8 @@ class ServedModels:
         predictor = load_model(path)
         if predictor.name != name:
             raise ValueError(f"{path} holds a {predictor.name!r} model, not {name!r}")
+        if hasattr(predictor, "use_fastest_runtime"):
+            log.info("%s version %s runs on %s", name, record.version, predictor.use_fastest_runtime())
         loaded = LoadedModel(name, record.version, predictor, InputSpec.of(predictor, self.max_objects), record)
         loaded.warm_up(self.batch_max_objects)
         log.info("%s version %s loaded and warmed up in %.2f s", name, record.version, time.perf_counter() - started)

@@ -333,9 +333,11 @@ class InputSpec:
         if missing:
             raise InvalidInput(f"instances[0].{missing[0]}: missing (required)")
         if self.require_any:
-            has_value = np.zeros(n, bool)
+            scalars = [value for value in arrays.values() if value.ndim == 1]
+            has_value = np.isfinite(np.column_stack(scalars)).any(axis=1) if scalars else np.zeros(n, bool)
             for value in arrays.values():
-                has_value |= np.isfinite(value) if value.ndim == 1 else np.isfinite(value).any(axis=1)
+                if value.ndim == 2:
+                    has_value |= np.isfinite(value).any(axis=1)
             if not has_value.all():
                 index = int(np.flatnonzero(~has_value)[0])
                 raise InvalidInput(f"instances[{index}]: no input has a value (give at least one of "

@@ -108,3 +108,16 @@ def test_openapi_has_the_three_routes_with_bodies_from_the_input_specs(client):
     assert instance["required"] == ["flux"] and instance["properties"]["flux"]["minItems"] > 100
     assert "multipart/form-data" in schema["paths"]["/v1/spectral:predict"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 200
+
+
+def test_runtimes_are_chosen_by_measurement_and_agree_with_the_saved_model(client, api_home):
+    """The SED MLP runs in NumPy, the CNNs on their SavedModel; the NumPy answers equal the SavedModel's."""
+    runtimes = {m["name"]: m["runtime"] for m in client.get("/v1/models").json()["models"]}
+    assert runtimes == {"sed": "numpy", "spectral": "saved_model", "lightcurve": "saved_model"}
+    rows = split_rows(api_home, "sed", 6)
+    _, path = ModelRegistry.open(str(api_home / "registry")).download("sed", "1", api_home / "serving")
+    expected = load_model(path).predict_records(rows)
+    got = client.post("/v1/sed:predict", json={"instances": rows}).json()["predictions"]
+    for mine, theirs in zip(got, expected):
+        for key in ("teff", "logg", "feh", "teff_err"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-4)

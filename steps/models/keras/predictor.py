@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from steps.models.inputs import Columns
-from steps.models.io import SAVED_MODEL
+from steps.models.io import KERAS_MODEL, SAVED_MODEL
 from steps.models.keras.calibration import LOG_VAR_RANGE, softmax
 from steps.models.keras.encoders import Encoder
 from steps.models.predictor import Predictor, inverse_transform
@@ -37,8 +36,20 @@ class KerasPredictor(Predictor):
                  keep: Any = None):
         super().__init__(path, info, spec)
         self.featurizer = Encoder.restore(info["encoder"])  # the name `Predictor.predict_records` checks
-        self._graph = graph
+        self._graph = self._saved_model = graph
+        self.runtime = "saved_model"
         self._keep = keep  # the loaded SavedModel: its variables live as long as this predictor
+
+    def use_fastest_runtime(self) -> str:
+        """Run the network on the faster of its SavedModel and its NumPy evaluation (`runtime`); return which."""
+        import keras
+
+        from steps.models.keras.runtime import fastest_runtime
+
+        keras_file = Path(self.path) / self.info.get("files", {}).get("keras", KERAS_MODEL)
+        network = keras.models.load_model(keras_file, compile=False)
+        self.runtime, self._graph = fastest_runtime(self._saved_model, network, self.featurizer.shapes)
+        return self.runtime
 
     def outputs(self, cols: Columns) -> np.ndarray:
         """The network's raw outputs (n, k) for a batch, computed in chunks."""
@@ -76,13 +87,13 @@ class KerasRegressionPredictor(KerasPredictor):
         mean[unusable], sigma[unusable] = np.nan, np.nan
         return mean, sigma
 
-    def _predict(self, cols: Columns) -> pd.DataFrame:
+    def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
         mean, sigma = self.fitted_space(cols)
-        data: dict[str, Any] = {}
+        data: dict[str, np.ndarray] = {}
         for t, target in enumerate(self.targets):
             data[target], data[f"{target}_err"] = inverse_transform(self.transforms.get(target), mean[:, t],
                                                                     sigma[:, t])
-        return self._frame(cols, data)
+        return data
 
 
 class KerasClassifierPredictor(KerasPredictor):
@@ -105,17 +116,17 @@ class KerasClassifierPredictor(KerasPredictor):
         proba[~self.featurizer.usable(cols)] = np.nan
         return proba
 
-    def _predict(self, cols: Columns) -> pd.DataFrame:
+    def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
         proba = self.predict_proba(cols)
         usable = np.isfinite(proba).all(axis=1)
         best = np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)
-        labels = [self.classes[i] if ok else None for i, ok in zip(best, usable)]
-        data: dict[str, Any] = {"class": labels}
+        labels = np.array([self.classes[i] if ok else None for i, ok in zip(best, usable)], dtype=object)
+        data: dict[str, np.ndarray] = {"class": labels}
         data.update({f"p_{c}": proba[:, k] for k, c in enumerate(self.classes)})
         if self.period_column and cols.has(self.period_column):
             periodic = np.array([label is not None and label not in self.aperiodic for label in labels], bool)
             data["period"] = np.where(periodic, cols.scalar(self.period_column), np.nan)
-        return self._frame(cols, data)
+        return data
 
 
 PREDICTORS = {"regression": KerasRegressionPredictor, "classification": KerasClassifierPredictor}
