@@ -314,14 +314,15 @@ def _shape_reasons(columns: _ListColumns, redshifts: np.ndarray) -> list[str | N
     """Why each raw spectrum cannot be used, as far as its array lengths and redshift tell (None where they
     allow it); the pixel values are checked batch by batch."""
     lengths = np.column_stack([columns.lengths(name) for name in columns.NAMES])
-    reasons: list[str | None] = []
-    for sizes, z in zip(lengths.tolist(), redshifts.tolist()):
+    with np.errstate(invalid="ignore"):
+        fine = (lengths == lengths[:, :1]).all(axis=1) & (lengths[:, 0] >= 2) & np.isfinite(redshifts) & (redshifts > -1)
+    reasons: list[str | None] = [None] * lengths.shape[0]
+    for row in np.flatnonzero(~fine).tolist():
+        sizes, z = lengths[row].tolist(), float(redshifts[row])
         if len(set(sizes)) > 1 or sizes[0] < 2:
-            reasons.append(f"malformed: loglam/flux/ivar/and_mask lengths {'/'.join(map(str, sizes))}")
-        elif not np.isfinite(z) or z <= -1:
-            reasons.append(f"unusable redshift {z}")
+            reasons[row] = f"malformed: loglam/flux/ivar/and_mask lengths {'/'.join(map(str, sizes))}"
         else:
-            reasons.append(None)
+            reasons[row] = f"unusable redshift {z}"
     return reasons
 
 
@@ -338,7 +339,7 @@ def _grid_groups(columns: _ListColumns, rows: np.ndarray, redshifts: np.ndarray)
         while members.size:
             grid = columns.row("loglam", members[0])
             same = np.concatenate([(columns.batch("loglam", chunk, grid.size) == grid).all(axis=1)
-                                   for chunk in np.array_split(members, -(-members.size // (8 * BATCH)))])
+                                   for chunk in np.array_split(members, -(-members.size // (2 * BATCH)))])
             groups.append(members[same])
             members = members[~same]
     return groups
@@ -370,19 +371,20 @@ class _Output:
 
 class _Workspace:
     """Reused buffers for the batches: a batch's intermediates are written into memory that the previous batch
-    left in the cache, rather than into fresh allocations."""
+    left in the cache, rather than into fresh allocations, and an intermediate no longer needed lends its
+    buffer (by name) to a later one, so that the batch's working set stays small."""
 
     def __init__(self):
-        self.buffers: dict[tuple[str, type], np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-        """A C-contiguous array of `shape` (contents undefined) from buffer `name`, grown as needed."""
-        size = math.prod(shape)
-        key = (name, dtype)
-        buffer = self.buffers.get(key)
+        """A C-contiguous array of `shape` and `dtype` (contents undefined) in buffer `name`, grown as needed."""
+        itemsize = np.dtype(dtype).itemsize
+        size = math.prod(shape) * itemsize
+        buffer = self.buffers.get(name)
         if buffer is None or buffer.size < size:
-            buffer = self.buffers[key] = np.empty(size, dtype)
-        return buffer[:size].reshape(shape)
+            buffer = self.buffers[name] = np.empty(size, np.uint8)
+        return buffer[:size].view(dtype).reshape(shape)
 
 
 def _rows(batch: np.ndarray) -> slice | np.ndarray:
@@ -452,8 +454,9 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
         if not pending:
             continue
         coefficients = fitter.fit(sums[0], sums[1])
+        usable = sums[0].sum(axis=0).astype(np.int64)                  # usable pixels of each spectrum
         for batch, positions in pending:
-            _normalise(batch, fitter.evaluate(coefficients[:, positions]), output)
+            _normalise(batch, fitter.evaluate(coefficients[:, positions]), usable[positions], output)
         done = np.sort(np.concatenate([batch for batch, _ in pending]))
         positions = np.searchsorted(chunk, done)
         counts, snr_sums = sums[0][:, positions], sums[2][:, positions]
@@ -529,18 +532,19 @@ def _resample_arrays(flux: np.ndarray, ivar: np.ndarray, and_mask: np.ndarray, r
     good = np.equal(bits, 0, out=work.get("good", (count, size), bool))
     good &= np.greater(ivar, 0, out=work.get("positive", (count, size), bool))
     # 1/ivar where good (so ivar > 0), 0 elsewhere: the floor keeps 0/0 out, fmax turns NaN into the floor.
-    variance = np.fmax(ivar, TINY, out=work.get("variance", (count, size)))
+    variance = np.fmax(ivar, TINY, out=work.get("bits", (count, size)))
     np.divide(good, variance, out=variance)
+    good = np.greater(variance, 0, out=work.get("good_s", (count, size)))  # good, less infinite ivar (variance 0)
+    flux = np.multiply(flux, good, out=work.get("flux_s", (count, size)))   # bad pixels' flux to 0 (or NaN)
     flux_p, variance_p, good_p = (work.get(name, (size, count)) for name in ("flux_p", "variance_p", "good_p"))
     np.copyto(flux_p, flux.T)
     np.copyto(variance_p, variance.T)
-    np.greater(variance_p, 0, out=good_p)                 # good, less infinite ivar (variance 0)
-    flux_p *= good_p                                      # bad pixels' flux (finite or not) to 0 (or NaN)
+    np.greater(variance_p, 0, out=good_p)                 # as `good`: cheaper than its transpose
     flux_sum, weight, variance_sum = operator.sums(flux_p, good_p, variance_p, tuple(
         work.get(name, (length, count)) for name in ("flux_sum", "weight", "variance_sum")))
-    usable = np.greater_equal(weight, operator.half_width, out=work.get("usable", (length, count)))
+    usable = np.greater_equal(weight, operator.half_width, out=work.get("flux_p", (length, count)))
     # Where usable, weight >= half width > 0 and the variance sum > 0; elsewhere the floors keep 0/0 out.
-    floor = work.get("floor", (length, count))
+    floor = work.get("variance_p", (length, count))
     resampled_flux = np.divide(flux_sum, np.maximum(weight, operator.half_width, out=floor), out=flux_sum)
     resampled_flux *= usable
     resampled_ivar = np.multiply(weight, weight, out=weight)
@@ -556,15 +560,17 @@ def _resample_arrays(flux: np.ndarray, ivar: np.ndarray, and_mask: np.ndarray, r
     return sums
 
 
-def _normalise(rows: np.ndarray, continuum: np.ndarray, output: _Output) -> None:
+def _normalise(rows: np.ndarray, continuum: np.ndarray, usable: np.ndarray, output: _Output) -> None:
     """Divide rows of `output` (resampled, 0 where not usable) by their continua (spectra x pixels), in place:
-    flux (1 where masked), ivar (0 where masked), mask and usable-pixel counts."""
+    flux (1 where masked), ivar (0 where masked), mask and usable-pixel counts (`usable`, the counts from the
+    block sums, unless the continuum masks more)."""
     index = _rows(rows)
     in_place = isinstance(index, slice)                   # consecutive rows: views; otherwise copies written back
     flux, ivar, mask = output.flux[index], output.ivar[index], output.mask[index]
     masked = np.less_equal(ivar, 0, out=mask.view(bool))  # usable: flux and ivar are 0 elsewhere
     if not continuum.min() > 0:                            # rare: the fit reaches 0 (or nothing was usable)
         dips = ~(continuum > 0)
+        usable = usable - np.count_nonzero(dips & ~masked, axis=1)
         masked |= dips
         continuum[dips] = 1
         flux[dips] = 0
@@ -573,7 +579,7 @@ def _normalise(rows: np.ndarray, continuum: np.ndarray, output: _Output) -> None
     flux += masked                                         # 1 where masked
     ivar *= continuum
     ivar *= continuum                                      # 0 where masked
-    output.usable[rows] = continuum.shape[1] - np.count_nonzero(masked, axis=1)
+    output.usable[rows] = usable
     if not in_place:
         output.flux[index], output.ivar[index], output.mask[index] = flux, ivar, mask
 
