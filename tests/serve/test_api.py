@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from steps.core.registry import ModelRegistry
 from steps.models import load_model
 from steps.serve.server import create_app
-from api_helpers import settings_for, split_rows
+from api_helpers import settings_for, split_rows, wait_ready
 
 OUTPUT_FIELD = {"spectral": "teff_err", "sed": "teff", "lightcurve": "class"}
 
@@ -121,3 +121,19 @@ def test_runtimes_are_chosen_by_measurement_and_agree_with_the_saved_model(clien
     for mine, theirs in zip(got, expected):
         for key in ("teff", "logg", "feh", "teff_err"):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-4)
+
+
+def test_becomes_ready_once_production_versions_appear(api_home, tmp_path):
+    """Not ready (503, and predict refused) while the registry has no production; ready once it has, no restart."""
+    from steps.core.registry import PRODUCTION
+
+    source = ModelRegistry.open(str(api_home / "registry"))
+    target = ModelRegistry.open(str(tmp_path / "registry"))
+    with TestClient(create_app(settings_for(tmp_path))) as client:
+        assert client.get("/readyz").status_code == 503
+        for name in ("spectral", "lightcurve", "sed"):
+            _, model_dir = source.download(name, "1", tmp_path / "downloads")
+            target.set_alias(name, PRODUCTION, target.register(name, model_dir).version)
+        wait_ready(client)
+        assert client.get("/readyz").json()["models"] == {"spectral": "1", "lightcurve": "1", "sed": "1"}
+        assert client.post("/v1/sed:predict", json={"instances": [{"mag_G": 10.0}]}).status_code == 200
