@@ -214,14 +214,14 @@ class ContinuumFitter:
         (blocks x spectra). A block's weight is its count while kept, 0 once clipped (or empty)."""
         means = sums / np.maximum(counts, 1)
         weights = counts
-        for _ in range(CLIP_ITERATIONS):
+        for iteration in range(CLIP_ITERATIONS):
             coefficients = self._weighted_fit(weights, means)
+            if iteration == CLIP_ITERATIONS - 1:                      # the last clipping would not be used
+                return coefficients
             residual = means - self.block_basis @ coefficients
-            squares = weights * residual
-            squares *= residual
-            sigma = np.sqrt(squares.sum(axis=0) / np.maximum(weights.sum(axis=0), 1))
+            squares = np.einsum("ij,ij,ij->j", weights, residual, residual)  # weighted squares, no temporaries
+            sigma = np.sqrt(squares / np.maximum(weights.sum(axis=0), 1))
             weights = counts * ((residual > -CLIP_LOW * sigma) & (residual < CLIP_HIGH * sigma))
-        return coefficients
 
     def _weighted_fit(self, weights: np.ndarray, means: np.ndarray) -> np.ndarray:
         """Least-squares coefficients (terms x spectra) of block means with weights (both blocks x spectra)."""
