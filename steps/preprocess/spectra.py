@@ -22,9 +22,12 @@ three sparse-dense products and a few array passes, vectorised over the batch. S
 survey plate share a grid; spectra with their own redshifts each get their own matrix (the most recent are kept for
 reuse). Block sums for the continuum are one more sparse operator (blocks x pixels); the clipped fit runs on 64 block
 means per spectrum, not on thousands of pixels, for up to FIT_CHUNK spectra at once, its 6 x 6 normal equations
-solved by one vectorised elimination for all of them. Resampled batches stay pixel-major until normalised, and are
-transposed into the output rows once. Masks are applied by arithmetic rather than np.where, which costs about six
-multiplications on these arrays; rare non-finite inputs are ruled out by one reduction per array.
+solved by one vectorised elimination for all of them. Each array crosses between the layouts once: flux and variance
+are transposed to pixel-major for the products, the resampled flux and ivar straight into their output rows, where
+they are normalised in place once the chunk's continua are known. A batch's intermediates live in reused buffers.
+Masks are applied by arithmetic rather than np.where, which costs about six multiplications on these arrays; bad
+ivar (0, negative, NaN, inf) ends as variance 0 through that arithmetic, and rare non-finite flux shows in the
+block sums, after which the batch is done again with those pixels bad.
 """
 
 from __future__ import annotations
@@ -376,15 +379,35 @@ class _Workspace:
 
     def __init__(self):
         self.buffers: dict[str, np.ndarray] = {}
+        self.views: dict[tuple[str, tuple[int, ...], type], np.ndarray] = {}
+        # (id of a column, columns) -> (the column, kept alive so that its id stays its own; its broadcast)
+        self.broadcasts: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
         """A C-contiguous array of `shape` and `dtype` (contents undefined) in buffer `name`, grown as needed."""
-        itemsize = np.dtype(dtype).itemsize
-        size = math.prod(shape) * itemsize
+        key = (name, shape, dtype)
+        view = self.views.get(key)
+        if view is not None:
+            return view
+        size = math.prod(shape) * np.dtype(dtype).itemsize
         buffer = self.buffers.get(name)
         if buffer is None or buffer.size < size:
             buffer = self.buffers[name] = np.empty(size, np.uint8)
-        return buffer[:size].view(dtype).reshape(shape)
+            self.views = {other: view for other, view in self.views.items() if other[0] != name}
+        if len(self.views) > 256:                          # many grid sizes: keep the cache small
+            self.views.clear()
+        view = self.views[key] = buffer[:size].view(dtype).reshape(shape)
+        return view
+
+    def broadcast(self, column: np.ndarray, columns: int) -> np.ndarray:
+        """`column` (rows x 1) repeated into a C-contiguous rows x `columns` array, kept for reuse: ufuncs run
+        faster over two flat arrays than with a column broadcast along rows of a batch's 32 elements."""
+        key = (id(column), columns)
+        if key not in self.broadcasts:
+            if len(self.broadcasts) >= 2 * OPERATORS_KEPT:
+                self.broadcasts.clear()
+            self.broadcasts[key] = (column, np.ascontiguousarray(np.broadcast_to(column, (column.shape[0], columns))))
+        return self.broadcasts[key][1]
 
 
 def _rows(batch: np.ndarray) -> slice | np.ndarray:
@@ -542,10 +565,11 @@ def _resample_arrays(flux: np.ndarray, ivar: np.ndarray, and_mask: np.ndarray, r
     np.greater(variance_p, 0, out=good_p)                 # as `good`: cheaper than its transpose
     flux_sum, weight, variance_sum = operator.sums(flux_p, good_p, variance_p, tuple(
         work.get(name, (length, count)) for name in ("flux_sum", "weight", "variance_sum")))
-    usable = np.greater_equal(weight, operator.half_width, out=work.get("flux_p", (length, count)))
+    half_width = work.broadcast(operator.half_width, count)
+    usable = np.greater_equal(weight, half_width, out=work.get("flux_p", (length, count)))
     # Where usable, weight >= half width > 0 and the variance sum > 0; elsewhere the floors keep 0/0 out.
     floor = work.get("variance_p", (length, count))
-    resampled_flux = np.divide(flux_sum, np.maximum(weight, operator.half_width, out=floor), out=flux_sum)
+    resampled_flux = np.divide(flux_sum, np.maximum(weight, half_width, out=floor), out=flux_sum)
     resampled_flux *= usable
     resampled_ivar = np.multiply(weight, weight, out=weight)
     resampled_ivar /= np.maximum(variance_sum, TINY, out=variance_sum)
