@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,9 @@ class Server:
     """A server process on a port, ready once `ready_path` answers 200."""
 
     def __init__(self, command: list[str], port: int, ready_path: str, env: dict[str, str], log: Path):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError(f"port {port} is already in use: another server would answer the benchmark")
         self.port, self.ready_path = port, ready_path
         self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log.open("w"),
                                         stderr=subprocess.STDOUT, cwd=ROOT)
@@ -196,20 +200,30 @@ def main() -> int:
             if not wanted:
                 continue
             running = start(server, model, home, model_dirs, args.port, work)
-            running.wait_ready()
-            for scenario, _, body, objects, _ in wanted:
-                path, media_type = files[body]
-                result = wrk(f"http://127.0.0.1:{args.port}/v1/{model}:predict", path, media_type, args.duration,
-                             args.connections, work)
-                result.update(server=server, scenario=scenario, objects_per_request=objects,
-                              objects_per_s=round(result["rps"] * objects, 1))
-                rows.append(result)
-                print(f"{scenario:30s} {server:15s} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:7.2f} ms  "
-                      f"p99 {result['p99_ms']:8.2f} ms  {result['objects_per_s']:9.1f} objects/s  "
-                      f"non-2xx {result['errors']}", flush=True)
-            running.stop()
+            try:
+                running.wait_ready()
+                measure(running, model, wanted, files, args, work, rows, server)
+            finally:
+                running.stop()
     write_results(rows, args)
     return 1 if any(row["errors"] for row in rows) else 0
+
+
+def measure(running: Server, model: str, wanted: list, files: dict, args: argparse.Namespace, work: Path,
+            rows: list[dict], server: str) -> None:
+    """Run `wanted` scenarios against the running server, appending a row each."""
+    for scenario, _, body, objects, _ in wanted:
+        path, media_type = files[body]
+        result = wrk(f"http://127.0.0.1:{args.port}/v1/{model}:predict", path, media_type, args.duration,
+                     args.connections, work)
+        if running.process.poll() is not None:
+            raise RuntimeError(f"{server} exited during {scenario!r}")
+        result.update(server=server, scenario=scenario, objects_per_request=objects,
+                      objects_per_s=round(result["rps"] * objects, 1))
+        rows.append(result)
+        print(f"{scenario:30s} {server:15s} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:7.2f} ms  "
+              f"p99 {result['p99_ms']:8.2f} ms  {result['objects_per_s']:9.1f} objects/s  "
+              f"non-2xx {result['errors']}", flush=True)
 
 
 def write_results(rows: list[dict], args: argparse.Namespace) -> None:
