@@ -116,7 +116,7 @@ SCENARIOS = [  # (scenario, model, body, objects per request, servers)
 
 
 def wrk(url: str, body: Path, media_type: str, duration: int, connections: int, folder: Path) -> dict:
-    """One wrk run: requests/s, p50 and p99 in ms, and how many answers were not 2xx."""
+    """One wrk run: requests/s, p50 and p99 in ms, and how many requests failed (non-2xx or socket errors)."""
     script = folder / f"{body.stem}.lua"
     script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{media_type}"\n'
                       f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*all")\nf:close()\n')
@@ -126,7 +126,8 @@ def wrk(url: str, body: Path, media_type: str, duration: int, connections: int, 
             "p50_ms": _ms(re.search(r"50%\s+(\S+)", result).group(1)),
             "p99_ms": _ms(re.search(r"99%\s+(\S+)", result).group(1)),
             "requests": int(re.search(r"(\d+) requests in", result).group(1)),
-            "errors": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", result)) else 0}
+            "errors": sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses:|connect|read|write|timeout) (\d+)",
+                                                     result))}
 
 
 def _ms(text: str) -> float:

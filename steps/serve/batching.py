@@ -31,6 +31,10 @@ class ModelCallFailed(RuntimeError):
     """The model raised on a request that passed validation: a server fault (HTTP 500), logged with its trace."""
 
 
+class Overloaded(RuntimeError):
+    """More objects are queued for the model than the batcher holds (HTTP 503, retry later)."""
+
+
 @dataclass
 class _Waiting:
     model: Any
@@ -42,10 +46,11 @@ class MicroBatcher:
     """One model's request queue and inference thread; `await predict(model, batch)` gives the batch's outputs."""
 
     def __init__(self, name: str, max_objects: int, max_wait_s: float,
-                 on_batch: Callable[[str, int, float], None] | None = None):
+                 on_batch: Callable[[str, int, float], None] | None = None, max_queued_objects: int = 65536):
         self.name = name
         self.max_objects = max_objects
         self.max_wait_s = max_wait_s
+        self.max_queued_objects = max_queued_objects
         self.on_batch = on_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._waiting: list[_Waiting] = []
@@ -55,6 +60,8 @@ class MicroBatcher:
     async def predict(self, model: Any, batch: Batch) -> Outputs:
         """The model's output columns for `batch`, computed together with whatever else is waiting."""
         loop = asyncio.get_running_loop()
+        if self._waiting and self._queued_objects() + batch.n > self.max_queued_objects:
+            raise Overloaded(f"{self._queued_objects()} objects already queued for the {self.name} model")
         if self._runner is None or self._runner.done():
             self._arrived = asyncio.Event()
             self._runner = loop.create_task(self._run(), name=f"batcher-{self.name}")
@@ -65,11 +72,13 @@ class MicroBatcher:
 
     async def close(self) -> None:
         """Finish what is queued, then stop the runner and the inference thread."""
-        while self._waiting:
+        while self._waiting and self._runner is not None and not self._runner.done():
             await asyncio.sleep(0.005)
         if self._runner is not None:
             self._runner.cancel()
-        self._executor.shutdown(wait=True)
+        for item in self._waiting:
+            _set_exception(item.future, ModelCallFailed(f"the {self.name} model was shut down"))
+        await asyncio.to_thread(self._executor.shutdown, True)
 
     def _queued_objects(self) -> int:
         return sum(item.batch.n for item in self._waiting)
@@ -88,7 +97,12 @@ class MicroBatcher:
                 except TimeoutError:
                     break
             group = self._take()
-            await loop.run_in_executor(self._executor, self._compute, loop, group)
+            try:
+                await loop.run_in_executor(self._executor, self._compute, loop, group)
+            except Exception as error:  # the runner must survive: fail this group, serve the next
+                log.exception("%s: a batch could not be run", self.name)
+                for item in group:
+                    _set_exception(item.future, ModelCallFailed(f"the {self.name} model failed: {error}"))
 
     def _take(self) -> list[_Waiting]:
         """The first waiting request and those after it on the same model, up to `max_objects` objects."""
@@ -119,7 +133,10 @@ class MicroBatcher:
                                       ModelCallFailed(f"the {self.name} model failed on this request"))
             return
         if self.on_batch is not None:
-            self.on_batch(self.name, sum(item.batch.n for item in group), time.perf_counter() - started)
+            try:
+                self.on_batch(self.name, sum(item.batch.n for item in group), time.perf_counter() - started)
+            except Exception:  # metrics must never cost a request its answer
+                log.exception("%s: recording a batch failed", self.name)
         for item, result in zip(group, results):
             loop.call_soon_threadsafe(_set_result, item.future, result)
 

@@ -40,6 +40,7 @@ class ApiMetrics:
         self.ready = Gauge("stellar_api_ready", "1 when every production model is loaded and warmed up",
                            registry=self.registry)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._object_children: dict[tuple[str, str], Any] = {}
 
     def count_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered request (the labelled children are looked up once, then kept)."""
@@ -50,6 +51,14 @@ class ApiMetrics:
                                                        self.latency.labels(route))
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_objects(self, model: str, version: str, objects: int) -> None:
+        """Objects predicted for one request."""
+        key = (model, version)
+        child = self._object_children.get(key)
+        if child is None:
+            child = self._object_children[key] = self.objects.labels(model, version)
+        child.inc(objects)
 
     def observe_batch(self, model: str, objects: int, seconds: float) -> None:
         """One model call of `objects` objects that took `seconds`."""

@@ -50,7 +50,7 @@ class ApiMiddleware:
         self.metrics = metrics
         self.routes = routes
         self.max_body_bytes = max_body_bytes
-        self.token = f"Bearer {token}".encode() if token else None
+        self.token = token.encode() if token else None
         self.log = access_logger() if access_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -90,7 +90,9 @@ class ApiMiddleware:
             self._record(scope, started, outcome, body_size, request_id)
 
     def _authorised(self, headers: dict[bytes, bytes]) -> bool:
-        return hmac.compare_digest(headers.get(b"authorization", b""), self.token)
+        """`Authorization: Bearer <token>` (the scheme in any case, RFC 7235) with the configured token."""
+        scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it is known to exceed the limit."""

@@ -1,8 +1,8 @@
 """The served models: the registry's `production` version of each, loaded, warmed up, and swapped when it moves.
 
 `ServedModels.refresh()` reads each model's `production` alias; for a version it does not serve yet it downloads
-the model, loads it beside the one being served, warms it up (every batch size the batcher can form, so no
-request pays for a first call), and only then replaces the served one — a single reference assignment, so every
+the model, loads it beside the one being served, warms it up (every batch size up to `batch_max_objects`, so
+no micro-batch pays for a first call), and only then replaces the served one — a single reference assignment, so every
 request sees either the old model or the new one. Requests already validated against the old model keep their
 reference to it and finish on it. `watch()` calls `refresh()` every `interval` seconds; a failed load leaves the
 serving model in place and is reported by `/readyz` and the log. A Keras model runs on the faster of its
@@ -75,6 +75,14 @@ def _example_inputs(inputs: InputSpec) -> dict[str, np.ndarray]:
     return out
 
 
+def _settle_garbage() -> None:
+    """Collect what the replaced models left (their reference cycles), then freeze the rest: the served models'
+    objects (TensorFlow's are many) are never again scanned by a garbage-collection pass during a request."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class ServedModels:
     """The current `LoadedModel` per name, and why a name has none."""
 
@@ -87,6 +95,7 @@ class ServedModels:
         self.on_swap = on_swap
         self.current: dict[str, LoadedModel] = {}
         self.errors: dict[str, str] = {}
+        self._failed: dict[str, str] = {}  # name -> the version that failed to load
 
     def get(self, name: str) -> LoadedModel | None:
         """The model serving `name` now (None when none is loaded)."""
@@ -110,21 +119,27 @@ class ServedModels:
             serving = self.current.get(name)
             if serving is not None and serving.version == record.version:
                 continue
+            if self._failed.get(name) == record.version:  # tried already; wait for the alias to move
+                continue
             try:
                 loaded = self._load(name, record)
             except Exception as error:  # a broken version must not take the API down: keep serving the old one
+                self._failed[name] = record.version
                 self.errors[name] = f"version {record.version} failed to load: {error}"
                 log.exception("%s version %s failed to load; still serving %s", name, record.version,
                               serving.version if serving else "nothing")
                 continue
+            self._failed.pop(name, None)
             self.current[name] = loaded
             self.errors.pop(name, None)
             swapped.append(name)
-            gc.freeze()  # the models' objects (TensorFlow's are many) never again scanned by a request-time GC pass
             log.info("%s: now serving version %s%s", name, record.version,
                      f" (was {serving.version})" if serving else "")
             if self.on_swap is not None:
                 self.on_swap(loaded, serving)
+            del loaded, serving
+        if swapped:
+            _settle_garbage()
         return swapped
 
     def _load(self, name: str, record: VersionRecord) -> LoadedModel:

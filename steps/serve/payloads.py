@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import zipfile
+from array import array as array_of_doubles
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,10 +192,25 @@ class InputSpec:
         if not body.startswith(b"PK"):
             raise InvalidInput("body: not an .npz archive (a zip of .npy arrays, as numpy.savez writes)")
         try:
+            with zipfile.ZipFile(io.BytesIO(body)) as archive:
+                members = archive.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError) as error:
+            raise InvalidInput(f"body: not a readable .npz archive ({error})") from None
+        if len(members) > len(self.fields) + 1:
+            raise InvalidInput(f"body: {len(members)} arrays, more than the {len(self.fields)} fields (and id) "
+                               f"of the {self.model} model")
+        largest = self.max_objects * max([f.length or 1 for f in self.fields.values()] + [256]) * 8 + 4096
+        for member in members:
+            if member.file_size > largest:
+                raise PayloadTooLarge(f"{member.filename.removesuffix('.npy')}: {member.file_size} bytes "
+                                      f"uncompressed, more than {self.max_objects} objects can need")
+        try:
             with np.load(io.BytesIO(body), allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
-            raise InvalidInput(f"body: not a readable .npz archive ({error})") from None
+        except Exception as error:  # any failure to unpack untrusted bytes is a malformed archive
+            raise InvalidInput(f"body: not a readable .npz archive ({type(error).__name__}: {error})"[:300]) from None
+        if not all(isinstance(value, np.ndarray) for value in arrays.values()):
+            raise InvalidInput("body: every member of the archive must be a NumPy array (.npy)")
         ids = arrays.pop(ID_FIELD, None)
         unknown = sorted(set(arrays) - set(self.fields))
         if unknown:
@@ -218,7 +234,7 @@ class InputSpec:
                 raise InvalidInput(f"{name}: expected shape {shape}, got {value.shape}")
             decoded[name] = value.astype(np.float64, copy=False)
         for name, value in decoded.items():
-            self._check_values(self.fields[name], value)
+            self._check_values(self.fields[name], value, missing_allowed=not self.fields[name].required)
         if ids is not None and (ids.shape != (n,) or ids.dtype.kind not in "iuU"):
             raise InvalidInput(f"id: expected {n} strings or integers, got {ids.dtype} of shape {ids.shape}")
         return self._finish(decoded, n, ids.tolist() if ids is not None else None)
@@ -259,9 +275,9 @@ class InputSpec:
             if len(value) != spec.length:
                 raise InvalidInput(f"instances[{index}].{spec.name}: expected {spec.length} values, "
                                    f"got {len(value)}")
-        try:
-            array = np.array(values, dtype=np.float64)
-        except (TypeError, ValueError):
+        try:  # array('d') takes ints and floats (and bools, looked at below), never strings or null
+            array = np.vstack([np.frombuffer(array_of_doubles("d", row), dtype=np.float64) for row in values])
+        except (TypeError, ValueError, OverflowError):
             array = None
         if array is None or array.shape != (len(values), spec.length) or not _all_numbers(values, array):
             index, position, value = _first_non_number(values)
@@ -353,8 +369,8 @@ def _json_type(value: Any) -> str:
 
 
 def _all_numbers(rows: list[list[Any]], array: np.ndarray) -> bool:
-    """Whether every entry is a JSON number. NumPy turns null into NaN (caught as not finite) but true/false into
-    1/0, so only rows holding an exact 0 or 1 need their Python types looked at."""
+    """Whether every entry is a JSON number: true/false pass as 1/0 into a double array, so only rows holding an
+    exact 0 or 1 need their Python types looked at."""
     allowed = {int, float}
     suspects = np.flatnonzero(((array == 0.0) | (array == 1.0)).any(axis=1))
     return all(set(map(type, rows[i])) <= allowed for i in suspects)

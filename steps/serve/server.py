@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from steps.core.logs import get_logger
 from steps.core.registry import ModelRegistry
-from steps.serve.batching import MicroBatcher, ModelCallFailed
+from steps.serve.batching import MicroBatcher, ModelCallFailed, Overloaded
 from steps.serve.metrics import ApiMetrics
 from steps.serve.middleware import ApiMiddleware
 from steps.serve.models import MODEL_NAMES, LoadedModel, ServedModels
@@ -44,6 +44,7 @@ from steps.serve.uploads import FILE_FIELD, FITS_MEDIA_TYPE, decode_spectra_file
 log = get_logger("serve")
 JSON = "application/json"
 FILE_UPLOAD_MODELS = ("spectral",)
+INLINE_JSON_BYTES = 256 * 1024
 ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 
 
@@ -72,11 +73,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     served = ServedModels(ModelRegistry.open(settings.registry, settings.s3_endpoint), settings.cache_dir,
                           settings.max_objects, settings.batch_max_objects, on_swap)
-    batchers = {name: MicroBatcher(name, settings.batch_max_objects, settings.batch_max_wait_ms / 1000,
-                                   metrics.observe_batch) for name in MODEL_NAMES}
+    batchers: dict[str, MicroBatcher] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        batchers.update({name: MicroBatcher(name, settings.batch_max_objects, settings.batch_max_wait_ms / 1000,
+                                            metrics.observe_batch, settings.queue_max_objects)
+                         for name in MODEL_NAMES})
         async def load_then_watch() -> None:
             try:
                 await asyncio.to_thread(served.refresh)
@@ -135,8 +138,6 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return _json({"models": [served.current[name].describe() for name in MODEL_NAMES if name in served.current]})
 
     def predict_route(name: str) -> Callable:
-        batcher = batchers[name]
-
         async def predict(request: Request) -> Response:
             model = served.get(name)
             if model is None:
@@ -153,9 +154,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 return _error(415, str(error), request)
             request.state.model, request.state.version, request.state.objects = name, model.version, batch.n
             try:
-                outputs = await batcher.predict(model, batch)
+                outputs = await batchers[name].predict(model, batch)
+            except Overloaded as error:
+                return _error(503, f"overloaded: {error}; retry shortly", request, {"Retry-After": "1"})
             except ModelCallFailed as error:
                 return _error(500, str(error), request)
+            metrics.count_objects(name, model.version, batch.n)
             return _json(_predictions(name, model.version, outputs, batch))
 
         predict.__name__ = f"predict_{name}"
@@ -187,7 +191,10 @@ async def _decode(request: Request, name: str, model: LoadedModel) -> Batch:
     """The request's objects, validated against `model`'s input spec, from whichever encoding it came in."""
     media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
     if media_type in (JSON, ""):
-        return model.inputs.decode_json(await request.body())
+        body = await request.body()
+        if len(body) > INLINE_JSON_BYTES:  # a big body is parsed off the event loop, which keeps answering
+            return await asyncio.to_thread(model.inputs.decode_json, body)
+        return model.inputs.decode_json(body)
     if media_type == NPZ_MEDIA_TYPE:
         return await asyncio.to_thread(model.inputs.decode_npz, await request.body())
     if media_type == FITS_MEDIA_TYPE and name in FILE_UPLOAD_MODELS:
@@ -218,7 +225,7 @@ def _openapi(app: FastAPI, served: ServedModels) -> dict[str, Any]:
     errors = {"401": "Missing or wrong bearer token (when auth is on)", "413": "Body or batch over the limits",
               "415": "Unsupported content type", "422": "Invalid input: the message names the field",
               "500": "Server fault (logged; no trace in the response)",
-              "503": "The model is not loaded yet"}
+              "503": "The model is not loaded yet, or too many objects are queued (see Retry-After)"}
     for name in MODEL_NAMES:
         model = served.get(name)
         operation = schema["paths"][f"/v1/{name}:predict"]["post"]
@@ -267,5 +274,5 @@ def serve(settings: ServeSettings) -> int:
                                                        else str(value))
     uvicorn.run("steps.serve.server:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, loop="uvloop", http="httptools", access_log=False,
-                timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None, log_level="info")
+                timeout_graceful_shutdown=settings.graceful_shutdown_s, log_level="info")
     return 0

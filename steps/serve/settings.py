@@ -28,9 +28,10 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="larger request bodies get 413")
     max_objects: int = Field(4096, ge=1, description="objects per request; more get 413")
     batch_max_objects: int = Field(64, ge=1, description="most objects per micro-batched model call")
+    queue_max_objects: int = Field(65536, ge=1, description="objects waiting per model; more get 503")
     batch_max_wait_ms: float = Field(0.0, ge=0.0, description="longest a request waits for others to batch with; "
                                      "0: batch what queued while the model was busy (fastest here, see README)")
     reload_interval_s: float = Field(5.0, gt=0.0, description="how often the registry's production alias is read")
     inference_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads (0: TensorFlow's default)")
     access_log: bool = Field(True, description="one JSON line per request (never the payload)")
-    graceful_shutdown_s: float = Field(30.0, ge=0.0, description="how long in-flight requests may finish on stop")
+    graceful_shutdown_s: int = Field(30, ge=1, description="seconds in-flight requests may take to finish on stop")

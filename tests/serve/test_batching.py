@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from steps.serve.batching import MicroBatcher, ModelCallFailed
+from steps.serve.batching import MicroBatcher, ModelCallFailed, Overloaded
 from steps.serve.payloads import Batch
 
 
@@ -73,3 +73,21 @@ def test_no_wait_or_short_wait_still_answers_everything(wait):
     batcher = MicroBatcher("echo", max_objects=16, max_wait_s=wait)
     results = asyncio.run(_gather(batcher, [(model, batch(float(i))) for i in range(50)]))
     assert [r["y"][0] for r in results] == list(range(50))
+
+
+def test_a_full_queue_is_refused_and_a_failing_callback_costs_no_answer():
+    model = EchoModel()
+    calls = []
+
+    def flaky(name, objects, seconds):
+        calls.append(objects)
+        raise RuntimeError("metrics backend down")
+
+    batcher = MicroBatcher("echo", max_objects=4, max_wait_s=0.01, on_batch=flaky, max_queued_objects=5)
+    results = asyncio.run(_gather(batcher, [(model, batch(1.0, 2.0, 3.0)), (model, batch(4.0, 5.0)),
+                                            (model, batch(6.0)), (model, batch(7.0))]))
+    assert results[0]["y"].tolist() == [1.0, 2.0, 3.0] and results[1]["y"].tolist() == [4.0, 5.0]
+    assert isinstance(results[2], Overloaded) and isinstance(results[3], Overloaded)
+    assert calls == [3, 2]
+    later = asyncio.run(_gather(batcher, [(model, batch(8.0))]))
+    assert later[0]["y"].tolist() == [8.0]

@@ -27,6 +27,8 @@ def test_token_guards_v1_only_and_cors_allows_configured_origins(api_home):
         assert client.get("/v1/models").status_code == 401
         good = {"Authorization": "Bearer s3cret-token"}
         assert client.post("/v1/sed:predict", json=BODY, headers=good).status_code == 200
+        lower_case = {"Authorization": "bearer s3cret-token"}
+        assert client.post("/v1/sed:predict", json=BODY, headers=lower_case).status_code == 200
         assert client.get("/v1/models", headers=good).status_code == 200
         for path in ("/healthz", "/readyz", "/metrics"):
             assert client.get(path).status_code == 200, path

@@ -103,3 +103,31 @@ def test_limits_are_a_413(api_home):
                               headers={"content-type": "application/json"})
         assert chunked.status_code == 413
         assert client.post("/v1/sed:predict", json={"instances": [{"mag_G": 12.0}] * 3}).status_code == 200
+
+
+def test_npz_bombs_and_broken_archives_are_refused_without_unpacking(client, api_home):
+    length = _length(api_home)
+    bomb = io.BytesIO()
+    np.savez_compressed(bomb, flux=np.zeros((20000, length)))
+    refused = client.post("/v1/spectral:predict", content=bomb.getvalue(), headers={"content-type": "application/x-npz"})
+    assert refused.status_code == 413 and "uncompressed" in refused.json()["detail"]
+    good = io.BytesIO()
+    np.savez_compressed(good, flux=np.ones((1, length)))
+    broken = bytearray(good.getvalue())
+    broken[60:90] = b"\x00" * 30
+    answer = client.post("/v1/spectral:predict", content=bytes(broken), headers={"content-type": "application/x-npz"})
+    assert answer.status_code == 422, answer.text
+
+
+def test_numbers_written_as_strings_are_refused(client, api_home):
+    flux = [2.5] * _length(api_home)
+    flux[3] = "2.5"
+    response = client.post("/v1/spectral:predict", json={"instances": [{"flux": flux}]})
+    assert response.status_code == 422 and "flux[3]" in response.json()["detail"]
+
+
+def test_npz_takes_nan_as_missing_in_optional_fields(client):
+    buffer = io.BytesIO()
+    np.savez(buffer, mag_G=np.array([12.0, 13.0]), mag_J=np.array([np.nan, 11.5]))
+    response = client.post("/v1/sed:predict", content=buffer.getvalue(), headers={"content-type": "application/x-npz"})
+    assert response.status_code == 200, response.text
