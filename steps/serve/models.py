@@ -64,13 +64,13 @@ class LoadedModel:
 
 
 def _example_inputs(inputs: InputSpec) -> dict[str, np.ndarray]:
-    """One valid object: vectors of ones, scalars at the middle of their ranges (or 1 when unbounded)."""
+    """One valid object: vectors of ones (mask and ivar zero), scalars mid-range (or 1 when not bounded)."""
     out = {}
     for name, spec in inputs.fields.items():
         if spec.length is not None:
             out[name] = np.zeros((1, spec.length)) if name in ("mask", "ivar") else np.ones((1, spec.length))
         else:
-            middle = (spec.low + spec.high) / 2 if spec.high < 1e29 else 1.0
+            middle = (spec.low + spec.high) / 2 if spec.bounded else 1.0
             out[name] = np.array([round(middle) if spec.integer else middle])
     return out
 

@@ -48,6 +48,11 @@ class FieldSpec:
     integer: bool = False
 
     @property
+    def bounded(self) -> bool:
+        """Both ends of the range are physical limits (not the stand-in for "any finite number")."""
+        return self.low > -_UNBOUNDED and self.high < _UNBOUNDED
+
+    @property
     def nullable(self) -> bool:
         """Optional fields may be null: a missing measurement (imputed) or an absent mask/ivar."""
         return not self.required
@@ -131,7 +136,8 @@ class InputSpec:
         return {"required": [f.name for f in self.fields.values() if f.required],
                 "optional": [f.name for f in self.fields.values() if not f.required],
                 "vectors": {f.name: f.length for f in self.fields.values() if f.length is not None},
-                "ranges": {f.name: [f.low, f.high] for f in self.fields.values() if f.low > -_UNBOUNDED},
+                "ranges": {f.name: [f.low, f.high] for f in self.fields.values()
+                           if f.low > -_UNBOUNDED or f.high < _UNBOUNDED},
                 "at_least_one_value": self.require_any}
 
     def instance_schema(self) -> dict[str, Any]:
