@@ -10,7 +10,10 @@ For each spectrum:
 3. the continuum is a low-order Chebyshev polynomial in log-lambda, fitted to the means of the usable pixels in
    `CONTINUUM_BLOCKS` blocks of the grid with asymmetric clipping (blocks deepened by absorption lines, or raised
    by spikes, are rejected iteratively), and flux and ivar are divided by it (ivar times its square).
-Masked pixels end with flux 1 and ivar 0. `snr` is the median S/N per pixel: the median over the blocks of the mean
+Masked pixels end with flux 1 and ivar 0. `continuum_shape` keeps what normalisation removes: per block, log10 of the
+mean usable flux (over blocks at least `SHAPE_MIN_COVERAGE` usable), less its mean over the blocks inside
+`SHAPE_REFERENCE` (all blocks where none is): the spectral energy distribution, which carries Teff, as relative
+dex, NaN where a block is not covered. `snr` is the median S/N per pixel: the median over the blocks of the mean
 flux * sqrt(ivar) of their usable pixels. Spectra with too few usable pixels are quarantined with the reason. The
 (1+z) change of flux density into the rest frame is left out: continuum normalisation removes any constant.
 
@@ -58,6 +61,8 @@ MIN_VALID_FRACTION = 0.5    # fraction of output pixels that must be kept for th
 GAP_FACTOR = 2.0            # a step between pixel centres this many times both neighbouring steps is a gap
 CONTINUUM_DEGREE = 5
 CONTINUUM_BLOCKS = 64       # blocks of the grid (55-125 A on 3900-9000 A) whose means the continuum is fitted to
+SHAPE_MIN_COVERAGE = 0.5   # fraction of a block's pixels that must be usable for its `continuum_shape` value
+SHAPE_REFERENCE = (4000.0, 7000.0)   # Angstrom: the `continuum_shape` zero point (covered by SDSS, LAMOST, MILES)
 CLIP_LOW, CLIP_HIGH = 2.0, 3.0   # sigma: below rejects absorption, above rejects spikes
 CLIP_ITERATIONS = 5
 BATCH = 32                  # spectra per batch: the working arrays stay in the core's cache
@@ -203,6 +208,8 @@ class ContinuumFitter:
         block_of_pixel = np.repeat(np.arange(edges.size - 1), np.diff(edges))
         self.blocks = sparse.csr_matrix((np.ones(x.size, np.float32), (block_of_pixel, np.arange(x.size))),
                                         shape=(edges.size - 1, x.size))
+        self.block_size = np.diff(edges)
+        self.block_loglam = self.blocks @ loglam / self.block_size
         self.block_basis = chebyshev.chebvander(self.blocks @ x / np.diff(edges), CONTINUUM_DEGREE)  # blocks x terms
         self.upper = np.triu_indices(CONTINUUM_DEGREE + 1)
         self.products = (self.block_basis[:, self.upper[0]] * self.block_basis[:, self.upper[1]]).T  # pairs x blocks
@@ -238,6 +245,19 @@ class ContinuumFitter:
     def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
         """The continua (spectra x pixels) of coefficients (terms x spectra)."""
         return coefficients.T.astype(np.float32) @ self.basis.T
+
+    def shape(self, counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+        """`continuum_shape` (spectra x blocks) from block sums of usable pixels and of their flux (blocks x
+        spectra): log10 block means relative to their mean over the reference blocks; NaN where not covered."""
+        covered = counts >= SHAPE_MIN_COVERAGE * self.block_size[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = np.where(covered & (sums > 0), np.log10(sums / np.maximum(counts, 1)), np.nan)
+        wave = 10 ** self.block_loglam
+        reference = (wave >= SHAPE_REFERENCE[0]) & (wave <= SHAPE_REFERENCE[1])
+        known = np.isfinite(level[reference if reference.any() else slice(None)])
+        zero = np.where(known, level[reference if reference.any() else slice(None)], 0.0).sum(axis=0)
+        zero = np.where(known.any(axis=0), zero / np.maximum(known.sum(axis=0), 1), np.nan)
+        return (level - zero).T.astype(np.float32)
 
 
 def solve_positive_definite(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -361,15 +381,17 @@ class _Output:
     flux: np.ndarray
     ivar: np.ndarray
     mask: np.ndarray            # 1 = bad pixel
+    shape: np.ndarray           # continuum_shape (rows x blocks)
     usable: np.ndarray          # usable pixels per row
     snr: np.ndarray
     reasons: list[str | None]
 
     @classmethod
-    def empty(cls, rows: int, length: int, reasons: list[str | None]) -> "_Output":
+    def empty(cls, rows: int, length: int, blocks: int, reasons: list[str | None]) -> "_Output":
         """Room for `rows` spectra; a row is filled in only if its spectrum is processed, and read only if kept."""
         return cls(np.empty((rows, length), np.float32), np.empty((rows, length), np.float32),
-                   np.empty((rows, length), np.uint8), np.zeros(rows, np.int64), np.full(rows, np.nan), reasons)
+                   np.empty((rows, length), np.uint8), np.full((rows, blocks), np.nan, np.float32),
+                   np.zeros(rows, np.int64), np.full(rows, np.nan), reasons)
 
 
 class _Workspace:
@@ -457,7 +479,7 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
     fitter = ContinuumFitter(loglam_start + loglam_step * np.arange(length))
     operators = _Operators(10**out_edges)
     work = _Workspace()
-    output = _Output.empty(data.num_rows, length, _shape_reasons(columns, redshifts))
+    output = _Output.empty(data.num_rows, length, fitter.block_size.size, _shape_reasons(columns, redshifts))
 
     candidates = np.array([row for row, reason in enumerate(output.reasons) if reason is None], dtype=np.int64)
     for chunk in _chunks(candidates, FIT_CHUNK) if candidates.size else []:
@@ -483,6 +505,7 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
         done = np.sort(np.concatenate([batch for batch, _ in pending]))
         positions = np.searchsorted(chunk, done)
         counts, snr_sums = sums[0][:, positions], sums[2][:, positions]
+        output.shape[done] = fitter.shape(counts, sums[1][:, positions])
         output.snr[done] = masked_row_median((snr_sums / np.maximum(counts, 1)).T, (counts > 0).T)
         for row in done[output.usable[done] < MIN_VALID_FRACTION * length]:
             spans = 10 ** (columns.row("loglam", row)[[0, -1]] - np.log10(1 + redshifts[row]))
@@ -497,13 +520,15 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
             quarantine.add(ids[row], reason, sources[row])
     kept = np.array([row for row, reason in enumerate(output.reasons) if reason is None], dtype=np.int64)
     every = kept.size == data.num_rows                  # then no copy of the (large) output arrays is needed
-    flux, ivar, mask = ((array if every else array[kept]) for array in (output.flux, output.ivar, output.mask))
+    flux, ivar, mask, shape = ((array if every else array[kept])
+                               for array in (output.flux, output.ivar, output.mask, output.shape))
     kept_ids = [ids[row] for row in kept]
     table = pa.table({
         "id": pa.array(kept_ids, pa.string()),
         "flux": _list_column(flux, pa.float32()),
         "ivar": _list_column(ivar, pa.float32()),
         "mask": _list_column(mask, pa.uint8()),
+        "continuum_shape": _list_column(shape, pa.float32()),
         "snr": pa.array(output.snr[kept], pa.float64()),
         **label_columns(kept_ids, raw.labels, STELLAR_LABELS_SCHEMA),
     })
@@ -512,7 +537,11 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
         "grid": {"loglam_start": loglam_start, "loglam_step": loglam_step, "length": length,
                  "wavelength": "rest frame, vacuum, log10 Angstrom"},
         "inputs": {"flux": "continuum-normalised flux (1.0 where masked)", "ivar": "inverse variance of flux",
-                   "mask": "1 = bad pixel"},
+                   "mask": "1 = bad pixel",
+                   "continuum_shape": (f"log10 mean flux of {fitter.block_size.size} blocks of the grid relative to "
+                                       f"its mean over {SHAPE_REFERENCE[0]:.0f}-{SHAPE_REFERENCE[1]:.0f} A "
+                                       "(dex; NaN where a block is not covered)")},
+        "continuum_blocks": int(fitter.block_size.size),
         "labels": list(LABELS),
         "normalisation": (f"continuum: Chebyshev polynomial of degree {CONTINUUM_DEGREE} in log-lambda, fitted to "
                           f"the usable-pixel means of {CONTINUUM_BLOCKS} blocks of the grid with "
