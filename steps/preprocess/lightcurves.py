@@ -37,6 +37,7 @@ phase around the minimum. BLS features are NaN: boxes mean nothing at this sampl
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -88,7 +89,8 @@ SPARSE_LOCAL_HALF_WIDTH = 0.2    # phase either side of minimum light in a spars
 SPARSE_WINDOW_HALF_WIDTH = 0.025  # phase: a sparse view's point is the median of the epochs this close (~5% of them)
 
 FEATURES = ("period", "ls_period", "ls_power", "bls_period", "bls_power", "bls_depth", "amplitude", "std", "skew",
-            "n_cadences", "n_bands")
+            "fourier_r21", "fourier_r31", "n_cadences", "n_bands")
+FOURIER_HARMONICS = 3      # terms of the Fourier decomposition whose amplitude ratios R21, R31 describe the shape
 
 
 @dataclass
@@ -405,10 +407,11 @@ def process_dense_curve(time: np.ndarray, flux: np.ndarray, global_length: int, 
     half_width = min(2 * duration / period, 0.5)
     global_view, local_view = folded_views(phase, detrended, global_length, local_length, half_width)
     low, high = np.percentile(detrended, [5, 95])
+    r21, r31 = fourier_ratios(time, detrended, np.ones(time.size), np.zeros(time.size, np.int64), period)
     scalars = {"period": period, "ls_period": ls_period, "ls_power": ls_power, "bls_period": bls["period"],
                "bls_power": bls["power"], "bls_depth": bls["depth"], "amplitude": float(high - low),
-               "std": float(np.std(detrended)), "skew": float(skew(detrended)), "n_cadences": time.size,
-               "n_bands": 1}
+               "std": float(np.std(detrended)), "skew": float(skew(detrended)), "fourier_r21": r21,
+               "fourier_r31": r31, "n_cadences": time.size, "n_bands": 1}
     return CurveFeatures(None, global_view, local_view, scalars)
 
 
@@ -458,6 +461,27 @@ def standardise_bands(flux: np.ndarray, flux_err: np.ndarray,
     ranges = np.array([max(np.subtract(*np.percentile(group, [95, 5])), 1e-9) for group in groups])
     error = np.hypot(flux_err, CALIBRATION_FLOOR * np.abs(flux))
     return (flux - medians[band_index]) / ranges[band_index], error / ranges[band_index], ranges
+
+
+def fourier_ratios(time: np.ndarray, flux: np.ndarray, weight: np.ndarray, band_index: np.ndarray,
+                   period: float) -> tuple[float, float]:
+    """The amplitude ratios R21 = A2/A1 and R31 = A3/A1 of a `FOURIER_HARMONICS`-term Fourier series at `period`,
+    common to all bands on top of one offset per band, fitted by weighted least squares (Simon & Lee 1981): near 0
+    for a sinusoid (RRc, most spotted stars), ~0.5 for a sawtooth (RRab). NaN where the fit is degenerate."""
+    bands = int(band_index.max()) + 1
+    angle = 2 * np.pi * time / period
+    columns = [np.eye(bands)[band_index]]
+    for k in range(1, FOURIER_HARMONICS + 1):
+        columns += [np.cos(k * angle)[:, None], np.sin(k * angle)[:, None]]
+    design = np.hstack(columns)
+    root = np.sqrt(weight)
+    coefficients, _, rank, _ = np.linalg.lstsq(design * root[:, None], flux * root, rcond=None)
+    if rank < design.shape[1]:
+        return math.nan, math.nan
+    amplitudes = np.hypot(coefficients[bands::2], coefficients[bands + 1::2])
+    if not amplitudes[0] > 0:
+        return math.nan, math.nan
+    return float(amplitudes[1] / amplitudes[0]), float(amplitudes[2] / amplitudes[0])
 
 
 def multiband_chi2_reduction(time: np.ndarray, flux: np.ndarray, weight: np.ndarray, band_index: np.ndarray,
@@ -570,7 +594,8 @@ def process_sparse_curve(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarra
                              f"{SPARSE_PERIOD_RANGE[1]} d")
     search = multiband_period(time, flux, flux_err, band_index)
     period = search["period"]
-    standard, _, ranges = standardise_bands(flux, flux_err, band_index)
+    standard, standard_err, ranges = standardise_bands(flux, flux_err, band_index)
+    r21, r31 = fourier_ratios(time, standard, 1 / standard_err ** 2, band_index, period)
     phase = np.mod(time / period + 0.5, 1.0) - 0.5
     global_centres = (np.arange(global_length) + 0.5) / global_length - 0.5
     minimum = global_centres[int(np.argmin(windowed_median(phase, standard, global_centres)))]
@@ -582,7 +607,8 @@ def process_sparse_curve(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarra
     scalars = {"period": period, "ls_period": search["ls_period"], "ls_power": search["ls_power"],
                "bls_period": np.nan, "bls_power": np.nan, "bls_depth": np.nan,
                "amplitude": float(np.median(ranges)), "std": float(np.median(band_std)),
-               "skew": float(skew(standard)), "n_cadences": time.size, "n_bands": int(ranges.size)}
+               "skew": float(skew(standard)), "fourier_r21": r21, "fourier_r31": r31, "n_cadences": time.size,
+               "n_bands": int(ranges.size)}
     return CurveFeatures(None, global_view, local_view, scalars)
 
 
