@@ -1,7 +1,9 @@
 """The NumPy baselines (`--force-dummy`): no TensorFlow, deterministic, seconds to train.
 
 - `spectral`: ridge regression of (log10 Teff, log g, [Fe/H]) on the leading principal components of the flux
-  (bad pixels filled with the training mean spectrum) and the squares of the first few; kind `ridge-pca`.
+  (bad pixels filled with the training mean spectrum) and of the continuum shape where the features have it, and
+  the squares of the first few; kind `ridge-pca`. Like the Keras model it learns only from stars of
+  `SPECTRAL_TEFF_RANGE` whose labels agree with their spectra (`clean_labels`).
 - `sed`: ridge regression on the photometric features and colours (median-imputed, with missing indicators,
   heavy tails compressed) and their squares; kind `ridge`.
 - `lightcurve`: softmax regression with an L2 penalty, minimised by L-BFGS, on principal components of the
@@ -25,7 +27,7 @@ import pyarrow as pa
 from steps.models.features import Featurizer, Scalars, VectorPCA
 from steps.models.inputs import Columns
 from steps.models.io import FORMAT_VERSION, Trained
-from steps.models.linear import balanced_weights, fit_softmax, ridge, softmax
+from steps.models.linear import balanced_weights, fit_softmax, ridge, robust_outliers, softmax
 from steps.models.metrics import MAD_TO_SIGMA, regression_metrics
 from steps.models.predictor import ClassifierPredictor, RegressionPredictor, forward_transform
 from steps.models.splits import classified_rows, classifier_fit_metrics
@@ -40,7 +42,14 @@ TARGET_TRANSFORMS = {"teff": "log10"}
 NOT_FEATURES = {"id", "class", "period_true", "teff", "logg", "feh", "label", "source", "synthetic"}
 
 SPECTRAL_COMPONENTS = 32
+SHAPE_COMPONENTS = 8  # of the continuum shape
 SPECTRAL_QUADRATIC = 8
+# The spectral models' training domain (K): FGK stars and their neighbours, where a labelled library's labels are
+# reliable and the models are measured; MILES's labels.csv, for one, has ~44 hot stars whose Teff lost its leading
+# digit. And the label-outlier rule: a star whose leave-one-out ridge residual is beyond OUTLIER_SIGMA robust
+# sigmas in any label disagrees with its spectrum (a wrong label, a wrong star), and is not learnt from.
+SPECTRAL_TEFF_RANGE = (3500.0, 8000.0)
+OUTLIER_SIGMA = 4.0
 VIEW_COMPONENTS = 16
 RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the number of training rows
 SOFTMAX_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -118,6 +127,15 @@ def fit_sigma(residuals: np.ndarray, snr: np.ndarray | None, column: str = "snr"
             "snr_ref": snr_ref, "n": int(res.size)}
 
 
+def in_teff_range(table: pa.Table, teff_range: tuple[float, float]) -> pa.Table:
+    """The rows whose Teff lies in the range (rows without a Teff are kept: they teach the other labels)."""
+    if "teff" not in table.column_names:
+        return table
+    teff = Columns(table).scalar("teff")
+    keep = ~np.isfinite(teff) | ((teff >= teff_range[0]) & (teff <= teff_range[1]))
+    return table.filter(pa.array(keep))
+
+
 def _base_info(name: str, kind: str, spec: dict[str, Any], featurizer: Featurizer, n_train: int, n_val: int,
                seed: int, epochs: int | None) -> dict[str, Any]:
     fields = featurizer.fields
@@ -131,7 +149,10 @@ def _base_info(name: str, kind: str, spec: dict[str, Any], featurizer: Featurize
 
 
 def _train_regression(name: str, kind: str, featurizer: Featurizer, train: pa.Table, val: pa.Table,
-                      spec: dict[str, Any], seed: int, epochs: int | None, sigma_column: str | None) -> Trained:
+                      spec: dict[str, Any], seed: int, epochs: int | None, sigma_column: str | None,
+                      clean_labels: bool = False) -> Trained:
+    """Ridge on the featurizer's features; with `clean_labels`, fitted once more without the training rows that
+    the first fit's leave-one-out residuals call label outliers (`OUTLIER_SIGMA`)."""
     wanted = list(spec.get("labels") or DEFAULT_LABELS)
     labels = [t for t in wanted if t in train.column_names]
     if not labels:
@@ -147,6 +168,14 @@ def _train_regression(name: str, kind: str, featurizer: Featurizer, train: pa.Ta
     x_train, y_train = featurizer.transform(ct), targets(ct)
     x_val, y_val = (featurizer.transform(cv), targets(cv)) if cv.n else (None, None)
     fit = ridge(x_train, y_train, x_val, y_val, tuple(a * ct.n for a in RIDGE_GRID))
+    left_out, n_train = 0, ct.n
+    if clean_labels:
+        kept = ~robust_outliers(fit.loo_residuals, OUTLIER_SIGMA)
+        left_out = int((~kept).sum())
+        if left_out:
+            ct = Columns(train.filter(pa.array(kept)))
+            x_train, y_train = x_train[kept], y_train[kept]
+            fit = ridge(x_train, y_train, x_val, y_val, tuple(a * ct.n for a in RIDGE_GRID))
     residuals, snr = [fit.loo_residuals], [ct.scalar(sigma_column) if sigma_column else None]
     if x_val is not None:
         residuals.insert(0, x_val @ fit.coef + fit.intercept - y_val)
@@ -154,13 +183,16 @@ def _train_regression(name: str, kind: str, featurizer: Featurizer, train: pa.Ta
     pooled = np.vstack(residuals)
     pooled_snr = np.concatenate(snr) if sigma_column else None
     uncertainty = {t: fit_sigma(pooled[:, i], pooled_snr, sigma_column or "snr") for i, t in enumerate(labels)}
-    info = _base_info(name, kind, spec, featurizer, ct.n, cv.n, seed, epochs)
+    info = _base_info(name, kind, spec, featurizer, n_train, cv.n, seed, epochs)
     if sigma_column and sigma_column not in info["inputs"]["optional"]:
         info["inputs"]["optional"].append(sigma_column)
     info.update({"targets": labels, "target_transforms": transforms, "uncertainty": uncertainty,
                  "hyperparameters": {
                      "alpha": dict(zip(labels, fit.alpha.tolist())), "alpha_grid": list(fit.scores["alphas"]),
                      "selection": "validation RMSE in the fitted space" if cv.n else "leave-one-out RMSE"}})
+    if clean_labels:
+        info["training"].update({"label_outliers_left_out": left_out, "outlier_rule": (
+            f"leave-one-out ridge residual > {OUTLIER_SIGMA:g} robust sigma in any label")})
     arrays = {**featurizer.state(), "coef": fit.coef, "intercept": fit.intercept}
     model = RegressionPredictor(None, info, spec, arrays)
     metrics: dict[str, Any] = {"model": name, "kind": kind, "hyperparameters": info["hyperparameters"],
@@ -175,10 +207,15 @@ def _train_regression(name: str, kind: str, featurizer: Featurizer, train: pa.Ta
 
 def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:
     length = _vector_length(spec, ("grid.length", "length"), train, "flux")
-    featurizer = Featurizer([VectorPCA("flux", length, SPECTRAL_COMPONENTS, "mask", "ivar")],
-                            quadratic_leading=SPECTRAL_QUADRATIC)
-    return _train_regression("spectral", "ridge-pca", featurizer, train, val, spec, seed, epochs,
-                             "snr" if "snr" in train.column_names else None)
+    blocks = [VectorPCA("flux", length, SPECTRAL_COMPONENTS, "mask", "ivar")]
+    if "continuum_shape" in train.column_names:
+        shape_length = _vector_length(spec, ("continuum_blocks",), train, "continuum_shape")
+        blocks.append(VectorPCA("continuum_shape", shape_length, SHAPE_COMPONENTS, optional=True))
+    trained = _train_regression("spectral", "ridge-pca", Featurizer(blocks, quadratic_leading=SPECTRAL_QUADRATIC),
+                                in_teff_range(train, SPECTRAL_TEFF_RANGE), in_teff_range(val, SPECTRAL_TEFF_RANGE),
+                                spec, seed, epochs, "snr" if "snr" in train.column_names else None, clean_labels=True)
+    trained.info["training"]["teff_range"] = list(SPECTRAL_TEFF_RANGE)
+    return trained
 
 
 def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:

@@ -30,10 +30,12 @@ class VectorPCA:
     kind = "vector-pca"
 
     def __init__(self, column: str, length: int, n_components: int, mask_column: str | None = None,
-                 ivar_column: str | None = None, arrays: dict[str, np.ndarray] | None = None):
+                 ivar_column: str | None = None, arrays: dict[str, np.ndarray] | None = None,
+                 optional: bool = False):
         self.column, self.length, self.n_components = column, int(length), int(n_components)
         self.mask_column, self.ivar_column = mask_column, ivar_column
         self.arrays = arrays or {}
+        self.optional = bool(optional)  # an absent vector counts as the training mean (scores 0)
 
     @property
     def name(self) -> str:
@@ -44,10 +46,12 @@ class VectorPCA:
     def fields(self) -> dict[str, list[str]]:
         """Input fields the block reads: `required` and `optional`."""
         optional = [c for c in (self.mask_column, self.ivar_column) if c]
+        if self.optional:
+            return {"required": [], "optional": [self.column, *optional]}
         return {"required": [self.column], "optional": optional}
 
     def _matrix(self, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
-        values = cols.vectors(self.column, self.length)
+        values = cols.vectors(self.column, self.length, required=not self.optional)
         bad = ~np.isfinite(values)
         if self.mask_column and cols.has(self.mask_column):
             mask = cols.vectors(self.mask_column, self.length, required=False)
@@ -87,7 +91,7 @@ class VectorPCA:
         """The block's JSON-able description (kept in `model.json`)."""
         return {"kind": self.kind, "column": self.column, "length": self.length,
                 "n_components": self.n_components, "mask_column": self.mask_column,
-                "ivar_column": self.ivar_column}
+                "ivar_column": self.ivar_column, "optional": self.optional}
 
 
 class Scalars:
@@ -270,7 +274,8 @@ class Featurizer:
             kind = spec["kind"]
             if kind == VectorPCA.kind:
                 block: VectorPCA | Scalars = VectorPCA(spec["column"], spec["length"], spec["n_components"],
-                                                       spec.get("mask_column"), spec.get("ivar_column"))
+                                                       spec.get("mask_column"), spec.get("ivar_column"),
+                                                       optional=spec.get("optional", False))
             elif kind == Scalars.kind:
                 block = Scalars(spec["columns"], spec.get("quadratic", False), spec.get("name", "scalars"),
                                 spec.get("compressed"), spec.get("indicators"),

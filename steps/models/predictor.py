@@ -24,6 +24,7 @@ import pandas as pd
 from steps.models.features import Featurizer
 from steps.models.inputs import Columns
 from steps.models.io import FORMAT_VERSION, MODEL_JSON, SPEC_JSON, WEIGHTS, load_npz, read_json
+from steps.models.keras import EARLIER_KINDS as EARLIER_KERAS_KINDS
 from steps.models.keras import KIND as KERAS_KINDS
 from steps.models.keras import load_keras
 from steps.models.linear import softmax
@@ -178,12 +179,12 @@ def _load_linear(cls):
     return load
 
 
-# kind -> loader: the NumPy baselines and the Keras models (keras-spectral-cnn, keras-softmax-views, keras-sed-mlp).
+# kind -> loader: the NumPy baselines and the Keras models (those trained now and the earlier kinds).
 KINDS: dict[str, Loader] = {
     "ridge-pca": _load_linear(RegressionPredictor),
     "ridge": _load_linear(RegressionPredictor),
     "softmax": _load_linear(ClassifierPredictor),
-    **{kind: load_keras for kind in KERAS_KINDS.values()},
+    **{kind: load_keras for kind in (*KERAS_KINDS.values(), *EARLIER_KERAS_KINDS)},
 }
 
 

@@ -54,14 +54,16 @@ class FieldSpec:
 
     @property
     def nullable(self) -> bool:
-        """Optional fields may be null: a missing measurement (imputed) or an absent mask/ivar."""
+        """Optional fields may be null: a missing measurement (imputed) or an absent mask/ivar; so may the entries
+        of an optional vector (a continuum block the spectrum does not cover)."""
         return not self.required
 
     def json_schema(self) -> dict[str, Any]:
         """The field's JSON Schema (OpenAPI 3.1)."""
         number = {"type": "integer" if self.integer else "number", "minimum": self.low, "maximum": self.high}
         if self.length is not None:
-            vector = {"type": "array", "items": number, "minItems": self.length, "maxItems": self.length}
+            items = number if self.required else {"anyOf": [number, {"type": "null"}]}
+            vector = {"type": "array", "items": items, "minItems": self.length, "maxItems": self.length}
             return vector if self.required else {"anyOf": [vector, {"type": "null"}]}
         if self.nullable:
             return {"anyOf": [number, {"type": "null"}]}
@@ -73,10 +75,11 @@ _RANGES: list[tuple[str, float, float, bool]] = [
     ("mag_", -10.0, 40.0, False), ("err_", 0.0, 10.0, False), ("c_", -20.0, 20.0, False),
     ("abs_", -20.0, 30.0, False), ("parallax_error", 0.0, 1e4, False), ("parallax", -1e4, 1e4, False),
     ("dereddened", 0.0, 1.0, True), ("ivar", 0.0, 1e30, False), ("mask", 0.0, 2.0**31 - 1, True),
-    ("flux", -1e4, 1e4, False), ("snr", 0.0, 1e6, False), ("period", 1e-4, 1e5, False),
-    ("ls_period", 1e-4, 1e5, False), ("bls_period", 1e-4, 1e5, False), ("n_cadences", 0.0, 1e9, False),
-    ("n_bands", 0.0, 100.0, False), ("amplitude", 0.0, 1e6, False), ("std", 0.0, 1e6, False),
-    ("ls_power", 0.0, 1e6, False), ("bls_power", 0.0, 1e12, False),
+    ("flux", -1e4, 1e4, False), ("continuum_shape", -10.0, 10.0, False), ("snr", 0.0, 1e6, False),
+    ("period", 1e-4, 1e5, False), ("ls_period", 1e-4, 1e5, False), ("bls_period", 1e-4, 1e5, False),
+    ("n_cadences", 0.0, 1e9, False), ("n_bands", 0.0, 100.0, False), ("amplitude", 0.0, 1e6, False),
+    ("std", 0.0, 1e6, False), ("ls_power", 0.0, 1e6, False), ("bls_power", 0.0, 1e12, False),
+    ("fourier_", 0.0, 1e3, False),
 ]
 _UNBOUNDED = 1e30
 _SCALAR_TYPES = {int, float, type(None)}
@@ -285,11 +288,17 @@ class InputSpec:
             array = np.vstack([np.frombuffer(array_of_doubles("d", row), dtype=np.float64) for row in values])
         except (TypeError, ValueError, OverflowError):
             array = None
+        if array is None and not spec.required:  # an optional vector's unknown entries are null -> NaN
+            values = [[math.nan if item is None else item for item in row] for row in values]
+            try:
+                array = np.vstack([np.frombuffer(array_of_doubles("d", row), dtype=np.float64) for row in values])
+            except (TypeError, ValueError, OverflowError):
+                array = None
         if array is None or array.shape != (len(values), spec.length) or not _all_numbers(values, array):
             index, position, value = _first_non_number(values)
-            raise InvalidInput(f"instances[{index}].{spec.name}[{position}]: expected a number, "
-                               f"got {_json_type(value)}")
-        self._check_values(spec, array, missing_allowed=absent[:, None])
+            raise InvalidInput(f"instances[{index}].{spec.name}[{position}]: expected a number"
+                               f"{'' if spec.required else ' or null'}, got {_json_type(value)}")
+        self._check_values(spec, array, missing_allowed=not spec.required)
         return array
 
     def _json_scalars(self, instances: list[dict[str, Any]]) -> dict[str, np.ndarray]:

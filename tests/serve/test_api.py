@@ -65,6 +65,29 @@ def test_npz_and_json_give_the_same_answer(client, api_home):
         assert a["teff"] == pytest.approx(b["teff"], rel=1e-4)
 
 
+def test_spectral_continuum_shape_is_optional_and_its_uncovered_blocks_are_null(client, api_home):
+    """A spectrum that does not reach some continuum blocks sends them as null (JSON) or NaN (npz): both give the
+    same answer; without the shape the model still predicts (from the lines alone); a string is refused."""
+    row = split_rows(api_home, "spectral", 1)[0]
+    assert len(row["continuum_shape"]) > 3
+    partial = dict(row, continuum_shape=row["continuum_shape"][:-3] + [None] * 3)
+    as_json = client.post("/v1/spectral:predict", json={"instances": [partial, {"flux": row["flux"]}]})
+    assert as_json.status_code == 200, as_json.text
+    with_nulls, lines_only = as_json.json()["predictions"]
+    assert math.isfinite(with_nulls["teff"]) and math.isfinite(lines_only["teff"])
+    shape = np.array([row["continuum_shape"][:-3] + [math.nan] * 3], np.float64)
+    buffer = io.BytesIO()
+    np.savez(buffer, flux=np.array([row["flux"]], np.float32), continuum_shape=shape)
+    binary = client.post("/v1/spectral:predict", content=buffer.getvalue(),
+                         headers={"content-type": "application/x-npz"})
+    assert binary.status_code == 200, binary.text
+    assert binary.json()["predictions"][0]["teff"] == pytest.approx(with_nulls["teff"], rel=1e-4)
+    bad = dict(row, continuum_shape=["warm"] + row["continuum_shape"][1:])
+    refused = client.post("/v1/spectral:predict", json={"instances": [bad]})
+    assert refused.status_code == 422
+    assert "instances[0].continuum_shape[0]: expected a number or null, got a string" in refused.text
+
+
 def test_sed_takes_missing_bands_as_null_or_absent(client):
     full = {"mag_G": 12.0, "mag_BP": 12.4, "mag_RP": 11.5, "parallax": 4.0}
     response = client.post("/v1/sed:predict", json={"instances": [full, {"mag_G": 12.0, "mag_J": None}]})

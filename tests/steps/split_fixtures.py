@@ -29,8 +29,9 @@ def _labels(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     return {"teff": rng.uniform(3800, 8000, n), "logg": rng.uniform(1.0, 5.0, n), "feh": rng.uniform(-2.0, 0.5, n)}
 
 
-def spectra(rng: np.random.Generator, n: int, length: int = 256) -> tuple[pa.Table, dict]:
-    """Continuum-normalised spectra on a log-wavelength grid, with noise, masks and inverse variances."""
+def spectra(rng: np.random.Generator, n: int, length: int = 256, blocks: int = 16) -> tuple[pa.Table, dict]:
+    """Continuum-normalised spectra on a log-wavelength grid, with noise, masks and inverse variances, and the
+    continuum's shape (a black body's, in dex relative to its mean; the reddest blocks uncovered in a fifth)."""
     wave = np.exp(np.linspace(np.log(3800.0), np.log(9000.0), length))
     lab = _labels(rng, n)
     teff, logg, feh = lab["teff"][:, None], lab["logg"][:, None], lab["feh"][:, None]
@@ -52,14 +53,20 @@ def spectra(rng: np.random.Generator, n: int, length: int = 256) -> tuple[pa.Tab
     mask = (rng.random(flux.shape) < 0.02).astype(np.uint8)
     flux[mask == 1] = np.where(rng.random(int(mask.sum())) < 0.5, np.nan, 5.0)
     ivar = np.where(mask == 1, 0.0, snr[:, None] ** 2)
+    block_wave = np.exp(np.linspace(np.log(3800.0), np.log(9000.0), blocks))
+    planck = -5 * np.log10(block_wave) - np.log10(np.expm1(1.4388e8 / (block_wave * teff)))
+    own = np.random.default_rng([n, blocks])  # the shared generator's draws (other fixtures') stay as they were
+    shape = planck - planck.mean(axis=1, keepdims=True) + own.normal(scale=0.01, size=planck.shape)
+    shape[own.random(n) < 0.2, -3:] = np.nan
     table = pa.table({
         "flux": pa.array(list(flux.astype(np.float32)), pa.list_(pa.float32())),
         "ivar": pa.array(list(ivar.astype(np.float32)), pa.list_(pa.float32())),
         "mask": pa.array(list(mask), pa.list_(pa.uint8())),
+        "continuum_shape": pa.array(list(shape.astype(np.float32)), pa.list_(pa.float32())),
         "snr": snr, **lab,
     })
     spec = {"modality": "spectra", "grid": {"kind": "loglinear", "start": 3800.0, "stop": 9000.0, "length": length},
-            "labels": ["teff", "logg", "feh"], "normalisation": "continuum"}
+            "labels": ["teff", "logg", "feh"], "normalisation": "continuum", "continuum_blocks": blocks}
     return table, spec
 
 

@@ -23,7 +23,7 @@ from steps.models.metrics import classification_metrics, regression_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
-KINDS = {"spectral": "keras-spectral-cnn", "lightcurve": "keras-softmax-views", "sed": "keras-sed-mlp"}
+KINDS = {"spectral": "keras-spectral-kernel", "lightcurve": "keras-softmax-views", "sed": "keras-sed-mlp"}
 EPOCHS = 40
 tf = pytest.importorskip("tensorflow")
 
@@ -185,8 +185,9 @@ def test_uncertainties_are_calibrated_on_validation(trained, name):
         assert m["coverage_95"] >= 0.8, (target, m["coverage_95"])
 
 
-def test_spectral_model_starts_from_a_cleaned_ridge_and_keeps_to_its_teff_range(trained, split):
-    from steps.models.keras.training import SPECTRAL_TEFF_RANGE
+def test_spectral_model_starts_from_a_cleaned_kernel_ridge_and_keeps_to_its_teff_range(trained, split):
+    from steps.models.baseline import SPECTRAL_TEFF_RANGE
+    from steps.models.keras.training import CONTINUUM_WEIGHTS
 
     training = json.loads((trained("spectral") / "model.json").read_text())["training"]
     assert training["teff_range"] == list(SPECTRAL_TEFF_RANGE)
@@ -194,10 +195,62 @@ def test_spectral_model_starts_from_a_cleaned_ridge_and_keeps_to_its_teff_range(
     in_range = int(((teff >= SPECTRAL_TEFF_RANGE[0]) & (teff <= SPECTRAL_TEFF_RANGE[1])).sum())
     assert training["n_train"] == in_range
     assert 0 <= training["label_outliers_left_out"] < 0.2 * in_range
-    assert len(training["ridge_alpha"]) == 3 and all(a > 0 for a in training["ridge_alpha"])
+    assert training["inputs"] == ["spectrum", "continuum"] and training["continuum_weight"] in CONTINUUM_WEIGHTS
+    assert training["kernel_gamma"] > 0 and len(training["kernel_alpha"]) == 3
+    # the kernel estimate is honest: leave-one-out errors well below the targets' spread (1 when standardised)
+    assert all(0.0 < rmse < 0.8 for rmse in training["kernel_loo_rmse"])
+    assert training["variance_epochs_run"] >= 1
 
 
-def test_frozen_layers_on_the_flattened_input_equal_the_ridge_on_mean_imputed_pixels():
+def test_spectral_model_reads_the_continuum_shape_and_predicts_without_it(trained, split):
+    model = load_model(trained("spectral"))
+    assert "continuum_shape" in model.input_fields["optional"]
+    test = pq.read_table(split / "spectra" / "test.parquet")
+    with_shape = model.predict_table(test)
+    without = model.predict_table(test.drop_columns(["continuum_shape"]))
+    assert np.isfinite(without["teff"]).all()
+    assert not np.allclose(with_shape["teff"], without["teff"])  # the shape is used
+    truth = test.column("teff").to_numpy()
+    error = [np.median(np.abs(pred["teff"] - truth)) for pred in (with_shape, without)]
+    assert error[0] < error[1]  # and it helps: the fixture's continuum carries Teff
+
+
+def test_a_version_of_an_earlier_spectral_kind_still_loads_for_a_rollback(trained, split, tmp_path):
+    import shutil
+
+    earlier = tmp_path / "earlier"
+    shutil.copytree(trained("spectral"), earlier)
+    info = json.loads((earlier / "model.json").read_text())
+    info["kind"] = "keras-spectral-cnn"
+    (earlier / "model.json").write_text(json.dumps(info))
+    test = pq.read_table(split / "spectra" / "test.parquet")
+    assert np.allclose(load_model(earlier).predict_table(test)["teff"],
+                       load_model(trained("spectral")).predict_table(test)["teff"])
+    info["kind"] = "keras-spectral-unknown"
+    (earlier / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="keras-spectral-unknown"):
+        load_model(earlier)
+
+
+def test_frozen_kernel_layers_equal_the_kernel_ridge_fit():
+    import keras
+
+    from steps.models.keras.networks import spectral_hybrid
+    from steps.models.linear import kernel_ridge
+
+    rng = np.random.default_rng(0)
+    shapes = {"spectrum": (6, 2), "continuum": (3, 2)}
+    projection = (rng.normal(size=(18, 4)), rng.normal(size=4))
+    flat = rng.normal(size=(40, 18))
+    components = flat @ projection[0] + projection[1]
+    fit = kernel_ridge(components, np.column_stack([np.sin(components[:, 0]), components[:, 1] ** 2]))
+    serving, _ = spectral_hybrid(shapes, 2, projection, fit)
+    inputs = {"spectrum": flat[:, :12].reshape(40, 6, 2), "continuum": flat[:, 12:].reshape(40, 3, 2)}
+    estimate = keras.Model(serving.inputs, serving.get_layer("kernel_estimate").output)(inputs)
+    np.testing.assert_allclose(np.asarray(estimate), fit.predict(components), rtol=1e-3, atol=1e-3)
+
+
+def test_weights_on_the_flattened_input_equal_those_on_mean_imputed_pixels():
     from steps.models.keras.training import _imputed, _on_flattened
 
     rng = np.random.default_rng(0)
@@ -212,18 +265,18 @@ def test_frozen_layers_on_the_flattened_input_equal_the_ridge_on_mean_imputed_pi
 def test_teff_range_keeps_stars_in_it_and_stars_without_a_teff():
     import pyarrow as pa
 
-    from steps.models.keras.training import _in_teff_range
+    from steps.models.baseline import in_teff_range
 
     table = pa.table({"id": ["cool", "fgk", "hot", "unknown"], "teff": [2300.0, 5800.0, 21581.0, None]})
-    assert _in_teff_range(table, (3500.0, 8000.0)).column("id").to_pylist() == ["fgk", "unknown"]
+    assert in_teff_range(table, (3500.0, 8000.0)).column("id").to_pylist() == ["fgk", "unknown"]
 
 
 def test_label_outliers_are_those_far_from_the_robust_centre_in_any_label():
-    from steps.models.keras.training import _robust_outliers
+    from steps.models.linear import robust_outliers
 
     residuals = np.random.default_rng(1).normal(size=(200, 2))
     residuals[7, 0], residuals[9, 1], residuals[11, 1] = 12.0, -12.0, np.nan
-    flagged = np.flatnonzero(_robust_outliers(residuals, 5.0))
+    flagged = np.flatnonzero(robust_outliers(residuals, 5.0))
     assert flagged.tolist() == [7, 9]
 
 

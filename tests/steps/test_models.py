@@ -15,7 +15,7 @@ import pytest
 
 from steps.models import ClassifierPredictor, RegressionPredictor, load_model, null_for, train_baseline
 from steps.models.io import load_npz, save_npz
-from steps.models.linear import balanced_weights, fit_softmax, ridge, softmax
+from steps.models.linear import KernelRidgeFit, balanced_weights, fit_softmax, kernel_ridge, ridge, softmax
 from steps.models.metrics import classification_metrics, regression_metrics, roc_auc
 from split_fixtures import write_split
 from steps.train import train_from_split
@@ -61,6 +61,38 @@ def test_ridge_prefers_a_strong_penalty_when_the_target_is_noise():
     x, y = rng.normal(size=(200, 30)), rng.normal(size=(200, 1))
     fit = ridge(x[:150], y[:150], x[150:], y[150:], alphas=(1e-4, 1.0, 1e4))
     assert fit.alpha[0] == 1e4
+
+
+def test_kernel_ridge_leave_one_out_residuals_equal_refits_without_the_row():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, 3))
+    y = np.column_stack([np.sin(2 * x[:, 0]) + 0.05 * rng.normal(size=30), x[:, 1] * x[:, 2]])
+    y[4, 1] = np.nan
+    fit = kernel_ridge(x, y, gammas=(1.0,), alphas=(0.1,))
+    for row in (0, 7, 29):
+        keep = np.arange(30) != row
+        refit = KernelRidgeFit(x[keep], np.zeros((29, 2)), np.zeros(2), fit.scale, fit.width, 1.0, fit.alpha,
+                               np.zeros((29, 2)))
+        for t in range(2):
+            rows = keep & np.isfinite(y[:, t])
+            gram = refit.kernel(x[rows])[:, np.flatnonzero(rows[keep])]
+            mean = fit.intercept[t]  # the closed form holds the intercept (the mean of every known row)
+            dual = np.linalg.solve(gram + 0.1 * np.eye(rows.sum()), y[rows, t] - mean)
+            loo = y[row, t] - (refit.kernel(x[[row]])[:, np.flatnonzero(rows[keep])] @ dual + mean)[0]
+            assert fit.loo_residuals[row, t] == pytest.approx(loo, rel=1e-6, abs=1e-9)
+    assert np.isnan(fit.loo_residuals[4, 1]) and fit.dual[4, 1] == 0.0
+
+
+def test_kernel_ridge_fits_a_nonlinear_relation_that_ridge_cannot():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-2, 2, size=(300, 2))
+    y = np.sin(2 * x[:, :1]) * np.cos(x[:, 1:]) + 0.02 * rng.normal(size=(300, 1))
+    kernel = kernel_ridge(x[:200], y[:200])
+    linear = ridge(x[:200], y[:200])
+    kernel_error = np.sqrt(np.mean((kernel.predict(x[200:]) - y[200:]) ** 2))
+    linear_error = np.sqrt(np.mean((x[200:] @ linear.coef + linear.intercept - y[200:]) ** 2))
+    assert kernel_error < 0.3 * linear_error
+    assert kernel.scores["gammas"] == [0.5, 1.0, 2.0, 4.0] and len(kernel.scores["loo_rmse"]) == 4
 
 
 def test_softmax_separates_separable_classes():

@@ -16,7 +16,7 @@ from steps.ingest.schemas import DATA_FILES, DATA_SCHEMAS, LABELS_FILE, SDSS_PIX
 from steps.ingest.synthetic import lightcurves, photometry, spectra
 from steps.preprocess.__main__ import main
 from steps.preprocess.common import FEATURES_FILE, SPEC_FILE, publish, read_raw
-from steps.preprocess.lightcurves import detrend, preprocess_lightcurves, robust_sigma
+from steps.preprocess.lightcurves import detrend, fourier_ratios, preprocess_lightcurves, robust_sigma
 from steps.preprocess.photometry import MASK_BITS, preprocess_photometry
 from steps.preprocess.spectra import output_grid, preprocess_spectra, resample
 
@@ -89,6 +89,33 @@ def test_spectra_are_moved_to_the_rest_frame_by_their_redshift(tmp_path, spectra
     error_consistent = np.abs(processed(consistent, "consistent") - original).mean()
     error_inconsistent = np.abs(processed(inconsistent, "inconsistent") - original).mean()
     assert error_consistent < 0.5 * error_inconsistent
+
+
+def test_continuum_shape_keeps_the_spectral_energy_distribution_normalisation_removes(tmp_path, spectra_raw):
+    """A power-law spectrum F ~ lambda^-2 gives log10 block means -2 log10(lambda) + const,
+    zero on average over the reference window; blocks the spectrum does not reach are NaN."""
+    from steps.preprocess.spectra import SHAPE_REFERENCE
+
+    data = pq.read_table(spectra_raw / DATA_FILES["spectra"]).slice(0, 2).to_pandas()
+    labels = pq.read_table(spectra_raw / LABELS_FILE).slice(0, 2)
+    rest = [loglam - np.log10(1 + z) for loglam, z in zip(data["loglam"], data["z"])]
+    data["flux"] = [np.full(loglam.size, 5.0) * 10 ** (-2 * (loglam - 3.7)) for loglam in rest]
+    short = data.copy()
+    short["flux"] = [np.where(loglam < np.log10(7400.0), flux, np.nan) for loglam, flux in zip(rest, data["flux"])]
+    features = preprocess_spectra(read_raw(write_raw(tmp_path / "pl", "spectra", data, labels), "spectra"), 1024)
+    cut = preprocess_spectra(read_raw(write_raw(tmp_path / "cut", "spectra", short, labels), "spectra"), 1024)
+    shape = np.stack(features.table.column("continuum_shape").to_pylist())
+    assert shape.shape == (2, features.spec["continuum_blocks"]) and np.isfinite(shape).all()
+    start, step, _ = output_grid(1024)
+    centres = start + step * (np.arange(64) * 16 + 7.5)                 # 64 blocks of 16 pixels
+    expected = -2 * centres
+    reference = (10 ** centres >= SHAPE_REFERENCE[0]) & (10 ** centres <= SHAPE_REFERENCE[1])
+    expected -= expected[reference].mean()
+    np.testing.assert_allclose(shape, np.broadcast_to(expected, shape.shape), atol=2e-3)
+    cut_shape = np.stack(cut.table.column("continuum_shape").to_pylist())
+    covered = 10 ** (centres + 8 * step) < 7400.0
+    assert np.isnan(cut_shape[:, ~covered]).all() and np.isfinite(cut_shape[:, covered]).all()
+    np.testing.assert_allclose(cut_shape[:, covered], shape[:, covered], atol=2e-3)  # same zero point
 
 
 def test_resampling_conserves_flux_and_averages_variance():
@@ -296,6 +323,25 @@ def test_period_is_recovered_for_most_high_snr_periodic_stars(curves):
         chosen = high_snr & (table["class"] == kind).to_numpy()
         assert chosen.sum() >= 10, kind
         assert recovered[chosen].mean() >= 0.8, (kind, recovered[chosen].mean())
+
+
+def test_fourier_ratios_tell_a_sawtooth_from_a_sinusoid_across_bands():
+    """A sawtooth's harmonics fall as 1/k (R21 = 1/2, R31 = 1/3), a sinusoid has none; per-band offsets and
+    irregular sampling do not matter."""
+    rng = np.random.default_rng(4)
+    time = np.sort(rng.uniform(0, 300, 240))
+    band = rng.integers(0, 3, time.size)
+    period = 0.57
+    phase = np.mod(time / period, 1.0)
+    offsets = np.array([15.0, 15.4, 15.9])[band]
+    sawtooth = offsets + (phase - 0.5) + 0.002 * rng.normal(size=time.size)
+    sinusoid = offsets + 0.3 * np.sin(2 * np.pi * phase) + 0.002 * rng.normal(size=time.size)
+    weight = np.ones(time.size)
+    r21, r31 = fourier_ratios(time, sawtooth, weight, band, period)
+    assert r21 == pytest.approx(0.5, abs=0.02) and r31 == pytest.approx(1 / 3, abs=0.02)
+    r21, r31 = fourier_ratios(time, sinusoid, weight, band, period)
+    assert r21 < 0.02 and r31 < 0.02
+    assert np.isnan(fourier_ratios(time[:5], sinusoid[:5], weight[:5], band[:5], period)).all()  # too few epochs
 
 
 def test_curve_without_a_good_cadence_is_quarantined(tmp_path):

@@ -1,4 +1,5 @@
-"""The Keras (TensorFlow) models: a 1-D CNN for spectra, a two-view CNN for light curves, an MLP for SEDs.
+"""The Keras (TensorFlow) models: a kernel-ridge-started network for spectra, a two-view CNN for light curves, an
+MLP for SEDs.
 
 Importing this package does not import TensorFlow: `train_keras` and `load_keras` import the modules that do
 when they are called, so the CLI, the executor and the baselines stay light.
@@ -17,7 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-KIND = {"spectral": "keras-spectral-cnn", "lightcurve": "keras-softmax-views", "sed": "keras-sed-mlp"}
+KIND = {"spectral": "keras-spectral-kernel", "lightcurve": "keras-softmax-views", "sed": "keras-sed-mlp"}
+# Kinds earlier versions trained, still loaded: a registry's older versions must stay servable for a rollback.
+EARLIER_KINDS = ("keras-spectral-cnn",)
 
 
 def train_keras(name: str, train: Any, val: Any, spec: dict[str, Any], seed: int = 0,

@@ -5,9 +5,10 @@ network the same numbers. An encoder is fitted once, on the training split; its 
 normalisation statistics) is a small JSON object kept in `model.json` and restored by `Encoder.restore`.
 
 - `VectorInput`: a fixed-length list field (a spectrum's flux, a folded light-curve view) -> (n, length, channels).
-  Values are standardised with one training mean and standard deviation (the shape of a line or a dip is kept,
-  which a per-pixel standardisation would destroy); bad entries (non-finite, masked, zero inverse variance)
-  become 0 after standardisation, and with `mask_channel` a second channel flags them (1 = bad).
+  An `optional` vector may be absent (every entry then counts as bad). Values are standardised with one training
+  mean and standard deviation (the shape of a line or a dip is kept, which a per-pixel standardisation would
+  destroy); bad entries (non-finite, masked, zero inverse variance) become 0 after standardisation, and with
+  `mask_channel` a second channel flags them (1 = bad).
 - `ScalarInput`: numeric columns -> (n, p) standardised values plus (n, q) missing indicators. Columns named as
   scale-like (periods, powers, errors: `log_columns`) are taken in log10 when every training value is positive;
   other heavy-tailed columns are compressed with a centred asinh (as the baselines do); standardised values are
@@ -33,8 +34,8 @@ class VectorInput:
 
     def __init__(self, column: str, length: int, key: str | None = None, mask_column: str | None = None,
                  ivar_column: str | None = None, mask_channel: bool = False, clip: tuple[float, float] | None = None,
-                 mean: float = 0.0, std: float = 1.0):
-        self.column, self.length, self.key = column, int(length), key or column
+                 mean: float = 0.0, std: float = 1.0, optional: bool = False):
+        self.column, self.length, self.key, self.optional = column, int(length), key or column, bool(optional)
         self.mask_column, self.ivar_column, self.mask_channel = mask_column, ivar_column, bool(mask_channel)
         self.clip = tuple(clip) if clip is not None else None
         self.mean, self.std = float(mean), float(std)
@@ -42,7 +43,10 @@ class VectorInput:
     @property
     def fields(self) -> dict[str, list[str]]:
         """Input fields read: `required` and `optional`."""
-        return {"required": [self.column], "optional": [c for c in (self.mask_column, self.ivar_column) if c]}
+        companions = [c for c in (self.mask_column, self.ivar_column) if c]
+        if self.optional:
+            return {"required": [], "optional": [self.column, *companions]}
+        return {"required": [self.column], "optional": companions}
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -50,7 +54,7 @@ class VectorInput:
         return {self.key: (self.length, 2 if self.mask_channel else 1)}
 
     def _values(self, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
-        values = cols.vectors(self.column, self.length)
+        values = cols.vectors(self.column, self.length, required=not self.optional)
         bad = ~np.isfinite(values)
         if self.mask_column and cols.has(self.mask_column):
             bad |= np.nan_to_num(cols.vectors(self.mask_column, self.length, required=False), nan=0.0) != 0
@@ -85,7 +89,8 @@ class VectorInput:
         """The fitted input's JSON-able state."""
         return {"kind": self.kind, "column": self.column, "length": self.length, "key": self.key,
                 "mask_column": self.mask_column, "ivar_column": self.ivar_column, "mask_channel": self.mask_channel,
-                "clip": list(self.clip) if self.clip is not None else None, "mean": self.mean, "std": self.std}
+                "clip": list(self.clip) if self.clip is not None else None, "mean": self.mean, "std": self.std,
+                "optional": self.optional}
 
 
 class ScalarInput:

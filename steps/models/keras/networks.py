@@ -4,12 +4,13 @@ Every network takes a dict of named float32 inputs (the `Encoder` of its model s
 reads inputs that are already normalised, and is built only from stock Keras layers, so `keras.models.load_model`
 reads the saved `.keras` file without custom code (with `compile=False`).
 
-- `spectral_hybrid`: the spectral model. (length, 2) flux + bad-pixel mask, flattened -> a frozen linear layer holding
-  a ridge regression fitted in closed form (NumPy) + a small network correcting it: frozen principal-component
-  projection (with Gaussian input noise) and the ridge estimate -> dense 64 -> per target a mean correction
-  (initialised at zero, so training starts from the ridge) and a log-variance (2T outputs). Both frozen layers
-  read the mask channel so that a bad pixel counts as the training mean at that pixel. On a few hundred real
-  spectra this beats a CNN trained from scratch, which has far more weights than there are stars to fit them.
+- `spectral_hybrid`: the spectral model. (length, 2) flux + bad-pixel mask and (blocks, 2) continuum shape + its
+  mask, flattened and joined -> frozen principal components -> a frozen kernel ridge regression on them, fitted in
+  closed form (NumPy), + a small network correcting it: the components (with Gaussian input noise) and the kernel
+  estimate -> dense 64 -> per target a mean correction (initialised at zero, so training starts from the kernel
+  estimate) and a log-variance (2T outputs). The projection reads the mask channel so that a bad entry counts as
+  the training mean of that entry. On a few hundred real spectra this beats a CNN trained from scratch, which has
+  far more weights than there are stars to fit them.
 - `spectral_cnn`: (length, 2) -> four Conv1D/max-pool blocks (16-32-32-32 filters, pooling 4-4-2-2) -> flatten ->
   dense 64 -> 2T; kept for the training-cost benchmark (`bench/`), for training sets of many thousands.
 - `views_cnn`: global view (3 Conv1D/pool blocks) and local view (2 blocks), flattened, joined with the scalar
@@ -34,16 +35,29 @@ from steps.models.keras.calibration import LOG_VAR_RANGE
 BETA = 0.5
 
 
-@keras.saving.register_keras_serializable(package="stellar")
-def heteroscedastic_nll(y_true, y_pred):
-    """Per-row beta-NLL of a Gaussian: `y_pred` = [mean (T), log-variance (T)]; NaN truths are ignored."""
+VARIANCE_LAYERS = ("variance_dense", "log_var")  # the spectral model's uncertainty branch (trained last)
+
+
+def _nll(y_true, y_pred, beta: float):
     n_targets = ops.shape(y_true)[-1]
     mean, log_var = y_pred[:, :n_targets], ops.clip(y_pred[:, n_targets:], *LOG_VAR_RANGE)
     known = ops.cast(ops.logical_not(ops.isnan(y_true)), y_pred.dtype)
     truth = ops.where(ops.isnan(y_true), ops.zeros_like(y_true), y_true)
     nll = 0.5 * (log_var + ops.square(truth - mean) * ops.exp(-log_var))
-    weight = ops.stop_gradient(ops.exp(BETA * log_var))
+    weight = ops.stop_gradient(ops.exp(beta * log_var)) if beta else 1.0
     return ops.sum(known * weight * nll, axis=-1) / ops.maximum(ops.sum(known, axis=-1), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="stellar")
+def heteroscedastic_nll(y_true, y_pred):
+    """Per-row beta-NLL of a Gaussian: `y_pred` = [mean (T), log-variance (T)]; NaN truths are ignored."""
+    return _nll(y_true, y_pred, BETA)
+
+
+@keras.saving.register_keras_serializable(package="stellar")
+def gaussian_nll(y_true, y_pred):
+    """Per-row Gaussian NLL (beta 0): for training a variance branch while the means are frozen."""
+    return _nll(y_true, y_pred, 0.0)
 
 
 def _inputs(shapes: dict[str, tuple[int, ...]]) -> dict[str, keras.KerasTensor]:
@@ -68,37 +82,62 @@ def spectral_cnn(shapes: dict[str, tuple[int, ...]], n_targets: int, dropout: fl
     return keras.Model(inputs, out, name="spectral_cnn")
 
 
-def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, linear: tuple[np.ndarray, np.ndarray],
-                    projection: tuple[np.ndarray, np.ndarray], hidden: int = 64, noise: float = 0.05,
-                    l2: float = 1e-3, dropout: float = 0.1) -> tuple[keras.Model, keras.Model]:
+def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, projection: tuple[np.ndarray, np.ndarray],
+                    kernel, hidden: int = 64, noise: float = 0.05, l2: float = 1e-3,
+                    dropout: float = 0.1) -> tuple[keras.Model, keras.Model]:
     """(serving model, training model) sharing every layer.
 
-    `linear` and `projection` are the (kernel, bias) of the frozen ridge and principal-component layers on the
-    flattened (length, 2) input. The serving model feeds the correction the ridge estimate of its own input; the
-    training model takes it as a second input, `ridge`, so that the correction can be trained on out-of-sample
-    ridge estimates of the training rows (in-sample ones are too good and would teach it nothing).
+    Every input of `shapes` ((length, 2) arrays: values and mask) is flattened and the results joined in order;
+    `projection` is the (kernel, bias) of the frozen principal-component layer on that. `kernel` is a kernel ridge
+    fit on the components (`steps.models.linear.KernelRidgeFit`: centres, dual, intercept, scale, width, gamma),
+    rebuilt from frozen stock layers: exp(-g|a - c|^2) = exp(2g a.c - g|c|^2 - g|a|^2) is a Dense layer on the
+    components plus a Dense layer on their squares, added, through an exponential. The serving model feeds the
+    correction its own kernel estimate; the training model takes it as a second input, `estimate`, so that the
+    correction can be trained on out-of-sample estimates of the training rows (in-sample ones are too good and
+    would teach it nothing).
     """
-    spectrum = keras.Input(shape=shapes["spectrum"], name="spectrum", dtype="float32")
-    given = keras.Input(shape=(n_targets,), name="ridge", dtype="float32")
-    flat = layers.Flatten(name="flat")(spectrum)
-    ridge_layer = layers.Dense(n_targets, trainable=False, name="ridge_linear")
+    inputs = _inputs(shapes)
+    given = keras.Input(shape=(n_targets,), name="estimate", dtype="float32")
+    flats = [layers.Flatten(name=f"flat_{key}")(tensor) for key, tensor in inputs.items()]
+    flat = layers.Concatenate(name="flat")(flats) if len(flats) > 1 else flats[0]
     pca_layer = layers.Dense(projection[0].shape[1], trainable=False, name="pca")
+    components = pca_layer(flat)
+
+    g = kernel.gamma / kernel.width
+    centres, dual = np.asarray(kernel.centres), np.asarray(kernel.dual)
+    frozen = [  # (layer, weights)
+        (layers.Dense(len(centres), trainable=False, name="kernel_cross"),
+         [2 * g * centres.T, -g * (centres ** 2).sum(axis=1)]),
+        (layers.Dense(len(centres), use_bias=False, trainable=False, name="kernel_norm"),
+         [np.full((centres.shape[1], len(centres)), -g)]),
+        (layers.Dense(n_targets, trainable=False, name="kernel_linear"),
+         [centres.T @ dual / kernel.scale, np.asarray(kernel.intercept)]),
+        (layers.Dense(n_targets, use_bias=False, trainable=False, name="kernel_gaussian"), [dual]),
+    ]
+    cross, norm, linear, gaussian = (layer for layer, _ in frozen)
+    squares = layers.Multiply(name="squares")([components, components])
+    similarity = layers.Activation("exponential", name="similarity")(layers.Add(name="exponent")(
+        [cross(components), norm(squares)]))
+    estimate = layers.Add(name="kernel_estimate")([linear(components), gaussian(similarity)])
+
     noisy = layers.GaussianNoise(noise, name="pca_noise")
     dense = layers.Dense(hidden, activation="gelu", kernel_regularizer=keras.regularizers.l2(l2), name="dense")
     drop = layers.Dropout(dropout, name="dropout")
     correction = layers.Dense(n_targets, kernel_initializer="zeros", name="mean_correction")
-    log_var = layers.Dense(n_targets, name="log_var")
+    variance_dense = layers.Dense(hidden, activation="gelu", kernel_regularizer=keras.regularizers.l2(l2),
+                                  name=VARIANCE_LAYERS[0])
+    log_var = layers.Dense(n_targets, name=VARIANCE_LAYERS[1])
 
-    def head(components, estimate):
-        h = drop(dense(layers.Concatenate()([noisy(components), estimate])))
-        return layers.Concatenate(name="mean_logvar")([layers.Add()([estimate, correction(h)]), log_var(h)])
+    def head(guess):
+        features = layers.Concatenate()([noisy(components), guess])
+        mean = layers.Add()([guess, correction(drop(dense(features)))])
+        return layers.Concatenate(name="mean_logvar")([mean, log_var(drop(variance_dense(features)))])
 
-    components = pca_layer(flat)
-    serving = keras.Model({"spectrum": spectrum}, head(components, ridge_layer(flat)), name="spectral_hybrid")
-    training = keras.Model({"spectrum": spectrum, "ridge": given}, head(components, given),
-                           name="spectral_hybrid_training")
-    ridge_layer.set_weights([np.asarray(w, np.float32) for w in linear])
+    serving = keras.Model(inputs, head(estimate), name="spectral_hybrid")
+    training = keras.Model({**inputs, "estimate": given}, head(given), name="spectral_hybrid_training")
     pca_layer.set_weights([np.asarray(w, np.float32) for w in projection])
+    for layer, weights in frozen:
+        layer.set_weights([np.asarray(w, np.float32) for w in weights])
     return serving, training
 
 

@@ -17,13 +17,18 @@ Regression targets are learnt in the fitted space of the baselines (log10 Teff, 
 their training mean and standard deviation. The SED model is trained on the training rows plus copies in which
 each band (its magnitude, error, colours and abs_G) is dropped at random, so that it predicts with missing bands.
 
-The spectral model (`networks.spectral_hybrid`) starts from a ridge regression on the pixels, solved in closed form
-with its penalty chosen by leave-one-out error, and learns a correction to it. Its training set is cleaned as a
-careful spectroscopist would clean a labelled library: only stars of `SPECTRAL_TEFF_RANGE` are used (the
-domain of FGK stars and their neighbours, where labels are reliable and the model is measured; a labelled library
-may carry hot stars whose tabulated Teff is wrong, as MILES's labels.csv does for ~44 stars above 10,000 K that
-lost their leading digit), and stars whose label disagrees with their spectrum, a leave-one-out ridge residual
-beyond `OUTLIER_SIGMA` robust sigmas in any label, are left out before the final fit.
+The spectral model (`networks.spectral_hybrid`) reads the normalised flux and, where the features have it, the
+continuum shape that normalisation removed (it carries Teff). Its training set is cleaned as a careful
+spectroscopist would clean a labelled library: only stars of `SPECTRAL_TEFF_RANGE` are used (the domain of FGK
+stars and their neighbours, where labels are reliable and the model is measured; a labelled library may carry hot
+stars whose tabulated Teff is wrong, as MILES's labels.csv does for ~44 stars above 10,000 K that lost their
+leading digit), and stars whose label disagrees with their spectrum, a leave-one-out ridge residual beyond
+`OUTLIER_SIGMA` robust sigmas in any label, are left out (that ridge on the pixels also weighs the continuum shape
+against the flux, by leave-one-out error). The estimate is then a kernel ridge regression (linear + Gaussian
+kernel) on the leading principal components, solved in closed form with its width and penalties chosen by
+leave-one-out error: on MILES it cuts the leave-one-out error of log g by a fifth against the linear ridge. A small
+network learns a correction to it (early stopping keeps it only where it helps on validation) and, trained last on
+its own with the means frozen, the per-star uncertainty.
 """
 
 from __future__ import annotations
@@ -46,16 +51,20 @@ import tensorflow as tf  # noqa: E402
 from steps.models.baseline import (  # noqa: E402
     DEFAULT_LABELS,
     MODALITY,
+    OUTLIER_SIGMA,
     RIDGE_GRID,
+    SPECTRAL_TEFF_RANGE,
     TARGET_TRANSFORMS,
     TASK,
     _feature_columns,
     _vector_length,
+    in_teff_range,
 )
 from steps.models.inputs import Columns  # noqa: E402
 from steps.models.io import FORMAT_VERSION, KERAS_MODEL, SAVED_MODEL, Trained  # noqa: E402
 from steps.models.keras import KIND  # noqa: E402
 from steps.models.keras.calibration import (  # noqa: E402
+    LOG_VAR_RANGE,
     expected_calibration_error,
     fit_temperature,
     log_loss,
@@ -63,10 +72,17 @@ from steps.models.keras.calibration import (  # noqa: E402
     softmax,
 )
 from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput, band_of  # noqa: E402
-from steps.models.keras.networks import heteroscedastic_nll, sed_mlp, spectral_hybrid, views_cnn  # noqa: E402
+from steps.models.keras.networks import (  # noqa: E402
+    VARIANCE_LAYERS,
+    gaussian_nll,
+    heteroscedastic_nll,
+    sed_mlp,
+    spectral_hybrid,
+    views_cnn,
+)
 from steps.models.keras.predictor import KerasClassifierPredictor, KerasRegressionPredictor  # noqa: E402
-from steps.models.linear import balanced_weights, ridge  # noqa: E402
-from steps.models.metrics import MAD_TO_SIGMA, regression_metrics  # noqa: E402
+from steps.models.linear import balanced_weights, kernel_ridge, ridge, robust_outliers  # noqa: E402
+from steps.models.metrics import regression_metrics  # noqa: E402
 from steps.models.predictor import forward_transform  # noqa: E402
 from steps.models.splits import classified_rows, classifier_fit_metrics
 
@@ -95,10 +111,8 @@ RECIPES = {
 }
 
 
-# The spectral model's training domain (K) and label-outlier rule (see the module docstring).
-SPECTRAL_TEFF_RANGE = (3500.0, 8000.0)
-OUTLIER_SIGMA = 4.0
 SPECTRAL_COMPONENTS = 64  # principal components the correction network sees
+CONTINUUM_WEIGHTS = (1.0, 2.0, 4.0, 8.0)  # candidate weights of the continuum shape against the flux in the ridge
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -183,6 +197,31 @@ def _fit(model: keras.Model, recipe: Recipe, epochs: int, x: dict[str, np.ndarra
         "seconds_per_epoch": per_epoch, "samples_per_second": float(n / per_epoch) if per_epoch > 0 else None,
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
     }
+
+
+def variance_score(outputs: np.ndarray, y: np.ndarray) -> float:
+    """Mean over targets of the Gaussian NLL with each squared standardised residual capped at 25 (a few
+    mislabelled stars cannot decide), NaN truths left out: early stopping of a variance branch."""
+    n_targets = y.shape[1]
+    log_var = np.clip(outputs[:, n_targets:], *LOG_VAR_RANGE)
+    squares = np.minimum((y - outputs[:, :n_targets]) ** 2 * np.exp(-log_var), 25.0)
+    terms = 0.5 * (log_var + squares)
+    means = [float(np.nanmean(np.where(np.isfinite(y[:, t]), terms[:, t], np.nan)))
+             for t in range(n_targets) if np.isfinite(y[:, t]).any()]
+    return float(np.mean(means)) if means else math.inf
+
+
+def _fit_variance(model: keras.Model, names: tuple[str, ...], recipe: Recipe, epochs: int,
+                  x: dict[str, np.ndarray], y: np.ndarray,
+                  held_out: tuple[dict[str, np.ndarray], np.ndarray] | None) -> dict[str, Any]:
+    """Train only the layers `names` (a variance branch) with the Gaussian NLL, the rest frozen, stopping early on
+    `variance_score`; return the epochs run and the best one."""
+    for layer in model.layers:
+        layer.trainable = layer.name in names
+    model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=gaussian_nll)
+    fit = _fit(model, recipe, epochs, x, y, held_out, variance_score)
+    return {"variance_epochs_run": fit["epochs_run"], "variance_best_epoch": fit["best_epoch"],
+            "variance_seconds_total": fit["seconds_total"]}
 
 
 def _architecture(model: keras.Model) -> dict[str, Any]:
@@ -281,8 +320,12 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
                                          np.random.default_rng(seed))
     net = build(encoder.shapes, len(labels), x_train, z_train)
     net.training.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=heteroscedastic_nll)
+    held_out = (net.held_out_inputs(x_val), z_val) if x_val is not None else None
     fit = _fit(net.training, recipe, epochs or recipe.max_epochs, net.fit_inputs(x_train), z_train[net.rows],
-               (net.held_out_inputs(x_val), z_val) if x_val is not None else None, regression_score)
+               held_out, regression_score)
+    if net.variance_layers:
+        fit.update(_fit_variance(net.training, net.variance_layers, recipe, epochs or recipe.max_epochs,
+                                 net.fit_inputs(x_train), z_train[net.rows], held_out))
     model = net.serving
 
     info = _base_info(name, encoder, model, spec, seed, fit, ct.n, cv.n, recipe)
@@ -290,6 +333,7 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
                  "target_scaling": {"mean": y_mean.tolist(), "std": y_std.tolist()},
                  "calibration": {"sigma_scale": {t: 1.0 for t in labels}}})
     info["training"].update(net.record)
+    info["training"].update({key: value for key, value in fit.items() if key.startswith("variance_")})
     predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
     calib_cols, calib_truth = (cv, targets(cv)) if cv.n else (ct, y_train)
     mean, sigma = predictor.fitted_space(calib_cols)
@@ -317,6 +361,7 @@ class _Network:
     rows: np.ndarray  # indices of the training rows fitted
     extra: Callable[[dict[str, np.ndarray], bool], dict[str, np.ndarray]] = lambda x, fitted: {}
     record: dict[str, Any] = field(default_factory=dict)
+    variance_layers: tuple[str, ...] = ()  # trained once more, alone, after the means (see `_fit_variance`)
 
     def fit_inputs(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The training model's inputs for the fitted training rows."""
@@ -336,81 +381,87 @@ def _plain(build):
     return make
 
 
-def _imputed(spectrum: np.ndarray, pixel_mean: np.ndarray) -> np.ndarray:
-    """(n, length) encoded flux with bad pixels (mask channel 1, value 0) set to the training mean of the pixel."""
-    return spectrum[:, :, 0] + pixel_mean * spectrum[:, :, 1]
+def _imputed(vector: np.ndarray, entry_mean: np.ndarray) -> np.ndarray:
+    """(n, length) values of an encoded (n, length, 2) input with bad entries (mask channel 1, value 0) set to the
+    training mean of the entry."""
+    return vector[:, :, 0] + entry_mean * vector[:, :, 1]
 
 
-def _on_flattened(weights: np.ndarray, pixel_mean: np.ndarray) -> np.ndarray:
-    """Weights on imputed pixels (length, k) as the kernel of a Dense layer on the flattened (length, 2) input."""
+def _on_flattened(weights: np.ndarray, entry_mean: np.ndarray) -> np.ndarray:
+    """Weights on imputed entries (length, k) as the kernel of a Dense layer on the flattened (length, 2) input."""
     kernel = np.empty((2 * weights.shape[0], weights.shape[1]))
-    kernel[0::2], kernel[1::2] = weights, pixel_mean[:, None] * weights
+    kernel[0::2], kernel[1::2] = weights, entry_mean[:, None] * weights
     return kernel
 
 
-def _robust_outliers(residuals: np.ndarray, n_sigma: float) -> np.ndarray:
-    """Rows whose residual in any column is beyond `n_sigma` robust sigmas of that column's (NaN = no opinion)."""
-    out = np.zeros(len(residuals), bool)
-    for r in residuals.T:
-        known = np.isfinite(r)
-        if known.sum() < 3:
-            continue
-        centre = np.median(r[known])
-        sigma = MAD_TO_SIGMA * np.median(np.abs(r[known] - centre))
-        out[known] |= np.abs(r[known] - centre) > n_sigma * max(sigma, 1e-12)
-    return out
+def _loo_score(fit) -> float:
+    """Mean over targets of the leave-one-out RMSE of a ridge fit (targets are standardised)."""
+    return float(np.mean([np.sqrt(np.nanmean(r ** 2)) for r in fit.loo_residuals.T]))
 
 
 def _spectral_network(shapes, n_targets, x, z) -> _Network:
-    """The ridge-started hybrid (see the module docstring): clean, fit the ridge, build the network around it."""
-    spectrum = x["spectrum"]
-    good = 1.0 - spectrum[:, :, 1]
-    pixel_mean = (spectrum[:, :, 0] * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1.0)
-    pixels = _imputed(spectrum, pixel_mean)
+    """The ridge-started hybrid (see the module docstring): clean, fit the ridge, build the network around it.
+
+    With a `continuum` input, its encoded values enter the ridge and the principal components multiplied by a
+    weight chosen from `CONTINUUM_WEIGHTS` by leave-one-out error (one ridge penalty then suits both inputs)."""
+    keys = list(shapes)
+    means = {}
+    for key in keys:
+        good = 1.0 - x[key][:, :, 1]
+        means[key] = (x[key][:, :, 0] * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1.0)
+    entry_mean = np.concatenate([means[key] for key in keys])
+    imputed = {key: _imputed(x[key], means[key]) for key in keys}
     alphas = tuple(a * len(z) for a in RIDGE_GRID)
-    first = ridge(pixels, z, alphas=alphas)
-    rows = np.flatnonzero(~_robust_outliers(first.loo_residuals, OUTLIER_SIGMA))
-    fit = ridge(pixels[rows], z[rows], alphas=alphas)
-    # Out-of-sample ridge estimates of the fitted rows: the truth minus the leave-one-out residual where the
-    # truth is known (the in-sample estimate where it is not, which the loss ignores anyway).
-    in_sample = pixels[rows] @ fit.coef + fit.intercept
-    out_of_sample = np.where(np.isfinite(fit.loo_residuals), z[rows] - fit.loo_residuals, in_sample)
-    centred = pixels[rows] - pixels[rows].mean(axis=0)
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+
+    def features(weight: float, rows=slice(None)) -> np.ndarray:
+        return np.hstack([imputed[key][rows] * (weight if key == "continuum" else 1.0) for key in keys])
+
+    weights = CONTINUUM_WEIGHTS if "continuum" in keys else (1.0,)
+    trials = {weight: ridge(features(weight), z, alphas=alphas) for weight in weights}
+    weight = min(weights, key=lambda w: _loo_score(trials[w]))
+    rows = np.flatnonzero(~robust_outliers(trials[weight].loo_residuals, OUTLIER_SIGMA))
+    pixels = features(weight, rows)
+    scale = np.concatenate([np.full(shapes[key][0], weight if key == "continuum" else 1.0) for key in keys])
+    centre = pixels.mean(axis=0)
+    _, singular, vt = np.linalg.svd(pixels - centre, full_matrices=False)
     k = int(min(SPECTRAL_COMPONENTS, len(rows) - 1))
     basis = vt[:k].T * (np.sqrt(len(rows)) / singular[0])  # one scale for all: the leading component has unit sd
-    projection = (_on_flattened(basis, pixel_mean), -pixels[rows].mean(axis=0) @ basis)
-    serving, training = spectral_hybrid(shapes, n_targets, (_on_flattened(fit.coef, pixel_mean), fit.intercept),
-                                        projection)
+    components = (pixels - centre) @ basis
+    fit = kernel_ridge(components, z[rows])
+    # Out-of-sample estimates of the fitted rows: the truth minus the leave-one-out residual where the truth is
+    # known (the in-sample estimate where it is not, which the loss ignores anyway).
+    out_of_sample = np.where(np.isfinite(fit.loo_residuals), z[rows] - fit.loo_residuals, fit.predict(components))
+    projection = (_on_flattened(basis * scale[:, None], entry_mean), -centre @ basis)
+    serving, training = spectral_hybrid(shapes, n_targets, projection, fit)
 
     def extra(inputs: dict[str, np.ndarray], fitted: bool) -> dict[str, np.ndarray]:
         if fitted:
-            return {"ridge": out_of_sample.astype(np.float32)}
-        estimate = _imputed(inputs["spectrum"], pixel_mean) @ fit.coef + fit.intercept
-        return {"ridge": estimate.astype(np.float32)}
+            return {"estimate": out_of_sample.astype(np.float32)}
+        joined = np.hstack([_imputed(inputs[key], means[key]) for key in keys]) * scale
+        return {"estimate": fit.predict((joined - centre) @ basis).astype(np.float32)}
 
-    record = {"ridge_alpha": fit.alpha.tolist(), "label_outliers_left_out": int(len(z) - len(rows)),
+    record = {"inputs": keys, "label_outliers_left_out": int(len(z) - len(rows)),
               "outlier_rule": f"leave-one-out ridge residual > {OUTLIER_SIGMA:g} robust sigma in any label",
-              "principal_components": k}
-    return _Network(serving, training, rows, extra, record)
-
-
-def _in_teff_range(table: pa.Table, teff_range: tuple[float, float]) -> pa.Table:
-    """The rows whose Teff lies in the range (rows without a Teff are kept: they teach the other labels)."""
-    if "teff" not in table.column_names:
-        return table
-    teff = Columns(table).scalar("teff")
-    keep = ~np.isfinite(teff) | ((teff >= teff_range[0]) & (teff <= teff_range[1]))
-    return table.filter(pa.array(keep))
+              "principal_components": k, "kernel_gamma": fit.gamma, "kernel_alpha": fit.alpha.tolist(),
+              "kernel_loo_rmse": [round(float(np.sqrt(np.nanmean(r ** 2))), 5) for r in fit.loo_residuals.T],
+              "ridge_loo_rmse": [round(float(np.sqrt(np.nanmean(r ** 2))), 5) for r in trials[weight].loo_residuals.T]}
+    if "continuum" in keys:
+        record["continuum_weight"] = weight
+    return _Network(serving, training, rows, extra, record, VARIANCE_LAYERS)
 
 
 def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
                     epochs: int | None) -> Trained:
     length = _vector_length(spec, ("grid.length", "length"), train, "flux")
-    encoder = Encoder([VectorInput("flux", length, key="spectrum", mask_column="mask", ivar_column="ivar",
-                                   mask_channel=True, clip=(-1.0, 3.0))])
-    trained = _train_regression("spectral", encoder, _spectral_network, _in_teff_range(train, SPECTRAL_TEFF_RANGE),
-                                _in_teff_range(val, SPECTRAL_TEFF_RANGE), spec, seed, epochs)
+    inputs = [VectorInput("flux", length, key="spectrum", mask_column="mask", ivar_column="ivar",
+                          mask_channel=True, clip=(-1.0, 3.0))]
+    if "continuum_shape" in train.column_names:
+        blocks = _vector_length(spec, ("continuum_blocks",), train, "continuum_shape")
+        inputs.append(VectorInput("continuum_shape", blocks, key="continuum", mask_channel=True, clip=(-3.0, 3.0),
+                                  optional=True))
+    encoder = Encoder(inputs)
+    trained = _train_regression("spectral", encoder, _spectral_network, in_teff_range(train, SPECTRAL_TEFF_RANGE),
+                                in_teff_range(val, SPECTRAL_TEFF_RANGE), spec, seed, epochs)
     trained.info["training"]["teff_range"] = list(SPECTRAL_TEFF_RANGE)
     return trained
 
