@@ -1,12 +1,17 @@
-"""Training cost of the three Keras models on CPU: seconds per epoch and samples per second, at realistic sizes.
+"""Training cost of the Keras models: seconds per epoch and samples per second, at realistic sizes.
 
     .venv/bin/python bench/bench_training.py [--threads 2] [--epochs 3] [--scale 1.0]
+    KERAS_BACKEND=jax python bench/bench_training.py      # the same networks on another Keras backend (a GPU)
 
 Each row trains a freshly built network with `model.fit` on random inputs of the shapes the pipeline feeds it
 (the networks of `steps.models.keras.networks`, their losses, Adam), timing every epoch after the first (which
 also traces the graph):
 
-- spectral CNN: 4,000-pixel spectra with their mask (2 channels) -> 3 targets x (mean, log-variance), batch 64;
+- spectral kernel network (the production spectral model): 1,024-pixel spectra and 64 continuum blocks, each with
+  its mask; its closed-form part (principal components and the kernel ridge regression with its leave-one-out
+  search, NumPy) is timed apart as `closed form s`, then the correction network trains, batch 32, on 2,048 rows;
+- spectral CNN: 4,000-pixel spectra with their mask (2 channels) -> 3 targets x (mean, log-variance), batch 64
+  (for libraries of many thousands of spectra);
 - light-curve CNN: 201-bin global and 61-bin local views + 10 scalars -> 5 class logits, batch 64;
 - SED MLP: 8 bands (magnitudes, errors, 10 colours, abs G, parallax and its error: 29 values + 29 missing
   indicators) -> 3 x (mean, log-variance), batch 256;
@@ -78,29 +83,61 @@ class _Timer:
         self.callback = Callback()
 
 
+def _spectral_kernel(n: int, rng: np.random.Generator):
+    """(training model, its inputs, targets, seconds of the closed-form part) of the production spectral network,
+    on random spectra of the pipeline's shapes."""
+    from steps.models.keras.networks import spectral_hybrid
+    from steps.models.linear import kernel_ridge
+
+    shapes = {"spectrum": (1024, 2), "continuum": (64, 2)}
+    x = {key: rng.normal(size=(n, *shape)).astype(np.float32) for key, shape in shapes.items()}
+    y = rng.normal(size=(n, 3)).astype(np.float32)
+    started = time.perf_counter()
+    flat = np.hstack([x[key].reshape(n, -1) for key in shapes]).astype(np.float64)
+    centre = flat.mean(axis=0)
+    _, singular, vt = np.linalg.svd(flat - centre, full_matrices=False)
+    basis = vt[:64].T * (np.sqrt(n) / singular[0])
+    components = (flat - centre) @ basis
+    fit = kernel_ridge(components, y)
+    estimate = (y - fit.loo_residuals).astype(np.float32)
+    seconds = time.perf_counter() - started
+    _, training = spectral_hybrid(shapes, 3, (basis, -centre @ basis), fit)
+    return training, {**x, "estimate": estimate}, y, seconds
+
+
 def run(threads: int, epochs: int, scale: float) -> list[dict]:
     import keras
-    import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from steps.models.keras.networks import heteroscedastic_nll
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     rng = np.random.default_rng(0)
     rows = []
-    for name, (build, shapes, outputs, loss, batch, n, task) in _networks().items():
+    cases = {"spectral kernel network (1024 px + 64 blocks)": (None, None, 3, heteroscedastic_nll, 32, 2048, "reg"),
+             **_networks()}
+    for name, (build, shapes, outputs, loss, batch, n, task) in cases.items():
         n = max(batch, int(n * scale))
         keras.utils.set_random_seed(0)
-        model = build(shapes, outputs)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-        x = {key: rng.normal(size=(n, *shape)).astype(np.float32) for key, shape in shapes.items()}
-        if task == "cls":
-            y = rng.integers(0, outputs, n)
+        closed_form = None
+        if build is None:
+            model, x, y, closed_form = _spectral_kernel(n, rng)
         else:
-            y = rng.normal(size=(n, outputs)).astype(np.float32)
+            model = build(shapes, outputs)
+            x = {key: rng.normal(size=(n, *shape)).astype(np.float32) for key, shape in shapes.items()}
+            if task == "cls":
+                y = rng.integers(0, outputs, n)
+            else:
+                y = rng.normal(size=(n, outputs)).astype(np.float32)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
         timer = _Timer()
         model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, callbacks=[timer.callback])
         wall, cpu = float(np.median(timer.wall[1:])), float(np.median(timer.cpu[1:]))
         rows.append({"model": name, "parameters": model.count_params(), "batch": batch, "rows": n,
-                     "s/epoch": wall, "samples/s": n / wall, "CPU s/epoch": cpu})
+                     "s/epoch": wall, "samples/s": n / wall, "CPU s/epoch": cpu, "closed form s": closed_form})
     return rows
 
 
@@ -110,13 +147,32 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per model (the first is not timed)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the rows per epoch")
     args = parser.parse_args()
+    import keras
+
     rows = run(args.threads, max(2, args.epochs), args.scale)
-    print(f"CPU training cost, {args.threads} threads, steady epochs (median of {max(2, args.epochs) - 1})")
-    print(f"{'model':30s} {'params':>9s} {'batch':>6s} {'rows':>7s} {'s/epoch':>8s} {'samples/s':>10s} "
-          f"{'CPU s/epoch':>11s}")
+    backend = keras.backend.backend()
+    devices = _devices(backend)
+    print(f"training cost, Keras {keras.__version__} on {backend} ({devices}), {args.threads} CPU threads where "
+          f"the backend takes a setting, steady epochs (median of {max(2, args.epochs) - 1})")
+    print(f"{'model':46s} {'params':>9s} {'batch':>6s} {'rows':>7s} {'s/epoch':>8s} {'samples/s':>10s} "
+          f"{'CPU s/epoch':>11s} {'closed form s':>13s}")
     for r in rows:
-        print(f"{r['model']:30s} {r['parameters']:9,d} {r['batch']:6d} {r['rows']:7d} {r['s/epoch']:8.2f} "
-              f"{r['samples/s']:10,.0f} {r['CPU s/epoch']:11.2f}")
+        closed = f"{r['closed form s']:13.2f}" if r["closed form s"] is not None else f"{'-':>13s}"
+        print(f"{r['model']:46s} {r['parameters']:9,d} {r['batch']:6d} {r['rows']:7d} {r['s/epoch']:8.3f} "
+              f"{r['samples/s']:10,.0f} {r['CPU s/epoch']:11.2f} {closed}")
+
+
+def _devices(backend: str) -> str:
+    """What the backend computes on, in words."""
+    if backend == "jax":
+        import jax
+
+        return ", ".join(sorted({f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()}))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return ", ".join(d.device_type for d in tf.config.list_logical_devices()) or "CPU"
+    return "?"
 
 
 if __name__ == "__main__":
