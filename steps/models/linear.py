@@ -116,7 +116,8 @@ def kernel_ridge(x: np.ndarray, y: np.ndarray, gammas: tuple[float, ...] = (0.5,
     scores: dict[str, list[float]] = {"gammas": list(map(float, gammas))}
     for gamma in gammas:
         gram = x @ x.T / scale + np.exp(-gamma * squares / width)
-        fits = [_kernel_target(gram, y[:, t], alphas) for t in range(y.shape[1])]
+        decompositions: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # targets known on the same rows share one
+        fits = [_kernel_target(gram, y[:, t], alphas, decompositions) for t in range(y.shape[1])]
         score = float(np.mean([fit[0] for fit in fits]))
         scores.setdefault("loo_rmse", []).append(score)
         if best is None or score < best[0] - 1e-12:
@@ -128,13 +129,18 @@ def kernel_ridge(x: np.ndarray, y: np.ndarray, gammas: tuple[float, ...] = (0.5,
                           np.array([fit[4] for fit in fits]), loo, scores)
 
 
-def _kernel_target(gram: np.ndarray, y: np.ndarray, alphas: tuple[float, ...]):
-    """(LOO RMSE, dual, LOO residuals, intercept, alpha) of one target at its best penalty."""
+def _kernel_target(gram: np.ndarray, y: np.ndarray, alphas: tuple[float, ...],
+                   decompositions: dict[bytes, tuple[np.ndarray, np.ndarray]]):
+    """(LOO RMSE, dual, LOO residuals, intercept, alpha) of one target at its best penalty; the eigendecomposition
+    of the Gram matrix of its known rows is kept in `decompositions` for the other targets."""
     rows = np.isfinite(y)
     if rows.sum() < 2:
         raise ValueError("a target has fewer than 2 training rows with a finite value")
     intercept = float(y[rows].mean())
-    values, vectors = np.linalg.eigh(gram[np.ix_(rows, rows)])
+    key = np.packbits(rows).tobytes()
+    if key not in decompositions:
+        decompositions[key] = np.linalg.eigh(gram[np.ix_(rows, rows)])
+    values, vectors = decompositions[key]
     projected = vectors.T @ (y[rows] - intercept)
     best = None
     for alpha in alphas:
