@@ -98,7 +98,11 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
     print("\nModels in production")
     for name, model in sorted(record["models"].items()):
         serving = f"version {model['version']}" if model["version"] else "no production version"
-        if model["promotion"] == "refused":
+        if model.get("baseline_version"):
+            note = (f"candidate {model['candidate']} refused by the quality gates, and with no production version "
+                    f"yet its NumPy baseline was promoted as version {model['baseline_version']} (reasons: "
+                    f"stellar models show {name}@{model['candidate']})")
+        elif model["promotion"] == "refused":
             note = (f"candidate {model['candidate']} refused by the quality gates "
                     f"(reasons: stellar models show {name}@{model['candidate']})")
         else:

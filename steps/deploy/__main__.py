@@ -30,8 +30,11 @@ def serving_record(registry: ModelRegistry, promotion: dict[str, dict[str, Any]]
     for name, outcome in sorted(promotion.items()):
         version = registry.aliases(name).get(PRODUCTION)
         record = registry.get_version(name, version) if version else None
+        candidate = outcome.get("refused_version", outcome["version"])
         models[name] = {"version": version, "blob": record.blob if record else None,
-                        "promotion": outcome["outcome"], "candidate": outcome["version"]}
+                        "promotion": outcome["outcome"], "candidate": candidate}
+        if outcome.get("model") == "baseline":  # the candidate was refused and its baseline took its place
+            models[name]["baseline_version"] = outcome["version"]
     return {"models": models}
 
 

@@ -1,8 +1,12 @@
-"""Evaluate stage: measure each trained model and its null predictor on the test split, and apply the gates.
+"""Evaluate stage: measure each trained model, its null predictor and its NumPy baseline on the test split, and
+apply the gates.
 
 `python -m steps.evaluate --split DIR --spectral DIR --lightcurve DIR --sed DIR [--gates YAML_OR_PATH]
 [--production-metrics FILE | --registry URI] --out DIR` writes `metrics.json`, `verdict.json`, `production.json`,
-`predictions/<model>.parquet` and `report.md`. A model refused by the gates is a result, not an error.
+`predictions/<model>.parquet`, `report.md` and, for each Keras model, `baselines/<model>/`: the baseline trained
+on the same split (seconds, deterministic), which the gates compare the model with and which promotion takes
+instead when the model is refused and no production version exists yet. A model refused by the gates is a result,
+not an error.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from steps.models import MODALITY, load_model, null_for
 from steps.models.inputs import Columns
 from steps.models.metrics import classification_metrics, period_metrics, regression_metrics
 from steps.models.splits import read_split
+from steps.train import train_from_split
 
 log = get_logger("evaluate")
+BASELINES = "baselines"  # folder of the evaluation artifact holding the baselines trained for comparison
 
 
 @dataclass
@@ -38,6 +44,8 @@ class Evaluation:
     null: dict[str, Any]
     predictions: pd.DataFrame
     info: dict[str, Any]
+    baseline: dict[str, Any] | None = None  # test metrics of the NumPy baseline (None: the model is one)
+    baseline_dir: Path | None = None
 
 
 def test_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.DataFrame) -> dict[str, Any]:
@@ -57,8 +65,10 @@ def test_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.Da
     return out
 
 
-def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.PathLike) -> Evaluation:
-    """Predict the test split with the model and with its null predictor (fitted on the training split)."""
+def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.PathLike,
+                   baseline_dir: str | os.PathLike | None = None) -> Evaluation:
+    """Predict the test split with the model and with its null predictor (fitted on the training split); with
+    `baseline_dir`, a Keras model's NumPy baseline is trained there on the same split and measured too."""
     model = load_model(model_dir)
     if model.name != name:
         raise ValueError(f"--{name} {model_dir}: holds a {model.name!r} model, not {name!r}")
@@ -87,8 +97,13 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
             frame["period"] = predicted["period"].to_numpy()
         if cols.has("period_true"):
             frame["period_true"] = cols.scalar("period_true")
-    return Evaluation(name, model.task, outputs, metrics_model, metrics_null,
-                      pd.DataFrame(frame, index=pd.RangeIndex(cols.n)), model.info)
+    evaluation = Evaluation(name, model.task, outputs, metrics_model, metrics_null,
+                            pd.DataFrame(frame, index=pd.RangeIndex(cols.n)), model.info)
+    if baseline_dir is not None and model.info.get("training", {}).get("trainer") != "baseline":
+        trained = train_from_split(name, split_dir, baseline_dir, trainer="baseline")
+        evaluation.baseline = test_metrics(model.task, outputs, test, load_model(trained).predict_table(test))
+        evaluation.baseline_dir = Path(trained)
+    return evaluation
 
 
 def _normalise_production(entry: Any, name: str, source: str) -> dict[str, Any] | None:
@@ -143,7 +158,7 @@ def production_from_registry(uri: str, names: list[str]) -> dict[str, dict[str, 
 
 def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
            production: dict[str, dict[str, Any] | None], synthetic: bool) -> str:
-    """A short Markdown summary: verdicts, key metrics of model / null / production, every reason."""
+    """A short Markdown summary: verdicts, key metrics of model / null / baseline / production, every reason."""
     lines = ["# Model evaluation", ""]
     if synthetic:
         lines += ["Data: **synthetic** (the split was generated, not observed).", ""]
@@ -154,18 +169,18 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
         lines.append(f"| {ev.name} | {'PASS' if verdicts[ev.name].passed else 'REFUSED'} | {where} |")
     for ev in evaluations:
         prod = (production.get(ev.name) or {}).get("metrics") or {}
+        sources = (ev.model, ev.null, ev.baseline or {}, prod)
         lines += ["", f"## {ev.name} ({ev.info.get('kind')}, {ev.model.get('n_test', 0)} test objects)", ""]
         if ev.task == "regression":
-            lines += ["| target | metric | model | null | production |", "|---|---|---|---|---|"]
+            lines += ["| target | metric | model | null | baseline | production |", "|---|---|---|---|---|---|"]
             for target in ev.outputs:
                 for metric in ("robust_sigma", "rmse", "bias", "outlier_fraction", "coverage_68", "coverage_95"):
-                    values = [(m.get("targets", {}).get(target) or {}).get(metric) for m in (ev.model, ev.null, prod)]
+                    values = [(m.get("targets", {}).get(target) or {}).get(metric) for m in sources]
                     lines.append(f"| {target} | {metric} | " + " | ".join(fmt(v) for v in values) + " |")
         else:
-            lines += ["| metric | model | null | production |", "|---|---|---|---|"]
+            lines += ["| metric | model | null | baseline | production |", "|---|---|---|---|---|"]
             for metric in ("accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss"):
-                lines.append(f"| {metric} | " + " | ".join(fmt(m.get(metric)) for m in (ev.model, ev.null, prod))
-                             + " |")
+                lines.append(f"| {metric} | " + " | ".join(fmt(m.get(metric)) for m in sources) + " |")
             confusion = ev.model.get("confusion") or {}
             if confusion.get("labels"):
                 labels = confusion["labels"]
@@ -179,6 +194,16 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
 
 def judge_all(evaluations: list[Evaluation], gates: Gates,
               production: dict[str, dict[str, Any] | None]) -> dict[str, Verdict]:
-    """The verdict on every evaluated model."""
-    return {ev.name: judge(ev.name, ev.task, ev.outputs if ev.task == "regression" else [], ev.model, ev.null,
-                           gates.for_model(ev.name), production.get(ev.name)) for ev in evaluations}
+    """The verdict on every evaluated model. A refused model with a baseline and no production version gets the
+    baseline's own verdict as `fallback` (the same gates, less the comparison with itself): the registry then
+    starts from the better of the two that passes."""
+    verdicts = {}
+    for ev in evaluations:
+        targets = ev.outputs if ev.task == "regression" else []
+        model_gates = gates.for_model(ev.name)
+        verdict = judge(ev.name, ev.task, targets, ev.model, ev.null, model_gates, production.get(ev.name),
+                        ev.baseline)
+        if not verdict.passed and ev.baseline is not None and not (production.get(ev.name) or {}).get("version"):
+            verdict.fallback = judge(f"{ev.name} baseline", ev.task, targets, ev.baseline, ev.null, model_gates)
+        verdicts[ev.name] = verdict
+    return verdicts

@@ -1,10 +1,12 @@
 """`python -m steps.evaluate --split DIR [--spectral DIR] [--lightcurve DIR] [--sed DIR] [--gates YAML_OR_PATH]
 [--production-metrics FILE | --registry URI] --out DIR`.
 
-Measures each given model and its null predictor on the split's test rows, compares with the production
-version's recorded metrics, applies the gates, and publishes `metrics.json` ({model: {"model", "null"}}),
-`verdict.json` ({model: {"passed", "reasons", "checks"}}), `production.json` ({model: {"version", "metrics",
-"source"} | null}), `predictions/<model>.parquet`, `report.md`, and `report.html` with its `plots/*.png`.
+Measures each given model, its null predictor and (for a Keras model) its NumPy baseline, trained here on the
+same split, on the split's test rows, compares with the production version's recorded metrics, applies the
+gates, and publishes `metrics.json` ({model: {"model", "null", "baseline"}}), `verdict.json` ({model: {"passed",
+"reasons", "checks", "fallback"}}), `production.json` ({model: {"version", "metrics", "source"} | null}),
+`baselines/<model>/` (model directories), `predictions/<model>.parquet`, `report.md`, and `report.html` with its
+`plots/*.png`.
 Exit status: 0 when the evaluation is complete, whether or not the models passed; 2 bad usage or input
 (invalid gates, a missing or mismatched directory); 1 anything else.
 """
@@ -12,7 +14,9 @@ Exit status: 0 when the evaluation is complete, whether or not the models passed
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,6 +24,7 @@ import pyarrow as pa
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
 from steps.evaluate import (
+    BASELINES,
     judge_all,
     evaluate_model,
     production_from_file,
@@ -62,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except GateError as error:
         parser.error(str(error))
 
+    scratch = tempfile.TemporaryDirectory(prefix="baselines-")  # the baselines, until the artifact is written
     try:
-        evaluations = [evaluate_model(name, path, args.split) for name, path in models.items()]
+        evaluations = [evaluate_model(name, path, args.split, Path(scratch.name) / name)
+                       for name, path in models.items()]
         if args.registry:
             production = production_from_registry(args.registry, list(models))
         else:
@@ -77,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                   "production": {n: (p or {}).get("version") for n, p in production.items()}}
     with ArtifactWriter(args.out, stage="evaluate", parameters=parameters,
                         inputs={"split": args.split, **models}, synthetic=synthetic) as out:
-        out.write_json("metrics.json", {ev.name: {"model": ev.model, "null": ev.null} for ev in evaluations})
+        out.write_json("metrics.json", {ev.name: {"model": ev.model, "null": ev.null,
+                                                  **({"baseline": ev.baseline} if ev.baseline else {})}
+                                        for ev in evaluations})
+        for ev in evaluations:
+            if ev.baseline_dir is not None:
+                shutil.copytree(ev.baseline_dir, out.path(f"{BASELINES}/{ev.name}"))
         out.write_json("verdict.json", {name: verdict.as_dict() for name, verdict in verdicts.items()})
         out.write_json("production.json", production)
         for ev in evaluations:
@@ -89,10 +101,15 @@ def main(argv: list[str] | None = None) -> int:
                      snr=snr_of_test_rows(args.split, list(models)))
         out.count("passed", sum(v.passed for v in verdicts.values()))
         out.count("refused", sum(not v.passed for v in verdicts.values()))
+    scratch.cleanup()
     for name, verdict in verdicts.items():
         failed = [r for r in verdict.reasons if r.startswith("FAIL")]
         log.info("%s: %s%s", name, "passed the gates" if verdict.passed else "refused: ",
                  "" if verdict.passed else "; ".join(failed))
+        if verdict.fallback is not None:
+            log.info("%s: no production version yet; its baseline %s", name,
+                     "passed the gates and will be promoted instead" if verdict.fallback.passed
+                     else "was refused too")
     return 0
 
 

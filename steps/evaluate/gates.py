@@ -1,8 +1,9 @@
 """Quality gates: their YAML schema (validated, with errors that name the offending key) and the verdict.
 
 A model passes when every check passes: enough test rows, few enough missing predictions, every absolute
-threshold, better than the null predictor by `beat_null_by`, and no worse than production by more than
-`max_regression`. Every check, passed or failed, becomes one human-readable reason with its numbers.
+threshold, better than the null predictor by `beat_null_by`, better than its NumPy baseline (trained on the
+same split) by `beat_baseline_by`, and no worse than production by more than `max_regression`. Every check,
+passed or failed, becomes one human-readable reason with its numbers.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ModelGates(BaseModel):
 
     absolute: dict[str, Any] = Field(default_factory=dict)
     beat_null_by: float | None = Field(0.1, ge=0)
+    beat_baseline_by: float | None = Field(0.0, ge=0)
     max_regression: float | None = Field(0.1, ge=0)
     compare: list[str] | None = None
     min_rows: int = Field(10, ge=0)
@@ -165,6 +167,7 @@ class Verdict:
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    fallback: "Verdict | None" = None  # the baseline's verdict, where it may be promoted instead
 
     def add(self, passed: bool, gate: str, metric: str, value: Any, limit: Any, text: str,
             target: str | None = None) -> None:
@@ -180,7 +183,10 @@ class Verdict:
 
     def as_dict(self) -> dict[str, Any]:
         """The verdict as written to `verdict.json`."""
-        return {"passed": self.passed, "reasons": self.reasons, "checks": self.checks}
+        out = {"passed": self.passed, "reasons": self.reasons, "checks": self.checks}
+        if self.fallback is not None:
+            out["fallback"] = {"model": "baseline", **self.fallback.as_dict()}
+        return out
 
 
 def fmt(value: Any) -> str:
@@ -219,9 +225,31 @@ def _label(name: str, target: str | None, metric: str) -> str:
     return f"{name} {target} {metric}" if target else f"{name} {metric}"
 
 
+def _compare(verdict: Verdict, name: str, slots: list[tuple[str | None, str]], model: dict[str, Any],
+             reference_metrics: dict[str, Any], margin: float | None, gate: str, reference_name: str) -> None:
+    """Checks that the model beats a reference predictor by a relative `margin` on every compared metric."""
+    if margin is None:
+        verdict.note(f"{name}: not compared with {reference_name} ({gate} is off)")
+        return
+    for target, metric in slots:
+        value, reference = metric_of(model, target, metric), metric_of(reference_metrics, target, metric)
+        higher = HIGHER_IS_BETTER[metric]
+        if reference is None:
+            verdict.note(f"{_label(name, target, metric)}: {reference_name} has no value; not compared")
+            continue
+        limit = reference * (1 + margin) if higher else reference * (1 - margin)
+        ok = value is not None and (value >= limit if higher else value <= limit)
+        better = "higher" if higher else "lower"
+        verdict.add(ok, gate, metric, value, limit,
+                    f"{_label(name, target, metric)} = {fmt(value)} vs {fmt(reference)} of {reference_name}: "
+                    f"needs {'>=' if higher else '<='} {fmt(limit)} ({margin:.0%} {better})", target)
+
+
 def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null: dict[str, Any],
-          gates: ModelGates, production: dict[str, Any] | None = None) -> Verdict:
-    """The verdict on one model from its test metrics, the null predictor's, and production's (if any).
+          gates: ModelGates, production: dict[str, Any] | None = None,
+          baseline: dict[str, Any] | None = None) -> Verdict:
+    """The verdict on one model from its test metrics, the null predictor's, production's (if any) and its
+    baseline's (if any: None when the model is itself a baseline).
 
     `production`: `{"version": str | None, "metrics": <model metrics> | None, "source": str}` or None.
     """
@@ -258,22 +286,10 @@ def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null:
                     f"{_label(name, target, metric)} = {fmt(value)} (absolute: needs {sign} {fmt(limit)})", target)
 
     slots = _slots(task, gates, targets)
-    if gates.beat_null_by is None:
-        verdict.note(f"{name}: not compared with the null predictor (beat_null_by is off)")
-    else:
-        margin = gates.beat_null_by
-        for target, metric in slots:
-            value, reference = metric_of(model, target, metric), metric_of(null, target, metric)
-            higher = HIGHER_IS_BETTER[metric]
-            if reference is None:
-                verdict.note(f"{_label(name, target, metric)}: the null predictor has no value; not compared")
-                continue
-            limit = reference * (1 + margin) if higher else reference * (1 - margin)
-            ok = value is not None and (value >= limit if higher else value <= limit)
-            better = "higher" if higher else "lower"
-            verdict.add(ok, "beat_null_by", metric, value, limit,
-                        f"{_label(name, target, metric)} = {fmt(value)} vs {fmt(reference)} of the null predictor: "
-                        f"needs {'>=' if higher else '<='} {fmt(limit)} ({margin:.0%} {better})", target)
+    _compare(verdict, name, slots, model, null, gates.beat_null_by, "beat_null_by", "the null predictor")
+    if baseline is not None:
+        _compare(verdict, name, slots, model, baseline, gates.beat_baseline_by, "beat_baseline_by",
+                 "the NumPy baseline")
 
     if gates.max_regression is None:
         verdict.note(f"{name}: not compared with production (max_regression is off)")

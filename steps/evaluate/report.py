@@ -4,7 +4,7 @@ Per regression model: predicted vs true per target (with 1-sigma error bars), re
 test rows have an `snr` column) and against true Teff, and an interval-coverage diagram (observed share of
 truths within the predicted central interval against its nominal probability: the regression reliability
 diagram). Per classifier: the confusion matrix and the reliability diagram of the top-class probability, with
-its expected calibration error. The page has the verdicts, the metric tables (model, null predictor,
+its expected calibration error. The page has the verdicts, the metric tables (model, null predictor, baseline,
 production), every gate reason, and how each model was trained and calibrated; synthetic data is flagged at
 the top and in each model's heading.
 
@@ -182,13 +182,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _metrics_table(ev: Any, production: dict[str, Any]) -> str:
-    sources = (ev.model, ev.null, production)
+    sources = (ev.model, ev.null, ev.baseline or {}, production)
+    columns = ["model", "null", "baseline", "production"]
     if ev.task == "regression":
         rows = [[t, m, *(fmt((s.get("targets", {}).get(t) or {}).get(m)) for s in sources)]
                 for t in ev.outputs for m in REGRESSION_METRICS]
-        return _table(["target", "metric", "model", "null", "production"], rows)
+        return _table(["target", "metric", *columns], rows)
     rows = [[m, *(fmt(s.get(m)) for s in sources)] for m in CLASS_METRICS]
-    return _table(["metric", "model", "null", "production"], rows)
+    return _table(["metric", *columns], rows)
 
 
 def _training_summary(info: dict[str, Any]) -> list[str]:

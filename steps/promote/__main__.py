@@ -11,6 +11,7 @@ from typing import Any
 from steps.core.artifacts import ArtifactWriter, manifest_hash, read_manifest
 from steps.core.logs import get_logger
 from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError
+from steps.evaluate import BASELINES
 
 MODELS = ("spectral", "lightcurve", "sed")
 log = get_logger("promote")
@@ -19,6 +20,8 @@ log = get_logger("promote")
 def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) -> dict[str, dict[str, Any]]:
     """Register each model (idempotent), alias it `candidate`, and make it `production` when its verdict passed.
 
+    A refused model whose verdict carries a passing `fallback` (no production version existed: see the evaluate
+    stage) has its baseline, from the evaluation's `baselines/<model>/`, registered and made `production` instead.
     The production alias moves only if it still points where it pointed when the evaluation ran, so a verdict
     reached against one production version is never applied over another.
     """
@@ -35,6 +38,19 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
         registry.set_alias(name, CANDIDATE, record.version)
         compared_with = (baseline.get(name) or {}).get("version")
         outcome = {"version": record.version, "previous": compared_with, "reasons": verdict.get("reasons", [])}
+        fallback = verdict.get("fallback") or {}
+        if not verdict.get("passed") and fallback.get("passed") and compared_with is None:
+            baseline_dir = evaluation / BASELINES / name
+            fallback_metrics = {**metrics.get(name, {}), "model": metrics.get(name, {}).get("baseline")}
+            record = registry.register(
+                name, baseline_dir, metrics=fallback_metrics, verdict={**fallback, "instead_of": record.version},
+                lineage={"model": manifest_hash(baseline_dir), "evaluation": manifest_hash(evaluation),
+                         "inputs": read_manifest(baseline_dir).inputs})
+            outcome.update({"refused_version": outcome["version"], "version": record.version, "model": "baseline",
+                            "reasons": [*outcome["reasons"], *(f"baseline: {r}" for r in fallback["reasons"])]})
+            verdict = fallback
+            log.info("%s: the model (version %s) was refused and there is no production version: its baseline "
+                     "(version %s) passed the gates", name, outcome["refused_version"], record.version)
         if not verdict.get("passed"):
             outcome["outcome"] = "refused"
             log.info("%s version %s: refused by the quality gates", name, record.version)

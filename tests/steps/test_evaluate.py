@@ -98,6 +98,18 @@ def test_production_tolerance_flips_the_verdict():
     assert no_production.passed and any("no production version" in r for r in no_production.reasons)
 
 
+def test_a_model_must_beat_its_baseline_by_the_margin():
+    gates = ModelGates(beat_null_by=0.1, beat_baseline_by=0.05, max_regression=None)
+    model, null = _regression(200.0), _regression(1500.0)
+    assert judge("spectral", "regression", ["teff"], model, null, gates, None, _regression(215.0)).passed
+    refused = judge("spectral", "regression", ["teff"], model, null, gates, None, _regression(205.0))
+    (reason,) = [r for r in refused.reasons if r.startswith("FAIL")]
+    assert "200 vs 205 of the NumPy baseline: needs <= 194.8 (5% lower)" in reason
+    assert judge("spectral", "regression", ["teff"], model, null, gates.model_copy(update={"beat_baseline_by": None}),
+                 None, _regression(100.0)).passed
+    assert not any("baseline" in r for r in judge("sed", "regression", ["teff"], model, null, gates).reasons)
+
+
 def test_every_check_is_a_reason_and_each_failure_counts():
     gates = ModelGates(absolute={"balanced_accuracy_min": 0.5, "log_loss_max": 1.0}, beat_null_by=0.1,
                        max_regression=None, min_rows=30)

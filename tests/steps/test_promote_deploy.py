@@ -82,3 +82,33 @@ def test_deploy_refuses_a_folder_that_is_no_promotion(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         deploy(["--promotion", str(tmp_path), "--registry", str(tmp_path / "r"), "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2
+
+
+def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_production(learnable, noise, tmp_path):
+    """Models that learnt nothing, recorded as Keras models, are compared with the baselines the evaluation trains
+    on the same split: refused, and with an empty registry their baselines are promoted instead; once production
+    exists a refused model changes nothing."""
+    split, _ = learnable
+    models = {}
+    for name, path in noise[1].items():
+        models[name] = tmp_path / "models" / name
+        shutil.copytree(path, models[name])
+        info = json.loads((models[name] / "model.json").read_text())
+        info["training"]["trainer"] = "keras"
+        (models[name] / "model.json").write_text(json.dumps(info))
+    registry = tmp_path / "registry"
+    outcomes = evaluate_and_promote(split, models, registry, tmp_path / "first")
+    evaluation = tmp_path / "first" / "evaluation"
+    verdicts = json.loads((evaluation / "verdict.json").read_text())
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    for name in NAMES:
+        assert (evaluation / "baselines" / name / "model.json").is_file() and "baseline" in metrics[name]
+        assert not verdicts[name]["passed"] and verdicts[name]["fallback"]["passed"]
+        assert any(r.startswith("FAIL") and "of the NumPy baseline" in r for r in verdicts[name]["reasons"])
+        assert outcomes[name]["outcome"] == "promoted" and outcomes[name]["model"] == "baseline"
+        served = ModelRegistry.open(str(registry))
+        assert served.aliases(name) == {CANDIDATE: outcomes[name]["refused_version"], PRODUCTION: "2"}
+        assert served.resolve(name, PRODUCTION).metrics["model"] == metrics[name]["baseline"]
+    outcomes = evaluate_and_promote(split, models, registry, tmp_path / "second")
+    assert {o["outcome"] for o in outcomes.values()} == {"refused"}
+    assert all(ModelRegistry.open(str(registry)).aliases(name)[PRODUCTION] == "2" for name in NAMES)
