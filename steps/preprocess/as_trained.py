@@ -28,6 +28,10 @@ def preprocess_as_trained(modality: str, raw: RawArtifact, spec: dict[str, Any])
         if (made["length"] != length or abs(made["loglam_start"] - start) > 1e-9
                 or abs(made["loglam_step"] - step) > 1e-12):
             raise SpecMismatch(f"preprocessing made the grid {made}, but the model was trained on {grid}")
+        blocks = spec.get("continuum_blocks")
+        if blocks is not None and features.spec.get("continuum_blocks") != blocks:
+            raise SpecMismatch(f"preprocessing made {features.spec.get('continuum_blocks')} continuum-shape blocks, "
+                               f"but the model was trained on {blocks}")
     elif modality == "photometry":
         features = photometry.preprocess_photometry(raw, deredden=bool(spec.get("dereddened", True)),
                                                     bands=tuple(spec["bands"]))

@@ -79,7 +79,7 @@ _RANGES: list[tuple[str, float, float, bool]] = [
     ("period", 1e-4, 1e5, False), ("ls_period", 1e-4, 1e5, False), ("bls_period", 1e-4, 1e5, False),
     ("n_cadences", 0.0, 1e9, False), ("n_bands", 0.0, 100.0, False), ("amplitude", 0.0, 1e6, False),
     ("std", 0.0, 1e6, False), ("ls_power", 0.0, 1e6, False), ("bls_power", 0.0, 1e12, False),
-    ("fourier_", 0.0, 1e3, False),
+    ("fourier_", 0.0, 10.0, False),
 ]
 _UNBOUNDED = 1e30
 _SCALAR_TYPES = {int, float, type(None)}
@@ -249,11 +249,12 @@ class InputSpec:
         return self._finish(decoded, n, ids.tolist() if ids is not None else None)
 
     def decode_arrays(self, arrays: dict[str, np.ndarray], ids: list[Any] | None) -> Batch:
-        """Validate arrays made on the server (from uploaded files) into a `Batch`."""
+        """Validate arrays made on the server (from uploaded files) into a `Batch`; optional fields may hold NaN
+        (a continuum block the spectrum does not cover)."""
         n = len(next(iter(arrays.values()))) if arrays else 0
         self._check_count(n)
         for name, value in arrays.items():
-            self._check_values(self.fields[name], value)
+            self._check_values(self.fields[name], value, missing_allowed=not self.fields[name].required)
         return self._finish(dict(arrays), n, ids)
 
     # Checks

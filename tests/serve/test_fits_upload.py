@@ -23,6 +23,16 @@ def test_sdss_spec_files_are_predicted_with_their_ids(client, shared_dir):
         assert 2000 < prediction["teff"] < 60000 and prediction["teff_err"] > 0
 
 
+def test_a_library_spectrum_that_stops_short_of_the_grid_is_predicted(client, shared_dir):
+    """MILES ends at 7410 A, so the continuum blocks redder than that are not covered (NaN): an optional field's
+    gaps, predicted as in training, not refused."""
+    path = shared_dir / "data" / "miles" / "spectra" / "MILES_res2.50_star_m0002V.fits.gz"
+    response = client.post("/v1/spectral:predict", files=[("file", (path.name, path.read_bytes(), "application/fits"))])
+    assert response.status_code == 200, response.text
+    (prediction,) = response.json()["predictions"]
+    assert 2000 < prediction["teff"] < 60000 and prediction["teff_err"] > 0
+
+
 def test_a_truncated_or_foreign_file_is_a_422_naming_it(client, shared_dir):
     (_, (name, data, kind)), = _files(shared_dir, 1)
     truncated = client.post("/v1/spectral:predict", files=[("file", (name, data[: len(data) // 2], kind))])
