@@ -101,8 +101,9 @@ def kernel_ridge(x: np.ndarray, y: np.ndarray, gammas: tuple[float, ...] = (0.5,
 
     The width `gamma` (in units of the median squared distance between rows) is the one whose best penalty gives
     the lowest leave-one-out RMSE averaged over the targets; the penalty `alpha` is then chosen per target, by the
-    same closed-form leave-one-out error (residual_i = dual_i / [(K + alpha I)^-1]_ii). Targets should be
-    standardised, so that the penalties and the average mean the same for each.
+    same closed-form leave-one-out error (residual_i = dual_i / [(K + alpha I)^-1]_ii). The intercept (the target's
+    mean) is held at its full-data value in that formula, which makes the residuals optimistic by O(1/n). Targets
+    should be standardised, so that the penalties and the average mean the same for each.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if y.ndim == 1:

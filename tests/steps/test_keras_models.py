@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -183,6 +184,39 @@ def test_uncertainties_are_calibrated_on_validation(trained, name):
     for target, m in val.items():
         assert 0.5 <= m["coverage_68"] <= 0.85, (target, m["coverage_68"])
         assert m["coverage_95"] >= 0.8, (target, m["coverage_95"])
+
+
+def test_without_validation_rows_the_spectral_uncertainty_is_calibrated_out_of_sample(split):
+    """The kernel estimate nearly interpolates its training rows: calibrated on them in-sample, the sigmas would
+    shrink to nothing. Without validation rows they are calibrated on the leave-one-out estimates instead."""
+    import keras
+
+    from steps.models.keras import train_keras
+    from steps.models.keras.predictor import KerasRegressionPredictor
+    from steps.models.keras.training import _graph
+
+    train, test = (pq.read_table(split / "spectra" / f"{part}.parquet") for part in ("train", "test"))
+    spec = json.loads((split / "spectra" / "spec.json").read_text())
+    trained = train_keras("spectral", train, train.schema.empty_table(), spec, seed=1, epochs=EPOCHS)
+    assert trained.info["calibration"]["split"] == "train (no validation rows)"
+    with TemporaryDirectory() as scratch:  # the network is reached through what the trainer saves
+        trained.save(Path(scratch))
+        model = keras.models.load_model(Path(scratch) / "model.keras", compile=False)
+        predicted = KerasRegressionPredictor(None, trained.info, spec, _graph(model)).predict_table(test)
+    metrics = regression_metrics(test.column("teff").to_numpy(), predicted["teff"], predicted["teff_err"])
+    assert metrics["coverage_68"] >= 0.5, metrics
+
+
+def test_a_large_training_set_solves_the_kernel_on_a_subset_and_still_learns(split, monkeypatch):
+    from steps.models.keras import train_keras, training
+
+    monkeypatch.setattr(training, "KERNEL_CENTRES", 60)
+    train, val = (pq.read_table(split / "spectra" / f"{part}.parquet") for part in ("train", "val"))
+    spec = json.loads((split / "spectra" / "spec.json").read_text())
+    trained = train_keras("spectral", train, val, spec, seed=1, epochs=5)
+    assert trained.info["training"]["kernel_centres"] == 60 < trained.info["training"]["n_train"]
+    teff = trained.metrics["val"]["teff"]
+    assert teff["robust_sigma"] < 0.5 * np.std(val.column("teff").to_numpy()), teff
 
 
 def test_spectral_model_starts_from_a_cleaned_kernel_ridge_and_keeps_to_its_teff_range(trained, split):

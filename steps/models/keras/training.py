@@ -113,6 +113,7 @@ RECIPES = {
 
 SPECTRAL_COMPONENTS = 64  # principal components the correction network sees
 CONTINUUM_WEIGHTS = (1.0, 2.0, 4.0, 8.0)  # candidate weights of the continuum shape against the flux in the ridge
+KERNEL_CENTRES = 4000  # most training rows the kernel ridge is solved on (an n x n eigendecomposition per width)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -335,9 +336,14 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     info["training"].update(net.record)
     info["training"].update({key: value for key, value in fit.items() if key.startswith("variance_")})
     predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
-    calib_cols, calib_truth = (cv, targets(cv)) if cv.n else (ct, y_train)
-    mean, sigma = predictor.fitted_space(calib_cols)
-    scales = {t: sigma_scale(mean[:, i] - calib_truth[:, i], sigma[:, i]) for i, t in enumerate(labels)}
+    if cv.n:
+        mean, sigma = predictor.fitted_space(cv)
+        scales = {t: sigma_scale(mean[:, i] - targets(cv)[:, i], sigma[:, i]) for i, t in enumerate(labels)}
+    else:  # the training model on its own inputs: out-of-sample estimates where the network takes them
+        out = np.asarray(net.training.predict(net.fit_inputs(x_train), batch_size=1024, verbose=0), np.float64)
+        z_sigma = np.exp(0.5 * np.clip(out[:, len(labels):], *LOG_VAR_RANGE))
+        residual = out[:, :len(labels)] - z_train[net.rows]
+        scales = {t: sigma_scale(residual[:, i], z_sigma[:, i]) for i, t in enumerate(labels)}
     info["calibration"] = {"sigma_scale": scales, "rule": "median |res/sigma| = 0.6745 per target",
                            "split": "val" if cv.n else "train (no validation rows)"}
     predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
@@ -427,10 +433,16 @@ def _spectral_network(shapes, n_targets, x, z) -> _Network:
     k = int(min(SPECTRAL_COMPONENTS, len(rows) - 1))
     basis = vt[:k].T * (np.sqrt(len(rows)) / singular[0])  # one scale for all: the leading component has unit sd
     components = (pixels - centre) @ basis
-    fit = kernel_ridge(components, z[rows])
-    # Out-of-sample estimates of the fitted rows: the truth minus the leave-one-out residual where the truth is
-    # known (the in-sample estimate where it is not, which the loss ignores anyway).
-    out_of_sample = np.where(np.isfinite(fit.loo_residuals), z[rows] - fit.loo_residuals, fit.predict(components))
+    centres = np.arange(len(rows))
+    if len(rows) > KERNEL_CENTRES:  # memory and time grow as n^2 and n^3: a seeded subset holds the kernel
+        centres = np.sort(np.random.default_rng(0).choice(len(rows), KERNEL_CENTRES, replace=False))
+    fit = kernel_ridge(components[centres], z[rows][centres])
+    # Out-of-sample estimates of the fitted rows: for the centres, the truth minus the leave-one-out residual where
+    # the truth is known (the in-sample estimate where it is not, which the loss ignores anyway); the other rows'
+    # estimates are out of sample already.
+    out_of_sample = fit.predict(components)
+    known = np.isfinite(fit.loo_residuals)
+    out_of_sample[centres] = np.where(known, z[rows][centres] - fit.loo_residuals, out_of_sample[centres])
     projection = (_on_flattened(basis * scale[:, None], entry_mean), -centre @ basis)
     serving, training = spectral_hybrid(shapes, n_targets, projection, fit)
 
@@ -442,7 +454,8 @@ def _spectral_network(shapes, n_targets, x, z) -> _Network:
 
     record = {"inputs": keys, "label_outliers_left_out": int(len(z) - len(rows)),
               "outlier_rule": f"leave-one-out ridge residual > {OUTLIER_SIGMA:g} robust sigma in any label",
-              "principal_components": k, "kernel_gamma": fit.gamma, "kernel_alpha": fit.alpha.tolist(),
+              "principal_components": k, "kernel_centres": len(centres), "kernel_gamma": fit.gamma,
+              "kernel_alpha": fit.alpha.tolist(),
               "kernel_loo_rmse": [round(float(np.sqrt(np.nanmean(r ** 2))), 5) for r in fit.loo_residuals.T],
               "ridge_loo_rmse": [round(float(np.sqrt(np.nanmean(r ** 2))), 5) for r in trials[weight].loo_residuals.T]}
     if "continuum" in keys:
