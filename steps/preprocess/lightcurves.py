@@ -91,6 +91,7 @@ SPARSE_WINDOW_HALF_WIDTH = 0.025  # phase: a sparse view's point is the median o
 FEATURES = ("period", "ls_period", "ls_power", "bls_period", "bls_power", "bls_depth", "amplitude", "std", "skew",
             "fourier_r21", "fourier_r31", "n_cadences", "n_bands")
 FOURIER_HARMONICS = 3      # terms of the Fourier decomposition whose amplitude ratios R21, R31 describe the shape
+FOURIER_RATIO_MAX = 10.0   # R21, R31 are capped: a curve with a negligible fundamental (equal eclipses) has no scale
 
 
 @dataclass
@@ -467,7 +468,8 @@ def fourier_ratios(time: np.ndarray, flux: np.ndarray, weight: np.ndarray, band_
                    period: float) -> tuple[float, float]:
     """The amplitude ratios R21 = A2/A1 and R31 = A3/A1 of a `FOURIER_HARMONICS`-term Fourier series at `period`,
     common to all bands on top of one offset per band, fitted by weighted least squares (Simon & Lee 1981): near 0
-    for a sinusoid (RRc, most spotted stars), ~0.5 for a sawtooth (RRab). NaN where the fit is degenerate."""
+    for a sinusoid (RRc, most spotted stars), ~0.5 for a sawtooth (RRab); at most FOURIER_RATIO_MAX. NaN where
+    the fit is degenerate."""
     bands = int(band_index.max()) + 1
     angle = 2 * np.pi * time / period
     columns = [np.eye(bands)[band_index]]
@@ -481,7 +483,8 @@ def fourier_ratios(time: np.ndarray, flux: np.ndarray, weight: np.ndarray, band_
     amplitudes = np.hypot(coefficients[bands::2], coefficients[bands + 1::2])
     if not amplitudes[0] > 0:
         return math.nan, math.nan
-    return float(amplitudes[1] / amplitudes[0]), float(amplitudes[2] / amplitudes[0])
+    ratios = np.minimum(amplitudes[1:3] / amplitudes[0], FOURIER_RATIO_MAX)
+    return float(ratios[0]), float(ratios[1])
 
 
 def multiband_chi2_reduction(time: np.ndarray, flux: np.ndarray, weight: np.ndarray, band_index: np.ndarray,

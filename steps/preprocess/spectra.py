@@ -13,7 +13,8 @@ For each spectrum:
 Masked pixels end with flux 1 and ivar 0. `continuum_shape` keeps what normalisation removes: per block, log10 of the
 mean usable flux (over blocks at least `SHAPE_MIN_COVERAGE` usable), less its mean over the blocks inside
 `SHAPE_REFERENCE` (all blocks where none is): the spectral energy distribution, which carries Teff, as relative
-dex, NaN where a block is not covered. `snr` is the median S/N per pixel: the median over the blocks of the mean
+dex, NaN where a block is not covered (and everywhere when less than `SHAPE_REFERENCE_COVERAGE` of the reference
+blocks are, since a partial zero point would shift the whole shape). `snr` is the median S/N per pixel: the median over the blocks of the mean
 flux * sqrt(ivar) of their usable pixels. Spectra with too few usable pixels are quarantined with the reason. The
 (1+z) change of flux density into the rest frame is left out: continuum normalisation removes any constant.
 
@@ -63,6 +64,7 @@ CONTINUUM_DEGREE = 5
 CONTINUUM_BLOCKS = 64       # blocks of the grid (55-125 A on 3900-9000 A) whose means the continuum is fitted to
 SHAPE_MIN_COVERAGE = 0.5   # fraction of a block's pixels that must be usable for its `continuum_shape` value
 SHAPE_REFERENCE = (4000.0, 7000.0)   # Angstrom: the `continuum_shape` zero point (covered by SDSS, LAMOST, MILES)
+SHAPE_REFERENCE_COVERAGE = 0.9       # share of the reference blocks a spectrum must cover to have a shape at all
 CLIP_LOW, CLIP_HIGH = 2.0, 3.0   # sigma: below rejects absorption, above rejects spikes
 CLIP_ITERATIONS = 5
 BATCH = 32                  # spectra per batch: the working arrays stay in the core's cache
@@ -254,9 +256,11 @@ class ContinuumFitter:
             level = np.where(covered & (sums > 0), np.log10(sums / np.maximum(counts, 1)), np.nan)
         wave = 10 ** self.block_loglam
         reference = (wave >= SHAPE_REFERENCE[0]) & (wave <= SHAPE_REFERENCE[1])
-        known = np.isfinite(level[reference if reference.any() else slice(None)])
-        zero = np.where(known, level[reference if reference.any() else slice(None)], 0.0).sum(axis=0)
-        zero = np.where(known.any(axis=0), zero / np.maximum(known.sum(axis=0), 1), np.nan)
+        levels = level[reference] if reference.any() else level
+        known = np.isfinite(levels)
+        zero = np.where(known, levels, 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+        # a zero point from part of the window would shift the whole shape (a slope looks like another Teff)
+        zero[known.sum(axis=0) < SHAPE_REFERENCE_COVERAGE * len(levels)] = np.nan
         return (level - zero).T.astype(np.float32)
 
 

@@ -116,6 +116,11 @@ def test_continuum_shape_keeps_the_spectral_energy_distribution_normalisation_re
     covered = 10 ** (centres + 8 * step) < 7400.0
     assert np.isnan(cut_shape[:, ~covered]).all() and np.isfinite(cut_shape[:, covered]).all()
     np.testing.assert_allclose(cut_shape[:, covered], shape[:, covered], atol=2e-3)  # same zero point
+    inside = data.copy()  # a spectrum that stops inside the reference window gets no shape (its zero point would move)
+    inside["flux"] = [np.where(loglam < np.log10(6000.0), flux, np.nan) for loglam, flux in zip(rest, data["flux"])]
+    inside_features = preprocess_spectra(read_raw(write_raw(tmp_path / "in", "spectra", inside, labels), "spectra"),
+                                         1024)
+    assert np.isnan(np.stack(inside_features.table.column("continuum_shape").to_pylist())).all()
 
 
 def test_resampling_conserves_flux_and_averages_variance():
