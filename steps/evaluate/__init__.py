@@ -99,7 +99,7 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
             frame["period_true"] = cols.scalar("period_true")
     evaluation = Evaluation(name, model.task, outputs, metrics_model, metrics_null,
                             pd.DataFrame(frame, index=pd.RangeIndex(cols.n)), model.info)
-    if baseline_dir is not None and model.info.get("training", {}).get("trainer") != "baseline":
+    if baseline_dir is not None and (model.info.get("training") or {}).get("trainer") == "keras":
         trained = train_from_split(name, split_dir, baseline_dir, trainer="baseline")
         evaluation.baseline = test_metrics(model.task, outputs, test, load_model(trained).predict_table(test))
         evaluation.baseline_dir = Path(trained)
@@ -189,6 +189,11 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
                 lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |"
                           for label, row in zip(labels, confusion["matrix"])]
         lines += ["", "Reasons:", ""] + [f"- {reason}" for reason in verdicts[ev.name].reasons]
+        fallback = verdicts[ev.name].fallback
+        if fallback is not None:
+            outcome = "PASS: promoted instead of the model" if fallback.passed else "REFUSED too"
+            lines += ["", f"No production version yet: the NumPy baseline, {outcome}:", ""]
+            lines += [f"- {reason}" for reason in fallback.reasons]
     return "\n".join(lines) + "\n"
 
 

@@ -43,7 +43,7 @@ class ModelGates(BaseModel):
 
     absolute: dict[str, Any] = Field(default_factory=dict)
     beat_null_by: float | None = Field(0.1, ge=0)
-    beat_baseline_by: float | None = Field(0.0, ge=0)
+    beat_baseline_by: float | None = Field(0.0, gt=-1)  # negative: a tolerance
     max_regression: float | None = Field(0.1, ge=0)
     compare: list[str] | None = None
     min_rows: int = Field(10, ge=0)
@@ -240,9 +240,10 @@ def _compare(verdict: Verdict, name: str, slots: list[tuple[str | None, str]], m
         limit = reference * (1 + margin) if higher else reference * (1 - margin)
         ok = value is not None and (value >= limit if higher else value <= limit)
         better = "higher" if higher else "lower"
+        how = f"{margin:.0%} {better}" if margin >= 0 else f"at most {-margin:.0%} worse"
         verdict.add(ok, gate, metric, value, limit,
                     f"{_label(name, target, metric)} = {fmt(value)} vs {fmt(reference)} of {reference_name}: "
-                    f"needs {'>=' if higher else '<='} {fmt(limit)} ({margin:.0%} {better})", target)
+                    f"needs {'>=' if higher else '<='} {fmt(limit)} ({how})", target)
 
 
 def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null: dict[str, Any],

@@ -192,6 +192,16 @@ def _metrics_table(ev: Any, production: dict[str, Any]) -> str:
     return _table(["metric", *columns], rows)
 
 
+def _fallback(verdict: Any) -> str:
+    """The baseline's verdict, where the model was refused with no production version yet."""
+    if verdict.fallback is None:
+        return ""
+    outcome = ("PASS: promoted instead of the model" if verdict.fallback.passed
+               else "REFUSED too: nothing is promoted")
+    return (f"<h3>No production version yet: the NumPy baseline, {outcome}</h3><ul>"
+            + "".join(_reason(r) for r in verdict.fallback.reasons) + "</ul>")
+
+
 def _training_summary(info: dict[str, Any]) -> list[str]:
     training, calibration = info.get("training", {}), info.get("calibration", {})
     lines = [f"kind {info.get('kind')}, trainer {training.get('trainer')}, {training.get('n_train')} training and "
@@ -249,6 +259,7 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
             + "; ".join(html.escape(line) for line in _training_summary(ev.info)) + ".</p>"
             + _metrics_table(ev, prod.get("metrics") or {})
             + "<h3>Gate reasons</h3><ul>" + "".join(_reason(r) for r in verdict.reasons) + "</ul>"
+            + _fallback(verdict)
             + f'<div class="figures">{figures}</div></section>')
     banner = ('<p class="synthetic banner">Data: SYNTHETIC. The split was generated from physical models, not '
               "observed; these figures say how the models do on simulated stars, not on real ones.</p>"

@@ -107,6 +107,9 @@ def test_a_model_must_beat_its_baseline_by_the_margin():
     assert "200 vs 205 of the NumPy baseline: needs <= 194.8 (5% lower)" in reason
     assert judge("spectral", "regression", ["teff"], model, null, gates.model_copy(update={"beat_baseline_by": None}),
                  None, _regression(100.0)).passed
+    tolerant = judge("spectral", "regression", ["teff"], model, null,
+                     gates.model_copy(update={"beat_baseline_by": -0.05}), None, _regression(195.0))
+    assert tolerant.passed and any("needs <= 204.8 (at most 5% worse)" in r for r in tolerant.reasons)
     assert not any("baseline" in r for r in judge("sed", "regression", ["teff"], model, null, gates).reasons)
 
 
