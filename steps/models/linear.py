@@ -95,6 +95,11 @@ class KernelRidgeFit:
         return self.kernel(np.asarray(x, np.float64)) @ self.dual + self.intercept
 
 
+def loo_rmse(residuals: np.ndarray) -> np.ndarray:
+    """(T,) root mean square of each column of leave-one-out residuals (n, T), NaN (unknown truths) left out."""
+    return np.sqrt(np.nanmean(np.asarray(residuals, np.float64) ** 2, axis=0))
+
+
 def kernel_ridge(x: np.ndarray, y: np.ndarray, gammas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0),
                  alphas: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)) -> KernelRidgeFit:
     """Kernel ridge regression of `y` (n, T; NaN = unknown) on `x` (n, k), one Gaussian width for all targets.

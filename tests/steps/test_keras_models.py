@@ -208,9 +208,9 @@ def test_without_validation_rows_the_spectral_uncertainty_is_calibrated_out_of_s
 
 
 def test_a_large_training_set_solves_the_kernel_on_a_subset_and_still_learns(split, monkeypatch):
-    from steps.models.keras import train_keras, training
+    from steps.models.keras import kernel_estimate, train_keras
 
-    monkeypatch.setattr(training, "KERNEL_CENTRES", 60)
+    monkeypatch.setattr(kernel_estimate, "KERNEL_CENTRES", 60)
     train, val = (pq.read_table(split / "spectra" / f"{part}.parquet") for part in ("train", "val"))
     spec = json.loads((split / "spectra" / "spec.json").read_text())
     trained = train_keras("spectral", train, val, spec, seed=1, epochs=5)
@@ -221,7 +221,7 @@ def test_a_large_training_set_solves_the_kernel_on_a_subset_and_still_learns(spl
 
 def test_spectral_model_starts_from_a_cleaned_kernel_ridge_and_keeps_to_its_teff_range(trained, split):
     from steps.models.baseline import SPECTRAL_TEFF_RANGE
-    from steps.models.keras.training import CONTINUUM_WEIGHTS
+    from steps.models.keras.kernel_estimate import CONTINUUM_WEIGHTS
 
     training = json.loads((trained("spectral") / "model.json").read_text())["training"]
     assert training["teff_range"] == list(SPECTRAL_TEFF_RANGE)
@@ -285,15 +285,15 @@ def test_frozen_kernel_layers_equal_the_kernel_ridge_fit():
 
 
 def test_weights_on_the_flattened_input_equal_those_on_mean_imputed_pixels():
-    from steps.models.keras.training import _imputed, _on_flattened
+    from steps.models.keras.kernel_estimate import imputed, on_flattened
 
     rng = np.random.default_rng(0)
     flux, bad = rng.normal(size=(5, 7)), rng.random((5, 7)) < 0.3
     spectrum = np.stack([np.where(bad, 0.0, flux), bad.astype(float)], axis=-1)  # as VectorInput encodes
     pixel_mean, weights = rng.normal(size=7), rng.normal(size=(7, 3))
     expected = np.where(bad, pixel_mean, flux) @ weights
-    assert np.allclose(_imputed(spectrum, pixel_mean) @ weights, expected)
-    assert np.allclose(spectrum.reshape(5, -1) @ _on_flattened(weights, pixel_mean), expected)
+    assert np.allclose(imputed(spectrum, pixel_mean) @ weights, expected)
+    assert np.allclose(spectrum.reshape(5, -1) @ on_flattened(weights, pixel_mean), expected)
 
 
 def test_teff_range_keeps_stars_in_it_and_stars_without_a_teff():

@@ -6,6 +6,7 @@ when they are called, so the CLI, the executor and the baselines stay light.
 
 - `encoders`: NumPy input encoding and normalisation, fitted on the training split, kept in `model.json`;
 - `networks`: the Keras architectures and the heteroscedastic loss;
+- `kernel_estimate`: the spectral model's closed-form stage in NumPy (cleaning, components, kernel ridge);
 - `training`: seeded, deterministic training with early stopping, uncertainty and temperature calibration;
 - `predictor`: the predictors, which run the exported SavedModel's compiled `serve` function;
 - `calibration`: NumPy sigma scaling, temperature scaling and reliability bins (also used by the report).

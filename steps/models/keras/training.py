@@ -51,8 +51,6 @@ import tensorflow as tf  # noqa: E402
 from steps.models.baseline import (  # noqa: E402
     DEFAULT_LABELS,
     MODALITY,
-    OUTLIER_SIGMA,
-    RIDGE_GRID,
     SPECTRAL_TEFF_RANGE,
     TARGET_TRANSFORMS,
     TASK,
@@ -72,6 +70,7 @@ from steps.models.keras.calibration import (  # noqa: E402
     softmax,
 )
 from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput, band_of  # noqa: E402
+from steps.models.keras.kernel_estimate import fit_kernel_estimate  # noqa: E402
 from steps.models.keras.networks import (  # noqa: E402
     VARIANCE_LAYERS,
     gaussian_nll,
@@ -81,7 +80,7 @@ from steps.models.keras.networks import (  # noqa: E402
     views_cnn,
 )
 from steps.models.keras.predictor import KerasClassifierPredictor, KerasRegressionPredictor  # noqa: E402
-from steps.models.linear import balanced_weights, kernel_ridge, ridge, robust_outliers  # noqa: E402
+from steps.models.linear import balanced_weights  # noqa: E402
 from steps.models.metrics import regression_metrics  # noqa: E402
 from steps.models.predictor import forward_transform  # noqa: E402
 from steps.models.splits import classified_rows, classifier_fit_metrics
@@ -111,9 +110,6 @@ RECIPES = {
 }
 
 
-SPECTRAL_COMPONENTS = 64  # principal components the correction network sees
-CONTINUUM_WEIGHTS = (1.0, 2.0, 4.0, 8.0)  # candidate weights of the continuum shape against the flux in the ridge
-KERNEL_CENTRES = 4000  # most training rows the kernel ridge is solved on (an n x n eigendecomposition per width)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -387,80 +383,17 @@ def _plain(build):
     return make
 
 
-def _imputed(vector: np.ndarray, entry_mean: np.ndarray) -> np.ndarray:
-    """(n, length) values of an encoded (n, length, 2) input with bad entries (mask channel 1, value 0) set to the
-    training mean of the entry."""
-    return vector[:, :, 0] + entry_mean * vector[:, :, 1]
-
-
-def _on_flattened(weights: np.ndarray, entry_mean: np.ndarray) -> np.ndarray:
-    """Weights on imputed entries (length, k) as the kernel of a Dense layer on the flattened (length, 2) input."""
-    kernel = np.empty((2 * weights.shape[0], weights.shape[1]))
-    kernel[0::2], kernel[1::2] = weights, entry_mean[:, None] * weights
-    return kernel
-
-
-def _loo_score(fit) -> float:
-    """Mean over targets of the leave-one-out RMSE of a ridge fit (targets are standardised)."""
-    return float(np.mean([np.sqrt(np.nanmean(r ** 2)) for r in fit.loo_residuals.T]))
-
-
 def _spectral_network(shapes, n_targets, x, z) -> _Network:
-    """The ridge-started hybrid (see the module docstring): clean, fit the ridge, build the network around it.
-
-    With a `continuum` input, its encoded values enter the ridge and the principal components multiplied by a
-    weight chosen from `CONTINUUM_WEIGHTS` by leave-one-out error (one ridge penalty then suits both inputs)."""
-    keys = list(shapes)
-    means = {}
-    for key in keys:
-        good = 1.0 - x[key][:, :, 1]
-        means[key] = (x[key][:, :, 0] * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1.0)
-    entry_mean = np.concatenate([means[key] for key in keys])
-    imputed = {key: _imputed(x[key], means[key]) for key in keys}
-    alphas = tuple(a * len(z) for a in RIDGE_GRID)
-
-    def features(weight: float, rows=slice(None)) -> np.ndarray:
-        return np.hstack([imputed[key][rows] * (weight if key == "continuum" else 1.0) for key in keys])
-
-    weights = CONTINUUM_WEIGHTS if "continuum" in keys else (1.0,)
-    trials = {weight: ridge(features(weight), z, alphas=alphas) for weight in weights}
-    weight = min(weights, key=lambda w: _loo_score(trials[w]))
-    rows = np.flatnonzero(~robust_outliers(trials[weight].loo_residuals, OUTLIER_SIGMA))
-    pixels = features(weight, rows)
-    scale = np.concatenate([np.full(shapes[key][0], weight if key == "continuum" else 1.0) for key in keys])
-    centre = pixels.mean(axis=0)
-    _, singular, vt = np.linalg.svd(pixels - centre, full_matrices=False)
-    k = int(min(SPECTRAL_COMPONENTS, len(rows) - 1))
-    basis = vt[:k].T * (np.sqrt(len(rows)) / singular[0])  # one scale for all: the leading component has unit sd
-    components = (pixels - centre) @ basis
-    centres = np.arange(len(rows))
-    if len(rows) > KERNEL_CENTRES:  # memory and time grow as n^2 and n^3: a seeded subset holds the kernel
-        centres = np.sort(np.random.default_rng(0).choice(len(rows), KERNEL_CENTRES, replace=False))
-    fit = kernel_ridge(components[centres], z[rows][centres])
-    # Out-of-sample estimates of the fitted rows: for the centres, the truth minus the leave-one-out residual where
-    # the truth is known (the in-sample estimate where it is not, which the loss ignores anyway); the other rows'
-    # estimates are out of sample already.
-    out_of_sample = fit.predict(components)
-    known = np.isfinite(fit.loo_residuals)
-    out_of_sample[centres] = np.where(known, z[rows][centres] - fit.loo_residuals, out_of_sample[centres])
-    projection = (_on_flattened(basis * scale[:, None], entry_mean), -centre @ basis)
-    serving, training = spectral_hybrid(shapes, n_targets, projection, fit)
+    """The kernel-started hybrid (see the module docstring): the closed-form estimate (`kernel_estimate`), then the
+    network around it, its correction trained on the estimate's out-of-sample values."""
+    estimate = fit_kernel_estimate({key: x[key] for key in shapes}, z)
+    serving, training = spectral_hybrid(shapes, n_targets, estimate.projection(), estimate.fit)
 
     def extra(inputs: dict[str, np.ndarray], fitted: bool) -> dict[str, np.ndarray]:
-        if fitted:
-            return {"estimate": out_of_sample.astype(np.float32)}
-        joined = np.hstack([_imputed(inputs[key], means[key]) for key in keys]) * scale
-        return {"estimate": fit.predict((joined - centre) @ basis).astype(np.float32)}
+        values = estimate.out_of_sample if fitted else estimate.predict(inputs)
+        return {"estimate": values.astype(np.float32)}
 
-    record = {"inputs": keys, "label_outliers_left_out": int(len(z) - len(rows)),
-              "outlier_rule": f"leave-one-out ridge residual > {OUTLIER_SIGMA:g} robust sigma in any label",
-              "principal_components": k, "kernel_centres": len(centres), "kernel_gamma": fit.gamma,
-              "kernel_alpha": fit.alpha.tolist(),
-              "kernel_loo_rmse": [round(float(np.sqrt(np.nanmean(r ** 2))), 5) for r in fit.loo_residuals.T],
-              "ridge_loo_rmse": [round(float(np.sqrt(np.nanmean(r ** 2))), 5) for r in trials[weight].loo_residuals.T]}
-    if "continuum" in keys:
-        record["continuum_weight"] = weight
-    return _Network(serving, training, rows, extra, record, VARIANCE_LAYERS)
+    return _Network(serving, training, estimate.rows, extra, estimate.record, VARIANCE_LAYERS)
 
 
 def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
