@@ -8,8 +8,9 @@ Each row trains a freshly built network with `model.fit` on random inputs of the
 also traces the graph):
 
 - spectral kernel network (the production spectral model): 1,024-pixel spectra and 64 continuum blocks, each with
-  its mask; its closed-form part (principal components and the kernel ridge regression with its leave-one-out
-  search, NumPy) is timed apart as `closed form s`, then the correction network trains, batch 32, on 2,048 rows;
+  its mask (2% bad); its closed-form part (`steps.models.keras.kernel_estimate`: continuum weight trials, label
+  cleaning, principal components, kernel ridge with its leave-one-out search; NumPy) is timed apart as `closed
+  form s`, then the correction network trains, batch 32, on the 2,048 rows less those it left out;
 - spectral CNN: 4,000-pixel spectra with their mask (2 channels) -> 3 targets x (mean, log-variance), batch 64
   (for libraries of many thousands of spectra);
 - light-curve CNN: 201-bin global and 61-bin local views + 10 scalars -> 5 class logits, batch 64;
@@ -84,25 +85,22 @@ class _Timer:
 
 
 def _spectral_kernel(n: int, rng: np.random.Generator):
-    """(training model, its inputs, targets, seconds of the closed-form part) of the production spectral network,
-    on random spectra of the pipeline's shapes."""
+    """(training model, its inputs, targets, seconds of the closed-form part) of the production spectral network
+    on random spectra of the pipeline's shapes: the trainer's own closed-form stage (`fit_kernel_estimate`)."""
+    from steps.models.keras.kernel_estimate import fit_kernel_estimate
     from steps.models.keras.networks import spectral_hybrid
-    from steps.models.linear import kernel_ridge
 
     shapes = {"spectrum": (1024, 2), "continuum": (64, 2)}
-    x = {key: rng.normal(size=(n, *shape)).astype(np.float32) for key, shape in shapes.items()}
+    x = {key: np.concatenate([rng.normal(size=(n, shape[0], 1)), rng.random((n, shape[0], 1)) < 0.02],
+                             axis=-1).astype(np.float32) for key, shape in shapes.items()}
     y = rng.normal(size=(n, 3)).astype(np.float32)
     started = time.perf_counter()
-    flat = np.hstack([x[key].reshape(n, -1) for key in shapes]).astype(np.float64)
-    centre = flat.mean(axis=0)
-    _, singular, vt = np.linalg.svd(flat - centre, full_matrices=False)
-    basis = vt[:64].T * (np.sqrt(n) / singular[0])
-    components = (flat - centre) @ basis
-    fit = kernel_ridge(components, y)
-    estimate = (y - fit.loo_residuals).astype(np.float32)
+    estimate = fit_kernel_estimate(x, y)
     seconds = time.perf_counter() - started
-    _, training = spectral_hybrid(shapes, 3, (basis, -centre @ basis), fit)
-    return training, {**x, "estimate": estimate}, y, seconds
+    _, training = spectral_hybrid(shapes, 3, estimate.projection(), estimate.fit)
+    rows = estimate.rows
+    inputs = {**{key: value[rows] for key, value in x.items()}, "estimate": estimate.out_of_sample.astype(np.float32)}
+    return training, inputs, y[rows], seconds
 
 
 def run(threads: int, epochs: int, scale: float) -> list[dict]:
@@ -136,8 +134,8 @@ def run(threads: int, epochs: int, scale: float) -> list[dict]:
         timer = _Timer()
         model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, callbacks=[timer.callback])
         wall, cpu = float(np.median(timer.wall[1:])), float(np.median(timer.cpu[1:]))
-        rows.append({"model": name, "parameters": model.count_params(), "batch": batch, "rows": n,
-                     "s/epoch": wall, "samples/s": n / wall, "CPU s/epoch": cpu, "closed form s": closed_form})
+        rows.append({"model": name, "parameters": model.count_params(), "batch": batch, "rows": len(y),
+                     "s/epoch": wall, "samples/s": len(y) / wall, "CPU s/epoch": cpu, "closed form s": closed_form})
     return rows
 
 
