@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             production = production_from_file(args.production_metrics, list(models))
     except (FileNotFoundError, ValueError) as error:
         log.error("%s", error)
+        scratch.cleanup()
         return 2
     verdicts = judge_all(evaluations, gates, production)
     synthetic = read_manifest(args.split).synthetic or any(read_manifest(p).synthetic for p in models.values())

@@ -31,10 +31,7 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
     outcomes = {}
     for name, model_dir in models.items():
         verdict = verdicts[name]
-        record = registry.register(
-            name, model_dir, metrics=metrics.get(name, {}), verdict=verdict,
-            lineage={"model": manifest_hash(model_dir), "evaluation": manifest_hash(evaluation),
-                     "inputs": read_manifest(model_dir).inputs})
+        record = _register(registry, name, model_dir, evaluation, metrics.get(name, {}), verdict)
         registry.set_alias(name, CANDIDATE, record.version)
         compared_with = (baseline.get(name) or {}).get("version")
         outcome = {"version": record.version, "previous": compared_with, "reasons": verdict.get("reasons", [])}
@@ -42,10 +39,8 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
         if not verdict.get("passed") and fallback.get("passed") and compared_with is None:
             baseline_dir = evaluation / BASELINES / name
             fallback_metrics = {**metrics.get(name, {}), "model": metrics.get(name, {}).get("baseline")}
-            record = registry.register(
-                name, baseline_dir, metrics=fallback_metrics, verdict={**fallback, "instead_of": record.version},
-                lineage={"model": manifest_hash(baseline_dir), "evaluation": manifest_hash(evaluation),
-                         "inputs": read_manifest(baseline_dir).inputs})
+            record = _register(registry, name, baseline_dir, evaluation, fallback_metrics,
+                               {**fallback, "instead_of": record.version})
             outcome.update({"refused_version": outcome["version"], "version": record.version, "model": "baseline",
                             "reasons": [*outcome["reasons"], *(f"baseline: {r}" for r in fallback["reasons"])]})
             verdict = fallback
@@ -68,6 +63,14 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
                 log.warning("%s: not promoted: %s", name, error)
         outcomes[name] = outcome
     return outcomes
+
+
+def _register(registry: ModelRegistry, name: str, model_dir: Path, evaluation: Path, metrics: dict[str, Any],
+              verdict: dict[str, Any]):
+    """Register a model directory (idempotent) with its metrics, verdict and lineage."""
+    return registry.register(name, model_dir, metrics=metrics, verdict=verdict,
+                             lineage={"model": manifest_hash(model_dir), "evaluation": manifest_hash(evaluation),
+                                      "inputs": read_manifest(model_dir).inputs})
 
 
 def main(argv: list[str] | None = None) -> int:

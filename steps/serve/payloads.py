@@ -285,16 +285,10 @@ class InputSpec:
             if len(value) != spec.length:
                 raise InvalidInput(f"instances[{index}].{spec.name}: expected {spec.length} values, "
                                    f"got {len(value)}")
-        try:  # array('d') takes ints and floats (and bools, looked at below), never strings or null
-            array = np.vstack([np.frombuffer(array_of_doubles("d", row), dtype=np.float64) for row in values])
-        except (TypeError, ValueError, OverflowError):
-            array = None
+        array = _doubles(values)
         if array is None and not spec.required:  # an optional vector's unknown entries are null -> NaN
             values = [[math.nan if item is None else item for item in row] for row in values]
-            try:
-                array = np.vstack([np.frombuffer(array_of_doubles("d", row), dtype=np.float64) for row in values])
-            except (TypeError, ValueError, OverflowError):
-                array = None
+            array = _doubles(values)
         if array is None or array.shape != (len(values), spec.length) or not _all_numbers(values, array):
             index, position, value = _first_non_number(values)
             raise InvalidInput(f"instances[{index}].{spec.name}[{position}]: expected a number"
@@ -382,6 +376,15 @@ def _json_type(value: Any) -> str:
         return "null"
     return {bool: "a boolean", str: "a string", list: "a list", dict: "an object", int: "a number",
             float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _doubles(rows: list[list[Any]]) -> np.ndarray | None:
+    """The rows as one float64 array, or None when an entry is not a number: array('d') takes ints and floats (and
+    bools, which `_all_numbers` looks at), never strings or null."""
+    try:
+        return np.vstack([np.frombuffer(array_of_doubles("d", row), dtype=np.float64) for row in rows])
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _all_numbers(rows: list[list[Any]], array: np.ndarray) -> bool:
