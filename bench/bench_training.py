@@ -97,7 +97,7 @@ def _spectral_kernel(n: int, rng: np.random.Generator):
     started = time.perf_counter()
     estimate = fit_kernel_estimate(x, y)
     seconds = time.perf_counter() - started
-    _, training = spectral_hybrid(shapes, 3, estimate.projection(), estimate.fit)
+    _, training = spectral_hybrid(shapes, 3, estimate.projection(), estimate.fit, estimate.refinements)
     rows = estimate.rows
     inputs = {**{key: value[rows] for key, value in x.items()}, "estimate": estimate.out_of_sample.astype(np.float32)}
     return training, inputs, y[rows], seconds

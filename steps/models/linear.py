@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from steps.models.metrics import MAD_TO_SIGMA
+from steps.models.metrics import MAD_TO_SIGMA, robust_sigma
 
 
 @dataclass
@@ -95,21 +95,31 @@ class KernelRidgeFit:
         return self.kernel(np.asarray(x, np.float64)) @ self.dual + self.intercept
 
 
+def _rmse(residuals: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(residuals ** 2)))
+
+
+LOO_CRITERIA = {"rmse": _rmse, "robust_sigma": robust_sigma}  # what kernel_ridge minimises over its grid
+
+
 def loo_rmse(residuals: np.ndarray) -> np.ndarray:
     """(T,) root mean square of each column of leave-one-out residuals (n, T), NaN (unknown truths) left out."""
     return np.sqrt(np.nanmean(np.asarray(residuals, np.float64) ** 2, axis=0))
 
 
 def kernel_ridge(x: np.ndarray, y: np.ndarray, gammas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0),
-                 alphas: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)) -> KernelRidgeFit:
+                 alphas: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0), criterion: str = "rmse") -> KernelRidgeFit:
     """Kernel ridge regression of `y` (n, T; NaN = unknown) on `x` (n, k), one Gaussian width for all targets.
 
     The width `gamma` (in units of the median squared distance between rows) is the one whose best penalty gives
-    the lowest leave-one-out RMSE averaged over the targets; the penalty `alpha` is then chosen per target, by the
-    same closed-form leave-one-out error (residual_i = dual_i / [(K + alpha I)^-1]_ii). The intercept (the target's
-    mean) is held at its full-data value in that formula, which makes the residuals optimistic by O(1/n). Targets
-    should be standardised, so that the penalties and the average mean the same for each.
+    the lowest leave-one-out error averaged over the targets; the penalty `alpha` is then chosen per target, by the
+    same closed-form leave-one-out residuals (residual_i = dual_i / [(K + alpha I)^-1]_ii). The error is their RMSE
+    or, with `criterion="robust_sigma"`, their 1.4826 MAD (the core of the residuals, outliers aside). The intercept
+    (the target's mean) is held at its full-data value in that formula, which makes the residuals optimistic by
+    O(1/n). Targets should be standardised, so that the penalties and the average mean the same for each.
     """
+    if criterion not in LOO_CRITERIA:
+        raise ValueError(f"kernel_ridge: criterion {criterion!r} is not one of {sorted(LOO_CRITERIA)}")
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if y.ndim == 1:
         y = y[:, None]
@@ -123,9 +133,10 @@ def kernel_ridge(x: np.ndarray, y: np.ndarray, gammas: tuple[float, ...] = (0.5,
     for gamma in gammas:
         gram = x @ x.T / scale + np.exp(-gamma * squares / width)
         decompositions: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # targets known on the same rows share one
-        fits = [_kernel_target(gram, y[:, t], alphas, decompositions) for t in range(y.shape[1])]
+        fits = [_kernel_target(gram, y[:, t], alphas, decompositions, LOO_CRITERIA[criterion])
+                for t in range(y.shape[1])]
         score = float(np.mean([fit[0] for fit in fits]))
-        scores.setdefault("loo_rmse", []).append(score)
+        scores.setdefault(f"loo_{criterion}", []).append(score)
         if best is None or score < best[0] - 1e-12:
             best = (score, gamma, fits)
     _, gamma, fits = best
@@ -136,9 +147,10 @@ def kernel_ridge(x: np.ndarray, y: np.ndarray, gammas: tuple[float, ...] = (0.5,
 
 
 def _kernel_target(gram: np.ndarray, y: np.ndarray, alphas: tuple[float, ...],
-                   decompositions: dict[bytes, tuple[np.ndarray, np.ndarray]]):
-    """(LOO RMSE, dual, LOO residuals, intercept, alpha) of one target at its best penalty; the eigendecomposition
-    of the Gram matrix of its known rows is kept in `decompositions` for the other targets."""
+                   decompositions: dict[bytes, tuple[np.ndarray, np.ndarray]], error):
+    """(LOO error, dual, LOO residuals, intercept, alpha) of one target at its best penalty by `error` of the LOO
+    residuals; the eigendecomposition of the Gram matrix of its known rows is kept in `decompositions` for the other
+    targets."""
     rows = np.isfinite(y)
     if rows.sum() < 2:
         raise ValueError("a target has fewer than 2 training rows with a finite value")
@@ -154,7 +166,7 @@ def _kernel_target(gram: np.ndarray, y: np.ndarray, alphas: tuple[float, ...],
         coefficients = vectors @ (inverse * projected)
         diagonal = (vectors ** 2) @ inverse
         residuals = coefficients / diagonal
-        score = float(np.sqrt(np.mean(residuals ** 2)))
+        score = float(error(residuals))
         if best is None or score < best[0] - 1e-12:
             best = (score, coefficients, residuals, alpha)
     score, coefficients, residuals, alpha = best

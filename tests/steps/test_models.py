@@ -95,6 +95,20 @@ def test_kernel_ridge_fits_a_nonlinear_relation_that_ridge_cannot():
     assert kernel.scores["gammas"] == [0.5, 1.0, 2.0, 4.0] and len(kernel.scores["loo_rmse"]) == 4
 
 
+def test_kernel_ridge_can_choose_by_the_robust_sigma_of_its_leave_one_out_residuals():
+    from steps.models.metrics import robust_sigma
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-2, 2, size=(200, 2))
+    y = np.sin(2 * x[:, 0]) + 0.02 * rng.normal(size=200)
+    y[::10] += rng.choice([-8.0, 8.0], size=20)  # one row in ten with a wrong label
+    by_rmse, by_core = kernel_ridge(x, y), kernel_ridge(x, y, criterion="robust_sigma")
+    assert "loo_robust_sigma" in by_core.scores and "loo_rmse" not in by_core.scores
+    assert robust_sigma(by_core.loo_residuals[:, 0]) < robust_sigma(by_rmse.loo_residuals[:, 0])
+    with pytest.raises(ValueError, match="criterion 'mae'"):
+        kernel_ridge(x, y, criterion="mae")
+
+
 def test_softmax_separates_separable_classes():
     rng = np.random.default_rng(2)
     centres = np.array([[0.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])

@@ -6,11 +6,12 @@ reads the saved `.keras` file without custom code (with `compile=False`).
 
 - `spectral_hybrid`: the spectral model. (length, 2) flux + bad-pixel mask and (blocks, 2) continuum shape + its
   mask, flattened and joined -> frozen principal components -> a frozen kernel ridge regression on them, fitted in
-  closed form (NumPy), + a small network correcting it: the components (with Gaussian input noise) and the kernel
-  estimate -> dense 64 -> per target a mean correction (initialised at zero, so training starts from the kernel
-  estimate) and a log-variance (2T outputs). The projection reads the mask channel so that a bad entry counts as
-  the training mean of that entry. On a few hundred real spectra this beats a CNN trained from scratch, which has
-  far more weights than there are stars to fit them.
+  closed form (NumPy), and a frozen kernel ridge refinement of each label's estimate from that estimate and a few
+  leading components (`kernel_estimate`), + a small network correcting it: the components (with Gaussian input
+  noise) and the kernel estimate -> dense 64 -> per target a mean correction (initialised at zero, so training
+  starts from the kernel estimate) and a log-variance (2T outputs). The projection reads the mask channel so that a
+  bad entry counts as the training mean of that entry. On a few hundred real spectra this beats a CNN trained from
+  scratch, which has far more weights than there are stars to fit them.
 - `spectral_cnn`: (length, 2) -> four Conv1D/max-pool blocks (16-32-32-32 filters, pooling 4-4-2-2) -> flatten ->
   dense 64 -> 2T; kept for the training-cost benchmark (`bench/`), for training sets of many thousands.
 - `views_cnn`: global view (3 Conv1D/pool blocks) and local view (2 blocks), flattened, joined with the scalar
@@ -83,18 +84,18 @@ def spectral_cnn(shapes: dict[str, tuple[int, ...]], n_targets: int, dropout: fl
 
 
 def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, projection: tuple[np.ndarray, np.ndarray],
-                    kernel, hidden: int = 64, noise: float = 0.05, l2: float = 1e-3,
+                    kernel, refinements=(), hidden: int = 64, noise: float = 0.05, l2: float = 1e-3,
                     dropout: float = 0.1) -> tuple[keras.Model, keras.Model]:
     """(serving model, training model) sharing every layer.
 
     Every input of `shapes` ((length, 2) arrays: values and mask) is flattened and the results joined in order;
     `projection` is the (kernel, bias) of the frozen principal-component layer on that. `kernel` is a kernel ridge
-    fit on the components (`steps.models.linear.KernelRidgeFit`: centres, dual, intercept, scale, width, gamma),
-    rebuilt from frozen stock layers: exp(-g|a - c|^2) = exp(2g a.c - g|c|^2 - g|a|^2) is a Dense layer on the
-    components plus a Dense layer on their squares, added, through an exponential. The serving model feeds the
-    correction its own kernel estimate; the training model takes it as a second input, `estimate`, so that the
-    correction can be trained on out-of-sample estimates of the training rows (in-sample ones are too good and
-    would teach it nothing).
+    fit on the components (`steps.models.linear.KernelRidgeFit`), rebuilt from frozen stock layers
+    (`_frozen_kernel`). Each of `refinements` (`kernel_estimate.Refinement`: target, selection, fit) adds a kernel
+    ridge correction to one label's estimate from a frozen selection of the estimates and components. The serving
+    model feeds the correction network its own (refined) estimate; the training model takes it as a second input,
+    `estimate`, so that the correction can be trained on out-of-sample estimates of the training rows (in-sample
+    ones are too good and would teach it nothing).
     """
     inputs = _inputs(shapes)
     given = keras.Input(shape=(n_targets,), name="estimate", dtype="float32")
@@ -102,23 +103,18 @@ def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, projecti
     flat = layers.Concatenate(name="flat")(flats) if len(flats) > 1 else flats[0]
     pca_layer = layers.Dense(projection[0].shape[1], trainable=False, name="pca")
     components = pca_layer(flat)
-
-    g = kernel.gamma / kernel.width
-    centres, dual = np.asarray(kernel.centres), np.asarray(kernel.dual)
-    frozen = [  # (layer, weights)
-        (layers.Dense(len(centres), trainable=False, name="kernel_cross"),
-         [2 * g * centres.T, -g * (centres ** 2).sum(axis=1)]),
-        (layers.Dense(len(centres), use_bias=False, trainable=False, name="kernel_norm"),
-         [np.full((centres.shape[1], len(centres)), -g)]),
-        (layers.Dense(n_targets, trainable=False, name="kernel_linear"),
-         [centres.T @ dual / kernel.scale, np.asarray(kernel.intercept)]),
-        (layers.Dense(n_targets, use_bias=False, trainable=False, name="kernel_gaussian"), [dual]),
-    ]
-    cross, norm, linear, gaussian = (layer for layer, _ in frozen)
-    squares = layers.Multiply(name="squares")([components, components])
-    similarity = layers.Activation("exponential", name="similarity")(layers.Add(name="exponent")(
-        [cross(components), norm(squares)]))
-    estimate = layers.Add(name="kernel_estimate")([linear(components), gaussian(similarity)])
+    frozen = [(pca_layer, projection)]
+    estimate = _frozen_kernel(components, kernel, np.eye(n_targets), "kernel", frozen)
+    if refinements:
+        joined = layers.Concatenate(name="estimate_components")([estimate, components])
+        corrections = []
+        for refinement in refinements:
+            name = f"refine{refinement.target}"
+            select = layers.Dense(1 + refinement.components, use_bias=False, trainable=False, name=f"{name}_inputs")
+            frozen.append((select, [refinement.selection(n_targets, projection[0].shape[1])]))
+            corrections.append(_frozen_kernel(select(joined), refinement.fit,
+                                              np.eye(n_targets)[[refinement.target]], name, frozen))
+        estimate = layers.Add(name="refined_estimate")([estimate, *corrections])
 
     noisy = layers.GaussianNoise(noise, name="pca_noise")
     dense = layers.Dense(hidden, activation="gelu", kernel_regularizer=keras.regularizers.l2(l2), name="dense")
@@ -135,10 +131,30 @@ def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, projecti
 
     serving = keras.Model(inputs, head(estimate), name="spectral_hybrid")
     training = keras.Model({**inputs, "estimate": given}, head(given), name="spectral_hybrid_training")
-    pca_layer.set_weights([np.asarray(w, np.float32) for w in projection])
     for layer, weights in frozen:
         layer.set_weights([np.asarray(w, np.float32) for w in weights])
     return serving, training
+
+
+def _frozen_kernel(x, fit, outputs: np.ndarray, name: str, frozen: list):
+    """The prediction of a kernel ridge fit (`steps.models.linear.KernelRidgeFit`: centres, dual, intercept, scale,
+    width, gamma) on tensor `x`, placed in the output columns by `outputs` ((fit targets, outputs) matrix), from
+    stock layers: exp(-g|a - c|^2) = exp(2g a.c - g|c|^2 - g|a|^2) is a Dense layer on x plus a Dense layer on its
+    squares, added, through an exponential. The layers and their weights are appended to `frozen`."""
+    g = fit.gamma / fit.width
+    centres, dual = np.asarray(fit.centres), np.asarray(fit.dual)
+    cross = layers.Dense(len(centres), trainable=False, name=f"{name}_cross")
+    norm = layers.Dense(len(centres), use_bias=False, trainable=False, name=f"{name}_norm")
+    linear = layers.Dense(outputs.shape[1], trainable=False, name=f"{name}_linear")
+    gaussian = layers.Dense(outputs.shape[1], use_bias=False, trainable=False, name=f"{name}_gaussian")
+    frozen += [(cross, [2 * g * centres.T, -g * (centres ** 2).sum(axis=1)]),
+               (norm, [np.full((centres.shape[1], len(centres)), -g)]),
+               (linear, [centres.T @ dual @ outputs / fit.scale, np.asarray(fit.intercept) @ outputs]),
+               (gaussian, [dual @ outputs])]
+    squares = layers.Multiply(name=f"{name}_squares")([x, x])
+    similarity = layers.Activation("exponential", name=f"{name}_similarity")(
+        layers.Add(name=f"{name}_exponent")([cross(x), norm(squares)]))
+    return layers.Add(name=f"{name}_estimate")([linear(x), gaussian(similarity)])
 
 
 def views_cnn(shapes: dict[str, tuple[int, ...]], n_classes: int, dropout: float = 0.3) -> keras.Model:

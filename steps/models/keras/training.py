@@ -26,9 +26,11 @@ leading digit), and stars whose label disagrees with their spectrum, a leave-one
 `OUTLIER_SIGMA` robust sigmas in any label, are left out (that ridge on the pixels also weighs the continuum shape
 against the flux, by leave-one-out error). The estimate is then a kernel ridge regression (linear + Gaussian
 kernel) on the leading principal components, solved in closed form with its width and penalties chosen by
-leave-one-out error: on MILES it cuts the leave-one-out error of log g by a fifth against the linear ridge. A small
-network learns a correction to it (early stopping keeps it only where it helps on validation) and, trained last on
-its own with the means frozen, the per-star uncertainty.
+leave-one-out error: on MILES it cuts the leave-one-out error of log g by a fifth against the linear ridge; a
+second kernel ridge regression per label, on that label's estimate and a few leading components, refines it where
+its leave-one-out residuals say so (`kernel_estimate`). A small network learns a correction to it (early stopping
+keeps it only where it helps on validation) and, trained last on its own with the means frozen, the per-star
+uncertainty.
 """
 
 from __future__ import annotations
@@ -387,7 +389,8 @@ def _spectral_network(shapes, n_targets, x, z) -> _Network:
     """The kernel-started hybrid (see the module docstring): the closed-form estimate (`kernel_estimate`), then the
     network around it, its correction trained on the estimate's out-of-sample values."""
     estimate = fit_kernel_estimate({key: x[key] for key in shapes}, z)
-    serving, training = spectral_hybrid(shapes, n_targets, estimate.projection(), estimate.fit)
+    serving, training = spectral_hybrid(shapes, n_targets, estimate.projection(), estimate.fit,
+                                        estimate.refinements)
 
     def extra(inputs: dict[str, np.ndarray], fitted: bool) -> dict[str, np.ndarray]:
         values = estimate.out_of_sample if fitted else estimate.predict(inputs)
