@@ -83,7 +83,7 @@ class KernelRidgeFit:
     gamma: float
     alpha: np.ndarray  # (T,)
     loo_residuals: np.ndarray  # (n, T)
-    scores: dict[str, list[float]] = field(default_factory=dict)  # LOO RMSE per gamma (best alpha), per target
+    scores: dict[str, list[float]] = field(default_factory=dict)  # gammas; LOO error per gamma (best alphas)
 
     def kernel(self, x: np.ndarray) -> np.ndarray:
         """k(x_j, centre_i) for every row of x: (m, n)."""

@@ -91,7 +91,7 @@ def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, projecti
     Every input of `shapes` ((length, 2) arrays: values and mask) is flattened and the results joined in order;
     `projection` is the (kernel, bias) of the frozen principal-component layer on that. `kernel` is a kernel ridge
     fit on the components (`steps.models.linear.KernelRidgeFit`), rebuilt from frozen stock layers
-    (`_frozen_kernel`). Each of `refinements` (`kernel_estimate.Refinement`: target, selection, fit) adds a kernel
+    (`_frozen_kernel`). Each of `refinements` (`kernel_estimate.Refinement`: target, components, fit) adds a kernel
     ridge correction to one label's estimate from a frozen selection of the estimates and components. The serving
     model feeds the correction network its own (refined) estimate; the training model takes it as a second input,
     `estimate`, so that the correction can be trained on out-of-sample estimates of the training rows (in-sample
