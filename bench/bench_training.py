@@ -86,8 +86,8 @@ class _Timer:
 
 def _spectral_kernel(n: int, rng: np.random.Generator):
     """(training model, its inputs, targets, seconds of the closed-form part) of the production spectral network
-    on random spectra of the pipeline's shapes: the trainer's own closed-form stage (`fit_kernel_estimate`)."""
-    from steps.models.keras.kernel_estimate import fit_kernel_estimate
+    on random spectra of the pipeline's shapes: the trainer's own closed-form stage (`fit_spectral_estimate`)."""
+    from steps.models.keras.kernel_estimate import fit_spectral_estimate
     from steps.models.keras.networks import spectral_hybrid
 
     shapes = {"spectrum": (1024, 2), "continuum": (64, 2)}
@@ -95,9 +95,9 @@ def _spectral_kernel(n: int, rng: np.random.Generator):
                              axis=-1).astype(np.float32) for key, shape in shapes.items()}
     y = rng.normal(size=(n, 3)).astype(np.float32)
     started = time.perf_counter()
-    estimate = fit_kernel_estimate(x, y)
+    estimate = fit_spectral_estimate(x, y)
     seconds = time.perf_counter() - started
-    _, training = spectral_hybrid(shapes, 3, estimate.projection(), estimate.fit, estimate.refinements)
+    _, training = spectral_hybrid(shapes, 3, estimate.network_parts())
     rows = estimate.rows
     inputs = {**{key: value[rows] for key, value in x.items()}, "estimate": estimate.out_of_sample.astype(np.float32)}
     return training, inputs, y[rows], seconds

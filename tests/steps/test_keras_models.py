@@ -280,7 +280,7 @@ def test_frozen_kernel_layers_equal_the_kernel_ridge_fit():
     flat = rng.normal(size=(40, 18))
     components = flat @ projection[0] + projection[1]
     fit = kernel_ridge(components, np.column_stack([np.sin(components[:, 0]), components[:, 1] ** 2]))
-    serving, _ = spectral_hybrid(shapes, 2, projection, fit)
+    serving, _ = spectral_hybrid(shapes, 2, [(projection, fit, [], np.eye(2))])
     inputs = {"spectrum": flat[:, :12].reshape(40, 6, 2), "continuum": flat[:, 12:].reshape(40, 3, 2)}
     estimate = keras.Model(serving.inputs, serving.get_layer("kernel_estimate").output)(inputs)
     np.testing.assert_allclose(np.asarray(estimate), fit.predict(components), rtol=1e-3, atol=1e-3)
@@ -352,10 +352,34 @@ def test_frozen_refinements_equal_the_numpy_estimate():
                                             np.sin(components[:, 0]) + 3.0))
     assert abs(by_hand.fit.intercept[0]) > 2.0
     for refinements in (estimate.refinements, [by_hand]):
-        serving, _ = spectral_hybrid({"spectrum": (40, 2)}, 2, estimate.projection(), estimate.fit, refinements)
+        serving, _ = spectral_hybrid({"spectrum": (40, 2)}, 2,
+                                     [(estimate.projection(), estimate.fit, refinements, np.eye(2))])
         output = keras.Model(serving.inputs, serving.get_layer("refined_estimate").output)(x)
         np.testing.assert_allclose(np.asarray(output), refined(first, components, refinements), rtol=1e-3,
                                    atol=2e-3)
+
+
+def test_teff_gets_an_estimate_of_its_own_and_the_network_adds_the_parts_as_numpy_does():
+    import keras
+
+    from steps.models.keras.kernel_estimate import fit_kernel_estimate, fit_spectral_estimate
+    from steps.models.keras.networks import spectral_hybrid
+
+    x, z = _curved_spectra(200, 3)
+    z = np.column_stack([z[:, 0], z[:, 0] ** 2, np.cos(2.0 * z[:, 0])])
+    z[5, 0] = 9.0  # a wrong first label: the joint estimate leaves the star out
+    estimate = fit_spectral_estimate(x, z)
+    [joint, own] = estimate.parts
+    assert (joint.fitted, joint.gives, own.fitted, own.gives) == ([0, 1, 2], [1, 2], [0], [0])
+    alone = fit_kernel_estimate(x, z[:, [0]])
+    assert np.allclose(estimate.predict(x)[:, 0], alone.predict(x)[:, 0])
+    assert np.allclose(estimate.predict(x)[:, 1:], fit_kernel_estimate(x, z).predict(x)[:, 1:])
+    assert 5 not in estimate.rows and estimate.record["separate_estimates"][0]["labels"] == [0]
+    # the first label's training estimates are its own part's leave-one-out ones
+    assert np.allclose(estimate.out_of_sample[:, 0], alone.out_of_sample[np.searchsorted(alone.rows, estimate.rows), 0])
+    serving, _ = spectral_hybrid({"spectrum": (40, 2)}, 3, estimate.network_parts())
+    output = keras.Model(serving.inputs, serving.get_layer("refined_estimate").output)(x)
+    np.testing.assert_allclose(np.asarray(output), estimate.predict(x), rtol=1e-3, atol=2e-3)
 
 
 def test_weights_on_the_flattened_input_equal_those_on_mean_imputed_pixels():

@@ -15,8 +15,12 @@ makes them) and the standardised targets:
    mean at the ends of each label's range, and giants and dwarfs of one temperature mix); in 2-9 dimensions it can.
    The refinement's penalty and number of components are chosen by the robust sigma of its own leave-one-out
    residuals, and it is kept only where that beats the first stage's.
-`training._spectral_network` holds the result in frozen Keras layers (`projection`, the kernel fits) and trains a
-correction on the out-of-sample estimates; `bench/bench_training.py` times this part on any Keras backend.
+`fit_spectral_estimate` makes one such estimate per group of labels (`SpectralEstimate`): the model's first label,
+Teff, which the continuum shape carries, gets an estimate of its own (its own continuum weight, cleaning and
+width), while the other labels, which the lines carry, come from the estimate of all labels together (its cleaning
+and width see every label). `training._spectral_network` holds the result in frozen Keras layers (`projection`,
+the kernel fits) and trains a correction on the out-of-sample estimates; `bench/bench_training.py` times this part
+on any Keras backend.
 """
 
 from __future__ import annotations
@@ -153,6 +157,63 @@ def fit_kernel_estimate(x: dict[str, np.ndarray], z: np.ndarray) -> KernelEstima
     if "continuum" in x:
         record["continuum_weight"] = weight
     return KernelEstimate(means, scale, centre, basis, fit, refinements, rows, out_of_sample, record)
+
+
+@dataclass
+class EstimatePart:
+    """A `KernelEstimate` fitted on the labels `fitted` (columns of the model's targets), of which it gives
+    `gives`."""
+
+    fitted: list[int]
+    gives: list[int]
+    estimate: KernelEstimate
+
+    def outputs(self, n_targets: int) -> np.ndarray:
+        """(len(fitted), n_targets) matrix placing the estimates it gives in the model's columns."""
+        matrix = np.zeros((len(self.fitted), n_targets))
+        for column in self.gives:
+            matrix[self.fitted.index(column), column] = 1.0
+        return matrix
+
+
+@dataclass
+class SpectralEstimate:
+    """The closed-form stage of the spectral model: estimate parts that together give every label once."""
+
+    parts: list[EstimatePart]
+    n_targets: int
+    rows: np.ndarray  # training rows the network learns from: those the first part kept
+    out_of_sample: np.ndarray  # (len(rows), T) estimates of those rows that did not see their own labels
+    record: dict[str, Any]
+
+    def predict(self, x: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, T) estimates of encoded inputs (standardised targets)."""
+        return sum(part.estimate.predict(x) @ part.outputs(self.n_targets) for part in self.parts)
+
+    def network_parts(self) -> list[tuple]:
+        """What `networks.spectral_hybrid` builds each part from: (projection, kernel fit, refinements, outputs)."""
+        return [(part.estimate.projection(), part.estimate.fit, part.estimate.refinements,
+                 part.outputs(self.n_targets)) for part in self.parts]
+
+
+def fit_spectral_estimate(x: dict[str, np.ndarray], z: np.ndarray) -> SpectralEstimate:
+    """All labels fitted together give every label but the first, which an estimate of its own gives (see the
+    module docstring); with one label, one estimate."""
+    n_targets = z.shape[1]
+    groups = [(list(range(n_targets)), list(range(1, n_targets))), ([0], [0])] if n_targets > 1 else [([0], [0])]
+    parts = [EstimatePart(fitted, gives, fit_kernel_estimate(x, z[:, fitted])) for fitted, gives in groups]
+    rows = parts[0].estimate.rows
+    out_of_sample = np.zeros((len(rows), n_targets))
+    for part in parts:
+        # rows the part left out as label outliers were not in its fit: its estimates of them are out of sample
+        values = part.estimate.predict({key: value[rows] for key, value in x.items()})
+        where = np.minimum(np.searchsorted(part.estimate.rows, rows), len(part.estimate.rows) - 1)
+        kept = part.estimate.rows[where] == rows
+        values[kept] = part.estimate.out_of_sample[where[kept]]
+        out_of_sample += values @ part.outputs(n_targets)
+    record = dict(parts[0].estimate.record)
+    record["separate_estimates"] = [{"labels": part.fitted, **part.estimate.record} for part in parts[1:]]
+    return SpectralEstimate(parts, n_targets, rows, out_of_sample, record)
 
 
 def _selection(target: int, k: int, n_targets: int, n_components: int) -> np.ndarray:

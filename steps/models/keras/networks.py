@@ -83,38 +83,52 @@ def spectral_cnn(shapes: dict[str, tuple[int, ...]], n_targets: int, dropout: fl
     return keras.Model(inputs, out, name="spectral_cnn")
 
 
-def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, projection: tuple[np.ndarray, np.ndarray],
-                    kernel, refinements=(), hidden: int = 64, noise: float = 0.05, l2: float = 1e-3,
-                    dropout: float = 0.1) -> tuple[keras.Model, keras.Model]:
+def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, parts, hidden: int = 64,
+                    noise: float = 0.05, l2: float = 1e-3, dropout: float = 0.1) -> tuple[keras.Model, keras.Model]:
     """(serving model, training model) sharing every layer.
 
-    Every input of `shapes` ((length, 2) arrays: values and mask) is flattened and the results joined in order;
-    `projection` is the (kernel, bias) of the frozen principal-component layer on that. `kernel` is a kernel ridge
-    fit on the components (`steps.models.linear.KernelRidgeFit`), rebuilt from frozen stock layers
-    (`_frozen_kernel`). Each of `refinements` (`kernel_estimate.Refinement`: target, components, fit) adds a kernel
-    ridge correction to one label's estimate from a frozen selection of the estimates and components. The serving
-    model feeds the correction network its own (refined) estimate; the training model takes it as a second input,
-    `estimate`, so that the correction can be trained on out-of-sample estimates of the training rows (in-sample
-    ones are too good and would teach it nothing).
+    Every input of `shapes` ((length, 2) arrays: values and mask) is flattened and the results joined in order.
+    Each of `parts` (`kernel_estimate.EstimatePart`-like: projection, kernel, refinements, outputs) is a closed-form
+    estimate in frozen stock layers: `projection` is the (kernel, bias) of its principal-component layer on the
+    joined inputs, `kernel` a kernel ridge fit on the components (`steps.models.linear.KernelRidgeFit`, see
+    `_frozen_kernel`), each of `refinements` (`kernel_estimate.Refinement`: target, components, fit) adds a kernel
+    ridge correction to one of its labels from a frozen selection of its estimates and components, and `outputs`
+    ((its labels, n_targets) matrix) places the labels it gives; the parts' estimates add up to `refined_estimate`.
+    The first part's components feed the correction network. The serving model feeds it its own estimate; the
+    training model takes it as a second input, `estimate`, so that the correction can be trained on out-of-sample
+    estimates of the training rows (in-sample ones are too good and would teach it nothing).
     """
     inputs = _inputs(shapes)
     given = keras.Input(shape=(n_targets,), name="estimate", dtype="float32")
     flats = [layers.Flatten(name=f"flat_{key}")(tensor) for key, tensor in inputs.items()]
     flat = layers.Concatenate(name="flat")(flats) if len(flats) > 1 else flats[0]
-    pca_layer = layers.Dense(projection[0].shape[1], trainable=False, name="pca")
-    components = pca_layer(flat)
-    frozen = [(pca_layer, projection)]
-    estimate = _frozen_kernel(components, kernel, np.eye(n_targets), "kernel", frozen)
-    if refinements:
-        joined = layers.Concatenate(name="estimate_components")([estimate, components])
-        corrections = []
-        for refinement in refinements:
-            name = f"refine{refinement.target}"
-            select = layers.Dense(1 + refinement.components, use_bias=False, trainable=False, name=f"{name}_inputs")
-            frozen.append((select, [refinement.selection(n_targets, projection[0].shape[1])]))
-            corrections.append(_frozen_kernel(select(joined), refinement.fit,
-                                              np.eye(n_targets)[[refinement.target]], name, frozen))
-        estimate = layers.Add(name="refined_estimate")([estimate, *corrections])
+    frozen: list = []
+    placed, components = [], None
+    for index, (projection, kernel, refinements, outputs) in enumerate(parts):
+        prefix = f"part{index}_" if index else ""
+        pca_layer = layers.Dense(projection[0].shape[1], trainable=False, name=f"{prefix}pca")
+        frozen.append((pca_layer, projection))
+        part_components = pca_layer(flat)
+        components = part_components if components is None else components
+        labels = outputs.shape[0]
+        estimate = _frozen_kernel(part_components, kernel, np.eye(labels), f"{prefix}kernel", frozen)
+        used = [refinement for refinement in refinements if outputs[refinement.target].any()]
+        if used:
+            joined = layers.Concatenate(name=f"{prefix}estimate_components")([estimate, part_components])
+            corrections = []
+            for refinement in used:
+                name = f"{prefix}refine{refinement.target}"
+                select = layers.Dense(1 + refinement.components, use_bias=False, trainable=False,
+                                      name=f"{name}_inputs")
+                frozen.append((select, [refinement.selection(labels, projection[0].shape[1])]))
+                corrections.append(_frozen_kernel(select(joined), refinement.fit,
+                                                  np.eye(labels)[[refinement.target]], name, frozen))
+            estimate = layers.Add(name=f"{prefix}refined")([estimate, *corrections])
+        place = layers.Dense(n_targets, use_bias=False, trainable=False, name=f"{prefix}placed")
+        frozen.append((place, [outputs]))
+        placed.append(place(estimate))
+    estimate = (layers.Add(name="refined_estimate")(placed) if len(placed) > 1
+                else layers.Identity(name="refined_estimate")(placed[0]))
 
     noisy = layers.GaussianNoise(noise, name="pca_noise")
     dense = layers.Dense(hidden, activation="gelu", kernel_regularizer=keras.regularizers.l2(l2), name="dense")

@@ -28,7 +28,9 @@ against the flux, by leave-one-out error). The estimate is then a kernel ridge r
 kernel) on the leading principal components, solved in closed form with its width and penalties chosen by
 leave-one-out error: on MILES it cuts the leave-one-out error of log g by a fifth against the linear ridge; a
 second kernel ridge regression per label, on that label's estimate and a few leading components, refines it where
-its leave-one-out residuals say so (`kernel_estimate`). A small network learns a correction to it (early stopping
+its leave-one-out residuals say so. Teff, which the continuum shape carries, gets such an estimate of its own
+(its own continuum weight, cleaning and width); log g and [Fe/H] come from the one of all three labels
+(`kernel_estimate.fit_spectral_estimate`). A small network learns a correction to it (early stopping
 keeps it only where it helps on validation) and, trained last on its own with the means frozen, the per-star
 uncertainty.
 """
@@ -72,7 +74,7 @@ from steps.models.keras.calibration import (  # noqa: E402
     softmax,
 )
 from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput, band_of  # noqa: E402
-from steps.models.keras.kernel_estimate import fit_kernel_estimate  # noqa: E402
+from steps.models.keras.kernel_estimate import fit_spectral_estimate  # noqa: E402
 from steps.models.keras.networks import (  # noqa: E402
     VARIANCE_LAYERS,
     gaussian_nll,
@@ -388,9 +390,8 @@ def _plain(build):
 def _spectral_network(shapes, n_targets, x, z) -> _Network:
     """The kernel-started hybrid (see the module docstring): the closed-form estimate (`kernel_estimate`), then the
     network around it, its correction trained on the estimate's out-of-sample values."""
-    estimate = fit_kernel_estimate({key: x[key] for key in shapes}, z)
-    serving, training = spectral_hybrid(shapes, n_targets, estimate.projection(), estimate.fit,
-                                        estimate.refinements)
+    estimate = fit_spectral_estimate({key: x[key] for key in shapes}, z)
+    serving, training = spectral_hybrid(shapes, n_targets, estimate.network_parts())
 
     def extra(inputs: dict[str, np.ndarray], fitted: bool) -> dict[str, np.ndarray]:
         values = estimate.out_of_sample if fitted else estimate.predict(inputs)
