@@ -371,6 +371,8 @@ def test_teff_gets_an_estimate_of_its_own_and_the_network_adds_the_parts_as_nump
     estimate = fit_spectral_estimate(x, z)
     [joint, own] = estimate.parts
     assert (joint.fitted, joint.gives, own.fitted, own.gives) == ([0, 1, 2], [1, 2], [0], [0])
+    assert 0 not in [refinement.target for refinement in joint.estimate.refinements]  # no refinement it never gives
+    assert [entry["target"] for entry in joint.estimate.record["refinements"]] == [1, 2]
     alone = fit_kernel_estimate(x, z[:, [0]])
     assert np.allclose(estimate.predict(x)[:, 0], alone.predict(x)[:, 0])
     assert np.allclose(estimate.predict(x)[:, 1:], fit_kernel_estimate(x, z).predict(x)[:, 1:])

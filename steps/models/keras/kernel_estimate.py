@@ -112,9 +112,11 @@ class KernelEstimate:
         return on_flattened(self.basis * self.scale[:, None], entry_mean), -self.centre @ self.basis
 
 
-def fit_kernel_estimate(x: dict[str, np.ndarray], z: np.ndarray) -> KernelEstimate:
+def fit_kernel_estimate(x: dict[str, np.ndarray], z: np.ndarray,
+                        refine: list[int] | None = None) -> KernelEstimate:
     """Steps 1-4 of the module docstring on encoded inputs `x` (a `spectrum` and optionally a `continuum`) and
-    standardised targets `z` (n, T; NaN = unknown)."""
+    standardised targets `z` (n, T; NaN = unknown); step 4 for the labels (columns) in `refine`, every one by
+    default."""
     means = {}
     for key, vector in x.items():
         good = 1.0 - vector[:, :, 1]
@@ -146,7 +148,8 @@ def fit_kernel_estimate(x: dict[str, np.ndarray], z: np.ndarray) -> KernelEstima
     first = fit.predict(components)
     known = np.isfinite(fit.loo_residuals)
     first[centres] = np.where(known, z[rows][centres] - fit.loo_residuals, first[centres])
-    refinements, out_of_sample, refine_record = _refine(first, components, z[rows], centres)
+    refinements, out_of_sample, refine_record = _refine(first, components, z[rows], centres,
+                                                        range(z.shape[1]) if refine is None else refine)
     record = {"inputs": list(x), "label_outliers_left_out": int(len(z) - len(rows)),
               "outlier_rule": f"leave-one-out ridge residual > {OUTLIER_SIGMA:g} robust sigma in any label",
               "principal_components": k, "kernel_centres": len(centres), "kernel_gamma": fit.gamma,
@@ -201,7 +204,8 @@ def fit_spectral_estimate(x: dict[str, np.ndarray], z: np.ndarray) -> SpectralEs
     module docstring); with one label, one estimate."""
     n_targets = z.shape[1]
     groups = [(list(range(n_targets)), list(range(1, n_targets))), ([0], [0])] if n_targets > 1 else [([0], [0])]
-    parts = [EstimatePart(fitted, gives, fit_kernel_estimate(x, z[:, fitted])) for fitted, gives in groups]
+    parts = [EstimatePart(fitted, gives, fit_kernel_estimate(x, z[:, fitted], [fitted.index(c) for c in gives]))
+             for fitted, gives in groups]
     rows = parts[0].estimate.rows
     out_of_sample = np.zeros((len(rows), n_targets))
     for part in parts:
@@ -231,7 +235,7 @@ def refined(first: np.ndarray, components: np.ndarray, refinements: list[Refinem
     return out
 
 
-def _refine(first: np.ndarray, components: np.ndarray, z: np.ndarray, centres: np.ndarray):
+def _refine(first: np.ndarray, components: np.ndarray, z: np.ndarray, centres: np.ndarray, targets):
     """Step 4 on the first stage's out-of-sample estimates `first` of the kept rows: (refinements, refined
     out-of-sample estimates, record). A refinement is solved on at most REFINE_CENTRES of the first stage's centres
     (whose estimates are leave-one-out where the label is known); its own leave-one-out residuals give theirs, and
@@ -245,7 +249,7 @@ def _refine(first: np.ndarray, components: np.ndarray, z: np.ndarray, centres: n
     joined = np.hstack([first[centres], components[centres]])
     refinements, record = [], []
     out_of_sample = first.copy()
-    for target in range(z.shape[1]):
+    for target in targets:
         known = np.isfinite(residuals[:, target])
         if known.sum() < REFINE_MIN_ROWS:
             continue

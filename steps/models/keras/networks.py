@@ -112,11 +112,10 @@ def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, parts, h
         components = part_components if components is None else components
         labels = outputs.shape[0]
         estimate = _frozen_kernel(part_components, kernel, np.eye(labels), f"{prefix}kernel", frozen)
-        used = [refinement for refinement in refinements if outputs[refinement.target].any()]
-        if used:
+        if refinements:
             joined = layers.Concatenate(name=f"{prefix}estimate_components")([estimate, part_components])
             corrections = []
-            for refinement in used:
+            for refinement in refinements:
                 name = f"{prefix}refine{refinement.target}"
                 select = layers.Dense(1 + refinement.components, use_bias=False, trainable=False,
                                       name=f"{name}_inputs")
