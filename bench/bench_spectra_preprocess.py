@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_spectra_preprocess.py [--spectra 4096] [--repeats 3]
 
 Input: spectra of the synthetic source (3,838 pixels on the SDSS-I/II log-linear grid, with its noise, masks and
-bad pixels), tiled to `--spectra`, preprocessed onto the 4,000-pixel common grid (3900-9000 A). Rows:
+bad pixels), tiled to `--spectra`, preprocessed onto the 4,000-pixel common grid (3600-9000 A). Rows:
 
 - np.interp loop: flux and ivar interpolated spectrum by spectrum (the usual shortcut; not flux-conserving);
 - reference loop: `steps.preprocess.spectra.resample`, flux-conserving with variance, one spectrum at a time;

@@ -86,16 +86,20 @@ class _Timer:
 
 def _spectral_kernel(n: int, rng: np.random.Generator):
     """(training model, its inputs, targets, seconds of the closed-form part) of the production spectral network
-    on random spectra of the pipeline's shapes: the trainer's own closed-form stage (`fit_spectral_estimate`)."""
-    from steps.models.keras.kernel_estimate import fit_spectral_estimate
+    on random spectra of the pipeline's shapes and grid: the trainer's own closed-form stage (`fit_spectral_estimate`,
+    [Fe/H] from its window)."""
+    from steps.models.keras.kernel_estimate import fit_spectral_estimate, metallicity_window
     from steps.models.keras.networks import spectral_hybrid
+    from steps.preprocess.spectra import output_grid
 
     shapes = {"spectrum": (1024, 2), "continuum": (64, 2)}
+    start, step, _ = output_grid(shapes["spectrum"][0])
+    window = metallicity_window({"loglam_start": start, "loglam_step": step, "length": shapes["spectrum"][0]}, shapes)
     x = {key: np.concatenate([rng.normal(size=(n, shape[0], 1)), rng.random((n, shape[0], 1)) < 0.02],
                              axis=-1).astype(np.float32) for key, shape in shapes.items()}
     y = rng.normal(size=(n, 3)).astype(np.float32)
     started = time.perf_counter()
-    estimate = fit_spectral_estimate(x, y)
+    estimate = fit_spectral_estimate(x, y, (2,), window)
     seconds = time.perf_counter() - started
     _, training = spectral_hybrid(shapes, 3, estimate.network_parts())
     rows = estimate.rows

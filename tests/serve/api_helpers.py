@@ -42,7 +42,8 @@ def ready_client(settings: ServeSettings) -> Iterator[TestClient]:
 
 
 def split_rows(home: Path, model: str, count: int = 2) -> list[dict]:
-    """Rows of the run's test split as a client sends them: the production model's inputs, missing values left out."""
+    """Rows of the run's test split as a client sends them: the production model's inputs, missing values left out
+    (or null inside a vector, as JSON has no NaN: the continuum-shape blocks a spectrum does not reach)."""
     from steps.core.registry import ModelRegistry
     from steps.models import load_model
 
@@ -53,7 +54,10 @@ def split_rows(home: Path, model: str, count: int = 2) -> list[dict]:
     record = json.loads((runs[-1] / "run.json").read_text())
     split = home / "artifacts" / record["tasks"]["split-data"]["outputs"]["split"]["key"]
     rows = pq.read_table(split / MODALITY[model] / "test.parquet").slice(0, count).to_pylist()
-    return [{k: v for k, v in row.items() if k in wanted and v is not None
+    def nan_free(value):
+        return [None if isinstance(v, float) and math.isnan(v) else v for v in value] if isinstance(value, list) else value
+
+    return [{k: nan_free(v) for k, v in row.items() if k in wanted and v is not None
              and not (isinstance(v, float) and math.isnan(v))} for row in rows]
 
 

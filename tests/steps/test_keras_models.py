@@ -251,6 +251,26 @@ def test_spectral_model_reads_the_continuum_shape_and_predicts_without_it(traine
     assert error[0] < error[1]  # and it helps: the fixture's continuum carries Teff
 
 
+def test_spectral_trainer_takes_feh_from_the_redder_window_of_the_features_grid():
+    from split_fixtures import spectra
+    from steps.models.keras.training import train_keras
+    from steps.preprocess.spectra import output_grid
+
+    table, spec = spectra(np.random.default_rng(3), 240, length=256, blocks=64)
+    start, step, _ = output_grid(256, (3800.0, 9000.0))
+    spec["grid"] = {"loglam_start": start, "loglam_step": step, "length": 256}
+    trained = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5)
+    record = trained.info["training"]
+    assert record["metallicity_window_from_angstrom"] == 3900.0
+    own, windowed = record["separate_estimates"]
+    assert (own["gives"], windowed["labels"], windowed["gives"]) == ([0], [0, 1, 2], [2])
+    assert windowed["entries_seen"] == {"spectrum": 248, "continuum": 62}    # 3900-9000 A of 3800-9000 A
+    start, step, _ = output_grid(256, (3900.0, 9000.0))                   # nothing bluer: no window
+    spec["grid"] = {"loglam_start": start, "loglam_step": step, "length": 256}
+    record = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5).info["training"]
+    assert "metallicity_window_from_angstrom" not in record and len(record["separate_estimates"]) == 1
+
+
 def test_a_version_of_an_earlier_spectral_kind_still_loads_for_a_rollback(trained, split, tmp_path):
     import shutil
 
@@ -382,6 +402,52 @@ def test_teff_gets_an_estimate_of_its_own_and_the_network_adds_the_parts_as_nump
     serving, _ = spectral_hybrid({"spectrum": (40, 2)}, 3, estimate.network_parts())
     output = keras.Model(serving.inputs, serving.get_layer("refined_estimate").output)(x)
     np.testing.assert_allclose(np.asarray(output), estimate.predict(x), rtol=1e-3, atol=2e-3)
+
+
+def test_a_windowed_estimate_gives_its_label_from_the_entries_in_its_window_alone():
+    import keras
+
+    from steps.models.keras.kernel_estimate import fit_kernel_estimate, fit_spectral_estimate
+    from steps.models.keras.networks import spectral_hybrid
+
+    x, z = _curved_spectra(200, 3)
+    z = np.column_stack([z[:, 0], z[:, 0] ** 2, np.cos(2.0 * z[:, 0])])
+    window = {"spectrum": np.arange(40) >= 10}
+    estimate = fit_spectral_estimate(x, z, (2,), window)
+    [joint, own, windowed] = estimate.parts
+    assert (joint.gives, own.gives, windowed.fitted, windowed.gives) == ([1], [0], [0, 1, 2], [2])
+    assert estimate.record["separate_estimates"][1]["entries_seen"] == {"spectrum": 30}
+    changed = {"spectrum": x["spectrum"].copy()}
+    changed["spectrum"][:, :10, 0] = np.random.default_rng(5).normal(0.0, 3.0, size=(200, 10))
+    before, after = estimate.predict(x), estimate.predict(changed)
+    assert np.array_equal(before[:, 2], after[:, 2])        # blind to the entries outside its window
+    assert not np.allclose(before[:, 1], after[:, 1], atol=0.05)   # the joint estimate is not
+    # the same as an estimate of spectra whose entries outside the window are bad (mean-imputed, constant)
+    masked = {"spectrum": x["spectrum"].copy()}
+    masked["spectrum"][:, :10] = (0.0, 1.0)
+    np.testing.assert_allclose(before[:, 2], fit_kernel_estimate(masked, z, [2]).predict(masked)[:, 2], atol=1e-6)
+    serving, _ = spectral_hybrid({"spectrum": (40, 2)}, 3, estimate.network_parts())
+    network = keras.Model(serving.inputs, serving.get_layer("refined_estimate").output)
+    for inputs, expected in ((x, before), (changed, after)):
+        np.testing.assert_allclose(np.asarray(network(inputs)), expected, rtol=1e-3, atol=2e-3)
+
+
+def test_metallicity_window_takes_the_pixels_and_blocks_redder_than_its_start():
+    from steps.models.keras.kernel_estimate import METALLICITY_WINDOW_START, metallicity_window
+    from steps.preprocess.spectra import output_grid
+
+    def grid(low: float) -> dict:
+        start, step, _ = output_grid(1024, (low, 9000.0))
+        return {"loglam_start": start, "loglam_step": step, "length": 1024}
+
+    shapes = {"spectrum": (1024, 2), "continuum": (64, 2)}
+    window = metallicity_window(grid(3600.0), shapes)
+    start, step, _ = output_grid(1024, (3600.0, 9000.0))
+    pixels = 10 ** (start + step * np.arange(1024))
+    assert np.array_equal(window["spectrum"], pixels >= METALLICITY_WINDOW_START)
+    assert window["spectrum"].sum() == 935 and window["continuum"].sum() == 58 and not window["continuum"][:6].any()
+    assert metallicity_window(grid(3900.0), shapes) is None                       # the whole grid is redder
+    assert metallicity_window(None, shapes) is None and metallicity_window(grid(3600.0), {"spectrum": (512, 2)}) is None
 
 
 def test_weights_on_the_flattened_input_equal_those_on_mean_imputed_pixels():

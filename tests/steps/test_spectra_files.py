@@ -316,10 +316,10 @@ def test_real_spectra_are_preprocessed_or_quarantined_with_a_reason(data_dir, mi
     features = preprocess_spectra(RawArtifact(Path("raw"), data, labels, synthetic=False))
     coverage = "pixels usable after masking, resampling and continuum normalisation (the spectrum spans"
     assert reasons(features) == {     # LAMOST medium resolution: two arms, 900 A of 5100 (and a bad blue arm in one)
-        "med-58268-HIP95119KP01_sp12-076": f"only 154 of 1024 {coverage} 4900-6873 A in the rest frame, the grid "
-                                           "3900-9000 A)",
-        "med-58408-TD230151N343645T01_sp01-015": f"only 218 of 1024 {coverage} 4894-6851 A in the rest frame, the "
-                                                 "grid 3900-9000 A)"}
+        "med-58268-HIP95119KP01_sp12-076": f"only 141 of 1024 {coverage} 4900-6873 A in the rest frame, the grid "
+                                           "3600-9000 A)",
+        "med-58408-TD230151N343645T01_sp01-015": f"only 199 of 1024 {coverage} 4894-6851 A in the rest frame, the "
+                                                 "grid 3600-9000 A)"}
     table = features.table.to_pandas().set_index("id")
     assert len(table) == 9 + 2 + 515
     valid = 1 - np.stack(table["mask"].to_numpy())
@@ -327,7 +327,8 @@ def test_real_spectra_are_preprocessed_or_quarantined_with_a_reason(data_dir, mi
     medians = np.array([np.median(row[keep == 1]) for row, keep in zip(flux, valid)])
     assert np.all(np.abs(medians - 1) < 0.15)                                  # continuum-normalised
     miles_ids = table.index.str.startswith("m")
-    assert np.allclose(valid[miles_ids].mean(axis=1), 0.77, atol=0.01)         # 3541-7412 A of 3900-9000 A
+    coverage = valid[miles_ids].mean(axis=1)
+    assert np.isclose(np.median(coverage), 0.788, atol=0.001) and coverage.min() > 0.77  # 3541-7412 A of 3600-9000
     assert table.loc["spec-3764-55514-0972", "snr"] < 3 < table.loc["spec-0618-52049-0372", "snr"]  # L0 kept
     assert table.loc["m0145", "teff"] == 5073.0
     # Spectra processed together (in batches sharing a grid) come out as they do one by one.

@@ -18,9 +18,10 @@ makes them) and the standardised targets:
 `fit_spectral_estimate` makes one such estimate per group of labels (`SpectralEstimate`): the model's first label,
 Teff, which the continuum shape carries, gets an estimate of its own (its own continuum weight, cleaning and
 width), while the other labels, which the lines carry, come from the estimate of all labels together (its cleaning
-and width see every label). `training._spectral_network` holds the result in frozen Keras layers (`projection`,
-the kernel fits) and trains a correction on the out-of-sample estimates; `bench/bench_training.py` times this part
-on any Keras backend.
+and width see every label). Labels may instead come from an estimate of all labels that sees only a window of the
+entries (`window`: the entries outside it weigh 0), as [Fe/H] does (`metallicity_window`).
+`training._spectral_network` holds the result in frozen Keras layers (`projection`, the kernel fits) and trains a
+correction on the out-of-sample estimates; `bench/bench_training.py` times this part on any Keras backend.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 from steps.models.baseline import OUTLIER_SIGMA, RIDGE_GRID
 from steps.models.linear import KernelRidgeFit, kernel_ridge, loo_rmse, ridge, robust_outliers
 from steps.models.metrics import robust_sigma
+from steps.preprocess.spectra import grid_wavelengths
 
 SPECTRAL_COMPONENTS = 64  # principal components the kernel and the correction network see
 CONTINUUM_WEIGHTS = (1.0, 2.0, 4.0, 8.0)  # candidate weights of the continuum shape against the flux
@@ -46,6 +48,11 @@ REFINE_GAMMAS = (1.0,)
 REFINE_ALPHAS = (0.1, 1.0, 10.0)
 REFINE_CENTRES = 1500  # most rows a refinement is solved on: one eigendecomposition per label and component count
 REFINE_MIN_ROWS = 100  # fewer rows with a known label: no refinement of it (see `_refine`)
+
+# Angstrom: [Fe/H] comes from an estimate of all labels that sees only the flux and continuum blocks redder than
+# this. The blue end that helps log g (`spectra.WAVE_MIN`) costs [Fe/H] in that estimate: on MILES FGK stars,
+# 0.131 dex with it and 0.143 without this window (closed-form estimates, 5-fold CV x 6).
+METALLICITY_WINDOW_START = 3900.0
 
 
 def imputed(vector: np.ndarray, entry_mean: np.ndarray) -> np.ndarray:
@@ -87,7 +94,7 @@ class KernelEstimate:
     rows it kept."""
 
     means: dict[str, np.ndarray]  # training mean of every entry, per input (in input order)
-    scale: np.ndarray  # per joined entry: the continuum weight or 1
+    scale: np.ndarray  # per joined entry: the continuum weight or 1; 0 outside the window
     centre: np.ndarray  # mean of the joined, scaled entries over the kept rows
     basis: np.ndarray  # (entries, k) principal directions; the leading component has unit sd
     fit: KernelRidgeFit
@@ -112,20 +119,23 @@ class KernelEstimate:
         return on_flattened(self.basis * self.scale[:, None], entry_mean), -self.centre @ self.basis
 
 
-def fit_kernel_estimate(x: dict[str, np.ndarray], z: np.ndarray,
-                        refine: list[int] | None = None) -> KernelEstimate:
+def fit_kernel_estimate(x: dict[str, np.ndarray], z: np.ndarray, refine: list[int] | None = None,
+                        window: dict[str, np.ndarray] | None = None) -> KernelEstimate:
     """Steps 1-4 of the module docstring on encoded inputs `x` (a `spectrum` and optionally a `continuum`) and
     standardised targets `z` (n, T; NaN = unknown); step 4 for the labels (columns) in `refine`, every one by
-    default."""
+    default. With a `window` (per input, a boolean per entry), only the entries in it are seen."""
     means = {}
     for key, vector in x.items():
         good = 1.0 - vector[:, :, 1]
         means[key] = (vector[:, :, 0] * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1.0)
     joined = np.hstack([imputed(vector, means[key]) for key, vector in x.items()])
 
+    seen = np.concatenate([np.ones(vector.shape[1], bool) if window is None else np.asarray(window[key], bool)
+                           for key, vector in x.items()])
+
     def scale_for(weight: float) -> np.ndarray:
-        return np.concatenate([np.full(vector.shape[1], weight if key == "continuum" else 1.0)
-                               for key, vector in x.items()])
+        return seen * np.concatenate([np.full(vector.shape[1], weight if key == "continuum" else 1.0)
+                                      for key, vector in x.items()])
 
     alphas = tuple(a * len(z) for a in RIDGE_GRID)
     weights = CONTINUUM_WEIGHTS if "continuum" in x else (1.0,)
@@ -159,6 +169,8 @@ def fit_kernel_estimate(x: dict[str, np.ndarray], z: np.ndarray,
               "refinements": refine_record}
     if "continuum" in x:
         record["continuum_weight"] = weight
+    if window is not None:
+        record["entries_seen"] = {key: int(np.count_nonzero(window[key])) for key in x}
     return KernelEstimate(means, scale, centre, basis, fit, refinements, rows, out_of_sample, record)
 
 
@@ -199,13 +211,22 @@ class SpectralEstimate:
                  part.outputs(self.n_targets)) for part in self.parts]
 
 
-def fit_spectral_estimate(x: dict[str, np.ndarray], z: np.ndarray) -> SpectralEstimate:
+def fit_spectral_estimate(x: dict[str, np.ndarray], z: np.ndarray, window_labels: tuple[int, ...] = (),
+                          window: dict[str, np.ndarray] | None = None) -> SpectralEstimate:
     """All labels fitted together give every label but the first, which an estimate of its own gives (see the
-    module docstring); with one label, one estimate."""
+    module docstring), and but those in `window_labels`, which an estimate of all labels seeing only the entries in
+    `window` gives; with one label, one estimate."""
     n_targets = z.shape[1]
-    groups = [(list(range(n_targets)), list(range(1, n_targets))), ([0], [0])] if n_targets > 1 else [([0], [0])]
-    parts = [EstimatePart(fitted, gives, fit_kernel_estimate(x, z[:, fitted], [fitted.index(c) for c in gives]))
-             for fitted, gives in groups]
+    everything = list(range(n_targets))
+    windowed = [c for c in window_labels if c != 0] if window is not None and n_targets > 1 else []
+    groups = [(everything, [c for c in everything[1:] if c not in windowed], None), ([0], [0], None)]
+    if n_targets == 1:
+        groups = groups[1:]
+    if windowed:
+        groups.append((everything, windowed, window))
+    parts = [EstimatePart(fitted, gives, fit_kernel_estimate(x, z[:, fitted], [fitted.index(c) for c in gives],
+                                                             part_window))
+             for fitted, gives, part_window in groups]
     rows = parts[0].estimate.rows
     out_of_sample = np.zeros((len(rows), n_targets))
     for part in parts:
@@ -216,8 +237,24 @@ def fit_spectral_estimate(x: dict[str, np.ndarray], z: np.ndarray) -> SpectralEs
         values[kept] = part.estimate.out_of_sample[where[kept]]
         out_of_sample += values @ part.outputs(n_targets)
     record = dict(parts[0].estimate.record)
-    record["separate_estimates"] = [{"labels": part.fitted, **part.estimate.record} for part in parts[1:]]
+    record["separate_estimates"] = [{"labels": part.fitted, "gives": part.gives, **part.estimate.record}
+                                    for part in parts[1:]]
     return SpectralEstimate(parts, n_targets, rows, out_of_sample, record)
+
+
+def metallicity_window(grid: dict[str, Any] | None,
+                       shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+    """Per spectral input (`spectrum`, `continuum`), the entries redder than METALLICITY_WINDOW_START on a features
+    spec's `grid`; None without a grid that matches the inputs' shapes, or where the grid starts redder."""
+    if not grid or grid.get("length") != shapes["spectrum"][0] or not {"loglam_start", "loglam_step"} <= set(grid):
+        return None
+    pixels, blocks = grid_wavelengths(grid)
+    window = {"spectrum": pixels >= METALLICITY_WINDOW_START}
+    if "continuum" in shapes:
+        if blocks.size != shapes["continuum"][0]:
+            return None
+        window["continuum"] = blocks >= METALLICITY_WINDOW_START
+    return None if all(entries.all() for entries in window.values()) else window
 
 
 def _selection(target: int, k: int, n_targets: int, n_components: int) -> np.ndarray:

@@ -29,14 +29,16 @@ kernel) on the leading principal components, solved in closed form with its widt
 leave-one-out error: on MILES it cuts the leave-one-out error of log g by a fifth against the linear ridge; a
 second kernel ridge regression per label, on that label's estimate and a few leading components, refines it where
 its leave-one-out residuals say so. Teff, which the continuum shape carries, gets such an estimate of its own
-(its own continuum weight, cleaning and width); log g and [Fe/H] come from the one of all three labels
-(`kernel_estimate.fit_spectral_estimate`). A small network learns a correction to it (early stopping
+(its own continuum weight, cleaning and width); log g comes from the one of all three labels, and [Fe/H] from
+one of all three labels that sees only the spectrum redder than 3900 A (`kernel_estimate.fit_spectral_estimate`,
+`kernel_estimate.metallicity_window`). A small network learns a correction to it (early stopping
 keeps it only where it helps on validation) and, trained last on its own with the means frozen, the per-star
 uncertainty.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -74,7 +76,11 @@ from steps.models.keras.calibration import (  # noqa: E402
     softmax,
 )
 from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput, band_of  # noqa: E402
-from steps.models.keras.kernel_estimate import fit_spectral_estimate  # noqa: E402
+from steps.models.keras.kernel_estimate import (  # noqa: E402
+    METALLICITY_WINDOW_START,
+    fit_spectral_estimate,
+    metallicity_window,
+)
 from steps.models.keras.networks import (  # noqa: E402
     VARIANCE_LAYERS,
     gaussian_nll,
@@ -87,7 +93,7 @@ from steps.models.keras.predictor import KerasClassifierPredictor, KerasRegressi
 from steps.models.linear import balanced_weights  # noqa: E402
 from steps.models.metrics import regression_metrics  # noqa: E402
 from steps.models.predictor import forward_transform  # noqa: E402
-from steps.models.splits import classified_rows, classifier_fit_metrics
+from steps.models.splits import classified_rows, classifier_fit_metrics  # noqa: E402
 
 APERIODIC_CLASSES = ("quiet", "constant", "non_variable")
 # Light-curve features that vary by factors (log10 when positive): periods, periodogram powers, depths, amplitudes.
@@ -319,7 +325,7 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     if bands is not None:
         x_train, z_train = _band_dropout(x_train, z_train, encoder.inputs[0], bands, recipe,
                                          np.random.default_rng(seed))
-    net = build(encoder.shapes, len(labels), x_train, z_train)
+    net = build(encoder.shapes, labels, x_train, z_train)
     net.training.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=heteroscedastic_nll)
     held_out = (net.held_out_inputs(x_val), z_val) if x_val is not None else None
     fit = _fit(net.training, recipe, epochs or recipe.max_epochs, net.fit_inputs(x_train), z_train[net.rows],
@@ -381,17 +387,21 @@ class _Network:
 
 def _plain(build):
     """A builder of a network that is served as it is trained, on every training row."""
-    def make(shapes, n_targets, x, z) -> _Network:
-        model = build(shapes, n_targets)
+    def make(shapes, labels, x, z) -> _Network:
+        model = build(shapes, len(labels))
         return _Network(model, model, np.arange(len(z)))
     return make
 
 
-def _spectral_network(shapes, n_targets, x, z) -> _Network:
+def _spectral_network(shapes, labels, x, z, window: dict[str, np.ndarray] | None = None) -> _Network:
     """The kernel-started hybrid (see the module docstring): the closed-form estimate (`kernel_estimate`), then the
-    network around it, its correction trained on the estimate's out-of-sample values."""
-    estimate = fit_spectral_estimate({key: x[key] for key in shapes}, z)
-    serving, training = spectral_hybrid(shapes, n_targets, estimate.network_parts())
+    network around it, its correction trained on the estimate's out-of-sample values; [Fe/H] from the entries in
+    `window` (`kernel_estimate.metallicity_window`) where there is one."""
+    window_labels = tuple(labels.index(label) for label in ("feh",) if label in labels)
+    estimate = fit_spectral_estimate({key: x[key] for key in shapes}, z, window_labels, window)
+    if window is not None:
+        estimate.record["metallicity_window_from_angstrom"] = METALLICITY_WINDOW_START
+    serving, training = spectral_hybrid(shapes, len(labels), estimate.network_parts())
 
     def extra(inputs: dict[str, np.ndarray], fitted: bool) -> dict[str, np.ndarray]:
         values = estimate.out_of_sample if fitted else estimate.predict(inputs)
@@ -410,7 +420,8 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
         inputs.append(VectorInput("continuum_shape", blocks, key="continuum", mask_channel=True, clip=(-3.0, 3.0),
                                   optional=True))
     encoder = Encoder(inputs)
-    trained = _train_regression("spectral", encoder, _spectral_network, in_teff_range(train, SPECTRAL_TEFF_RANGE),
+    network = functools.partial(_spectral_network, window=metallicity_window(spec.get("grid"), encoder.shapes))
+    trained = _train_regression("spectral", encoder, network, in_teff_range(train, SPECTRAL_TEFF_RANGE),
                                 in_teff_range(val, SPECTRAL_TEFF_RANGE), spec, seed, epochs)
     trained.info["training"]["teff_range"] = list(SPECTRAL_TEFF_RANGE)
     return trained
