@@ -20,6 +20,7 @@ or why the object has no prediction (the reason it was quarantined in preprocess
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -137,7 +138,7 @@ def read_features(modality: str, source: Path, spec: dict[str, Any]):
     import pyarrow.parquet as pq
 
     from steps.core.artifacts import read_manifest
-    from steps.preprocess.common import FEATURES_FILE, read_raw
+    from steps.preprocess.common import FEATURES_FILE, SPEC_FILE, read_raw
 
     if not source.exists():
         raise PredictError(f"--input {source}: no such file or folder")
@@ -149,6 +150,7 @@ def read_features(modality: str, source: Path, spec: dict[str, Any]):
     elif (source / "manifest.json").is_file():
         stage = read_manifest(source).stage
         if stage == f"preprocess.{modality}":
+            _check_features_spec(modality, source / SPEC_FILE, spec)
             table = pq.read_table(source / FEATURES_FILE)
             return table, {}, _ids(table)
         if stage != f"ingest.{modality}":
@@ -161,6 +163,23 @@ def read_features(modality: str, source: Path, spec: dict[str, Any]):
     quarantine = features.quarantine.table()
     reasons = dict(zip(quarantine.column("id").to_pylist(), quarantine.column("reason").to_pylist()))
     return features.table, reasons, [str(i) for i in raw.data.column("id").to_pylist()]
+
+
+def _check_features_spec(modality: str, spec_file: Path, spec: dict[str, Any]) -> None:
+    """A preprocessed spectra folder must be on the model's grid: vectors of the same length on another grid (the
+    grid moved from 3900 to 3600 A) would be read as if on the model's."""
+    from steps.preprocess.as_trained import SpecMismatch, check_spectral_grid
+
+    if modality != "spectra":
+        return
+    try:
+        made = json.loads(spec_file.read_text())
+    except (OSError, ValueError) as error:
+        raise PredictError(f"--input {spec_file.parent}: cannot read its {spec_file.name}: {error}") from None
+    try:
+        check_spectral_grid(made, spec, f"--input {spec_file.parent} has")
+    except SpecMismatch as error:
+        raise PredictError(str(error)) from None
 
 
 def _raw_table(modality: str, source: Path, table):

@@ -17,6 +17,22 @@ class SpecMismatch(ValueError):
     """Preprocessing made features that differ from the model's input spec."""
 
 
+def check_spectral_grid(made: dict[str, Any], spec: dict[str, Any], what: str) -> None:
+    """Raise SpecMismatch where the spectral features spec `made` has another grid or number of continuum-shape
+    blocks than the model's `spec`: same-length vectors on another grid would be read as if on the model's."""
+    grid, made_grid = spec["grid"], made.get("grid") or {}
+
+    def off(key: str, tolerance: float) -> bool:
+        return not abs(float(made_grid.get(key, "nan")) - float(grid[key])) <= tolerance
+
+    if made_grid.get("length") != grid["length"] or off("loglam_start", 1e-9) or off("loglam_step", 1e-12):
+        raise SpecMismatch(f"{what} the grid {made_grid}, but the model was trained on {grid}")
+    blocks = spec.get("continuum_blocks")
+    if blocks is not None and made.get("continuum_blocks") != blocks:
+        raise SpecMismatch(f"{what} {made.get('continuum_blocks')} continuum-shape blocks, but the model was trained "
+                           f"on {blocks}")
+
+
 def preprocess_as_trained(modality: str, raw: RawArtifact, spec: dict[str, Any]) -> Features:
     """Features of `raw` for a model whose input spec is `spec` (`spec.json` of the model directory)."""
     if modality == "spectra":
@@ -24,14 +40,7 @@ def preprocess_as_trained(modality: str, raw: RawArtifact, spec: dict[str, Any])
         length, start, step = int(grid["length"]), float(grid["loglam_start"]), float(grid["loglam_step"])
         low = start - step / 2
         features = spectra.preprocess_spectra(raw, length=length, wave_range=(10 ** low, 10 ** (low + step * length)))
-        made = features.spec["grid"]
-        if (made["length"] != length or abs(made["loglam_start"] - start) > 1e-9
-                or abs(made["loglam_step"] - step) > 1e-12):
-            raise SpecMismatch(f"preprocessing made the grid {made}, but the model was trained on {grid}")
-        blocks = spec.get("continuum_blocks")
-        if blocks is not None and features.spec.get("continuum_blocks") != blocks:
-            raise SpecMismatch(f"preprocessing made {features.spec.get('continuum_blocks')} continuum-shape blocks, "
-                               f"but the model was trained on {blocks}")
+        check_spectral_grid(features.spec, spec, "preprocessing made")
     elif modality == "photometry":
         features = photometry.preprocess_photometry(raw, deredden=bool(spec.get("dereddened", True)),
                                                     bands=tuple(spec["bands"]))

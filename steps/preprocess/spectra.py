@@ -66,7 +66,7 @@ MIN_COVERAGE = 0.5          # fraction of an output pixel that good input must c
 MIN_VALID_FRACTION = 0.5    # fraction of output pixels that must be kept for the spectrum to be used
 GAP_FACTOR = 2.0            # a step between pixel centres this many times both neighbouring steps is a gap
 CONTINUUM_DEGREE = 5
-CONTINUUM_BLOCKS = 64       # blocks of the grid (50-125 A on 3600-9000 A) whose means the continuum is fitted to
+CONTINUUM_BLOCKS = 64       # blocks of the grid (52-128 A on 3600-9000 A) whose means the continuum is fitted to
 SHAPE_MIN_COVERAGE = 0.5   # fraction of a block's pixels that must be usable for its `continuum_shape` value
 SHAPE_REFERENCE = (4000.0, 7000.0)   # Angstrom: the `continuum_shape` zero point (covered by SDSS, LAMOST, MILES)
 SHAPE_REFERENCE_COVERAGE = 0.9       # share of the reference blocks a spectrum must cover to have a shape at all
@@ -91,11 +91,9 @@ def block_edges(length: int) -> np.ndarray:
     return np.linspace(0, length, min(CONTINUUM_BLOCKS, length) + 1).round().astype(np.int64)
 
 
-def grid_wavelengths(grid: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(pixel centres, continuum-block centres) in Angstrom of a features spec's `grid`."""
-    loglam = grid["loglam_start"] + grid["loglam_step"] * np.arange(grid["length"])
-    edges = block_edges(grid["length"])
-    return 10 ** loglam, 10 ** (np.add.reduceat(loglam, edges[:-1]) / np.diff(edges))
+def grid_wavelengths(grid: dict[str, Any]) -> np.ndarray:
+    """Pixel centres in Angstrom of a features spec's `grid`."""
+    return 10 ** (grid["loglam_start"] + grid["loglam_step"] * np.arange(grid["length"]))
 
 
 def pixel_extents(loglam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

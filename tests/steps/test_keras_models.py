@@ -430,6 +430,11 @@ def test_a_windowed_estimate_gives_its_label_from_the_entries_in_its_window_alon
     network = keras.Model(serving.inputs, serving.get_layer("refined_estimate").output)
     for inputs, expected in ((x, before), (changed, after)):
         np.testing.assert_allclose(np.asarray(network(inputs)), expected, rtol=1e-3, atol=2e-3)
+    # Teff and [Fe/H] alone: the estimate of all labels would give nothing, so the windowed one takes its place
+    pair = fit_spectral_estimate(x, z[:, [0, 2]], (1,), window)
+    assert [(part.fitted, part.gives, part.estimate.record.get("entries_seen")) for part in pair.parts] == [
+        ([0, 1], [1], {"spectrum": 30}), ([0], [0], None)]
+    assert np.array_equal(pair.rows, pair.parts[0].estimate.rows)
 
 
 def test_metallicity_window_takes_the_pixels_and_blocks_redder_than_its_start():

@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -79,6 +80,26 @@ def test_raw_file_and_feature_artifact_give_the_predictions_of_the_raw_artifact(
     for label, frame in outputs.items():
         pd.testing.assert_frame_equal(frame[frame["problem"].isna()].reset_index(drop=True),
                                       reference[reference["problem"].isna()].reset_index(drop=True), obj=label)
+
+
+def test_spectral_features_on_another_grid_are_refused_with_both_grids(pipeline, tmp_path, capsys):
+    import json
+    import shutil
+
+    model, csv = str(pipeline["spectral"]["model"]), tmp_path / "p.csv"
+    assert stellar_predict("spectral", "--input", str(pipeline["spectral"]["features"]), "--output", str(csv),
+                           "--model", model) == 0
+    moved = tmp_path / "features-3900"  # same length, the grid of an older release
+    shutil.copytree(pipeline["spectral"]["features"], moved)
+    spec = json.loads((moved / "spec.json").read_text())
+    spec["grid"]["loglam_start"] = float(np.log10(3900.0)) + spec["grid"]["loglam_step"] / 2
+    (moved / "spec.json").write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert stellar_predict("spectral", "--input", str(moved), "--output", str(tmp_path / "q.csv"),
+                           "--model", model) == 2
+    error = capsys.readouterr().err
+    assert f"--input {moved} has the grid" in error and "but the model was trained on" in error
+    assert not (tmp_path / "q.csv").exists()
 
 
 def _split_fixtures():

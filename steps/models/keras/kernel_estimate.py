@@ -9,12 +9,12 @@ makes them) and the standardised targets:
    (a wrong label, a wrong star);
 3. the rest are projected on their `SPECTRAL_COMPONENTS` leading principal components, and a kernel ridge
    regression (`steps.models.linear.kernel_ridge`) is solved on at most `KERNEL_CENTRES` of them;
-4. each label's estimate is refined (`Refinement`): a second kernel ridge regression, in the low-dimensional space
-   of that estimate and a few leading components, learns the first one's leave-one-out residuals. In 64 dimensions
-   one Gaussian width cannot follow a label's curved dependence on the spectrum (the estimates shrink towards the
-   mean at the ends of each label's range, and giants and dwarfs of one temperature mix); in 2-9 dimensions it can.
-   The refinement's penalty and number of components are chosen by the robust sigma of its own leave-one-out
-   residuals, and it is kept only where that beats the first stage's.
+4. the estimate of each label it gives is refined (`Refinement`): a second kernel ridge regression, in the
+   low-dimensional space of that estimate and a few leading components, learns the first one's leave-one-out
+   residuals. In 64 dimensions one Gaussian width cannot follow a label's curved dependence on the spectrum (the
+   estimates shrink towards the mean at the ends of each label's range, and giants and dwarfs of one temperature
+   mix); in 2-9 dimensions it can. The refinement's penalty and number of components are chosen by the robust sigma
+   of its own leave-one-out residuals, and it is kept only where that beats the first stage's.
 `fit_spectral_estimate` makes one such estimate per group of labels (`SpectralEstimate`): the model's first label,
 Teff, which the continuum shape carries, gets an estimate of its own (its own continuum weight, cleaning and
 width), while the other labels, which the lines carry, come from the estimate of all labels together (its cleaning
@@ -34,7 +34,7 @@ import numpy as np
 from steps.models.baseline import OUTLIER_SIGMA, RIDGE_GRID
 from steps.models.linear import KernelRidgeFit, kernel_ridge, loo_rmse, ridge, robust_outliers
 from steps.models.metrics import robust_sigma
-from steps.preprocess.spectra import grid_wavelengths
+from steps.preprocess.spectra import block_edges, grid_wavelengths
 
 SPECTRAL_COMPONENTS = 64  # principal components the kernel and the correction network see
 CONTINUUM_WEIGHTS = (1.0, 2.0, 4.0, 8.0)  # candidate weights of the continuum shape against the flux
@@ -219,11 +219,14 @@ def fit_spectral_estimate(x: dict[str, np.ndarray], z: np.ndarray, window_labels
     n_targets = z.shape[1]
     everything = list(range(n_targets))
     windowed = [c for c in window_labels if c != 0] if window is not None and n_targets > 1 else []
-    groups = [(everything, [c for c in everything[1:] if c not in windowed], None), ([0], [0], None)]
-    if n_targets == 1:
-        groups = groups[1:]
-    if windowed:
-        groups.append((everything, windowed, window))
+    joint = [c for c in everything[1:] if c not in windowed]
+    # (labels fitted, labels given, window); a part that gives no label is not fitted, and the network learns from
+    # the rows that the first estimate of all labels kept
+    own, windowed_part = ([0], [0], None), (everything, windowed, window)
+    if joint:
+        groups = [(everything, joint, None), own] + ([windowed_part] if windowed else [])
+    else:
+        groups = ([windowed_part] if windowed else []) + [own]
     parts = [EstimatePart(fitted, gives, fit_kernel_estimate(x, z[:, fitted], [fitted.index(c) for c in gives],
                                                              part_window))
              for fitted, gives, part_window in groups]
@@ -248,12 +251,13 @@ def metallicity_window(grid: dict[str, Any] | None,
     spec's `grid`; None without a grid that matches the inputs' shapes, or where the grid starts redder."""
     if not grid or grid.get("length") != shapes["spectrum"][0] or not {"loglam_start", "loglam_step"} <= set(grid):
         return None
-    pixels, blocks = grid_wavelengths(grid)
+    pixels = grid_wavelengths(grid)
     window = {"spectrum": pixels >= METALLICITY_WINDOW_START}
     if "continuum" in shapes:
-        if blocks.size != shapes["continuum"][0]:
+        first_pixels = block_edges(grid["length"])[:-1]
+        if first_pixels.size != shapes["continuum"][0]:
             return None
-        window["continuum"] = blocks >= METALLICITY_WINDOW_START
+        window["continuum"] = window["spectrum"][first_pixels]  # every pixel of the block in the window
     return None if all(entries.all() for entries in window.values()) else window
 
 

@@ -7,9 +7,10 @@ reads the saved `.keras` file without custom code (with `compile=False`).
 - `spectral_hybrid`: the spectral model. (length, 2) flux + bad-pixel mask and (blocks, 2) continuum shape + its
   mask, flattened and joined -> frozen principal components -> a frozen kernel ridge regression on them, fitted in
   closed form (NumPy), and a frozen kernel ridge refinement of each label's estimate from that estimate and a few
-  leading components (`kernel_estimate`), + a small network correcting it: the components (with Gaussian input
-  noise) and the kernel estimate -> dense 64 -> per target a mean correction (initialised at zero, so training
-  starts from the kernel estimate) and a log-variance (2T outputs). The projection reads the mask channel so that a
+  leading components, one such part per group of labels (`kernel_estimate.fit_spectral_estimate`), + a small
+  network correcting it: the components (with Gaussian input noise) and the kernel estimate -> dense 64 -> per
+  target a mean correction (initialised at zero, so training starts from the kernel estimate) and a log-variance
+  (2T outputs). The projection reads the mask channel so that a
   bad entry counts as the training mean of that entry. On a few hundred real spectra this beats a CNN trained from
   scratch, which has far more weights than there are stars to fit them.
 - `spectral_cnn`: (length, 2) -> four Conv1D/max-pool blocks (16-32-32-32 filters, pooling 4-4-2-2) -> flatten ->

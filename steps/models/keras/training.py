@@ -399,7 +399,7 @@ def _spectral_network(shapes, labels, x, z, window: dict[str, np.ndarray] | None
     `window` (`kernel_estimate.metallicity_window`) where there is one."""
     window_labels = tuple(labels.index(label) for label in ("feh",) if label in labels)
     estimate = fit_spectral_estimate({key: x[key] for key in shapes}, z, window_labels, window)
-    if window is not None:
+    if any(part.estimate.record.get("entries_seen") for part in estimate.parts):
         estimate.record["metallicity_window_from_angstrom"] = METALLICITY_WINDOW_START
     serving, training = spectral_hybrid(shapes, len(labels), estimate.network_parts())
 
