@@ -90,11 +90,10 @@ def _spectral_kernel(n: int, rng: np.random.Generator):
     [Fe/H] from its window)."""
     from steps.models.keras.kernel_estimate import fit_spectral_estimate, metallicity_window
     from steps.models.keras.networks import spectral_hybrid
-    from steps.preprocess.spectra import output_grid
+    from steps.preprocess.spectra import grid_spec
 
     shapes = {"spectrum": (1024, 2), "continuum": (64, 2)}
-    start, step, _ = output_grid(shapes["spectrum"][0])
-    window = metallicity_window({"loglam_start": start, "loglam_step": step, "length": shapes["spectrum"][0]}, shapes)
+    window = metallicity_window(grid_spec(shapes["spectrum"][0]), shapes)
     x = {key: np.concatenate([rng.normal(size=(n, shape[0], 1)), rng.random((n, shape[0], 1)) < 0.02],
                              axis=-1).astype(np.float32) for key, shape in shapes.items()}
     y = rng.normal(size=(n, 3)).astype(np.float32)

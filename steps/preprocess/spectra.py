@@ -91,6 +91,13 @@ def block_edges(length: int) -> np.ndarray:
     return np.linspace(0, length, min(CONTINUUM_BLOCKS, length) + 1).round().astype(np.int64)
 
 
+def grid_spec(length: int, wave_range: tuple[float, float] = (WAVE_MIN, WAVE_MAX)) -> dict[str, Any]:
+    """The features spec's `grid`: first pixel centre and step in log10 Angstrom, and the length."""
+    loglam_start, loglam_step, _ = output_grid(length, wave_range)
+    return {"loglam_start": loglam_start, "loglam_step": loglam_step, "length": length,
+            "wavelength": "rest frame, vacuum, log10 Angstrom"}
+
+
 def grid_wavelengths(grid: dict[str, Any]) -> np.ndarray:
     """Pixel centres in Angstrom of a features spec's `grid`."""
     return 10 ** (grid["loglam_start"] + grid["loglam_step"] * np.arange(grid["length"]))
@@ -553,8 +560,7 @@ def preprocess_spectra(raw: RawArtifact, length: int = DEFAULT_LENGTH,
     })
     spec = {
         "modality": "spectra",
-        "grid": {"loglam_start": loglam_start, "loglam_step": loglam_step, "length": length,
-                 "wavelength": "rest frame, vacuum, log10 Angstrom"},
+        "grid": grid_spec(length, wave_range),
         "inputs": {"flux": "continuum-normalised flux (1.0 where masked)", "ivar": "inverse variance of flux",
                    "mask": "1 = bad pixel",
                    "continuum_shape": (f"log10 mean flux of {fitter.block_size.size} blocks of the grid relative to "

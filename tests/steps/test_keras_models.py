@@ -254,19 +254,17 @@ def test_spectral_model_reads_the_continuum_shape_and_predicts_without_it(traine
 def test_spectral_trainer_takes_feh_from_the_redder_window_of_the_features_grid():
     from split_fixtures import spectra
     from steps.models.keras.training import train_keras
-    from steps.preprocess.spectra import output_grid
+    from steps.preprocess.spectra import grid_spec
 
     table, spec = spectra(np.random.default_rng(3), 240, length=256, blocks=64)
-    start, step, _ = output_grid(256, (3800.0, 9000.0))
-    spec["grid"] = {"loglam_start": start, "loglam_step": step, "length": 256}
+    spec["grid"] = grid_spec(256, (3800.0, 9000.0))
     trained = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5)
     record = trained.info["training"]
     assert record["metallicity_window_from_angstrom"] == 3900.0
     own, windowed = record["separate_estimates"]
     assert (own["gives"], windowed["labels"], windowed["gives"]) == ([0], [0, 1, 2], [2])
     assert windowed["entries_seen"] == {"spectrum": 248, "continuum": 62}    # 3900-9000 A of 3800-9000 A
-    start, step, _ = output_grid(256, (3900.0, 9000.0))                   # nothing bluer: no window
-    spec["grid"] = {"loglam_start": start, "loglam_step": step, "length": 256}
+    spec["grid"] = grid_spec(256, (3900.0, 9000.0))                       # nothing bluer: no window
     record = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5).info["training"]
     assert "metallicity_window_from_angstrom" not in record and len(record["separate_estimates"]) == 1
 
@@ -439,20 +437,17 @@ def test_a_windowed_estimate_gives_its_label_from_the_entries_in_its_window_alon
 
 def test_metallicity_window_takes_the_pixels_and_blocks_redder_than_its_start():
     from steps.models.keras.kernel_estimate import METALLICITY_WINDOW_START, metallicity_window
-    from steps.preprocess.spectra import output_grid
-
-    def grid(low: float) -> dict:
-        start, step, _ = output_grid(1024, (low, 9000.0))
-        return {"loglam_start": start, "loglam_step": step, "length": 1024}
+    from steps.preprocess.spectra import grid_spec, output_grid
 
     shapes = {"spectrum": (1024, 2), "continuum": (64, 2)}
-    window = metallicity_window(grid(3600.0), shapes)
+    window = metallicity_window(grid_spec(1024, (3600.0, 9000.0)), shapes)
     start, step, _ = output_grid(1024, (3600.0, 9000.0))
     pixels = 10 ** (start + step * np.arange(1024))
     assert np.array_equal(window["spectrum"], pixels >= METALLICITY_WINDOW_START)
     assert window["spectrum"].sum() == 935 and window["continuum"].sum() == 58 and not window["continuum"][:6].any()
-    assert metallicity_window(grid(3900.0), shapes) is None                       # the whole grid is redder
-    assert metallicity_window(None, shapes) is None and metallicity_window(grid(3600.0), {"spectrum": (512, 2)}) is None
+    assert metallicity_window(grid_spec(1024, (3900.0, 9000.0)), shapes) is None  # the whole grid is redder
+    assert metallicity_window(None, shapes) is None
+    assert metallicity_window(grid_spec(1024, (3600.0, 9000.0)), {"spectrum": (512, 2)}) is None
 
 
 def test_weights_on_the_flattened_input_equal_those_on_mean_imputed_pixels():
