@@ -7,6 +7,13 @@ and 10% validation, train), and both the Keras model and the NumPy baseline are 
 (4000-7000 K by the library's label) of the test split: robust sigma (1.4826 MAD) of Teff, log g and [Fe/H], and
 the share of test stars inside the predicted 68% interval. One seed's 70-odd test stars scatter a robust sigma
 by ~10%; the median over seeds says more.
+
+The library's labels are themselves measurements. With `--reference` (by default the Gaia FGK benchmark stars of
+`../shared/data/gaia/benchmark_stars`, whose Teff comes from angular diameters and log g from masses and radii),
+the stars the library shares with the reference (by HD number) are also measured against the reference's values:
+the Keras model's held-out prediction of each (from the first split where it was a test star), and the library's
+own labels. Where the model is nearer the reference than the library's labels are, its scatter against test labels is
+the labels' as much as its own.
 """
 
 from __future__ import annotations
@@ -22,30 +29,54 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from astropy.table import Table  # noqa: E402
 
 from steps.ingest.__main__ import ingest  # noqa: E402
 from steps.models import load_model  # noqa: E402
-from steps.models.metrics import MAD_TO_SIGMA  # noqa: E402
+from steps.models.metrics import robust_sigma  # noqa: E402
 from steps.preprocess.__main__ import main as preprocess  # noqa: E402
 from steps.split.__main__ import split_features  # noqa: E402
 from steps.train import train_from_split  # noqa: E402
 
 LABELS = ("teff", "logg", "feh")
 FGK = (4000.0, 7000.0)
+GIANT_LOGG = 3.5  # below: a giant, for the reference comparison's split
+SHARED = Path(__file__).resolve().parents[2] / "shared/data"
+GAIA_BENCHMARK_STARS = "gaia/benchmark_stars/gbs_v3_tmass_gaiadr3_hip_allwise_all_lite.fits"
 
 
-def robust_sigma(residuals: np.ndarray) -> float:
-    residuals = residuals[np.isfinite(residuals)]
-    return float(MAD_TO_SIGMA * np.median(np.abs(residuals - np.median(residuals))))
+def hd_number(name: object) -> int | None:
+    """The HD catalogue number in a star name ('HD012345', 'HD 12345', b'HD12345'), or None."""
+    text = (name.decode() if isinstance(name, bytes) else str(name)).replace(" ", "").upper()
+    return int(text[2:]) if text.startswith("HD") and text[2:].isdigit() else None
 
 
-def measure(model_dir: Path, test_path: Path) -> dict[str, float]:
-    """Robust sigma and 68% coverage per label on the FGK stars of a test split."""
+def reference_labels(library: Path, reference: Path) -> pd.DataFrame:
+    """Library stars (index: the library's id) with their own labels and the reference's (`ref_` columns), matched
+    by HD number; a library without a `labels.csv` naming its stars matches none."""
+    if not (library / "labels.csv").is_file():
+        return pd.DataFrame()
+    mine = pd.read_csv(library / "labels.csv")
+    mine["hd"] = [hd_number(name) for name in mine["name"]]
+    theirs = Table.read(reference).to_pandas()
+    theirs = pd.DataFrame({"hd": [hd_number(name) for name in theirs["hd"]], "ref_teff": theirs["teff"],
+                           "ref_logg": theirs["logg"], "ref_feh": theirs["fe_h"]})
+    both = mine.dropna(subset=["hd"]).merge(theirs.dropna(subset=["hd"]), on="hd")
+    return both.set_index(both.columns[0])[[*LABELS, *(f"ref_{label}" for label in LABELS)]]
+
+
+def measure(model_dir: Path, test_path: Path, predictions: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    """Robust sigma and 68% coverage per label on the FGK stars of a test split; each test star's predicted labels
+    are appended to `predictions` (by id)."""
     table = pq.read_table(test_path)
     teff = table.column("teff").to_numpy(zero_copy_only=False)
     fgk = (teff >= FGK[0]) & (teff <= FGK[1])
     predicted = load_model(model_dir).predict_table(table)
+    values = np.column_stack([np.asarray(predicted[label], float) for label in LABELS])
+    for star, row in zip(table.column("id").to_pylist(), values):
+        predictions.setdefault(star, []).append(row)
     out: dict[str, float] = {"n": int(fgk.sum())}
     for label in LABELS:
         truth = table.column(label).to_numpy(zero_copy_only=False).astype(float)[fgk]
@@ -59,10 +90,13 @@ def measure(model_dir: Path, test_path: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--library", default=str(Path(__file__).resolve().parents[2] / "shared/data/miles"))
+    parser.add_argument("--library", default=str(SHARED / "miles"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
+    parser.add_argument("--reference", default=str(SHARED / GAIA_BENCHMARK_STARS),
+                        help="a FITS table with hd, teff, logg, fe_h columns; 'none' to skip")
     args = parser.parse_args()
     rows = []
+    predictions: dict[str, dict[str, list[np.ndarray]]] = {"keras": {}, "baseline": {}}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         ingest("spectra", args.library, 0, 0, root / "raw")
@@ -76,7 +110,7 @@ def main() -> None:
                 model = train_from_split("spectral", split, root / f"{trainer}-{seed}", trainer=trainer, seed=0)
                 seconds = time.perf_counter() - started
                 rows.append({"seed": seed, "trainer": trainer, "seconds": seconds,
-                             **measure(model, split / "spectra" / "test.parquet")})
+                             **measure(model, split / "spectra" / "test.parquet", predictions[trainer])})
                 r = rows[-1]
                 print(f"seed {seed:3d} {trainer:8s} n={r['n']:3d}  Teff {r['teff']:6.1f} K  log g {r['logg']:.3f}  "
                       f"[Fe/H] {r['feh']:.3f}  (68% coverage {r['teff_cov68']:.2f}/{r['logg_cov68']:.2f}/"
@@ -86,6 +120,29 @@ def main() -> None:
         mine = [r for r in rows if r["trainer"] == trainer]
         print(f"{trainer:8s} Teff {np.median([r['teff'] for r in mine]):6.1f} K  "
               f"log g {np.median([r['logg'] for r in mine]):.3f}  [Fe/H] {np.median([r['feh'] for r in mine]):.3f}")
+
+    if args.reference != "none":
+        compare_with_reference(reference_labels(Path(args.library), Path(args.reference)), predictions)
+
+
+def compare_with_reference(stars: pd.DataFrame, predictions: dict[str, dict[str, list[np.ndarray]]]) -> None:
+    """Robust sigma against the reference's labels, for the library's labels and for each trainer's prediction (from
+    the first split where the star was a test star: one model's, as a user gets), on the shared FGK stars that were
+    test stars."""
+    tested = [star for star in stars.index if star in predictions["keras"]]
+    stars = stars.loc[tested]
+    fgk = ((stars["ref_teff"] >= FGK[0]) & (stars["ref_teff"] <= FGK[1])).to_numpy()
+    reference = stars[[f"ref_{label}" for label in LABELS]].to_numpy(float)
+    print(f"\nagainst the reference, {fgk.sum()} FGK stars of the library that were test stars at least once")
+    estimates = {"library label": stars[list(LABELS)].to_numpy(float),
+                 **{trainer: np.array([predictions[trainer][star][0] for star in tested])
+                    for trainer in ("keras", "baseline")}}
+    for group, members in (("all", fgk), ("dwarfs", fgk & (stars["ref_logg"] >= GIANT_LOGG).to_numpy()),
+                           ("giants", fgk & (stars["ref_logg"] < GIANT_LOGG).to_numpy())):
+        for what, values in estimates.items():
+            sigma = [robust_sigma(values[members, i] - reference[members, i]) for i in range(len(LABELS))]
+            print(f"{group:6s} n={members.sum():2d} {what:13s} Teff {sigma[0]:6.1f} K  log g {sigma[1]:.3f}  "
+                  f"[Fe/H] {sigma[2]:.3f}")
 
 
 if __name__ == "__main__":
