@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--reference", default=str(SHARED / GAIA_BENCHMARK_STARS),
                         help="a FITS table with hd, teff, logg, fe_h columns; 'none' to skip")
     args = parser.parse_args()
+    if args.reference != "none" and not Path(args.reference).is_file():
+        raise SystemExit(f"--reference {args.reference}: no such file ('none' skips the comparison)")
     rows = []
     predictions: dict[str, dict[str, list[np.ndarray]]] = {"keras": {}, "baseline": {}}
     with tempfile.TemporaryDirectory() as scratch:
@@ -130,6 +132,9 @@ def compare_with_reference(stars: pd.DataFrame, predictions: dict[str, dict[str,
     the first split where the star was a test star: one model's, as a user gets), on the shared FGK stars that were
     test stars."""
     tested = [star for star in stars.index if star in predictions["keras"]]
+    if not tested:
+        print("\nno test star of the library is in the reference")
+        return
     stars = stars.loc[tested]
     fgk = ((stars["ref_teff"] >= FGK[0]) & (stars["ref_teff"] <= FGK[1])).to_numpy()
     reference = stars[[f"ref_{label}" for label in LABELS]].to_numpy(float)
