@@ -188,6 +188,35 @@ def test_uncertainties_are_calibrated_on_validation(trained, name):
         assert m["coverage_95"] >= 0.8, (target, m["coverage_95"])
 
 
+def test_spectral_sigmas_are_calibrated_on_validation_and_out_of_sample_training_rows(trained, split):
+    """The spectral network's inputs on its training rows are out-of-sample estimates, so those rows join the
+    few validation stars in the calibration; the SED network saw its training rows: validation alone."""
+    spectral = json.loads((trained("spectral") / "model.json").read_text())["calibration"]
+    assert spectral["split"] == "val + train"
+    assert spectral["rows"]["val"] == _table(split, "spectral", "val").num_rows
+    assert spectral["rows"]["train"] > 2 * spectral["rows"]["val"]
+    for target, scale in spectral["sigma_scale"].items():
+        apart = [spectral["by_split"][name][target] for name in ("val", "train")]
+        assert min(apart) <= scale <= max(apart), (target, scale, apart)
+    sed = json.loads((trained("sed") / "model.json").read_text())["calibration"]
+    assert sed["split"] == "val" and set(sed["by_split"]) == {"val"}
+
+
+def test_calibration_pools_the_ratios_of_every_set_row_by_row():
+    """Pooled by rows, not by averaging each set's scale: 30 training rows at scale 1 outvote 10 at scale 3."""
+    from steps.models.keras.calibration import GAUSS_MEDIAN_ABS_Z
+    from steps.models.keras.training import _sigma_scales
+
+    unit = np.linspace(-1.0, 1.0, 30)[:, None] * GAUSS_MEDIAN_ABS_Z / np.median(np.abs(np.linspace(-1, 1, 30)))
+    wide = 3.0 * unit[::3]
+    record = _sigma_scales({"val": wide, "train": unit}, ["teff"])
+    assert record["by_split"]["val"]["teff"] == pytest.approx(3.0)
+    assert record["by_split"]["train"]["teff"] == pytest.approx(1.0)
+    pooled = np.concatenate([wide[:, 0], unit[:, 0]])
+    assert record["sigma_scale"]["teff"] == pytest.approx(np.median(np.abs(pooled)) / GAUSS_MEDIAN_ABS_Z)
+    assert record["sigma_scale"]["teff"] < 1.5 and record["rows"] == {"val": 10, "train": 30}
+
+
 def test_without_validation_rows_the_spectral_uncertainty_is_calibrated_out_of_sample(split):
     """The kernel estimate nearly interpolates its training rows: calibrated on them in-sample, the sigmas would
     shrink to nothing. Without validation rows they are calibrated on the leave-one-out estimates instead."""
@@ -200,7 +229,7 @@ def test_without_validation_rows_the_spectral_uncertainty_is_calibrated_out_of_s
     train, test = (pq.read_table(split / "spectra" / f"{part}.parquet") for part in ("train", "test"))
     spec = json.loads((split / "spectra" / "spec.json").read_text())
     trained = train_keras("spectral", train, train.schema.empty_table(), spec, seed=1, epochs=EPOCHS)
-    assert trained.info["calibration"]["split"] == "train (no validation rows)"
+    assert trained.info["calibration"]["split"] == "train"
     with TemporaryDirectory() as scratch:  # the network is reached through what the trainer saves
         trained.save(Path(scratch))
         model = keras.models.load_model(Path(scratch) / "model.keras", compile=False)
