@@ -209,7 +209,8 @@ def test_calibration_pools_the_ratios_of_every_set_row_by_row():
 
     unit = np.linspace(-1.0, 1.0, 30)[:, None] * GAUSS_MEDIAN_ABS_Z / np.median(np.abs(np.linspace(-1, 1, 30)))
     wide = 3.0 * unit[::3]
-    record = _sigma_scales({"val": wide, "train": unit}, ["teff"])
+    record = _sigma_scales({"val": (wide, np.ones_like(wide)), "train": (2 * unit, np.full_like(unit, 2.0))},
+                           ["teff"])
     assert record["by_split"]["val"]["teff"] == pytest.approx(3.0)
     assert record["by_split"]["train"]["teff"] == pytest.approx(1.0)
     pooled = np.concatenate([wide[:, 0], unit[:, 0]])

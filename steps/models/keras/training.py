@@ -344,16 +344,15 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     info["training"].update(net.record)
     info["training"].update({key: value for key, value in fit.items() if key.startswith("variance_")})
     predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
-    ratios: dict[str, np.ndarray] = {}  # residual / predicted sigma, per calibration set, (rows, targets)
+    sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # calibration set -> (residuals, predicted sigmas)
     if cv.n:
         mean, sigma = predictor.fitted_space(cv)
-        ratios["val"] = (mean - targets(cv)) / sigma
+        sets["val"] = (mean - targets(cv), sigma)
     if net.out_of_sample_fit or not cv.n:
         out = np.asarray(net.training.predict(net.fit_inputs(x_train), batch_size=1024, verbose=0), np.float64)
-        z_sigma = np.exp(0.5 * np.clip(out[:, len(labels):], *LOG_VAR_RANGE))
-        ratios["train" if net.out_of_sample_fit else "train (no validation rows)"] = \
-            (out[:, :len(labels)] - z_train[net.rows]) / z_sigma
-    info["calibration"] = _sigma_scales(ratios, labels)
+        sets["train" if net.out_of_sample_fit else "train (no validation rows)"] = (
+            out[:, :len(labels)] - z_train[net.rows], np.exp(0.5 * np.clip(out[:, len(labels):], *LOG_VAR_RANGE)))
+    info["calibration"] = _sigma_scales(sets, labels)
     predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
     metrics: dict[str, Any] = {"model": name, "kind": KIND[name], "training": {**fit, **net.record},
                                "calibration": info["calibration"]}
@@ -365,9 +364,10 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     return Trained(info, {}, metrics, save=_saver(model))
 
 
-def _sigma_scales(ratios: dict[str, np.ndarray], labels: list[str]) -> dict[str, Any]:
-    """The calibration record: per target, the scale of the predicted sigma (`calibration.sigma_scale`) over every
-    set's residual / sigma ratios pooled, and each set's own scale and row count.
+def _sigma_scales(sets: dict[str, tuple[np.ndarray, np.ndarray]], labels: list[str]) -> dict[str, Any]:
+    """The calibration record: per target, the scale of the predicted sigma (`calibration.sigma_scale`) over the
+    (residuals, sigmas) of every set pooled row by row, and each set's own scale and row count. Within a set the
+    two are in one space; the scale depends only on their ratio, so sets in different spaces pool.
 
     Why the spectral model's training rows count: their inputs are the closed-form estimate's out-of-sample values,
     so their residuals are nearly out of sample (only the small correction and variance layers saw them). The 40-60
@@ -376,13 +376,13 @@ def _sigma_scales(ratios: dict[str, np.ndarray], labels: list[str]) -> dict[str,
     rows' by 0.14.
     """
     record: dict[str, Any] = {"sigma_scale": {}, "rule": "median |res/sigma| = 0.6745 per target",
-                              "split": " + ".join(ratios), "rows": {name: len(r) for name, r in ratios.items()},
-                              "by_split": {name: {} for name in ratios}}
+                              "split": " + ".join(sets), "rows": {name: len(r) for name, (r, _) in sets.items()},
+                              "by_split": {name: {} for name in sets}}
     for i, target in enumerate(labels):
-        for name, r in ratios.items():
-            record["by_split"][name][target] = sigma_scale(r[:, i], np.ones(len(r)))
-        pooled = np.concatenate([r[:, i] for r in ratios.values()])
-        record["sigma_scale"][target] = sigma_scale(pooled, np.ones(len(pooled)))
+        for name, (residual, sigma) in sets.items():
+            record["by_split"][name][target] = sigma_scale(residual[:, i], sigma[:, i])
+        record["sigma_scale"][target] = sigma_scale(np.concatenate([r[:, i] for r, _ in sets.values()]),
+                                                    np.concatenate([s[:, i] for _, s in sets.values()]))
     return record
 
 
