@@ -6,7 +6,9 @@ For each split seed the library goes through the pipeline's own stages (ingest, 
 and 10% validation, train), and both the Keras model and the NumPy baseline are measured on the FGK stars
 (4000-7000 K by the library's label) of the test split: robust sigma (1.4826 MAD) of Teff, log g and [Fe/H], and
 the share of test stars inside the predicted 68% interval. One seed's 70-odd test stars scatter a robust sigma
-by ~10%; the median over seeds says more.
+by ~10%; the median over seeds says more. Each split also counts the test stars the domain check
+(`steps.models.domain`) puts outside the training domain: FGK stars, and stars whose label lies outside the
+3500-8000 K the model trains on.
 
 The library's labels are themselves measurements. With `--reference` (by default the Gaia FGK benchmark stars of
 `../shared/data/gaia/benchmark_stars`, whose Teff comes from angular diameters and log g from masses and radii),
@@ -35,6 +37,7 @@ from astropy.table import Table  # noqa: E402
 
 from steps.ingest.__main__ import ingest  # noqa: E402
 from steps.models import load_model  # noqa: E402
+from steps.models.baseline import SPECTRAL_TEFF_RANGE  # noqa: E402
 from steps.models.metrics import robust_sigma  # noqa: E402
 from steps.preprocess.__main__ import main as preprocess  # noqa: E402
 from steps.split.__main__ import split_features  # noqa: E402
@@ -77,7 +80,10 @@ def measure(model_dir: Path, test_path: Path, predictions: dict[str, list[np.nda
     values = np.column_stack([np.asarray(predicted[label], float) for label in LABELS])
     for star, row in zip(table.column("id").to_pylist(), values):
         predictions.setdefault(star, []).append(row)
-    out: dict[str, float] = {"n": int(fgk.sum())}
+    outside = predicted["in_domain"].map(lambda value: value is False).to_numpy()
+    off_range = (teff < SPECTRAL_TEFF_RANGE[0]) | (teff > SPECTRAL_TEFF_RANGE[1])
+    out: dict[str, float] = {"n": int(fgk.sum()), "fgk_outside": int(outside[fgk].sum()),
+                             "off_range": int(off_range.sum()), "off_range_outside": int(outside[off_range].sum())}
     for label in LABELS:
         truth = table.column(label).to_numpy(zero_copy_only=False).astype(float)[fgk]
         residual = np.asarray(predicted[label], float)[fgk] - truth
@@ -116,12 +122,15 @@ def main() -> None:
                 r = rows[-1]
                 print(f"seed {seed:3d} {trainer:8s} n={r['n']:3d}  Teff {r['teff']:6.1f} K  log g {r['logg']:.3f}  "
                       f"[Fe/H] {r['feh']:.3f}  (68% coverage {r['teff_cov68']:.2f}/{r['logg_cov68']:.2f}/"
-                      f"{r['feh_cov68']:.2f})  trained in {seconds:.0f} s", flush=True)
+                      f"{r['feh_cov68']:.2f})  outside the domain: FGK {r['fgk_outside']}, off-range "
+                      f"{r['off_range_outside']}/{r['off_range']}  trained in {seconds:.0f} s", flush=True)
     print(f"\nmedian over {len(args.seeds)} splits, FGK test stars of {args.library}")
     for trainer in ("keras", "baseline"):
         mine = [r for r in rows if r["trainer"] == trainer]
         print(f"{trainer:8s} Teff {np.median([r['teff'] for r in mine]):6.1f} K  "
-              f"log g {np.median([r['logg'] for r in mine]):.3f}  [Fe/H] {np.median([r['feh'] for r in mine]):.3f}")
+              f"log g {np.median([r['logg'] for r in mine]):.3f}  [Fe/H] {np.median([r['feh'] for r in mine]):.3f}  "
+              f"outside the domain: FGK {sum(r['fgk_outside'] for r in mine)}/{sum(r['n'] for r in mine)}, "
+              f"off-range {sum(r['off_range_outside'] for r in mine)}/{sum(r['off_range'] for r in mine)}")
 
     if args.reference != "none":
         compare_with_reference(reference_labels(Path(args.library), Path(args.reference)), predictions)

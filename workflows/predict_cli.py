@@ -13,8 +13,10 @@ The model is `--model` (default `production`): an alias or version of the regist
 model directory. With no such version the command exits 2 and names the versions there are.
 
 The CSV has one row per object, in input order: `id` (the source's own identifier), then `teff`, `logg`, `feh`,
-`teff_err`, `logg_err`, `feh_err` (1 sigma) or `class`, `p_<class>` per class and `period`, and `problem`: empty,
-or why the object has no prediction (the reason it was quarantined in preprocessing, or which inputs it lacks).
+`teff_err`, `logg_err`, `feh_err` (1 sigma) or `class`, `p_<class>` per class and `period`; `domain_distance` and
+`in_domain` (False: the object is unlike the training objects and the prediction is an extrapolation, see
+`steps.models.domain`); and `problem`: empty, or why the object has no prediction (the reason it was quarantined in
+preprocessing, or which inputs it lacks).
 """
 
 from __future__ import annotations
@@ -66,9 +68,11 @@ def predict_command(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.output, index=False, float_format="%.6g")
     missing = int((frame["problem"] != "").sum())
+    outside = int(frame["in_domain"].map(lambda value: value is False).sum())
+    notes = ([f"{missing} without a prediction: see the `problem` column"] if missing else []) + (
+        [f"{outside} unlike the training objects: see `in_domain`"] if outside else [])
     print(f"{args.model_name} {label}: {len(frame)} objects -> {args.output}"
-          + (f" ({missing} without a prediction: see the `problem` column)" if missing else "")
-          + f" in {time.perf_counter() - started:.1f} s")
+          + (f" ({'; '.join(notes)})" if notes else "") + f" in {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -128,9 +132,11 @@ def _columns(table):
 
 
 def _output_columns(model) -> list[str]:
+    from steps.models.domain import COLUMNS as DOMAIN_COLUMNS
+
     if model.task == "regression":
-        return list(model.targets) + [f"{t}_err" for t in model.targets]
-    return ["class", *(f"p_{c}" for c in model.classes), "period"]
+        return list(model.targets) + [f"{t}_err" for t in model.targets] + list(DOMAIN_COLUMNS)
+    return ["class", *(f"p_{c}" for c in model.classes), "period", *DOMAIN_COLUMNS]
 
 
 def read_features(modality: str, source: Path, spec: dict[str, Any]):

@@ -48,6 +48,15 @@ class Evaluation:
     baseline_dir: Path | None = None
 
 
+def domain_summary(predicted: pd.DataFrame) -> dict[str, Any] | None:
+    """How many predicted objects the domain check put outside the training domain (None: no check ran)."""
+    if "in_domain" not in predicted or not predicted["in_domain"].notna().any():
+        return None
+    flags = predicted["in_domain"][predicted["in_domain"].notna()]
+    outside = int(flags.map(lambda value: value is False or value == 0).sum())
+    return {"objects": int(len(flags)), "outside": outside, "share_outside": outside / len(flags)}
+
+
 def test_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.DataFrame) -> dict[str, Any]:
     """Metrics of one predictor's `predict_table` output against the test table's truth."""
     cols = Columns(test)
@@ -57,12 +66,23 @@ def test_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.Da
             truth = cols.scalar(target) if cols.has(target) else np.full(cols.n, np.nan)
             err = predicted[f"{target}_err"].to_numpy(np.float64) if f"{target}_err" in predicted else None
             targets[target] = regression_metrics(truth, predicted[target].to_numpy(np.float64), err)
-        return {"task": task, "n_test": cols.n, "targets": targets}
-    proba = predicted[[f"p_{c}" for c in outputs]].to_numpy(np.float64)
-    out = {"task": task, "n_test": cols.n, **classification_metrics(cols.strings("class"), proba, outputs)}
-    if "period" in predicted and cols.has("period_true"):
-        out["period"] = period_metrics(cols.scalar("period_true"), predicted["period"].to_numpy(np.float64))
+        out = {"task": task, "n_test": cols.n, "targets": targets}
+    else:
+        proba = predicted[[f"p_{c}" for c in outputs]].to_numpy(np.float64)
+        out = {"task": task, "n_test": cols.n, **classification_metrics(cols.strings("class"), proba, outputs)}
+        if "period" in predicted and cols.has("period_true"):
+            out["period"] = period_metrics(cols.scalar("period_true"), predicted["period"].to_numpy(np.float64))
+    domain = domain_summary(predicted)
+    if domain is not None:
+        out["domain"] = domain
     return out
+
+
+def domain_sentence(domain: dict[str, Any]) -> str:
+    """The report's line on the domain check."""
+    return (f"Domain check: {domain['outside']} of {domain['objects']} test objects "
+            f"({domain['share_outside']:.1%}) lie farther from every training object than 95% of training objects "
+            "from their nearest neighbour (`in_domain` false; about 5% is expected of objects like the training ones).")
 
 
 def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.PathLike,
@@ -97,6 +117,7 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
             frame["period"] = predicted["period"].to_numpy()
         if cols.has("period_true"):
             frame["period_true"] = cols.scalar("period_true")
+    frame.update({c: predicted[c].to_numpy() for c in ("domain_distance", "in_domain") if c in predicted})
     evaluation = Evaluation(name, model.task, outputs, metrics_model, metrics_null,
                             pd.DataFrame(frame, index=pd.RangeIndex(cols.n)), model.info)
     if baseline_dir is not None and (model.info.get("training") or {}).get("trainer") == "keras":
@@ -171,6 +192,8 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
         prod = (production.get(ev.name) or {}).get("metrics") or {}
         sources = (ev.model, ev.null, ev.baseline or {}, prod)
         lines += ["", f"## {ev.name} ({ev.info.get('kind')}, {ev.model.get('n_test', 0)} test objects)", ""]
+        if ev.model.get("domain"):
+            lines += [domain_sentence(ev.model["domain"]), ""]
         if ev.task == "regression":
             lines += ["| target | metric | model | null | baseline | production |", "|---|---|---|---|---|---|"]
             for target in ev.outputs:

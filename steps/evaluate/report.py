@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from steps.evaluate import domain_sentence
 from steps.evaluate.gates import Verdict, fmt
 from steps.models.baseline import MODALITY
 from steps.models.inputs import Columns
@@ -257,6 +258,7 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
             f"{tag}</h2>"
             f"<p>{ev.model.get('n_test', 0)} test objects. "
             + "; ".join(html.escape(line) for line in _training_summary(ev.info)) + ".</p>"
+            + (f"<p>{html.escape(domain_sentence(ev.model['domain']))}</p>" if ev.model.get("domain") else "")
             + _metrics_table(ev, prod.get("metrics") or {})
             + "<h3>Gate reasons</h3><ul>" + "".join(_reason(r) for r in verdict.reasons) + "</ul>"
             + _fallback(verdict)

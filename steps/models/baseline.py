@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from steps.models.domain import Domain
 from steps.models.features import Featurizer, Scalars, VectorPCA
 from steps.models.inputs import Columns
 from steps.models.io import FORMAT_VERSION, Trained
@@ -193,7 +194,9 @@ def _train_regression(name: str, kind: str, featurizer: Featurizer, train: pa.Ta
     if clean_labels:
         info["training"].update({"label_outliers_left_out": left_out, "outlier_rule": (
             f"leave-one-out ridge residual > {OUTLIER_SIGMA:g} robust sigma in any label")})
-    arrays = {**featurizer.state(), "coef": fit.coef, "intercept": fit.intercept}
+    domain = Domain.fit(x_train, seed=seed)
+    info["domain"] = domain.record()
+    arrays = {**featurizer.state(), "coef": fit.coef, "intercept": fit.intercept, **domain.arrays()}
     model = RegressionPredictor(None, info, spec, arrays)
     metrics: dict[str, Any] = {"model": name, "kind": kind, "hyperparameters": info["hyperparameters"],
                                "selection_scores": {t: fit.scores[f"target{i}"] for i, t in enumerate(labels)}}
@@ -261,7 +264,9 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
                  "hyperparameters": {"l2": fit.lam, "l2_grid": list(SOFTMAX_GRID), "class_weights": "balanced",
                                      "selection": "validation class-balanced log loss" if cv.n else "training loss",
                                      "iterations": fit.iterations, "converged": fit.converged}})
-    arrays = {**featurizer.state(), "coef": fit.coef, "intercept": fit.intercept}
+    domain = Domain.fit(x_train, seed=seed)
+    info["domain"] = domain.record()
+    arrays = {**featurizer.state(), "coef": fit.coef, "intercept": fit.intercept, **domain.arrays()}
     model = ClassifierPredictor(None, info, spec, arrays)
     metrics: dict[str, Any] = {"model": "lightcurve", "kind": "softmax", "hyperparameters": info["hyperparameters"],
                                "selection_scores": dict(zip(map(str, SOFTMAX_GRID), scores)),

@@ -7,8 +7,9 @@ was trained on). A Keras model directory has `model.keras` and `saved_model/` in
 loader imports TensorFlow only when a Keras model is loaded.
 
 Regression predictors return, per target `t`, the columns `t` and `t_err` (a 1-sigma uncertainty); classifiers
-return `class` and `p_<class>` per class, and `period` when the input has one. An `id` column is passed through
-first when the input has one.
+return `class` and `p_<class>` per class, and `period` when the input has one. Both then return `domain_distance`
+and `in_domain`: how far the object lies from the training objects (`steps.models.domain`; blank for a model saved
+without the check). An `id` column is passed through first when the input has one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from steps.models.domain import Domain, blank
 from steps.models.features import Featurizer
 from steps.models.inputs import Columns
 from steps.models.io import FORMAT_VERSION, MODEL_JSON, SPEC_JSON, WEIGHTS, load_npz, read_json
@@ -64,6 +66,13 @@ class Predictor:
         self.spec = spec
         self.name: str = info["name"]
         self.kind: str = info["kind"]
+        self.domain: Domain | None = None
+
+    def domain_columns(self, values: np.ndarray, bad: np.ndarray | None, usable: np.ndarray) -> dict[str, np.ndarray]:
+        """The `domain_distance` and `in_domain` columns of objects whose features are `values` (n, p)."""
+        if self.domain is None:
+            return blank(len(usable))
+        return self.domain.outputs(values, bad, usable)
 
     @property
     def input_fields(self) -> dict[str, list[str]]:
@@ -120,6 +129,7 @@ class RegressionPredictor(Predictor):
         self.uncertainty: dict[str, dict[str, Any]] = dict(info.get("uncertainty", {}))
         self.featurizer = Featurizer.restore(info["features"], arrays)
         self.coef, self.intercept = arrays["coef"], arrays["intercept"]
+        self.domain = Domain.restore(arrays)
 
     def _sigma(self, cols: Columns, target: str) -> np.ndarray:
         spec = self.uncertainty.get(target, {"kind": "constant", "sigma": math.nan})
@@ -130,12 +140,14 @@ class RegressionPredictor(Predictor):
         return np.full(cols.n, float(spec["sigma"]) if spec.get("sigma") is not None else math.nan)
 
     def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
-        z = self.featurizer.transform(cols) @ self.coef + self.intercept
-        z[~self.featurizer.usable(cols)] = np.nan
+        features, usable = self.featurizer.transform(cols), self.featurizer.usable(cols)
+        z = features @ self.coef + self.intercept
+        z[~usable] = np.nan
         data: dict[str, np.ndarray] = {}
         for t, target in enumerate(self.targets):
             value, err = inverse_transform(self.transforms.get(target), z[:, t], self._sigma(cols, target))
             data[target], data[f"{target}_err"] = value, err
+        data.update(self.domain_columns(features, None, usable))
         return data
 
 
@@ -151,6 +163,7 @@ class ClassifierPredictor(Predictor):
         self.period_column: str | None = info.get("period_column")
         self.featurizer = Featurizer.restore(info["features"], arrays)
         self.coef, self.intercept = arrays["coef"], arrays["intercept"]
+        self.domain = Domain.restore(arrays)
 
     def predict_proba(self, data: Any) -> np.ndarray:
         """(n, K) class probabilities in the order of `.classes`."""
@@ -158,7 +171,8 @@ class ClassifierPredictor(Predictor):
                        @ self.coef + self.intercept)
 
     def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
-        proba = self.predict_proba(cols)
+        features = self.featurizer.transform(cols)
+        proba = softmax(features @ self.coef + self.intercept)
         usable = self.featurizer.usable(cols)
         proba[~usable] = np.nan
         best = np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)
@@ -166,6 +180,7 @@ class ClassifierPredictor(Predictor):
         data.update({f"p_{c}": proba[:, k] for k, c in enumerate(self.classes)})
         if self.period_column and cols.has(self.period_column):
             data["period"] = cols.scalar(self.period_column)
+        data.update(self.domain_columns(features, None, usable))
         return data
 
 

@@ -256,6 +256,9 @@ def _response_schema(model: LoadedModel | None) -> dict[str, Any]:
         properties["class"] = {"type": ["string", "null"]}
         properties.update({f"p_{c}": number for c in model.predictor.classes})
         properties["period"] = number
+    if model is not None:
+        properties["domain_distance"] = number
+        properties["in_domain"] = {"type": ["boolean", "null"]}
     prediction = {"type": "object", "properties": properties, "required": ["model", "version"]}
     return {"type": "object", "required": ["model", "version", "predictions"],
             "properties": {"model": {"type": "string"}, "version": {"type": "string"},

@@ -60,7 +60,8 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
 
     The model directory holds `model.json`, `spec.json` (the split's spec, copied), `train_metrics.json`,
     `manifest.json` (stage `train.<name>`, the split as input, row counts), and the trainer's weights:
-    `weights.npz` (baseline) or `model.keras` and `saved_model/` (Keras).
+    `weights.npz` (a baseline's arrays; for Keras, the domain check's) and, for Keras, `model.keras` and
+    `saved_model/`.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")

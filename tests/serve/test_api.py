@@ -47,8 +47,9 @@ def test_predictions_equal_the_models_own(client, api_home, model, tolerance):
     expected = load_model(path).predict_records(rows)
     got = client.post(f"/v1/{model}:predict", json={"instances": rows}).json()["predictions"]
     for mine, theirs in zip(got, expected):
-        for key in ("teff", "logg", "feh", "teff_err"):
+        for key in ("teff", "logg", "feh", "teff_err", "domain_distance"):
             assert mine[key] == pytest.approx(theirs[key], rel=tolerance)
+        assert mine["in_domain"] is theirs["in_domain"] and isinstance(mine["in_domain"], bool)
 
 
 def test_npz_and_json_give_the_same_answer(client, api_home):

@@ -149,7 +149,12 @@ def test_evaluate_end_to_end_passes_learnable_models(learnable, tmp_path):
     spectral = pq.read_table(out / "predictions" / "spectral.parquet")
     assert spectral.num_rows == 60
     assert spectral.column_names == ["id", "teff_true", "teff", "teff_err", "logg_true", "logg", "logg_err",
-                                     "feh_true", "feh", "feh_err"]
+                                     "feh_true", "feh", "feh_err", "domain_distance", "in_domain"]
+    for name in NAMES:  # test objects drawn like the training ones: few outside the domain
+        domain = metrics[name]["model"]["domain"]
+        assert domain["objects"] == metrics[name]["model"]["n_test"] and domain["share_outside"] <= 0.2, name
+        assert domain["outside"] == int((~pq.read_table(out / "predictions" / f"{name}.parquet")
+                                         .column("in_domain").to_numpy(zero_copy_only=False).astype(bool)).sum())
     lightcurve = pq.read_table(out / "predictions" / "lightcurve.parquet").column_names
     assert {"id", "class_true", "class", "p_transit", "period", "period_true"} <= set(lightcurve)
     manifest = read_manifest(out)
@@ -158,6 +163,7 @@ def test_evaluate_end_to_end_passes_learnable_models(learnable, tmp_path):
     assert manifest.counts["passed"] == 3 and manifest.counts["refused"] == 0
     report = (out / "report.md").read_text()
     assert "synthetic" in report and "| spectral | PASS |" in report and "robust_sigma" in report
+    assert f"Domain check: {metrics['sed']['model']['domain']['outside']} of 60 test objects" in report
 
 
 def test_models_of_pure_noise_are_refused_and_the_run_still_succeeds(noise, tmp_path):

@@ -19,7 +19,9 @@ import pytest
 from split_fixtures import write_split
 from steps.evaluate import evaluate_model
 from steps.models import load_model
+from steps.models.domain import ARRAY_NAMES as DOMAIN_ARRAYS
 from steps.models.inputs import Columns
+from steps.models.io import load_npz
 from steps.models.metrics import classification_metrics, regression_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,7 +109,7 @@ def test_model_directory_holds_the_keras_model_its_export_and_its_training_recor
     model_dir = trained(name)
     assert (model_dir / "model.keras").is_file()
     assert (model_dir / "saved_model" / "saved_model.pb").is_file()
-    assert not (model_dir / "weights.npz").exists()
+    assert sorted(load_npz(model_dir / "weights.npz")) == sorted(DOMAIN_ARRAYS)  # the domain check alone
     info = json.loads((model_dir / "model.json").read_text())
     assert info["kind"] == KINDS[name] and info["training"]["trainer"] == "keras"
     training = info["training"]
@@ -152,7 +154,8 @@ def test_reloading_gives_the_predictions_it_was_measured_with(trained, split, na
         assert remeasured["log_loss"] == pytest.approx(recorded["log_loss"], rel=1e-5)
     network = keras.models.load_model(model_dir / "model.keras", compile=False)
     from_keras = PREDICTORS[loaded.task](model_dir, loaded.info, loaded.spec,
-                                         lambda arrays: network(arrays, training=False).numpy())
+                                         lambda arrays: network(arrays, training=False).numpy(),
+                                         domain=loaded.domain)
     numbers = first.select_dtypes("number").columns
     # float32 sums in another order (the graph's fused kernels, eager Keras): the spectral model's kernels add
     # ~1,000 weighted similarities; measured up to 3e-5 of a value (1e-3 K of 51 K in a Teff error), not the last bit
@@ -299,6 +302,35 @@ def test_spectral_trainer_takes_feh_from_the_redder_window_of_the_features_grid(
     assert "metallicity_window_from_angstrom" not in record and len(record["separate_estimates"]) == 1
 
 
+def _square_wave(length: int) -> np.ndarray:
+    """Three cycles between +1 and -1 (a dip is about -1 in a view)."""
+    return np.sign(np.sin(np.linspace(0.1, 6 * np.pi - 0.1, length)))
+
+
+ALIEN = {  # per model: objects unlike any the fixture makes
+    "spectral": lambda t: t.assign(flux=[4.0 - 3.0 * np.asarray(f) for f in t["flux"]]),  # strong emission lines
+    "lightcurve": lambda t: t.assign(**{view: [_square_wave(len(v)) for v in t[view]]  # no star's light curve
+                                        for view in ("global_view", "local_view")}),
+    "sed": lambda t: t.assign(**{c: -3.0 * t[c] for c in t if c.startswith("c_")}),  # colours of no star
+}
+
+
+@pytest.mark.parametrize("name", ["spectral", "lightcurve", "sed"])
+def test_objects_unlike_the_training_set_are_flagged_outside_the_domain(trained, split, name):
+    model_dir = trained(name)
+    info = json.loads((model_dir / "model.json").read_text())
+    training = info["training"]
+    learnt_from = {"spectral": training["n_train"] - training.get("label_outliers_left_out", 0),  # its cleaned rows
+                   "sed": training["n_train"], "lightcurve": training["n_train"]}
+    assert info["domain"]["quantile"] == 0.95 and info["domain"]["reference_rows"] == learnt_from[name]
+    model = load_model(model_dir)
+    test = _table(split, name, "test").to_pandas()
+    pred = model.predict_table(test)
+    assert pred["in_domain"].isin([True, False]).all() and pred["in_domain"].mean() >= 0.8
+    alien = model.predict_table(ALIEN[name](test.head(12)))
+    assert (alien["in_domain"] == False).all(), alien["domain_distance"].tolist()  # noqa: E712
+
+
 def test_a_version_of_an_earlier_spectral_kind_still_loads_for_a_rollback(trained, split, tmp_path):
     import shutil
 
@@ -310,6 +342,9 @@ def test_a_version_of_an_earlier_spectral_kind_still_loads_for_a_rollback(traine
     test = pq.read_table(split / "spectra" / "test.parquet")
     assert np.allclose(load_model(earlier).predict_table(test)["teff"],
                        load_model(trained("spectral")).predict_table(test)["teff"])
+    (earlier / "weights.npz").unlink()  # saved before the domain check: blank domain columns
+    blank = load_model(earlier).predict_table(test)
+    assert blank["domain_distance"].isna().all() and blank["in_domain"].isna().all()
     info["kind"] = "keras-spectral-unknown"
     (earlier / "model.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="keras-spectral-unknown"):

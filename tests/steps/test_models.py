@@ -197,7 +197,8 @@ def test_lightcurve_baseline_classifies_and_passes_the_period_through(split, mod
     model = load_model(models["lightcurve"])
     assert isinstance(model, ClassifierPredictor) and model.classes == spec["classes"]
     pred = model.predict_table(tables["test"])
-    assert list(pred.columns) == ["id", "class"] + [f"p_{c}" for c in model.classes] + ["period"]
+    assert list(pred.columns) == ["id", "class"] + [f"p_{c}" for c in model.classes] + ["period", "domain_distance",
+                                                                                     "in_domain"]
     np.testing.assert_allclose(pred[[f"p_{c}" for c in model.classes]].sum(axis=1), 1.0)
     np.testing.assert_array_equal(pred["period"], tables["test"]["period"].to_numpy())
     truth = tables["test"]["class"].to_numpy(zero_copy_only=False)
@@ -238,7 +239,7 @@ def test_predict_records_matches_predict_table(split, models, name):
             assert from_records[column].tolist() == from_table[column].tolist()
         else:
             np.testing.assert_allclose(from_records[column], from_table[column], rtol=1e-12)
-    assert all(type(v) in (str, float, int) for v in records[0].values())
+    assert all(type(v) in (str, float, int, bool) for v in records[0].values())
     # a pandas DataFrame of the same rows predicts the same
     pd.testing.assert_frame_equal(model.predict_table(test.to_pandas()), from_table)
 

@@ -96,6 +96,7 @@ def test_report_html_parses_and_shows_every_plot_it_references(evaluation):
     assert "SYNTHETIC" in text
     assert "PASS spectral teff robust_sigma" in text  # the gate reasons are on the page
     assert "robust_sigma" in text and "balanced_accuracy" in text
+    assert text.count("Domain check:") == 3
     assert (evaluation / "report.md").is_file()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -50,6 +51,10 @@ def pipeline(tmp_path_factory):
     return out
 
 
+REGRESSION_COLUMNS = ["id", "teff", "logg", "feh", "teff_err", "logg_err", "feh_err", "domain_distance", "in_domain",
+                      "problem"]
+
+
 def test_predicts_a_raw_artifact_preprocessed_with_the_models_spec(pipeline, tmp_path, capsys):
     home = pipeline["root"] / "home"
     csv = tmp_path / "spectra.csv"
@@ -57,12 +62,27 @@ def test_predicts_a_raw_artifact_preprocessed_with_the_models_spec(pipeline, tmp
                            "--home", str(home)) == 0
     assert "spectral version 1 (production): 80 objects" in capsys.readouterr().out
     frame = pd.read_csv(csv, keep_default_na=False, na_values=[""])
-    assert list(frame.columns) == ["id", "teff", "logg", "feh", "teff_err", "logg_err", "feh_err", "problem"]
+    assert list(frame.columns) == REGRESSION_COLUMNS
     raw_ids = pq.read_table(pipeline["spectral"]["raw"] / "spectra.parquet").column("id").to_pylist()
     assert frame["id"].tolist() == raw_ids  # one row per object, in input order
     predicted = frame[frame["problem"].isna()]
     assert len(predicted) >= 70 and predicted[["teff", "teff_err"]].notna().all().all()
     assert predicted["teff"].between(2500, 50000).all()
+    assert predicted["in_domain"].isin([True, False]).all() and predicted["in_domain"].mean() > 0.8
+    assert frame[frame["problem"].notna()][["domain_distance", "in_domain"]].isna().all().all()
+
+
+def test_objects_unlike_the_training_set_are_counted_in_the_summary(pipeline, tmp_path, capsys):
+    features = pq.read_table(pipeline["spectral"]["features"] / "features.parquet").slice(0, 6).to_pandas()
+    features["flux"] = [4.0 - 3.0 * np.asarray(flux) for flux in features["flux"]]  # strong emission lines
+    alien = tmp_path / "alien.parquet"
+    pq.write_table(pa.Table.from_pandas(features, preserve_index=False), alien)
+    csv = tmp_path / "alien.csv"
+    assert stellar_predict("spectral", "--input", str(alien), "--output", str(csv),
+                           "--model", str(pipeline["spectral"]["model"])) == 0
+    assert "(6 unlike the training objects: see `in_domain`)" in capsys.readouterr().out
+    frame = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+    assert (~frame["in_domain"]).all() and (frame["domain_distance"] > 1).all()
 
 
 def test_raw_file_and_feature_artifact_give_the_predictions_of_the_raw_artifact(pipeline, tmp_path):
@@ -76,7 +96,7 @@ def test_raw_file_and_feature_artifact_give_the_predictions_of_the_raw_artifact(
         assert stellar_predict("sed", "--input", str(source), "--output", str(csv), "--model", model) == 0
         outputs[label] = pd.read_csv(csv, keep_default_na=False, na_values=[""])
     reference = outputs.pop("artifact")
-    assert list(reference.columns) == ["id", "teff", "logg", "feh", "teff_err", "logg_err", "feh_err", "problem"]
+    assert list(reference.columns) == REGRESSION_COLUMNS
     for label, frame in outputs.items():
         pd.testing.assert_frame_equal(frame[frame["problem"].isna()].reset_index(drop=True),
                                       reference[reference["problem"].isna()].reset_index(drop=True), obj=label)
@@ -119,7 +139,8 @@ def test_classifier_output_has_a_class_probabilities_and_the_period(tmp_path):
                            str(csv), "--model", str(model_dir)) == 0
     frame = pd.read_csv(csv, keep_default_na=False, na_values=[""])
     classes = ["transit", "eclipsing_binary", "pulsator", "rotator", "quiet"]
-    assert list(frame.columns) == ["id", "class", *(f"p_{c}" for c in classes), "period", "problem"]
+    assert list(frame.columns) == ["id", "class", *(f"p_{c}" for c in classes), "period", "domain_distance",
+                                   "in_domain", "problem"]
     assert len(frame) == 12 and frame["class"].isin(classes).all()
     assert ((frame[[f"p_{c}" for c in classes]].sum(axis=1) - 1).abs() < 1e-4).all()
 

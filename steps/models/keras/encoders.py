@@ -235,6 +235,21 @@ class Encoder:
             out.update(block.transform(cols))
         return out
 
+    def flat(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """((n, p) values, (n, p) bad flags) of `transform`'s arrays, one entry per vector entry (its value channel,
+        bad where the mask channel says so) and per scalar column; the missing indicators are left out (a missing
+        value is already the training mean). What `steps.models.domain.Domain` measures distances on."""
+        values, bad = [], []
+        for block in self.inputs:
+            if isinstance(block, VectorInput):
+                vector = arrays[block.key]
+                values.append(vector[:, :, 0])
+                bad.append(vector[:, :, 1] > 0.5 if block.mask_channel else np.zeros(vector.shape[:2], bool))
+            elif block.columns:
+                values.append(arrays[block.key])
+                bad.append(np.zeros(arrays[block.key].shape, bool))
+        return np.hstack(values), np.hstack(bad)
+
     def usable(self, cols: Columns) -> np.ndarray:
         """(n,) bool: objects the model can predict (the others get NaN predictions)."""
         ok = np.ones(cols.n, bool)

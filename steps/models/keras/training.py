@@ -66,6 +66,7 @@ from steps.models.baseline import (  # noqa: E402
     _vector_length,
     in_teff_range,
 )
+from steps.models.domain import Domain  # noqa: E402
 from steps.models.inputs import Columns  # noqa: E402
 from steps.models.io import FORMAT_VERSION, KERAS_MODEL, SAVED_MODEL, Trained  # noqa: E402
 from steps.models.keras import KIND  # noqa: E402
@@ -328,6 +329,11 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
         x_train, z_train = _band_dropout(x_train, z_train, encoder.inputs[0], bands, recipe,
                                          np.random.default_rng(seed))
     net = build(encoder.shapes, labels, x_train, z_train)
+    # the domain: the training rows the network learns from (no label outliers), without the SED model's copies
+    # with bands dropped (near-duplicates of their rows, they would shrink the leave-one-out distances)
+    values, bad = encoder.flat(x_train)
+    learnt = net.rows[net.rows < ct.n]
+    domain = Domain.fit(values[learnt], bad[learnt], weights=net.input_weights, seed=seed)
     net.training.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=heteroscedastic_nll)
     held_out = (net.held_out_inputs(x_val), z_val) if x_val is not None else None
     fit = _fit(net.training, recipe, epochs or recipe.max_epochs, net.fit_inputs(x_train), z_train[net.rows],
@@ -340,7 +346,7 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     info = _base_info(name, encoder, model, spec, seed, fit, ct.n, cv.n, recipe)
     info.update({"targets": labels, "target_transforms": transforms,
                  "target_scaling": {"mean": y_mean.tolist(), "std": y_std.tolist()},
-                 "calibration": {"sigma_scale": {t: 1.0 for t in labels}}})
+                 "calibration": {"sigma_scale": {t: 1.0 for t in labels}}, "domain": domain.record()})
     info["training"].update(net.record)
     info["training"].update({key: value for key, value in fit.items() if key.startswith("variance_")})
     predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
@@ -353,7 +359,7 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
         sets["train" if net.out_of_sample_fit else "train (no validation rows)"] = (
             out[:, :len(labels)] - z_train[net.rows], np.exp(0.5 * np.clip(out[:, len(labels):], *LOG_VAR_RANGE)))
     info["calibration"] = _sigma_scales(sets, labels)
-    predictor = KerasRegressionPredictor(None, info, spec, _graph(model))
+    predictor = KerasRegressionPredictor(None, info, spec, _graph(model), domain=domain)
     metrics: dict[str, Any] = {"model": name, "kind": KIND[name], "training": {**fit, **net.record},
                                "calibration": info["calibration"]}
     for split, table in (("train", train), ("val", val)):
@@ -361,7 +367,7 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
             pred = predictor.predict_table(table)
             metrics[split] = {t: regression_metrics(Columns(table).scalar(t), pred[t], pred[f"{t}_err"])
                               for t in labels}
-    return Trained(info, {}, metrics, save=_saver(model))
+    return Trained(info, domain.arrays(), metrics, save=_saver(model))
 
 
 def _sigma_scales(sets: dict[str, tuple[np.ndarray, np.ndarray]], labels: list[str]) -> dict[str, Any]:
@@ -400,6 +406,8 @@ class _Network:
     extra: Callable[[dict[str, np.ndarray], bool], dict[str, np.ndarray]] = lambda x, fitted: {}
     record: dict[str, Any] = field(default_factory=dict)
     variance_layers: tuple[str, ...] = ()  # trained once more, alone, after the means (see `_fit_variance`)
+    # per entry of `Encoder.flat`, the weight the network gives it, for the domain check (None: all alike)
+    input_weights: np.ndarray | None = None
 
     def fit_inputs(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The training model's inputs for the fitted training rows."""
@@ -434,7 +442,7 @@ def _spectral_network(shapes, labels, x, z, window: dict[str, np.ndarray] | None
         return {"estimate": values.astype(np.float32)}
 
     return _Network(serving, training, estimate.rows, out_of_sample_fit=True, extra=extra, record=estimate.record,
-                    variance_layers=VARIANCE_LAYERS)
+                    variance_layers=VARIANCE_LAYERS, input_weights=estimate.parts[0].estimate.scale)
 
 
 def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
@@ -484,6 +492,7 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
     encoder.fit(ct)
     w_train = balanced_weights(y_train, len(classes)).astype(np.float32)
     x_train = encoder.transform(ct)
+    domain = Domain.fit(*encoder.flat(x_train), seed=seed)
     x_val = encoder.transform(cv) if cv.n else None
     _seed(seed)
     model = views_cnn(encoder.shapes, len(classes))
@@ -495,7 +504,7 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
     info = _base_info("lightcurve", encoder, model, spec, seed, fit, ct.n, cv.n, recipe)
     info.update({"classes": classes, "label_column": "class", "period_column": "period",
                  "aperiodic_classes": [c for c in classes if c in APERIODIC_CLASSES],
-                 "class_weights": "balanced", "calibration": {"temperature": 1.0}})
+                 "class_weights": "balanced", "calibration": {"temperature": 1.0}, "domain": domain.record()})
     if "period" not in info["inputs"]["optional"]:
         info["inputs"]["optional"].append("period")
     predictor = KerasClassifierPredictor(None, info, spec, _graph(model))
@@ -510,12 +519,12 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
         "ece_before": expected_calibration_error(before, correct),
         "ece_after": expected_calibration_error(after, correct),
         "log_loss_before": log_loss(logits, calib_y), "log_loss_after": log_loss(logits, calib_y, temperature)}
-    predictor = KerasClassifierPredictor(None, info, spec, _graph(model))
+    predictor = KerasClassifierPredictor(None, info, spec, _graph(model), domain=domain)
     metrics: dict[str, Any] = {"model": "lightcurve", "kind": KIND["lightcurve"], "training": fit,
                                "calibration": info["calibration"],
                                **classifier_fit_metrics(predictor.predict_proba, classes,
                                                         {"train": (train, train_kept), "val": (val, val_kept)})}
-    return Trained(info, {}, metrics, save=_saver(model))
+    return Trained(info, domain.arrays(), metrics, save=_saver(model))
 
 
 TRAINERS = {"spectral": _train_spectral, "sed": _train_sed, "lightcurve": _train_lightcurve}

@@ -1,0 +1,106 @@
+"""The domain check (`steps.models.domain`): distances to the nearest training row, in units that put the 95th
+percentile of the training rows' own leave-one-out distances at 1."""
+
+import numpy as np
+import pytest
+
+from steps.models import domain as domain_module
+from steps.models.domain import COLUMNS, THRESHOLD_QUANTILE, Domain, blank
+from steps.models.io import load_npz, save_npz
+
+
+def _cloud(n: int, p: int = 12, seed: int = 0) -> np.ndarray:
+    """Rows of a correlated Gaussian cloud: a few strong directions and weak noise."""
+    mixing = np.random.default_rng(99).normal(size=(4, p)) * 3.0  # one distribution; `seed` draws from it
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4)) @ mixing + 0.1 * rng.normal(size=(n, p)) + 5.0
+
+
+def test_objects_like_the_training_rows_are_in_the_domain_and_far_ones_are_not():
+    domain = Domain.fit(_cloud(600))
+    alike, far = _cloud(400, seed=1), _cloud(50, seed=2) + 40.0
+    share = np.mean(domain.distance(alike) <= 1.0)
+    assert 0.85 <= share <= 1.0, share
+    assert np.all(domain.distance(far) > 3.0)
+
+
+def test_the_threshold_is_the_quantile_of_the_training_rows_leave_one_out_distances():
+    values = _cloud(300)
+    domain = Domain.fit(values)
+    reference = (values - values.mean(axis=0)) @ domain.basis
+    d2 = ((reference[:, None] - reference[None]) ** 2).sum(axis=2)
+    np.fill_diagonal(d2, np.inf)
+    assert domain.threshold == pytest.approx(np.quantile(np.sqrt(d2.min(axis=1)), THRESHOLD_QUANTILE))
+    assert domain.distance(values).max() == pytest.approx(0.0, abs=1e-6)  # every training row is its own neighbour
+
+
+def test_bad_entries_count_as_the_training_mean_of_the_entry():
+    values = _cloud(300)
+    domain = Domain.fit(values)
+    one = values[:1].copy()
+    bad = np.zeros_like(one, bool)
+    bad[0, :6] = True
+    patched = one.copy()
+    patched[0, :6] = values[:, :6].mean(axis=0)
+    wild = one.copy()
+    wild[0, :6] = 1e6
+    assert domain.distance(wild, bad)[0] == pytest.approx(domain.distance(patched)[0])
+    wild[0, 6] = np.nan  # a non-finite entry is bad too
+    patched[0, 6] = values[:, 6].mean()
+    assert domain.distance(wild, bad)[0] == pytest.approx(domain.distance(patched)[0])
+
+
+def test_entries_no_training_row_varies_in_do_not_count():
+    """As for the red end of the grid, which every MILES spectrum lacks and SDSS spectra have."""
+    values = _cloud(300)
+    values[:, -3:] = 0.0
+    domain = Domain.fit(values)
+    test = _cloud(20, seed=3)
+    test[:, -3:] = 0.0
+    moved = test.copy()
+    moved[:, -3:] = 7.0
+    np.testing.assert_allclose(domain.distance(moved), domain.distance(test))
+
+
+def test_outputs_round_trip_through_the_weights_file_and_blank_unusable_objects(tmp_path):
+    values = _cloud(200)
+    domain = Domain.fit(values)
+    save_npz(tmp_path / "weights.npz", {"coef": np.ones(3), **domain.arrays()})
+    restored = Domain.restore(load_npz(tmp_path / "weights.npz"))
+    test = np.vstack([_cloud(3, seed=4), _cloud(1, seed=5) + 40.0])
+    usable = np.array([True, False, True, True])
+    out = restored.outputs(test, None, usable)
+    assert list(out) == list(COLUMNS)
+    np.testing.assert_allclose(out["domain_distance"][usable], domain.distance(test[usable]))
+    assert np.isnan(out["domain_distance"][1]) and out["in_domain"][1] is None
+    assert out["in_domain"][3] is False and out["in_domain"][0] is True
+    assert Domain.restore({"coef": np.ones(3)}) is None
+    empty = blank(2)
+    assert np.isnan(empty["domain_distance"]).all() and list(empty["in_domain"]) == [None, None]
+
+
+def test_many_training_rows_keep_a_seeded_subset_as_neighbours(monkeypatch):
+    monkeypatch.setattr(domain_module, "DOMAIN_REFERENCE_ROWS", 100)
+    values = _cloud(500)
+    first, again = Domain.fit(values, seed=3), Domain.fit(values, seed=3)
+    assert first.reference.shape[0] == 100
+    np.testing.assert_array_equal(first.reference, again.reference)
+    assert np.mean(first.distance(_cloud(200, seed=6)) <= 1.0) > 0.8
+
+
+def test_a_handful_of_rows_still_gives_a_finite_positive_threshold():
+    for values in (_cloud(3), np.ones((4, 5))):
+        domain = Domain.fit(values)
+        assert np.isfinite(domain.threshold) and domain.threshold > 0
+        assert np.isfinite(domain.distance(values + 1.0)).all()
+
+
+def test_weights_make_a_feature_count_as_the_model_weighs_it():
+    """As the spectral model weighs its continuum-shape entries against the flux."""
+    values = _cloud(300)
+    values[:, 0] = 0.3 * np.random.default_rng(7).normal(size=300)  # a feature of its own, with a small spread
+    plain, weighted = Domain.fit(values), Domain.fit(values, weights=np.r_[8.0, np.ones(values.shape[1] - 1)])
+    shifted = values[:5].copy()
+    shifted[:, 0] += 3.0 * values[:, 0].std()
+    assert np.all(weighted.distance(shifted) > 5.0 * plain.distance(shifted))
+    np.testing.assert_allclose(weighted.distance(values[:5]), 0.0, atol=1e-6)
