@@ -82,7 +82,7 @@ def domain_sentence(domain: dict[str, Any]) -> str:
     """The report's line on the domain check."""
     return (f"Domain check: {domain['outside']} of {domain['objects']} test objects "
             f"({domain['share_outside']:.1%}) lie farther from every training object than 95% of training objects "
-            "from their nearest neighbour (`in_domain` false; about 5% is expected of objects like the training ones).")
+            "from their nearest neighbour (in_domain false; about 5% is expected of objects like the training ones).")
 
 
 def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.PathLike,

@@ -1,10 +1,10 @@
 """Whether an object is like the objects a model learnt from: `Domain`, the nearest-neighbour check behind the
 `domain_distance` and `in_domain` outputs of every model.
 
-A model asked about an object unlike any it was trained on still answers, and its uncertainty cannot warn: that
-was calibrated on objects like the training ones. The spectral model, trained on 3,500-8,000 K stars, puts an SDSS
-M5 dwarf (about 3,000 K) at 3,390 +- 60 K. So the check looks at the inputs instead: an object's features, as the
-model reads them (masked entries at the training mean of the entry, weighted as the model weighs them), are
+A model asked about an object unlike any it was trained on still answers, and its uncertainty cannot warn: that was
+calibrated on objects like the training ones. The spectral model, trained on 3,500-8,000 K stars, put an SDSS B2
+star (about 20,000 K) at 7,140 +- 60 K in one run. So the check looks at the inputs instead: an object's features,
+as the model reads them (masked entries at the training mean of the entry, weighted as the model weighs them), are
 projected on the leading principal components of the rows the model learnt from (which leaves out noise and the
 entries no training row has), and its distance to the nearest of those rows is divided by the `THRESHOLD_QUANTILE`
 quantile of their own leave-one-out nearest-neighbour distances. That ratio is `domain_distance`; above 1 the
@@ -111,8 +111,12 @@ class Domain:
 
 
 def in_domain(distance: np.ndarray) -> np.ndarray:
-    """(n,) object array: True where `domain_distance` <= 1, False beyond, None where it is NaN."""
-    return np.array([None if not np.isfinite(d) else bool(d <= 1.0) for d in distance], dtype=object)
+    """(n,) object array of Python bools: True where `domain_distance` <= 1, False beyond (infinity included),
+    None where it is NaN (no prediction)."""
+    flags = np.full(len(distance), None, dtype=object)
+    known = ~np.isnan(distance)
+    flags[known] = (distance[known] <= 1.0).tolist()
+    return flags
 
 
 def blank(n: int) -> dict[str, np.ndarray]:

@@ -2,7 +2,8 @@
 
 A model directory holds `model.json` (name, kind, task, targets or classes, feature configuration, training
 metadata, `format_version`), `weights.npz` (the fitted arrays) and `spec.json` (the input spec of the split it
-was trained on). A Keras model directory has `model.keras` and `saved_model/` instead of `weights.npz`.
+was trained on). A Keras model directory adds `model.keras` and `saved_model/`; its `weights.npz` holds only the
+domain check's arrays.
 `load_model(path)` reads it and returns a predictor for its `kind`: each kind has a loader in `KINDS`; the Keras
 loader imports TensorFlow only when a Keras model is loaded.
 

@@ -58,6 +58,7 @@ class LoadedModel:
         return {"name": self.name, "version": self.version, "kind": predictor.kind, "task": predictor.task,
                 "runtime": getattr(predictor, "runtime", "numpy"),
                 "outputs": outputs, "inputs": self.inputs.describe(), "spec": predictor.spec,
+                "domain": predictor.info.get("domain"),
                 "metrics": self.record.metrics, "verdict": self.record.verdict.get("passed"),
                 "registered_at": self.record.created_at,
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}

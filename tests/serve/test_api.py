@@ -104,6 +104,7 @@ def test_models_lists_versions_inputs_and_metrics(client):
     assert spectral["version"] == "1" and spectral["inputs"]["required"] == ["flux"]
     assert spectral["inputs"]["vectors"]["flux"] == spectral["spec"]["grid"]["length"]
     assert spectral["metrics"] and spectral["outputs"] == ["teff", "logg", "feh"]
+    assert all(m["domain"]["quantile"] == 0.95 and m["domain"]["threshold"] > 0 for m in models.values())
 
 
 def test_metrics_count_requests_batches_and_versions(client, api_home):

