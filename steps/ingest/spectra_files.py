@@ -15,6 +15,7 @@ sorted order, and every FITS file in it (`.fits`, `.fit`, `.fts`, optionally gzi
   `labels.csv` in the same folder or one above. The column of `labels.csv` whose values appear in the file names
   (at character-class boundaries: `m0145` in `MILES_res2.50_star_m0145V.fits.gz`, not `m014`) is found by content,
   and teff/logg/feh are taken from the columns named so or by a common alias (`Teff`, `log g`, `[Fe/H]`, `FeH`...).
+  A Teff whose leading digit overflowed into the spectral-type column before it is restored (`overflowed_teff`).
   The id is the label id found in the name (the file name when none is); the source is `<folder>-library`.
   Libraries carry no error array: each spectrum gets one inverse variance, from its DER_SNR noise estimate
   (Stoehr et al. 2008), and z = 0 (library spectra are published in the rest frame).
@@ -69,6 +70,12 @@ LABELS = ("teff", "logg", "feh")
 # preference: [M/H] stands in for [Fe/H] only where a table has no [Fe/H].
 LABEL_ALIASES = {"teff": ("teff", "teffk"), "logg": ("logg", "loggcgs"),
                  "feh": ("feh", "fe/h", "fehdex", "m/h", "mh", "metallicity")}
+SPECTRAL_TYPE_ALIASES = ("sptype", "spectraltype", "spt", "type")  # as LABEL_ALIASES
+# A table written with a 4-character Teff column pushes the leading digit of a Teff of 10,000 K or more into the end
+# of the spectral-type column before it: MILES's labels.csv has "B2IV           2" and 1581 for HD 886, a B2 star of
+# 21,581 K, and 43 more such rows, every one an O, B or A star (or a hot subdwarf) by its type. The digit is set
+# off by two or more spaces; the type must be O, B or A (or O written with a zero).
+OVERFLOWED_TEFF = re.compile(r"^(?P<type>[OBA0](?:.*\S)?)\s{2,}(?P<digits>\d)$", re.IGNORECASE)
 # Catalogue values at or below this are the archives' "no value" sentinels (-999, -9999), not measurements.
 MISSING_SENTINEL = -999.0
 NODATA = 1 << SDSS_PIXEL_BITS["NODATA"]
@@ -208,6 +215,15 @@ def label_value(value: object) -> float | None:
     except ValueError:
         return None
     return number if np.isfinite(number) and number > MISSING_SENTINEL else None
+
+
+def overflowed_teff(spectral_type: str | None, teff: float | None) -> float | None:
+    """The Teff a label row meant when its leading digit overflowed into the spectral type (`OVERFLOWED_TEFF`):
+    "B2IV           2" and 1581 -> 21581.0; None when the row shows no such overflow."""
+    match = OVERFLOWED_TEFF.match(str(spectral_type or "").strip())
+    if match is None or teff is None or not 0 <= teff < 10000:
+        return None
+    return float(match["digits"]) * 10000 + teff
 
 
 def _header_labels(header: fits.Header) -> dict[str, float | None]:
@@ -426,6 +442,7 @@ class LabelTable:
     labels: dict[str, dict[str, float | None]]      # row id -> labels
     matches: dict[str, str]                          # file stem -> row id
     duplicate_rows: list[str]
+    restored_teff: dict[str, tuple[float, float]] = field(default_factory=dict)  # row id -> (as written, restored)
 
     @property
     def unmatched_rows(self) -> list[str]:
@@ -454,6 +471,8 @@ def read_label_table(path: Path, name: str, stems: Sequence[str]) -> LabelTable:
     by_alias = {_normalised_column(column): column for column in columns}
     sources = {label: next((by_alias[alias] for alias in aliases if alias in by_alias), None)
                for label, aliases in LABEL_ALIASES.items()}
+    spectral_type = next((by_alias[alias] for alias in SPECTRAL_TYPE_ALIASES if alias in by_alias), None)
+    restored: dict[str, tuple[float, float]] = {}
     labels: dict[str, dict[str, float | None]] = {}
     originals: dict[str, str] = {}
     duplicates = []
@@ -466,8 +485,12 @@ def read_label_table(path: Path, name: str, stems: Sequence[str]) -> LabelTable:
             continue
         originals[row_id.casefold()] = row_id
         labels[row_id] = {label: label_value(row[column]) if column else None for label, column in sources.items()}
+        teff = overflowed_teff(row[spectral_type], labels[row_id]["teff"]) if spectral_type else None
+        if teff is not None:
+            restored[row_id] = (labels[row_id]["teff"], teff)
+            labels[row_id]["teff"] = teff
     return LabelTable(name, id_column, labels, {stem: originals[value] for stem, value in matches.items()},
-                      duplicates)
+                      duplicates, restored)
 
 
 def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine) -> dict[Path, LibraryEntry]:
@@ -500,6 +523,11 @@ def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine
         log.info("%s: %d label rows, id column %r, %d of %d files labelled", name, len(table.labels),
                  table.id_column, sum(_stem(path.name) in table.matches for path in members[root]),
                  len(members[root]))
+        if table.restored_teff:
+            shown = ", ".join(f"{row_id} {written:g} -> {teff:g} K"
+                              for row_id, (written, teff) in list(table.restored_teff.items())[:3])
+            log.info("%s: Teff of %d rows restored from the digit that overflowed into the spectral type (%s%s)",
+                     name, len(table.restored_teff), shown, ", ..." if len(table.restored_teff) > 3 else "")
     return entries
 
 

@@ -381,6 +381,29 @@ def _curved_spectra(n: int, seed: int):
     return {"spectrum": spectrum}, label[:, None]
 
 
+def test_the_continuum_weight_is_chosen_by_the_robust_sigma_of_leave_one_out_residuals():
+    """Not by their RMSE, which a few wrong labels decide; on this data set the two criteria pick differently."""
+    from steps.models.baseline import RIDGE_GRID
+    from steps.models.keras.kernel_estimate import CONTINUUM_WEIGHTS, fit_kernel_estimate
+    from steps.models.linear import ridge
+    from steps.models.metrics import robust_sigma
+
+    rng = np.random.default_rng(0)
+    label = rng.normal(size=200)
+    continuum = np.outer(label, rng.normal(size=8)) * 0.3 + 0.05 * rng.normal(size=(200, 8))  # weak, clean
+    flux = np.outer(label, rng.normal(size=40)) * 0.2 + rng.normal(size=(200, 40))  # strong noise
+    x = {name: np.stack([values, np.zeros_like(values)], axis=-1).astype(np.float32)
+         for name, values in (("spectrum", flux), ("continuum", continuum))}
+    scores = {}
+    for weight in CONTINUUM_WEIGHTS:
+        joined = np.hstack([x["spectrum"][:, :, 0], weight * x["continuum"][:, :, 0]]).astype(np.float64)
+        residuals = ridge(joined, label[:, None], alphas=tuple(a * 200 for a in RIDGE_GRID)).loo_residuals[:, 0]
+        scores[weight] = (robust_sigma(residuals), float(np.sqrt(np.mean(residuals ** 2))))
+    by_robust_sigma = min(scores, key=lambda weight: scores[weight][0])
+    assert by_robust_sigma != min(scores, key=lambda weight: scores[weight][1])
+    assert fit_kernel_estimate(x, label[:, None]).record["continuum_weight"] == by_robust_sigma
+
+
 def test_refinement_follows_a_curved_label_the_first_kernel_flattens():
     from steps.models.keras.kernel_estimate import fit_kernel_estimate, refined
 

@@ -28,7 +28,7 @@ from steps.ingest import sources
 from steps.ingest.schemas import DATA_FILES, LABELS_FILE, SDSS_PIXEL_BITS, SPECTRA_SCHEMA, STELLAR_LABELS_SCHEMA
 from steps.ingest.sources import IngestRequest
 from steps.ingest.spectra_files import (
-    air_to_vacuum, der_snr_ivar, header_wavelengths, read_folder, read_spectra_folder)
+    air_to_vacuum, der_snr_ivar, header_wavelengths, overflowed_teff, read_folder, read_spectra_folder)
 from steps.preprocess.common import FEATURES_FILE, RawArtifact
 from steps.preprocess.spectra import (
     ResamplingOperator, masked_row_median, output_grid, pixel_extents, preprocess_spectra, resample)
@@ -159,6 +159,9 @@ def test_miles_labels_reach_the_labels_table_and_empty_values_stay_null(data_dir
     assert labels.loc["m0838", "teff"] == 2748.0 and np.isnan(labels.loc["m0838", "feh"])
     assert labels["feh"].isna().sum() == sum(row["feh"] == "" for row in table.values())
     assert sorted(labels.index) == sorted(table)
+    # 44 hot stars' Teff had overflowed into the spectral type: HD 886 (B2 IV) is 21,581 K, not 1,581 K
+    assert labels.loc["m0011", "teff"] == 21581.0 and (labels["teff"] >= 10000).sum() == 44
+    assert labels.loc["m0725", "teff"] == 6165.0                                # "B5", no overflow: as written
 
 
 @pytest.mark.needs_shared
@@ -280,6 +283,35 @@ def test_the_label_id_column_is_found_by_content_and_labels_by_alias(tmp_path):
     assert set(ingested.data.column("source").to_pylist()) == {"lib-library"}
     wave = 10 ** np.asarray(ingested.data.column("loglam")[0].as_py())
     assert wave[0] == pytest.approx(4000.0)                                    # AIRORVAC = vac: not converted
+
+
+@pytest.mark.parametrize("spectral_type, teff, restored", [
+    ("B2IV           2", 1581.0, 21581.0),      # MILES HD 886
+    ("A0 III         1", 137.0, 10137.0),       # the Teff column lost its leading zero too
+    ("A              2", 5200.0, 25200.0),      # a type of one letter
+    ("08 Ib          3", 274.0, 30274.0),       # O written with a zero
+    ("B5", 6165.0, None),                       # no digit set off: a type, not an overflow
+    ("K0III          2", 4500.0, None),         # a cool type: not the overflow of a hot star's Teff
+    ("B2IV 2", 1581.0, None),                   # one space: part of the type
+    ("B2IV           2", 12000.0, None),        # a Teff of five digits already
+    (None, 1581.0, None),
+])
+def test_a_teff_whose_leading_digit_overflowed_into_the_spectral_type_is_restored(spectral_type, teff, restored):
+    assert overflowed_teff(spectral_type, teff) == restored
+
+
+def test_overflowed_teff_is_restored_when_a_library_is_read(tmp_path):
+    rng = np.random.default_rng(1)
+    solution = {"CRVAL1": 4000.0, "CDELT1": 1.0, "AIRORVAC": "vac"}
+    for star in ("m0011", "m0725", "m0145"):
+        write_spectrum(tmp_path / "lib" / f"MILES_res2.50_star_{star}V.fits", 5 + rng.normal(0, 0.1, 500),
+                       **solution)
+    write_labels(tmp_path / "lib" / "labels.csv", ["miles_id", "sptype", "teff", "logg", "feh"], [
+        ["m0011", "B2IV           2", 1581.0, 3.86, 0.06], ["m0725", "B5", 6165.0, 4.06, -2.25],
+        ["m0145", "G8V", 5073.0, 4.19, -0.31]])
+    labels = checked(read_folder(tmp_path / "lib")).labels.to_pandas().set_index("id")
+    assert labels["teff"].to_dict() == {"m0011": 21581.0, "m0725": 6165.0, "m0145": 5073.0}
+    assert labels.loc["m0011", "logg"] == 3.86                                  # the other labels as written
 
 
 @pytest.mark.needs_shared

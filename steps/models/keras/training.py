@@ -23,8 +23,8 @@ The spectral model (`networks.spectral_hybrid`) reads the normalised flux and, w
 continuum shape that normalisation removed (it carries Teff). Its training set is cleaned as a careful
 spectroscopist would clean a labelled library: only stars of `SPECTRAL_TEFF_RANGE` are used (the domain of FGK
 stars and their neighbours, where labels are reliable and the model is measured; a labelled library may carry hot
-stars whose tabulated Teff is wrong, as MILES's labels.csv does for ~44 stars above 10,000 K that lost their
-leading digit), and stars whose label disagrees with their spectrum, a leave-one-out ridge residual beyond
+stars whose tabulated Teff is wrong, as MILES's labels.csv did for 44 stars above 10,000 K whose leading digit the
+ingest now restores), and stars whose label disagrees with their spectrum, a leave-one-out ridge residual beyond
 `OUTLIER_SIGMA` robust sigmas in any label, are left out (that ridge on the pixels also weighs the continuum shape
 against the flux, by leave-one-out error). The estimate is then a kernel ridge regression (linear + Gaussian
 kernel) on the leading principal components, solved in closed form with its width and penalties chosen by
@@ -442,7 +442,8 @@ def _spectral_network(shapes, labels, x, z, window: dict[str, np.ndarray] | None
         return {"estimate": values.astype(np.float32)}
 
     return _Network(serving, training, estimate.rows, out_of_sample_fit=True, extra=extra, record=estimate.record,
-                    variance_layers=VARIANCE_LAYERS, input_weights=estimate.parts[0].estimate.scale)
+                    variance_layers=VARIANCE_LAYERS,
+                    input_weights=np.max([part.estimate.scale for part in estimate.parts], axis=0))
 
 
 def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
