@@ -70,12 +70,13 @@ LABELS = ("teff", "logg", "feh")
 # preference: [M/H] stands in for [Fe/H] only where a table has no [Fe/H].
 LABEL_ALIASES = {"teff": ("teff", "teffk"), "logg": ("logg", "loggcgs"),
                  "feh": ("feh", "fe/h", "fehdex", "m/h", "mh", "metallicity")}
-SPECTRAL_TYPE_ALIASES = ("sptype", "spectraltype", "spt", "type")  # as LABEL_ALIASES
+SPECTRAL_TYPE_ALIASES = ("sptype", "spectraltype", "spt", "spectype", "mktype")  # normalised as LABEL_ALIASES
 # A table written with a 4-character Teff column pushes the leading digit of a Teff of 10,000 K or more into the end
 # of the spectral-type column before it: MILES's labels.csv has "B2IV           2" and 1581 for HD 886, a B2 star of
-# 21,581 K, and 43 more such rows, every one an O, B or A star (or a hot subdwarf) by its type. The digit is set
-# off by two or more spaces; the type must be O, B or A (or O written with a zero).
-OVERFLOWED_TEFF = re.compile(r"^(?P<type>[OBA0](?:.*\S)?)\s{2,}(?P<digits>\d)$", re.IGNORECASE)
+# 21,581 K, and 43 more such rows, O, B and A stars and hot subdwarfs by their types. The digit is set off by two
+# or more spaces, after a type of class O, B or A (an upper-case letter followed by a digit, a space or nothing;
+# O may be written as a zero followed by its subclass, as in "07Ia"): "active  1" or "0  1" are no such overflow.
+OVERFLOWED_TEFF = re.compile(r"^(?P<type>(?:[OBA](?=[\d\s.]|$)|0(?=\d))\S*(?:\s\S+)*)\s{2,}(?P<digits>\d)$")
 # Catalogue values at or below this are the archives' "no value" sentinels (-999, -9999), not measurements.
 MISSING_SENTINEL = -999.0
 NODATA = 1 << SDSS_PIXEL_BITS["NODATA"]

@@ -294,6 +294,8 @@ def test_the_label_id_column_is_found_by_content_and_labels_by_alias(tmp_path):
     ("K0III          2", 4500.0, None),         # a cool type: not the overflow of a hot star's Teff
     ("B2IV 2", 1581.0, None),                   # one space: part of the type
     ("B2IV           2", 12000.0, None),        # a Teff of five digits already
+    ("active         1", 4800.0, None),         # not a spectral type
+    ("0              1", 4000.0, None),         # a zero alone is no O type
     (None, 1581.0, None),
 ])
 def test_a_teff_whose_leading_digit_overflowed_into_the_spectral_type_is_restored(spectral_type, teff, restored):

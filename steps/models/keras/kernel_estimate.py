@@ -147,7 +147,7 @@ def fit_kernel_estimate(x: dict[str, np.ndarray], z: np.ndarray, refine: list[in
     alphas = tuple(a * len(z) for a in RIDGE_GRID)
     weights = CONTINUUM_WEIGHTS if "continuum" in x else (1.0,)
     trials = {weight: ridge(joined * scale_for(weight), z, alphas=alphas) for weight in weights}
-    weight = min(weights, key=lambda w: float(np.mean(_robust_columns(trials[w].loo_residuals))))
+    weight = min(weights, key=lambda w: float(np.nanmean(_robust_columns(trials[w].loo_residuals))))
     rows = np.flatnonzero(~robust_outliers(trials[weight].loo_residuals, OUTLIER_SIGMA))
     scale = scale_for(weight)
     pixels = joined[rows] * scale
