@@ -26,16 +26,16 @@ and their neighbours, where labels are reliable and the model is measured; a lab
 whose tabulated Teff is wrong, as MILES's labels.csv did for 44 stars above 10,000 K whose leading digit the ingest
 now restores), and stars whose label disagrees with their spectrum, a leave-one-out ridge residual beyond
 `OUTLIER_SIGMA` robust sigmas in any label, are left out (that ridge on the pixels also weighs the continuum shape
-against the flux, by the robust sigma of its leave-one-out residuals). The estimate is then a kernel ridge
-regression (linear + Gaussian kernel) on the leading principal components, solved in closed form with its width and
-penalties chosen by leave-one-out error: on MILES it cuts the leave-one-out error of log g by a fifth against the
-linear ridge; a second kernel ridge regression per label, on that label's estimate and a few leading components,
-refines it where its leave-one-out residuals say so. Teff, which the continuum shape carries, gets such an estimate
-of its own (its own continuum weight, cleaning and width); log g comes from the one of all three labels, and [Fe/H]
-from one of all three labels that sees only the spectrum redder than 3900 A
-(`kernel_estimate.fit_spectral_estimate`, `kernel_estimate.metallicity_window`). A small network learns a correction
-to it (early stopping keeps it only where it helps on validation) and, trained last on its own with the means
-frozen, the per-star uncertainty. """
+against the flux, by the RMSE of its leave-one-out residuals over the rows no candidate weight calls a label
+outlier). The estimate is then a kernel ridge regression (linear + Gaussian kernel) on the leading principal
+components, solved in closed form with its width and penalties chosen by leave-one-out error: on MILES it cuts the
+leave-one-out error of log g by a fifth against the linear ridge; a second kernel ridge regression per label, on
+that label's estimate and a few leading components, refines it where its leave-one-out residuals say so. Teff, which
+the continuum shape carries, gets such an estimate of its own (its own continuum weight, cleaning and width); log g
+comes from the one of all three labels, and [Fe/H] from one of all three labels that sees only the spectrum redder
+than 3900 A (`kernel_estimate.fit_spectral_estimate`, `kernel_estimate.metallicity_window`). A small network learns
+a correction to it (early stopping keeps it only where it helps on validation) and, trained last on its own with the
+means frozen, the per-star uncertainty. """
 
 from __future__ import annotations
 
