@@ -48,8 +48,8 @@ SPECTRAL_QUADRATIC = 8
 # The spectral models' training domain (K): FGK stars and their neighbours, where a labelled library's labels are
 # reliable and the models are measured (MILES's labels.csv has 44 hot stars whose Teff had lost its leading digit:
 # the ingest restores them, `spectra_files.overflowed_teff`, and this range keeps out any it could not). And the
-# label-outlier rule: a star whose leave-one-out ridge residual is beyond OUTLIER_SIGMA robust
-# sigmas in any label disagrees with its spectrum (a wrong label, a wrong star), and is not learnt from.
+# label-outlier rule: a star whose leave-one-out ridge residual is beyond OUTLIER_SIGMA robust sigmas in any label
+# disagrees with its spectrum (a wrong label, a wrong star), and is not learnt from.
 SPECTRAL_TEFF_RANGE = (3500.0, 8000.0)
 OUTLIER_SIGMA = 4.0
 VIEW_COMPONENTS = 16

@@ -35,7 +35,8 @@ the continuum shape carries, gets such an estimate of its own (its own continuum
 comes from the one of all three labels, and [Fe/H] from one of all three labels that sees only the spectrum redder
 than 3900 A (`kernel_estimate.fit_spectral_estimate`, `kernel_estimate.metallicity_window`). A small network learns
 a correction to it (early stopping keeps it only where it helps on validation) and, trained last on its own with the
-means frozen, the per-star uncertainty. """
+means frozen, the per-star uncertainty.
+"""
 
 from __future__ import annotations
 
