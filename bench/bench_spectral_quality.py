@@ -38,6 +38,7 @@ from astropy.table import Table  # noqa: E402
 from steps.ingest.__main__ import ingest  # noqa: E402
 from steps.models import load_model  # noqa: E402
 from steps.models.baseline import SPECTRAL_TEFF_RANGE  # noqa: E402
+from steps.models.domain import outside  # noqa: E402
 from steps.models.metrics import robust_sigma  # noqa: E402
 from steps.preprocess.__main__ import main as preprocess  # noqa: E402
 from steps.split.__main__ import split_features  # noqa: E402
@@ -80,10 +81,10 @@ def measure(model_dir: Path, test_path: Path, predictions: dict[str, list[np.nda
     values = np.column_stack([np.asarray(predicted[label], float) for label in LABELS])
     for star, row in zip(table.column("id").to_pylist(), values):
         predictions.setdefault(star, []).append(row)
-    outside = predicted["in_domain"].map(lambda value: value is False).to_numpy()
+    flagged = outside(predicted["in_domain"])
     off_range = (teff < SPECTRAL_TEFF_RANGE[0]) | (teff > SPECTRAL_TEFF_RANGE[1])
-    out: dict[str, float] = {"n": int(fgk.sum()), "fgk_outside": int(outside[fgk].sum()),
-                             "off_range": int(off_range.sum()), "off_range_outside": int(outside[off_range].sum())}
+    out: dict[str, float] = {"n": int(fgk.sum()), "fgk_outside": int(flagged[fgk].sum()),
+                             "off_range": int(off_range.sum()), "off_range_outside": int(flagged[off_range].sum())}
     for label in LABELS:
         truth = table.column(label).to_numpy(zero_copy_only=False).astype(float)[fgk]
         residual = np.asarray(predicted[label], float)[fgk] - truth

@@ -68,7 +68,9 @@ def predict_command(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.output, index=False, float_format="%.6g")
     missing = int((frame["problem"] != "").sum())
-    outside = int(frame["in_domain"].map(lambda value: value is False).sum())
+    from steps.models.domain import outside as flagged
+
+    outside = int(flagged(frame["in_domain"]).sum())
     notes = ([f"{missing} without a prediction: see the `problem` column"] if missing else []) + (
         [f"{outside} unlike the training objects: see `in_domain`"] if outside else [])
     print(f"{args.model_name} {label}: {len(frame)} objects -> {args.output}"

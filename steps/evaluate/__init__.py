@@ -24,6 +24,7 @@ import pyarrow as pa
 from steps.core.logs import get_logger
 from steps.evaluate.gates import Gates, Verdict, fmt, judge
 from steps.models import MODALITY, load_model, null_for
+from steps.models.domain import outside
 from steps.models.inputs import Columns
 from steps.models.metrics import classification_metrics, period_metrics, regression_metrics
 from steps.models.splits import read_split
@@ -53,8 +54,8 @@ def domain_summary(predicted: pd.DataFrame) -> dict[str, Any] | None:
     if "in_domain" not in predicted or not predicted["in_domain"].notna().any():
         return None
     flags = predicted["in_domain"][predicted["in_domain"].notna()]
-    outside = int(flags.map(lambda value: value is False or value == 0).sum())
-    return {"objects": int(len(flags)), "outside": outside, "share_outside": outside / len(flags)}
+    count = int(outside(flags).sum())
+    return {"objects": int(len(flags)), "outside": count, "share_outside": count / len(flags)}
 
 
 def test_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.DataFrame) -> dict[str, Any]:

@@ -28,6 +28,11 @@ COLUMNS = ("domain_distance", "in_domain")  # the outputs it adds
 ARRAY_NAMES = ("domain_mean", "domain_basis", "domain_reference", "domain_threshold")  # in weights.npz
 
 
+def _bad_entries(values: np.ndarray, bad: np.ndarray | None) -> np.ndarray:
+    """Entries to count as the feature's training mean: those marked `bad`, and every non-finite one."""
+    return ~np.isfinite(values) if bad is None else np.asarray(bad, bool) | ~np.isfinite(values)
+
+
 def _nearest(points: np.ndarray, reference: np.ndarray, skip_self: bool = False) -> np.ndarray:
     """(n,) Euclidean distance of each point to its nearest reference row (with `skip_self`, points are the
     reference rows and a row is not its own neighbour)."""
@@ -58,7 +63,7 @@ class Domain:
         """Fit on the training rows' features (n, p); `bad` marks entries to count as the feature's mean, and
         `weights` (p,) weigh the features as the model does (the spectral model's continuum weight)."""
         values = np.asarray(values, np.float64)
-        bad = ~np.isfinite(values) if bad is None else np.asarray(bad, bool) | ~np.isfinite(values)
+        bad = _bad_entries(values, bad)
         good = ~bad
         mean = np.where(good, values, 0.0).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
         rows = np.arange(len(values))
@@ -79,7 +84,7 @@ class Domain:
     def distance(self, values: np.ndarray, bad: np.ndarray | None = None) -> np.ndarray:
         """(n,) `domain_distance` of objects' features (n, p)."""
         values = np.asarray(values, np.float64)
-        bad = ~np.isfinite(values) if bad is None else np.asarray(bad, bool) | ~np.isfinite(values)
+        bad = _bad_entries(values, bad)
         projected = np.where(bad, 0.0, values - self.mean) @ self.basis
         return _nearest(projected, self.reference) / self.threshold
 
@@ -117,6 +122,12 @@ def in_domain(distance: np.ndarray) -> np.ndarray:
     known = ~np.isnan(distance)
     flags[known] = (distance[known] <= 1.0).tolist()
     return flags
+
+
+def outside(flags) -> np.ndarray:
+    """(n,) bool of `in_domain` values (a column or a list): True where the object was flagged (False), not where
+    it has no prediction (None)."""
+    return np.array([flag is False for flag in flags], bool)
 
 
 def blank(n: int) -> dict[str, np.ndarray]:

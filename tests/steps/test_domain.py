@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from steps.models import domain as domain_module
-from steps.models.domain import COLUMNS, THRESHOLD_QUANTILE, Domain, blank
+from steps.models.domain import COLUMNS, THRESHOLD_QUANTILE, Domain, blank, outside
 from steps.models.io import load_npz, save_npz
 
 
@@ -106,3 +106,7 @@ def test_weights_make_a_feature_count_as_the_model_weighs_it():
     shifted[:, 0] += 3.0 * values[:, 0].std()
     assert np.all(weighted.distance(shifted) > 5.0 * plain.distance(shifted))
     np.testing.assert_allclose(weighted.distance(values[:5]), 0.0, atol=1e-6)
+
+
+def test_outside_counts_only_flagged_objects_not_those_without_a_prediction():
+    np.testing.assert_array_equal(outside([True, False, None, False]), [False, True, False, True])
