@@ -129,8 +129,11 @@ def test_run_through_a_real_s3_server(stellar, tmp_path, s3_server, s3_bucket):
 
 def test_interrupted_run_stops_its_tasks_and_says_how_to_resume(tmp_path):
     home = tmp_path / "home"
+    # as from a terminal: a test run started in the background (`pytest &` in a script) ignores SIGINT, and a child
+    # would inherit that
     process = subprocess.Popen([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples",
-                                "40", "-p", "trainer=baseline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "40", "-p", "trainer=baseline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     logs = home / "runs"
     deadline = time.time() + 120
     while time.time() < deadline and not list(logs.glob("*/logs/*.log")):
