@@ -8,7 +8,8 @@ and 10% validation, train), and both the Keras model and the NumPy baseline are 
 the share of test stars inside the predicted 68% interval. One seed's 70-odd test stars scatter a robust sigma
 by ~10%; the median over seeds says more. Each split also counts the test stars the domain check
 (`steps.models.domain`) puts outside the training domain: FGK stars, and stars whose label lies outside the
-3500-8000 K the model trains on.
+Teff range the model trains on (its `teff_range`); and, for the test stars outside 4000-7000 K (M dwarfs, A, B
+and O stars), the median relative error of the predicted Teff.
 
 The library's labels are themselves measurements. With `--reference` (by default the Gaia FGK benchmark stars of
 `../shared/data/gaia/benchmark_stars`, whose Teff comes from angular diameters and log g from masses and radii),
@@ -37,7 +38,6 @@ from astropy.table import Table  # noqa: E402
 
 from steps.ingest.__main__ import ingest  # noqa: E402
 from steps.models import load_model  # noqa: E402
-from steps.models.baseline import SPECTRAL_TEFF_RANGE  # noqa: E402
 from steps.models.domain import outside  # noqa: E402
 from steps.models.metrics import robust_sigma  # noqa: E402
 from steps.preprocess.__main__ import main as preprocess  # noqa: E402
@@ -77,14 +77,19 @@ def measure(model_dir: Path, test_path: Path, predictions: dict[str, list[np.nda
     table = pq.read_table(test_path)
     teff = table.column("teff").to_numpy(zero_copy_only=False)
     fgk = (teff >= FGK[0]) & (teff <= FGK[1])
-    predicted = load_model(model_dir).predict_table(table)
+    model = load_model(model_dir)
+    predicted = model.predict_table(table)
     values = np.column_stack([np.asarray(predicted[label], float) for label in LABELS])
     for star, row in zip(table.column("id").to_pylist(), values):
         predictions.setdefault(star, []).append(row)
     flagged = outside(predicted["in_domain"])
-    off_range = (teff < SPECTRAL_TEFF_RANGE[0]) | (teff > SPECTRAL_TEFF_RANGE[1])
+    low, high = model.info["training"]["teff_range"]
+    off_range = (teff < low) | (teff > high)
+    others = np.isfinite(teff) & ~fgk
+    teff_error = np.abs(np.asarray(predicted["teff"], float) / teff - 1.0)
     out: dict[str, float] = {"n": int(fgk.sum()), "fgk_outside": int(flagged[fgk].sum()),
-                             "off_range": int(off_range.sum()), "off_range_outside": int(flagged[off_range].sum())}
+                             "off_range": int(off_range.sum()), "off_range_outside": int(flagged[off_range].sum()),
+                             "others": int(others.sum()), "others_teff_error": float(np.nanmedian(teff_error[others]))}
     for label in LABELS:
         truth = table.column(label).to_numpy(zero_copy_only=False).astype(float)[fgk]
         residual = np.asarray(predicted[label], float)[fgk] - truth
@@ -124,14 +129,16 @@ def main() -> None:
                 print(f"seed {seed:3d} {trainer:8s} n={r['n']:3d}  Teff {r['teff']:6.1f} K  log g {r['logg']:.3f}  "
                       f"[Fe/H] {r['feh']:.3f}  (68% coverage {r['teff_cov68']:.2f}/{r['logg_cov68']:.2f}/"
                       f"{r['feh_cov68']:.2f})  outside the domain: FGK {r['fgk_outside']}, off-range "
-                      f"{r['off_range_outside']}/{r['off_range']}  trained in {seconds:.0f} s", flush=True)
+                      f"{r['off_range_outside']}/{r['off_range']}  other stars: median |Teff error| "
+                      f"{r['others_teff_error']:.1%} (n={r['others']})  trained in {seconds:.0f} s", flush=True)
     print(f"\nmedian over {len(args.seeds)} splits, FGK test stars of {args.library}")
     for trainer in ("keras", "baseline"):
         mine = [r for r in rows if r["trainer"] == trainer]
         print(f"{trainer:8s} Teff {np.median([r['teff'] for r in mine]):6.1f} K  "
               f"log g {np.median([r['logg'] for r in mine]):.3f}  [Fe/H] {np.median([r['feh'] for r in mine]):.3f}  "
               f"outside the domain: FGK {sum(r['fgk_outside'] for r in mine)}/{sum(r['n'] for r in mine)}, "
-              f"off-range {sum(r['off_range_outside'] for r in mine)}/{sum(r['off_range'] for r in mine)}")
+              f"off-range {sum(r['off_range_outside'] for r in mine)}/{sum(r['off_range'] for r in mine)}, "
+              f"other stars' median |Teff error| {np.median([r['others_teff_error'] for r in mine]):.1%}")
 
     if args.reference != "none":
         compare_with_reference(reference_labels(Path(args.library), Path(args.reference)), predictions)

@@ -2,8 +2,10 @@
 
 - `spectral`: ridge regression of (log10 Teff, log g, [Fe/H]) on the leading principal components of the flux
   (bad pixels filled with the training mean spectrum) and of the continuum shape where the features have it, and
-  the squares of the first few; kind `ridge-pca`. Like the Keras model it learns only from stars of
-  `SPECTRAL_TEFF_RANGE` whose labels agree with their spectra (`clean_labels`).
+  the squares of the first few; kind `ridge-pca`. A linear model cannot follow the spectrum from M dwarfs to
+  B stars (trained on all of MILES, its FGK test stars' Teff scatter went from 106 K to 147 K), so it learns only
+  from stars of `SPECTRAL_TEFF_RANGE`, and of those only the ones whose labels agree with their spectra
+  (`clean_labels`).
 - `sed`: ridge regression on the photometric features and colours (median-imputed, with missing indicators,
   heavy tails compressed) and their squares; kind `ridge`.
 - `lightcurve`: softmax regression with an L2 penalty, minimised by L-BFGS, on principal components of the
@@ -45,11 +47,10 @@ NOT_FEATURES = {"id", "class", "period_true", "teff", "logg", "feh", "label", "s
 SPECTRAL_COMPONENTS = 32
 SHAPE_COMPONENTS = 8  # of the continuum shape
 SPECTRAL_QUADRATIC = 8
-# The spectral models' training domain (K): FGK stars and their neighbours, where a labelled library's labels are
-# reliable and the models are measured (MILES's labels.csv has 44 hot stars whose Teff had lost its leading digit:
-# the ingest restores them, `spectra_files.overflowed_teff`, and this range keeps out any it could not). And the
-# label-outlier rule: a star whose leave-one-out ridge residual is beyond OUTLIER_SIGMA robust sigmas in any label
-# disagrees with its spectrum (a wrong label, a wrong star), and is not learnt from.
+# The spectral baseline's training domain (K): FGK stars and their neighbours, where a linear model holds (the Keras
+# model learns from every star: `keras.training.STELLAR_TEFF_RANGE`). And the spectral models' label-outlier rule:
+# a star whose leave-one-out ridge residual is beyond OUTLIER_SIGMA robust sigmas in any label disagrees with its
+# spectrum (a wrong label, a wrong star), and is not learnt from.
 SPECTRAL_TEFF_RANGE = (3500.0, 8000.0)
 OUTLIER_SIGMA = 4.0
 VIEW_COMPONENTS = 16

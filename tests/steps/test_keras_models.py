@@ -255,20 +255,69 @@ def test_a_large_training_set_solves_the_kernel_on_a_subset_and_still_learns(spl
 
 
 def test_spectral_model_starts_from_a_cleaned_kernel_ridge_and_keeps_to_its_teff_range(trained, split):
-    from steps.models.baseline import SPECTRAL_TEFF_RANGE
     from steps.models.keras.kernel_estimate import CONTINUUM_WEIGHTS
+    from steps.models.keras.training import METALLICITY_TEFF_MAX, STELLAR_TEFF_RANGE
 
     training = json.loads((trained("spectral") / "model.json").read_text())["training"]
-    assert training["teff_range"] == list(SPECTRAL_TEFF_RANGE)
+    assert training["teff_range"] == list(STELLAR_TEFF_RANGE)
     teff = pq.read_table(split / "spectra" / "train.parquet").column("teff").to_numpy()
-    in_range = int(((teff >= SPECTRAL_TEFF_RANGE[0]) & (teff <= SPECTRAL_TEFF_RANGE[1])).sum())
+    in_range = int(((teff >= STELLAR_TEFF_RANGE[0]) & (teff <= STELLAR_TEFF_RANGE[1])).sum())
     assert training["n_train"] == in_range
+    assert training["metallicity_labels"] == {"teff_max": METALLICITY_TEFF_MAX,
+                                              "set_aside": int((teff > METALLICITY_TEFF_MAX).sum())}
+    assert "teff_gate" not in training  # every star is in the range the gate's estimate would be fitted on
     assert 0 <= training["label_outliers_left_out"] < 0.2 * in_range
     assert training["inputs"] == ["spectrum", "continuum"] and training["continuum_weight"] in CONTINUUM_WEIGHTS
     assert training["kernel_gamma"] > 0 and len(training["kernel_alpha"]) == 3
     # the kernel estimate is honest: leave-one-out errors well below the targets' spread (1 when standardised)
     assert all(0.0 < rmse < 0.8 for rmse in training["kernel_loo_rmse"])
     assert training["variance_epochs_run"] >= 1
+
+
+def test_the_estimate_learns_feh_from_stars_no_hotter_than_its_limit_and_the_network_from_every_star(monkeypatch):
+    """A hot star's tabulated [Fe/H] does not reach the closed-form estimate; its Teff and log g do, and the network
+    (correction and uncertainty) still learns from its [Fe/H]; a broken Teff (23 K) keeps the row out altogether."""
+    import pyarrow as pa
+
+    import split_fixtures
+    from steps.models.keras import training
+
+    def labels(rng, n):
+        return {"teff": rng.uniform(3800, 11000, n), "logg": rng.uniform(1.0, 5.0, n), "feh": rng.uniform(-2, 0.5, n)}
+
+    monkeypatch.setattr(split_fixtures, "_labels", labels)
+    table, spec = split_fixtures.spectra(np.random.default_rng(4), 160, length=128, blocks=16)
+    teff = table.column("teff").to_numpy().copy()
+    teff[0] = 23.0
+    table = table.set_column(table.column_names.index("teff"), "teff", pa.array(teff))
+    seen = {}
+    original_estimate, original_fit = training.fit_spectral_estimate, training._fit
+
+    def estimate(x, z, *args, **kwargs):
+        seen["estimate"] = z.copy()
+        return original_estimate(x, z, *args, **kwargs)
+
+    def fit(model, recipe, epochs, x, y, *args, **kwargs):
+        seen.setdefault("network", y.copy())
+        return original_fit(model, recipe, epochs, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(training, "fit_spectral_estimate", estimate)
+    monkeypatch.setattr(training, "_fit", fit)
+    trained = training.train_keras("spectral", table.slice(0, 130), table.slice(130), spec, seed=0, epochs=2)
+    kept = teff[1:130]                                  # the 23 K row is not learnt from
+    hot = kept > training.METALLICITY_TEFF_MAX
+    z = seen["estimate"]
+    assert len(z) == trained.info["training"]["n_train"] == 129 and 30 < hot.sum() < 99
+    assert np.isnan(z[hot, 2]).all() and np.isfinite(z[~hot, 2]).all() and np.isfinite(z[:, :2]).all()
+    assert trained.info["training"]["metallicity_labels"] == {"teff_max": 8000.0, "set_aside": int(hot.sum())}
+    # and Teff between 3700 and 7600 K comes from an estimate fitted on the stars of 3500-8000 K alone
+    gate = trained.info["training"]["teff_gate"]
+    assert gate["fitted_rows"] == int(((kept >= 3500) & (kept <= 8000)).sum())
+    assert (gate["teff_k"], gate["fitted_on_teff_k"]) == ([3700.0, 7600.0], [3500.0, 8000.0])
+    scaling = trained.info["target_scaling"]
+    natural = seen["network"] * np.asarray(scaling["std"]) + np.asarray(scaling["mean"])
+    network_hot = natural[:, 0] > np.log10(training.METALLICITY_TEFF_MAX)
+    assert network_hot.sum() > 20 and np.isfinite(natural[network_hot, 2]).all()
 
 
 def test_spectral_model_reads_the_continuum_shape_and_predicts_without_it(trained, split):
@@ -503,6 +552,34 @@ def test_teff_gets_an_estimate_of_its_own_and_the_network_adds_the_parts_as_nump
     serving, _ = spectral_hybrid({"spectrum": (40, 2)}, 3, estimate.network_parts())
     output = keras.Model(serving.inputs, serving.get_layer("refined_estimate").output)(x)
     np.testing.assert_allclose(np.asarray(output), estimate.predict(x), rtol=1e-3, atol=2e-3)
+
+
+def test_the_teff_gate_takes_the_narrower_estimate_inside_its_box_and_the_network_gates_as_numpy_does():
+    import keras
+
+    from steps.models.keras.kernel_estimate import fit_kernel_estimate, fit_spectral_estimate
+    from steps.models.keras.networks import spectral_hybrid
+
+    x, z = _curved_spectra(240, 4)
+    z = np.column_stack([z[:, 0], z[:, 0] ** 2, np.cos(2.0 * z[:, 0])])
+    narrow_rows = np.abs(z[:, 0]) < 0.8
+    ungated = fit_spectral_estimate(x, z)
+    gated = fit_spectral_estimate(x, z, gate=(narrow_rows, -0.6, 0.6, 0.02))
+    assert ungated.gate is None and gated.gate.record["fitted_rows"] == narrow_rows.sum()
+    narrower = fit_kernel_estimate({"spectrum": x["spectrum"][narrow_rows]}, z[narrow_rows][:, [0]]).predict(x)[:, 0]
+    before, after = ungated.predict(x), gated.predict(x)
+    inside, outside = np.abs(before[:, 0]) < 0.4, np.abs(before[:, 0]) > 0.8
+    assert inside.sum() > 20 and outside.sum() > 20
+    np.testing.assert_allclose(after[inside, 0], narrower[inside], atol=1e-3)
+    np.testing.assert_allclose(after[outside, 0], before[outside, 0], atol=1e-3)
+    assert np.array_equal(after[:, 1:], before[:, 1:])                 # the other labels are the parts' own
+    # the training rows' estimates: the narrower fit's leave-one-out ones where the gate takes it
+    rows = gated.rows[np.abs(ungated.out_of_sample[:, 0]) < 0.4]
+    assert not np.allclose(gated.out_of_sample[np.isin(gated.rows, rows), 0],
+                           ungated.out_of_sample[np.isin(ungated.rows, rows), 0])
+    serving, _ = spectral_hybrid({"spectrum": (40, 2)}, 3, gated.network_parts(), gate=gated.gate.network())
+    output = keras.Model(serving.inputs, serving.get_layer("refined_estimate").output)(x)
+    np.testing.assert_allclose(np.asarray(output), after, rtol=1e-3, atol=2e-3)
 
 
 def test_a_windowed_estimate_gives_its_label_from_the_entries_in_its_window_alone():

@@ -22,7 +22,9 @@ makes them) and the standardised targets:
 Teff, which the continuum shape carries, gets an estimate of its own (its own continuum weight, cleaning and
 width), while the other labels, which the lines carry, come from the estimate of all labels together (its cleaning
 and width see every label). Labels may instead come from an estimate of all labels that sees only a window of the
-entries (`window`: the entries outside it weigh 0), as [Fe/H] does (`metallicity_window`).
+entries (`window`: the entries outside it weigh 0), as [Fe/H] does (`metallicity_window`). With a `gate`, one more
+estimate of Teff, fitted on a narrower range of stars, replaces it where the first lies in the gate's range
+(`TeffGate`: a library from M dwarfs to O stars makes one Teff estimate's width and penalties follow the hot stars).
 `training._spectral_network` holds the result in frozen Keras layers (`projection`, the kernel fits) and trains a
 correction on the out-of-sample estimates; `bench/bench_training.py` times this part on any Keras backend.
 """
@@ -198,18 +200,55 @@ class EstimatePart:
 
 
 @dataclass
+class TeffGate:
+    """Where a Teff estimate fitted on a narrower range of stars (`part`) replaces the first label of the other
+    parts' sum: a smooth box in that sum's (standardised) first label, from `low` to `high`, its edges logistic
+    curves of scale `edge`. Its weight is 1 well inside, 0 well outside."""
+
+    part: EstimatePart
+    low: float
+    high: float
+    edge: float
+    record: dict[str, Any]
+
+    def weight(self, teff: np.ndarray) -> np.ndarray:
+        """(n,) weight of the narrower estimate at the other parts' first-label estimates `teff`."""
+        return _sigmoid((teff - self.low) / self.edge) - _sigmoid((teff - self.high) / self.edge)
+
+    def applied(self, others: np.ndarray, narrower: np.ndarray) -> np.ndarray:
+        """The other parts' sum (n, T) with its first column moved towards the narrower estimate (n,) by the
+        weight."""
+        out = others.copy()
+        out[:, 0] += self.weight(others[:, 0]) * (narrower - others[:, 0])
+        return out
+
+    def network(self) -> tuple:
+        """What `networks.spectral_hybrid` builds the gate from: (projection, kernel fit, refinements, low, high,
+        edge)."""
+        estimate = self.part.estimate
+        return estimate.projection(), estimate.fit, estimate.refinements, self.low, self.high, self.edge
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@dataclass
 class SpectralEstimate:
-    """The closed-form stage of the spectral model: estimate parts that together give every label once."""
+    """The closed-form stage of the spectral model: estimate parts that together give every label once, and where
+    there is one, the gate that gives Teff from an estimate fitted on a narrower range of stars."""
 
     parts: list[EstimatePart]
     n_targets: int
     rows: np.ndarray  # training rows the network learns from: those the first part kept
     out_of_sample: np.ndarray  # (len(rows), T) estimates of those rows that did not see their own labels
     record: dict[str, Any]
+    gate: TeffGate | None = None
 
     def predict(self, x: dict[str, np.ndarray]) -> np.ndarray:
         """(n, T) estimates of encoded inputs (standardised targets)."""
-        return sum(part.estimate.predict(x) @ part.outputs(self.n_targets) for part in self.parts)
+        total = sum(part.estimate.predict(x) @ part.outputs(self.n_targets) for part in self.parts)
+        return total if self.gate is None else self.gate.applied(total, self.gate.part.estimate.predict(x)[:, 0])
 
     def network_parts(self) -> list[tuple]:
         """What `networks.spectral_hybrid` builds each part from: (projection, kernel fit, refinements, outputs)."""
@@ -218,10 +257,13 @@ class SpectralEstimate:
 
 
 def fit_spectral_estimate(x: dict[str, np.ndarray], z: np.ndarray, window_labels: tuple[int, ...] = (),
-                          window: dict[str, np.ndarray] | None = None) -> SpectralEstimate:
+                          window: dict[str, np.ndarray] | None = None,
+                          gate: tuple[np.ndarray, float, float, float] | None = None) -> SpectralEstimate:
     """All labels fitted together give every label but the first, which an estimate of its own gives (see the
     module docstring), and but those in `window_labels`, which an estimate of all labels seeing only the entries in
-    `window` gives; with one label, one estimate."""
+    `window` gives; with one label, one estimate. With a `gate` (rows, low, high, edge), a second estimate of the
+    first label alone is fitted on the training `rows` (bool) and replaces it where the first estimate lies between
+    `low` and `high` (`TeffGate`; standardised units)."""
     n_targets = z.shape[1]
     everything = list(range(n_targets))
     windowed = [c for c in window_labels if c != 0] if window is not None and n_targets > 1 else []
@@ -239,16 +281,31 @@ def fit_spectral_estimate(x: dict[str, np.ndarray], z: np.ndarray, window_labels
     rows = parts[0].estimate.rows
     out_of_sample = np.zeros((len(rows), n_targets))
     for part in parts:
-        # rows the part left out as label outliers were not in its fit: its estimates of them are out of sample
-        values = part.estimate.predict({key: value[rows] for key, value in x.items()})
-        where = np.minimum(np.searchsorted(part.estimate.rows, rows), len(part.estimate.rows) - 1)
-        kept = part.estimate.rows[where] == rows
-        values[kept] = part.estimate.out_of_sample[where[kept]]
-        out_of_sample += values @ part.outputs(n_targets)
+        out_of_sample += _out_of_sample(part.estimate, x, rows) @ part.outputs(n_targets)
     record = dict(parts[0].estimate.record)
     record["separate_estimates"] = [{"labels": part.fitted, "gives": part.gives, **part.estimate.record}
                                     for part in parts[1:]]
-    return SpectralEstimate(parts, n_targets, rows, out_of_sample, record)
+    if gate is None:
+        return SpectralEstimate(parts, n_targets, rows, out_of_sample, record)
+    narrow_rows, low, high, edge = gate
+    subset = np.flatnonzero(narrow_rows)
+    narrow = fit_kernel_estimate({key: value[subset] for key, value in x.items()}, z[subset][:, [0]])
+    narrow.rows = subset[narrow.rows]  # as rows of the whole training set
+    teff_gate = TeffGate(EstimatePart([0], [0], narrow), low, high, edge,
+                         {"fitted_rows": len(subset), **narrow.record})
+    record["teff_gate"] = teff_gate.record
+    return SpectralEstimate(parts, n_targets, rows,
+                            teff_gate.applied(out_of_sample, _out_of_sample(narrow, x, rows)[:, 0]), record, teff_gate)
+
+
+def _out_of_sample(estimate: KernelEstimate, x: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """(len(rows), its labels) estimates of training `rows` that did not see their labels: the leave-one-out ones of
+    the rows in its fit, and its predictions of the others (label outliers it left out, rows it was not fitted on)."""
+    values = estimate.predict({key: value[rows] for key, value in x.items()})
+    where = np.minimum(np.searchsorted(estimate.rows, rows), len(estimate.rows) - 1)
+    kept = estimate.rows[where] == rows
+    values[kept] = estimate.out_of_sample[where[kept]]
+    return values
 
 
 def metallicity_window(grid: dict[str, Any] | None,

@@ -85,7 +85,8 @@ def spectral_cnn(shapes: dict[str, tuple[int, ...]], n_targets: int, dropout: fl
 
 
 def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, parts, hidden: int = 64,
-                    noise: float = 0.05, l2: float = 1e-3, dropout: float = 0.1) -> tuple[keras.Model, keras.Model]:
+                    noise: float = 0.05, l2: float = 1e-3, dropout: float = 0.1,
+                    gate: tuple | None = None) -> tuple[keras.Model, keras.Model]:
     """(serving model, training model) sharing every layer.
 
     Every input of `shapes` ((length, 2) arrays: values and mask) is flattened and the results joined in order.
@@ -95,6 +96,8 @@ def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, parts, h
     `_frozen_kernel`), each of `refinements` (`kernel_estimate.Refinement`: target, components, fit) adds a kernel
     ridge correction to one of its labels from a frozen selection of its estimates and components, and `outputs`
     ((its labels, n_targets) matrix) places the labels it gives; the parts' estimates add up to `refined_estimate`.
+    A `gate` (`kernel_estimate.TeffGate.network`: projection, kernel, refinements, low, high, edge) is one more
+    estimate of the first label, which replaces the parts' first label by the gate's weight at it (`_gated`).
     The first part's components feed the correction network. The serving model feeds it its own estimate; the
     training model takes it as a second input, `estimate`, so that the correction can be trained on out-of-sample
     estimates of the training rows (in-sample ones are too good and would teach it nothing).
@@ -106,29 +109,18 @@ def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, parts, h
     frozen: list = []
     placed, components = [], None
     for index, (projection, kernel, refinements, outputs) in enumerate(parts):
-        prefix = f"part{index}_" if index else ""
-        pca_layer = layers.Dense(projection[0].shape[1], trainable=False, name=f"{prefix}pca")
-        frozen.append((pca_layer, projection))
-        part_components = pca_layer(flat)
+        part, part_components = _frozen_part(flat, projection, kernel, refinements, outputs,
+                                             f"part{index}_" if index else "", frozen)
+        placed.append(part)
         components = part_components if components is None else components
-        labels = outputs.shape[0]
-        estimate = _frozen_kernel(part_components, kernel, np.eye(labels), f"{prefix}kernel", frozen)
-        if refinements:
-            joined = layers.Concatenate(name=f"{prefix}estimate_components")([estimate, part_components])
-            corrections = []
-            for refinement in refinements:
-                name = f"{prefix}refine{refinement.target}"
-                select = layers.Dense(1 + refinement.components, use_bias=False, trainable=False,
-                                      name=f"{name}_inputs")
-                frozen.append((select, [refinement.selection(labels, projection[0].shape[1])]))
-                corrections.append(_frozen_kernel(select(joined), refinement.fit,
-                                                  np.eye(labels)[[refinement.target]], name, frozen))
-            estimate = layers.Add(name=f"{prefix}refined")([estimate, *corrections])
-        place = layers.Dense(n_targets, use_bias=False, trainable=False, name=f"{prefix}placed")
-        frozen.append((place, [outputs]))
-        placed.append(place(estimate))
-    estimate = (layers.Add(name="refined_estimate")(placed) if len(placed) > 1
-                else layers.Identity(name="refined_estimate")(placed[0]))
+    estimate = (layers.Add(name="parts_estimate" if gate else "refined_estimate")(placed) if len(placed) > 1
+                else layers.Identity(name="parts_estimate" if gate else "refined_estimate")(placed[0]))
+    if gate is not None:
+        projection, kernel, refinements, low, high, edge = gate
+        place = np.zeros((1, n_targets))
+        place[0, 0] = 1.0
+        narrower, _ = _frozen_part(flat, projection, kernel, refinements, place, "gate_", frozen)
+        estimate = _gated(estimate, narrower, low, high, edge, n_targets, frozen)
 
     noisy = layers.GaussianNoise(noise, name="pca_noise")
     dense = layers.Dense(hidden, activation="gelu", kernel_regularizer=keras.regularizers.l2(l2), name="dense")
@@ -148,6 +140,48 @@ def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, parts, h
     for layer, weights in frozen:
         layer.set_weights([np.asarray(w, np.float32) for w in weights])
     return serving, training
+
+
+def _frozen_part(flat, projection, kernel, refinements, outputs: np.ndarray, prefix: str, frozen: list):
+    """(the part's estimates placed in the model's columns, its components): one closed-form estimate in frozen
+    layers (see `spectral_hybrid`), their weights appended to `frozen`."""
+    pca_layer = layers.Dense(projection[0].shape[1], trainable=False, name=f"{prefix}pca")
+    frozen.append((pca_layer, projection))
+    components = pca_layer(flat)
+    labels = outputs.shape[0]
+    estimate = _frozen_kernel(components, kernel, np.eye(labels), f"{prefix}kernel", frozen)
+    if refinements:
+        joined = layers.Concatenate(name=f"{prefix}estimate_components")([estimate, components])
+        corrections = []
+        for refinement in refinements:
+            name = f"{prefix}refine{refinement.target}"
+            select = layers.Dense(1 + refinement.components, use_bias=False, trainable=False, name=f"{name}_inputs")
+            frozen.append((select, [refinement.selection(labels, projection[0].shape[1])]))
+            corrections.append(_frozen_kernel(select(joined), refinement.fit, np.eye(labels)[[refinement.target]],
+                                              name, frozen))
+        estimate = layers.Add(name=f"{prefix}refined")([estimate, *corrections])
+    place = layers.Dense(outputs.shape[1], use_bias=False, trainable=False, name=f"{prefix}placed")
+    frozen.append((place, [outputs]))
+    return place(estimate), components
+
+
+def _gated(estimate, narrower, low: float, high: float, edge: float, n_targets: int, frozen: list):
+    """`refined_estimate`: the parts' `estimate` (n, T) with its first column moved towards `narrower` (n, T, zero
+    but in the first column) by the gate's weight at it, sigmoid((t - low) / edge) - sigmoid((t - high) / edge), as
+    `kernel_estimate.TeffGate.applied` computes it."""
+    first = np.zeros((n_targets, n_targets))
+    first[0, 0] = 1.0
+    edges = layers.Dense(2, activation="sigmoid", trainable=False, name="gate_edges")
+    weight = layers.Dense(n_targets, use_bias=False, trainable=False, name="gate_weight")
+    own_first = layers.Dense(n_targets, use_bias=False, trainable=False, name="gate_first")
+    kernel = np.zeros((n_targets, 2))
+    kernel[0] = 1.0 / edge
+    box = np.zeros((2, n_targets))
+    box[:, 0] = (1.0, -1.0)
+    frozen += [(edges, [kernel, np.array([-low, -high]) / edge]), (weight, [box]), (own_first, [first])]
+    difference = layers.Subtract(name="gate_difference")([narrower, own_first(estimate)])
+    moved = layers.Multiply(name="gate_moved")([weight(edges(estimate)), difference])
+    return layers.Add(name="refined_estimate")([estimate, moved])
 
 
 def _frozen_kernel(x, fit, outputs: np.ndarray, name: str, frozen: list):

@@ -20,22 +20,22 @@ their training mean and standard deviation. The SED model is trained on the trai
 each band (its magnitude, error, colours and abs_G) is dropped at random, so that it predicts with missing bands.
 
 The spectral model (`networks.spectral_hybrid`) reads the normalised flux and, where the features have it, the
-continuum shape that normalisation removed (it carries Teff). Its training set is cleaned as a careful
-spectroscopist would clean a labelled library: only stars of `SPECTRAL_TEFF_RANGE` are used (the domain of FGK stars
-and their neighbours, where labels are reliable and the model is measured; a labelled library may carry hot stars
-whose tabulated Teff is wrong, as MILES's labels.csv did for 44 stars above 10,000 K whose leading digit the ingest
-now restores), and stars whose label disagrees with their spectrum, a leave-one-out ridge residual beyond
-`OUTLIER_SIGMA` robust sigmas in any label, are left out (that ridge on the pixels also weighs the continuum shape
-against the flux, by the RMSE of its leave-one-out residuals over the rows no candidate weight calls a label
-outlier). The estimate is then a kernel ridge regression (linear + Gaussian kernel) on the leading principal
+continuum shape that normalisation removed (it carries Teff). It learns from every star of `STELLAR_TEFF_RANGE`, M
+dwarfs to O stars (its kernel is local: a hot star's estimate comes from hot stars), and its training set is cleaned
+as a careful spectroscopist would clean a labelled library: the closed-form estimate learns [Fe/H] only from stars
+of at most `METALLICITY_TEFF_MAX`, and stars whose label disagrees with their spectrum, a leave-one-out ridge
+residual beyond `OUTLIER_SIGMA` robust sigmas in any label, are left out (that ridge on the pixels also weighs the
+continuum shape against the flux, by the RMSE of its leave-one-out residuals over the rows no candidate weight calls
+a label outlier). The estimate is then a kernel ridge regression (linear + Gaussian kernel) on the leading principal
 components, solved in closed form with its width and penalties chosen by leave-one-out error: on MILES it cuts the
 leave-one-out error of log g by a fifth against the linear ridge; a second kernel ridge regression per label, on
 that label's estimate and a few leading components, refines it where its leave-one-out residuals say so. Teff, which
-the continuum shape carries, gets such an estimate of its own (its own continuum weight, cleaning and width); log g
-comes from the one of all three labels, and [Fe/H] from one of all three labels that sees only the spectrum redder
-than 3900 A (`kernel_estimate.fit_spectral_estimate`, `kernel_estimate.metallicity_window`). A small network learns
-a correction to it (early stopping keeps it only where it helps on validation) and, trained last on its own with the
-means frozen, the per-star uncertainty.
+the continuum shape carries, gets such an estimate of its own (its own continuum weight, cleaning and width), and
+where that estimate lies in `TEFF_GATE`, Teff comes from one more, fitted on the FGK stars and their neighbours
+alone; log g comes from the estimate of all three labels, and [Fe/H] from one of all three labels that sees only
+the spectrum redder than 3900 A (`kernel_estimate.fit_spectral_estimate`, `kernel_estimate.metallicity_window`). A
+small network learns a correction to it (early stopping keeps it only where it helps on validation) and, trained
+last on its own with the means frozen, the per-star uncertainty.
 """
 
 from __future__ import annotations
@@ -99,6 +99,23 @@ from steps.models.predictor import forward_transform  # noqa: E402
 from steps.models.splits import classified_rows, classifier_fit_metrics  # noqa: E402
 
 APERIODIC_CLASSES = ("quiet", "constant", "non_variable")
+# Teff labels a star can have: a row labelled outside is broken (MILES's m0974 says 23 K) and is not learnt from.
+# The spectral model learns from every other star, hot and cool: its kernel is local, so a B star's estimate comes
+# from B stars (the linear baseline keeps to `baseline.SPECTRAL_TEFF_RANGE`).
+STELLAR_TEFF_RANGE = (2000.0, 60000.0)
+# K: the closed-form estimate learns [Fe/H] from stars of at most this Teff. Hotter stars have few, weak metal lines
+# at this resolution and their tabulated [Fe/H] is the least reliable; on MILES, learning it from them cost the
+# FGK test stars' [Fe/H] 0.143 dex against 0.117 (median of 4 split seeds). The network's correction and the
+# uncertainty still learn from every label, so a hot star's [Fe/H] comes with the uncertainty its labels show.
+METALLICITY_TEFF_MAX = 8000.0
+# K: where a star's Teff estimate lies in this range, its Teff comes from an estimate fitted on the stars of
+# `baseline.SPECTRAL_TEFF_RANGE` alone (`kernel_estimate.TeffGate`; the edges are logistic, TEFF_GATE_EDGE dex).
+# Fitted on every star, the Teff estimate's width, penalties and continuum weight follow the hot stars, whose errors
+# in log Teff are the largest: on MILES that cost the FGK test stars' Teff 89 K against 84 K (closed-form estimate,
+# median of 8 split seeds). Fewer than TEFF_GATE_MIN_ROWS such stars, or no star outside them: no gate.
+TEFF_GATE = (3700.0, 7600.0)
+TEFF_GATE_EDGE = 0.01
+TEFF_GATE_MIN_ROWS = 30
 # Light-curve features that vary by factors (log10 when positive): periods, periodogram powers, depths, amplitudes.
 SCALE_LIKE = ("period", "power", "depth", "amplitude", "std")
 
@@ -328,7 +345,7 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     if bands is not None:
         x_train, z_train = _band_dropout(x_train, z_train, encoder.inputs[0], bands, recipe,
                                          np.random.default_rng(seed))
-    net = build(encoder.shapes, labels, x_train, z_train)
+    net = build(encoder.shapes, labels, x_train, z_train, (y_mean, y_std))
     # the domain: the training rows the network learns from (no label outliers), without the SED model's copies
     # with bands dropped (near-duplicates of their rows, they would shrink the leave-one-out distances)
     values, bad = encoder.flat(x_train)
@@ -420,22 +437,45 @@ class _Network:
 
 
 def _plain(build):
-    """A builder of a network that is served as it is trained, on every training row."""
-    def make(shapes, labels, x, z) -> _Network:
+    """A builder of a network that is served as it is trained, on every training row (`make` is given the
+    inputs, the standardised targets and their (mean, std), as every builder is)."""
+    def make(shapes, labels, x, z, scaling) -> _Network:
         model = build(shapes, len(labels))
         return _Network(model, model, np.arange(len(z)))
     return make
 
 
-def _spectral_network(shapes, labels, x, z, window: dict[str, np.ndarray] | None = None) -> _Network:
-    """The kernel-started hybrid (see the module docstring): the closed-form estimate (`kernel_estimate`), then the
-    network around it, its correction trained on the estimate's out-of-sample values; [Fe/H] from the entries in
-    `window` (`kernel_estimate.metallicity_window`) where there is one."""
+def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarray],
+                      window: dict[str, np.ndarray] | None = None) -> _Network:
+    """The kernel-started hybrid (see the module docstring): the closed-form estimate (`kernel_estimate`), its
+    [Fe/H] learnt from stars of at most METALLICITY_TEFF_MAX, then the network around it, its correction trained
+    on the estimate's out-of-sample values; [Fe/H] from the entries in `window`
+    (`kernel_estimate.metallicity_window`) where there is one. `scaling`: the (mean, std) that standardised `z`."""
     window_labels = tuple(labels.index(label) for label in ("feh",) if label in labels)
-    estimate = fit_spectral_estimate({key: x[key] for key in shapes}, z, window_labels, window)
+    hot, gate = np.zeros(len(z), bool), None
+    if labels[0] == "teff":
+        mean, std = scaling[0][0], scaling[1][0]
+
+        def standardised(kelvin: float) -> float:  # as `z` was, to its precision: a star at a limit is inside
+            return float(np.float32((forward_transform(TARGET_TRANSFORMS.get("teff"), np.array([kelvin]))[0]
+                                     - mean) / std))
+
+        if "feh" in labels:
+            hot = z[:, 0] > standardised(METALLICITY_TEFF_MAX)
+            z = z.copy()
+            z[hot, labels.index("feh")] = np.nan
+        narrow = (z[:, 0] >= standardised(SPECTRAL_TEFF_RANGE[0])) & (z[:, 0] <= standardised(SPECTRAL_TEFF_RANGE[1]))
+        if TEFF_GATE_MIN_ROWS <= narrow.sum() < np.isfinite(z[:, 0]).sum():
+            gate = (narrow, standardised(TEFF_GATE[0]), standardised(TEFF_GATE[1]), TEFF_GATE_EDGE / std)
+    estimate = fit_spectral_estimate({key: x[key] for key in shapes}, z, window_labels, window, gate)
     if any(part.estimate.record.get("entries_seen") for part in estimate.parts):
         estimate.record["metallicity_window_from_angstrom"] = METALLICITY_WINDOW_START
-    serving, training = spectral_hybrid(shapes, len(labels), estimate.network_parts())
+    estimate.record["metallicity_labels"] = {"teff_max": METALLICITY_TEFF_MAX, "set_aside": int(hot.sum())}
+    if estimate.gate:
+        estimate.record["teff_gate"] = {"teff_k": list(TEFF_GATE), "edge_dex": TEFF_GATE_EDGE,
+                                        "fitted_on_teff_k": list(SPECTRAL_TEFF_RANGE), **estimate.record["teff_gate"]}
+    serving, training = spectral_hybrid(shapes, len(labels), estimate.network_parts(),
+                                        gate=estimate.gate.network() if estimate.gate else None)
 
     def extra(inputs: dict[str, np.ndarray], fitted: bool) -> dict[str, np.ndarray]:
         values = estimate.out_of_sample if fitted else estimate.predict(inputs)
@@ -457,9 +497,9 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
                                   optional=True))
     encoder = Encoder(inputs)
     network = functools.partial(_spectral_network, window=metallicity_window(spec.get("grid"), encoder.shapes))
-    trained = _train_regression("spectral", encoder, network, in_teff_range(train, SPECTRAL_TEFF_RANGE),
-                                in_teff_range(val, SPECTRAL_TEFF_RANGE), spec, seed, epochs)
-    trained.info["training"]["teff_range"] = list(SPECTRAL_TEFF_RANGE)
+    trained = _train_regression("spectral", encoder, network, in_teff_range(train, STELLAR_TEFF_RANGE),
+                                in_teff_range(val, STELLAR_TEFF_RANGE), spec, seed, epochs)
+    trained.info["training"]["teff_range"] = list(STELLAR_TEFF_RANGE)
     return trained
 
 
