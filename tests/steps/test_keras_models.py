@@ -274,9 +274,9 @@ def test_spectral_model_starts_from_a_cleaned_kernel_ridge_and_keeps_to_its_teff
     assert training["variance_epochs_run"] >= 1
 
 
-def test_the_estimate_learns_feh_from_stars_no_hotter_than_its_limit_and_the_network_from_every_star(monkeypatch):
-    """A hot star's tabulated [Fe/H] does not reach the closed-form estimate; its Teff and log g do, and the network
-    (correction and uncertainty) still learns from its [Fe/H]; a broken Teff (23 K) keeps the row out altogether."""
+def test_the_means_learn_feh_from_stars_no_hotter_than_its_limit_and_the_uncertainty_from_every_star(monkeypatch):
+    """A hot star's tabulated [Fe/H] reaches neither the closed-form estimate nor the correction of the means; its Teff
+    and log g do, and the uncertainty learns from its [Fe/H] too; a broken Teff (23 K) keeps the row out."""
     import pyarrow as pa
 
     import split_fixtures
@@ -297,9 +297,9 @@ def test_the_estimate_learns_feh_from_stars_no_hotter_than_its_limit_and_the_net
         seen["estimate"] = z.copy()
         return original_estimate(x, z, *args, **kwargs)
 
-    def fit(model, recipe, epochs, x, y, *args, **kwargs):
-        seen.setdefault("network", y.copy())
-        return original_fit(model, recipe, epochs, x, y, *args, **kwargs)
+    def fit(model, recipe, epochs, x, y, held_out, *args, **kwargs):
+        seen.setdefault("network", []).append((y.copy(), held_out[1].copy()))
+        return original_fit(model, recipe, epochs, x, y, held_out, *args, **kwargs)
 
     monkeypatch.setattr(training, "fit_spectral_estimate", estimate)
     monkeypatch.setattr(training, "_fit", fit)
@@ -315,9 +315,13 @@ def test_the_estimate_learns_feh_from_stars_no_hotter_than_its_limit_and_the_net
     assert gate["fitted_rows"] == int(((kept >= 3500) & (kept <= 8000)).sum())
     assert (gate["teff_k"], gate["fitted_on_teff_k"]) == ([3700.0, 7600.0], [3500.0, 8000.0])
     scaling = trained.info["target_scaling"]
-    natural = seen["network"] * np.asarray(scaling["std"]) + np.asarray(scaling["mean"])
-    network_hot = natural[:, 0] > np.log10(training.METALLICITY_TEFF_MAX)
-    assert network_hot.sum() > 20 and np.isfinite(natural[network_hot, 2]).all()
+    (means, means_val), (variance, variance_val) = seen["network"]   # the means' fit, then the uncertainty's
+    for learnt, every in ((means, variance), (means_val, variance_val)):
+        natural = every * np.asarray(scaling["std"]) + np.asarray(scaling["mean"])
+        network_hot = natural[:, 0] > np.log10(training.METALLICITY_TEFF_MAX)
+        assert network_hot.any() and np.isfinite(natural[network_hot, 2]).all()
+        assert np.isnan(learnt[network_hot, 2]).all()
+        assert np.array_equal(learnt[~network_hot], every[~network_hot], equal_nan=True)
 
 
 def test_spectral_model_reads_the_continuum_shape_and_predicts_without_it(trained, split):

@@ -22,20 +22,20 @@ each band (its magnitude, error, colours and abs_G) is dropped at random, so tha
 The spectral model (`networks.spectral_hybrid`) reads the normalised flux and, where the features have it, the
 continuum shape that normalisation removed (it carries Teff). It learns from every star of `STELLAR_TEFF_RANGE`, M
 dwarfs to O stars (its kernel is local: a hot star's estimate comes from hot stars), and its training set is cleaned
-as a careful spectroscopist would clean a labelled library: the closed-form estimate learns [Fe/H] only from stars
-of at most `METALLICITY_TEFF_MAX`, and stars whose label disagrees with their spectrum, a leave-one-out ridge
-residual beyond `OUTLIER_SIGMA` robust sigmas in any label, are left out (that ridge on the pixels also weighs the
-continuum shape against the flux, by the RMSE of its leave-one-out residuals over the rows no candidate weight calls
-a label outlier). The estimate is then a kernel ridge regression (linear + Gaussian kernel) on the leading principal
-components, solved in closed form with its width and penalties chosen by leave-one-out error: on MILES it cuts the
-leave-one-out error of log g by a fifth against the linear ridge; a second kernel ridge regression per label, on
-that label's estimate and a few leading components, refines it where its leave-one-out residuals say so. Teff, which
-the continuum shape carries, gets such an estimate of its own (its own continuum weight, cleaning and width), and
-where that estimate lies in `TEFF_GATE`, Teff comes from one more, fitted on the FGK stars and their neighbours
-alone; log g comes from the estimate of all three labels, and [Fe/H] from one of all three labels that sees only
-the spectrum redder than 3900 A (`kernel_estimate.fit_spectral_estimate`, `kernel_estimate.metallicity_window`). A
-small network learns a correction to it (early stopping keeps it only where it helps on validation) and, trained
-last on its own with the means frozen, the per-star uncertainty.
+as a careful spectroscopist would clean a labelled library: its means learn [Fe/H] only from stars of at most
+`METALLICITY_TEFF_MAX` (its uncertainty from every label), and stars whose label disagrees with their spectrum, a
+leave-one-out ridge residual beyond `OUTLIER_SIGMA` robust sigmas in any label, are left out (that ridge on the
+pixels also weighs the continuum shape against the flux, by the RMSE of its leave-one-out residuals over the rows no
+candidate weight calls a label outlier). The estimate is then a kernel ridge regression (linear + Gaussian kernel)
+on the leading principal components, solved in closed form with its width and penalties chosen by leave-one-out
+error: on MILES it cuts the leave-one-out error of log g by a fifth against the linear ridge; a second kernel ridge
+regression per label, on that label's estimate and a few leading components, refines it where its leave-one-out
+residuals say so. Teff, which the continuum shape carries, gets such an estimate of its own (its own continuum
+weight, cleaning and width), and where that estimate lies in `TEFF_GATE`, Teff comes from one more, fitted on the
+FGK stars and their neighbours alone; log g comes from the estimate of all three labels, and [Fe/H] from one of all
+three labels that sees only the spectrum redder than 3900 A (`kernel_estimate.fit_spectral_estimate`,
+`kernel_estimate.metallicity_window`). A small network learns a correction to it (early stopping keeps it only where
+it helps on validation) and, trained last on its own with the means frozen, the per-star uncertainty.
 """
 
 from __future__ import annotations
@@ -103,10 +103,11 @@ APERIODIC_CLASSES = ("quiet", "constant", "non_variable")
 # The spectral model learns from every other star, hot and cool: its kernel is local, so a B star's estimate comes
 # from B stars (the linear baseline keeps to `baseline.SPECTRAL_TEFF_RANGE`).
 STELLAR_TEFF_RANGE = (2000.0, 60000.0)
-# K: the closed-form estimate learns [Fe/H] from stars of at most this Teff. Hotter stars have few, weak metal lines
-# at this resolution and their tabulated [Fe/H] is the least reliable; on MILES, learning it from them cost the
-# FGK test stars' [Fe/H] 0.143 dex against 0.117 (median of 4 split seeds). The network's correction and the
-# uncertainty still learn from every label, so a hot star's [Fe/H] comes with the uncertainty its labels show.
+# K: the spectral model's means (the closed-form estimate and the network's correction) learn [Fe/H] from stars of at
+# most this Teff. Hotter stars have few, weak metal lines at this resolution and their tabulated [Fe/H] is the least
+# reliable: on MILES, learning it from them cost the FGK test stars' [Fe/H] 0.143 dex against 0.117 (median of 4
+# split seeds), and the correction's learning it 0.1205 against 0.1165 (8 seeds). The uncertainty learns from every
+# label, so a hot star's [Fe/H] comes with the uncertainty its labels show (0.4-1.8 dex for MILES B stars).
 METALLICITY_TEFF_MAX = 8000.0
 # K: where a star's Teff estimate lies in this range, its Teff comes from an estimate fitted on the stars of
 # `baseline.SPECTRAL_TEFF_RANGE` alone (`kernel_estimate.TeffGate`; the edges are logistic, TEFF_GATE_EDGE dex).
@@ -353,8 +354,10 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     domain = Domain.fit(values[learnt], bad[learnt], weights=net.input_weights, seed=seed)
     net.training.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=heteroscedastic_nll)
     held_out = (net.held_out_inputs(x_val), z_val) if x_val is not None else None
-    fit = _fit(net.training, recipe, epochs or recipe.max_epochs, net.fit_inputs(x_train), z_train[net.rows],
-               held_out, regression_score)
+    # the means learn from the labels the network trusts; the uncertainty, trained after them, from every label
+    fit = _fit(net.training, recipe, epochs or recipe.max_epochs, net.fit_inputs(x_train),
+               net.mean_targets(z_train[net.rows]),
+               (held_out[0], net.mean_targets(held_out[1])) if held_out else None, regression_score)
     if net.variance_layers:
         fit.update(_fit_variance(net.training, net.variance_layers, recipe, epochs or recipe.max_epochs,
                                  net.fit_inputs(x_train), z_train[net.rows], held_out))
@@ -409,6 +412,11 @@ def _sigma_scales(sets: dict[str, tuple[np.ndarray, np.ndarray]], labels: list[s
     return record
 
 
+def _every_label(z: np.ndarray) -> np.ndarray:
+    """The targets as they are: a network's means learn from every label unless it says otherwise."""
+    return z
+
+
 @dataclass
 class _Network:
     """A regression network to train: the model to serve, the model to fit (the same one unless the network
@@ -425,6 +433,8 @@ class _Network:
     variance_layers: tuple[str, ...] = ()  # trained once more, alone, after the means (see `_fit_variance`)
     # per entry of `Encoder.flat`, the weight the network gives it, for the domain check (None: all alike)
     input_weights: np.ndarray | None = None
+    # the standardised targets its means learn from, given them all (its uncertainty learns from them all)
+    mean_targets: Callable[[np.ndarray], np.ndarray] = _every_label
 
     def fit_inputs(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The training model's inputs for the fitted training rows."""
@@ -445,14 +455,21 @@ def _plain(build):
     return make
 
 
+def _without_hot_metallicity(z: np.ndarray, teff_max: float, column: int) -> np.ndarray:
+    """Standardised targets with the [Fe/H] (`column`) of stars whose Teff (column 0) is above `teff_max` unknown."""
+    out = z.copy()
+    out[z[:, 0] > teff_max, column] = np.nan
+    return out
+
+
 def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarray],
                       window: dict[str, np.ndarray] | None = None) -> _Network:
-    """The kernel-started hybrid (see the module docstring): the closed-form estimate (`kernel_estimate`), its
-    [Fe/H] learnt from stars of at most METALLICITY_TEFF_MAX, then the network around it, its correction trained
-    on the estimate's out-of-sample values; [Fe/H] from the entries in `window`
-    (`kernel_estimate.metallicity_window`) where there is one. `scaling`: the (mean, std) that standardised `z`."""
+    """The kernel-started hybrid (see the module docstring): the closed-form estimate (`kernel_estimate`), then the
+    network around it, its correction trained on the estimate's out-of-sample values, both learning [Fe/H] from
+    stars of at most METALLICITY_TEFF_MAX; [Fe/H] from the entries in `window` (`kernel_estimate.metallicity_window`)
+    where there is one; Teff gated (`TEFF_GATE`). `scaling`: the (mean, std) that standardised `z`."""
     window_labels = tuple(labels.index(label) for label in ("feh",) if label in labels)
-    hot, gate = np.zeros(len(z), bool), None
+    hot, gate, trusted = np.zeros(len(z), bool), None, _every_label
     if labels[0] == "teff":
         mean, std = scaling[0][0], scaling[1][0]
 
@@ -462,8 +479,9 @@ def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarra
 
         if "feh" in labels:
             hot = z[:, 0] > standardised(METALLICITY_TEFF_MAX)
-            z = z.copy()
-            z[hot, labels.index("feh")] = np.nan
+            trusted = functools.partial(_without_hot_metallicity, teff_max=standardised(METALLICITY_TEFF_MAX),
+                                        column=labels.index("feh"))
+            z = trusted(z)
         narrow = (z[:, 0] >= standardised(SPECTRAL_TEFF_RANGE[0])) & (z[:, 0] <= standardised(SPECTRAL_TEFF_RANGE[1]))
         if TEFF_GATE_MIN_ROWS <= narrow.sum() < np.isfinite(z[:, 0]).sum():
             gate = (narrow, standardised(TEFF_GATE[0]), standardised(TEFF_GATE[1]), TEFF_GATE_EDGE / std)
@@ -482,7 +500,7 @@ def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarra
         return {"estimate": values.astype(np.float32)}
 
     return _Network(serving, training, estimate.rows, out_of_sample_fit=True, extra=extra, record=estimate.record,
-                    variance_layers=VARIANCE_LAYERS,
+                    variance_layers=VARIANCE_LAYERS, mean_targets=trusted,
                     input_weights=np.max([part.estimate.scale for part in estimate.parts], axis=0))
 
 
