@@ -8,8 +8,8 @@ and 10% validation, train), and both the Keras model and the NumPy baseline are 
 the share of test stars inside the predicted 68% interval. One seed's 70-odd test stars scatter a robust sigma
 by ~10%; the median over seeds says more. Each split also counts the test stars the domain check
 (`steps.models.domain`) puts outside the training domain: FGK stars, and stars whose label lies outside the
-Teff range the model trains on (its `teff_range`); and, for the test stars outside 4000-7000 K (M dwarfs, A, B
-and O stars), the median relative error of the predicted Teff.
+Teff range the model trains on (its `teff_range`); and, for the test stars outside 4000-7000 K (M stars and K
+giants below it, F, A, B and O stars above it), the median relative error of the predicted Teff.
 
 The library's labels are themselves measurements. With `--reference` (by default the Gaia FGK benchmark stars of
 `../shared/data/gaia/benchmark_stars`, whose Teff comes from angular diameters and log g from masses and radii),

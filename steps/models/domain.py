@@ -2,8 +2,8 @@
 `domain_distance` and `in_domain` outputs of every model.
 
 A model asked about an object unlike any it was trained on still answers, and its uncertainty cannot warn: that was
-calibrated on objects like the training ones. The spectral model, when it trained on 3,500-8,000 K stars only, put
-an SDSS B2 star (about 20,000 K) at 7,140 +- 60 K in one run. So the check looks at the inputs instead: an object's features,
+calibrated on objects like the training ones. The spectral model, when it trained on 3,500-8,000 K stars only,
+put an SDSS B2 star (about 20,000 K) at 7,140 +- 60 K in one run. So the check looks at the inputs instead: an object's features,
 as the model reads them (masked entries at the training mean of the entry, weighted as the model weighs them), are
 projected on the leading principal components of the rows the model learnt from (which leaves out noise and the
 entries no training row has), and its distance to the nearest of those rows is divided by the `THRESHOLD_QUANTILE`

@@ -254,7 +254,7 @@ def test_a_large_training_set_solves_the_kernel_on_a_subset_and_still_learns(spl
     assert teff["robust_sigma"] < 0.5 * np.std(val.column("teff").to_numpy()), teff
 
 
-def test_spectral_model_starts_from_a_cleaned_kernel_ridge_and_keeps_to_its_teff_range(trained, split):
+def test_spectral_model_starts_from_a_cleaned_kernel_ridge_and_records_its_label_rules(trained, split):
     from steps.models.keras.kernel_estimate import CONTINUUM_WEIGHTS
     from steps.models.keras.training import METALLICITY_TEFF_MAX, STELLAR_TEFF_RANGE
 
@@ -265,7 +265,7 @@ def test_spectral_model_starts_from_a_cleaned_kernel_ridge_and_keeps_to_its_teff
     assert training["n_train"] == in_range
     assert training["metallicity_labels"] == {"teff_max": METALLICITY_TEFF_MAX,
                                               "set_aside": int((teff > METALLICITY_TEFF_MAX).sum())}
-    assert "teff_gate" not in training  # every star is in the range the gate's estimate would be fitted on
+    assert "teff_gate" not in training  # every fixture star is in the range the gate's estimate would be fitted on
     assert 0 <= training["label_outliers_left_out"] < 0.2 * in_range
     assert training["inputs"] == ["spectrum", "continuum"] and training["continuum_weight"] in CONTINUUM_WEIGHTS
     assert training["kernel_gamma"] > 0 and len(training["kernel_alpha"]) == 3
@@ -558,6 +558,29 @@ def test_teff_gets_an_estimate_of_its_own_and_the_network_adds_the_parts_as_nump
     np.testing.assert_allclose(np.asarray(output), estimate.predict(x), rtol=1e-3, atol=2e-3)
 
 
+def test_a_teff_gate_needs_enough_stars_in_its_range_and_some_outside():
+    from steps.models.keras.training import TEFF_GATE_MIN_ROWS, _teff_gate
+
+    def to_z(kelvin):
+        return float(np.log10(kelvin))
+
+    fgk, hot = np.log10(np.full(TEFF_GATE_MIN_ROWS, 5800.0)), np.log10([12000.0, 25000.0])
+    assert _teff_gate(fgk, to_z, 0.01) is None                              # nothing outside its range
+    assert _teff_gate(np.concatenate([fgk[1:], hot]), to_z, 0.01) is None   # too few in it
+    rows, low, high, edge = _teff_gate(np.concatenate([fgk, hot, [np.nan]]), to_z, 0.01)
+    assert rows.tolist() == [True] * TEFF_GATE_MIN_ROWS + [False] * 3
+    assert (low, high, edge) == (np.log10(3700.0), np.log10(7600.0), 0.01)
+
+
+def test_hot_stars_lose_their_feh_wherever_teff_sits_among_the_labels():
+    from steps.models.keras.training import _without_hot_metallicity
+
+    z = np.array([[4.0, 0.1, -0.5], [4.0, 0.9, 0.2], [4.0, np.nan, 0.3]])     # log g, Teff, [Fe/H]
+    out = _without_hot_metallicity(z, teff_column=1, teff_max=0.5, column=2)
+    assert out[:, 2].tolist()[0] == -0.5 and np.isnan(out[1, 2]) and out[2, 2] == 0.3
+    assert np.array_equal(out[:, :2], z[:, :2], equal_nan=True) and z[1, 2] == 0.2   # the input is untouched
+
+
 def test_the_teff_gate_takes_the_narrower_estimate_inside_its_box_and_the_network_gates_as_numpy_does():
     import keras
 
@@ -570,17 +593,25 @@ def test_the_teff_gate_takes_the_narrower_estimate_inside_its_box_and_the_networ
     ungated = fit_spectral_estimate(x, z)
     gated = fit_spectral_estimate(x, z, gate=(narrow_rows, -0.6, 0.6, 0.02))
     assert ungated.gate is None and gated.gate.record["fitted_rows"] == narrow_rows.sum()
-    narrower = fit_kernel_estimate({"spectrum": x["spectrum"][narrow_rows]}, z[narrow_rows][:, [0]]).predict(x)[:, 0]
+    narrow_fit = fit_kernel_estimate({"spectrum": x["spectrum"][narrow_rows]}, z[narrow_rows][:, [0]])
+    narrower = narrow_fit.predict(x)[:, 0]
     before, after = ungated.predict(x), gated.predict(x)
     inside, outside = np.abs(before[:, 0]) < 0.4, np.abs(before[:, 0]) > 0.8
     assert inside.sum() > 20 and outside.sum() > 20
     np.testing.assert_allclose(after[inside, 0], narrower[inside], atol=1e-3)
     np.testing.assert_allclose(after[outside, 0], before[outside, 0], atol=1e-3)
     assert np.array_equal(after[:, 1:], before[:, 1:])                 # the other labels are the parts' own
-    # the training rows' estimates: the narrower fit's leave-one-out ones where the gate takes it
-    rows = gated.rows[np.abs(ungated.out_of_sample[:, 0]) < 0.4]
-    assert not np.allclose(gated.out_of_sample[np.isin(gated.rows, rows), 0],
-                           ungated.out_of_sample[np.isin(ungated.rows, rows), 0])
+    # the training rows' estimates: gated as predictions are, from the narrower fit's leave-one-out estimates of the
+    # rows it was fitted on (its rows, as rows of the whole set) and its predictions of the others
+    assert np.array_equal(gated.rows, ungated.rows)
+    own = np.flatnonzero(narrow_rows)[narrow_fit.rows]
+    values = narrower[gated.rows]
+    fitted = np.isin(gated.rows, own)
+    values[fitted] = narrow_fit.out_of_sample[np.searchsorted(own, gated.rows[fitted]), 0]
+    first = ungated.out_of_sample[:, 0]
+    expected = first + gated.gate.weight(first) * (values - first)
+    assert fitted.sum() >= 10 and np.abs(values - first)[fitted].max() > 0.01
+    np.testing.assert_allclose(gated.out_of_sample[:, 0], expected, atol=1e-9)
     serving, _ = spectral_hybrid({"spectrum": (40, 2)}, 3, gated.network_parts(), gate=gated.gate.network())
     output = keras.Model(serving.inputs, serving.get_layer("refined_estimate").output)(x)
     np.testing.assert_allclose(np.asarray(output), after, rtol=1e-3, atol=2e-3)

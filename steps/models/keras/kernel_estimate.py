@@ -201,11 +201,11 @@ class EstimatePart:
 
 @dataclass
 class TeffGate:
-    """Where a Teff estimate fitted on a narrower range of stars (`part`) replaces the first label of the other
-    parts' sum: a smooth box in that sum's (standardised) first label, from `low` to `high`, its edges logistic
-    curves of scale `edge`. Its weight is 1 well inside, 0 well outside."""
+    """Where a Teff estimate fitted on a narrower range of stars (`estimate`, of the first label alone) replaces the
+    first label of the parts' sum: a smooth box in that sum's (standardised) first label, from `low` to `high`, its
+    edges logistic curves of scale `edge`. Its weight is 1 well inside, 0 well outside."""
 
-    part: EstimatePart
+    estimate: KernelEstimate
     low: float
     high: float
     edge: float
@@ -225,8 +225,7 @@ class TeffGate:
     def network(self) -> tuple:
         """What `networks.spectral_hybrid` builds the gate from: (projection, kernel fit, refinements, low, high,
         edge)."""
-        estimate = self.part.estimate
-        return estimate.projection(), estimate.fit, estimate.refinements, self.low, self.high, self.edge
+        return self.estimate.projection(), self.estimate.fit, self.estimate.refinements, self.low, self.high, self.edge
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -248,7 +247,7 @@ class SpectralEstimate:
     def predict(self, x: dict[str, np.ndarray]) -> np.ndarray:
         """(n, T) estimates of encoded inputs (standardised targets)."""
         total = sum(part.estimate.predict(x) @ part.outputs(self.n_targets) for part in self.parts)
-        return total if self.gate is None else self.gate.applied(total, self.gate.part.estimate.predict(x)[:, 0])
+        return total if self.gate is None else self.gate.applied(total, self.gate.estimate.predict(x)[:, 0])
 
     def network_parts(self) -> list[tuple]:
         """What `networks.spectral_hybrid` builds each part from: (projection, kernel fit, refinements, outputs)."""
@@ -291,8 +290,7 @@ def fit_spectral_estimate(x: dict[str, np.ndarray], z: np.ndarray, window_labels
     subset = np.flatnonzero(narrow_rows)
     narrow = fit_kernel_estimate({key: value[subset] for key, value in x.items()}, z[subset][:, [0]])
     narrow.rows = subset[narrow.rows]  # as rows of the whole training set
-    teff_gate = TeffGate(EstimatePart([0], [0], narrow), low, high, edge,
-                         {"fitted_rows": len(subset), **narrow.record})
+    teff_gate = TeffGate(narrow, low, high, edge, {"fitted_rows": len(subset), **narrow.record})
     record["teff_gate"] = teff_gate.record
     return SpectralEstimate(parts, n_targets, rows,
                             teff_gate.applied(out_of_sample, _out_of_sample(narrow, x, rows)[:, 0]), record, teff_gate)

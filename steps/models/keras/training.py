@@ -455,11 +455,29 @@ def _plain(build):
     return make
 
 
-def _without_hot_metallicity(z: np.ndarray, teff_max: float, column: int) -> np.ndarray:
-    """Standardised targets with the [Fe/H] (`column`) of stars whose Teff (column 0) is above `teff_max` unknown."""
+def _standardised_teff(kelvin: float, mean: float, std: float) -> float:
+    """A Teff in the standardised fitted space of the targets, to their float32 precision (a star of exactly a limit's
+    Teff compares equal to it)."""
+    return float(np.float32((forward_transform(TARGET_TRANSFORMS.get("teff"), np.array([kelvin]))[0] - mean) / std))
+
+
+def _without_hot_metallicity(z: np.ndarray, teff_column: int, teff_max: float, column: int) -> np.ndarray:
+    """Standardised targets with the [Fe/H] (`column`) of stars whose Teff is above `teff_max` unknown (a row without
+    a Teff keeps its [Fe/H]: nothing says it is hot)."""
     out = z.copy()
-    out[z[:, 0] > teff_max, column] = np.nan
+    out[z[:, teff_column] > teff_max, column] = np.nan
     return out
+
+
+def _teff_gate(teff: np.ndarray, to_z: Callable[[float], float],
+               edge: float) -> tuple[np.ndarray, float, float, float] | None:
+    """The `kernel_estimate.fit_spectral_estimate` gate for training rows of standardised Teff `teff`: (the rows in
+    `SPECTRAL_TEFF_RANGE`, `TEFF_GATE` standardised, `edge`); None with fewer than TEFF_GATE_MIN_ROWS such rows or
+    none outside them (the estimate of its own is then fitted on them already)."""
+    narrow = (teff >= to_z(SPECTRAL_TEFF_RANGE[0])) & (teff <= to_z(SPECTRAL_TEFF_RANGE[1]))
+    if not TEFF_GATE_MIN_ROWS <= narrow.sum() < np.isfinite(teff).sum():
+        return None
+    return narrow, to_z(TEFF_GATE[0]), to_z(TEFF_GATE[1]), edge
 
 
 def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarray],
@@ -469,26 +487,22 @@ def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarra
     stars of at most METALLICITY_TEFF_MAX; [Fe/H] from the entries in `window` (`kernel_estimate.metallicity_window`)
     where there is one; Teff gated (`TEFF_GATE`). `scaling`: the (mean, std) that standardised `z`."""
     window_labels = tuple(labels.index(label) for label in ("feh",) if label in labels)
-    hot, gate, trusted = np.zeros(len(z), bool), None, _every_label
-    if labels[0] == "teff":
-        mean, std = scaling[0][0], scaling[1][0]
-
-        def standardised(kelvin: float) -> float:  # as `z` was, to its precision: a star at a limit is inside
-            return float(np.float32((forward_transform(TARGET_TRANSFORMS.get("teff"), np.array([kelvin]))[0]
-                                     - mean) / std))
-
+    trusted, gate, set_aside = _every_label, None, None
+    if "teff" in labels:
+        column = labels.index("teff")
+        to_z = functools.partial(_standardised_teff, mean=scaling[0][column], std=scaling[1][column])
         if "feh" in labels:
-            hot = z[:, 0] > standardised(METALLICITY_TEFF_MAX)
-            trusted = functools.partial(_without_hot_metallicity, teff_max=standardised(METALLICITY_TEFF_MAX),
-                                        column=labels.index("feh"))
+            trusted = functools.partial(_without_hot_metallicity, teff_column=column,
+                                        teff_max=to_z(METALLICITY_TEFF_MAX), column=labels.index("feh"))
+            set_aside = int((z[:, column] > to_z(METALLICITY_TEFF_MAX)).sum())
             z = trusted(z)
-        narrow = (z[:, 0] >= standardised(SPECTRAL_TEFF_RANGE[0])) & (z[:, 0] <= standardised(SPECTRAL_TEFF_RANGE[1]))
-        if TEFF_GATE_MIN_ROWS <= narrow.sum() < np.isfinite(z[:, 0]).sum():
-            gate = (narrow, standardised(TEFF_GATE[0]), standardised(TEFF_GATE[1]), TEFF_GATE_EDGE / std)
+        if column == 0:  # the first label has an estimate of its own, which the gate can replace
+            gate = _teff_gate(z[:, 0], to_z, TEFF_GATE_EDGE / scaling[1][0])
     estimate = fit_spectral_estimate({key: x[key] for key in shapes}, z, window_labels, window, gate)
     if any(part.estimate.record.get("entries_seen") for part in estimate.parts):
         estimate.record["metallicity_window_from_angstrom"] = METALLICITY_WINDOW_START
-    estimate.record["metallicity_labels"] = {"teff_max": METALLICITY_TEFF_MAX, "set_aside": int(hot.sum())}
+    if set_aside is not None:
+        estimate.record["metallicity_labels"] = {"teff_max": METALLICITY_TEFF_MAX, "set_aside": set_aside}
     if estimate.gate:
         estimate.record["teff_gate"] = {"teff_k": list(TEFF_GATE), "edge_dex": TEFF_GATE_EDGE,
                                         "fitted_on_teff_k": list(SPECTRAL_TEFF_RANGE), **estimate.record["teff_gate"]}
@@ -501,7 +515,8 @@ def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarra
 
     return _Network(serving, training, estimate.rows, out_of_sample_fit=True, extra=extra, record=estimate.record,
                     variance_layers=VARIANCE_LAYERS, mean_targets=trusted,
-                    input_weights=np.max([part.estimate.scale for part in estimate.parts], axis=0))
+                    input_weights=np.max([part.estimate.scale for part in estimate.parts]
+                                         + ([estimate.gate.estimate.scale] if estimate.gate else []), axis=0))
 
 
 def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int,
