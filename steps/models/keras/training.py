@@ -107,7 +107,7 @@ STELLAR_TEFF_RANGE = (2000.0, 60000.0)
 # most this Teff. Hotter stars have few, weak metal lines at this resolution and their tabulated [Fe/H] is the least
 # reliable: on MILES, learning it from them cost the FGK test stars' [Fe/H] 0.143 dex against 0.117 (median of 4
 # split seeds), and the correction's learning it 0.1205 against 0.1165 (8 seeds). The uncertainty learns from every
-# label, so a hot star's [Fe/H] comes with the uncertainty its labels show (0.4-1.8 dex for MILES B stars).
+# label, so a hot star's [Fe/H] comes with the uncertainty its labels show (0.5-1.8 dex for MILES B stars).
 METALLICITY_TEFF_MAX = 8000.0
 # K: where a star's Teff estimate lies in this range, its Teff comes from an estimate fitted on the stars of
 # `baseline.SPECTRAL_TEFF_RANGE` alone (`kernel_estimate.TeffGate`; the edges are logistic, TEFF_GATE_EDGE dex).
