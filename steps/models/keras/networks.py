@@ -117,9 +117,7 @@ def spectral_hybrid(shapes: dict[str, tuple[int, ...]], n_targets: int, parts, h
                 else layers.Identity(name="parts_estimate" if gate else "refined_estimate")(placed[0]))
     if gate is not None:
         projection, kernel, refinements, low, high, edge = gate
-        place = np.zeros((1, n_targets))
-        place[0, 0] = 1.0
-        narrower, _ = _frozen_part(flat, projection, kernel, refinements, place, "gate_", frozen)
+        narrower, _ = _frozen_part(flat, projection, kernel, refinements, np.eye(1, n_targets), "gate_", frozen)
         estimate = _gated(estimate, narrower, low, high, edge, n_targets, frozen)
 
     noisy = layers.GaussianNoise(noise, name="pca_noise")

@@ -492,9 +492,10 @@ def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarra
         column = labels.index("teff")
         to_z = functools.partial(_standardised_teff, mean=scaling[0][column], std=scaling[1][column])
         if "feh" in labels:
-            trusted = functools.partial(_without_hot_metallicity, teff_column=column,
-                                        teff_max=to_z(METALLICITY_TEFF_MAX), column=labels.index("feh"))
-            set_aside = int((z[:, column] > to_z(METALLICITY_TEFF_MAX)).sum())
+            teff_max = to_z(METALLICITY_TEFF_MAX)
+            trusted = functools.partial(_without_hot_metallicity, teff_column=column, teff_max=teff_max,
+                                        column=labels.index("feh"))
+            set_aside = int((z[:, column] > teff_max).sum())
             z = trusted(z)
         if column == 0:  # the first label has an estimate of its own, which the gate can replace
             gate = _teff_gate(z[:, 0], to_z, TEFF_GATE_EDGE / scaling[1][0])
