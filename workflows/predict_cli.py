@@ -2,7 +2,7 @@
 [--home DIR] [--registry URI]`: batch prediction with a registered model.
 
 The input may be, for the model's modality:
-- a folder of archive files that the connectors replay (`steps.ingest.sources.FOLDER_READERS`);
+- a folder of archive files that the connectors replay (`steps.ingest.sources.FOLDER_READERS`), or one such file;
 - a raw artifact (the ingest stage's output directory) or its data parquet file;
 - a feature artifact (the preprocess stage's output directory) or a feature parquet file (already preprocessed).
 Raw inputs are preprocessed by the same `steps.preprocess` functions as in training, with the parameters of the
@@ -15,8 +15,10 @@ model directory. With no such version the command exits 2 and names the versions
 The CSV has one row per object, in input order: `id` (the source's own identifier), then `teff`, `logg`, `feh`,
 `teff_err`, `logg_err`, `feh_err` (1 sigma) or `class`, `p_<class>` per class and `period`; `domain_distance` and
 `in_domain` (False: the object is unlike the training objects and the prediction is an extrapolation, see
-`steps.models.domain`); and `problem`: empty, or why the object has no prediction (the reason it was quarantined in
-preprocessing, or which inputs it lacks).
+`steps.models.domain`); and `problem`: empty, or why the object has no prediction (the reason it was quarantined when
+read or in preprocessing, or which inputs it lacks). An input with no object, or none that could be predicted, exits 2
+(the CSV is written in the second case, with every reason); the output path is checked before any work, and the CSV
+replaces an existing file only once it is complete.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+OBJECTS = {"spectral": "spectra", "lightcurve": "light curves", "sed": "photometry rows"}
 DEFAULT_HOME = ".stellar"
 
 
@@ -58,16 +64,19 @@ def predict_command(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
+        check_output(args.output)
         home = home_dir(args.home)
         model_dir, label = resolve_model(args.model_name, args.model, args.registry or str(home / "registry"),
                                          home / "serving")
         frame = predict(args.model_name, model_dir, args.input)
+        write_csv(frame, args.output)
+        missing = int((frame["problem"] != "").sum())
+        if missing == len(frame):
+            raise PredictError(f"--input {args.input}: none of its {len(frame)} objects could be predicted "
+                               f"(reasons in {args.output}; the commonest: {_commonest(frame['problem'])})")
     except PredictError as error:
         print(f"stellar predict: {error}", file=sys.stderr)
         return 2
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.output, index=False, float_format="%.6g")
-    missing = int((frame["problem"] != "").sum())
     from steps.models.domain import outside as flagged
 
     outside = int(flagged(frame["in_domain"]).sum())
@@ -76,6 +85,38 @@ def predict_command(args: argparse.Namespace) -> int:
     print(f"{args.model_name} {label}: {len(frame)} objects -> {args.output}"
           + (f" ({'; '.join(notes)})" if notes else "") + f" in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def check_output(output: Path) -> None:
+    """Refuse an output path that cannot be written before any work is done: a folder, or one that cannot be
+    created or written in."""
+    if output.is_dir():
+        raise PredictError(f"--output {output}: is a folder; give the CSV file to write")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PredictError(f"--output {output}: cannot create its folder: {error.strerror or error}") from None
+    if not os.access(output.parent, os.W_OK):
+        raise PredictError(f"--output {output}: its folder {output.parent} is not writable")
+
+
+def write_csv(frame, output: Path) -> None:
+    """Write the CSV beside its destination and move it there, so a failed write leaves any old file whole."""
+    temporary = None
+    try:
+        handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+        with os.fdopen(handle, "w") as stream:
+            frame.to_csv(stream, index=False, float_format="%.6g")
+        os.replace(temporary, output)
+    except OSError as error:
+        if temporary:
+            Path(temporary).unlink(missing_ok=True)
+        raise PredictError(f"--output {output}: cannot write it: {error.strerror or error}") from None
+
+
+def _commonest(problems) -> str:
+    counts = Counter(problem for problem in problems if problem)
+    return "; ".join(f"{count} x {problem}" for problem, count in counts.most_common(2))
 
 
 def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[Path, str]:
@@ -121,6 +162,9 @@ def predict(name: str, model_dir: Path, source: Path):
     for object_id, reason in quarantined.items():
         rows[object_id] = {**{c: math.nan for c in outputs}, "problem": f"quarantined: {reason}"}
     ordered = [i for i in order if i in rows] + [i for i in rows if i not in set(order)]
+    if not ordered:
+        raise PredictError(f"--input {source}: nothing to predict: no {OBJECTS[name]} in it (no file in a format "
+                           f"the {MODALITY[name]} readers know, or an empty table)")
     frame = pd.DataFrame([{"id": i, **rows[i]} for i in ordered], columns=["id", *outputs, "problem"])
     if "class" in frame:
         frame["class"] = frame["class"].where(frame["class"].notna(), "")
@@ -142,7 +186,8 @@ def _output_columns(model) -> list[str]:
 
 
 def read_features(modality: str, source: Path, spec: dict[str, Any]):
-    """(feature table, {quarantined id: reason}, every object id in input order) for the input `source`."""
+    """(feature table, {quarantined id: reason}, every object id in input order) for the input `source`; the
+    reasons include those of records set aside when the input was read (an unreadable file, a duplicate object)."""
     import pyarrow.parquet as pq
 
     from steps.core.artifacts import read_manifest
@@ -150,7 +195,10 @@ def read_features(modality: str, source: Path, spec: dict[str, Any]):
 
     if not source.exists():
         raise PredictError(f"--input {source}: no such file or folder")
-    if source.is_file():
+    read_reasons: dict[str, str] = {}
+    if source.is_file() and not _is_parquet(source):
+        raw, read_reasons = _read_archive_file(modality, source)
+    elif source.is_file():
         table = pq.read_table(source)
         if _is_features(modality, table.column_names):
             return table, {}, _ids(table)
@@ -160,17 +208,35 @@ def read_features(modality: str, source: Path, spec: dict[str, Any]):
         if stage == f"preprocess.{modality}":
             _check_features_spec(modality, source / SPEC_FILE, spec)
             table = pq.read_table(source / FEATURES_FILE)
-            return table, {}, _ids(table)
+            return table, _quarantine_reasons(source), _ids(table)
         if stage != f"ingest.{modality}":
             raise PredictError(f"--input {source}: an output of stage {stage!r}, not of ingest.{modality} or "
                                f"preprocess.{modality}")
-        raw = read_raw(source, modality)
+        raw, read_reasons = read_raw(source, modality), _quarantine_reasons(source)
     else:
-        raw = _read_folder(modality, source)
+        raw, read_reasons = _read_folder(modality, source)
     features = preprocess(modality, raw, spec)
     quarantine = features.quarantine.table()
-    reasons = dict(zip(quarantine.column("id").to_pylist(), quarantine.column("reason").to_pylist()))
+    reasons = dict(read_reasons)
+    reasons.update(zip(quarantine.column("id").to_pylist(), quarantine.column("reason").to_pylist()))
     return features.table, reasons, [str(i) for i in raw.data.column("id").to_pylist()]
+
+
+def _is_parquet(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return stream.read(4) == b"PAR1"
+
+
+def _quarantine_reasons(artifact: Path) -> dict[str, str]:
+    """{id: reason} of the records an artifact's stage set aside (its quarantine table, when it has one)."""
+    import pyarrow.parquet as pq
+
+    from steps.core.quarantine import QUARANTINE_TABLE
+
+    if not (artifact / QUARANTINE_TABLE).is_file():
+        return {}
+    table = pq.read_table(artifact / QUARANTINE_TABLE, columns=["id", "reason"])
+    return dict(zip(table.column("id").to_pylist(), table.column("reason").to_pylist()))
 
 
 def _check_features_spec(modality: str, spec_file: Path, spec: dict[str, Any]) -> None:
@@ -225,6 +291,7 @@ def _is_raw(modality: str, names: list[str]) -> bool:
 
 
 def _read_folder(modality: str, folder: Path):
+    """(raw artifact, {id: reason} of the records set aside) of a folder of archive files."""
     from steps.ingest import sources
     from steps.ingest.schemas import DATA_SCHEMAS
     from steps.preprocess.common import RawArtifact
@@ -234,7 +301,17 @@ def _read_folder(modality: str, folder: Path):
                            f"{', '.join(sorted(sources.FOLDER_READERS)) or 'none'}); give a raw or feature table")
     ingested = sources.FOLDER_READERS[modality](sources.IngestRequest(modality, 0, 0, str(folder)))
     data = ingested.data.select(DATA_SCHEMAS[modality].names)
-    return RawArtifact(path=folder, data=data, labels=None, synthetic=False)
+    reasons = {row["id"]: row["reason"] for row in ingested.quarantine.rows}
+    return RawArtifact(path=folder, data=data, labels=None, synthetic=False), reasons
+
+
+def _read_archive_file(modality: str, path: Path):
+    """One archive file read as a folder holding only it (its objects keep the ids the folder reader gives)."""
+    with tempfile.TemporaryDirectory(prefix="stellar-predict-") as folder:
+        (Path(folder) / path.name).symlink_to(path.resolve())
+        raw, reasons = _read_folder(modality, Path(folder))
+    raw.path = path
+    return raw, reasons
 
 
 def preprocess(modality: str, raw, spec: dict[str, Any]):

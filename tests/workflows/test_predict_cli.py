@@ -162,3 +162,65 @@ def test_inputs_of_another_modality_are_refused(pipeline, tmp_path, capsys):
     assert stellar_predict("spectral", "--input", str(pipeline["sed"]["raw"] / "photometry.parquet"), "--output",
                            str(tmp_path / "x.csv"), "--model", str(pipeline["spectral"]["model"])) == 2
     assert "neither a spectra feature table nor a raw spectra table" in capsys.readouterr().err
+
+
+def _library_spectra(pipeline, folder: Path, count: int) -> list[str]:
+    """The first `count` synthetic raw spectra written as 1-D library FITS files (linear wavelengths, in vacuum)."""
+    from astropy.io import fits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = pq.read_table(pipeline["spectral"]["raw"] / "spectra.parquet").slice(0, count).to_pylist()
+    wave = np.arange(3600.0, 9000.0, 2.0)
+    names = []
+    for row in raw:
+        flux = np.interp(wave, 10 ** np.asarray(row["loglam"]), np.asarray(row["flux"]))
+        hdu = fits.PrimaryHDU(flux)
+        hdu.header.update({"CRVAL1": wave[0], "CDELT1": 2.0, "CRPIX1": 1.0, "AIRORVAC": "vac"})
+        hdu.writeto(folder / f"{row['id']}.fits")
+        names.append(row["id"])
+    return names
+
+
+def test_unreadable_files_keep_their_row_and_one_archive_file_is_read_alone(pipeline, tmp_path, capsys):
+    names = _library_spectra(pipeline, tmp_path / "lib", 3)
+    (tmp_path / "lib" / "notes.fits").write_text("not a FITS file")
+    home, csv = str(pipeline["root"] / "home"), tmp_path / "lib.csv"
+    assert stellar_predict("spectral", "--input", str(tmp_path / "lib"), "--output", str(csv), "--home", home) == 0
+    assert "4 objects" in capsys.readouterr().out
+    frame = pd.read_csv(csv, keep_default_na=False, na_values=[""]).set_index("id")
+    assert sorted(frame.index) == sorted([*names, "notes.fits"])
+    assert frame.loc["notes.fits", "problem"].startswith("quarantined: unreadable FITS")
+    assert frame.loc[names, "problem"].isna().all() and frame.loc[names, "teff"].notna().all()
+
+    one = tmp_path / "one.csv"
+    assert stellar_predict("spectral", "--input", str(tmp_path / "lib" / f"{names[1]}.fits"), "--output", str(one),
+                           "--home", home) == 0
+    alone = pd.read_csv(one, keep_default_na=False, na_values=[""]).set_index("id")
+    assert list(alone.index) == [names[1]]
+    assert alone.loc[names[1], "teff"] == pytest.approx(frame.loc[names[1], "teff"], rel=1e-5)
+
+
+def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):
+    home = str(pipeline["root"] / "home")
+    (tmp_path / "empty").mkdir()
+    assert stellar_predict("spectral", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "e.csv"),
+                           "--home", home) == 2
+    assert f"--input {tmp_path / 'empty'}: nothing to predict: no spectra in it" in capsys.readouterr().err
+    assert not (tmp_path / "e.csv").exists()
+
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.fits").write_bytes(b"SIMPLE  =                    T")
+    assert stellar_predict("spectral", "--input", str(tmp_path / "junk"), "--output", str(tmp_path / "j.csv"),
+                           "--home", home) == 2
+    error = capsys.readouterr().err
+    assert "none of its 1 objects could be predicted" in error and "1 x quarantined:" in error
+    assert pd.read_csv(tmp_path / "j.csv")["id"].tolist() == ["a.fits"]  # the reason is kept
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(pipeline, tmp_path, capsys, monkeypatch):
+    import workflows.predict_cli as predict_cli
+
+    monkeypatch.setattr(predict_cli, "predict", lambda *args: pytest.fail("predicted before checking --output"))
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path),
+                           "--model", str(pipeline["sed"]["model"])) == 2
+    assert f"--output {tmp_path}: is a folder" in capsys.readouterr().err
