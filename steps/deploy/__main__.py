@@ -25,7 +25,8 @@ log = get_logger("deploy")
 
 
 def serving_record(registry: ModelRegistry, promotion: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The production version of every model the promotion names (None where there is no production yet)."""
+    """The production version of every model the promotion names (None where there is no production yet), with the
+    promotion's outcome, and its reasons where the candidate was refused."""
     models = {}
     for name, outcome in sorted(promotion.items()):
         version = registry.aliases(name).get(PRODUCTION)
@@ -35,6 +36,8 @@ def serving_record(registry: ModelRegistry, promotion: dict[str, dict[str, Any]]
                         "promotion": outcome["outcome"], "candidate": candidate}
         if outcome.get("model") == "baseline":  # the candidate was refused and its baseline took its place
             models[name]["baseline_version"] = outcome["version"]
+        if outcome["outcome"] == "refused":
+            models[name]["reasons"] = outcome.get("reasons", [])
     return {"models": models}
 
 

@@ -52,6 +52,24 @@ def test_a_worse_model_is_refused_and_production_stays(learnable, noise, tmp_pat
     assert any(reason.startswith("FAIL") for reason in outcomes["sed"]["reasons"])
     aliases = ModelRegistry.open(str(registry)).aliases("sed")
     assert aliases == {PRODUCTION: "1", CANDIDATE: "2"}
+    assert deploy(["--promotion", str(tmp_path / "bad" / "promotion"), "--registry", str(registry),
+                   "--out", str(tmp_path / "deployment")]) == 0
+    served = json.loads((tmp_path / "deployment" / "deployment.json").read_text())["models"]["sed"]
+    assert served["promotion"] == "refused" and served["reasons"] == outcomes["sed"]["reasons"]
+
+
+def test_a_version_judged_again_shows_the_new_verdict(learnable, tmp_path):
+    split, models = learnable
+    registry = tmp_path / "registry"
+    evaluate_and_promote(split, models, registry, tmp_path / "first")
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("sed:\n  absolute:\n    teff: {robust_sigma_max: 0.001}\n")
+    assert evaluate(["--split", str(split), *model_args(models), "--registry", str(registry), "--gates",
+                     strict.read_text(), "--out", str(tmp_path / "second" / "evaluation")]) == 0
+    outcomes = promote_only(models, registry, tmp_path / "second")
+    assert outcomes["sed"] == {**outcomes["sed"], "outcome": "refused", "version": "1"}
+    shown = ModelRegistry.open(str(registry)).latest("sed", "1")
+    assert not shown.verdict["passed"] and shown.verdict["reasons"] == outcomes["sed"]["reasons"]
 
 
 def test_a_stale_verdict_is_not_applied(learnable, tmp_path):
