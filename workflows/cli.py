@@ -22,13 +22,22 @@ def home_dir(value: str | None) -> Path:
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:
-    """`NAME=VALUE` pairs from repeated `-p` flags."""
+    """`NAME=VALUE` pairs from repeated `-p` flags; quality gates given as `-p gates=...` are checked here, before
+    any task runs or any manifest is written (the evaluate stage would find a mistake only after training)."""
+    from steps.evaluate.gates import GateError, parse_gates
+
     values = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise SystemExit(f"stellar: -p {pair!r}: expected NAME=VALUE")
         values[name] = value
+    if "gates" in values:
+        try:
+            parse_gates(values["gates"], "-p gates")
+        except GateError as error:
+            print(f"stellar: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
     return values
 
 
@@ -157,8 +166,8 @@ def _registry(args: argparse.Namespace):
 def cmd_models(args: argparse.Namespace) -> int:
     from steps.core.registry import PRODUCTION, RegistryError
 
-    registry = _registry(args)
     try:
+        registry = _registry(args)
         if args.models_command == "list":
             summary = registry.summary()
             if args.json:
@@ -171,14 +180,21 @@ def cmd_models(args: argparse.Namespace) -> int:
                     print(f"{model['name']}: versions {', '.join(model['versions'])}; {aliases or 'no aliases'}")
         elif args.models_command == "show":
             name, _, ref = args.ref.partition("@")
-            print(registry.resolve(name, ref or PRODUCTION).model_dump_json(indent=2))
+            print(registry.latest(name, ref or PRODUCTION).model_dump_json(indent=2))
         elif args.models_command == "promote":
-            previous = registry.set_alias(args.name, PRODUCTION, args.version)
-            print(f"{args.name}: production {previous or '(none)'} -> {args.version}")
+            record = registry.latest(args.name, args.version)
+            previous = registry.set_alias(args.name, PRODUCTION, record.version)
+            if previous == record.version:
+                print(f"{args.name}: version {record.version} is already production")
+            else:
+                print(f"{args.name}: production {previous or '(none)'} -> {record.version}")
+            if record.verdict and not record.verdict.get("passed", True):
+                print(f"note: the quality gates refused version {record.version} when last evaluated "
+                      f"(stellar models show {args.name}@{record.version})")
         elif args.models_command == "rollback":
             version = registry.rollback(args.name)
             print(f"{args.name}: production rolled back to {version}")
-    except RegistryError as error:
+    except (RegistryError, ValueError) as error:
         print(f"stellar models: {error}", file=sys.stderr)
         return 2
     return 0

@@ -4,15 +4,19 @@ Layout under the registry's root (a directory by default, an S3 prefix in a clus
 
     <model>/blobs/<sha256>/...      the model directory, stored by content hash (written once, never changed)
     <model>/versions/<n>.json       a version record: which blob, metrics, verdict, lineage; created exclusively
+    <model>/evaluations/<n>/<e>.json  every evaluation of version n (metrics, verdict), by evaluation hash e
     <model>/aliases.json            alias -> version, plus each alias's history for rollback; changed by ETag swap
 
-Registering the same model twice returns the existing version (re-runs are idempotent), and two writers can
-never take the same version number or lose each other's alias change.
+Registering the same model twice returns the existing version (re-runs are idempotent) and records the new
+evaluation beside it: a weekly retrain that reproduces a version's bytes under other data or gates is judged anew,
+and `latest` shows that judgement. Two writers can never take the same version number or lose each other's alias
+change. Model names, versions and aliases are checked, so that no reference reaches outside its model's keys.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +31,7 @@ PRODUCTION = "production"
 CANDIDATE = "candidate"
 ANY = object()
 _SWAP_ATTEMPTS = 50
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class RegistryError(LookupError):
@@ -43,6 +48,17 @@ class VersionRecord(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     verdict: dict[str, Any] = Field(default_factory=dict)
     lineage: dict[str, Any] = Field(default_factory=dict)
+    evaluated_at: str | None = Field(default=None, description="when `metrics` and `verdict` were measured, where "
+                                     "the version was evaluated again after it was registered")
+
+
+class Evaluation(BaseModel):
+    """One evaluation of a registered version: what a run measured and decided."""
+
+    evaluation: str
+    evaluated_at: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    verdict: dict[str, Any] = Field(default_factory=dict)
 
 
 class AliasState(BaseModel):
@@ -65,26 +81,41 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         """Every model with at least one version."""
-        return sorted({key.split("/", 1)[0] for key in self.store.list("") if "/versions/" in key})
+        return sorted({parts[0] for parts in (key.split("/") for key in self.store.list(""))
+                       if len(parts) == 3 and parts[1] == "versions" and parts[2].endswith(".json")})
 
     def versions(self, name: str) -> list[VersionRecord]:
         """Every version of `name`, oldest first."""
+        _check("model name", name)
         records = [VersionRecord.model_validate_json(self.store.get(key).data)
                    for key in self.store.list(f"{name}/versions/") if key.endswith(".json")]
         return sorted(records, key=lambda record: int(record.version))
 
+    def _known(self, name: str) -> list[VersionRecord]:
+        """The versions of `name`; RegistryError naming the models there are when it has none."""
+        records = self.versions(name)
+        if not records:
+            raise RegistryError(f"no model {name!r} in {self.store.uri} (models: {', '.join(self.names()) or 'none'})")
+        return records
+
     def get_version(self, name: str, version: str) -> VersionRecord:
         """One version's record; RegistryError names the versions there are when it is missing."""
+        known = self._known(name)
+        if not version.isdigit():
+            raise RegistryError(f"model {name!r} has no version {version!r}: versions are numbers "
+                                f"({', '.join(record.version for record in known)})")
         blob = self.store.get(f"{name}/versions/{version}.json")
         if blob is None:
-            known = [record.version for record in self.versions(name)]
-            raise RegistryError(f"model {name!r} has no version {version!r} (versions: {known or 'none'})")
+            raise RegistryError(f"model {name!r} has no version {version!r} "
+                                f"(versions: {', '.join(record.version for record in known)})")
         return VersionRecord.model_validate_json(blob.data)
 
     def resolve(self, name: str, ref: str = PRODUCTION) -> VersionRecord:
         """A version by number or by alias."""
         if ref.isdigit():
             return self.get_version(name, ref)
+        _check("alias", ref)
+        self._known(name)
         state = self.alias_state(name)
         if ref not in state.aliases:
             known = [record.version for record in self.versions(name)]
@@ -94,10 +125,12 @@ class ModelRegistry:
 
     def register(self, name: str, model_dir: Path, metrics: dict | None = None, verdict: dict | None = None,
                  lineage: dict | None = None) -> VersionRecord:
-        """Store a model directory as a new immutable version, or return the version that already holds it."""
+        """Store a model directory as a new immutable version, or return the version that already holds it; either
+        way, record this evaluation of it (`lineage["evaluation"]` names it) when metrics or a verdict are given."""
         blob = manifest_hash(model_dir)
         for record in self.versions(name):
             if record.blob == blob:
+                self._record_evaluation(record, metrics, verdict, lineage)
                 return record
         blob_key = f"{name}/blobs/{blob}"
         if not self.store.exists(f"{blob_key}/manifest.json"):
@@ -110,9 +143,42 @@ class ModelRegistry:
             try:
                 self.store.put_if_absent(f"{name}/versions/{number}.json",
                                          record.model_dump_json(indent=2).encode())
-                return record
             except PreconditionFailed:
                 number += 1
+                continue
+            self._record_evaluation(record, metrics, verdict, lineage)
+            return record
+
+    def _record_evaluation(self, record: VersionRecord, metrics: dict | None, verdict: dict | None,
+                           lineage: dict | None) -> None:
+        if not (metrics or verdict):
+            return
+        evaluation = (lineage or {}).get("evaluation") or hashlib.sha256(
+            repr((metrics, verdict)).encode()).hexdigest()
+        entry = Evaluation(evaluation=evaluation, evaluated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           metrics=metrics or {}, verdict=verdict or {})
+        try:  # the same evaluation recorded twice (a retried promotion) keeps its first record
+            self.store.put_if_absent(f"{record.name}/evaluations/{record.version}/{evaluation}.json",
+                                     entry.model_dump_json(indent=2).encode())
+        except PreconditionFailed:
+            pass
+
+    def evaluations(self, name: str, version: str) -> list[Evaluation]:
+        """Every evaluation recorded for a version, oldest first."""
+        _check("model name", name)
+        _check("version", version)
+        entries = [Evaluation.model_validate_json(self.store.get(key).data)
+                   for key in self.store.list(f"{name}/evaluations/{version}/") if key.endswith(".json")]
+        return sorted(entries, key=lambda entry: entry.evaluated_at)
+
+    def latest(self, name: str, ref: str = PRODUCTION) -> VersionRecord:
+        """A version (by number or alias) with the metrics and verdict of its latest evaluation."""
+        record = self.resolve(name, ref)
+        entries = self.evaluations(name, record.version)
+        if not entries:
+            return record
+        return record.model_copy(update={"metrics": entries[-1].metrics, "verdict": entries[-1].verdict,
+                                         "evaluated_at": entries[-1].evaluated_at})
 
     def download(self, name: str, ref: str, dest: Path) -> tuple[VersionRecord, Path]:
         """Copy a version's model directory to `dest/<name>-<version>` (re-used when already there)."""
@@ -138,6 +204,7 @@ class ModelRegistry:
         there: a decision taken against one production version is never applied over another. Setting an alias
         to where it already points is a no-op, so a retried promotion succeeds again.
         """
+        _check("alias", alias)
         self.get_version(name, version)
         key = f"{name}/aliases.json"
         for attempt in range(_SWAP_ATTEMPTS):
@@ -160,6 +227,8 @@ class ModelRegistry:
 
     def rollback(self, name: str, alias: str = PRODUCTION) -> str:
         """Move `alias` back to the version it pointed to before; return that version."""
+        self._known(name)
+        _check("alias", alias)
         key = f"{name}/aliases.json"
         for attempt in range(_SWAP_ATTEMPTS):
             blob = self.store.get(key)
@@ -189,3 +258,8 @@ class ModelRegistry:
                  "aliases": self.aliases(name)} for name in self.names()]
 
 
+def _check(what: str, value: str) -> None:
+    """RegistryError unless `value` is a plain name (letters, digits, `_.-`; no path separators)."""
+    if not _NAME.fullmatch(value or ""):
+        raise RegistryError(f"{what} {value!r} is not a name: letters, digits, '_', '.' and '-' only, starting with a "
+                            "letter or digit")

@@ -60,11 +60,46 @@ def test_expected_alias_guards_stale_decisions(registry, tmp_path):
     assert registry.resolve("sed").version == "1"
 
 
-def test_unknown_names_are_explained(registry):
-    with pytest.raises(RegistryError, match="no version '7'"):
+def test_unknown_names_are_explained(registry, tmp_path):
+    registry.register("sed", make_model(tmp_path, "a"))
+    with pytest.raises(RegistryError, match="no version '7' \\(versions: 1\\)"):
         registry.get_version("sed", "7")
     with pytest.raises(RegistryError, match="no alias 'production'"):
         registry.resolve("sed")
+
+
+def test_a_version_evaluated_again_shows_its_latest_verdict(registry, tmp_path):
+    model = make_model(tmp_path, "a")
+    first = registry.register("sed", model, metrics={"n": 1}, verdict={"passed": True, "reasons": ["PASS old"]},
+                              lineage={"evaluation": "e1"})
+    again = registry.register("sed", model, metrics={"n": 2}, verdict={"passed": False, "reasons": ["FAIL new"]},
+                              lineage={"evaluation": "e2"})
+    registry.register("sed", model, metrics={"n": 3}, verdict={"passed": True}, lineage={"evaluation": "e1"})
+    assert first.version == again.version == "1"
+    assert [entry.evaluation for entry in registry.evaluations("sed", "1")] == ["e1", "e2"]  # e1 kept its record
+    latest = registry.latest("sed", "1")
+    assert latest.verdict == {"passed": False, "reasons": ["FAIL new"]} and latest.metrics == {"n": 2}
+    assert latest.evaluated_at is not None
+    assert registry.get_version("sed", "1").verdict["reasons"] == ["PASS old"]  # the record itself is immutable
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda r: r.resolve("", "1"), "model name '' is not a name"),
+    (lambda r: r.resolve("../x", "1"), "model name '../x' is not a name"),
+    (lambda r: r.resolve("sed", "../aliases"), "alias '../aliases' is not a name"),
+    (lambda r: r.set_alias("sed", PRODUCTION, "../aliases"), "versions are numbers"),
+    (lambda r: r.resolve("nosuch", "1"), "no model 'nosuch' in .* \\(models: sed\\)"),
+    (lambda r: r.rollback("nosuch"), "no model 'nosuch'"),
+])
+def test_references_outside_a_models_keys_are_refused_by_name(registry, tmp_path, call, message):
+    registry.register("sed", make_model(tmp_path, "a"))
+    with pytest.raises(RegistryError, match=message):
+        call(registry)
+
+
+def test_a_folder_above_the_registry_lists_no_phantom_model(tmp_path):
+    ModelRegistry.open(str(tmp_path / "registry")).register("sed", make_model(tmp_path, "a"))
+    assert ModelRegistry.open(str(tmp_path)).names() == []
 
 
 def test_fingerprint_changes_with_aliases_only(registry, tmp_path):

@@ -124,3 +124,39 @@ def test_stellar_render_writes_both_files(tmp_path):
     assert main(["render", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE]
     assert yaml.safe_load((tmp_path / WORKFLOW_TEMPLATE_FILE).read_text())["metadata"]["name"] == "stellar-training"
+
+
+@pytest.mark.parametrize("command", ["render", "run"])
+def test_bad_gates_are_refused_before_anything_runs(tmp_path, capsys, command):
+    from workflows.cli import main
+
+    where = ["--out", str(tmp_path / "out")] if command == "render" else ["--home", str(tmp_path / "home")]
+    with pytest.raises(SystemExit) as stopped:
+        main([command, *where, "-p", "gates=spectral: {absolute: {teff: {rmse_maxx: 3}}}"])
+    assert stopped.value.code == 2
+    assert "-p gates: invalid gates (YAML text): spectral.absolute.teff.rmse_maxx" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
+    from steps.core.registry import ModelRegistry
+    from workflows.cli import main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text('{"stage": "train.sed", "files": []}')
+    registry = ModelRegistry.open(str(tmp_path / "home" / "registry"))
+    registry.register("sed", model, verdict={"passed": False, "reasons": ["FAIL teff"]})
+    home = ["--home", str(tmp_path / "home")]
+    for argv, message in ((["show", "@1"], "model name '' is not a name"),
+                          (["show", "../x"], "model name '../x' is not a name"),
+                          (["promote", "sed", "../aliases"], "alias '../aliases' is not a name"),
+                          (["rollback", "foo"], "no model 'foo'"),
+                          (["list", "--registry", "ftp://x"], "ftp://x")):
+        assert main(["models", *argv, *home]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert main(["models", "promote", "sed", "1", *home]) == 0
+    out = capsys.readouterr().out
+    assert "sed: production (none) -> 1" in out and "the quality gates refused version 1" in out
+    assert main(["models", "promote", "sed", "production", *home]) == 0
+    assert "version 1 is already production" in capsys.readouterr().out
