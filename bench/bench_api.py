@@ -74,8 +74,11 @@ def bodies(model_dirs: dict[str, Path], folder: Path) -> dict[str, tuple[Path, s
 
     def sed_object() -> dict[str, float]:
         g = float(rng.uniform(9, 15))
-        return {"mag_G": g, "mag_BP": g + 0.4, "mag_RP": g - 0.5, "mag_J": g - 1.2, "mag_H": g - 1.6,
-                "mag_Ks": g - 1.7, "err_G": 0.003, "parallax": float(rng.uniform(1, 10)), "parallax_error": 0.05}
+        mags = {"G": g, "BP": g + 0.4, "RP": g - 0.5, "J": g - 1.2, "H": g - 1.6, "Ks": g - 1.7}
+        errors = {"G": 0.003, "BP": 0.005, "RP": 0.005, "J": 0.02, "H": 0.02, "Ks": 0.02}
+        return {**{f"mag_{band}": mag for band, mag in mags.items()},
+                **{f"err_{band}": error for band, error in errors.items()},
+                "parallax": float(rng.uniform(1, 10)), "parallax_error": 0.05}
 
     def json_body(instances: list[dict]) -> bytes:
         return json.dumps({"instances": instances}).encode()

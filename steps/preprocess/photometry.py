@@ -94,6 +94,20 @@ def select_bands(bands: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(band for band in PHOTOMETRIC_BANDS if band in bands)
 
 
+def _unusable_bands(columns: dict[str, np.ndarray], bands: tuple[str, ...], row: int) -> str:
+    """Why the bands a row has a magnitude in are unusable ("" when it has none)."""
+    reasons = []
+    for band in bands:
+        mask = int(columns[f"mask_{band}"][row])
+        if mask & MASK_BITS["missing"]:
+            continue
+        why = [text for bit, text in ((MASK_BITS["bad_error"], f"no error in (0, {MAX_ERROR:g}] mag"),
+                                      (MASK_BITS["saturated"], f"brighter than {BANDS[band].saturation:g} mag"))
+               if mask & bit]
+        reasons.append(f"{band}: {' and '.join(why)}")
+    return f" ({'; '.join(reasons)})" if reasons else ""
+
+
 def preprocess_photometry(raw: RawArtifact, deredden: bool = True,
                           bands: tuple[str, ...] = PHOTOMETRIC_BANDS) -> Features:
     """Cleaned, dereddened magnitudes with masks, colours and absolute G, with labels; poor rows quarantined.
@@ -125,8 +139,8 @@ def preprocess_photometry(raw: RawArtifact, deredden: bool = True,
     quarantine = Quarantine("preprocess.photometry")
     too_few = usable_bands < MIN_USABLE_BANDS
     for row in np.flatnonzero(too_few):
-        quarantine.add(ids[row], f"only {usable_bands[row]} usable band(s), fewer than {MIN_USABLE_BANDS}",
-                       sources[row])
+        quarantine.add(ids[row], f"only {usable_bands[row]} usable band(s), fewer than {MIN_USABLE_BANDS}"
+                       + _unusable_bands(columns, bands, row), sources[row])
     kept = ~too_few
 
     parallax = data.column("parallax").to_numpy(zero_copy_only=False)

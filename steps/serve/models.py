@@ -24,6 +24,7 @@ import numpy as np
 from steps.core.logs import get_logger
 from steps.core.registry import PRODUCTION, ModelRegistry, RegistryError, VersionRecord
 from steps.models import load_model
+from steps.serve.catalogue import CATALOGUE_MODELS, catalogue_inputs
 from steps.serve.payloads import InputSpec
 
 MODEL_NAMES = ("spectral", "lightcurve", "sed")
@@ -37,9 +38,16 @@ class LoadedModel:
     name: str
     version: str
     predictor: Any
-    inputs: InputSpec
+    inputs: InputSpec  # the model's own inputs
     record: VersionRecord
     loaded_at: float = field(default_factory=time.time)
+    request_inputs: InputSpec | None = None  # what a JSON or npz body holds, when not the model's inputs (SED)
+    output_columns: list[str] = field(default_factory=list)  # what `predict_batch` returns, in order (from warm-up)
+
+    def __post_init__(self) -> None:
+        if self.request_inputs is None:
+            self.request_inputs = (catalogue_inputs(self.predictor.spec, self.inputs.max_objects)
+                                   if self.name in CATALOGUE_MODELS else self.inputs)
 
     def predict_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Output columns (targets and 1-sigma errors, or class and probabilities) for decoded input columns."""
@@ -49,7 +57,8 @@ class LoadedModel:
         """Call the model once at every batch size up to `max_objects` (compiled graph and kernels ready)."""
         example = _example_inputs(self.inputs)
         for size in range(1, max_objects + 1):
-            self.predict_batch({name: np.repeat(value, size, axis=0) for name, value in example.items()})
+            outputs = self.predict_batch({name: np.repeat(value, size, axis=0) for name, value in example.items()})
+        self.output_columns = list(outputs)
 
     def describe(self) -> dict[str, Any]:
         """What `GET /v1/models` says about it."""
@@ -57,7 +66,7 @@ class LoadedModel:
         outputs = (list(predictor.targets) if predictor.task == "regression" else list(predictor.classes))
         return {"name": self.name, "version": self.version, "kind": predictor.kind, "task": predictor.task,
                 "runtime": getattr(predictor, "runtime", "numpy"),
-                "outputs": outputs, "inputs": self.inputs.describe(), "spec": predictor.spec,
+                "outputs": outputs, "inputs": self.request_inputs.describe(), "spec": predictor.spec,
                 "domain": predictor.info.get("domain"),
                 "metrics": self.record.metrics, "verdict": self.record.verdict.get("passed"),
                 "registered_at": self.record.created_at,

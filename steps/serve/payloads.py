@@ -18,7 +18,7 @@ import io
 import math
 import zipfile
 from array import array as array_of_doubles
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,7 @@ class FieldSpec:
 _RANGES: list[tuple[str, float, float, bool]] = [
     ("mag_", -10.0, 40.0, False), ("err_", 0.0, 10.0, False), ("c_", -20.0, 20.0, False),
     ("abs_", -20.0, 30.0, False), ("parallax_error", 0.0, 1e4, False), ("parallax", -1e4, 1e4, False),
+    ("ebv", 0.0, 20.0, False),
     ("dereddened", 0.0, 1.0, True), ("ivar", 0.0, 1e30, False), ("mask", 0.0, 2.0**31 - 1, True),
     ("flux", -1e4, 1e4, False), ("continuum_shape", -10.0, 10.0, False), ("snr", 0.0, 1e6, False),
     ("period", 1e-4, 1e5, False), ("ls_period", 1e-4, 1e5, False), ("bls_period", 1e-4, 1e5, False),
@@ -85,7 +86,8 @@ _UNBOUNDED = 1e30
 _SCALAR_TYPES = {int, float, type(None)}
 
 
-def _range(name: str) -> tuple[float, float, bool]:
+def field_range(name: str) -> tuple[float, float, bool]:
+    """(low, high, integer) of a field by its name; any finite number for a name not in `_RANGES`."""
     for key, low, high, integer in _RANGES:
         if name == key or (key.endswith("_") and name.startswith(key)):
             return low, high, integer
@@ -94,11 +96,22 @@ def _range(name: str) -> tuple[float, float, bool]:
 
 @dataclass
 class Batch:
-    """Decoded objects: `arrays` (field -> array, first axis the objects), `n` objects, their `ids` (or None)."""
+    """Decoded objects: `arrays` (field -> array, first axis the objects), `n` objects, their `ids` (or None).
+
+    Where the model's inputs are made from the request (`reports_problems`: SED catalogue photometry), `left_out`
+    holds the requested objects the model cannot use (request index -> why), which are not in `arrays`, and
+    `requested_ids` the ids of every requested object; `requested` is how many the request held."""
 
     arrays: dict[str, np.ndarray]
     n: int
     ids: list[Any] | None
+    reports_problems: bool = False
+    left_out: dict[int, str] = field(default_factory=dict)
+    requested_ids: list[Any] | None = None
+
+    @property
+    def requested(self) -> int:
+        return self.n + len(self.left_out)
 
 
 class InputSpec:
@@ -129,7 +142,7 @@ class InputSpec:
         names = predictor.input_fields
         fields = []
         for name in [*names["required"], *names["optional"]]:
-            low, high, integer = _range(name)
+            low, high, integer = field_range(name)
             fields.append(FieldSpec(name, lengths.get(name), name in names["required"], low, high, integer))
         require_any = not names["required"]
         return cls(predictor.name, fields, require_any, max_objects)

@@ -3,8 +3,9 @@
 Routes:
 - `POST /v1/spectral:predict`, `POST /v1/lightcurve:predict`, `POST /v1/sed:predict`: a batch of objects as JSON
   (`{"instances": [...]}`) or as NumPy `.npz` (`application/x-npz`), or, for spectra, spectrum FITS files
-  (`multipart/form-data`, field `file`). The answer has, per object, the prediction, its 1-sigma uncertainty (or
-  class probabilities) and the model name and version that made it.
+  (`multipart/form-data`, field `file`); for the SED model, catalogue photometry (`catalogue`: magnitudes, errors,
+  parallax, E(B-V)), preprocessed as the training data was. The answer has, per object, the prediction, its 1-sigma
+  uncertainty (or class probabilities) and the model name and version that made it.
 - `GET /v1/models`: the served versions, their input specs and evaluation metrics.
 - `GET /healthz` (alive), `GET /readyz` (every production model loaded and warmed up), `GET /metrics`
   (Prometheus), and the OpenAPI schema and docs, whose request bodies are generated from the served models' input
@@ -34,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from steps.core.logs import get_logger
 from steps.core.registry import ModelRegistry
 from steps.serve.batching import MicroBatcher, ModelCallFailed, Overloaded
+from steps.serve.catalogue import CATALOGUE_MODELS, preprocessed
 from steps.serve.metrics import ApiMetrics
 from steps.serve.middleware import ApiMiddleware
 from steps.serve.models import MODEL_NAMES, LoadedModel, ServedModels
@@ -152,15 +154,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 return _error(413, str(error), request)
             except _UnsupportedMediaType as error:
                 return _error(415, str(error), request)
-            request.state.model, request.state.version, request.state.objects = name, model.version, batch.n
+            request.state.model, request.state.version, request.state.objects = name, model.version, batch.requested
             try:
-                outputs = await batchers[name].predict(model, batch)
+                outputs = await batchers[name].predict(model, batch) if batch.n else {}
             except Overloaded as error:
                 return _error(503, f"overloaded: {error}; retry shortly", request, {"Retry-After": "1"})
             except ModelCallFailed as error:
                 return _error(500, str(error), request)
             metrics.count_objects(name, model.version, batch.n)
-            return _json(_predictions(name, model.version, outputs, batch))
+            return _json(_predictions(name, model.version, outputs, batch, model.output_columns))
 
         predict.__name__ = f"predict_{name}"
         predict.__doc__ = (f"Predict with the production {name} model: a batch of objects in, per object the "
@@ -188,15 +190,9 @@ class _UnsupportedMediaType(ValueError):
 
 
 async def _decode(request: Request, name: str, model: LoadedModel) -> Batch:
-    """The request's objects, validated against `model`'s input spec, from whichever encoding it came in."""
+    """The request's objects, validated against `model`'s request spec, from whichever encoding it came in, as the
+    model's inputs (an SED body is catalogue photometry, preprocessed here as in training)."""
     media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-    if media_type in (JSON, ""):
-        body = await request.body()
-        if len(body) > INLINE_JSON_BYTES:  # a big body is parsed off the event loop, which keeps answering
-            return await asyncio.to_thread(model.inputs.decode_json, body)
-        return model.inputs.decode_json(body)
-    if media_type == NPZ_MEDIA_TYPE:
-        return await asyncio.to_thread(model.inputs.decode_npz, await request.body())
     if media_type == FITS_MEDIA_TYPE and name in FILE_UPLOAD_MODELS:
         try:
             form = await request.form(max_files=model.inputs.max_objects, max_fields=16)
@@ -205,18 +201,38 @@ async def _decode(request: Request, name: str, model: LoadedModel) -> Batch:
         files = [(upload.filename or f"{FILE_FIELD}[{i}]", await upload.read())
                  for i, upload in enumerate(form.getlist(FILE_FIELD)) if hasattr(upload, "read")]
         return await asyncio.to_thread(decode_spectra_files, files, model.inputs, model.predictor.spec)
-    accepted = [JSON, NPZ_MEDIA_TYPE] + ([FITS_MEDIA_TYPE] if name in FILE_UPLOAD_MODELS else [])
-    raise _UnsupportedMediaType(f"content-type {media_type!r} is not accepted here (use {', '.join(accepted)})")
+    if media_type in (JSON, ""):
+        body = await request.body()
+        if len(body) > INLINE_JSON_BYTES:  # a big body is parsed off the event loop, which keeps answering
+            batch = await asyncio.to_thread(model.request_inputs.decode_json, body)
+        else:
+            batch = model.request_inputs.decode_json(body)
+    elif media_type == NPZ_MEDIA_TYPE:
+        batch = await asyncio.to_thread(model.request_inputs.decode_npz, await request.body())
+    else:
+        accepted = [JSON, NPZ_MEDIA_TYPE] + ([FITS_MEDIA_TYPE] if name in FILE_UPLOAD_MODELS else [])
+        raise _UnsupportedMediaType(f"content-type {media_type!r} is not accepted here (use {', '.join(accepted)})")
+    if name in CATALOGUE_MODELS:
+        return await asyncio.to_thread(preprocessed, batch, model.inputs, model.predictor.spec)
+    return batch
 
 
-def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch) -> dict[str, Any]:
-    """The response body: one object per input object, in input order."""
-    columns = list(outputs)
-    values = [outputs[column].tolist() for column in columns]
-    rows = [dict(zip(columns, row)) for row in zip(*values)] if columns else [{} for _ in range(batch.n)]
-    ids = batch.ids or [None] * batch.n
-    predictions = [{"id": object_id, **row, "model": name, "version": version} for object_id, row in zip(ids, rows)]
-    return {"model": name, "version": version, "predictions": predictions}
+def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch,
+                 columns: list[str]) -> dict[str, Any]:
+    """The response body: one object per requested object, in request order. Where the request's objects are made
+    into the model's inputs (SED), each has a `problem`: null, or why the model could not use it (its outputs are
+    then null)."""
+    values = [outputs[column].tolist() for column in columns] if outputs else []
+    rows = iter([dict(zip(columns, row)) for row in zip(*values)] if values else [{} for _ in range(batch.n)])
+    if not batch.reports_problems:
+        ids = batch.ids or [None] * batch.n
+        predictions = [{"id": object_id, **next(rows)} for object_id in ids]
+    else:
+        ids = batch.requested_ids or [None] * batch.requested
+        predictions = [{"id": object_id, **(dict.fromkeys(columns) if index in batch.left_out else next(rows)),
+                        "problem": batch.left_out.get(index)} for index, object_id in enumerate(ids)]
+    return {"model": name, "version": version,
+            "predictions": [{**prediction, "model": name, "version": version} for prediction in predictions]}
 
 
 def _openapi(app: FastAPI, served: ServedModels) -> dict[str, Any]:
@@ -229,7 +245,7 @@ def _openapi(app: FastAPI, served: ServedModels) -> dict[str, Any]:
     for name in MODEL_NAMES:
         model = served.get(name)
         operation = schema["paths"][f"/v1/{name}:predict"]["post"]
-        body = (model.inputs.request_schema() if model is not None
+        body = (model.request_inputs.request_schema() if model is not None
                 else {"type": "object", "required": ["instances"],
                       "properties": {"instances": {"type": "array", "minItems": 1, "items": {"type": "object"}}}})
         content = {JSON: {"schema": body}, NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}

@@ -16,6 +16,9 @@ from steps.serve.server import create_app
 from steps.serve.settings import ServeSettings
 
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+# One star as a client of the SED route sends it: catalogue magnitudes with their errors, and the parallax.
+SED_STAR = {"mag_G": 12.0, "err_G": 0.003, "mag_BP": 12.4, "err_BP": 0.005, "mag_RP": 11.5, "err_RP": 0.005,
+            "mag_J": 10.9, "err_J": 0.02, "parallax": 4.0, "parallax_error": 0.05}
 
 
 def settings_for(home: Path, **overrides) -> ServeSettings:
@@ -42,8 +45,9 @@ def ready_client(settings: ServeSettings) -> Iterator[TestClient]:
 
 
 def split_rows(home: Path, model: str, count: int = 2) -> list[dict]:
-    """Rows of the run's test split as a client sends them: the production model's inputs, missing values left out
-    (or null inside a vector, as JSON has no NaN: the continuum-shape blocks a spectrum does not reach)."""
+    """Rows of the run's test split as a client sends them, missing values left out (or null inside a vector, as
+    JSON has no NaN: the continuum-shape blocks a spectrum does not reach): the production model's inputs, or for
+    the SED model, the same stars' catalogue photometry as ingested (the route preprocesses it)."""
     from steps.core.registry import ModelRegistry
     from steps.models import load_model
 
@@ -51,9 +55,15 @@ def split_rows(home: Path, model: str, count: int = 2) -> list[dict]:
     fields = load_model(model_dir).input_fields
     wanted = {*fields["required"], *fields["optional"]}
     runs = sorted((home / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
-    record = json.loads((runs[-1] / "run.json").read_text())
-    split = home / "artifacts" / record["tasks"]["split-data"]["outputs"]["split"]["key"]
+    tasks = json.loads((runs[-1] / "run.json").read_text())["tasks"]
+    split = home / "artifacts" / tasks["split-data"]["outputs"]["split"]["key"]
     rows = pq.read_table(split / MODALITY[model] / "test.parquet").slice(0, count).to_pylist()
+    if model == "sed":
+        raw = home / "artifacts" / tasks["ingest-gaia-photometry"]["outputs"]["raw"]["key"] / "photometry.parquet"
+        catalogue = {row["id"]: row for row in pq.read_table(raw).to_pylist()}
+        rows = [catalogue[row["id"]] for row in rows]
+        wanted = {name for name in rows[0] if name.startswith(("mag_", "err_"))} | {"parallax", "parallax_error", "ebv"}
+
     def nan_free(value):
         return [None if isinstance(v, float) and math.isnan(v) else v for v in value] if isinstance(value, list) else value
 

@@ -6,13 +6,17 @@ import io
 import math
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
 from steps.core.registry import ModelRegistry
+from steps.ingest.schemas import PHOTOMETRY_SCHEMA
 from steps.models import load_model
 from steps.serve.server import create_app
-from api_helpers import settings_for, split_rows, wait_ready
+from workflows.predict_cli import predict
+from api_helpers import SED_STAR, settings_for, split_rows, wait_ready
 
 OUTPUT_FIELD = {"spectral": "teff_err", "sed": "teff", "lightcurve": "class"}
 
@@ -38,17 +42,17 @@ def test_each_model_answers_with_its_name_and_version_per_object(client, api_hom
     assert first[OUTPUT_FIELD[model]] is not None
 
 
-@pytest.mark.parametrize("model, tolerance", [("spectral", 1e-5), ("sed", 1e-4)])
-def test_predictions_equal_the_models_own(client, api_home, model, tolerance):
+def test_predictions_equal_the_models_own(client, api_home):
     """What the API answers is what the registered model's SavedModel predicts for the same rows: batching changes
-    nothing, and the SED model's NumPy runtime agrees with its SavedModel."""
-    rows = split_rows(api_home, model, 6)
-    _, path = ModelRegistry.open(str(api_home / "registry")).download(model, "1", api_home / "serving")
+    nothing (the SED route, whose NumPy runtime must agree with the SavedModel, is checked against batch prediction
+    below)."""
+    rows = split_rows(api_home, "spectral", 6)
+    _, path = ModelRegistry.open(str(api_home / "registry")).download("spectral", "1", api_home / "serving")
     expected = load_model(path).predict_records(rows)
-    got = client.post(f"/v1/{model}:predict", json={"instances": rows}).json()["predictions"]
+    got = client.post("/v1/spectral:predict", json={"instances": rows}).json()["predictions"]
     for mine, theirs in zip(got, expected):
         for key in ("teff", "logg", "feh", "teff_err", "domain_distance"):
-            assert mine[key] == pytest.approx(theirs[key], rel=tolerance)
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-5)
         assert mine["in_domain"] is theirs["in_domain"] and isinstance(mine["in_domain"], bool)
 
 
@@ -91,10 +95,40 @@ def test_spectral_continuum_shape_is_optional_and_its_uncovered_blocks_are_null(
 
 
 def test_sed_takes_missing_bands_as_null_or_absent(client):
-    full = {"mag_G": 12.0, "mag_BP": 12.4, "mag_RP": 11.5, "parallax": 4.0}
-    response = client.post("/v1/sed:predict", json={"instances": [full, {"mag_G": 12.0, "mag_J": None}]})
+    two_bands = {"mag_G": 12.0, "err_G": 0.003, "mag_BP": 12.4, "err_BP": 0.005, "mag_J": None}
+    response = client.post("/v1/sed:predict", json={"instances": [SED_STAR, two_bands]})
     assert response.status_code == 200, response.text
     assert all(math.isfinite(p["teff"]) for p in response.json()["predictions"])
+
+
+def test_sed_answers_as_batch_prediction_does_and_an_object_with_too_few_bands_gets_its_problem(client, api_home, tmp_path):
+    """The route preprocesses catalogue photometry as `stellar predict sed` does (saturation, extinction, colours,
+    absolute G): the same stars get the same answers from both."""
+    rows = split_rows(api_home, "sed", 5)
+    raw = tmp_path / "stars.parquet"
+    columns = {field.name: [row.get(field.name, math.nan) for row in rows] for field in PHOTOMETRY_SCHEMA}
+    columns.update(id=[f"s{i}" for i in range(len(rows))], source=["test"] * len(rows))
+    pq.write_table(pa.Table.from_pydict(columns, schema=PHOTOMETRY_SCHEMA), raw)
+    _, path = ModelRegistry.open(str(api_home / "registry")).download("sed", "1", api_home / "serving")
+    expected = predict("sed", path, raw)
+    assert (expected["problem"] == "").all()
+    got = client.post("/v1/sed:predict", json={"instances": rows}).json()["predictions"]
+    for mine, theirs in zip(got, expected.to_dict("records")):
+        for key in ("teff", "logg", "feh", "teff_err", "domain_distance"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-4)
+    stars = [{"id": "a", **SED_STAR}, {"mag_G": 12.0, "mag_BP": 12.4}, {"id": 7, **SED_STAR}]
+    mixed = client.post("/v1/sed:predict", json={"instances": stars})
+    assert mixed.status_code == 200, mixed.text
+    good, bad, other = mixed.json()["predictions"]
+    assert (good["id"], good["problem"], other["id"], other["problem"]) == ("a", None, 7, None)
+    assert good["teff"] == other["teff"] and math.isfinite(good["teff"])
+    assert bad["id"] is None and bad["teff"] is None and bad["teff_err"] is None and bad["in_domain"] is None
+    assert bad["problem"] == ("only 0 usable band(s), fewer than 2 "
+                              "(G: no error in (0, 0.5] mag; BP: no error in (0, 0.5] mag)")
+    alone = client.post("/v1/sed:predict", json={"instances": [{"ebv": 0.1, "id": "x"}]})
+    assert alone.status_code == 200 and alone.json()["predictions"][0]["problem"].startswith("only 0 usable")
+    derived = client.post("/v1/sed:predict", json={"instances": [{**SED_STAR, "c_BP_RP": 0.9}]})
+    assert derived.status_code == 422 and "instances[0].c_BP_RP: unknown field" in derived.text
 
 
 def test_models_lists_versions_inputs_and_metrics(client):
@@ -157,4 +191,4 @@ def test_becomes_ready_once_production_versions_appear(api_home, tmp_path):
             target.set_alias(name, PRODUCTION, target.register(name, model_dir).version)
         wait_ready(client)
         assert client.get("/readyz").json()["models"] == {"spectral": "1", "lightcurve": "1", "sed": "1"}
-        assert client.post("/v1/sed:predict", json={"instances": [{"mag_G": 10.0}]}).status_code == 200
+        assert client.post("/v1/sed:predict", json={"instances": [SED_STAR]}).status_code == 200

@@ -9,11 +9,11 @@ from collections import Counter
 import httpx
 import pytest
 
-from api_helpers import live_server, settings_for
+from api_helpers import SED_STAR, live_server, settings_for
 from steps.core.artifacts import ArtifactWriter
 from steps.core.registry import PRODUCTION, ModelRegistry
 
-SED_OBJECT = {"mag_G": 12.0, "mag_BP": 12.4, "mag_RP": 11.5, "mag_J": 10.9, "parallax": 4.0}
+SED_OBJECT = SED_STAR
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from api_helpers import ready_client, settings_for
+from api_helpers import SED_STAR, ready_client, settings_for
 
-BODY = {"instances": [{"mag_G": 12.0, "mag_BP": 12.4}]}
+BODY = {"instances": [SED_STAR]}
 ORIGIN = "https://dashboard.example.org"
 
 

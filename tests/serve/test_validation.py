@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from api_helpers import ready_client, settings_for, split_rows
+from api_helpers import SED_STAR, ready_client, settings_for, split_rows
 
 
 def _spectrum(api_home, **changes):
@@ -102,7 +102,7 @@ def test_limits_are_a_413(api_home):
         chunked = client.post("/v1/sed:predict", content=iter([b'{"instances": [', b" " * 5000, b"]}"]),
                               headers={"content-type": "application/json"})
         assert chunked.status_code == 413
-        assert client.post("/v1/sed:predict", json={"instances": [{"mag_G": 12.0}] * 3}).status_code == 200
+        assert client.post("/v1/sed:predict", json={"instances": [SED_STAR] * 3}).status_code == 200
 
 
 def test_npz_bombs_and_broken_archives_are_refused_without_unpacking(client, api_home):
@@ -128,6 +128,7 @@ def test_numbers_written_as_strings_are_refused(client, api_home):
 
 def test_npz_takes_nan_as_missing_in_optional_fields(client):
     buffer = io.BytesIO()
-    np.savez(buffer, mag_G=np.array([12.0, 13.0]), mag_J=np.array([np.nan, 11.5]))
+    np.savez(buffer, mag_G=np.array([12.0, 13.0]), err_G=np.array([0.003, 0.003]), mag_J=np.array([np.nan, 11.5]),
+             err_J=np.array([np.nan, 0.02]), mag_BP=np.array([12.4, 13.5]), err_BP=np.array([0.005, 0.005]))
     response = client.post("/v1/sed:predict", content=buffer.getvalue(), headers={"content-type": "application/x-npz"})
     assert response.status_code == 200, response.text
