@@ -22,6 +22,8 @@ Very bright catalogues (the Gaia benchmark stars) keep many rows with only Gaia'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 
@@ -53,12 +55,13 @@ def colour_name(blue: str, red: str) -> str:
     return f"c_{blue}_{red}"
 
 
-def band_masks(mags: np.ndarray, errors: np.ndarray, band: str) -> np.ndarray:
-    """`MASK_BITS` flags of one band's measurements (0 = usable)."""
+def band_masks(mags: np.ndarray, errors: np.ndarray, saturation: np.ndarray) -> np.ndarray:
+    """`MASK_BITS` flags of measurements (0 = usable): magnitudes and errors (n, bands), each band's saturation limit
+    (bands,)."""
     mask = np.where(~np.isfinite(mags), MASK_BITS["missing"], 0)
     with np.errstate(invalid="ignore"):
         bad_error = ~np.isfinite(errors) | (errors <= 0) | (errors > MAX_ERROR)
-        saturated = mags < BANDS[band].saturation
+        saturated = mags < saturation
     mask |= np.where(bad_error & np.isfinite(mags), MASK_BITS["bad_error"], 0)
     mask |= np.where(saturated, MASK_BITS["saturated"], 0)
     return mask.astype(np.uint8)
@@ -94,11 +97,11 @@ def select_bands(bands: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(band for band in PHOTOMETRIC_BANDS if band in bands)
 
 
-def _unusable_bands(columns: dict[str, np.ndarray], bands: tuple[str, ...], row: int) -> str:
+def _unusable_bands(masks: dict[str, np.ndarray], bands: tuple[str, ...], row: int) -> str:
     """Why the bands a row has a magnitude in are unusable ("" when it has none)."""
     reasons = []
     for band in bands:
-        mask = int(columns[f"mask_{band}"][row])
+        mask = int(masks[band][row])
         if mask & MASK_BITS["missing"]:
             continue
         why = [text for bit, text in ((MASK_BITS["bad_error"], f"no error in (0, {MAX_ERROR:g}] mag"),
@@ -106,6 +109,56 @@ def _unusable_bands(columns: dict[str, np.ndarray], bands: tuple[str, ...], row:
                if mask & bit]
         reasons.append(f"{band}: {' and '.join(why)}")
     return f" ({'; '.join(reasons)})" if reasons else ""
+
+
+@dataclass
+class PhotometryColumns:
+    """`photometry_columns`' result for n rows: the feature columns by name (NaN where missing), each band's mask,
+    whether a row was dereddened, and why each row too poor to use was set aside (row -> reason)."""
+
+    numeric: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    dereddened: np.ndarray
+    too_poor: dict[int, str]
+
+
+def photometry_columns(catalogue: dict[str, np.ndarray], bands: tuple[str, ...], deredden: bool) -> PhotometryColumns:
+    """The features of catalogue rows (`mag_<band>`, `err_<band>`, `parallax`, `parallax_error`, `ebv` arrays, NaN
+    where missing; absent keys count as missing): cleaned, Gaia-saturation-corrected, dereddened magnitudes with
+    masks, colours between chosen bands and absolute G. Training (`preprocess_photometry`) and the prediction API
+    (`steps.serve.catalogue`) both compute them here."""
+    n = len(next(iter(catalogue.values())))
+    missing = np.full(n, np.nan)
+    ebv = catalogue.get("ebv", missing)
+    dereddened = np.isfinite(ebv) if deredden else np.zeros(n, dtype=bool)
+    extinction_scale = np.where(dereddened, ebv, 0.0)
+    observed = {band: np.asarray(catalogue.get(f"mag_{band}", missing), np.float64) for band in PHOTOMETRIC_BANDS}
+    desaturated = gaia_saturation_corrected(observed)
+    mags = np.stack([observed[band] for band in bands], axis=1)
+    errors = np.stack([np.asarray(catalogue.get(f"err_{band}", missing), np.float64) for band in bands], axis=1)
+    mask = band_masks(mags, errors, np.array([BANDS[band].saturation for band in bands]))
+    usable = mask == 0
+    corrected = (np.stack([desaturated[band] for band in bands], axis=1)
+                 - np.array([BANDS[band].extinction for band in bands]) * extinction_scale[:, None])
+    corrected, errors = np.where(usable, corrected, np.nan), np.where(usable, errors, np.nan)
+    columns = {name: values[:, i] for i, band in enumerate(bands)
+               for name, values in ((f"mag_{band}", corrected), (f"err_{band}", errors))}
+    masks = {band: mask[:, i] for i, band in enumerate(bands)}
+    usable_bands = usable.sum(axis=1)
+    too_poor = {int(row): f"only {usable_bands[row]} usable band(s), fewer than {MIN_USABLE_BANDS}"
+                + _unusable_bands(masks, bands, row) for row in np.flatnonzero(usable_bands < MIN_USABLE_BANDS)}
+    parallax = np.asarray(catalogue.get("parallax", missing), np.float64)
+    parallax_error = np.asarray(catalogue.get("parallax_error", missing), np.float64)
+    colours = {colour_name(blue, red): columns[f"mag_{blue}"] - columns[f"mag_{red}"]
+               for blue, red in COLOURS if blue in bands and red in bands}
+    numeric = {
+        **columns,
+        **colours,
+        **({"abs_G": absolute_magnitude(columns["mag_G"], parallax, parallax_error)} if "G" in bands else {}),
+        "parallax": parallax,
+        "parallax_error": parallax_error,
+    }
+    return PhotometryColumns(numeric, masks, dereddened, too_poor)
 
 
 def preprocess_photometry(raw: RawArtifact, deredden: bool = True,
@@ -118,55 +171,29 @@ def preprocess_photometry(raw: RawArtifact, deredden: bool = True,
     data = raw.data
     ids = np.array(data.column("id").to_pylist(), dtype=object)
     sources = data.column("source").to_pylist()
-    ebv = data.column("ebv").to_numpy(zero_copy_only=False)
-    dereddened = np.isfinite(ebv) if deredden else np.zeros(data.num_rows, dtype=bool)
-    extinction_scale = np.where(dereddened, ebv, 0.0)
-    observed = {band: data.column(f"mag_{band}").to_numpy(zero_copy_only=False).astype(np.float64)
-                for band in PHOTOMETRIC_BANDS}
-    desaturated = gaia_saturation_corrected(observed)
-    columns: dict[str, np.ndarray] = {}
-    usable_bands = np.zeros(data.num_rows, dtype=int)
-    for band in bands:
-        errors = data.column(f"err_{band}").to_numpy(zero_copy_only=False).astype(np.float64)
-        mask = band_masks(observed[band], errors, band)
-        usable = mask == 0
-        corrected = desaturated[band] - BANDS[band].extinction * extinction_scale
-        columns[f"mag_{band}"] = np.where(usable, corrected, np.nan)
-        columns[f"err_{band}"] = np.where(usable, errors, np.nan)
-        columns[f"mask_{band}"] = mask
-        usable_bands += usable
-
+    catalogue = {name: data.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+                 for name in data.column_names if name not in ("id", "source")}
+    made = photometry_columns(catalogue, bands, deredden)
     quarantine = Quarantine("preprocess.photometry")
-    too_few = usable_bands < MIN_USABLE_BANDS
-    for row in np.flatnonzero(too_few):
-        quarantine.add(ids[row], f"only {usable_bands[row]} usable band(s), fewer than {MIN_USABLE_BANDS}"
-                       + _unusable_bands(columns, bands, row), sources[row])
-    kept = ~too_few
-
-    parallax = data.column("parallax").to_numpy(zero_copy_only=False)
-    parallax_error = data.column("parallax_error").to_numpy(zero_copy_only=False)
-    pairs = [(blue, red) for blue, red in COLOURS if blue in bands and red in bands]
-    colours = {colour_name(blue, red): columns[f"mag_{blue}"] - columns[f"mag_{red}"] for blue, red in pairs}
-    numeric = {
-        **{name: columns[name] for band in bands for name in (f"mag_{band}", f"err_{band}")},
-        **colours,
-        **({"abs_G": absolute_magnitude(columns["mag_G"], parallax, parallax_error)} if "G" in bands else {}),
-        "parallax": parallax,
-        "parallax_error": parallax_error,
-    }
+    for row, reason in made.too_poor.items():
+        quarantine.add(ids[row], reason, sources[row])
+    kept = np.ones(data.num_rows, dtype=bool)
+    kept[list(made.too_poor)] = False
+    numeric = made.numeric
+    colours = [name for name in numeric if name.startswith("c_")]
     kept_ids = list(ids[kept])
     table = pa.table({
         "id": pa.array(kept_ids, pa.string()),
         **{name: pa.array(values[kept], pa.float64()) for name, values in numeric.items()},
-        **{f"mask_{band}": pa.array(columns[f"mask_{band}"][kept], pa.uint8()) for band in bands},
-        "dereddened": pa.array(dereddened[kept].astype(np.uint8), pa.uint8()),
+        **{f"mask_{band}": pa.array(made.masks[band][kept], pa.uint8()) for band in bands},
+        "dereddened": pa.array(made.dereddened[kept].astype(np.uint8), pa.uint8()),
         **label_columns(kept_ids, raw.labels, STELLAR_LABELS_SCHEMA),
     })
     spec = {
         "modality": "photometry",
         "bands": list(bands),
         "features": [*numeric, *(f"mask_{band}" for band in bands), "dereddened"],
-        "colours": list(colours),
+        "colours": colours,
         "labels": list(LABELS),
         "mask_bits": MASK_BITS,
         "dereddened": deredden,

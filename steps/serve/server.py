@@ -212,9 +212,7 @@ async def _decode(request: Request, name: str, model: LoadedModel) -> Batch:
     else:
         accepted = [JSON, NPZ_MEDIA_TYPE] + ([FITS_MEDIA_TYPE] if name in FILE_UPLOAD_MODELS else [])
         raise _UnsupportedMediaType(f"content-type {media_type!r} is not accepted here (use {', '.join(accepted)})")
-    if name in CATALOGUE_MODELS:
-        return await asyncio.to_thread(preprocessed, batch, model.inputs, model.predictor.spec)
-    return batch
+    return preprocessed(batch, model.inputs, model.predictor.spec) if name in CATALOGUE_MODELS else batch
 
 
 def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch,
