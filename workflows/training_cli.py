@@ -15,7 +15,24 @@ from pathlib import Path
 
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
 DEFAULT_LENGTH = {"spectral": 1024, "lightcurve": 201}
+# Shortest inputs worth a model: 128 pixels over 3600-9000 A are 42 A each, already wider than most lines; a global
+# view of 32 bins still shows an eclipse or a pulsation's shape.
+MIN_LENGTH = {"spectral": 128, "lightcurve": 32}
+MIN_SAMPLES = 32  # the split must leave test and validation objects to evaluate and stop on
 ALL_BANDS = ("G", "BP", "RP", "J", "H", "Ks", "W1", "W2")
+
+
+def _at_least(low: int, what: str):
+    """An argparse type: an integer of at least `low`, with an error naming the flag's meaning."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: needs at least {low} {what}")
+        return value
+    return parse
 
 
 def add_training_commands(sub: argparse._SubParsersAction) -> None:
@@ -24,14 +41,17 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
         command = sub.add_parser(f"train-{model}", help=f"train the {model} model by hand on synthetic {modality}")
         command.add_argument("--force-dummy", action="store_true",
                              help="train the NumPy baseline that needs no TensorFlow")
-        command.add_argument("--samples", type=int, default=256, help="synthetic objects to generate (default 256)")
+        command.add_argument("--samples", type=_at_least(MIN_SAMPLES, "objects (the split needs test and validation "
+                                                                       "objects)"),
+                             default=256, help=f"synthetic objects to generate (default 256, at least {MIN_SAMPLES})")
         if model in DEFAULT_LENGTH:
             what = "pixels of the common wavelength grid" if model == "spectral" else "bins of the global view"
-            command.add_argument("--length", type=int, default=DEFAULT_LENGTH[model], help=f"{what}")
+            command.add_argument("--length", type=_at_least(MIN_LENGTH[model], what), default=DEFAULT_LENGTH[model],
+                                 help=f"{what} (default {DEFAULT_LENGTH[model]}, at least {MIN_LENGTH[model]})")
         if model == "sed":
             command.add_argument("--bands", type=int, default=len(ALL_BANDS), choices=range(3, len(ALL_BANDS) + 1),
                                  metavar="N", help=f"use the first N of {' '.join(ALL_BANDS)} (3-8, default 8)")
-        command.add_argument("--epochs", type=int, default=100,
+        command.add_argument("--epochs", type=_at_least(1, "epoch"), default=100,
                              help="most training epochs of the TensorFlow models (early stopping ends sooner)")
         command.add_argument("--seed", type=int, default=42)
         command.add_argument("--output-dir", type=Path, default=Path("artifacts"),
@@ -48,6 +68,9 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     from steps.train.__main__ import main as train
 
     modality = MODALITY[model]
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        print(f"stellar train-{model}: --output-dir {args.output_dir}: is a file, not a folder", file=sys.stderr)
+        return 2
     root = args.output_dir.resolve() / model
     work = root / "work"
     raw, features, split_dir = work / "raw", work / "features", work / "split"
@@ -68,7 +91,10 @@ def train_command(model: str, args: argparse.Namespace) -> int:
                     str(root / "evaluation")]),
     ]
     for step, argv in steps:
-        status = step(argv)
+        try:
+            status = step(argv)
+        except SystemExit as stopped:  # a stage's own argument check
+            status = stopped.code if isinstance(stopped.code, int) else 2
         if status:
             print(f"stellar train-{model}: {step.__module__.split('.')[1]} failed (exit {status})", file=sys.stderr)
             return status
@@ -76,4 +102,7 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     print(f"{model} model: {root / 'model'}")
     print(f"evaluation: {root / 'evaluation' / 'report.html'} "
           f"({'passes' if verdict['passed'] else 'fails'} the default quality gates)")
+    if not verdict["passed"] and (verdict.get("fallback") or {}).get("passed"):
+        print(f"its NumPy baseline passes them: {root / 'evaluation' / 'baselines' / model} (a pipeline run on a "
+              "registry with no production version would promote it instead)")
     return 0

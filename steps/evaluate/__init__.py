@@ -215,7 +215,7 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
         lines += ["", "Reasons:", ""] + [f"- {reason}" for reason in verdicts[ev.name].reasons]
         fallback = verdicts[ev.name].fallback
         if fallback is not None:
-            outcome = "PASS: promoted instead of the model" if fallback.passed else "REFUSED too"
+            outcome = "PASS: the promote step registers it in the model's place" if fallback.passed else "REFUSED too"
             lines += ["", f"No production version yet: the NumPy baseline, {outcome}:", ""]
             lines += [f"- {reason}" for reason in fallback.reasons]
     return "\n".join(lines) + "\n"

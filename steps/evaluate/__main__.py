@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                  "" if verdict.passed else "; ".join(failed))
         if verdict.fallback is not None:
             log.info("%s: no production version yet; its baseline %s", name,
-                     "passed the gates and will be promoted instead" if verdict.fallback.passed
+                     "passed the gates: the promote step registers it in the model's place" if verdict.fallback.passed
                      else "was refused too")
     return 0
 

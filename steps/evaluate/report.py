@@ -197,8 +197,8 @@ def _fallback(verdict: Any) -> str:
     """The baseline's verdict, where the model was refused with no production version yet."""
     if verdict.fallback is None:
         return ""
-    outcome = ("PASS: promoted instead of the model" if verdict.fallback.passed
-               else "REFUSED too: nothing is promoted")
+    outcome = ("PASS: the promote step registers it in the model's place" if verdict.fallback.passed
+               else "REFUSED too: the promote step promotes nothing")
     return (f"<h3>No production version yet: the NumPy baseline, {outcome}</h3><ul>"
             + "".join(_reason(r) for r in verdict.fallback.reasons) + "</ul>")
 

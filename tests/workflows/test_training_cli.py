@@ -33,3 +33,23 @@ def test_bands_outside_the_range_are_refused(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["train-sed", "--bands", "2", "--output-dir", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train-spectral", "--samples", "-5"], "--samples: -5: needs at least 32 objects"),
+    (["train-sed", "--samples", "ten"], "--samples: 'ten' is not a whole number"),
+    (["train-lightcurve", "--epochs", "0"], "--epochs: 0: needs at least 1 epoch"),
+    (["train-spectral", "--length", "7"], "--length: 7: needs at least 128 pixels"),
+    (["train-lightcurve", "--length", "8"], "--length: 8: needs at least 32 bins"),
+])
+def test_bad_flags_are_refused_before_any_stage_runs(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--output-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    assert main(["train-sed", "--force-dummy", "--output-dir", str(tmp_path / "taken")]) == 2
+    assert f"--output-dir {tmp_path / 'taken'}: is a file, not a folder" in capsys.readouterr().err
