@@ -288,6 +288,11 @@ def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null:
 
     slots = _slots(task, gates, targets)
     _compare(verdict, name, slots, model, null, gates.beat_null_by, "beat_null_by", "the null predictor")
+    for target in sorted(set(targets) - {t for t, _ in slots}) if task == "regression" else []:
+        value, reference = metric_of(model, target, "robust_sigma"), metric_of(null, target, "robust_sigma")
+        if value is not None and reference is not None and value > reference:
+            verdict.note(f"{name} {target} robust_sigma = {fmt(value)} is worse than the null predictor's "
+                         f"{fmt(reference)} (the training mean): not gated, but its predictions carry no information")
     if baseline is not None:
         _compare(verdict, name, slots, model, baseline, gates.beat_baseline_by, "beat_baseline_by",
                  "the NumPy baseline")

@@ -113,6 +113,20 @@ def test_a_model_must_beat_its_baseline_by_the_margin():
     assert not any("baseline" in r for r in judge("sed", "regression", ["teff"], model, null, gates).reasons)
 
 
+def test_a_target_the_gates_do_not_hold_is_noted_where_it_loses_to_the_null_predictor():
+    def metrics(feh: float) -> dict:
+        return {"targets": {"teff": {"n": 50, "missing_fraction": 0.0, "robust_sigma": 100.0},
+                            "feh": {"n": 50, "missing_fraction": 0.0, "robust_sigma": feh}}}
+
+    gates = ModelGates(compare=["teff.robust_sigma"], max_regression=None)
+    worse = judge("sed", "regression", ["teff", "feh"], metrics(0.29), metrics(0.27), gates)
+    notes = [r for r in worse.reasons if "feh" in r and r.startswith("NOTE")]
+    assert notes == ["NOTE sed feh robust_sigma = 0.29 is worse than the null predictor's 0.27 (the training mean): "
+                     "not gated, but its predictions carry no information"]
+    better = judge("sed", "regression", ["teff", "feh"], metrics(0.20), metrics(0.27), gates)
+    assert not any("feh" in r for r in better.reasons if r.startswith("NOTE"))
+
+
 def test_every_check_is_a_reason_and_each_failure_counts():
     gates = ModelGates(absolute={"balanced_accuracy_min": 0.5, "log_loss_max": 1.0}, beat_null_by=0.1,
                        max_regression=None, min_rows=30)
