@@ -62,10 +62,12 @@ class Evaluation(BaseModel):
 
 
 class AliasState(BaseModel):
-    """Every alias of one model and, per alias, the versions it pointed to before (newest last)."""
+    """Every alias of one model, per alias the versions it pointed to before (newest last), and the versions a
+    rollback moved it away from (a person's decision, which an automatic promotion does not undo)."""
 
     aliases: dict[str, str] = Field(default_factory=dict)
     history: dict[str, list[str]] = Field(default_factory=dict)
+    rolled_back: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class ModelRegistry:
@@ -197,6 +199,10 @@ class ModelRegistry:
         """alias -> version for `name`."""
         return dict(self.alias_state(name).aliases)
 
+    def rolled_back(self, name: str, alias: str = PRODUCTION) -> list[str]:
+        """Versions that a rollback moved `alias` away from and no one has pointed it at again since."""
+        return list(self.alias_state(name).rolled_back.get(alias, []))
+
     def set_alias(self, name: str, alias: str, version: str, expected: Any = ANY) -> str | None:
         """Point `alias` at `version` atomically; return the version it pointed to before.
 
@@ -218,6 +224,8 @@ class ModelRegistry:
             if previous is not None:
                 state.history.setdefault(alias, []).append(previous)
             state.aliases[alias] = version
+            if version in state.rolled_back.get(alias, []):
+                state.rolled_back[alias].remove(version)
             try:
                 self.store.put_if_match(key, state.model_dump_json(indent=2).encode(), blob.etag if blob else None)
                 return previous
@@ -226,7 +234,8 @@ class ModelRegistry:
         raise RegistryError(f"{name}:{alias}: gave up after {_SWAP_ATTEMPTS} concurrent changes")
 
     def rollback(self, name: str, alias: str = PRODUCTION) -> str:
-        """Move `alias` back to the version it pointed to before; return that version."""
+        """Move `alias` back to the version it pointed to before; return that version. The version it leaves is
+        recorded as rolled back (`rolled_back`) until someone points the alias at it again."""
         self._known(name)
         _check("alias", alias)
         key = f"{name}/aliases.json"
@@ -236,6 +245,9 @@ class ModelRegistry:
             history = state.history.get(alias, [])
             if not history:
                 raise RegistryError(f"{name}:{alias} has no earlier version to roll back to")
+            withdrawn = state.aliases[alias]
+            if withdrawn not in state.rolled_back.setdefault(alias, []):
+                state.rolled_back[alias].append(withdrawn)
             state.aliases[alias] = history.pop()
             try:
                 self.store.put_if_match(key, state.model_dump_json(indent=2).encode(), blob.etag)

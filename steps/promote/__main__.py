@@ -18,7 +18,9 @@ log = get_logger("promote")
 
 
 def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) -> dict[str, dict[str, Any]]:
-    """Register each model (idempotent), alias it `candidate`, and make it `production` when its verdict passed.
+    """Register each model (idempotent), alias it `candidate`, and make it `production` when its verdict passed,
+    unless someone rolled production back from that very version (a retrain that reproduces it is not promoted
+    again until someone promotes it by hand).
 
     A refused model whose verdict carries a passing `fallback` (no production version existed: see the evaluate
     stage) has its baseline, from the evaluation's `baselines/<model>/`, registered and made `production` instead.
@@ -49,6 +51,13 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
         if not verdict.get("passed"):
             outcome["outcome"] = "refused"
             log.info("%s version %s: refused by the quality gates", name, record.version)
+        elif record.version in registry.rolled_back(name) and compared_with != record.version:
+            outcome["outcome"] = "refused"
+            outcome["reasons"] = [*outcome["reasons"], f"version {record.version} was rolled back from production by "
+                                  f"hand; promote it by hand to serve it again (stellar models promote {name} "
+                                  f"{record.version})"]
+            log.info("%s version %s: passed the gates, but was rolled back by hand: not promoted again", name,
+                     record.version)
         elif compared_with == record.version:
             outcome["outcome"] = "unchanged"
             log.info("%s version %s: already production", name, record.version)

@@ -133,3 +133,18 @@ def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_produc
     outcomes = evaluate_and_promote(split, models, registry, tmp_path / "second")
     assert {o["outcome"] for o in outcomes.values()} == {"refused"}
     assert all(ModelRegistry.open(str(registry)).aliases(name)[PRODUCTION] == "2" for name in NAMES)
+
+
+def test_a_version_rolled_back_by_hand_is_not_promoted_again(learnable, tmp_path):
+    split, models = learnable
+    registry = tmp_path / "registry"
+    older = ModelRegistry.open(str(registry)).register("sed", models["spectral"])  # any other model: version 1
+    ModelRegistry.open(str(registry)).set_alias("sed", PRODUCTION, older.version)
+    assert evaluate_and_promote(split, models, registry, tmp_path / "run")["sed"]["outcome"] == "promoted"
+    assert ModelRegistry.open(str(registry)).rollback("sed") == "1"
+    assert ModelRegistry.open(str(registry)).rolled_back("sed") == ["2"]
+    retried = promote_only(models, registry, tmp_path / "run")["sed"]  # next week's run reproduces version 2
+    assert retried["outcome"] == "refused" and "rolled back from production by hand" in retried["reasons"][-1]
+    assert ModelRegistry.open(str(registry)).aliases("sed")[PRODUCTION] == "1"
+    ModelRegistry.open(str(registry)).set_alias("sed", PRODUCTION, "2")  # a person promotes it again
+    assert ModelRegistry.open(str(registry)).rolled_back("sed") == []
