@@ -140,6 +140,12 @@ def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_ece():
     assert after < 0.03 < before
 
 
+def test_temperature_stays_1_when_every_validation_object_is_classified_correctly():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    assert fit_temperature(logits, np.array([0, 1, 0])) == 1.0
+    assert fit_temperature(logits, np.array([0, 0, 0])) != 1.0  # one error: a minimum exists
+
+
 def test_reliability_bins_count_every_row_once():
     proba = np.array([[0.95, 0.05], [0.55, 0.45], [0.5, 0.5], [np.nan, np.nan]])
     bins = reliability(proba, np.array([True, False, True, True]))

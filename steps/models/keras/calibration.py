@@ -4,7 +4,8 @@
   |residual / sigma| is 0.6745, as for a Gaussian (the same rule as the baselines': the 68% interval then covers
   about 68% of out-of-sample residuals).
 - `fit_temperature`: temperature scaling (Guo et al. 2017): one scalar T dividing the logits, chosen to minimise
-  the validation log loss; it changes confidence, never the predicted class.
+  the validation log loss; it changes confidence, never the predicted class (and stays 1 where the validation
+  objects are all classified correctly, which leaves the log loss without a minimum).
 - `reliability` and `expected_calibration_error`: the reliability-diagram bins (confidence of the top class
   against its accuracy) and the ECE, the bin-weighted mean |accuracy - confidence|. The evaluation report draws
   the same bins.
@@ -52,9 +53,12 @@ def log_loss(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """The temperature minimising the validation log loss (1.0 without validation rows)."""
+    """The temperature minimising the validation log loss; 1.0 without validation rows, and where every one is
+    classified correctly: the log loss then falls as the temperature goes to 0 and has no minimum, so the optimiser
+    would stop at the lower bound and make every probability 0 or 1, the misclassified objects of new data
+    included (a Stripe 82 light-curve model got 0.053 so, its test log loss 3.5e-12)."""
     labels = np.asarray(labels, np.int64)
-    if len(labels) == 0:
+    if len(labels) == 0 or bool(np.all(np.asarray(logits).argmax(axis=1) == labels)):
         return 1.0
     lo, hi = (math.log(b) for b in TEMPERATURE_BOUNDS)
     result = minimize_scalar(lambda t: log_loss(logits, labels, math.exp(t), weights), bounds=(lo, hi),

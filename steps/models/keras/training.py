@@ -594,6 +594,9 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
         "ece_before": expected_calibration_error(before, correct),
         "ece_after": expected_calibration_error(after, correct),
         "log_loss_before": log_loss(logits, calib_y), "log_loss_after": log_loss(logits, calib_y, temperature)}
+    if correct.all():
+        info["calibration"]["note"] = ("every calibration object is classified correctly: the log loss has no minimum, "
+                                       "so the temperature stays 1")
     predictor = KerasClassifierPredictor(None, info, spec, _graph(model), domain=domain)
     metrics: dict[str, Any] = {"model": "lightcurve", "kind": KIND["lightcurve"], "training": fit,
                                "calibration": info["calibration"],
