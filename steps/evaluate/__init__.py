@@ -79,6 +79,21 @@ def test_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.Da
     return out
 
 
+CLASS_METRICS = ("accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss")
+PERIOD_METRICS = (("within_1pct", "share within 1%"), ("within_1pct_harmonic", "share within 1% or of a harmonic"),
+                  ("median_abs_log10_ratio", "median |log10 ratio|"), ("n", "objects with a true period"))
+
+
+def classification_rows(sources: list[dict[str, Any]]) -> list[list[str]]:
+    """The classifier rows of the reports' metrics tables, one value per source (model, null, baseline,
+    production): the class metrics, then the period estimate's where a source has one."""
+    rows = [[metric, *(fmt(source.get(metric)) for source in sources)] for metric in CLASS_METRICS]
+    if any(source.get("period") for source in sources):
+        rows += [[f"period: {label}", *(fmt((source.get("period") or {}).get(key)) for source in sources)]
+                 for key, label in PERIOD_METRICS]
+    return rows
+
+
 def domain_sentence(domain: dict[str, Any]) -> str:
     """The report's line on the domain check."""
     return (f"Domain check: {domain['outside']} of {domain['objects']} test objects "
@@ -203,8 +218,7 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
                     lines.append(f"| {target} | {metric} | " + " | ".join(fmt(v) for v in values) + " |")
         else:
             lines += ["| metric | model | null | baseline | production |", "|---|---|---|---|---|"]
-            for metric in ("accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss"):
-                lines.append(f"| {metric} | " + " | ".join(fmt(m.get(metric)) for m in sources) + " |")
+            lines += ["| " + " | ".join(row) + " |" for row in classification_rows(sources)]
             confusion = ev.model.get("confusion") or {}
             if confusion.get("labels"):
                 labels = confusion["labels"]

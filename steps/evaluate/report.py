@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steps.evaluate import domain_sentence
+from steps.evaluate import classification_rows, domain_sentence
 from steps.evaluate.gates import Verdict, fmt
 from steps.models.baseline import MODALITY
 from steps.models.inputs import Columns
@@ -34,7 +34,6 @@ REPORT = "report.html"
 UNITS = {"teff": "K", "logg": "dex", "feh": "dex"}
 LABELS = {"teff": "Teff", "logg": "log g", "feh": "[Fe/H]"}
 REGRESSION_METRICS = ("robust_sigma", "rmse", "bias", "outlier_fraction", "coverage_68", "coverage_95")
-CLASS_METRICS = ("accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss")
 NOMINAL = np.linspace(0.05, 0.95, 19)
 _DPI = 80
 
@@ -189,8 +188,7 @@ def _metrics_table(ev: Any, production: dict[str, Any]) -> str:
         rows = [[t, m, *(fmt((s.get("targets", {}).get(t) or {}).get(m)) for s in sources)]
                 for t in ev.outputs for m in REGRESSION_METRICS]
         return _table(["target", "metric", *columns], rows)
-    rows = [[m, *(fmt(s.get(m)) for s in sources)] for m in CLASS_METRICS]
-    return _table(["metric", *columns], rows)
+    return _table(["metric", *columns], classification_rows(list(sources)))
 
 
 def _fallback(verdict: Any) -> str:

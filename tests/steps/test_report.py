@@ -151,3 +151,15 @@ def test_reliability_bins_count_every_row_once():
     bins = reliability(proba, np.array([True, False, True, True]))
     assert sum(bins["count"]) == 3 and bins["count"][9] == 1 and bins["count"][5] == 2
     assert bins["accuracy"][5] == 0.5 and bins["confidence"][9] == pytest.approx(0.95)
+
+
+def test_the_period_estimate_has_rows_in_the_classifier_tables():
+    from steps.evaluate import classification_rows
+
+    model = {"accuracy": 0.9, "period": {"within_1pct": 0.64, "within_1pct_harmonic": 0.7, "n": 29,
+                                         "median_abs_log10_ratio": 1.2e-4}}
+    rows = {row[0]: row[1:] for row in classification_rows([model, {"accuracy": 0.2}])}
+    assert rows["accuracy"] == ["0.9", "0.2"]
+    assert rows["period: share within 1%"] == ["0.64", "n/a"]
+    assert rows["period: objects with a true period"] == ["29", "n/a"]
+    assert not any(name.startswith("period") for name, *_ in classification_rows([{"accuracy": 0.5}]))
