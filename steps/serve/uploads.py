@@ -2,8 +2,8 @@
 
 Each file is read by the connectors' own reader (SDSS-I/II and BOSS `spec-*.fits`, LAMOST, 1-D library
 spectra), then preprocessed exactly as the model's training data was (`preprocess_as_trained` with the model's
-input spec). A file that cannot be read, or that preprocessing rejects, is an `InvalidInput` naming the file and
-the reason; nothing here is called on the event loop (it is CPU work).
+input spec). A file that cannot be read, or that preprocessing rejects, is answered with its `problem` naming the
+file and the reason, and the other files are predicted; nothing here is called on the event loop (it is CPU work).
 """
 
 from __future__ import annotations
@@ -23,33 +23,45 @@ FILE_FIELD = "file"
 
 
 def decode_spectra_files(files: list[tuple[str, bytes]], inputs: InputSpec, model_spec: dict) -> Batch:
-    """The uploaded spectra (file name, bytes) as model inputs; ids are the spectra's own (e.g. plate-MJD-fiber)."""
+    """The uploaded spectra (file name, bytes) as model inputs; ids are the spectra's own (e.g. plate-MJD-fiber).
+
+    A file that cannot be read or that preprocessing sets aside is left out of the model's batch and answered with
+    its `problem` (its id is the file name), as batch prediction does; when no file can be predicted, the request is
+    an `InvalidInput` naming each."""
     if not files:
         raise InvalidInput(f"{FILE_FIELD}: no file uploaded (send one or more spec-*.fits as form field "
                            f"{FILE_FIELD!r})")
-    spectra, names = [], {}
-    for name, data in files:
-        if not data:
-            raise InvalidInput(f"file {name!r}: empty")
+    spectra, ids, problems = [], [], {}
+    for index, (name, data) in enumerate(files):
+        ids.append(name)
         try:
+            if not data:
+                raise UnusableSpectrum("empty")
             spectrum = read_spectrum(data, name)
         except UnusableSpectrum as error:
-            raise InvalidInput(f"file {name!r}: {error}") from None
+            problems[index] = f"file {name!r}: {error}"
+            continue
         except Exception as error:  # any other failure to parse untrusted bytes is still a malformed file
-            raise InvalidInput(f"file {name!r}: not a readable spectrum FITS file ({type(error).__name__})") from None
-        spectra.append(spectrum)
-        names[spectrum.id] = name
-    data, _ = spectra_tables(spectra)
-    try:
-        features = preprocess_as_trained("spectra", RawArtifact(Path("upload"), data, None, False), model_spec)
-    except SpecMismatch as error:
-        raise InvalidInput(f"{FILE_FIELD}: {error}") from None
-    for row in features.quarantine.rows:
-        raise InvalidInput(f"file {names.get(row['id'], row['id'])!r}: {row['reason']}")
+            problems[index] = f"file {name!r}: not a readable spectrum FITS file ({type(error).__name__})"
+            continue
+        spectra.append((index, spectrum))
+        ids[index] = spectrum.id
+    if spectra:
+        data, _ = spectra_tables([spectrum for _, spectrum in spectra])
+        try:
+            features = preprocess_as_trained("spectra", RawArtifact(Path("upload"), data, None, False), model_spec)
+        except SpecMismatch as error:
+            raise InvalidInput(f"{FILE_FIELD}: {error}") from None
+        position = {spectrum.id: index for index, spectrum in spectra}
+        for row in features.quarantine.rows:
+            problems[position[row["id"]]] = f"file {files[position[row['id']]][0]!r}: {row['reason']}"
+    if len(problems) == len(files):
+        raise InvalidInput("; ".join(problems[index] for index in sorted(problems)))
     cols = Columns(features.table)
     arrays: dict[str, np.ndarray] = {}
     for name, field in inputs.fields.items():
-        if not cols.has(name):
-            continue
-        arrays[name] = cols.vectors(name, field.length) if field.length is not None else cols.scalar(name)
-    return inputs.decode_arrays(arrays, cols.strings("id").tolist())
+        if cols.has(name):
+            arrays[name] = cols.vectors(name, field.length) if field.length is not None else cols.scalar(name)
+    batch = inputs.decode_arrays(arrays, cols.strings("id").tolist())
+    batch.reports_problems, batch.left_out, batch.requested_ids = True, problems, ids
+    return batch

@@ -1,4 +1,5 @@
-"""Spectra uploaded as the archives' own FITS files: read, preprocessed as in training, predicted; bad files 422."""
+"""Spectra uploaded as the archives' own FITS files: read, preprocessed as in training, predicted; a bad file gets its
+problem beside the others' predictions, and a request with no readable file is a 422 naming each."""
 
 from __future__ import annotations
 
@@ -19,8 +20,22 @@ def test_sdss_spec_files_are_predicted_with_their_ids(client, shared_dir):
     predictions = response.json()["predictions"]
     assert len(predictions) == 2
     for (_, (name, _, _)), prediction in zip(files, predictions):
-        assert prediction["id"] == name.removesuffix(".fits")
+        assert prediction["id"] == name.removesuffix(".fits") and prediction["problem"] is None
         assert 2000 < prediction["teff"] < 60000 and prediction["teff_err"] > 0
+
+
+def test_a_bad_file_gets_its_problem_and_the_good_ones_their_predictions(client, shared_dir):
+    (_, (name, data, kind)), (_, (other, other_data, _)) = _files(shared_dir, 2)
+    lamost = shared_dir / "data" / "lamost" / "med-58268-HIP95119KP01_sp12-076.fits.gz"
+    response = client.post("/v1/spectral:predict", files=[
+        ("file", (name, data, kind)), ("file", ("half.fits", data[: len(data) // 2], kind)),
+        ("file", (lamost.name, lamost.read_bytes(), kind)), ("file", (other, other_data, kind))])
+    assert response.status_code == 200, response.text
+    first, half, medium, last = response.json()["predictions"]
+    assert first["id"] == name.removesuffix(".fits") and first["problem"] is None and first["teff"] > 2000
+    assert last["id"] == other.removesuffix(".fits") and last["problem"] is None and last["teff"] > 2000
+    assert half["id"] == "half.fits" and half["teff"] is None and "'half.fits': truncated" in half["problem"]
+    assert medium["teff"] is None and "only 141 of 1024 pixels usable" in medium["problem"]
 
 
 def test_a_library_spectrum_that_stops_short_of_the_grid_is_predicted(client, shared_dir):
