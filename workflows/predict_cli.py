@@ -107,6 +107,9 @@ def write_csv(frame, output: Path) -> None:
         handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
         with os.fdopen(handle, "w") as stream:
             frame.to_csv(stream, index=False, float_format="%.6g")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as open() would have made it, not mkstemp's owner-only mode
         os.replace(temporary, output)
     except OSError as error:
         if temporary:
@@ -160,7 +163,8 @@ def predict(name: str, model_dir: Path, source: Path):
         row["problem"] = "" if usable[i] else model.featurizer.describe_unusable()
         rows[str(object_id)] = row
     for object_id, reason in quarantined.items():
-        rows[object_id] = {**{c: math.nan for c in outputs}, "problem": f"quarantined: {reason}"}
+        if object_id not in rows:  # a repeated record set aside while its object was kept has a prediction
+            rows[object_id] = {**{c: math.nan for c in outputs}, "problem": f"quarantined: {reason}"}
     ordered = [i for i in order if i in rows] + [i for i in rows if i not in set(order)]
     if not ordered:
         raise PredictError(f"--input {source}: nothing to predict: no {OBJECTS[name]} in it (no file in a format "

@@ -94,7 +94,7 @@ def train_command(model: str, args: argparse.Namespace) -> int:
         try:
             status = step(argv)
         except SystemExit as stopped:  # a stage's own argument check
-            status = stopped.code if isinstance(stopped.code, int) else 2
+            status = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 2)
         if status:
             print(f"stellar train-{model}: {step.__module__.split('.')[1]} failed (exit {status})", file=sys.stderr)
             return status

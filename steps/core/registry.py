@@ -38,6 +38,10 @@ class RegistryError(LookupError):
     """A name, version or alias that the registry does not hold, or an alias change that lost a race."""
 
 
+class RolledBack(RegistryError):
+    """An automatic promotion of a version that someone rolled the alias back from."""
+
+
 class VersionRecord(BaseModel):
     """One immutable model version."""
 
@@ -93,36 +97,39 @@ class ModelRegistry:
                    for key in self.store.list(f"{name}/versions/") if key.endswith(".json")]
         return sorted(records, key=lambda record: int(record.version))
 
-    def _known(self, name: str) -> list[VersionRecord]:
-        """The versions of `name`; RegistryError naming the models there are when it has none."""
-        records = self.versions(name)
-        if not records:
-            raise RegistryError(f"no model {name!r} in {self.store.uri} (models: {', '.join(self.names()) or 'none'})")
-        return records
+    def _numbers(self, name: str) -> list[str]:
+        """The version numbers of `name`, from the store's listing alone (no record is read)."""
+        _check("model name", name)
+        keys = self.store.list(f"{name}/versions/")
+        return sorted((key.rsplit("/", 1)[-1][:-5] for key in keys if key.endswith(".json")), key=int)
+
+    def _missing(self, name: str, what: str) -> RegistryError:
+        """The error for a lookup that failed: no such model (naming the models there are), or `what`."""
+        numbers = self._numbers(name)
+        if not numbers:
+            return RegistryError(f"no model {name!r} in {self.store.uri} (models: {', '.join(self.names()) or 'none'})")
+        return RegistryError(f"{what} (versions: {', '.join(numbers)})")
 
     def get_version(self, name: str, version: str) -> VersionRecord:
         """One version's record; RegistryError names the versions there are when it is missing."""
-        known = self._known(name)
+        _check("model name", name)
         if not version.isdigit():
-            raise RegistryError(f"model {name!r} has no version {version!r}: versions are numbers "
-                                f"({', '.join(record.version for record in known)})")
+            raise self._missing(name, f"model {name!r} has no version {version!r}: versions are numbers")
         blob = self.store.get(f"{name}/versions/{version}.json")
         if blob is None:
-            raise RegistryError(f"model {name!r} has no version {version!r} "
-                                f"(versions: {', '.join(record.version for record in known)})")
+            raise self._missing(name, f"model {name!r} has no version {version!r}")
         return VersionRecord.model_validate_json(blob.data)
 
     def resolve(self, name: str, ref: str = PRODUCTION) -> VersionRecord:
         """A version by number or by alias."""
         if ref.isdigit():
             return self.get_version(name, ref)
+        _check("model name", name)
         _check("alias", ref)
-        self._known(name)
         state = self.alias_state(name)
         if ref not in state.aliases:
-            known = [record.version for record in self.versions(name)]
-            raise RegistryError(f"model {name!r} has no alias {ref!r} (aliases: {sorted(state.aliases) or 'none'};"
-                                f" versions: {known or 'none'})")
+            raise self._missing(name, f"model {name!r} has no alias {ref!r} (aliases: "
+                                      f"{', '.join(sorted(state.aliases)) or 'none'})")
         return self.get_version(name, state.aliases[ref])
 
     def register(self, name: str, model_dir: Path, metrics: dict | None = None, verdict: dict | None = None,
@@ -157,8 +164,8 @@ class ModelRegistry:
             return
         evaluation = (lineage or {}).get("evaluation") or hashlib.sha256(
             repr((metrics, verdict)).encode()).hexdigest()
-        entry = Evaluation(evaluation=evaluation, evaluated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           metrics=metrics or {}, verdict=verdict or {})
+        now = datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders two evaluations in one second
+        entry = Evaluation(evaluation=evaluation, evaluated_at=now, metrics=metrics or {}, verdict=verdict or {})
         try:  # the same evaluation recorded twice (a retried promotion) keeps its first record
             self.store.put_if_absent(f"{record.name}/evaluations/{record.version}/{evaluation}.json",
                                      entry.model_dump_json(indent=2).encode())
@@ -203,12 +210,15 @@ class ModelRegistry:
         """Versions that a rollback moved `alias` away from and no one has pointed it at again since."""
         return list(self.alias_state(name).rolled_back.get(alias, []))
 
-    def set_alias(self, name: str, alias: str, version: str, expected: Any = ANY) -> str | None:
+    def set_alias(self, name: str, alias: str, version: str, expected: Any = ANY,
+                  automatic: bool = False) -> str | None:
         """Point `alias` at `version` atomically; return the version it pointed to before.
 
         With `expected` (a version, or None for "unset"), the change happens only if the alias still points
         there: a decision taken against one production version is never applied over another. Setting an alias
-        to where it already points is a no-op, so a retried promotion succeeds again.
+        to where it already points is a no-op, so a retried promotion succeeds again. An `automatic` change (a
+        pipeline's promotion) of a version someone rolled the alias back from is `RolledBack`, decided in the same
+        swap; a change by hand points the alias there again and clears that record.
         """
         _check("alias", alias)
         self.get_version(name, version)
@@ -221,6 +231,9 @@ class ModelRegistry:
                 return previous
             if expected is not ANY and previous != expected:
                 raise RegistryError(f"{name}:{alias} is now {previous!r}, not {expected!r}; not changed")
+            if automatic and version in state.rolled_back.get(alias, []):
+                raise RolledBack(f"version {version} was rolled back from {alias} by hand; promote it by hand to "
+                                 f"serve it again (stellar models promote {name} {version})")
             if previous is not None:
                 state.history.setdefault(alias, []).append(previous)
             state.aliases[alias] = version
@@ -236,7 +249,7 @@ class ModelRegistry:
     def rollback(self, name: str, alias: str = PRODUCTION) -> str:
         """Move `alias` back to the version it pointed to before; return that version. The version it leaves is
         recorded as rolled back (`rolled_back`) until someone points the alias at it again."""
-        self._known(name)
+        _check("model name", name)
         _check("alias", alias)
         key = f"{name}/aliases.json"
         for attempt in range(_SWAP_ATTEMPTS):
@@ -244,7 +257,7 @@ class ModelRegistry:
             state = AliasState.model_validate_json(blob.data) if blob else AliasState()
             history = state.history.get(alias, [])
             if not history:
-                raise RegistryError(f"{name}:{alias} has no earlier version to roll back to")
+                raise self._missing(name, f"{name}:{alias} has no earlier version to roll back to")
             withdrawn = state.aliases[alias]
             if withdrawn not in state.rolled_back.setdefault(alias, []):
                 state.rolled_back[alias].append(withdrawn)

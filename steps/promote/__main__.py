@@ -10,7 +10,7 @@ from typing import Any
 
 from steps.core.artifacts import ArtifactWriter, manifest_hash, read_manifest
 from steps.core.logs import get_logger
-from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError
+from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError, RolledBack
 from steps.evaluate import BASELINES
 
 MODELS = ("spectral", "lightcurve", "sed")
@@ -51,21 +51,19 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
         if not verdict.get("passed"):
             outcome["outcome"] = "refused"
             log.info("%s version %s: refused by the quality gates", name, record.version)
-        elif record.version in registry.rolled_back(name) and compared_with != record.version:
-            outcome["outcome"] = "refused"
-            outcome["reasons"] = [*outcome["reasons"], f"version {record.version} was rolled back from production by "
-                                  f"hand; promote it by hand to serve it again (stellar models promote {name} "
-                                  f"{record.version})"]
-            log.info("%s version %s: passed the gates, but was rolled back by hand: not promoted again", name,
-                     record.version)
         elif compared_with == record.version:
             outcome["outcome"] = "unchanged"
             log.info("%s version %s: already production", name, record.version)
         else:
             try:
-                registry.set_alias(name, PRODUCTION, record.version, expected=compared_with)
+                registry.set_alias(name, PRODUCTION, record.version, expected=compared_with, automatic=True)
                 outcome["outcome"] = "promoted"
                 log.info("%s: production %s -> %s", name, compared_with or "(none)", record.version)
+            except RolledBack as error:
+                outcome["outcome"] = "refused"
+                outcome["reasons"] = [*outcome["reasons"], str(error)]
+                log.info("%s version %s: passed the gates, but was rolled back by hand: not promoted again", name,
+                         record.version)
             except RegistryError as error:
                 outcome["outcome"] = "refused"
                 outcome["reasons"] = [*outcome["reasons"], f"production moved during the run: {error}"]

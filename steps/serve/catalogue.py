@@ -2,11 +2,11 @@
 
 A client of `POST /v1/sed:predict` has what the archives give (Gaia, 2MASS and AllWISE magnitudes with their
 errors, the parallax, optionally E(B-V)), not the model's derived inputs (saturation-corrected, dereddened
-magnitudes, colours, absolute G, band masks). So the route reads the fields of the raw photometry schema for the
-model's bands (`catalogue_inputs`), and `preprocessed` computes the model's inputs with the function that made its
-training features (`photometry.photometry_columns`, with the model's band set and dereddening), as `stellar predict
-sed` does: the same star gets the same answer from both. It works on the request's arrays directly (no tables), so
-that one object costs tens of microseconds. An object too poor to use (fewer usable bands than training required)
+magnitudes, colours, absolute G, band masks). So the route reads the fields of the raw photometry schema for
+every archive band (`catalogue_inputs`), and `preprocessed` computes the model's inputs with the function that made
+its training features (`photometry.photometry_columns`, with the model's band set and dereddening), as `stellar
+predict sed` does: the same star gets the same answer from both. It works on the request's arrays directly (no
+tables): about 0.12 ms for one star. An object too poor to use (fewer usable bands than training required)
 is left out of the model's batch with its reason and answered with null outputs and that `problem`, as batch
 prediction does; the others are predicted.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from steps.ingest.schemas import PHOTOMETRIC_BANDS
 from steps.preprocess.photometry import photometry_columns, select_bands
 from steps.serve.payloads import Batch, FieldSpec, InputSpec, field_range
 
@@ -22,9 +23,11 @@ CATALOGUE_MODELS = ("sed",)
 
 
 def catalogue_inputs(model_spec: dict, max_objects: int) -> InputSpec:
-    """The request fields of an SED model: `mag_<band>` and `err_<band>` for its bands, `parallax`,
-    `parallax_error` and `ebv`, every one optional (an object needs at least one)."""
-    names = [name for band in model_spec["bands"] for name in (f"mag_{band}", f"err_{band}")]
+    """The request fields of an SED model: `mag_<band>` and `err_<band>` of every archive band (a model's own bands
+    come from them, and the Gaia saturation corrections of BP and RP read G and RP whether or not the model uses
+    them, as in training), `parallax`, `parallax_error` and `ebv`, every one optional (an object needs at least
+    one)."""
+    names = [name for band in PHOTOMETRIC_BANDS for name in (f"mag_{band}", f"err_{band}")]
     names += ["parallax", "parallax_error", "ebv"]
     return InputSpec("sed", [FieldSpec(name, None, False, *field_range(name)) for name in names], require_any=True,
                      max_objects=max_objects)

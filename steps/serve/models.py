@@ -154,6 +154,7 @@ class ServedModels:
 
     def _load(self, name: str, record: VersionRecord) -> LoadedModel:
         started = time.perf_counter()
+        record = self.registry.latest(name, record.version)  # its latest evaluation's metrics and verdict
         _, path = self.registry.download(name, record.version, self.cache_dir)
         predictor = load_model(path)
         if predictor.name != name:

@@ -216,10 +216,12 @@ async def _decode(request: Request, name: str, model: LoadedModel) -> Batch:
 
 
 def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch,
-                 columns: list[str]) -> dict[str, Any]:
+                 empty_columns: list[str]) -> dict[str, Any]:
     """The response body: one object per requested object, in request order. Where the request's objects are made
-    into the model's inputs (SED), each has a `problem`: null, or why the model could not use it (its outputs are
-    then null)."""
+    into the model's inputs (SED photometry, FITS uploads), each has a `problem`: null, or why the model could not
+    use it (its outputs are then null). The columns are the model call's (an optional output, a light curve's
+    period, is there when its input is), or `empty_columns` when every object was left out."""
+    columns = list(outputs) or empty_columns
     values = [outputs[column].tolist() for column in columns] if outputs else []
     rows = iter([dict(zip(columns, row)) for row in zip(*values)] if values else [{} for _ in range(batch.n)])
     if not batch.reports_problems:

@@ -8,6 +8,7 @@ file and the reason, and the other files are predicted; nothing here is called o
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,8 @@ def decode_spectra_files(files: list[tuple[str, bytes]], inputs: InputSpec, mode
     """The uploaded spectra (file name, bytes) as model inputs; ids are the spectra's own (e.g. plate-MJD-fiber).
 
     A file that cannot be read or that preprocessing sets aside is left out of the model's batch and answered with
-    its `problem` (its id is the file name), as batch prediction does; when no file can be predicted, the request is
-    an `InvalidInput` naming each."""
+    its `problem` (its id is the spectrum's, or the file name where it could not be read), as batch prediction
+    does; when no file can be predicted, the request is an `InvalidInput` naming each."""
     if not files:
         raise InvalidInput(f"{FILE_FIELD}: no file uploaded (send one or more spec-*.fits as form field "
                            f"{FILE_FIELD!r})")
@@ -46,15 +47,14 @@ def decode_spectra_files(files: list[tuple[str, bytes]], inputs: InputSpec, mode
             continue
         spectra.append((index, spectrum))
         ids[index] = spectrum.id
-    if spectra:
-        data, _ = spectra_tables([spectrum for _, spectrum in spectra])
+    if spectra:  # each row named by its file's place: two files may hold the same object
+        data, _ = spectra_tables([dataclasses.replace(spectrum, id=str(index)) for index, spectrum in spectra])
         try:
             features = preprocess_as_trained("spectra", RawArtifact(Path("upload"), data, None, False), model_spec)
         except SpecMismatch as error:
             raise InvalidInput(f"{FILE_FIELD}: {error}") from None
-        position = {spectrum.id: index for index, spectrum in spectra}
         for row in features.quarantine.rows:
-            problems[position[row["id"]]] = f"file {files[position[row['id']]][0]!r}: {row['reason']}"
+            problems[int(row["id"])] = f"file {files[int(row['id'])][0]!r}: {row['reason']}"
     if len(problems) == len(files):
         raise InvalidInput("; ".join(problems[index] for index in sorted(problems)))
     cols = Columns(features.table)
@@ -62,6 +62,6 @@ def decode_spectra_files(files: list[tuple[str, bytes]], inputs: InputSpec, mode
     for name, field in inputs.fields.items():
         if cols.has(name):
             arrays[name] = cols.vectors(name, field.length) if field.length is not None else cols.scalar(name)
-    batch = inputs.decode_arrays(arrays, cols.strings("id").tolist())
+    batch = inputs.decode_arrays(arrays, [ids[int(index)] for index in cols.strings("id")])
     batch.reports_problems, batch.left_out, batch.requested_ids = True, problems, ids
     return batch

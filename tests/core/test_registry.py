@@ -71,12 +71,12 @@ def test_unknown_names_are_explained(registry, tmp_path):
 def test_a_version_evaluated_again_shows_its_latest_verdict(registry, tmp_path):
     model = make_model(tmp_path, "a")
     first = registry.register("sed", model, metrics={"n": 1}, verdict={"passed": True, "reasons": ["PASS old"]},
-                              lineage={"evaluation": "e1"})
-    again = registry.register("sed", model, metrics={"n": 2}, verdict={"passed": False, "reasons": ["FAIL new"]},
                               lineage={"evaluation": "e2"})
-    registry.register("sed", model, metrics={"n": 3}, verdict={"passed": True}, lineage={"evaluation": "e1"})
+    again = registry.register("sed", model, metrics={"n": 2}, verdict={"passed": False, "reasons": ["FAIL new"]},
+                              lineage={"evaluation": "e1"})  # later, whatever its hash
+    registry.register("sed", model, metrics={"n": 3}, verdict={"passed": True}, lineage={"evaluation": "e2"})
     assert first.version == again.version == "1"
-    assert [entry.evaluation for entry in registry.evaluations("sed", "1")] == ["e1", "e2"]  # e1 kept its record
+    assert [entry.evaluation for entry in registry.evaluations("sed", "1")] == ["e2", "e1"]  # e2 kept its record
     latest = registry.latest("sed", "1")
     assert latest.verdict == {"passed": False, "reasons": ["FAIL new"]} and latest.metrics == {"n": 2}
     assert latest.evaluated_at is not None

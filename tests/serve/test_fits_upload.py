@@ -62,3 +62,14 @@ def test_a_truncated_or_foreign_file_is_a_422_naming_it(client, shared_dir):
 def test_files_are_only_taken_by_the_spectral_model(client, shared_dir):
     response = client.post("/v1/sed:predict", files=_files(shared_dir, 1))
     assert response.status_code == 415
+
+
+def test_two_files_of_one_object_keep_their_places(client, shared_dir):
+    (_, (name, data, kind)), = _files(shared_dir, 1)
+    response = client.post("/v1/spectral:predict", files=[
+        ("file", ("bad-a.fits", data[:1000], kind)), ("file", ("bad-b.fits", b"", kind)), ("file", (name, data, kind)),
+        ("file", ("copy.fits", data, kind))])
+    assert response.status_code == 200, response.text
+    bad_a, bad_b, good, copy = response.json()["predictions"]
+    assert (bad_a["id"], bad_b["id"]) == ("bad-a.fits", "bad-b.fits") and bad_a["teff"] is bad_b["teff"] is None
+    assert good["id"] == copy["id"] == name.removesuffix(".fits") and good["teff"] == copy["teff"] > 2000

@@ -132,3 +132,13 @@ def test_npz_takes_nan_as_missing_in_optional_fields(client):
              err_J=np.array([np.nan, 0.02]), mag_BP=np.array([12.4, 13.5]), err_BP=np.array([0.005, 0.005]))
     response = client.post("/v1/sed:predict", content=buffer.getvalue(), headers={"content-type": "application/x-npz"})
     assert response.status_code == 200, response.text
+
+
+def test_a_light_curve_without_its_optional_period_is_answered(client, api_home):
+    row = split_rows(api_home, "lightcurve", 1)[0]
+    buffer = io.BytesIO()
+    np.savez(buffer, global_view=np.array([row["global_view"]]), local_view=np.array([row["local_view"]]))
+    response = client.post("/v1/lightcurve:predict", content=buffer.getvalue(),
+                           headers={"content-type": "application/x-npz"})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["class"]

@@ -224,3 +224,21 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(pipeline, t
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path),
                            "--model", str(pipeline["sed"]["model"])) == 2
     assert f"--output {tmp_path}: is a folder" in capsys.readouterr().err
+
+
+def test_a_record_set_aside_as_a_repeat_does_not_hide_its_kept_objects_prediction(pipeline, tmp_path):
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(pipeline["sed"]["raw"], raw)
+    first = pq.read_table(raw / "photometry.parquet").column("id")[0].as_py()
+    pq.write_table(pa.Table.from_pylist([{"id": first, "source": "x", "reason": "repeated record, kept once"},
+                                         {"id": "ghost", "source": "x", "reason": "unreadable row"}]),
+                   raw / "quarantine.parquet")
+    csv = tmp_path / "p.csv"
+    assert stellar_predict("sed", "--input", str(raw), "--output", str(csv), "--model",
+                           str(pipeline["sed"]["model"])) == 0
+    frame = pd.read_csv(csv, keep_default_na=False, na_values=[""]).set_index("id")
+    assert np.isfinite(frame.loc[first, "teff"]) and pd.isna(frame.loc[first, "problem"])
+    assert frame.loc["ghost", "problem"] == "quarantined: unreadable row"
+    assert oct(csv.stat().st_mode & 0o777) != oct(0o600)  # as open() makes it, not owner-only
