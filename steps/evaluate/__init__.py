@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from steps.core.logs import get_logger
-from steps.evaluate.gates import Gates, Verdict, fmt, judge
+from steps.evaluate.gates import Gates, ModelGates, Verdict, fmt, judge
 from steps.models import MODALITY, load_model, null_for
 from steps.models.domain import outside
 from steps.models.inputs import Columns
@@ -235,18 +235,41 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
     return "\n".join(lines) + "\n"
 
 
+def _prefer_a_better_baseline(verdict: Verdict, ev: Evaluation, targets: list[str], gates: ModelGates) -> None:
+    """With no production version, a passing model that its tolerance (`beat_baseline_by` < 0) let through while
+    its baseline does better on every compared metric is refused where the baseline passes the same gates: the
+    registry starts from the better of the two (the baseline's verdict becomes `fallback`)."""
+    strict = judge(ev.name, ev.task, targets, ev.model, ev.null, gates.model_copy(update={"beat_baseline_by": 0.0}),
+                   None, ev.baseline)
+    against = [check for check in strict.checks if check["gate"] == "beat_baseline_by"]
+    if not against or any(check["passed"] for check in against):
+        return
+    baseline = judge(f"{ev.name} baseline", ev.task, targets, ev.baseline, ev.null, gates)
+    if baseline.passed:
+        verdict.add(False, "better_of_two", "-", None, None,
+                    f"{ev.name}: no production version yet and the NumPy baseline does better on the compared "
+                    f"metrics ({'; '.join(r[5:] for r in strict.reasons if r.startswith('FAIL'))}): the registry "
+                    "starts from the baseline")
+        verdict.fallback = baseline
+
+
 def judge_all(evaluations: list[Evaluation], gates: Gates,
               production: dict[str, dict[str, Any] | None]) -> dict[str, Verdict]:
     """The verdict on every evaluated model. A refused model with a baseline and no production version gets the
     baseline's own verdict as `fallback` (the same gates, less the comparison with itself): the registry then
-    starts from the better of the two that passes."""
+    starts from the better of the two that passes. A `beat_baseline_by` below 0 tolerates a model somewhat worse
+    than its baseline; with no production version the baseline still starts the registry where it does better
+    (`_prefer_a_better_baseline`)."""
     verdicts = {}
     for ev in evaluations:
         targets = ev.outputs if ev.task == "regression" else []
         model_gates = gates.for_model(ev.name)
         verdict = judge(ev.name, ev.task, targets, ev.model, ev.null, model_gates, production.get(ev.name),
                         ev.baseline)
-        if not verdict.passed and ev.baseline is not None and not (production.get(ev.name) or {}).get("version"):
+        first = ev.baseline is not None and not (production.get(ev.name) or {}).get("version")
+        if first and verdict.passed and (model_gates.beat_baseline_by or 0.0) < 0:
+            _prefer_a_better_baseline(verdict, ev, targets, model_gates)
+        elif first and not verdict.passed:
             verdict.fallback = judge(f"{ev.name} baseline", ev.task, targets, ev.baseline, ev.null, model_gates)
         verdicts[ev.name] = verdict
     return verdicts

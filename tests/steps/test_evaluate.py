@@ -127,6 +127,26 @@ def test_a_target_the_gates_do_not_hold_is_noted_where_it_loses_to_the_null_pred
     assert not any("feh" in r for r in better.reasons if r.startswith("NOTE"))
 
 
+def test_with_no_production_a_tolerated_model_gives_way_to_a_better_baseline():
+    import pandas as pd
+
+    from steps.evaluate import Evaluation, judge_all
+    from steps.evaluate.gates import Gates
+
+    def evaluation(baseline_sigma: float) -> Evaluation:
+        return Evaluation("sed", "regression", ["teff"], _regression(200.0), _regression(1500.0), pd.DataFrame(), {},
+                          baseline=_regression(baseline_sigma))
+
+    gates = Gates.model_validate({"sed": {"beat_baseline_by": -0.05, "max_regression": None}})
+    worse = judge_all([evaluation(195.0)], gates, {"sed": None})["sed"]
+    assert not worse.passed and worse.fallback is not None and worse.fallback.passed
+    assert any(r.startswith("FAIL sed: no production version yet and the NumPy baseline does better")
+               for r in worse.reasons)
+    assert judge_all([evaluation(205.0)], gates, {"sed": None})["sed"].passed  # the model is the better one
+    production = {"sed": {"version": "3", "metrics": None, "source": "registry"}}
+    assert judge_all([evaluation(195.0)], gates, production)["sed"].passed  # the tolerance applies
+
+
 def test_every_check_is_a_reason_and_each_failure_counts():
     gates = ModelGates(absolute={"balanced_accuracy_min": 0.5, "log_loss_max": 1.0}, beat_null_by=0.1,
                        max_regression=None, min_rows=30)
