@@ -72,6 +72,7 @@ from steps.models.io import FORMAT_VERSION, KERAS_MODEL, SAVED_MODEL, Trained  #
 from steps.models.keras import KIND  # noqa: E402
 from steps.models.keras.calibration import (  # noqa: E402
     LOG_VAR_RANGE,
+    best_temperature,
     expected_calibration_error,
     fit_temperature,
     log_loss,
@@ -187,8 +188,8 @@ def regression_score(outputs: np.ndarray, y: np.ndarray) -> float:
 
 
 def classification_score(logits: np.ndarray, y: np.ndarray) -> float:
-    """Log loss at the temperature that minimises it (see `_Score`)."""
-    return log_loss(logits, y, fit_temperature(logits, y))
+    """Log loss at the temperature that minimises it, the bound included (see `_Score`)."""
+    return log_loss(logits, y, best_temperature(logits, y))
 
 
 def _seed(seed: int) -> None:
