@@ -163,3 +163,13 @@ def test_the_period_estimate_has_rows_in_the_classifier_tables():
     assert rows["period: share within 1%"] == ["0.64", "n/a"]
     assert rows["period: objects with a true period"] == ["29", "n/a"]
     assert not any(name.startswith("period") for name, *_ in classification_rows([{"accuracy": 0.5}]))
+
+
+def test_early_stopping_scores_separable_logits_at_their_best_temperature_not_the_calibrations():
+    pytest.importorskip("keras")
+    from steps.models.keras.calibration import log_loss
+    from steps.models.keras.training import classification_score
+
+    logits, labels = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), np.array([0, 1, 0])
+    assert fit_temperature(logits, labels) == 1.0
+    assert classification_score(logits, labels) < 0.01 * log_loss(logits, labels, 1.0)  # sharper epochs rank better
