@@ -54,6 +54,22 @@ def _save(fig, path: Path) -> None:
     fig.clear()
 
 
+def _wide_axis(ax, axis: str, values: np.ndarray) -> None:
+    """Log scale for an axis of positive values spanning more than a factor 3 (Teff from M dwarfs to B stars, S/N),
+    labelled at 1, 2 and 5 times each power of ten in plain numbers (linear Teff ticks and log minor-tick labels ran
+    into each other)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or finite.min() <= 0 or finite.max() < 3 * finite.min():
+        return
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    which.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 2000, 5000, 10000, 20000 ...
+    which.set_major_formatter(ScalarFormatter())
+    which.set_minor_formatter(NullFormatter())
+
+
 def _label(target: str) -> str:
     unit = UNITS.get(target)
     return f"{LABELS.get(target, target)}" + (f" [{unit}]" if unit else "")
@@ -77,6 +93,9 @@ def _regression_plots(plt, name: str, targets: list[str], pred: pd.DataFrame, sn
             lo, hi = (float(min(truth[t][ok].min(), value[t][ok].min())),
                       float(max(truth[t][ok].max(), value[t][ok].max())))
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            if t == "teff":
+                _wide_axis(ax, "x", truth[t][ok])
+                _wide_axis(ax, "y", np.r_[truth[t][ok], value[t][ok]])
         ax.set_xlabel(f"true {_label(t)}")
         ax.set_ylabel(f"predicted {_label(t)}")
         ax.set_title(f"{LABELS.get(t, t)}: {int(ok.sum())} stars")
@@ -95,8 +114,7 @@ def _regression_plots(plt, name: str, targets: list[str], pred: pd.DataFrame, sn
             ax.errorbar(x[ok], res[ok], yerr=np.where(np.isfinite(err[t][ok]), err[t][ok], 0.0), fmt="o", ms=2.5,
                         lw=0.6, alpha=0.7, color="tab:blue", ecolor="0.6")
             ax.axhline(0.0, color="k", lw=0.8, ls="--")
-            if key == "snr":
-                ax.set_xscale("log")
+            _wide_axis(ax, "x", x[ok])
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"residual {_label(t)}")
         fig.tight_layout()
@@ -165,8 +183,8 @@ def _classification_plots(plt, name: str, classes: list[str], pred: pd.DataFrame
     ax.set_xlim(0, 1), ax.set_ylim(0, 1)
     ax.set_xlabel("top-class probability")
     ax.set_ylabel("share correct")
-    ax.set_title(f"ECE {fmt(ece)}")
-    ax.legend(loc="upper left")
+    ax.set_title(f"ECE {fmt(ece)}", loc="right", fontsize=9)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=7, frameon=False)  # above the bars
     fig.tight_layout()
     _save(fig, folder / f"{name}_reliability.png")
     made.append((f"{name}_reliability.png", "Reliability diagram: accuracy of the predicted class in bins of its "
