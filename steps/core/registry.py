@@ -206,10 +206,6 @@ class ModelRegistry:
         """alias -> version for `name`."""
         return dict(self.alias_state(name).aliases)
 
-    def rolled_back(self, name: str, alias: str = PRODUCTION) -> list[str]:
-        """Versions that a rollback moved `alias` away from and no one has pointed it at again since."""
-        return list(self.alias_state(name).rolled_back.get(alias, []))
-
     def set_alias(self, name: str, alias: str, version: str, expected: Any = ANY,
                   automatic: bool = False) -> str | None:
         """Point `alias` at `version` atomically; return the version it pointed to before.
@@ -248,7 +244,7 @@ class ModelRegistry:
 
     def rollback(self, name: str, alias: str = PRODUCTION) -> str:
         """Move `alias` back to the version it pointed to before; return that version. The version it leaves is
-        recorded as rolled back (`rolled_back`) until someone points the alias at it again."""
+        recorded as rolled back (`AliasState.rolled_back`) until someone points the alias at it again."""
         _check("model name", name)
         _check("alias", alias)
         key = f"{name}/aliases.json"

@@ -98,9 +98,9 @@ def field_range(name: str) -> tuple[float, float, bool]:
 class Batch:
     """Decoded objects: `arrays` (field -> array, first axis the objects), `n` objects, their `ids` (or None).
 
-    Where the model's inputs are made from the request (`reports_problems`: SED catalogue photometry), `left_out`
-    holds the requested objects the model cannot use (request index -> why), which are not in `arrays`, and
-    `requested_ids` the ids of every requested object; `requested` is how many the request held."""
+    Where the model's inputs are made from the request (`reports_problems`: SED catalogue photometry, uploaded FITS
+    files), `left_out` holds the requested objects the model cannot use (request index -> why), which are not in
+    `arrays`, and `requested_ids` the ids of every requested object; `requested` is how many the request held."""
 
     arrays: dict[str, np.ndarray]
     n: int

@@ -142,9 +142,9 @@ def test_a_version_rolled_back_by_hand_is_not_promoted_again(learnable, tmp_path
     ModelRegistry.open(str(registry)).set_alias("sed", PRODUCTION, older.version)
     assert evaluate_and_promote(split, models, registry, tmp_path / "run")["sed"]["outcome"] == "promoted"
     assert ModelRegistry.open(str(registry)).rollback("sed") == "1"
-    assert ModelRegistry.open(str(registry)).rolled_back("sed") == ["2"]
+    assert ModelRegistry.open(str(registry)).alias_state("sed").rolled_back == {PRODUCTION: ["2"]}
     retried = promote_only(models, registry, tmp_path / "run")["sed"]  # next week's run reproduces version 2
     assert retried["outcome"] == "refused" and "rolled back from production by hand" in retried["reasons"][-1]
     assert ModelRegistry.open(str(registry)).aliases("sed")[PRODUCTION] == "1"
     ModelRegistry.open(str(registry)).set_alias("sed", PRODUCTION, "2")  # a person promotes it again
-    assert ModelRegistry.open(str(registry)).rolled_back("sed") == []
+    assert ModelRegistry.open(str(registry)).alias_state("sed").rolled_back == {PRODUCTION: []}
