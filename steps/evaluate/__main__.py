@@ -32,7 +32,7 @@ from steps.evaluate import (
     report,
 )
 from steps.evaluate.gates import GateError, parse_gates
-from steps.evaluate.report import snr_of_test_rows, write_report
+from steps.evaluate.report import residual_axes, write_report
 from steps.models import MODEL_NAMES
 
 log = get_logger("evaluate")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             out.count(f"{ev.name}_test_rows", ev.model.get("n_test", 0))
         out.path("report.md").write_text(report(evaluations, verdicts, production, synthetic))
         write_report(out.path("report.md").parent, evaluations, verdicts, production, synthetic,
-                     snr=snr_of_test_rows(args.split, list(models)))
+                     against=residual_axes(args.split, list(models)))
         out.count("passed", sum(v.passed for v in verdicts.values()))
         out.count("refused", sum(not v.passed for v in verdicts.values()))
     scratch.cleanup()

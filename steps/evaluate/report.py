@@ -1,7 +1,8 @@
 """The evaluation's HTML report: `report.html` and its PNG plots in `plots/`, beside `report.md`.
 
-Per regression model: predicted vs true per target (with 1-sigma error bars), residuals against S/N (when the
-test rows have an `snr` column) and against true Teff, and an interval-coverage diagram (observed share of
+Per regression model: predicted vs true per target (with 1-sigma error bars), residuals against S/N and against
+true Teff (for photometry, against its S/N and the number of bands measured: `residual_axes`), and an
+interval-coverage diagram (observed share of
 truths within the predicted central interval against its nominal probability: the regression reliability
 diagram). Per classifier: the confusion matrix and the reliability diagram of the top-class probability, with
 its expected calibration error. The page has the verdicts, the metric tables (model, null predictor, baseline,
@@ -35,6 +36,8 @@ UNITS = {"teff": "K", "logg": "dex", "feh": "dex"}
 LABELS = {"teff": "Teff", "logg": "log g", "feh": "[Fe/H]"}
 REGRESSION_METRICS = ("robust_sigma", "rmse", "bias", "outlier_fraction", "coverage_68", "coverage_95")
 NOMINAL = np.linspace(0.05, 0.95, 19)
+MAG_ERROR_TO_SNR = 2.5 / np.log(10.0)  # a magnitude error of e is a flux S/N of 1.0857 / e
+Axis = tuple[str, str, np.ndarray]  # (file key, axis label, one value per test row)
 _DPI = 80
 
 
@@ -75,9 +78,9 @@ def _label(target: str) -> str:
     return f"{LABELS.get(target, target)}" + (f" [{unit}]" if unit else "")
 
 
-def _regression_plots(plt, name: str, targets: list[str], pred: pd.DataFrame, snr: np.ndarray | None,
+def _regression_plots(plt, name: str, targets: list[str], pred: pd.DataFrame, against: list[Axis],
                       folder: Path) -> list[tuple[str, str]]:
-    """predicted vs true, residuals vs S/N and vs Teff, interval coverage: [(file, caption)]."""
+    """predicted vs true, residuals vs each of `against` and vs Teff, interval coverage: [(file, caption)]."""
     made: list[tuple[str, str]] = []
     n = len(targets)
     truth = {t: pred[f"{t}_true"].to_numpy(np.float64) for t in targets}
@@ -103,7 +106,7 @@ def _regression_plots(plt, name: str, targets: list[str], pred: pd.DataFrame, sn
     _save(fig, folder / f"{name}_pred_vs_true.png")
     made.append((f"{name}_pred_vs_true.png", "Predicted against true value, with 1-sigma error bars; dashed: 1:1."))
 
-    axes_against = [("snr", "S/N", snr)] if snr is not None and np.isfinite(snr).any() else []
+    axes_against = [axis for axis in against if np.isfinite(axis[2]).any()]
     if "teff" in truth:
         axes_against.append(("teff", "true Teff [K]", truth["teff"]))
     for key, xlabel, x in axes_against:
@@ -114,7 +117,10 @@ def _regression_plots(plt, name: str, targets: list[str], pred: pd.DataFrame, sn
             ax.errorbar(x[ok], res[ok], yerr=np.where(np.isfinite(err[t][ok]), err[t][ok], 0.0), fmt="o", ms=2.5,
                         lw=0.6, alpha=0.7, color="tab:blue", ecolor="0.6")
             ax.axhline(0.0, color="k", lw=0.8, ls="--")
-            _wide_axis(ax, "x", x[ok])
+            if key == "bands":
+                ax.xaxis.get_major_locator().set_params(integer=True)
+            else:
+                _wide_axis(ax, "x", x[ok])
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"residual {_label(t)}")
         fig.tight_layout()
@@ -247,14 +253,15 @@ def _reason(reason: str) -> str:
 
 def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdict],
                  production: dict[str, dict[str, Any] | None], synthetic: bool,
-                 snr: dict[str, np.ndarray] | None = None) -> Path:
+                 against: dict[str, list[Axis]] | None = None) -> Path:
     """Write `report.html` and `plots/*.png` into `folder` (the pending evaluation directory); return the page.
 
-    `evaluations` are `steps.evaluate.Evaluation`s; `snr` maps a model to its test rows' S/N, when known.
+    `evaluations` are `steps.evaluate.Evaluation`s; `against` maps a model to what its test rows' residuals are
+    plotted against besides Teff (`residual_axes`).
     """
     plt = _pyplot()
     folder = Path(folder)
-    snr = snr or {}
+    against = against or {}
     sections, summary = [], []
     for ev in evaluations:
         verdict = verdicts[ev.name]
@@ -262,7 +269,8 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
         summary.append([ev.name, str(ev.info.get("kind")), "PASS" if verdict.passed else "REFUSED",
                         f"version {prod['version']}" if prod.get("metrics") else "none"])
         if ev.task == "regression":
-            plots = _regression_plots(plt, ev.name, ev.outputs, ev.predictions, snr.get(ev.name), folder / PLOTS)
+            plots = _regression_plots(plt, ev.name, ev.outputs, ev.predictions, against.get(ev.name, []),
+                                      folder / PLOTS)
         else:
             plots = _classification_plots(plt, ev.name, ev.outputs, ev.predictions, ev.model, folder / PLOTS)
         figures = "".join(f'<figure><img src="{PLOTS}/{html.escape(file)}" alt="{html.escape(caption)}">'
@@ -298,11 +306,28 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
     return target
 
 
-def snr_of_test_rows(split_dir: str | os.PathLike, names: list[str]) -> dict[str, np.ndarray]:
-    """The S/N of each model's test rows, in row order, for the models whose test table has an `snr` column."""
-    out = {}
+def residual_axes(split_dir: str | os.PathLike, names: list[str]) -> dict[str, list[Axis]]:
+    """Per model, what its test rows' residuals are plotted against besides true Teff, in row order: their S/N (the
+    `snr` column of spectra and light curves); for photometry, its S/N, the median over the measured bands of
+    1.0857 / magnitude error (a flux's S/N), and the number of bands measured, since the SED model must hold up
+    with bands missing."""
+    out: dict[str, list[Axis]] = {}
     for name in names:
         test = read_split(split_dir, MODALITY[name])[0]["test"]
+        cols = Columns(test)
         if "snr" in test.column_names:
-            out[name] = Columns(test).scalar("snr")
+            out[name] = [("snr", "S/N", cols.scalar("snr"))]
+            continue
+        bands = [c.removeprefix("mag_") for c in test.column_names if c.startswith("mag_")]
+        if not bands:
+            continue
+        measured = np.column_stack([np.isfinite(cols.scalar(f"mag_{band}")) for band in bands])
+        errors = np.column_stack([cols.scalar(f"err_{band}") for band in bands])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = np.where(measured & (errors > 0), MAG_ERROR_TO_SNR / errors, np.nan)
+        median = np.full(cols.n, np.nan)
+        some = np.isfinite(snr).any(axis=1)
+        median[some] = np.nanmedian(snr[some], axis=1)
+        out[name] = [("snr", "photometric S/N (median over bands)", median),
+                     ("bands", "bands measured", measured.sum(axis=1).astype(np.float64))]
     return out

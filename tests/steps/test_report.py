@@ -8,9 +8,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from steps.evaluate.__main__ import main as evaluate
+from steps.evaluate.report import residual_axes
 from steps.models.keras.calibration import (
     expected_calibration_error,
     fit_temperature,
@@ -23,7 +26,7 @@ VOID = {"meta", "img", "br", "hr", "link", "input"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_PLOTS = {
     "spectral": ["pred_vs_true", "residuals_snr", "residuals_teff", "coverage"],
-    "sed": ["pred_vs_true", "residuals_teff", "coverage"],
+    "sed": ["pred_vs_true", "residuals_snr", "residuals_bands", "residuals_teff", "coverage"],
     "lightcurve": ["confusion", "reliability"],
 }
 
@@ -112,6 +115,25 @@ def test_the_same_evaluation_gives_the_same_report_bytes(learnable, evaluation, 
     again = _run(split, models, tmp_path / "again")
     for path in sorted((evaluation / "plots").iterdir()) + [evaluation / "report.html"]:
         assert (again / path.relative_to(evaluation)).read_bytes() == path.read_bytes(), path.name
+
+
+def test_photometry_residuals_are_plotted_against_its_snr_and_the_bands_measured(tmp_path):
+    folder = tmp_path / "split" / "photometry"
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text("{}")
+    nan = float("nan")
+    table = pa.table({"id": ["a", "b", "c"], "mag_G": [10.0, nan, 12.0], "err_G": [0.01, nan, nan],
+                      "mag_BP": [10.5, nan, 12.3], "err_BP": [0.1, nan, 0.02], "mag_J": [nan, nan, 11.0],
+                      "err_J": [0.05, nan, 0.2], "teff": [5000.0, 6000.0, 4000.0]})
+    pq.write_table(table, folder / "train.parquet")
+    pq.write_table(table, folder / "test.parquet")
+    (key, _, snr), (bands_key, _, bands) = residual_axes(tmp_path / "split", ["sed"])["sed"]
+    assert (key, bands_key) == ("snr", "bands")
+    # a: G and BP (J's error without a magnitude does not count); b: nothing measured; c: BP and J (G has no error)
+    assert snr[0] == pytest.approx((1.0857362 / 0.01 + 1.0857362 / 0.1) / 2, rel=1e-6)
+    assert np.isnan(snr[1])
+    assert snr[2] == pytest.approx((1.0857362 / 0.02 + 1.0857362 / 0.2) / 2, rel=1e-6)
+    assert bands.tolist() == [2.0, 0.0, 3.0]
 
 
 # ------------------------------------------------------------------------------------------- calibration
