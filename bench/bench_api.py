@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/bench_api.py [--home bench/.api-home] [--duration 10] [--connections 16]
 
-Models: the spectral network on 4,000-pixel spectra, the SED MLP and the light-curve CNN, trained once by the manual
-training CLI (`stellar train-*`, synthetic data) and registered as `production` in `HOME/registry` (reused on the
-next run). Servers, each alone on the machine while it is measured, one worker each:
+Models: the spectral network on 4,000-pixel spectra, the SED ensemble and the light-curve CNN, trained once by the
+manual training CLI (`stellar train-*`, synthetic data) and registered as `production` in `HOME/registry` (reused on
+the next run). Servers, each alone on the machine while it is measured, one worker each:
 - `api`: `stellar serve` (micro-batching, compiled graph, JSON or `.npz` bodies, access log on);
 - `naive-predict`: FastAPI calling Keras `predict()` per request (`bench/naive_server.py`);
 - `naive-function`: FastAPI calling the SavedModel's `tf.function` per request.

@@ -14,8 +14,8 @@ also traces the graph):
 - spectral CNN: 4,000-pixel spectra with their mask (2 channels) -> 3 targets x (mean, log-variance), batch 64
   (for libraries of many thousands of spectra);
 - light-curve CNN: 201-bin global and 61-bin local views + 10 scalars -> 5 class logits, batch 64;
-- SED MLP: 8 bands (magnitudes, errors, 10 colours, abs G, parallax and its error: 29 values + 29 missing
-  indicators) -> 3 x (mean, log-variance), batch 256;
+- SED ensemble: 8 bands (magnitudes, errors, 10 colours, abs G, parallax and its error: 29 values + 29 missing
+  indicators) -> 5 MLPs, each 3 x (mean, log-variance), batch 256;
 - the two references of the issue, plain `fit` with MSE: a 4-layer Conv1D (16-32-32-32 filters, kernel 5,
   max-pool 2) on 4,000-pixel spectra at batch 64, and a 17->128->128->6 MLP at batch 256.
 
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 def _networks():
     import keras
 
-    from steps.models.keras.networks import heteroscedastic_nll, sed_mlp, spectral_cnn, views_cnn
+    from steps.models.keras.networks import ensemble_nll, heteroscedastic_nll, sed_ensemble, spectral_cnn, views_cnn
 
     def plain_conv(shapes, outputs):
         x = inputs = keras.Input(shapes["spectrum"], name="spectrum")
@@ -59,8 +59,8 @@ def _networks():
         "spectral CNN (4000 px)": (spectral_cnn, {"spectrum": (4000, 2)}, 3, heteroscedastic_nll, 64, 2048, "reg"),
         "light-curve CNN (201+61)": (views_cnn, {"global_view": (201, 1), "local_view": (61, 1), "scalars": (10,)},
                                      5, ce, 64, 8192, "cls"),
-        "SED MLP (29+29 inputs)": (sed_mlp, {"photometry": (29,), "photometry_missing": (29,)}, 3,
-                                   heteroscedastic_nll, 256, 131072, "reg"),
+        "SED ensemble (5 MLPs, 29+29 inputs)": (sed_ensemble, {"photometry": (29,), "photometry_missing": (29,)}, 3,
+                                                ensemble_nll, 256, 131072, "reg"),
         "reference: 4-layer Conv1D": (plain_conv, {"spectrum": (4000, 1)}, 6, "mse", 64, 2048, "plain"),
         "reference: 17-128-128-6 MLP": (plain_mlp, {"x": (17,)}, 6, "mse", 256, 131072, "plain"),
     }

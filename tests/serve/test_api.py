@@ -146,7 +146,7 @@ def test_metrics_count_requests_batches_and_versions(client, api_home):
     text = client.get("/metrics").text
     assert 'stellar_api_requests_total{method="POST",route="/v1/sed:predict",status="200"}' in text
     assert 'stellar_api_batch_objects_bucket{le="4.0",model="sed"}' in text
-    assert 'stellar_api_model_info{kind="keras-sed-mlp",model="sed",version="1"} 1.0' in text
+    assert 'stellar_api_model_info{kind="keras-sed-ensemble",model="sed",version="1"} 1.0' in text
     assert "stellar_api_request_duration_seconds_bucket" in text and "stellar_api_ready 1.0" in text
 
 

@@ -1,7 +1,8 @@
 """The Keras models: trainer dispatch, training on the fixture split, saving and loading, calibration, determinism.
 
 Models are tiny and trained for a few dozen epochs on a 300-object fixture split, with TensorFlow limited to two
-threads, so each model trains in seconds.
+threads, so each model trains in seconds. The SED ensemble gets more epochs (0.1 s each): at 40 its members are
+still improving, and its validation errors have the tails of an unsettled fit (95% coverage of log g 0.68).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from steps.models.metrics import classification_metrics, regression_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
-KINDS = {"spectral": "keras-spectral-kernel", "lightcurve": "keras-softmax-views", "sed": "keras-sed-mlp"}
+KINDS = {"spectral": "keras-spectral-kernel", "lightcurve": "keras-softmax-views", "sed": "keras-sed-ensemble"}
 EPOCHS = 40
+SED_EPOCHS = 150  # early stopping ends it sooner
 tf = pytest.importorskip("tensorflow")
 
 
@@ -56,9 +58,13 @@ def trained(split, tmp_path_factory):
 
     def get(name: str) -> Path:
         if name not in cache:
-            cache[name] = train_from_split(name, split, root / name, trainer="keras", epochs=EPOCHS, seed=1)
+            cache[name] = train_from_split(name, split, root / name, trainer="keras", epochs=_epochs(name), seed=1)
         return cache[name]
     return get
+
+
+def _epochs(name: str) -> int:
+    return SED_EPOCHS if name == "sed" else EPOCHS
 
 
 def _table(split: Path, name: str, part: str):
@@ -113,7 +119,8 @@ def test_model_directory_holds_the_keras_model_its_export_and_its_training_recor
     info = json.loads((model_dir / "model.json").read_text())
     assert info["kind"] == KINDS[name] and info["training"]["trainer"] == "keras"
     training = info["training"]
-    assert training["epochs"] == EPOCHS and 1 <= training["best_epoch"] <= training["epochs_run"] <= EPOCHS
+    epochs = _epochs(name)
+    assert training["epochs"] == epochs and 1 <= training["best_epoch"] <= training["epochs_run"] <= epochs
     assert info["architecture"]["parameters"] > 1000
     training = json.loads((model_dir / "train_metrics.json").read_text())["training"]
     assert training["seconds_per_epoch"] > 0 and training["samples_per_second"] > 0
@@ -724,7 +731,9 @@ def test_sed_model_predicts_with_missing_bands(trained, split):
     truth = test["teff"].to_numpy()
     rmse = lambda p: float(np.sqrt(np.mean((p - truth) ** 2)))  # noqa: E731
     assert rmse(dropped["teff"].to_numpy()) < 0.5 * float(np.std(truth))
-    assert np.median(dropped["teff_err"]) >= 0.9 * np.median(full["teff_err"])  # less information, no less doubt
+    # less information, more doubt: the ensemble's members disagree more without the bands (measured 1.68 times the
+    # median Teff sigma; a single MLP's own variance head said 1.12)
+    assert np.median(dropped["teff_err"]) >= 1.4 * np.median(full["teff_err"])
     with pytest.raises(ValueError, match="none of the input fields"):
         model.predict_records([{"parallax": None}])
 
@@ -732,7 +741,7 @@ def test_sed_model_predicts_with_missing_bands(trained, split):
 def test_training_with_a_seed_is_deterministic(trained, split, tmp_path):
     from steps.train import train_from_split
 
-    again = train_from_split("sed", split, tmp_path / "sed", trainer="keras", epochs=EPOCHS, seed=1)
+    again = train_from_split("sed", split, tmp_path / "sed", trainer="keras", epochs=SED_EPOCHS, seed=1)
     test = _table(split, "sed", "test")
     first, second = load_model(trained("sed")).predict_table(test), load_model(again).predict_table(test)
     numbers = first.select_dtypes("number").columns

@@ -17,6 +17,7 @@ from steps.evaluate.report import residual_axes
 from steps.models.keras.calibration import (
     expected_calibration_error,
     fit_temperature,
+    member_moments,
     reliability,
     sigma_scale,
     softmax,
@@ -137,6 +138,21 @@ def test_photometry_residuals_are_plotted_against_its_snr_and_the_bands_measured
 
 
 # ------------------------------------------------------------------------------------------- calibration
+
+
+def test_an_ensembles_members_combine_into_one_gaussian_per_target():
+    # two targets, three members: [mean_a, mean_b, log_var_a, log_var_b] each
+    outputs = np.array([[1.0, 10.0, np.log(0.5), np.log(2.0),
+                         2.0, 10.0, np.log(0.5), np.log(4.0),
+                         3.0, 10.0, np.log(0.5), np.log(6.0)]])
+    mean, log_var = member_moments(outputs, 2)
+    np.testing.assert_allclose(mean, [[2.0, 10.0]])
+    # the members' mean variance plus the variance of their means (1, 2, 3: 2/3)
+    np.testing.assert_allclose(np.exp(log_var), [[0.5 + 2.0 / 3.0, 4.0]])
+    single = np.array([[1.0, 2.0, -1.0, 100.0]])  # one head: as it is, its log-variance clipped
+    mean, log_var = member_moments(single, 2)
+    np.testing.assert_allclose(mean, [[1.0, 2.0]])
+    np.testing.assert_allclose(log_var, [[-1.0, 6.0]])
 
 
 def test_sigma_scale_makes_the_median_normalised_residual_gaussian():

@@ -1,5 +1,5 @@
-"""The Keras (TensorFlow) models: a kernel-ridge-started network for spectra, a two-view CNN for light curves, an
-MLP for SEDs.
+"""The Keras (TensorFlow) models: a kernel-ridge-started network for spectra, a two-view CNN for light curves, a
+deep ensemble of MLPs for SEDs.
 
 Importing this package does not import TensorFlow: `train_keras` and `load_keras` import the modules that do
 when they are called, so the CLI, the executor and the baselines stay light.
@@ -20,9 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-KIND = {"spectral": "keras-spectral-kernel", "lightcurve": "keras-softmax-views", "sed": "keras-sed-mlp"}
+KIND = {"spectral": "keras-spectral-kernel", "lightcurve": "keras-softmax-views", "sed": "keras-sed-ensemble"}
 # Kinds earlier versions trained, still loaded: a registry's older versions must stay servable for a rollback.
-EARLIER_KINDS = ("keras-spectral-cnn",)
+EARLIER_KINDS = ("keras-spectral-cnn", "keras-sed-mlp")
 
 
 def train_keras(name: str, train: Any, val: Any, spec: dict[str, Any], seed: int = 0,

@@ -1,5 +1,8 @@
 """Calibration of predicted uncertainties and class probabilities, fitted on the validation split. NumPy only.
 
+- `member_moments`: a regression network's (mean, log-variance) per target from its outputs: one head's as they
+  are, or a deep ensemble's members' combined (the mean of their means; the mean of their variances plus the
+  variance of their means, Lakshminarayanan et al. 2017).
 - `sigma_scale`: the factor by which a regression head's predicted sigma is multiplied so that the median of
   |residual / sigma| is 0.6745, as for a Gaussian (the same rule as the baselines': the 68% interval then covers
   about 68% of out-of-sample residuals).
@@ -24,6 +27,18 @@ GAUSS_MEDIAN_ABS_Z = 0.6744897501960817
 # deviations): the loss and the predictors clip to it alike.
 LOG_VAR_RANGE = (-12.0, 6.0)
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def member_moments(outputs: np.ndarray, n_targets: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, log-variance), each (n, T), of outputs (n, K * 2T): K heads of [mean (T), log-variance (T)] side by
+    side (K = 1: a single head), log-variances clipped to `LOG_VAR_RANGE`."""
+    outputs = np.asarray(outputs, np.float64)
+    heads = outputs.reshape(len(outputs), -1, 2 * n_targets)
+    means, log_var = heads[:, :, :n_targets], np.clip(heads[:, :, n_targets:], *LOG_VAR_RANGE)
+    if heads.shape[1] == 1:
+        return means[:, 0], log_var[:, 0]
+    variance = np.exp(log_var).mean(axis=1) + means.var(axis=1)
+    return means.mean(axis=1), np.clip(np.log(variance), *LOG_VAR_RANGE)
 
 
 def sigma_scale(residuals: np.ndarray, sigma: np.ndarray) -> float:

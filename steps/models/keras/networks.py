@@ -18,12 +18,16 @@ reads the saved `.keras` file without custom code (with `compile=False`).
 - `views_cnn`: global view (3 Conv1D/pool blocks) and local view (2 blocks), flattened, joined with the scalar
   period-search features and their missing indicators -> dense 64 -> K logits (softmax applied outside, after
   temperature scaling).
-- `sed_mlp`: standardised photometric features and their missing indicators -> dense 128 -> dense 128 -> 2T.
+- `sed_ensemble`: standardised photometric features and their missing indicators -> a deep ensemble of
+  `SED_MEMBERS` MLPs (dense 128 -> dense 128 -> 2T, SiLU), trained side by side with `ensemble_nll` from their own
+  random starts. On a few hundred stars one MLP's Teff error varied by a factor 2 with its seed (80-122 K on the
+  synthetic default's 30 test stars, 5 seeds), and the mean of the five was as good as the best of them (81 K); their
+  spread widens the uncertainty where they disagree, as with bands missing (`bench/results/sed_quality.md`).
 
-Regression heads are trained with `heteroscedastic_nll`: the Gaussian negative log-likelihood with a predicted
-log-variance, each row's term weighted by its predicted variance to the power `BETA` (stop-gradient), the
-"beta-NLL" of Seitzer et al. 2022, which keeps the mean from being neglected where the variance is large. Targets
-missing for a row (NaN) are left out of its loss.
+Regression heads are trained with `heteroscedastic_nll` (each member of an ensemble alike: `ensemble_nll`): the
+Gaussian negative log-likelihood with a predicted log-variance, each row's term weighted by its predicted variance
+to the power `BETA` (stop-gradient), the "beta-NLL" of Seitzer et al. 2022, which keeps the mean from being
+neglected where the variance is large. Targets missing for a row (NaN) are left out of its loss.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from steps.models.keras.calibration import LOG_VAR_RANGE
 BETA = 0.5
 
 
-VARIANCE_LAYERS = ("variance_dense", "log_var")  # the spectral model's uncertainty branch (trained last)
+VARIANCE_LAYERS = ("variance_dense", "log_var")
+SED_MEMBERS = 5  # the spectral model's uncertainty branch (trained last)
 
 
 def _nll(y_true, y_pred, beta: float):
@@ -60,6 +65,16 @@ def heteroscedastic_nll(y_true, y_pred):
 def gaussian_nll(y_true, y_pred):
     """Per-row Gaussian NLL (beta 0): for training a variance branch while the means are frozen."""
     return _nll(y_true, y_pred, 0.0)
+
+
+@keras.saving.register_keras_serializable(package="stellar")
+def ensemble_nll(y_true, y_pred):
+    """Mean over an ensemble's members of their per-row beta-NLL: `y_pred` = K members' [mean (T), log-variance (T)]
+    side by side; each member's loss depends on its own weights alone, so each trains as it would on its own."""
+    n_targets = ops.shape(y_true)[-1]
+    members = ops.shape(y_pred)[-1] // (2 * n_targets)
+    return ops.mean(ops.stack([_nll(y_true, y_pred[:, 2 * n_targets * k:2 * n_targets * (k + 1)], BETA)
+                               for k in range(members)], axis=-1), axis=-1)
 
 
 def _inputs(shapes: dict[str, tuple[int, ...]]) -> dict[str, keras.KerasTensor]:
@@ -216,13 +231,16 @@ def views_cnn(shapes: dict[str, tuple[int, ...]], n_classes: int, dropout: float
     return keras.Model(inputs, out, name="views_cnn")
 
 
-def sed_mlp(shapes: dict[str, tuple[int, ...]], n_targets: int, dropout: float = 0.1) -> keras.Model:
-    """Photometric features and missing indicators -> [mean, log-variance] of each standardised target."""
+def sed_ensemble(shapes: dict[str, tuple[int, ...]], n_targets: int, members: int = SED_MEMBERS) -> keras.Model:
+    """Photometric features and missing indicators -> `members` MLPs side by side, each [mean, log-variance] of
+    every standardised target (members * 2T outputs, combined by `calibration.member_moments`)."""
     inputs = _inputs(shapes)
     parts = [inputs[key] for key in ("photometry", "photometry_missing") if key in inputs]
     x = layers.Concatenate(name="join")(parts) if len(parts) > 1 else parts[0]
-    x = layers.Dense(128, activation="relu", name="dense0")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    x = layers.Dense(128, activation="relu", name="dense1")(x)
-    out = layers.Dense(2 * n_targets, name="mean_logvar")(x)
-    return keras.Model(inputs, out, name="sed_mlp")
+    heads = []
+    for k in range(members):
+        h = layers.Dense(128, activation="silu", name=f"member{k}_dense0")(x)
+        h = layers.Dense(128, activation="silu", name=f"member{k}_dense1")(h)
+        heads.append(layers.Dense(2 * n_targets, name=f"member{k}_mean_logvar")(h))
+    out = layers.Concatenate(name="members")(heads) if members > 1 else heads[0]
+    return keras.Model(inputs, out, name="sed_ensemble")

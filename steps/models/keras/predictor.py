@@ -4,8 +4,9 @@
 function: a traced graph with a fixed input signature, so no retracing and none of the per-call overhead of
 Keras `predict()`. TensorFlow is imported here, on the first load of a Keras model, never before.
 
-Outputs match the baselines: per target `t`, `t` and `t_err` (1 sigma: the network's predicted sigma times the
-validation calibration factor, propagated through the target transform); for the classifier, `class`,
+Outputs match the baselines: per target `t`, `t` and `t_err` (1 sigma: the network's predicted sigma, or its
+members' combined for an ensemble, times the validation calibration factor, propagated through the target
+transform); for the classifier, `class`,
 `p_<class>` (softmax of logits / temperature) and `period` (the input's detected period, for objects whose
 predicted class is periodic); then `domain_distance` and `in_domain`, from the check in `weights.npz`
 (`steps.models.domain`) measured on the encoded inputs.
@@ -23,7 +24,7 @@ import numpy as np
 from steps.models.inputs import Columns
 from steps.models.domain import Domain, blank
 from steps.models.io import KERAS_MODEL, SAVED_MODEL, WEIGHTS, load_npz
-from steps.models.keras.calibration import LOG_VAR_RANGE, softmax
+from steps.models.keras.calibration import member_moments, softmax
 from steps.models.keras.encoders import Encoder
 from steps.models.predictor import Predictor, inverse_transform
 
@@ -88,10 +89,8 @@ class KerasRegressionPredictor(KerasPredictor):
     def fitted_space(self, cols: Columns,
                      arrays: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(mean, calibrated sigma), each (n, T), in the fitted space (log10 Teff, log g, [Fe/H])."""
-        out = self.outputs(cols, arrays)
-        n_targets = len(self.targets)
-        log_var = np.clip(out[:, n_targets:], *LOG_VAR_RANGE)
-        mean = out[:, :n_targets] * self.y_std + self.y_mean
+        mean, log_var = member_moments(self.outputs(cols, arrays), len(self.targets))
+        mean = mean * self.y_std + self.y_mean
         sigma = np.exp(0.5 * log_var) * self.y_std * self.sigma_scale
         unusable = ~self.featurizer.usable(cols)
         mean[unusable], sigma[unusable] = np.nan, np.nan

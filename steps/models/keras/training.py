@@ -71,11 +71,11 @@ from steps.models.inputs import Columns  # noqa: E402
 from steps.models.io import FORMAT_VERSION, KERAS_MODEL, SAVED_MODEL, Trained  # noqa: E402
 from steps.models.keras import KIND  # noqa: E402
 from steps.models.keras.calibration import (  # noqa: E402
-    LOG_VAR_RANGE,
     best_temperature,
     expected_calibration_error,
     fit_temperature,
     log_loss,
+    member_moments,
     sigma_scale,
     softmax,
 )
@@ -88,8 +88,9 @@ from steps.models.keras.kernel_estimate import (  # noqa: E402
 from steps.models.keras.networks import (  # noqa: E402
     VARIANCE_LAYERS,
     gaussian_nll,
+    ensemble_nll,
     heteroscedastic_nll,
-    sed_mlp,
+    sed_ensemble,
     spectral_hybrid,
     views_cnn,
 )
@@ -181,7 +182,7 @@ class _Score(keras.callbacks.Callback):
 def regression_score(outputs: np.ndarray, y: np.ndarray) -> float:
     """Mean over targets of log(mean |y - predicted mean|), NaN truths left out (see `_Score`)."""
     n_targets = y.shape[1]
-    errors = np.abs(outputs[:, :n_targets] - y)
+    errors = np.abs(member_moments(outputs, n_targets)[0] - y)
     logs = [math.log(max(float(np.nanmean(errors[:, t])), 1e-12)) for t in range(n_targets)
             if np.isfinite(errors[:, t]).any()]
     return float(np.mean(logs)) if logs else math.inf
@@ -232,8 +233,8 @@ def variance_score(outputs: np.ndarray, y: np.ndarray) -> float:
     """Mean over targets of the Gaussian NLL with each squared standardised residual capped at 25 (a few
     mislabelled stars cannot decide), NaN truths left out: early stopping of a variance branch."""
     n_targets = y.shape[1]
-    log_var = np.clip(outputs[:, n_targets:], *LOG_VAR_RANGE)
-    squares = np.minimum((y - outputs[:, :n_targets]) ** 2 * np.exp(-log_var), 25.0)
+    mean, log_var = member_moments(outputs, n_targets)
+    squares = np.minimum((y - mean) ** 2 * np.exp(-log_var), 25.0)
     terms = 0.5 * (log_var + squares)
     means = [float(np.nanmean(np.where(np.isfinite(y[:, t]), terms[:, t], np.nan)))
              for t in range(n_targets) if np.isfinite(y[:, t]).any()]
@@ -353,7 +354,7 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     values, bad = encoder.flat(x_train)
     learnt = net.rows[net.rows < ct.n]
     domain = Domain.fit(values[learnt], bad[learnt], weights=net.input_weights, seed=seed)
-    net.training.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=heteroscedastic_nll)
+    net.training.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=net.loss)
     held_out = (net.held_out_inputs(x_val), z_val) if x_val is not None else None
     # the means learn from the labels the network trusts; the uncertainty, trained after them, from every label
     fit = _fit(net.training, recipe, epochs or recipe.max_epochs, net.fit_inputs(x_train),
@@ -377,8 +378,9 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
         sets["val"] = (mean - targets(cv), sigma)
     if net.out_of_sample_fit or not cv.n:
         out = np.asarray(net.training.predict(net.fit_inputs(x_train), batch_size=1024, verbose=0), np.float64)
+        mean, log_var = member_moments(out, len(labels))
         sets["train" if net.out_of_sample_fit else "train (no validation rows)"] = (
-            out[:, :len(labels)] - z_train[net.rows], np.exp(0.5 * np.clip(out[:, len(labels):], *LOG_VAR_RANGE)))
+            mean - z_train[net.rows], np.exp(0.5 * log_var))
     info["calibration"] = _sigma_scales(sets, labels)
     predictor = KerasRegressionPredictor(None, info, spec, _graph(model), domain=domain)
     metrics: dict[str, Any] = {"model": name, "kind": KIND[name], "training": {**fit, **net.record},
@@ -436,6 +438,7 @@ class _Network:
     input_weights: np.ndarray | None = None
     # the standardised targets its means learn from, given them all (its uncertainty learns from them all)
     mean_targets: Callable[[np.ndarray], np.ndarray] = _every_label
+    loss: Callable = heteroscedastic_nll
 
     def fit_inputs(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The training model's inputs for the fitted training rows."""
@@ -447,12 +450,12 @@ class _Network:
         return {**x, **self.extra(x, False)}
 
 
-def _plain(build):
+def _plain(build, loss: Callable = heteroscedastic_nll):
     """A builder of a network that is served as it is trained, on every training row (`make` is given the
     inputs, the standardised targets and their (mean, std), as every builder is)."""
     def make(shapes, labels, x, z, scaling) -> _Network:
         model = build(shapes, len(labels))
-        return _Network(model, model, np.arange(len(z)))
+        return _Network(model, model, np.arange(len(z)), loss=loss)
     return make
 
 
@@ -548,7 +551,8 @@ def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, 
     errors = [c for c in columns if c.startswith("err_") or c.endswith("_error")]
     encoder = Encoder([ScalarInput(columns, "photometry", require_any=True, all_indicators=True,
                                    log_columns=errors)])
-    return _train_regression("sed", encoder, _plain(sed_mlp), train, val, spec, seed, epochs, bands=bands)
+    return _train_regression("sed", encoder, _plain(sed_ensemble, ensemble_nll), train, val, spec, seed, epochs,
+                             bands=bands)
 
 
 # ------------------------------------------------------------------------------------------- classification
