@@ -11,7 +11,8 @@
    epoch's weights;
 4. calibrate on the validation split: regression sigmas are scaled per target so that median |res/sigma| is
    0.6745 (for a network whose inputs on its training rows are out-of-sample estimates, as the spectral model's
-   are, those rows count too: see `_sigma_scales`); classifier logits get a temperature minimising the
+   are, those rows count too: see `_sigma_scales`; the SED model's validation rows count also in copies with bands
+   dropped, as its training rows are); classifier logits get a temperature minimising the
    validation log loss (ECE recorded before/after);
 5. measure the train and validation splits with the same predictor class that serves the model.
 
@@ -317,6 +318,18 @@ def _band_dropout(x: dict[str, np.ndarray], y: np.ndarray, block: ScalarInput, b
     return out, np.vstack([y] * (recipe.dropout_copies + 1))
 
 
+def _dropped_band_residuals(model: keras.Model, x: dict[str, np.ndarray], z: np.ndarray, encoder: Encoder,
+                            bands: list[str], recipe: Recipe, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(residuals, sigmas) of the validation rows' copies with bands dropped as in training, in the standardised
+    space: they join the calibration so that the uncertainty also holds for the photometry users have, where
+    2MASS or WISE is often missing."""
+    copies, z_copies = _band_dropout(x, z, encoder.inputs[0], bands, recipe, np.random.default_rng(seed + 1))
+    rows = slice(len(z), None)  # the copies, without the rows as they are
+    mean, log_var = member_moments(np.asarray(model({k: v[rows] for k, v in copies.items()}, training=False)),
+                                   z.shape[1])
+    return mean - z_copies[rows], np.exp(0.5 * log_var)
+
+
 def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: pa.Table, spec: dict[str, Any],
                       seed: int, epochs: int | None, bands: list[str] | None = None) -> Trained:
     recipe = RECIPES[name]
@@ -376,6 +389,8 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     if cv.n:
         mean, sigma = predictor.fitted_space(cv)
         sets["val"] = (mean - targets(cv), sigma)
+        if bands is not None:
+            sets["val, bands dropped"] = _dropped_band_residuals(model, x_val, z_val, encoder, bands, recipe, seed)
     if net.out_of_sample_fit or not cv.n:
         out = np.asarray(net.training.predict(net.fit_inputs(x_train), batch_size=1024, verbose=0), np.float64)
         mean, log_var = member_moments(out, len(labels))
