@@ -414,6 +414,53 @@ def test_a_version_of_an_earlier_spectral_kind_still_loads_for_a_rollback(traine
         load_model(earlier)
 
 
+def test_an_earlier_single_mlp_sed_version_still_loads_and_predicts_its_own_head(split, tmp_path, monkeypatch):
+    """A version saved before the SED ensemble has one head of 2T outputs: it is read as it is."""
+    import functools
+
+    from steps.models.keras import networks, training
+    from steps.train import train_from_split
+
+    monkeypatch.setattr(training, "sed_ensemble", functools.partial(networks.sed_ensemble, members=1))
+    earlier = train_from_split("sed", split, tmp_path / "earlier", trainer="keras", epochs=5, seed=1)
+    info = json.loads((earlier / "model.json").read_text())
+    assert info["n_outputs"] == 6
+    info["kind"] = "keras-sed-mlp"
+    (earlier / "model.json").write_text(json.dumps(info))
+    model = load_model(earlier)
+    test = _table(split, "sed", "test")
+    head = model.outputs(Columns(test))
+    scaling = info["target_scaling"]
+    np.testing.assert_allclose(model.predict_table(test)["teff"],
+                               10 ** (head[:, 0] * scaling["std"][0] + scaling["mean"][0]), rtol=1e-9)
+    scale = info["calibration"]["sigma_scale"]["teff"]
+    sigma = np.exp(0.5 * np.clip(head[:, 3], -12.0, 6.0)) * scaling["std"][0] * scale
+    np.testing.assert_allclose(model.fitted_space(Columns(test))[1][:, 0], sigma, rtol=1e-9)
+
+
+def test_the_sed_ensembles_outputs_are_its_members_side_by_side():
+    """`member_moments` and `ensemble_nll` read member k's [mean, log-variance] from columns 2Tk to 2T(k+1)."""
+    import keras
+
+    from steps.models.keras.calibration import member_moments
+    from steps.models.keras.networks import ensemble_nll, sed_ensemble
+
+    model = sed_ensemble({"photometry": (4,), "photometry_missing": (4,)}, 2, members=3)
+    for k in range(3):
+        kernel, bias = model.get_layer(f"member{k}_mean_logvar").get_weights()
+        model.get_layer(f"member{k}_mean_logvar").set_weights(
+            [np.zeros_like(kernel), np.array([k, 10.0 * k, np.log(0.5), np.log(0.25)], np.float32)])
+    x = {"photometry": np.ones((2, 4), np.float32), "photometry_missing": np.zeros((2, 4), np.float32)}
+    mean, log_var = member_moments(np.asarray(model(x)), 2)
+    np.testing.assert_allclose(mean, [[1.0, 10.0]] * 2, rtol=1e-6)
+    np.testing.assert_allclose(np.exp(log_var), [[0.5 + 2.0 / 3.0, 0.25 + 200.0 / 3.0]] * 2, rtol=1e-5)
+    # the loss: member k's NLL of the truth (1, 10), averaged over the members
+    loss = float(keras.ops.convert_to_numpy(ensemble_nll(np.array([[1.0, 10.0]], np.float32), model(x)[:1]))[0])
+    terms = [np.mean([(np.log(v) + (t - m) ** 2 / v) * 0.5 * v ** 0.5 for t, m, v in
+                      ((1.0, k, 0.5), (10.0, 10.0 * k, 0.25))]) for k in range(3)]
+    assert loss == pytest.approx(np.mean(terms), rel=1e-5)
+
+
 def test_frozen_kernel_layers_equal_the_kernel_ridge_fit():
     import keras
 

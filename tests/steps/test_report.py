@@ -125,16 +125,18 @@ def test_photometry_residuals_are_plotted_against_its_snr_and_the_bands_measured
     nan = float("nan")
     table = pa.table({"id": ["a", "b", "c"], "mag_G": [10.0, nan, 12.0], "err_G": [0.01, nan, nan],
                       "mag_BP": [10.5, nan, 12.3], "err_BP": [0.1, nan, 0.02], "mag_J": [nan, nan, 11.0],
-                      "err_J": [0.05, nan, 0.2], "teff": [5000.0, 6000.0, 4000.0]})
+                      "err_J": [0.05, nan, 0.2], "mag_H": [9.0, nan, nan], "err_H": [0.05, nan, nan],
+                      "teff": [5000.0, 6000.0, 4000.0]})
     pq.write_table(table, folder / "train.parquet")
     pq.write_table(table, folder / "test.parquet")
     (key, _, snr), (bands_key, _, bands) = residual_axes(tmp_path / "split", ["sed"])["sed"]
     assert (key, bands_key) == ("snr", "bands")
-    # a: G and BP (J's error without a magnitude does not count); b: nothing measured; c: BP and J (G has no error)
-    assert snr[0] == pytest.approx((1.0857362 / 0.01 + 1.0857362 / 0.1) / 2, rel=1e-6)
+    # a: G, BP and H (J's error without a magnitude does not count): the median, H's; b: nothing measured;
+    # c: BP and J (G has no error)
+    assert snr[0] == pytest.approx(1.0857362 / 0.05, rel=1e-6)
     assert np.isnan(snr[1])
     assert snr[2] == pytest.approx((1.0857362 / 0.02 + 1.0857362 / 0.2) / 2, rel=1e-6)
-    assert bands.tolist() == [2.0, 0.0, 3.0]
+    assert bands.tolist() == [3.0, 0.0, 3.0]
 
 
 # ------------------------------------------------------------------------------------------- calibration

@@ -20,9 +20,10 @@ reads the saved `.keras` file without custom code (with `compile=False`).
   temperature scaling).
 - `sed_ensemble`: standardised photometric features and their missing indicators -> a deep ensemble of
   `SED_MEMBERS` MLPs (dense 128 -> dense 128 -> 2T, SiLU), trained side by side with `ensemble_nll` from their own
-  random starts. On a few hundred stars one MLP's Teff error varied by a factor 2 with its seed (80-122 K on the
-  synthetic default's 30 test stars, 5 seeds), and the mean of the five was as good as the best of them (81 K); their
-  spread widens the uncertainty where they disagree, as with bands missing (`bench/results/sed_quality.md`).
+  random starts. On a few hundred stars one MLP's Teff error varied by a factor 1.5 with its seed (80-122 K on the
+  30 test stars of `make run`'s split, 5 seeds), and the mean of the five trained apart was as good as the best of
+  them (81 K); their spread widens the uncertainty where they disagree, as with bands missing. Measured over splits:
+  `bench/bench_sed_quality.py`.
 
 Regression heads are trained with `heteroscedastic_nll` (each member of an ensemble alike: `ensemble_nll`): the
 Gaussian negative log-likelihood with a predicted log-variance, each row's term weighted by its predicted variance
@@ -41,8 +42,8 @@ from steps.models.keras.calibration import LOG_VAR_RANGE
 BETA = 0.5
 
 
-VARIANCE_LAYERS = ("variance_dense", "log_var")
-SED_MEMBERS = 5  # the spectral model's uncertainty branch (trained last)
+VARIANCE_LAYERS = ("variance_dense", "log_var")  # the spectral model's uncertainty branch (trained last)
+SED_MEMBERS = 5  # MLPs in the SED ensemble
 
 
 def _nll(y_true, y_pred, beta: float):
