@@ -3,9 +3,10 @@
     .venv/bin/python bench/bench_sed_quality.py [--catalogue ../shared/data/gaia/benchmark_stars] [--seeds 42 0 1 2]
     .venv/bin/python bench/bench_sed_quality.py --catalogue synthetic --samples 200     # `make run`'s source
 
-For each seed the catalogue goes through the pipeline's own stages (ingest, preprocess, split with 20% test and 10%
-validation, train with the same seed, as `stellar run` does), and the Keras model and the NumPy baseline are
-measured on the test split: robust sigma (1.4826 MAD) and RMSE of Teff and log g (what the SED gates compare) and
+The catalogue is ingested as `stellar run` ingests it (a synthetic source drawn with the workflow's seed, 42, so
+its seed-42 split is `make run`'s), and for each seed it goes through the pipeline's own stages (preprocess, split
+with 20% test and 10% validation, train with the same seed and at most 100 epochs, as `stellar run` does), and the
+Keras model and the NumPy baseline are measured on the test split: robust sigma (1.4826 MAD) and RMSE of Teff and log g (what the SED gates compare) and
 the share of test stars inside the predicted 68% interval. The test stars are measured twice: as they are, and
 with every band but Gaia's G, BP and RP removed (magnitudes, errors and the colours that use them), the photometry
 of most Gaia stars, whose 2MASS and WISE magnitudes are missing or saturated. A test split of a few dozen stars
@@ -35,6 +36,8 @@ from steps.split.__main__ import split_features  # noqa: E402
 from steps.train import train_from_split  # noqa: E402
 
 GAIA_BANDS = ("G", "BP", "RP")
+WORKFLOW_SEED = 42  # `stellar run`'s defaults: the synthetic draw, and the most epochs a model trains
+WORKFLOW_EPOCHS = 100
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 
 
@@ -73,7 +76,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        ingest("photometry", args.catalogue, samples, 0, root / "raw")
+        ingest("photometry", args.catalogue, samples, WORKFLOW_SEED, root / "raw")
         if preprocess(["photometry", "--in", str(root / "raw"), "--out", str(root / "features")]) != 0:
             raise SystemExit("preprocessing failed")
         for seed in args.seeds:
@@ -81,7 +84,8 @@ def main() -> None:
             split_features({"photometry": root / "features"}, split, seed, 0.2, 0.1)
             test = pq.read_table(split / "photometry" / "test.parquet")
             for trainer in ("keras", "baseline"):
-                model = train_from_split("sed", split, root / f"{trainer}-{seed}", trainer=trainer, seed=seed)
+                model = train_from_split("sed", split, root / f"{trainer}-{seed}", trainer=trainer,
+                                         epochs=WORKFLOW_EPOCHS, seed=seed)
                 for bands, table in (("all", test), ("Gaia only", gaia_bands_only(test))):
                     rows.append({"seed": seed, "trainer": trainer, "bands": bands, **measure(model, table)})
                     r = rows[-1]
