@@ -64,6 +64,7 @@ log = get_logger("ingest.spectra")
 SPEED_OF_LIGHT_KMS = 299792.458
 FITS_SUFFIXES = (".fits", ".fit", ".fts")
 LABELS_CSV = "labels.csv"
+MILES_STAR = re.compile(r"star_(m\d{4})[A-Za-z]?$")  # MILES file names: MILES_res2.50_star_m0145V
 LABELS = ("teff", "logg", "feh")
 # Column names accepted for each label, compared after lower-casing and dropping all but letters, digits and '/':
 # 'Teff' and 'T_eff' -> 'teff', '[Fe/H]' -> 'fe/h', 'Fe_H' -> 'feh', 'log g' and 'log(g)' -> 'logg'. In order of
@@ -293,7 +294,7 @@ def _read_layout(hdus: fits.HDUList, name: str, library: LibraryEntry | None) ->
         return read_lamost(hdus, name)
     primary = hdus[0]
     if primary.data is not None and primary.data.ndim == 1:
-        return read_library_spectrum(hdus, name, library or _unlabelled_entry(name))
+        return read_library_spectrum(hdus, name, library or _unlabelled_entry(name, primary.header))
     raise UnusableSpectrum("not a spectrum layout this reader knows (SDSS/BOSS spec, LAMOST, or a 1-D spectrum "
                            "with a wavelength solution in its header)")
 
@@ -305,10 +306,14 @@ def _stem(name: str) -> str:
     return base[: -len(Path(base).suffix)] if Path(base).suffix.lower() in FITS_SUFFIXES else base
 
 
-def _unlabelled_entry(name: str) -> LibraryEntry:
-    """A 1-D spectrum with no labels.csv above it: named by its file, its source by its folder."""
+def _unlabelled_entry(name: str, header: fits.Header) -> LibraryEntry:
+    """A 1-D spectrum with no labels.csv above it: named by its file, its source by its folder; a MILES star (its
+    header's TPLLIB) by its MILES number, as MILES's labels.csv names it (`m0145` for
+    `MILES_res2.50_star_m0145V.fits.gz`), so that one file sent alone gets the id its library folder gives it."""
     folder = Path(name).parent.name or "spectral"
-    return LibraryEntry(f"{folder}-library", _stem(name), dict.fromkeys(LABELS))
+    stem = _stem(name)
+    star = MILES_STAR.search(stem) if str(header.get("TPLLIB", "")).strip().upper() == "MILES" else None
+    return LibraryEntry(f"{folder}-library", star.group(1) if star else stem, dict.fromkeys(LABELS))
 
 
 # The formats

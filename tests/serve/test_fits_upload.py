@@ -46,6 +46,7 @@ def test_a_library_spectrum_that_stops_short_of_the_grid_is_predicted(client, sh
     assert response.status_code == 200, response.text
     (prediction,) = response.json()["predictions"]
     assert 2000 < prediction["teff"] < 60000 and prediction["teff_err"] > 0
+    assert prediction["id"] == "m0002"  # its MILES number, as the library's labels.csv names it
 
 
 def test_a_truncated_or_foreign_file_is_a_422_naming_it(client, shared_dir):

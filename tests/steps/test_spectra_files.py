@@ -28,7 +28,7 @@ from steps.ingest import sources
 from steps.ingest.schemas import DATA_FILES, LABELS_FILE, SDSS_PIXEL_BITS, SPECTRA_SCHEMA, STELLAR_LABELS_SCHEMA
 from steps.ingest.sources import IngestRequest
 from steps.ingest.spectra_files import (
-    air_to_vacuum, der_snr_ivar, header_wavelengths, overflowed_teff, read_folder, read_spectra_folder)
+    air_to_vacuum, der_snr_ivar, header_wavelengths, overflowed_teff, read_folder, read_spectra_folder, read_spectrum)
 from steps.preprocess.common import FEATURES_FILE, RawArtifact
 from steps.preprocess.spectra import (
     ResamplingOperator, masked_row_median, output_grid, pixel_extents, preprocess_spectra, resample)
@@ -263,6 +263,17 @@ def test_corrupted_copies_are_quarantined_with_their_reason(tmp_path, data_dir):
     labels = ingested.labels.to_pandas().set_index("id")
     assert labels.loc["m0145"].tolist() == [5073.0, 4.19, -0.31]
     assert labels.loc["MILES_res2.50_star_m9000V"].isna().all()               # kept, unlabelled
+
+
+def test_a_miles_file_read_alone_is_named_by_its_miles_number(data_dir, tmp_path):
+    data = (data_dir / "miles" / "spectra" / MILES_FILE.format("m0145")).read_bytes()
+    assert read_spectrum(data, MILES_FILE.format("m0145")).id == "m0145"
+    renamed = read_spectrum(data, "my-star.fits.gz")
+    assert renamed.id == "my-star"  # no MILES number in the name: the file's name
+    other = tmp_path / "MILES_res2.50_star_m0145V.fits"
+    flux = 5 + np.random.default_rng(0).normal(0, 0.1, 500)
+    write_spectrum(other, flux, CRVAL1=4000.0, CDELT1=1.0)  # not written by MILES: no TPLLIB
+    assert read_spectrum(other.read_bytes(), other.name).id == "MILES_res2.50_star_m0145V"
 
 
 def test_the_label_id_column_is_found_by_content_and_labels_by_alias(tmp_path):
