@@ -6,10 +6,9 @@ Keras `predict()`. TensorFlow is imported here, on the first load of a Keras mod
 
 Outputs match the baselines: per target `t`, `t` and `t_err` (1 sigma: the network's predicted sigma, or its
 members' combined for an ensemble, times the validation calibration factor, propagated through the target
-transform); for the classifier, `class`,
-`p_<class>` (softmax of logits / temperature) and `period` (the input's detected period, for objects whose
-predicted class is periodic); then `domain_distance` and `in_domain`, from the check in `weights.npz`
-(`steps.models.domain`) measured on the encoded inputs.
+transform); for the classifier, `class`, `p_<class>` (softmax of logits / temperature) and `period` (the input's
+detected period, for objects whose predicted class is periodic); then `domain_distance` and `in_domain`, from the
+check in `weights.npz` (`steps.models.domain`) measured on the encoded inputs.
 """
 
 from __future__ import annotations

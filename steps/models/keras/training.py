@@ -12,8 +12,8 @@
 4. calibrate on the validation split: regression sigmas are scaled per target so that median |res/sigma| is
    0.6745 (for a network whose inputs on its training rows are out-of-sample estimates, as the spectral model's
    are, those rows count too: see `_sigma_scales`; the SED model's validation rows count also in copies with bands
-   dropped, as its training rows are); classifier logits get a temperature minimising the
-   validation log loss (ECE recorded before/after);
+   dropped, as its training rows are); classifier logits get a temperature minimising the validation log loss
+   (ECE recorded before/after);
 5. measure the train and validation splits with the same predictor class that serves the model.
 
 Regression targets are learnt in the fitted space of the baselines (log10 Teff, log g, [Fe/H]), standardised by
@@ -88,8 +88,8 @@ from steps.models.keras.kernel_estimate import (  # noqa: E402
 )
 from steps.models.keras.networks import (  # noqa: E402
     VARIANCE_LAYERS,
-    gaussian_nll,
     ensemble_nll,
+    gaussian_nll,
     heteroscedastic_nll,
     sed_ensemble,
     spectral_hybrid,
