@@ -419,6 +419,7 @@ def test_an_earlier_single_mlp_sed_version_still_loads_and_predicts_its_own_head
     import functools
 
     from steps.models.keras import networks, training
+    from steps.models.keras.calibration import LOG_VAR_RANGE
     from steps.train import train_from_split
 
     monkeypatch.setattr(training, "sed_ensemble", functools.partial(networks.sed_ensemble, members=1))
@@ -434,7 +435,7 @@ def test_an_earlier_single_mlp_sed_version_still_loads_and_predicts_its_own_head
     np.testing.assert_allclose(model.predict_table(test)["teff"],
                                10 ** (head[:, 0] * scaling["std"][0] + scaling["mean"][0]), rtol=1e-9)
     scale = info["calibration"]["sigma_scale"]["teff"]
-    sigma = np.exp(0.5 * np.clip(head[:, 3], -12.0, 6.0)) * scaling["std"][0] * scale
+    sigma = np.exp(0.5 * np.clip(head[:, 3], *LOG_VAR_RANGE)) * scaling["std"][0] * scale
     np.testing.assert_allclose(model.fitted_space(Columns(test))[1][:, 0], sigma, rtol=1e-9)
 
 
