@@ -6,8 +6,9 @@
   B stars (trained on all of MILES, its FGK test stars' Teff went from 106 K to 147 K, median of 4 splits), so it
   learns only from stars of `SPECTRAL_TEFF_RANGE`, and of those only the ones whose labels agree with their spectra
   (`clean_labels`).
-- `sed`: ridge regression on the photometric features and colours (median-imputed, with missing indicators,
-  heavy tails compressed) and their squares; kind `ridge`.
+- `sed`: ridge regression on the magnitudes, colours, absolute G and parallax, not their errors
+  (`sed_feature_columns`; median-imputed, with missing indicators, heavy tails compressed) and their squares;
+  kind `ridge`.
 - `lightcurve`: softmax regression with an L2 penalty, minimised by L-BFGS, on principal components of the
   global and local views and the scalar period-search features; classes weighted equally; kind `softmax`.
 
@@ -223,10 +224,27 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
     return trained
 
 
-def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:
-    columns = _feature_columns(spec, train, lambda c: c.startswith(("mag_", "c_")) or c in ("abs_G", "parallax"))
+def sed_feature_columns(spec: dict[str, Any], table: pa.Table, errors: bool) -> list[str]:
+    """The SED models' input columns: spec.json `features`, or the magnitudes, colours, absolute G, parallax and
+    (with `errors`) the measurement errors (`err_*`, `parallax_error`) by name.
+
+    The ridge baseline takes no errors: in a quadratic of the features an error can only act as a predictor of the
+    star, never as the weight of its band. It did: on `make run`'s synthetic photometry, where the errors follow the
+    magnitudes, it put four copies of one star whose errors grew from 0.003 to 0.03 mag at 5,491, 5,174, 4,273 and
+    3,194 K. The Keras ensemble keeps them, as it learns how far to trust a band (a saturated 2MASS magnitude comes
+    with a large error): without them its Teff robust sigma on the Gaia benchmark stars went from 96 to 114 K
+    (median of 4 splits, `bench/bench_sed_quality.py`)."""
+    columns = _feature_columns(spec, table, lambda c: c.startswith(("mag_", "c_")) or c in ("abs_G", "parallax")
+                               or (errors and (c.startswith("err_") or c == "parallax_error")))
+    if not errors:
+        columns = [c for c in columns if not c.startswith("err_") and not c.endswith("_error")]
     if not columns:
-        raise ValueError("sed: no numeric feature columns (spec.json `features`, or mag_*/c_*/abs_G/parallax)")
+        raise ValueError("sed: no numeric feature columns (spec.json `features`, or mag_*/err_*/c_*/abs_G/parallax)")
+    return columns
+
+
+def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:
+    columns = sed_feature_columns(spec, train, errors=False)
     featurizer = Featurizer([Scalars(columns, quadratic=True, name="photometry", require_any=True)])
     return _train_regression("sed", "ridge", featurizer, train, val, spec, seed, epochs, None)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -221,6 +222,22 @@ def test_baseline_on_pure_noise_is_no_better_than_null(tmp_path):
         truth, null["teff"])["robust_sigma"]
 
 
+
+def test_sed_baseline_estimate_does_not_move_with_the_photometric_errors(split):
+    """The errors say how well a star was measured, not what it is: the ridge must not read them (spec.json lists
+    them among the features, as preprocessing writes it)."""
+    tables, spec = _tables(split, "sed")
+    errors = [c for c in tables["train"].column_names if c.startswith("err_")] + ["parallax_error"]
+    spec = {**spec, "features": spec["features"] + errors}
+    trained = train_baseline("sed", tables["train"], tables["val"], spec)
+    assert not set(errors) & set(trained.info["feature_names"])
+    model = RegressionPredictor(None, trained.info, spec, trained.arrays)
+    test = tables["test"]
+    worse = test
+    for column in errors:
+        worse = worse.set_column(worse.column_names.index(column), column, pc.multiply(test[column], 10.0))
+    np.testing.assert_array_equal(model.predict_table(worse)["teff"], model.predict_table(test)["teff"])
+
 # ------------------------------------------------------------------------------------------ Predictor API
 
 
@@ -320,3 +337,4 @@ def test_model_code_never_imports_tensorflow(models):
             f"m = steps.models.load_model({str(models['sed'])!r})\n"
             "assert not any(n.split('.')[0] in ('tensorflow', 'keras') for n in sys.modules), 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+

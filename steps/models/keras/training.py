@@ -66,6 +66,7 @@ from steps.models.baseline import (  # noqa: E402
     _feature_columns,
     _vector_length,
     in_teff_range,
+    sed_feature_columns,
 )
 from steps.models.domain import Domain  # noqa: E402
 from steps.models.inputs import Columns  # noqa: E402
@@ -557,11 +558,7 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
 
 
 def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:
-    columns = _feature_columns(spec, train, lambda c: c.startswith(("mag_", "err_", "c_"))
-                               or c in ("abs_G", "parallax", "parallax_error"))
-    columns = [c for c in columns if not c.startswith("mask_")]
-    if not columns:
-        raise ValueError("sed: no numeric feature columns (spec.json `features`, or mag_*/err_*/c_*/abs_G/parallax)")
+    columns = [c for c in sed_feature_columns(spec, train, errors=True) if not c.startswith("mask_")]
     bands = list(spec.get("bands") or [c[4:] for c in columns if c.startswith("mag_")])
     errors = [c for c in columns if c.startswith("err_") or c.endswith("_error")]
     encoder = Encoder([ScalarInput(columns, "photometry", require_any=True, all_indicators=True,
