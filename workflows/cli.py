@@ -30,7 +30,8 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise SystemExit(f"stellar: -p {pair!r}: expected NAME=VALUE")
+            print(f"stellar: -p {pair!r}: expected NAME=VALUE", file=sys.stderr)
+            raise SystemExit(2)
         values[name] = value
     if "gates" in values:
         try:
@@ -48,6 +49,9 @@ def _add_home(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
+    from workflows.predict_cli import add_predict_command
+    from workflows.training_cli import add_training_commands, at_least
+
     parser = argparse.ArgumentParser(prog="stellar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -63,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the whole pipeline on this machine (no cluster needed)")
     _add_home(run)
-    run.add_argument("--samples", type=int, help="objects per modality for the synthetic source")
+    run.add_argument("--samples", type=at_least(0, "objects"), help="objects per modality for the synthetic source")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                      help="set any workflow parameter (repeatable)")
-    run.add_argument("--parallelism", type=int, default=os.cpu_count(), help="tasks at once (default: cores)")
+    run.add_argument("--parallelism", type=at_least(1, "task at once"), default=os.cpu_count(),
+                     help="tasks at once (default: cores)")
     run.add_argument("--artifact-store", help="where artifacts go: a directory (default HOME/artifacts) or "
                                               "s3://BUCKET/PREFIX")
     run.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto, ...) for s3:// stores")
@@ -82,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("modality", choices=MODALITIES)
     ingest.add_argument("--from", dest="source", default="synthetic", metavar="DIR_OR_SOURCE",
                         help="a folder to replay, or a source name (default synthetic)")
-    ingest.add_argument("--samples", type=int, default=0, help="objects at most (0: all; synthetic: 200)")
+    ingest.add_argument("--samples", type=at_least(0, "objects"), default=0,
+                        help="objects at most from a synthetic draw or an archive query (0: all; synthetic: "
+                             "200); a folder is replayed whole")
     ingest.add_argument("--seed", type=int, default=42)
     ingest.add_argument("--out", type=Path, required=True, help="output directory (parquet and manifest)")
 
@@ -111,9 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
     serve.add_argument("--registry", help="registry URI (default HOME/registry, or $STELLAR_API_REGISTRY)")
 
-    from workflows.predict_cli import add_predict_command
-    from workflows.training_cli import add_training_commands
-
     add_training_commands(sub)
     add_predict_command(sub)
     return parser
@@ -126,17 +130,32 @@ def cmd_render(args: argparse.Namespace) -> int:
     for name in ("image_registry", "image_tag", "namespace", "schedule", "timezone"):
         if getattr(args, name):
             setattr(options, name, getattr(args, name))
-    for path in write_rendered(args.out, options):
+    if args.out.exists() and not args.out.is_dir():
+        print(f"stellar render: --out {args.out}: is a file, not a folder", file=sys.stderr)
+        return 2
+    try:
+        paths = write_rendered(args.out, options)
+    except ValueError as error:  # a schedule, time zone or parameter the workflow cannot take
+        print(f"stellar render: {error}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from workflows.run import run_pipeline
+    from workflows.training_cli import at_least
 
     parameters = parse_assignments(args.parameter)
     if args.samples is not None:
         parameters["samples"] = str(args.samples)
+    elif "samples" in parameters:  # checked here: the ingest tasks would find a mistake only once the run started
+        try:
+            at_least(0, "objects")(parameters["samples"])
+        except argparse.ArgumentTypeError as error:
+            print(f"stellar run: -p samples: {error}", file=sys.stderr)
+            return 2
     for modality in MODALITIES:
         folder = getattr(args, f"{modality}_from")
         if folder is not None:
@@ -151,7 +170,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from steps.ingest.__main__ import main as ingest
 
-    source = str(Path(args.source).resolve()) if Path(args.source).is_dir() else args.source
+    given = Path(args.source)
+    if given.is_file():
+        print(f"stellar ingest: --from {args.source}: is a file; ingest replays a folder of archive files (put the "
+              "file in a folder of its own; `stellar predict` reads single files)", file=sys.stderr)
+        return 2
+    if not given.is_dir() and os.sep in args.source:
+        print(f"stellar ingest: --from {args.source}: no such folder", file=sys.stderr)
+        return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"stellar ingest: --out {args.out}: is a file, not a folder", file=sys.stderr)
+        return 2
+    source = str(given.resolve()) if given.is_dir() else args.source
     samples = args.samples or (200 if source == "synthetic" else 0)
     return ingest([args.modality, "--source", source, "--samples", str(samples), "--seed", str(args.seed),
                    "--cache", str(home_dir(args.home) / "raw-cache"), "--out", str(args.out)])
@@ -179,7 +209,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                     aliases = ", ".join(f"{alias}={version}" for alias, version in sorted(model["aliases"].items()))
                     print(f"{model['name']}: versions {', '.join(model['versions'])}; {aliases or 'no aliases'}")
         elif args.models_command == "show":
-            name, _, ref = args.ref.partition("@")
+            name, at, ref = args.ref.partition("@")
+            if at and not ref:
+                raise ValueError(f"{args.ref!r}: nothing after '@' (give NAME, NAME@VERSION or NAME@ALIAS)")
             print(registry.latest(name, ref or PRODUCTION).model_dump_json(indent=2))
         elif args.models_command == "promote":
             record = registry.latest(args.name, args.version)
@@ -217,6 +249,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stellar` console script."""
     args = build_parser().parse_args(argv)
+    home = home_dir(getattr(args, "home", None)) if hasattr(args, "home") else None
+    if home is not None and home.exists() and not home.is_dir():
+        print(f"stellar {args.command}: --home {home}: is a file, not a folder", file=sys.stderr)
+        return 2
     handlers = {"render": cmd_render, "run": cmd_run, "ingest": cmd_ingest, "models": cmd_models,
                 "serve": cmd_serve}
     if args.command in handlers:

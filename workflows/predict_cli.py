@@ -126,6 +126,8 @@ def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[
     """The model directory for `ref` (a directory, or an alias/version of `name` in the registry) and a label."""
     if Path(ref).is_dir():
         return Path(ref), f"model {ref}"
+    if os.sep in ref:
+        raise PredictError(f"--model {ref}: no such model directory")
     from steps.core.registry import ModelRegistry, RegistryError
 
     registry = ModelRegistry.open(registry_uri)

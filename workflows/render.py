@@ -44,10 +44,11 @@ def rendered_documents(options: RenderOptions | None = None) -> dict[str, dict[s
 
 
 def write_rendered(out: Path, options: RenderOptions | None = None) -> list[Path]:
-    """Write both documents into `out`; return their paths."""
+    """Write both documents into `out`; return their paths. Nothing is written unless both render and check out."""
+    documents = rendered_documents(options)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, doc in rendered_documents(options).items():
+    for name, doc in documents.items():
         (out / name).write_text(to_yaml(doc))
         paths.append(out / name)
     return paths

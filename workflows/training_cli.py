@@ -22,7 +22,7 @@ MIN_SAMPLES = 32  # the split must leave test and validation objects to evaluate
 ALL_BANDS = ("G", "BP", "RP", "J", "H", "Ks", "W1", "W2")
 
 
-def _at_least(low: int, what: str):
+def at_least(low: int, what: str):
     """An argparse type: an integer of at least `low`, with an error naming the flag's meaning."""
     def parse(text: str) -> int:
         try:
@@ -41,17 +41,17 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
         command = sub.add_parser(f"train-{model}", help=f"train the {model} model by hand on synthetic {modality}")
         command.add_argument("--force-dummy", action="store_true",
                              help="train the NumPy baseline that needs no TensorFlow")
-        command.add_argument("--samples", type=_at_least(MIN_SAMPLES, "objects (the split needs test and validation "
+        command.add_argument("--samples", type=at_least(MIN_SAMPLES, "objects (the split needs test and validation "
                                                                        "objects)"),
                              default=256, help=f"synthetic objects to generate (default 256, at least {MIN_SAMPLES})")
         if model in DEFAULT_LENGTH:
             what = "pixels of the common wavelength grid" if model == "spectral" else "bins of the global view"
-            command.add_argument("--length", type=_at_least(MIN_LENGTH[model], what), default=DEFAULT_LENGTH[model],
+            command.add_argument("--length", type=at_least(MIN_LENGTH[model], what), default=DEFAULT_LENGTH[model],
                                  help=f"{what} (default {DEFAULT_LENGTH[model]}, at least {MIN_LENGTH[model]})")
         if model == "sed":
             command.add_argument("--bands", type=int, default=len(ALL_BANDS), choices=range(3, len(ALL_BANDS) + 1),
                                  metavar="N", help=f"use the first N of {' '.join(ALL_BANDS)} (3-8, default 8)")
-        command.add_argument("--epochs", type=_at_least(1, "epoch"), default=100,
+        command.add_argument("--epochs", type=at_least(1, "epoch"), default=100,
                              help="most training epochs of the TensorFlow models (early stopping ends sooner)")
         command.add_argument("--seed", type=int, default=42)
         command.add_argument("--output-dir", type=Path, default=Path("artifacts"),

@@ -138,6 +138,40 @@ def test_bad_gates_are_refused_before_anything_runs(tmp_path, capsys, command):
     assert not any(tmp_path.iterdir())
 
 
+
+def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
+    """Each mistake exits 2 with one line naming the flag and the input, before any run, file or folder exists."""
+    from workflows.cli import main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    spectrum = tmp_path / "spec.fits"
+    spectrum.write_bytes(b"SIMPLE")
+    home = ["--home", str(tmp_path / "home")]
+    for argv, message in (
+            (["run", "--home", str(a_file)], f"--home {a_file}: is a file, not a folder"),
+            (["models", "list", "--home", str(a_file)], f"--home {a_file}: is a file, not a folder"),
+            (["run", *home, "-p", "samples=abc"], "-p samples: 'abc' is not a whole number"),
+            (["render", "--out", str(tmp_path / "out"), "--schedule", "not a cron"], "cron schedule 'not a cron'"),
+            (["render", "--out", str(tmp_path / "out"), "--timezone", "Mars/Olympus"], "'Mars/Olympus' is not an IANA"),
+            (["render", "--out", str(a_file)], f"--out {a_file}: is a file"),
+            (["ingest", "spectra", "--from", str(spectrum), "--out", str(tmp_path / "raw")],
+             f"--from {spectrum}: is a file"),
+            (["ingest", "spectra", "--from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "raw")],
+             f"--from {tmp_path / 'nowhere'}: no such folder"),
+            (["ingest", "spectra", "--out", str(a_file)], f"--out {a_file}: is a file"),
+            (["models", "show", "sed@", *home], "'sed@': nothing after '@'")):
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    for argv, message in ((["run", *home, "--samples", "-5"], "-5: needs at least 0 objects"),
+                          (["run", *home, "--parallelism", "0"], "0: needs at least 1 task"),
+                          (["run", *home, "-p", "samples"], "-p 'samples': expected NAME=VALUE")):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "spec.fits"]
+
 def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
     from steps.core.registry import ModelRegistry
     from workflows.cli import main

@@ -152,6 +152,9 @@ def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, cap
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--home", str(pipeline["root"] / "home"), "--model", "candidate") == 2
     assert "versions there: 1" in capsys.readouterr().err
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
+                           "--model", str(tmp_path / "no-model")) == 2
+    assert f"--model {tmp_path / 'no-model'}: no such model directory" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
 
 
