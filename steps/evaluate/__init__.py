@@ -81,7 +81,8 @@ def test_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.Da
 
 CLASS_METRICS = ("accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss")
 PERIOD_METRICS = (("within_1pct", "share within 1%"), ("within_1pct_harmonic", "share within 1% or of a harmonic"),
-                  ("median_abs_log10_ratio", "median |log10 ratio|"), ("n", "objects with a true period"))
+                  ("median_abs_log10_ratio", "median |log10 ratio|"), ("n", "objects with a true period"),
+                  ("n_predicted", "objects given a period"))
 
 
 def classification_rows(sources: list[dict[str, Any]]) -> list[list[str]]:

@@ -150,17 +150,22 @@ def classification_metrics(truth: np.ndarray, proba: np.ndarray, classes: list[s
 
 
 def period_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """How well a period estimate matches the true period, over rows where both are finite and positive.
+    """How well a period estimate matches the true period, over the rows with a true period (finite, positive).
 
-    `within_1pct`: share with |pred/truth - 1| < 1%; `within_1pct_harmonic`: the same, also accepting half and
-    double the true period (a common, and for eclipsing binaries expected, alias).
+    `within_1pct`: share of them with |pred/truth - 1| < 1%; `within_1pct_harmonic`: the same, also accepting half
+    and double the true period (a common, and for eclipsing binaries expected, alias). A row given no period counts
+    as a miss, so that withholding a period never scores better than giving one; `n_predicted` counts the rows given
+    one, and `median_abs_log10_ratio` is over those.
     """
     truth, pred = np.asarray(truth, np.float64), np.asarray(pred, np.float64)
-    ok = np.isfinite(truth) & np.isfinite(pred) & (truth > 0) & (pred > 0)
-    if not ok.any():
-        return {"n": 0, "within_1pct": None, "within_1pct_harmonic": None, "median_abs_log10_ratio": None}
-    ratio = pred[ok] / truth[ok]
+    known = np.isfinite(truth) & (truth > 0)
+    if not known.any():
+        return {"n": 0, "n_predicted": 0, "within_1pct": None, "within_1pct_harmonic": None,
+                "median_abs_log10_ratio": None}
+    given = known & np.isfinite(pred) & (pred > 0)
+    ratio = np.where(given, pred, np.nan)[known] / truth[known]
     harmonic = np.min(np.abs(np.stack([ratio, ratio * 2, ratio / 2]) - 1.0), axis=0)
-    return _clean({"n": int(ok.sum()), "within_1pct": float(np.mean(np.abs(ratio - 1) < 0.01)),
+    return _clean({"n": int(known.sum()), "n_predicted": int(given.sum()),
+                   "within_1pct": float(np.mean(np.abs(ratio - 1) < 0.01)),
                    "within_1pct_harmonic": float(np.mean(harmonic < 0.01)),
-                   "median_abs_log10_ratio": float(np.median(np.abs(np.log10(ratio))))})
+                   "median_abs_log10_ratio": float(np.nanmedian(np.abs(np.log10(ratio)))) if given.any() else None})

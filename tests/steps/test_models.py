@@ -338,3 +338,15 @@ def test_model_code_never_imports_tensorflow(models):
             "assert not any(n.split('.')[0] in ('tensorflow', 'keras') for n in sys.modules), 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
+
+def test_a_period_withheld_counts_as_a_miss():
+    """Giving no period must not score better than giving a wrong one: the shares are over every object with a true
+    period."""
+    from steps.models.metrics import period_metrics
+
+    truth = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
+    out = period_metrics(truth, np.array([1.001, np.nan, 6.0, np.nan, 5.0]))
+    assert (out["n"], out["n_predicted"]) == (4, 2)
+    assert out["within_1pct"] == 0.25 and out["within_1pct_harmonic"] == 0.5
+    assert out["median_abs_log10_ratio"] == pytest.approx(np.median(np.abs(np.log10([1.001, 2.0]))))
+    assert period_metrics(truth, np.full(5, np.nan))["within_1pct"] == 0.0
