@@ -99,11 +99,11 @@ def select_bands(bands: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _unusable_bands(masks: dict[str, np.ndarray], bands: tuple[str, ...], row: int) -> str:
-    """Why the bands a row has a magnitude in are unusable ("" when it has none)."""
+    """Why the bands a row has an unusable magnitude in are unusable ("" when it has none)."""
     reasons = []
     for band in bands:
         mask = int(masks[band][row])
-        if mask & MASK_BITS["missing"]:
+        if mask == 0 or mask & MASK_BITS["missing"]:
             continue
         why = [text for bit, text in ((MASK_BITS["bad_error"], f"no error in (0, {MAX_ERROR:g}] mag"),
                                       (MASK_BITS["saturated"], f"brighter than {BANDS[band].saturation:g} mag"))

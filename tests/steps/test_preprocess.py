@@ -373,3 +373,12 @@ def test_lightcurve_spec_names_what_a_model_needs(curves, tmp_path):
     spec = pd.read_json(tmp_path / "features" / SPEC_FILE, typ="series")
     assert spec["global_length"] == 101 and spec["local_length"] == 31
     assert spec["classes"] == sorted(spec["classes"]) and "bls_period" in spec["features"]
+
+
+def test_a_poor_row_names_only_the_bands_it_cannot_use():
+    from steps.preprocess.photometry import photometry_columns
+
+    nan = float("nan")
+    catalogue = {"mag_G": [12.0], "err_G": [0.01], "mag_BP": [12.5], "err_BP": [nan], "mag_RP": [nan]}
+    poor = photometry_columns({k: np.array(v) for k, v in catalogue.items()}, ("G", "BP", "RP"), False).too_poor
+    assert poor == {0: "only 1 usable band(s), fewer than 2 (BP: no error in (0, 0.5] mag)"}
