@@ -249,7 +249,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stellar` console script."""
     args = build_parser().parse_args(argv)
-    home = home_dir(getattr(args, "home", None)) if hasattr(args, "home") else None
+    home = home_dir(args.home) if hasattr(args, "home") else None
     if home is not None and home.exists() and not home.is_dir():
         print(f"stellar {args.command}: --home {home}: is a file, not a folder", file=sys.stderr)
         return 2
