@@ -142,3 +142,15 @@ def test_lightcurves_are_kepler_like_and_classes_balanced():
     assert set(counts.index) == set(LIGHTCURVE_CLASSES) and counts.min() >= 10
     assert labels["period"].isna().equals(labels["class"] == "quiet")
     assert labels.loc[labels["class"] == "transit", "period"].between(0.7, 10).all()
+
+
+def test_synthetic_catalogue_errors_are_estimated_from_the_measured_magnitude():
+    """As a catalogue's: the error of the measured magnitude, scattered, so that it does not give away the true one."""
+    from steps.ingest.synthetic.photometry import ERROR_ESTIMATE_SCATTER, _noise
+
+    rows = photometry.generate(300, 3)["photometry"].to_pandas()
+    kept = rows["err_G"].notna()
+    log_ratio = np.log(rows.loc[kept, "err_G"] / [_noise("G", m) for m in rows.loc[kept, "mag_G"]])
+    assert abs(np.std(log_ratio) - ERROR_ESTIMATE_SCATTER) < 0.05
+    assert abs(np.median(log_ratio)) < 0.05
+    assert rows["parallax_error"].gt(0).all()
