@@ -231,9 +231,9 @@ def sed_feature_columns(spec: dict[str, Any], table: pa.Table, errors: bool) -> 
     The ridge baseline takes no errors: in a quadratic of the features an error can only act as a predictor of the
     star, never as the weight of its band. It did: on `make run`'s synthetic photometry, when its errors were drawn
     at the true magnitudes, it put four copies of one star whose errors grew from 0.003 to 0.03 mag at 5,491, 5,174,
-    4,273 and 3,194 K. The Keras ensemble keeps them, as it learns how far to trust a band (a saturated 2MASS magnitude comes
-    with a large error): without them its Teff robust sigma on the Gaia benchmark stars went from 96 to 114 K
-    (median of 4 splits, `bench/bench_sed_quality.py`)."""
+    4,273 and 3,194 K. The Keras ensemble keeps them, as it learns how far to trust a band (a saturated 2MASS
+    magnitude comes with a large error): without them its Teff robust sigma on the Gaia benchmark stars went from 96
+    to 114 K (median of 4 splits, `bench/bench_sed_quality.py`)."""
     columns = _feature_columns(spec, table, lambda c: c.startswith(("mag_", "c_")) or c in ("abs_G", "parallax")
                                or (errors and (c.startswith("err_") or c == "parallax_error")))
     if not errors:
