@@ -224,6 +224,11 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
     return trained
 
 
+def measurement_error(column: str) -> bool:
+    """Whether a photometric column is a measurement's error (`err_G`, `parallax_error`)."""
+    return column.startswith("err_") or column.endswith("_error")
+
+
 def sed_feature_columns(spec: dict[str, Any], table: pa.Table, errors: bool) -> list[str]:
     """The SED models' input columns: spec.json `features`, or the magnitudes, colours, absolute G, parallax and
     (with `errors`) the measurement errors (`err_*`, `parallax_error`) by name.
@@ -235,9 +240,9 @@ def sed_feature_columns(spec: dict[str, Any], table: pa.Table, errors: bool) -> 
     magnitude comes with a large error): without them its Teff robust sigma on the Gaia benchmark stars went from 96
     to 114 K (median of 4 splits, `bench/bench_sed_quality.py`)."""
     columns = _feature_columns(spec, table, lambda c: c.startswith(("mag_", "c_")) or c in ("abs_G", "parallax")
-                               or (errors and (c.startswith("err_") or c == "parallax_error")))
+                               or measurement_error(c))
     if not errors:
-        columns = [c for c in columns if not c.startswith("err_") and not c.endswith("_error")]
+        columns = [c for c in columns if not measurement_error(c)]
     if not columns:
         raise ValueError("sed: no numeric feature columns (spec.json `features`, or mag_*/err_*/c_*/abs_G/parallax)")
     return columns

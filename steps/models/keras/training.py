@@ -66,6 +66,7 @@ from steps.models.baseline import (  # noqa: E402
     _feature_columns,
     _vector_length,
     in_teff_range,
+    measurement_error,
     sed_feature_columns,
 )
 from steps.models.domain import Domain  # noqa: E402
@@ -560,9 +561,8 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
 def _train_sed(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: int, epochs: int | None) -> Trained:
     columns = [c for c in sed_feature_columns(spec, train, errors=True) if not c.startswith("mask_")]
     bands = list(spec.get("bands") or [c[4:] for c in columns if c.startswith("mag_")])
-    errors = [c for c in columns if c.startswith("err_") or c.endswith("_error")]
     encoder = Encoder([ScalarInput(columns, "photometry", require_any=True, all_indicators=True,
-                                   log_columns=errors)])
+                                   log_columns=[c for c in columns if measurement_error(c)])])
     return _train_regression("sed", encoder, _plain(sed_ensemble, ensemble_nll), train, val, spec, seed, epochs,
                              bands=bands)
 
