@@ -72,6 +72,8 @@ def main() -> None:
                         help="a catalogue folder or file, or 'synthetic'")
     parser.add_argument("--samples", type=int, default=0, help="objects to read (0: all; synthetic: 200)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 0, 1, 2])
+    parser.add_argument("--trainers", nargs="+", choices=("keras", "baseline"), default=["keras", "baseline"],
+                        help="the models to train and measure (baseline alone takes seconds)")
     args = parser.parse_args()
     samples = args.samples or (200 if args.catalogue == "synthetic" else 0)
     rows = []
@@ -84,7 +86,7 @@ def main() -> None:
             split = root / f"split-{seed}"
             split_features({"photometry": root / "features"}, split, seed, 0.2, 0.1)
             test = pq.read_table(split / "photometry" / "test.parquet")
-            for trainer in ("keras", "baseline"):
+            for trainer in args.trainers:
                 model = train_from_split("sed", split, root / f"{trainer}-{seed}", trainer=trainer,
                                          epochs=WORKFLOW_EPOCHS, seed=seed)
                 gaia_only = gaia_bands_only(test, read_split(split, "photometry")[1]["bands"])
@@ -97,7 +99,7 @@ def main() -> None:
                           flush=True)
     print(f"\nmedian over {len(args.seeds)} splits of {args.catalogue}")
     for bands in ("all", "Gaia only"):
-        for trainer in ("keras", "baseline"):
+        for trainer in args.trainers:
             mine = [r for r in rows if r["trainer"] == trainer and r["bands"] == bands]
             median = {key: float(np.median([r[key] for r in mine])) for key in mine[0] if key not in
                       ("seed", "trainer", "bands")}

@@ -183,6 +183,13 @@ class Scalars:
             return np.ones(cols.n, bool)
         return np.isfinite(self._raw(cols)).any(axis=1)
 
+    def unknown_features(self, cols: Columns) -> np.ndarray:
+        """(n, p) bool: the features an object's missing columns leave unknown (its value, square, indicator)."""
+        missing = ~np.isfinite(self._raw(cols))
+        sources = list(range(len(self.columns))) * (2 if self.quadratic else 1)
+        sources += [self.columns.index(c) for c in self.indicators]
+        return missing[:, sources]
+
     def feature_names(self) -> list[str]:
         """Names of the block's output features."""
         names = list(self.columns)
@@ -234,6 +241,14 @@ class Featurizer:
             if isinstance(block, Scalars):
                 ok &= block.usable(cols)
         return ok
+
+    def unknown_features(self, cols: Columns) -> np.ndarray:
+        """(n, p) bool: the features an object's missing scalar inputs leave unknown (imputed by `transform`)."""
+        parts = [block.unknown_features(cols) if isinstance(block, Scalars)
+                 else np.zeros((cols.n, len(block.feature_names())), bool) for block in self.blocks]
+        leading = sum(len(block.feature_names()[:self.quadratic_leading]) for block in self.blocks
+                      if isinstance(block, VectorPCA))
+        return np.hstack(parts + [np.zeros((cols.n, leading), bool)])
 
     def describe_unusable(self) -> str:
         """What an unusable object lacks, for error messages."""

@@ -71,6 +71,68 @@ def ridge(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: 
 
 
 @dataclass
+class RidgeMoments:
+    """A ridge fit's training rows reduced to their centred second moments, per target: enough to refit the ridge,
+    at its chosen penalty, on any subset of its features without the rows.
+
+    That is how a model answers for an object whose missing inputs leave some features unknown: from the ridge
+    fitted on the features the object has (a "pattern submodel", Mercaldo & Blume 2020, Biostatistics 21, 236),
+    not from the full fit with the unknown features imputed, which a model trained on complete rows extrapolates
+    wildly. `subset` also gives how much larger the submodel's training residuals are, to widen its uncertainty.
+    """
+
+    mean: np.ndarray  # (T, p) feature means over the rows with the target
+    gram: np.ndarray  # (T, p, p) centred x'x
+    xty: np.ndarray  # (T, p) centred x'y
+    yty: np.ndarray  # (T,) centred y'y
+    y_mean: np.ndarray  # (T,)
+    alpha: np.ndarray  # (T,) the penalty of the full fit
+
+    NAMES = ("mean", "gram", "xty", "yty", "y_mean", "alpha")
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray, alpha: np.ndarray) -> "RidgeMoments":
+        """The moments of training rows `x` (n, p) and targets `y` (n, T; NaN = unknown, left out per target)."""
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64).reshape(len(x), -1)
+        parts: list[list[np.ndarray]] = [[] for _ in range(5)]
+        for t in range(y.shape[1]):
+            rows = np.isfinite(y[:, t])
+            xt, yt = x[rows], y[rows, t]
+            mean, y_mean = xt.mean(axis=0), yt.mean()
+            xc, yc = xt - mean, yt - y_mean
+            for part, value in zip(parts, (mean, xc.T @ xc, xc.T @ yc, yc @ yc, y_mean)):
+                part.append(value)
+        return cls(*(np.array(part) for part in parts), np.asarray(alpha, np.float64))
+
+    def subset(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ridge on the features `keep` (p,) bool: coefficients (k, T), intercepts (T,), and the ratio of its
+        training residuals' sum of squares to the full fit's (T,), >= 1 up to the penalty's effect."""
+        keep = np.asarray(keep, bool)
+        coef = np.zeros((int(keep.sum()), len(self.alpha)))
+        intercept, ratio = np.zeros(len(self.alpha)), np.ones(len(self.alpha))
+        for t, alpha in enumerate(self.alpha):
+            rss = []
+            for chosen in (np.ones_like(keep), keep):
+                gram = self.gram[t][np.ix_(chosen, chosen)]
+                w = np.linalg.solve(gram + alpha * np.eye(len(gram)), self.xty[t][chosen])
+                rss.append(self.yty[t] - 2.0 * w @ self.xty[t][chosen] + w @ gram @ w)
+            coef[:, t], intercept[t] = w, self.y_mean[t] - self.mean[t][keep] @ w
+            ratio[t] = rss[1] / rss[0] if rss[0] > 0 else 1.0
+        return coef, intercept, ratio
+
+    def arrays(self, prefix: str = "moments") -> dict[str, np.ndarray]:
+        """What `weights.npz` keeps of them (`restore` reads them back)."""
+        return {f"{prefix}.{name}": getattr(self, name) for name in self.NAMES}
+
+    @classmethod
+    def restore(cls, arrays: dict[str, np.ndarray], prefix: str = "moments") -> "RidgeMoments | None":
+        """The moments saved by `arrays`, or None for a model saved without them."""
+        if not all(f"{prefix}.{name}" in arrays for name in cls.NAMES):
+            return None
+        return cls(*(arrays[f"{prefix}.{name}"] for name in cls.NAMES))
+
+
+@dataclass
 class KernelRidgeFit:
     """Kernel ridge regression with k(a, b) = a.b / scale + exp(-gamma |a - b|^2 / width) on the training rows
     `centres`: prediction = sum_i dual[i] k(x, centres[i]) + intercept (dual is 0 for rows without the target)."""

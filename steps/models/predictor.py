@@ -30,7 +30,7 @@ from steps.models.io import FORMAT_VERSION, MODEL_JSON, SPEC_JSON, WEIGHTS, load
 from steps.models.keras import EARLIER_KINDS as EARLIER_KERAS_KINDS
 from steps.models.keras import KIND as KERAS_KINDS
 from steps.models.keras import load_keras
-from steps.models.linear import softmax
+from steps.models.linear import RidgeMoments, softmax
 
 LN10 = math.log(10.0)
 
@@ -131,6 +131,15 @@ class RegressionPredictor(Predictor):
         self.featurizer = Featurizer.restore(info["features"], arrays)
         self.coef, self.intercept = arrays["coef"], arrays["intercept"]
         self.domain = Domain.restore(arrays)
+        self.moments = RidgeMoments.restore(arrays)
+        self._submodels: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _submodel(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ridge on the features `keep` (`RidgeMoments.subset`), solved once per pattern of missing inputs."""
+        key = np.packbits(keep).tobytes()
+        if key not in self._submodels:
+            self._submodels[key] = self.moments.subset(keep)
+        return self._submodels[key]
 
     def _sigma(self, cols: Columns, target: str) -> np.ndarray:
         spec = self.uncertainty.get(target, {"kind": "constant", "sigma": math.nan})
@@ -143,12 +152,24 @@ class RegressionPredictor(Predictor):
     def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
         features, usable = self.featurizer.transform(cols), self.featurizer.usable(cols)
         z = features @ self.coef + self.intercept
+        widen, unknown = np.ones_like(z), None
+        if self.moments is not None:
+            unknown = self.featurizer.unknown_features(cols)
+            partial = usable & unknown.any(axis=1)
+            if partial.any():
+                patterns, which = np.unique(unknown[partial], axis=0, return_inverse=True)
+                rows = np.flatnonzero(partial)
+                for index, pattern in enumerate(patterns):
+                    these = rows[which.ravel() == index]
+                    coef, intercept, ratio = self._submodel(~pattern)
+                    z[these] = features[np.ix_(these, ~pattern)] @ coef + intercept
+                    widen[these] = np.sqrt(np.maximum(ratio, 1.0))
         z[~usable] = np.nan
         data: dict[str, np.ndarray] = {}
         for t, target in enumerate(self.targets):
-            value, err = inverse_transform(self.transforms.get(target), z[:, t], self._sigma(cols, target))
-            data[target], data[f"{target}_err"] = value, err
-        data.update(self.domain_columns(features, None, usable))
+            sigma = self._sigma(cols, target) * widen[:, t]
+            data[target], data[f"{target}_err"] = inverse_transform(self.transforms.get(target), z[:, t], sigma)
+        data.update(self.domain_columns(features, unknown, usable))
         return data
 
 
@@ -165,6 +186,15 @@ class ClassifierPredictor(Predictor):
         self.featurizer = Featurizer.restore(info["features"], arrays)
         self.coef, self.intercept = arrays["coef"], arrays["intercept"]
         self.domain = Domain.restore(arrays)
+        self.moments = RidgeMoments.restore(arrays)
+        self._submodels: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _submodel(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ridge on the features `keep` (`RidgeMoments.subset`), solved once per pattern of missing inputs."""
+        key = np.packbits(keep).tobytes()
+        if key not in self._submodels:
+            self._submodels[key] = self.moments.subset(keep)
+        return self._submodels[key]
 
     def predict_proba(self, data: Any) -> np.ndarray:
         """(n, K) class probabilities in the order of `.classes`."""

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from steps.models import ClassifierPredictor, RegressionPredictor, load_model, null_for, train_baseline
 from steps.models.io import load_npz, save_npz
-from steps.models.linear import KernelRidgeFit, balanced_weights, fit_softmax, kernel_ridge, ridge, softmax
+from steps.models.linear import (KernelRidgeFit, RidgeMoments, balanced_weights, fit_softmax, kernel_ridge, ridge,
+                                 softmax)
 from steps.models.metrics import classification_metrics, regression_metrics, roc_auc
 from split_fixtures import write_split
 from steps.train import train_from_split
@@ -62,6 +64,25 @@ def test_ridge_prefers_a_strong_penalty_when_the_target_is_noise():
     x, y = rng.normal(size=(200, 30)), rng.normal(size=(200, 1))
     fit = ridge(x[:150], y[:150], x[150:], y[150:], alphas=(1e-4, 1.0, 1e4))
     assert fit.alpha[0] == 1e4
+
+
+def test_ridge_moments_refit_any_subset_of_features_as_ridge_would():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 6))
+    y = np.column_stack([x @ rng.normal(size=6) + rng.normal(scale=0.1, size=300), rng.normal(size=300)])
+    y[::7, 1] = np.nan  # a target unknown for some rows is fitted on the others
+    alphas = (3.0, 30.0)
+    moments = RidgeMoments.of(x, y, np.array(alphas))
+    keep = np.array([True, False, True, True, False, True])
+    for chosen in (np.ones(6, bool), keep):
+        coef, intercept, ratio = moments.subset(chosen)
+        for t, alpha in enumerate(alphas):
+            direct = ridge(x[:, chosen], y[:, t], alphas=(alpha,))
+            np.testing.assert_allclose(coef[:, t], direct.coef[:, 0], atol=1e-10)
+            np.testing.assert_allclose(intercept[t], direct.intercept[0], atol=1e-10)
+    assert ratio[0] > 1.5  # two informative features gone: the first target's training residuals grow
+    restored = RidgeMoments.restore(moments.arrays())
+    np.testing.assert_array_equal(restored.subset(keep)[0], moments.subset(keep)[0])
 
 
 def test_kernel_ridge_leave_one_out_residuals_equal_refits_without_the_row():
@@ -237,6 +258,36 @@ def test_sed_baseline_estimate_does_not_move_with_the_photometric_errors(split):
     for column in errors:
         worse = worse.set_column(worse.column_names.index(column), column, pc.multiply(test[column], 10.0))
     np.testing.assert_array_equal(model.predict_table(worse)["teff"], model.predict_table(test)["teff"])
+
+def test_sed_baseline_answers_for_missing_bands_from_the_bands_it_has(split):
+    """Trained on stars with every band, asked about stars with Gaia's alone (most Gaia stars): the ridge refitted
+    on the bands a star has stays close to its every-band accuracy, with a wider uncertainty; the full ridge with
+    the other bands imputed extrapolates (before the refit, `make run`'s ridge put half its test stars hundreds of
+    kelvin off when they had Gaia's bands alone)."""
+    tables, spec = _tables(split, "sed")
+    features = spec["features"]
+    train, val, test = (t.filter(np.isfinite(t.select(features).to_pandas().to_numpy(float)).all(axis=1))
+                        for t in (tables["train"], tables["val"], tables["test"]))
+    trained = train_baseline("sed", train, val, spec)
+    assert not any(name.endswith("_missing") for name in trained.info["feature_names"])
+    gaia = ["mag_G", "mag_BP", "mag_RP", "c_BP_RP", "c_G_RP", "c_BP_G", "abs_G", "parallax"]
+    gaia_only = test
+    for column in set(features) - set(gaia):
+        gaia_only = gaia_only.set_column(gaia_only.column_names.index(column), column,
+                                             pa.nulls(test.num_rows, pa.float64()))
+    model = RegressionPredictor(None, trained.info, spec, trained.arrays)
+    imputed = RegressionPredictor(None, trained.info, spec,
+                                  {k: v for k, v in trained.arrays.items() if not k.startswith("moments.")})
+    gaia_spec = {**spec, "features": gaia}
+    on_gaia = train_baseline("sed", train, val, gaia_spec)
+    trained_on_gaia = RegressionPredictor(None, on_gaia.info, gaia_spec, on_gaia.arrays)
+    truth = test["teff"].to_numpy()
+    alone, best, old = (regression_metrics(truth, m.predict_table(gaia_only)["teff"])["robust_sigma"]
+                        for m in (model, trained_on_gaia, imputed))
+    assert alone < 1.25 * best and old > 3.0 * alone, (alone, best, old)
+    assert (model.predict_table(gaia_only)["teff_err"] > model.predict_table(test)["teff_err"]).all()
+    np.testing.assert_array_equal(model.predict_table(test)["teff"], imputed.predict_table(test)["teff"])
+
 
 # ------------------------------------------------------------------------------------------ Predictor API
 
