@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from steps.models.domain import Domain
+from steps.models.domain import Domain, SpectrumResidual
 from steps.models.features import Featurizer, Scalars, VectorPCA
 from steps.models.inputs import Columns
 from steps.models.io import FORMAT_VERSION, Trained
@@ -157,10 +157,12 @@ def _base_info(name: str, kind: str, spec: dict[str, Any], featurizer: Featurize
 
 def _train_regression(name: str, kind: str, featurizer: Featurizer, train: pa.Table, val: pa.Table,
                       spec: dict[str, Any], seed: int, epochs: int | None, sigma_column: str | None,
-                      clean_labels: bool = False, submodels: bool = False) -> Trained:
+                      clean_labels: bool = False, submodels: bool = False,
+                      spectrum_length: int | None = None) -> Trained:
     """Ridge on the featurizer's features; with `clean_labels`, fitted once more without the training rows that
     the first fit's leave-one-out residuals call label outliers (`OUTLIER_SIGMA`); with `submodels`, saved with
-    the moments that refit it for an object's missing inputs (`RidgeMoments`)."""
+    the moments that refit it for an object's missing inputs (`RidgeMoments`); with `spectrum_length`, its domain
+    check also measures spectra against the training spectra (`SpectrumResidual`)."""
     wanted = list(spec.get("labels") or DEFAULT_LABELS)
     labels = [t for t in wanted if t in train.column_names]
     if not labels:
@@ -202,6 +204,8 @@ def _train_regression(name: str, kind: str, featurizer: Featurizer, train: pa.Ta
         info["training"].update({"label_outliers_left_out": left_out, "outlier_rule": (
             f"leave-one-out ridge residual > {OUTLIER_SIGMA:g} robust sigma in any label")})
     domain = Domain.fit(x_train, seed=seed)
+    if spectrum_length:
+        domain.residual = SpectrumResidual.fit(ct, spectrum_length, seed)
     info["domain"] = domain.record()
     arrays = {**featurizer.state(), "coef": fit.coef, "intercept": fit.intercept, **domain.arrays()}
     if submodels:
@@ -227,7 +231,8 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
         blocks.append(VectorPCA("continuum_shape", shape_length, SHAPE_COMPONENTS, optional=True))
     trained = _train_regression("spectral", "ridge-pca", Featurizer(blocks, quadratic_leading=SPECTRAL_QUADRATIC),
                                 in_teff_range(train, SPECTRAL_TEFF_RANGE), in_teff_range(val, SPECTRAL_TEFF_RANGE),
-                                spec, seed, epochs, "snr" if "snr" in train.column_names else None, clean_labels=True)
+                                spec, seed, epochs, "snr" if "snr" in train.column_names else None, clean_labels=True,
+                                spectrum_length=length)
     trained.info["training"]["teff_range"] = list(SPECTRAL_TEFF_RANGE)
     return trained
 

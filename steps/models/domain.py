@@ -3,14 +3,22 @@
 
 A model asked about an object unlike any it was trained on still answers, and its uncertainty cannot warn: that was
 calibrated on objects like the training ones. The spectral model, when it trained on 3,500-8,000 K stars only,
-put an SDSS B2 star (about 20,000 K) at 7,140 +- 60 K in one run. So the check looks at the inputs instead: an object's features,
-as the model reads them (masked entries at the training mean of the entry, weighted as the model weighs them), are
+put an SDSS B2 star (about 20,000 K) at 7,140 +- 60 K in one run. So the check looks at the inputs instead: an
+object's features, as the model reads them (masked entries at the training mean of the entry, weighted as the model
+weighs them), are
 projected on the leading principal components of the rows the model learnt from (which leaves out noise and the
 entries no training row has), and its distance to the nearest of those rows is divided by the `THRESHOLD_QUANTILE`
 quantile of their own leave-one-out nearest-neighbour distances. That ratio is `domain_distance`; above 1 the
 object is farther from every training object than 95% of the training objects are from their nearest neighbour, and
-`in_domain` is False. It is a warning, not a verdict: about 5% of objects like the training ones are flagged too,
-and an object can be unlike them in ways the leading components do not show.
+`in_domain` is False. It is a warning, not a verdict: about 5% of objects like the training ones are flagged too.
+
+An object can also be unlike every training object in ways the leading components do not show, and a spectrum
+usually is when it comes from elsewhere: `make run`'s spectral model, trained on synthetic spectra, called 478 of
+the 515 MILES spectra like its own, and put their FGK stars a median 234 K off (with the check below it flags 513
+of them, and none of its own test spectra; a MILES-trained model flags the same 15 as before). So a spectral model
+also measures how much of a spectrum lies off the training spectra's leading components, beyond the spectrum's own
+noise (`SpectrumResidual`), against the `RESIDUAL_QUANTILE` quantile of the same figure for training spectra left
+out of the fit; `domain_distance` is the larger of the two ratios.
 """
 
 from __future__ import annotations
@@ -20,12 +28,22 @@ from typing import Any
 
 import numpy as np
 
+from steps.models.inputs import Columns
+
 DOMAIN_COMPONENTS = 64  # most principal components the distance is measured in
 DOMAIN_REFERENCE_ROWS = 4000  # most training rows kept as neighbours (a seeded subset beyond)
 THRESHOLD_QUANTILE = 0.95  # of the training rows' leave-one-out nearest-neighbour distances: domain_distance 1
 CHUNK = 1024  # rows per block of the distance matrix: bounds memory
 COLUMNS = ("domain_distance", "in_domain")  # the outputs it adds
 ARRAY_NAMES = ("domain_mean", "domain_basis", "domain_reference", "domain_threshold")  # in weights.npz
+RESIDUAL_COMPONENTS = 32  # leading components of the training spectra that a spectrum may be made of
+RESIDUAL_QUANTILE = 0.99  # of the left-out training spectra's residuals: the residual check's ratio 1
+RESIDUAL_FOLDS = 5  # the training spectra are left out a fifth at a time
+RESIDUAL_ROWS = 2000  # most training spectra the check is fitted on (a seeded subset beyond)
+RESIDUAL_FLOOR = 1e-3  # of the normalised continuum: the smallest residual the check's ratio 1 can stand for
+RESIDUAL_COVERAGE = 0.5  # least share of training spectra with a good pixel there for the pixel to count
+RESIDUAL_ARRAYS = ("residual_mean", "residual_basis", "residual_threshold")
+SPECTRUM_COLUMNS = ("flux", "mask", "ivar")  # the normalised flux, its bad-pixel mask, its inverse variance
 
 
 def _bad_entries(values: np.ndarray, bad: np.ndarray | None) -> np.ndarray:
@@ -55,6 +73,97 @@ def _nearest(points: np.ndarray, reference: np.ndarray, skip_self: bool = False)
     return out
 
 
+def _seeded_rows(n: int, most: int, seed: int) -> np.ndarray:
+    """All of `n` rows, or a sorted seeded subset of `most` of them."""
+    if n <= most:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, most, replace=False))
+
+
+@dataclass
+class SpectrumResidual:
+    """The residual check: the training spectra's mean and leading principal directions, and the residual that
+    ratio 1 stands for. A spectrum's residual is the root mean square, over its good pixels, of what its leading
+    components leave of it, less its noise variance (from `ivar`): the signal no training spectrum is made of."""
+
+    mean: np.ndarray  # (L,) training mean of the normalised flux over the good pixels; NaN: a pixel that does not count
+    basis: np.ndarray  # (L, k) orthonormal principal directions
+    threshold: float
+
+    @staticmethod
+    def _read(cols: Columns, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n, L) flux, noise variance (0 without `ivar`) and bad pixels of a batch."""
+        column, mask_column, ivar_column = SPECTRUM_COLUMNS
+        flux = cols.vectors(column, length)
+        bad = ~np.isfinite(flux)
+        if cols.has(mask_column):
+            bad |= np.nan_to_num(cols.vectors(mask_column, length, required=False), nan=0.0) != 0
+        variance = np.zeros_like(flux)
+        if cols.has(ivar_column):
+            ivar = cols.vectors(ivar_column, length, required=False)
+            bad |= ~(np.isfinite(ivar) & (ivar > 0))
+            variance = np.where(bad, 0.0, 1.0 / np.where(ivar > 0, ivar, 1.0))
+        return flux, variance, bad
+
+    @staticmethod
+    def _residual(flux: np.ndarray, variance: np.ndarray, bad: np.ndarray, mean: np.ndarray,
+                  basis: np.ndarray) -> np.ndarray:
+        """(n,) residual of each spectrum off `basis` around `mean`, beyond its noise (0 when within it), over the
+        good pixels that count."""
+        bad = bad | ~np.isfinite(mean)
+        variance = np.where(bad, 0.0, variance)
+        centred = _centred(flux, bad, np.nan_to_num(mean))
+        left = centred - (centred @ basis) @ basis.T
+        left[bad] = 0.0
+        good = np.maximum((~bad).sum(axis=1), 1)
+        return np.sqrt(np.maximum(((left ** 2).sum(axis=1) - variance.sum(axis=1)) / good, 0.0))
+
+    @staticmethod
+    def _fit_basis(centred: np.ndarray, components: int) -> np.ndarray:
+        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        rank = int((singular > singular[0] * 1e-9).sum()) if singular.size and singular[0] > 0 else 0
+        return vt[:min(components, rank)].T
+
+    @classmethod
+    def fit(cls, cols: Columns, length: int, seed: int = 0) -> "SpectrumResidual | None":
+        """Fit on the training spectra of `cols` (flux on `length` pixels); None when there are too few to leave
+        some out."""
+        flux, variance, bad = cls._read(cols, length)
+        rows = _seeded_rows(len(flux), RESIDUAL_ROWS, seed)
+        flux, variance, bad = flux[rows], variance[rows], bad[rows]
+        if len(rows) < 2 * RESIDUAL_FOLDS:
+            return None
+        good = ~bad
+        mean = np.where(good, flux, 0.0).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
+        mean[good.mean(axis=0) < RESIDUAL_COVERAGE] = np.nan  # pixels few training spectra have (beyond their range)
+        centred = _centred(flux, bad | ~np.isfinite(mean), np.nan_to_num(mean))
+        fold = np.random.default_rng(seed).permutation(len(rows)) % RESIDUAL_FOLDS
+        components = min(RESIDUAL_COMPONENTS, int(np.bincount(fold).min()) * (RESIDUAL_FOLDS - 1) - 1)
+        left_out = np.empty(len(rows))
+        for k in range(RESIDUAL_FOLDS):
+            basis = cls._fit_basis(centred[fold != k], components)
+            held = fold == k
+            left_out[held] = cls._residual(flux[held], variance[held], bad[held], mean, basis)
+        threshold = max(float(np.quantile(left_out, RESIDUAL_QUANTILE)), RESIDUAL_FLOOR)
+        return cls(mean, cls._fit_basis(centred, components), threshold)
+
+    def ratio(self, cols: Columns) -> np.ndarray:
+        """(n,) each spectrum's residual over the threshold."""
+        return self._residual(*self._read(cols, len(self.mean)), self.mean, self.basis) / self.threshold
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What `weights.npz` keeps of it (`Domain.restore` reads it back)."""
+        return dict(zip(RESIDUAL_ARRAYS, (self.mean, self.basis, np.array([self.threshold]))))
+
+    def record(self) -> dict[str, Any]:
+        """What `model.json` says about it."""
+        return {"method": "root mean square of the normalised flux left off the training spectra's leading "
+                          "principal components, less the noise variance, over the "
+                          f"{RESIDUAL_QUANTILE:.0%} quantile of the same for training spectra left out of the fit",
+                "components": int(self.basis.shape[1]), "pixels": int(np.isfinite(self.mean).sum()),
+                "quantile": RESIDUAL_QUANTILE, "threshold": self.threshold}
+
+
 @dataclass
 class Domain:
     """The fitted check: feature means, principal directions, the training rows projected, and the distance that
@@ -64,6 +173,7 @@ class Domain:
     basis: np.ndarray  # (p, k) orthonormal principal directions of the weighted features, times the weights
     reference: np.ndarray  # (m, k) the training rows projected
     threshold: float
+    residual: SpectrumResidual | None = None  # spectral models: the residual check
 
     @classmethod
     def fit(cls, values: np.ndarray, bad: np.ndarray | None = None, weights: np.ndarray | None = None,
@@ -74,9 +184,7 @@ class Domain:
         bad = _bad_entries(values, bad)
         good = ~bad
         mean = np.where(good, values, 0.0).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
-        rows = np.arange(len(values))
-        if len(rows) > DOMAIN_REFERENCE_ROWS:
-            rows = np.sort(np.random.default_rng(seed).choice(len(rows), DOMAIN_REFERENCE_ROWS, replace=False))
+        rows = _seeded_rows(len(values), DOMAIN_REFERENCE_ROWS, seed)
         weights = np.ones(values.shape[1]) if weights is None else np.asarray(weights, np.float64)
         centred = _centred(values[rows], bad[rows], mean) * weights
         _, singular, vt = np.linalg.svd(centred, full_matrices=False)
@@ -95,31 +203,44 @@ class Domain:
         projected = _centred(values, _bad_entries(values, bad), self.mean) @ self.basis
         return _nearest(projected, self.reference) / self.threshold
 
-    def outputs(self, values: np.ndarray, bad: np.ndarray | None, usable: np.ndarray) -> dict[str, np.ndarray]:
-        """The `domain_distance` (NaN) and `in_domain` (None) output columns; blank for unusable objects."""
+    def outputs(self, values: np.ndarray, bad: np.ndarray | None, usable: np.ndarray,
+                cols: Columns | None = None) -> dict[str, np.ndarray]:
+        """The `domain_distance` (NaN) and `in_domain` (None) output columns; blank for unusable objects. With
+        the residual check and the objects' inputs `cols`, the distance is the larger of the two ratios."""
         distance = np.full(len(usable), np.nan)
         if usable.any():
             distance[usable] = self.distance(values[usable], None if bad is None else bad[usable])
+            if self.residual is not None and cols is not None:
+                distance[usable] = np.fmax(distance[usable], self.residual.ratio(cols)[usable])
         return dict(zip(COLUMNS, (distance, in_domain(distance))))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What `weights.npz` keeps of it (`restore` reads it back)."""
-        return dict(zip(ARRAY_NAMES, (self.mean, self.basis, self.reference, np.array([self.threshold]))))
+        out = dict(zip(ARRAY_NAMES, (self.mean, self.basis, self.reference, np.array([self.threshold]))))
+        return {**out, **(self.residual.arrays() if self.residual is not None else {})}
 
     @classmethod
     def restore(cls, arrays: dict[str, np.ndarray]) -> "Domain | None":
-        """The check saved by `arrays`, or None for a model saved without one."""
+        """The check saved by `arrays`, or None for a model saved without one (a model saved before the residual
+        check gets none)."""
         if not all(name in arrays for name in ARRAY_NAMES):
             return None
         mean, basis, reference, threshold = (arrays[name] for name in ARRAY_NAMES)
-        return cls(mean, basis, reference, float(threshold[0]))
+        residual = None
+        if all(name in arrays for name in RESIDUAL_ARRAYS):
+            r_mean, r_basis, r_threshold = (arrays[name] for name in RESIDUAL_ARRAYS)
+            residual = SpectrumResidual(r_mean, r_basis, float(r_threshold[0]))
+        return cls(mean, basis, reference, float(threshold[0]), residual)
 
     def record(self) -> dict[str, Any]:
         """What `model.json` says about it."""
-        return {"method": "distance to the nearest training row in the leading principal components, over the "
-                          f"{THRESHOLD_QUANTILE:.0%} quantile of the training rows' leave-one-out distances",
-                "components": int(self.basis.shape[1]), "reference_rows": int(len(self.reference)),
-                "quantile": THRESHOLD_QUANTILE, "threshold": self.threshold}
+        out = {"method": "distance to the nearest training row in the leading principal components, over the "
+                         f"{THRESHOLD_QUANTILE:.0%} quantile of the training rows' leave-one-out distances",
+               "components": int(self.basis.shape[1]), "reference_rows": int(len(self.reference)),
+               "quantile": THRESHOLD_QUANTILE, "threshold": self.threshold}
+        if self.residual is not None:
+            out["residual"] = self.residual.record()
+        return out
 
 
 def in_domain(distance: np.ndarray) -> np.ndarray:

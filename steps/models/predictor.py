@@ -69,11 +69,13 @@ class Predictor:
         self.kind: str = info["kind"]
         self.domain: Domain | None = None
 
-    def domain_columns(self, values: np.ndarray, bad: np.ndarray | None, usable: np.ndarray) -> dict[str, np.ndarray]:
-        """The `domain_distance` and `in_domain` columns of objects whose features are `values` (n, p)."""
+    def domain_columns(self, values: np.ndarray, bad: np.ndarray | None, usable: np.ndarray,
+                       cols: Columns | None = None) -> dict[str, np.ndarray]:
+        """The `domain_distance` and `in_domain` columns of objects whose features are `values` (n, p) and whose
+        inputs are `cols` (read by a spectral model's residual check)."""
         if self.domain is None:
             return blank(len(usable))
-        return self.domain.outputs(values, bad, usable)
+        return self.domain.outputs(values, bad, usable, cols)
 
     @property
     def input_fields(self) -> dict[str, list[str]]:
@@ -169,7 +171,7 @@ class RegressionPredictor(Predictor):
         for t, target in enumerate(self.targets):
             sigma = self._sigma(cols, target) * widen[:, t]
             data[target], data[f"{target}_err"] = inverse_transform(self.transforms.get(target), z[:, t], sigma)
-        data.update(self.domain_columns(features, unknown, usable))
+        data.update(self.domain_columns(features, unknown, usable, cols))
         return data
 
 
@@ -211,7 +213,7 @@ class ClassifierPredictor(Predictor):
         data.update({f"p_{c}": proba[:, k] for k, c in enumerate(self.classes)})
         if self.period_column and cols.has(self.period_column):
             data["period"] = cols.scalar(self.period_column)
-        data.update(self.domain_columns(features, None, usable))
+        data.update(self.domain_columns(features, None, usable, cols))
         return data
 
 

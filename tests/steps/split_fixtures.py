@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from steps.core.artifacts import ArtifactWriter
@@ -105,6 +106,14 @@ def photometry(rng: np.random.Generator, n: int) -> tuple[pa.Table, dict]:
     features = [f"mag_{b}" for b in BANDS] + [f"c_{a}_{b}" for a, b in COLOURS] + ["abs_G", "parallax"]
     spec = {"modality": "photometry", "bands": list(BANDS), "features": features, "labels": ["teff", "logg", "feh"]}
     return pa.table(table), spec
+
+
+def with_foreign_line(table: pd.DataFrame, depth: float = 0.8) -> pd.DataFrame:
+    """The spectra with an absorption line where no fixture star has one (a pixel wide, near 6100 A): unlike every
+    training spectrum in a way the leading principal components do not show."""
+    length = len(table["flux"].iloc[0])
+    line = depth * np.exp(-0.5 * (np.arange(length) - 0.55 * length) ** 2)
+    return table.assign(flux=[np.asarray(f) - line for f in table["flux"]])
 
 
 def lightcurves(rng: np.random.Generator, n: int, global_length: int = 64,

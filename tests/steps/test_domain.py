@@ -1,11 +1,12 @@
 """The domain check (`steps.models.domain`): distances to the nearest training row, in units that put the 95th
-percentile of the training rows' own leave-one-out distances at 1."""
+percentile of the training rows' own leave-one-out distances at 1, and the spectral models' residual check."""
 
 import numpy as np
 import pytest
 
 from steps.models import domain as domain_module
-from steps.models.domain import COLUMNS, THRESHOLD_QUANTILE, Domain, blank, outside
+from steps.models.domain import COLUMNS, RESIDUAL_ARRAYS, THRESHOLD_QUANTILE, Domain, SpectrumResidual, blank, outside
+from steps.models.inputs import Columns
 from steps.models.io import load_npz, save_npz
 
 
@@ -110,3 +111,70 @@ def test_weights_make_a_feature_count_as_the_model_weighs_it():
 
 def test_outside_counts_only_flagged_objects_not_those_without_a_prediction():
     np.testing.assert_array_equal(outside([True, False, None, False]), [False, True, False, True])
+
+
+# ------------------------------------------------------------------------------------------ residual check
+
+LENGTH = 200
+
+
+def _spectra(n: int, seed: int = 0, snr: float = 50.0, foreign: float = 0.0) -> dict[str, np.ndarray]:
+    """Normalised spectra made of three absorption lines of varying depth, with noise at `snr` (and its `ivar`);
+    `foreign`: the depth of a line at a wavelength where no training spectrum has one."""
+    wave = np.linspace(0.0, 1.0, LENGTH)
+    rng = np.random.default_rng(seed)
+    depths = rng.uniform(0.05, 0.4, size=(n, 3))
+    lines = np.exp(-0.5 * ((wave[None] - np.array([0.2, 0.5, 0.8])[:, None]) / 0.01) ** 2)
+    flux = 1.0 - depths @ lines - foreign * np.exp(-0.5 * ((wave - 0.35) / 0.01) ** 2)
+    flux = flux + rng.normal(size=flux.shape) / snr
+    return {"flux": flux, "mask": np.zeros(flux.shape, np.uint8), "ivar": np.full(flux.shape, snr ** 2)}
+
+
+def test_spectra_like_the_training_ones_pass_the_residual_check_and_foreign_ones_do_not():
+    check = SpectrumResidual.fit(Columns(_spectra(300)), LENGTH)
+    alike = check.ratio(Columns(_spectra(400, seed=1)))
+    foreign = check.ratio(Columns(_spectra(50, seed=2, foreign=0.3)))
+    assert np.mean(alike > 1.0) <= 0.03, np.mean(alike > 1.0)
+    assert np.all(foreign > 3.0), foreign.min()
+
+
+def test_the_residual_check_allows_for_each_spectrum_s_own_noise():
+    """Noisier spectra of the same stars are not foreign: the check subtracts the noise their `ivar` states, and
+    without `ivar` it cannot."""
+    check = SpectrumResidual.fit(Columns(_spectra(300)), LENGTH)
+    noisy = _spectra(200, seed=3, snr=10.0)
+    assert np.mean(check.ratio(Columns(noisy)) > 1.0) <= 0.1
+    assert np.mean(check.ratio(Columns({"flux": noisy["flux"]})) > 1.0) > 0.9
+
+
+def test_masked_pixels_do_not_count_in_the_residual():
+    check = SpectrumResidual.fit(Columns(_spectra(300)), LENGTH)
+    foreign = _spectra(20, seed=4, foreign=0.3)
+    wave = np.linspace(0.0, 1.0, LENGTH)
+    foreign["mask"][:, np.abs(wave - 0.35) < 0.05] = 1
+    assert np.all(check.ratio(Columns(foreign)) <= 1.0)
+
+
+def test_the_domain_distance_is_the_larger_ratio_and_the_check_round_trips(tmp_path):
+    train = _spectra(300)
+    domain = Domain.fit(train["flux"])
+    domain.residual = SpectrumResidual.fit(Columns(train), LENGTH)
+    save_npz(tmp_path / "weights.npz", domain.arrays())
+    restored = Domain.restore(load_npz(tmp_path / "weights.npz"))
+    batch = {key: np.vstack([a, b]) for (key, a), b in
+             zip(_spectra(5, seed=5).items(), _spectra(5, seed=6, foreign=0.3).values())}
+    usable = np.ones(10, bool)
+    out = restored.outputs(batch["flux"], None, usable, Columns(batch))
+    np.testing.assert_allclose(out["domain_distance"], np.fmax(domain.distance(batch["flux"]),
+                                                               domain.residual.ratio(Columns(batch))))
+    assert list(out["in_domain"][5:]) == [False] * 5
+    assert "residual" in restored.record()
+    earlier = Domain.restore({k: v for k, v in domain.arrays().items() if k not in RESIDUAL_ARRAYS})
+    assert earlier.residual is None  # a model saved before the residual check measures as it did
+    np.testing.assert_allclose(earlier.outputs(batch["flux"], None, usable, Columns(batch))["domain_distance"],
+                               domain.distance(batch["flux"]))
+
+
+def test_too_few_training_spectra_give_no_residual_check():
+    assert SpectrumResidual.fit(Columns(_spectra(9)), LENGTH) is None
+    assert SpectrumResidual.fit(Columns(_spectra(10)), LENGTH) is not None

@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from split_fixtures import write_split
+from split_fixtures import with_foreign_line, write_split
 from steps.evaluate import evaluate_model
 from steps.models import load_model
 from steps.models.domain import ARRAY_NAMES as DOMAIN_ARRAYS
+from steps.models.domain import RESIDUAL_ARRAYS
 from steps.models.inputs import Columns
 from steps.models.io import load_npz
 from steps.models.metrics import classification_metrics, regression_metrics
@@ -115,7 +116,8 @@ def test_model_directory_holds_the_keras_model_its_export_and_its_training_recor
     model_dir = trained(name)
     assert (model_dir / "model.keras").is_file()
     assert (model_dir / "saved_model" / "saved_model.pb").is_file()
-    assert sorted(load_npz(model_dir / "weights.npz")) == sorted(DOMAIN_ARRAYS)  # the domain check alone
+    extra = RESIDUAL_ARRAYS if name == "spectral" else ()  # the domain check alone, with spectra's residual check
+    assert sorted(load_npz(model_dir / "weights.npz")) == sorted(DOMAIN_ARRAYS + extra)
     info = json.loads((model_dir / "model.json").read_text())
     assert info["kind"] == KINDS[name] and info["training"]["trainer"] == "keras"
     training = info["training"]
@@ -391,6 +393,13 @@ def test_objects_unlike_the_training_set_are_flagged_outside_the_domain(trained,
     pred = model.predict_table(test)
     assert pred["in_domain"].isin([True, False]).all() and pred["in_domain"].mean() >= 0.8
     alien = model.predict_table(ALIEN[name](test.head(12)))
+    assert (alien["in_domain"] == False).all(), alien["domain_distance"].tolist()  # noqa: E712
+
+
+def test_a_spectrum_with_a_line_no_training_spectrum_has_is_flagged(trained, split):
+    model = load_model(trained("spectral"))
+    assert model.info["domain"]["residual"]["quantile"] == 0.99
+    alien = model.predict_table(with_foreign_line(_table(split, "spectral", "test").to_pandas()))
     assert (alien["in_domain"] == False).all(), alien["domain_distance"].tolist()  # noqa: E712
 
 

@@ -20,7 +20,7 @@ from steps.models.io import load_npz, save_npz
 from steps.models.linear import (KernelRidgeFit, RidgeMoments, balanced_weights, fit_softmax, kernel_ridge, ridge,
                                  softmax)
 from steps.models.metrics import classification_metrics, regression_metrics, roc_auc
-from split_fixtures import write_split
+from split_fixtures import with_foreign_line, write_split
 from steps.train import train_from_split
 
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
@@ -287,6 +287,18 @@ def test_sed_baseline_answers_for_missing_bands_from_the_bands_it_has(split):
     assert alone < 1.25 * best and old > 3.0 * alone, (alone, best, old)
     assert (model.predict_table(gaia_only)["teff_err"] > model.predict_table(test)["teff_err"]).all()
     np.testing.assert_array_equal(model.predict_table(test)["teff"], imputed.predict_table(test)["teff"])
+
+
+def test_spectral_baseline_flags_spectra_with_a_line_no_training_spectrum_has(split, models):
+    """The nearest-neighbour check measures the leading components only; the residual check sees the rest."""
+    model = load_model(models["spectral"])
+    assert model.info["domain"]["residual"]["quantile"] == 0.99
+    test = _tables(split, "spectral")[0]["test"].to_pandas()
+    assert model.predict_table(test)["in_domain"].mean() >= 0.9
+    alien = with_foreign_line(test)
+    assert (model.predict_table(alien)["in_domain"] == False).all()  # noqa: E712
+    model.domain.residual = None
+    assert (model.predict_table(alien)["in_domain"] == False).mean() <= 0.1  # noqa: E712
 
 
 # ------------------------------------------------------------------------------------------ Predictor API

@@ -64,11 +64,12 @@ class KerasPredictor(Predictor):
         width = int(self.info["n_outputs"])
         return np.vstack(parts) if parts else np.zeros((0, width))
 
-    def encoded_domain_columns(self, arrays: dict[str, np.ndarray], usable: np.ndarray) -> dict[str, np.ndarray]:
-        """`domain_distance` and `in_domain` of a batch from its encoding."""
+    def encoded_domain_columns(self, arrays: dict[str, np.ndarray], usable: np.ndarray,
+                               cols: Columns) -> dict[str, np.ndarray]:
+        """`domain_distance` and `in_domain` of a batch from its encoding (and its inputs `cols`)."""
         if self.domain is None:
             return blank(len(usable))
-        return self.domain_columns(*self.featurizer.flat(arrays), usable)
+        return self.domain_columns(*self.featurizer.flat(arrays), usable, cols)
 
 
 class KerasRegressionPredictor(KerasPredictor):
@@ -102,7 +103,7 @@ class KerasRegressionPredictor(KerasPredictor):
         for t, target in enumerate(self.targets):
             data[target], data[f"{target}_err"] = inverse_transform(self.transforms.get(target), mean[:, t],
                                                                     sigma[:, t])
-        data.update(self.encoded_domain_columns(arrays, self.featurizer.usable(cols)))
+        data.update(self.encoded_domain_columns(arrays, self.featurizer.usable(cols), cols))
         return data
 
 
@@ -138,7 +139,7 @@ class KerasClassifierPredictor(KerasPredictor):
         if self.period_column and cols.has(self.period_column):
             periodic = np.array([label is not None and label not in self.aperiodic for label in labels], bool)
             data["period"] = np.where(periodic, cols.scalar(self.period_column), np.nan)
-        data.update(self.encoded_domain_columns(arrays, self.featurizer.usable(cols)))
+        data.update(self.encoded_domain_columns(arrays, self.featurizer.usable(cols), cols))
         return data
 
 

@@ -69,7 +69,7 @@ from steps.models.baseline import (  # noqa: E402
     measurement_error,
     sed_feature_columns,
 )
-from steps.models.domain import Domain  # noqa: E402
+from steps.models.domain import Domain, SpectrumResidual  # noqa: E402
 from steps.models.inputs import Columns  # noqa: E402
 from steps.models.io import FORMAT_VERSION, KERAS_MODEL, SAVED_MODEL, Trained  # noqa: E402
 from steps.models.keras import KIND  # noqa: E402
@@ -333,7 +333,8 @@ def _dropped_band_residuals(model: keras.Model, x: dict[str, np.ndarray], z: np.
 
 
 def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: pa.Table, spec: dict[str, Any],
-                      seed: int, epochs: int | None, bands: list[str] | None = None) -> Trained:
+                      seed: int, epochs: int | None, bands: list[str] | None = None,
+                      spectrum_length: int | None = None) -> Trained:
     recipe = RECIPES[name]
     wanted = list(spec.get("labels") or DEFAULT_LABELS)
     labels = [t for t in wanted if t in train.column_names]
@@ -369,6 +370,9 @@ def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: 
     values, bad = encoder.flat(x_train)
     learnt = net.rows[net.rows < ct.n]
     domain = Domain.fit(values[learnt], bad[learnt], weights=net.input_weights, seed=seed)
+    if spectrum_length:
+        domain.residual = SpectrumResidual.fit(Columns(train.filter(pa.array(labelled)).take(pa.array(learnt))),
+                                               spectrum_length, seed)
     net.training.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=net.loss)
     held_out = (net.held_out_inputs(x_val), z_val) if x_val is not None else None
     # the means learn from the labels the network trusts; the uncertainty, trained after them, from every label
@@ -553,7 +557,7 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
     encoder = Encoder(inputs)
     network = functools.partial(_spectral_network, window=metallicity_window(spec.get("grid"), encoder.shapes))
     trained = _train_regression("spectral", encoder, network, in_teff_range(train, STELLAR_TEFF_RANGE),
-                                in_teff_range(val, STELLAR_TEFF_RANGE), spec, seed, epochs)
+                                in_teff_range(val, STELLAR_TEFF_RANGE), spec, seed, epochs, spectrum_length=length)
     trained.info["training"]["teff_range"] = list(STELLAR_TEFF_RANGE)
     return trained
 
