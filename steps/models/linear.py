@@ -120,6 +120,27 @@ class RidgeMoments:
             ratio[t] = rss[1] / rss[0] if rss[0] > 0 else 1.0
         return coef, intercept, ratio
 
+    def predict(self, x: np.ndarray, unknown: np.ndarray,
+                solved: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(n, T) answers to rows `x` (n, p), each from the ridge on the features it has (`unknown` (n, p) marks
+        the others), and (n, T) factors that widen their uncertainty, sqrt of `subset`'s ratio (at least 1).
+        `solved` caches the refits by pattern of unknown features."""
+        solved = {} if solved is None else solved
+        z, widen = np.empty((len(x), len(self.alpha))), np.ones((len(x), len(self.alpha)))
+        if not len(x):
+            return z, widen
+        patterns, which = np.unique(np.asarray(unknown, bool), axis=0, return_inverse=True)
+        for index, pattern in enumerate(patterns):
+            rows = which.ravel() == index
+            key = np.packbits(pattern).tobytes()
+            if key not in solved:
+                solved[key] = self.subset(~pattern)
+            coef, intercept, ratio = solved[key]
+            z[rows] = x[np.ix_(rows, ~pattern)] @ coef + intercept
+            widen[rows] = np.sqrt(np.maximum(ratio, 1.0))
+        return z, widen
+
     def arrays(self, prefix: str = "moments") -> dict[str, np.ndarray]:
         """What `weights.npz` keeps of them (`restore` reads them back)."""
         return {f"{prefix}.{name}": getattr(self, name) for name in self.NAMES}

@@ -134,14 +134,7 @@ class RegressionPredictor(Predictor):
         self.coef, self.intercept = arrays["coef"], arrays["intercept"]
         self.domain = Domain.restore(arrays)
         self.moments = RidgeMoments.restore(arrays)
-        self._submodels: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def _submodel(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The ridge on the features `keep` (`RidgeMoments.subset`), solved once per pattern of missing inputs."""
-        key = np.packbits(keep).tobytes()
-        if key not in self._submodels:
-            self._submodels[key] = self.moments.subset(keep)
-        return self._submodels[key]
+        self._refits: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # by pattern of missing inputs
 
     def _sigma(self, cols: Columns, target: str) -> np.ndarray:
         spec = self.uncertainty.get(target, {"kind": "constant", "sigma": math.nan})
@@ -151,22 +144,26 @@ class RegressionPredictor(Predictor):
             return np.sqrt(spec["s0"] ** 2 + (spec["s1"] / snr) ** 2)
         return np.full(cols.n, float(spec["sigma"]) if spec.get("sigma") is not None else math.nan)
 
+    def fitted_space(self, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
+        """(n, T) predictions in the fitted space (NaN for unusable objects), and (n, T) factors that widen their
+        uncertainty: 1, but for objects answered by a refit around their missing inputs."""
+        unknown = self.featurizer.unknown_features(cols) if self.moments is not None else None
+        return self._fitted(self.featurizer.transform(cols), self.featurizer.usable(cols), unknown)
+
+    def _fitted(self, features: np.ndarray, usable: np.ndarray,
+                unknown: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        z = features @ self.coef + self.intercept
+        widen = np.ones_like(z)
+        if unknown is not None:
+            partial = usable & unknown.any(axis=1)
+            z[partial], widen[partial] = self.moments.predict(features[partial], unknown[partial], self._refits)
+        z[~usable] = np.nan
+        return z, widen
+
     def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
         features, usable = self.featurizer.transform(cols), self.featurizer.usable(cols)
-        z = features @ self.coef + self.intercept
-        widen, unknown = np.ones_like(z), None
-        if self.moments is not None:
-            unknown = self.featurizer.unknown_features(cols)
-            partial = usable & unknown.any(axis=1)
-            if partial.any():
-                patterns, which = np.unique(unknown[partial], axis=0, return_inverse=True)
-                rows = np.flatnonzero(partial)
-                for index, pattern in enumerate(patterns):
-                    these = rows[which.ravel() == index]
-                    coef, intercept, ratio = self._submodel(~pattern)
-                    z[these] = features[np.ix_(these, ~pattern)] @ coef + intercept
-                    widen[these] = np.sqrt(np.maximum(ratio, 1.0))
-        z[~usable] = np.nan
+        unknown = self.featurizer.unknown_features(cols) if self.moments is not None else None
+        z, widen = self._fitted(features, usable, unknown)
         data: dict[str, np.ndarray] = {}
         for t, target in enumerate(self.targets):
             sigma = self._sigma(cols, target) * widen[:, t]
@@ -189,14 +186,7 @@ class ClassifierPredictor(Predictor):
         self.coef, self.intercept = arrays["coef"], arrays["intercept"]
         self.domain = Domain.restore(arrays)
         self.moments = RidgeMoments.restore(arrays)
-        self._submodels: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def _submodel(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The ridge on the features `keep` (`RidgeMoments.subset`), solved once per pattern of missing inputs."""
-        key = np.packbits(keep).tobytes()
-        if key not in self._submodels:
-            self._submodels[key] = self.moments.subset(keep)
-        return self._submodels[key]
+        self._refits: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # by pattern of missing inputs
 
     def predict_proba(self, data: Any) -> np.ndarray:
         """(n, K) class probabilities in the order of `.classes`."""

@@ -259,26 +259,36 @@ def test_sed_baseline_estimate_does_not_move_with_the_photometric_errors(split):
         worse = worse.set_column(worse.column_names.index(column), column, pc.multiply(test[column], 10.0))
     np.testing.assert_array_equal(model.predict_table(worse)["teff"], model.predict_table(test)["teff"])
 
+GAIA_FEATURES = ["mag_G", "mag_BP", "mag_RP", "c_BP_RP", "c_G_RP", "c_BP_G", "abs_G", "parallax"]
+
+
+def _complete_sed_rows(split: Path):
+    """The fixture's photometry train, val and test rows that have every feature, and the spec."""
+    tables, spec = _tables(split, "sed")
+    return [t.filter(np.isfinite(t.select(spec["features"]).to_pandas().to_numpy(float)).all(axis=1))
+            for t in (tables["train"], tables["val"], tables["test"])], spec
+
+
+def _gaia_bands_only(table, spec):
+    """The table with every feature but Gaia's (G, BP, RP, their colours, absolute G, parallax) set to null."""
+    for column in set(spec["features"]) - set(GAIA_FEATURES):
+        table = table.set_column(table.column_names.index(column), column, pa.nulls(table.num_rows, pa.float64()))
+    return table
+
+
 def test_sed_baseline_answers_for_missing_bands_from_the_bands_it_has(split):
     """Trained on stars with every band, asked about stars with Gaia's alone (most Gaia stars): the ridge refitted
     on the bands a star has stays close to its every-band accuracy, with a wider uncertainty; the full ridge with
     the other bands imputed extrapolates (before the refit, `make run`'s ridge put half its test stars hundreds of
     kelvin off when they had Gaia's bands alone)."""
-    tables, spec = _tables(split, "sed")
-    features = spec["features"]
-    train, val, test = (t.filter(np.isfinite(t.select(features).to_pandas().to_numpy(float)).all(axis=1))
-                        for t in (tables["train"], tables["val"], tables["test"]))
+    (train, val, test), spec = _complete_sed_rows(split)
     trained = train_baseline("sed", train, val, spec)
     assert not any(name.endswith("_missing") for name in trained.info["feature_names"])
-    gaia = ["mag_G", "mag_BP", "mag_RP", "c_BP_RP", "c_G_RP", "c_BP_G", "abs_G", "parallax"]
-    gaia_only = test
-    for column in set(features) - set(gaia):
-        gaia_only = gaia_only.set_column(gaia_only.column_names.index(column), column,
-                                             pa.nulls(test.num_rows, pa.float64()))
+    gaia_only = _gaia_bands_only(test, spec)
     model = RegressionPredictor(None, trained.info, spec, trained.arrays)
     imputed = RegressionPredictor(None, trained.info, spec,
                                   {k: v for k, v in trained.arrays.items() if not k.startswith("moments.")})
-    gaia_spec = {**spec, "features": gaia}
+    gaia_spec = {**spec, "features": GAIA_FEATURES}
     on_gaia = train_baseline("sed", train, val, gaia_spec)
     trained_on_gaia = RegressionPredictor(None, on_gaia.info, gaia_spec, on_gaia.arrays)
     truth = test["teff"].to_numpy()
@@ -287,6 +297,15 @@ def test_sed_baseline_answers_for_missing_bands_from_the_bands_it_has(split):
     assert alone < 1.25 * best and old > 3.0 * alone, (alone, best, old)
     assert (model.predict_table(gaia_only)["teff_err"] > model.predict_table(test)["teff_err"]).all()
     np.testing.assert_array_equal(model.predict_table(test)["teff"], imputed.predict_table(test)["teff"])
+
+
+def test_sed_baseline_uncertainty_counts_validation_stars_as_it_answers_them(split):
+    """Validation stars with bands missing count by the refit's residual over its widening, not by the imputed
+    full fit's residual, which would inflate every star's uncertainty."""
+    (train, val, _), spec = _complete_sed_rows(split)
+    sigma = {name: train_baseline("sed", train, rows, spec).info["uncertainty"]["teff"]["sigma"]
+             for name, rows in (("every band", val), ("Gaia only", _gaia_bands_only(val, spec)))}
+    assert 0.8 < sigma["Gaia only"] / sigma["every band"] < 1.25, sigma
 
 
 def test_spectral_baseline_flags_spectra_with_a_line_no_training_spectrum_has(split, models):
