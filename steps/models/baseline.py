@@ -229,7 +229,8 @@ def _choose_as_answered(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndar
                         unknown_val: np.ndarray, alphas: tuple[float, ...]) -> RidgeFit:
     """The ridge whose penalty, per target, gives the lowest validation RMSE when each validation row is answered
     as the model will answer it: refitted around its missing inputs (`RidgeMoments.predict`), not by the full fit
-    with them imputed. Ties go to the larger penalty, as in `ridge`."""
+    with them imputed. Ties go to the larger penalty, as in `ridge`; a target without validation values is chosen
+    by its leave-one-out RMSE, as `ridge` does."""
     partial = unknown_val.any(axis=1)
     scores = np.empty((len(alphas), y_train.shape[1]))
     for index, alpha in enumerate(alphas):
@@ -237,9 +238,14 @@ def _choose_as_answered(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndar
         coef, intercept, _ = moments.subset(np.ones(x_train.shape[1], bool))
         z = x_val @ coef + intercept
         z[partial] = moments.predict(x_val[partial], unknown_val[partial])[0]
-        scores[index] = np.sqrt(np.nanmean((z - y_val) ** 2, axis=0))
+        squares = (z - y_val) ** 2
+        scores[index] = np.sqrt(np.nansum(squares, axis=0) / np.maximum(np.isfinite(squares).sum(axis=0), 1))
     fits = []
     for t in range(y_train.shape[1]):
+        if not np.isfinite(y_val[:, t]).any():
+            fits.append(ridge(x_train, y_train[:, t], alphas=alphas))
+            scores[:, t] = fits[-1].scores["target0"]
+            continue
         best = min(range(len(alphas)), key=lambda i: (round(float(scores[i, t]), 12), -alphas[i]))
         fits.append(ridge(x_train, y_train[:, t], alphas=(alphas[best],)))
     return RidgeFit(np.column_stack([f.coef[:, 0] for f in fits]), np.array([f.intercept[0] for f in fits]),

@@ -18,7 +18,8 @@ the 515 MILES spectra like its own, and put their FGK stars a median 234 K off (
 of them, and none of its own test spectra; a MILES-trained model flags the same 15 as before). So a spectral model
 also measures how much of a spectrum lies off the training spectra's leading components, beyond the spectrum's own
 noise (`SpectrumResidual`), against the `RESIDUAL_QUANTILE` quantile of the same figure for training spectra left
-out of the fit; `domain_distance` is the larger of the two ratios.
+out of the fit; `domain_distance` is the larger of the two ratios (so a little more than 5% of spectra like the
+training ones are flagged).
 """
 
 from __future__ import annotations
@@ -99,10 +100,11 @@ class SpectrumResidual:
         if cols.has(mask_column):
             bad |= np.nan_to_num(cols.vectors(mask_column, length, required=False), nan=0.0) != 0
         variance = np.zeros_like(flux)
-        if cols.has(ivar_column):
+        if cols.has(ivar_column):  # as the models read it: 0 marks a bad pixel, NaN (unknown) no noise to subtract
             ivar = cols.vectors(ivar_column, length, required=False)
-            bad |= ~(np.isfinite(ivar) & (ivar > 0))
-            variance = np.where(bad, 0.0, 1.0 / np.where(ivar > 0, ivar, 1.0))
+            bad |= np.isfinite(ivar) & (ivar <= 0)
+            known = np.isfinite(ivar) & (ivar > 0)
+            variance = np.where(known & ~bad, 1.0 / np.where(known, ivar, 1.0), 0.0)
         return flux, variance, bad
 
     @staticmethod

@@ -168,7 +168,7 @@ class RegressionPredictor(Predictor):
         for t, target in enumerate(self.targets):
             sigma = self._sigma(cols, target) * widen[:, t]
             data[target], data[f"{target}_err"] = inverse_transform(self.transforms.get(target), z[:, t], sigma)
-        data.update(self.domain_columns(features, unknown, usable, cols))
+        data.update(self.domain_columns(features, None, usable, cols))
         return data
 
 
@@ -185,8 +185,6 @@ class ClassifierPredictor(Predictor):
         self.featurizer = Featurizer.restore(info["features"], arrays)
         self.coef, self.intercept = arrays["coef"], arrays["intercept"]
         self.domain = Domain.restore(arrays)
-        self.moments = RidgeMoments.restore(arrays)
-        self._refits: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # by pattern of missing inputs
 
     def predict_proba(self, data: Any) -> np.ndarray:
         """(n, K) class probabilities in the order of `.classes`."""

@@ -147,6 +147,17 @@ def test_the_residual_check_allows_for_each_spectrum_s_own_noise():
     assert np.mean(check.ratio(Columns({"flux": noisy["flux"]})) > 1.0) > 0.9
 
 
+def test_an_unknown_inverse_variance_leaves_the_residual_check_on():
+    """NaN (or null) `ivar`, as the API's micro-batching fills a field that one request lacks, means no noise to
+    subtract, not bad pixels: the check still sees a foreign line."""
+    check = SpectrumResidual.fit(Columns(_spectra(300)), LENGTH)
+    foreign = _spectra(20, seed=7, foreign=0.3)
+    without = check.ratio(Columns({"flux": foreign["flux"]}))
+    unknown = check.ratio(Columns({**foreign, "ivar": np.full(foreign["flux"].shape, np.nan)}))
+    np.testing.assert_allclose(unknown, without)
+    assert np.all(unknown > 3.0)
+
+
 def test_masked_pixels_do_not_count_in_the_residual():
     check = SpectrumResidual.fit(Columns(_spectra(300)), LENGTH)
     foreign = _spectra(20, seed=4, foreign=0.3)

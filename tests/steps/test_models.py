@@ -308,6 +308,16 @@ def test_sed_baseline_uncertainty_counts_validation_stars_as_it_answers_them(spl
     assert 0.8 < sigma["Gaia only"] / sigma["every band"] < 1.25, sigma
 
 
+def test_sed_baseline_chooses_the_penalty_of_a_label_without_validation_values_as_ridge_does(split):
+    """By its leave-one-out RMSE, as when there are no validation rows at all, not the grid's smallest penalty."""
+    (train, val, _), spec = _complete_sed_rows(split)
+    no_feh = val.set_column(val.column_names.index("feh"), "feh", pa.nulls(val.num_rows, pa.float64()))
+    trained = train_baseline("sed", train, no_feh, spec)
+    alone = train_baseline("sed", train, val.slice(0, 0), spec)
+    assert trained.info["hyperparameters"]["alpha"]["feh"] == alone.info["hyperparameters"]["alpha"]["feh"]
+    assert np.isfinite(trained.metrics["selection_scores"]["feh"]).all()
+
+
 def test_spectral_baseline_flags_spectra_with_a_line_no_training_spectrum_has(split, models):
     """The nearest-neighbour check measures the leading components only; the residual check sees the rest."""
     model = load_model(models["spectral"])
