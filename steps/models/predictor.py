@@ -157,6 +157,7 @@ class RegressionPredictor(Predictor):
         if unknown is not None:
             partial = usable & unknown.any(axis=1)
             z[partial], widen[partial] = self.moments.predict(features[partial], unknown[partial], self._refits)
+            widen[partial] *= [self.uncertainty.get(t, {}).get("refit_scale", 1.0) for t in self.targets]
         z[~usable] = np.nan
         return z, widen
 
