@@ -5,7 +5,7 @@
 For each split seed the library goes through the pipeline's own stages (ingest, preprocess, split with 20% test
 and 10% validation, train), and both the Keras model and the NumPy baseline are measured on the FGK stars
 (4000-7000 K by the library's label) of the test split: robust sigma (1.4826 MAD) of Teff, log g and [Fe/H], and
-the share of test stars inside the predicted 68% interval. One seed's 70-odd test stars scatter a robust sigma
+the share of test stars inside the predicted 68% and 95% intervals. One seed's 70-odd test stars scatter a robust sigma
 by ~10%; the median over seeds says more. Each split also counts the test stars the domain check
 (`steps.models.domain`) puts outside the training domain: FGK stars, and stars whose label lies outside the
 Teff range the model trains on (its `teff_range`); and, for the test stars outside 4000-7000 K (M stars and K
@@ -97,6 +97,7 @@ def measure(model_dir: Path, test_path: Path, predictions: dict[str, list[np.nda
         known = np.isfinite(residual)
         out[label] = robust_sigma(residual)
         out[f"{label}_cov68"] = float(np.mean(np.abs(residual[known]) <= sigma[known]))
+        out[f"{label}_cov95"] = float(np.mean(np.abs(residual[known]) <= 1.96 * sigma[known]))
     return out
 
 
@@ -128,7 +129,8 @@ def main() -> None:
                 r = rows[-1]
                 print(f"seed {seed:3d} {trainer:8s} n={r['n']:3d}  Teff {r['teff']:6.1f} K  log g {r['logg']:.3f}  "
                       f"[Fe/H] {r['feh']:.3f}  (68% coverage {r['teff_cov68']:.2f}/{r['logg_cov68']:.2f}/"
-                      f"{r['feh_cov68']:.2f})  outside the domain: FGK {r['fgk_outside']}, off-range "
+                      f"{r['feh_cov68']:.2f}, 95% {r['teff_cov95']:.2f}/{r['logg_cov95']:.2f}/{r['feh_cov95']:.2f})"
+                      f"  outside the domain: FGK {r['fgk_outside']}, off-range "
                       f"{r['off_range_outside']}/{r['off_range']}  other stars: median |Teff error| "
                       f"{r['others_teff_error']:.1%} (n={r['others']})  trained in {seconds:.0f} s", flush=True)
     print(f"\nmedian over {len(args.seeds)} splits, FGK test stars of {args.library}")
@@ -136,6 +138,8 @@ def main() -> None:
         mine = [r for r in rows if r["trainer"] == trainer]
         print(f"{trainer:8s} Teff {np.median([r['teff'] for r in mine]):6.1f} K  "
               f"log g {np.median([r['logg'] for r in mine]):.3f}  [Fe/H] {np.median([r['feh'] for r in mine]):.3f}  "
+              "coverage 68% " + "/".join(f"{np.median([r[f'{x}_cov68'] for r in mine]):.2f}" for x in LABELS) +
+              ", 95% " + "/".join(f"{np.median([r[f'{x}_cov95'] for r in mine]):.2f}" for x in LABELS) + "  "
               f"outside the domain: FGK {sum(r['fgk_outside'] for r in mine)}/{sum(r['n'] for r in mine)}, "
               f"off-range {sum(r['off_range_outside'] for r in mine)}/{sum(r['off_range'] for r in mine)}, "
               f"other stars' median |Teff error| {np.median([r['others_teff_error'] for r in mine]):.1%}")
