@@ -29,26 +29,17 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from steps.ingest.__main__ import ingest  # noqa: E402
+from steps.ingest.bands import gaia_bands_only  # noqa: E402
 from steps.models import load_model  # noqa: E402
-from steps.models.keras.encoders import band_of  # noqa: E402
 from steps.models.metrics import robust_sigma  # noqa: E402
 from steps.models.splits import read_split  # noqa: E402
 from steps.preprocess.__main__ import main as preprocess  # noqa: E402
 from steps.split.__main__ import split_features  # noqa: E402
 from steps.train import train_from_split  # noqa: E402
 
-GAIA_BANDS = ("G", "BP", "RP")
 WORKFLOW_SEED = 42  # `stellar run`'s defaults: the synthetic draw, and the most epochs a model trains
 WORKFLOW_EPOCHS = 100
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
-
-
-def gaia_bands_only(table: pa.Table, bands: list[str]) -> pa.Table:
-    """The table with every photometric column that uses a non-Gaia band (magnitude, error, colour) set to null."""
-    for index, name in enumerate(table.column_names):
-        if any(band not in GAIA_BANDS for band in band_of(name, bands)):
-            table = table.set_column(index, name, pa.nulls(table.num_rows, pa.float64()))
-    return table
 
 
 def measure(model_dir: Path, test: pa.Table) -> dict[str, float]:

@@ -6,7 +6,8 @@ apply the gates.
 `predictions/<model>.parquet`, `report.md` and, for each Keras model, `baselines/<model>/`: the baseline trained
 on the same split (seconds, deterministic), which the gates compare the model with and which promotion takes
 instead when the model is refused and no production version exists yet. A model refused by the gates is a result,
-not an error.
+not an error. The SED model and its baseline are also measured on the test stars with Gaia's G, BP and RP alone
+(`metrics.json` `gaia_bands_only`; reported, not gated), the photometry most Gaia stars have.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from steps.core.logs import get_logger
+from steps.ingest.bands import gaia_bands_only
 from steps.evaluate.gates import Gates, ModelGates, Verdict, fmt, judge
 from steps.models import MODALITY, load_model, null_for
 from steps.models.domain import outside
@@ -32,6 +34,7 @@ from steps.train import train_from_split
 
 log = get_logger("evaluate")
 BASELINES = "baselines"  # folder of the evaluation artifact holding the baselines trained for comparison
+GAIA_ONLY = "gaia_bands_only"  # SED metrics of the test stars with Gaia's bands alone (reported, not gated)
 
 
 @dataclass
@@ -95,11 +98,22 @@ def classification_rows(sources: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+GAIA_ONLY_TITLE = "The same test stars with Gaia's G, BP and RP alone (the photometry of most Gaia stars)"
+
+
+def gaia_only_rows(ev: "Evaluation") -> list[list[str]]:
+    """The reports' rows (target, metric, model, baseline) of the SED test stars measured with Gaia's bands alone."""
+    sources = [(m or {}).get(GAIA_ONLY) or {} for m in (ev.model, ev.baseline)]
+    return [[target, metric, *(fmt((m.get("targets", {}).get(target) or {}).get(metric)) for m in sources)]
+            for target in ev.outputs for metric in ("robust_sigma", "rmse", "coverage_68")]
+
+
 def domain_sentence(domain: dict[str, Any]) -> str:
     """The report's line on the domain check."""
     return (f"Domain check: {domain['outside']} of {domain['objects']} test objects "
             f"({domain['share_outside']:.1%}) lie farther from every training object than 95% of training objects "
-            "from their nearest neighbour (in_domain false; about 5% is expected of objects like the training ones).")
+            "from their nearest neighbour, or (spectra) farther off the training spectra's leading components than 99% "
+            "of them (in_domain false; about 5% is expected of objects like the training ones).")
 
 
 def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.PathLike,
@@ -109,7 +123,7 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
     model = load_model(model_dir)
     if model.name != name:
         raise ValueError(f"--{name} {model_dir}: holds a {model.name!r} model, not {name!r}")
-    tables, _, _ = read_split(split_dir, MODALITY[name])
+    tables, spec, _ = read_split(split_dir, MODALITY[name])
     test = tables["test"]
     try:
         predicted = model.predict_table(test)
@@ -135,11 +149,17 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
         if cols.has("period_true"):
             frame["period_true"] = cols.scalar("period_true")
     frame.update({c: predicted[c].to_numpy() for c in ("domain_distance", "in_domain") if c in predicted})
+    gaia_only = gaia_bands_only(test, spec["bands"]) if name == "sed" and spec.get("bands") else None
+    if gaia_only is not None:
+        metrics_model[GAIA_ONLY] = test_metrics(model.task, outputs, test, model.predict_table(gaia_only))
     evaluation = Evaluation(name, model.task, outputs, metrics_model, metrics_null,
                             pd.DataFrame(frame, index=pd.RangeIndex(cols.n)), model.info)
     if baseline_dir is not None and (model.info.get("training") or {}).get("trainer") == "keras":
         trained = train_from_split(name, split_dir, baseline_dir, trainer="baseline")
-        evaluation.baseline = test_metrics(model.task, outputs, test, load_model(trained).predict_table(test))
+        baseline = load_model(trained)
+        evaluation.baseline = test_metrics(model.task, outputs, test, baseline.predict_table(test))
+        if gaia_only is not None:
+            evaluation.baseline[GAIA_ONLY] = test_metrics(model.task, outputs, test, baseline.predict_table(gaia_only))
         evaluation.baseline_dir = Path(trained)
     return evaluation
 
@@ -217,6 +237,9 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
                 for metric in ("robust_sigma", "rmse", "bias", "outlier_fraction", "coverage_68", "coverage_95"):
                     values = [(m.get("targets", {}).get(target) or {}).get(metric) for m in sources]
                     lines.append(f"| {target} | {metric} | " + " | ".join(fmt(v) for v in values) + " |")
+            if ev.model.get(GAIA_ONLY):
+                lines += ["", f"{GAIA_ONLY_TITLE}:", "", "| target | metric | model | baseline |", "|---|---|---|---|"]
+                lines += ["| " + " | ".join(row) + " |" for row in gaia_only_rows(ev)]
         else:
             lines += ["| metric | model | null | baseline | production |", "|---|---|---|---|---|"]
             lines += ["| " + " | ".join(row) + " |" for row in classification_rows(sources)]

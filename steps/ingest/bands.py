@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from steps.ingest.schemas import PHOTOMETRIC_BANDS
 
 
@@ -44,3 +46,28 @@ BANDS: dict[str, Band] = {band.name: band for band in (
     Band("W2", "wise", 40970.0, 51390.0, 0.16, 6.7),
 )}
 assert tuple(BANDS) == PHOTOMETRIC_BANDS, "bands must match the raw schema's band order"
+
+
+def band_of(column: str, bands: list[str]) -> list[str]:
+    """The photometric bands a feature column depends on, by preprocessing's names: `mag_X`/`err_X` -> X, `c_X_Y`
+    -> X and Y, `abs_G` -> G."""
+    head, _, rest = column.partition("_")
+    if head in ("mag", "err", "abs"):
+        return [rest] if rest in bands else []
+    if head == "c":
+        for band in sorted(bands, key=len, reverse=True):
+            if rest.startswith(band + "_") and rest[len(band) + 1:] in bands:
+                return [band, rest[len(band) + 1:]]
+    return []
+
+
+GAIA_BANDS = tuple(name for name, band in BANDS.items() if band.survey == "gaia")
+
+
+def gaia_bands_only(table: pa.Table, bands: list[str]) -> pa.Table:
+    """The feature table with every column that uses a non-Gaia band (magnitude, error, colour) set to null: the
+    photometry of most Gaia stars, whose 2MASS and WISE magnitudes are missing or saturated."""
+    for index, name in enumerate(table.column_names):
+        if any(band not in GAIA_BANDS for band in band_of(name, bands)):
+            table = table.set_column(index, name, pa.nulls(table.num_rows, pa.float64()))
+    return table

@@ -198,6 +198,9 @@ def test_evaluate_end_to_end_passes_learnable_models(learnable, tmp_path):
     report = (out / "report.md").read_text()
     assert "synthetic" in report and "| spectral | PASS |" in report and "robust_sigma" in report
     assert f"Domain check: {metrics['sed']['model']['domain']['outside']} of 60 test objects" in report
+    gaia_only = metrics["sed"]["model"]["gaia_bands_only"]["targets"]["teff"]  # reported, not gated
+    assert gaia_only["n"] == 60 and gaia_only["rmse"] > metrics["sed"]["model"]["targets"]["teff"]["rmse"]
+    assert "Gaia's G, BP and RP alone" in report and "Gaia&#x27;s G, BP and RP alone" in (out / "report.html").read_text()
 
 
 def test_models_of_pure_noise_are_refused_and_the_run_still_succeeds(noise, tmp_path):

@@ -281,15 +281,3 @@ class Encoder:
             else:
                 raise ValueError(f"unknown encoder input kind {kind!r}")
         return cls(inputs)
-
-
-def band_of(column: str, bands: list[str]) -> list[str]:
-    """The photometric bands a SED column depends on: `mag_X`/`err_X` -> X, `c_X_Y` -> X and Y, `abs_G` -> G."""
-    head, _, rest = column.partition("_")
-    if head in ("mag", "err", "abs"):
-        return [rest] if rest in bands else []
-    if head == "c":
-        for band in sorted(bands, key=len, reverse=True):
-            if rest.startswith(band + "_") and rest[len(band) + 1:] in bands:
-                return [band, rest[len(band) + 1:]]
-    return []

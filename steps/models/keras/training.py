@@ -57,6 +57,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from steps.ingest.bands import band_of  # noqa: E402
 from steps.models.baseline import (  # noqa: E402
     DEFAULT_LABELS,
     MODALITY,
@@ -82,7 +83,7 @@ from steps.models.keras.calibration import (  # noqa: E402
     sigma_scale,
     softmax,
 )
-from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput, band_of  # noqa: E402
+from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput  # noqa: E402
 from steps.models.keras.kernel_estimate import (  # noqa: E402
     METALLICITY_WINDOW_START,
     fit_spectral_estimate,
