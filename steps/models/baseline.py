@@ -213,7 +213,8 @@ def _train_regression(name: str, kind: str, featurizer: Featurizer, train: pa.Ta
     if submodels:
         arrays.update(RidgeMoments.of(x_train, y_train, fit.alpha).arrays())
         info["missing_inputs"] = ("refitted on the features the object has, from the training moments, its "
-                                  "uncertainty widened by the refit's larger training residuals")
+                                  "uncertainty widened by the refit's larger training residuals and by each "
+                                  "label's refit_scale")
     model = RegressionPredictor(None, info, spec, arrays)
     info["uncertainty"] = model.uncertainty = _fit_uncertainty(model, fit, x_train, y_train, ct, cv, targets, labels,
                                                                sigma_column, seed)
@@ -279,9 +280,10 @@ def _fit_uncertainty(model: RegressionPredictor, fit: RidgeFit, x_train: np.ndar
         pooled_snr = np.concatenate(snr) if sigma_column else None
         pooled = np.vstack(residuals)
         return {t: fit_sigma(pooled[:, i], pooled_snr, sigma_column or "snr") for i, t in enumerate(labels)}
-    partial = model.featurizer.unknown_features(ct).any(axis=1)
+    unknown = model.featurizer.unknown_features(ct)
+    partial = unknown.any(axis=1)
     complete = ~partial if (~partial).sum() >= MIN_COMPLETE_ROWS else np.ones(len(partial), bool)
-    base, refitted = [loo_residuals[complete]], [_refit_out_of_fold(model, x_train, y_train, ct, fit.alpha, seed)]
+    base, refitted = [loo_residuals[complete]], [_refit_out_of_fold(x_train, y_train, unknown, fit.alpha, seed)]
     if cv.n:
         z, widen = model.fitted_space(cv)
         val_partial = model.featurizer.unknown_features(cv).any(axis=1)
@@ -300,11 +302,10 @@ def _fit_uncertainty(model: RegressionPredictor, fit: RidgeFit, x_train: np.ndar
     return uncertainty
 
 
-def _refit_out_of_fold(model: RegressionPredictor, x_train: np.ndarray, y_train: np.ndarray, ct: Columns,
-                       alpha: np.ndarray, seed: int) -> np.ndarray:
-    """(m, T) residuals, divided by their widening factors, of the m training rows with inputs missing, each
-    answered by the refit from the moments of the other `REFIT_FOLDS - 1` folds."""
-    unknown = model.featurizer.unknown_features(ct)
+def _refit_out_of_fold(x_train: np.ndarray, y_train: np.ndarray, unknown: np.ndarray, alpha: np.ndarray,
+                       seed: int) -> np.ndarray:
+    """(m, T) residuals, divided by their widening factors, of the m training rows with inputs missing (`unknown`
+    features), each answered by the refit from the moments of the other `REFIT_FOLDS - 1` folds."""
     partial = np.flatnonzero(unknown.any(axis=1))
     if not partial.size:
         return np.zeros((0, y_train.shape[1]))
