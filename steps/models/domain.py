@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from steps.models.features import masked_vectors
 from steps.models.inputs import Columns
 
 DOMAIN_COMPONENTS = 64  # most principal components the distance is measured in
@@ -95,16 +96,11 @@ class SpectrumResidual:
     def _read(cols: Columns, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n, L) flux, noise variance (0 without `ivar`) and bad pixels of a batch."""
         column, mask_column, ivar_column = SPECTRUM_COLUMNS
-        flux = cols.vectors(column, length)
-        bad = ~np.isfinite(flux)
-        if cols.has(mask_column):
-            bad |= np.nan_to_num(cols.vectors(mask_column, length, required=False), nan=0.0) != 0
+        flux, bad, ivar = masked_vectors(cols, column, length, mask_column, ivar_column)
         variance = np.zeros_like(flux)
-        if cols.has(ivar_column):  # as the models read it: 0 marks a bad pixel, NaN (unknown) no noise to subtract
-            ivar = cols.vectors(ivar_column, length, required=False)
-            bad |= np.isfinite(ivar) & (ivar <= 0)
-            known = np.isfinite(ivar) & (ivar > 0)
-            variance = np.where(known & ~bad, 1.0 / np.where(known, ivar, 1.0), 0.0)
+        if ivar is not None:  # an unknown (NaN) inverse variance: no noise to subtract
+            known = np.isfinite(ivar) & (ivar > 0) & ~bad
+            variance = np.where(known, 1.0 / np.where(known, ivar, 1.0), 0.0)
         return flux, variance, bad
 
     @staticmethod
@@ -122,6 +118,7 @@ class SpectrumResidual:
 
     @staticmethod
     def _fit_basis(centred: np.ndarray, components: int) -> np.ndarray:
+        """(L, k) the leading `components` principal directions of centred spectra (fewer when their rank is)."""
         _, singular, vt = np.linalg.svd(centred, full_matrices=False)
         rank = int((singular > singular[0] * 1e-9).sum()) if singular.size and singular[0] > 0 else 0
         return vt[:min(components, rank)].T

@@ -24,6 +24,23 @@ from steps.models.inputs import Columns
 _CLIP = 8.0
 
 
+def masked_vectors(cols: Columns, column: str, length: int, mask_column: str | None = None,
+                   ivar_column: str | None = None, required: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(n, length) values of a vector field, its bad entries, and its inverse variance (None without one), as every
+    model reads them: an entry is bad where it is not finite, where the mask is non-zero, or where the inverse
+    variance is 0 or negative; an unknown (NaN) inverse variance or mask says nothing."""
+    values = cols.vectors(column, length, required=required)
+    bad = ~np.isfinite(values)
+    if mask_column and cols.has(mask_column):
+        bad |= np.nan_to_num(cols.vectors(mask_column, length, required=False), nan=0.0) != 0
+    ivar = None
+    if ivar_column and cols.has(ivar_column):
+        ivar = cols.vectors(ivar_column, length, required=False)
+        bad |= np.isfinite(ivar) & (ivar <= 0)
+    return values, bad, ivar
+
+
 class VectorPCA:
     """A fixed-length vector field reduced to its leading principal components."""
 
@@ -51,14 +68,8 @@ class VectorPCA:
         return {"required": [self.column], "optional": optional}
 
     def _matrix(self, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
-        values = cols.vectors(self.column, self.length, required=not self.optional)
-        bad = ~np.isfinite(values)
-        if self.mask_column and cols.has(self.mask_column):
-            mask = cols.vectors(self.mask_column, self.length, required=False)
-            bad |= np.nan_to_num(mask, nan=0.0) != 0
-        if self.ivar_column and cols.has(self.ivar_column):
-            ivar = cols.vectors(self.ivar_column, self.length, required=False)
-            bad |= np.isfinite(ivar) & (ivar <= 0)
+        values, bad, _ = masked_vectors(cols, self.column, self.length, self.mask_column, self.ivar_column,
+                                        required=not self.optional)
         return values, bad
 
     def fit(self, cols: Columns) -> "VectorPCA":

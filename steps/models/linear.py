@@ -9,6 +9,7 @@ L-BFGS on the full batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -104,20 +105,29 @@ class RidgeMoments:
                 part.append(value)
         return cls(*(np.array(part) for part in parts), np.asarray(alpha, np.float64))
 
+    def _solve(self, t: int, keep: np.ndarray) -> tuple[np.ndarray, float]:
+        """Target t's ridge coefficients on the features `keep`, and its training residuals' sum of squares."""
+        gram = self.gram[t][np.ix_(keep, keep)]
+        w = np.linalg.solve(gram + self.alpha[t] * np.eye(len(gram)), self.xty[t][keep])
+        return w, float(self.yty[t] - 2.0 * w @ self.xty[t][keep] + w @ gram @ w)
+
+    @cached_property
+    def _full_rss(self) -> np.ndarray:
+        """(T,) the full fit's training residual sum of squares, which every `subset` ratio divides by."""
+        every = np.ones(self.gram.shape[1], bool)
+        return np.array([self._solve(t, every)[1] for t in range(len(self.alpha))])
+
     def subset(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ridge on the features `keep` (p,) bool: coefficients (k, T), intercepts (T,), and the ratio of its
         training residuals' sum of squares to the full fit's (T,), >= 1 up to the penalty's effect."""
         keep = np.asarray(keep, bool)
         coef = np.zeros((int(keep.sum()), len(self.alpha)))
         intercept, ratio = np.zeros(len(self.alpha)), np.ones(len(self.alpha))
-        for t, alpha in enumerate(self.alpha):
-            rss = []
-            for chosen in (np.ones_like(keep), keep):
-                gram = self.gram[t][np.ix_(chosen, chosen)]
-                w = np.linalg.solve(gram + alpha * np.eye(len(gram)), self.xty[t][chosen])
-                rss.append(self.yty[t] - 2.0 * w @ self.xty[t][chosen] + w @ gram @ w)
-            coef[:, t], intercept[t] = w, self.y_mean[t] - self.mean[t][keep] @ w
-            ratio[t] = rss[1] / rss[0] if rss[0] > 0 else 1.0
+        for t in range(len(self.alpha)):
+            coef[:, t], rss = self._solve(t, keep)
+            intercept[t] = self.y_mean[t] - self.mean[t][keep] @ coef[:, t]
+            if self._full_rss[t] > 0:
+                ratio[t] = rss / self._full_rss[t]
         return coef, intercept, ratio
 
     def predict(self, x: np.ndarray, unknown: np.ndarray,

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from steps.ingest.bands import GAIA_BANDS, band_of, gaia_bands_only
 from steps.models import ClassifierPredictor, RegressionPredictor, load_model, null_for, train_baseline
 from steps.models.io import load_npz, save_npz
 from steps.models.linear import (KernelRidgeFit, RidgeMoments, balanced_weights, fit_softmax, kernel_ridge, ridge,
@@ -259,21 +260,11 @@ def test_sed_baseline_estimate_does_not_move_with_the_photometric_errors(split):
         worse = worse.set_column(worse.column_names.index(column), column, pc.multiply(test[column], 10.0))
     np.testing.assert_array_equal(model.predict_table(worse)["teff"], model.predict_table(test)["teff"])
 
-GAIA_FEATURES = ["mag_G", "mag_BP", "mag_RP", "c_BP_RP", "c_G_RP", "c_BP_G", "abs_G", "parallax"]
-
-
 def _complete_sed_rows(split: Path):
     """The fixture's photometry train, val and test rows that have every feature, and the spec."""
     tables, spec = _tables(split, "sed")
     return [t.filter(np.isfinite(t.select(spec["features"]).to_pandas().to_numpy(float)).all(axis=1))
             for t in (tables["train"], tables["val"], tables["test"])], spec
-
-
-def _gaia_bands_only(table, spec):
-    """The table with every feature but Gaia's (G, BP, RP, their colours, absolute G, parallax) set to null."""
-    for column in set(spec["features"]) - set(GAIA_FEATURES):
-        table = table.set_column(table.column_names.index(column), column, pa.nulls(table.num_rows, pa.float64()))
-    return table
 
 
 def test_sed_baseline_answers_for_missing_bands_from_the_bands_it_has(split):
@@ -284,11 +275,11 @@ def test_sed_baseline_answers_for_missing_bands_from_the_bands_it_has(split):
     (train, val, test), spec = _complete_sed_rows(split)
     trained = train_baseline("sed", train, val, spec)
     assert not any(name.endswith("_missing") for name in trained.info["feature_names"])
-    gaia_only = _gaia_bands_only(test, spec)
+    gaia_only = gaia_bands_only(test, spec["bands"])
     model = RegressionPredictor(None, trained.info, spec, trained.arrays)
     imputed = RegressionPredictor(None, trained.info, spec,
                                   {k: v for k, v in trained.arrays.items() if not k.startswith("moments.")})
-    gaia_spec = {**spec, "features": GAIA_FEATURES}
+    gaia_spec = {**spec, "features": [c for c in spec["features"] if set(band_of(c, spec["bands"])) <= set(GAIA_BANDS)]}
     on_gaia = train_baseline("sed", train, val, gaia_spec)
     trained_on_gaia = RegressionPredictor(None, on_gaia.info, gaia_spec, on_gaia.arrays)
     truth = test["teff"].to_numpy()
@@ -300,11 +291,11 @@ def test_sed_baseline_answers_for_missing_bands_from_the_bands_it_has(split):
 
 
 def test_sed_baseline_uncertainty_counts_validation_stars_as_it_answers_them(split):
-    """Validation stars with bands missing count by the refit's residual over its widening, not by the imputed
-    full fit's residual, which would inflate every star's uncertainty."""
+    """Validation stars with bands missing do not inflate the uncertainty of stars with every band: the penalty is
+    chosen on their refit answers, not on the imputed full fit's, and their residuals go to `refit_scale`."""
     (train, val, _), spec = _complete_sed_rows(split)
     sigma = {name: train_baseline("sed", train, rows, spec).info["uncertainty"]["teff"]["sigma"]
-             for name, rows in (("every band", val), ("Gaia only", _gaia_bands_only(val, spec)))}
+             for name, rows in (("every band", val), ("Gaia only", gaia_bands_only(val, spec["bands"])))}
     assert 0.8 < sigma["Gaia only"] / sigma["every band"] < 1.25, sigma
 
 
