@@ -11,11 +11,14 @@ accepting a survey suffix as cross-matched tables add them (`source_id_gaiadr3`,
 - 2MASS J, H, Ks: `j_m`/`j_msigcom`, ... (Gaia archive, IRSA's `k_m`), VizieR's `Jmag`/`e_Jmag`, ...
 - AllWISE W1, W2: `w1mpro` with `w1mpro_error` (Gaia archive) or `w1sigmpro` (IRSA), VizieR's `W1mag`/`e_W1mag`.
 - parallax: Gaia's `parallax`/`parallax_error`, else VizieR's `Plx`/`e_Plx`, else Hipparcos (`parallax_hip`).
-- id: a star name where the table has one (`name`, `star`, `main_id`, `hip`), else the Gaia `source_id`
-  (VizieR: `Source`).
+- the pipeline's own names, as the raw photometry table and the prediction API have them: `mag_<band>` with
+  `err_<band>` (`mag_G`, `mag_Ks`, `mag_W1`, ...), `parallax`, `parallax_error`, `ebv`, `id`; any may be left out.
+- id: the table's `id` where it has one, else a star name (`name`, `star`, `main_id`, `hip`), else the Gaia
+  `source_id` (VizieR: `Source`).
 - labels: reference Teff, log g, [Fe/H] (`teff`, `logg`, `fe_h`) where the table has them, else Gaia GSP-Phot
   (`teff_gspphot`, `logg_gspphot`, `mh_gspphot`), never a mix within one table; null where a value is missing.
-- ebv: no catalogue here gives it; NaN means "unknown", and preprocessing then leaves magnitudes as observed.
+- ebv: read from an `ebv` column where the table has one (no archive catalogue here gives it); NaN means
+  "unknown", and preprocessing then leaves magnitudes as observed.
 
 The catalogues' own quality flags, where the table has them, are applied in the raw schema's conventions (NaN
 magnitude: no measurement; magnitude with NaN error: an upper limit or a value whose error cannot be trusted, which
@@ -170,7 +173,8 @@ class MeasuredColumn:
         return values, np.full(columns.rows, np.nan)
 
 
-# Where each band may be found, in order of preference; a row takes the first with a finite magnitude.
+# Where each band may be found, in order of preference; a row takes the first with a finite magnitude. Last, the
+# pipeline's own names (`mag_G`, `err_G`), the fields the prediction API takes.
 BAND_COLUMNS: dict[str, tuple[GaiaMeanPhotometry | MeasuredColumn, ...]] = {
     "G": (GaiaMeanPhotometry("phot_g_mean", GAIA_ZERO_POINT_ERRORS["G"]), MeasuredColumn("gmag", ("e_gmag",))),
     "BP": (GaiaMeanPhotometry("phot_bp_mean", GAIA_ZERO_POINT_ERRORS["BP"]), MeasuredColumn("bpmag", ("e_bpmag",))),
@@ -182,12 +186,14 @@ BAND_COLUMNS: dict[str, tuple[GaiaMeanPhotometry | MeasuredColumn, ...]] = {
     "W1": (MeasuredColumn("w1mpro", ("w1mpro_error", "w1sigmpro"), WISE), MeasuredColumn("w1mag", ("e_w1mag",), WISE)),
     "W2": (MeasuredColumn("w2mpro", ("w2mpro_error", "w2sigmpro"), WISE), MeasuredColumn("w2mag", ("e_w2mag",), WISE)),
 }
+BAND_COLUMNS = {band: (*candidates, MeasuredColumn(f"mag_{band.lower()}", (f"err_{band.lower()}",)))
+                for band, candidates in BAND_COLUMNS.items()}
 assert tuple(BAND_COLUMNS) == PHOTOMETRIC_BANDS, "band columns must follow the raw schema's band order"
 
 PARALLAX_COLUMNS = (MeasuredColumn("parallax", ("parallax_error",), GAIA), MeasuredColumn("plx", ("e_plx",)))
 HIPPARCOS_PARALLAX_COLUMNS = (MeasuredColumn("parallax", ("parallax_error", "e_parallax"), HIPPARCOS),)
 
-ID_COLUMNS = (("name", ("",)), ("star", ("",)), ("star_name", ("",)), ("main_id", ("",)), ("object", ("",)),
+ID_COLUMNS = (("id", ("",)), ("name", ("",)), ("star", ("",)), ("star_name", ("",)), ("main_id", ("",)), ("object", ("",)),
               ("hip", ("",)), ("source_id", GAIA), ("designation", GAIA),
               ("source", ("",)))                                   # VizieR's name for the Gaia source_id
 
@@ -265,6 +271,8 @@ def photometry_from_table(table: Table, source: str, quarantine: Quarantine) -> 
         log.info("%s: Hipparcos parallax for %d row(s) without a Gaia one", source, from_hipparcos.sum())
     ids = _identifiers(columns)
     labels = _labels(columns, source)
+    ebv = columns.floats("ebv")
+    ebv = np.full(columns.rows, np.nan) if ebv is None else ebv
 
     measured = np.zeros(columns.rows, bool)
     for band in PHOTOMETRIC_BANDS:
@@ -284,7 +292,7 @@ def photometry_from_table(table: Table, source: str, quarantine: Quarantine) -> 
            for band in PHOTOMETRIC_BANDS for kind, values in (("mag", magnitudes), ("err", errors))},
         "parallax": pa.array(parallax[keep], pa.float64()),
         "parallax_error": pa.array(parallax_error[keep], pa.float64()),
-        "ebv": pa.array(np.full(int(keep.sum()), np.nan), pa.float64()),
+        "ebv": pa.array(ebv[keep], pa.float64()),
         "source": pa.array([source] * len(kept_ids), pa.string()),
     }, schema=PHOTOMETRY_SCHEMA)
     label_table = pa.table({"id": pa.array(kept_ids, pa.string()),

@@ -6,6 +6,7 @@ import io
 import math
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -103,7 +104,8 @@ def test_sed_takes_missing_bands_as_null_or_absent(client):
 
 def test_sed_answers_as_batch_prediction_does_and_an_object_with_too_few_bands_gets_its_problem(client, api_home, tmp_path):
     """The route preprocesses catalogue photometry as `stellar predict sed` does (saturation, extinction, colours,
-    absolute G): the same stars get the same answers from both."""
+    absolute G): the same stars get the same answers from both, and `stellar predict sed` reads a CSV of the
+    route's own fields."""
     rows = split_rows(api_home, "sed", 5)
     raw = tmp_path / "stars.parquet"
     columns = {field.name: [row.get(field.name, math.nan) for row in rows] for field in PHOTOMETRY_SCHEMA}
@@ -112,6 +114,14 @@ def test_sed_answers_as_batch_prediction_does_and_an_object_with_too_few_bands_g
     _, path = ModelRegistry.open(str(api_home / "registry")).download("sed", "1", api_home / "serving")
     expected = predict("sed", path, raw)
     assert (expected["problem"] == "").all()
+    # the request's own fields, written as a CSV (no `source`, a field a star lacks left empty), read the same
+    sent = tmp_path / "stars.csv"
+    pd.DataFrame([{"id": f"s{i}", **row} for i, row in enumerate(rows)]).to_csv(sent, index=False)
+    assert "source" not in sent.read_text().splitlines()[0].split(",")
+    from_csv = predict("sed", path, sent)
+    assert from_csv["id"].tolist() == expected["id"].tolist()
+    for key in ("teff", "logg", "feh", "teff_err", "domain_distance"):
+        assert from_csv[key].to_numpy() == pytest.approx(expected[key].to_numpy(), rel=1e-9)
     got = client.post("/v1/sed:predict", json={"instances": rows}).json()["predictions"]
     for mine, theirs in zip(got, expected.to_dict("records")):
         for key in ("teff", "logg", "feh", "teff_err", "domain_distance"):

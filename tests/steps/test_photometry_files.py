@@ -178,6 +178,19 @@ def test_vizier_column_names_are_understood(tmp_path):
     assert ingested.labels.column("feh").to_pylist() == [-0.2] and ingested.labels.column("teff").null_count == 1
 
 
+def test_the_pipelines_own_column_names_are_understood(tmp_path):
+    """A CSV of the prediction API's fields (`mag_<band>`, `err_<band>`, `parallax`, `ebv`, `id`), some left out:
+    its `id` wins over `source`, its E(B-V) is kept, a band it lacks is missing."""
+    (tmp_path / "mine.csv").write_text("id,source,mag_G,err_G,mag_BP,err_BP,mag_Ks,parallax,parallax_error,ebv\n"
+                                       "star-1,my survey,11.2,0.003,11.7,0.004,9.1,4.5,0.02,0.12\n")
+    ingested = read_folder(tmp_path)
+    row = ingested.data.to_pandas().iloc[0]
+    assert row["id"] == "star-1"
+    assert (row["mag_G"], row["err_G"], row["mag_BP"], row["mag_Ks"], row["parallax"], row["ebv"]) == (
+        11.2, 0.003, 11.7, 9.1, 4.5, 0.12)
+    assert np.isnan(row["err_Ks"]) and np.isnan(row["mag_RP"]) and np.isnan(row["mag_W1"])
+
+
 def test_json_that_is_not_a_table_is_passed_over_not_quarantined(tmp_path, caplog):
     (tmp_path / "status.json").write_text(json.dumps({"status": "ERROR", "message": "query timed out"}))
     ingested = read_folder(tmp_path)
