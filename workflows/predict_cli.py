@@ -96,8 +96,13 @@ def check_output(output: Path) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise PredictError(f"--output {output}: cannot create its folder: {error.strerror or error}") from None
-    if not os.access(output.parent, os.W_OK):
-        raise PredictError(f"--output {output}: its folder {output.parent} is not writable")
+    try:  # as `write_csv` will: a file beside the destination (permission bits alone miss /proc, read-only mounts)
+        handle, probe = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".probe")
+    except OSError as error:
+        raise PredictError(f"--output {output}: cannot write in its folder {output.parent}: "
+                           f"{error.strerror or error}") from None
+    os.close(handle)
+    Path(probe).unlink()
 
 
 def write_csv(frame, output: Path) -> None:
@@ -125,6 +130,10 @@ def _commonest(problems) -> str:
 def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[Path, str]:
     """The model directory for `ref` (a directory, or an alias/version of `name` in the registry) and a label."""
     if Path(ref).is_dir():
+        if not (Path(ref) / "model.json").is_file():
+            inner = [str(path.parent) for path in sorted(Path(ref).glob("*/model.json"))]
+            raise PredictError(f"--model {ref}: not a model directory (no model.json in it)"
+                               + (f"; the model is in {inner[0]}" if len(inner) == 1 else ""))
         return Path(ref), f"model {ref}"
     if os.sep in ref:
         raise PredictError(f"--model {ref}: no such model directory")

@@ -155,6 +155,12 @@ def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, cap
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--model", str(tmp_path / "no-model")) == 2
     assert f"--model {tmp_path / 'no-model'}: no such model directory" in capsys.readouterr().err
+    (tmp_path / "trained" / "model").mkdir(parents=True)  # as `stellar train-*` leaves it, the folder above
+    (tmp_path / "trained" / "model" / "model.json").write_text("{}")
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
+                           "--model", str(tmp_path / "trained")) == 2
+    assert (f"--model {tmp_path / 'trained'}: not a model directory (no model.json in it); the model is in "
+            f"{tmp_path / 'trained' / 'model'}") in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -227,6 +233,10 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(pipeline, t
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path),
                            "--model", str(pipeline["sed"]["model"])) == 2
     assert f"--output {tmp_path}: is a folder" in capsys.readouterr().err
+    if Path("/proc").is_dir():  # a folder whose permission bits allow writing, where no file can be made
+        assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", "/proc/p.csv",
+                               "--model", str(pipeline["sed"]["model"])) == 2
+        assert "--output /proc/p.csv: cannot write in its folder /proc" in capsys.readouterr().err
 
 
 def test_a_record_set_aside_as_a_repeat_does_not_hide_its_kept_objects_prediction(pipeline, tmp_path):
