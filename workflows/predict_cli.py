@@ -309,6 +309,7 @@ def _read_folder(modality: str, folder: Path):
     """(raw artifact, {id: reason} of the records set aside) of a folder of archive files."""
     from steps.ingest import sources
     from steps.ingest.schemas import DATA_SCHEMAS
+    from steps.ingest.spectra_files import LABELS_CSV
     from steps.preprocess.common import RawArtifact
 
     if modality not in sources.FOLDER_READERS:
@@ -316,7 +317,10 @@ def _read_folder(modality: str, folder: Path):
                            f"{', '.join(sorted(sources.FOLDER_READERS)) or 'none'}); give a raw or feature table")
     ingested = sources.FOLDER_READERS[modality](sources.IngestRequest(modality, 0, 0, str(folder)))
     data = ingested.data.select(DATA_SCHEMAS[modality].names)
-    reasons = {row["id"]: row["reason"] for row in ingested.quarantine.rows}
+    # rows of a library's labels table set aside (no spectrum for them, repeated) are not objects: predict reads
+    # no labels, and a folder holding part of a library would otherwise get a row for every star it lacks
+    reasons = {row["id"]: row["reason"] for row in ingested.quarantine.rows
+               if Path(row["source"]).name != LABELS_CSV}
     return RawArtifact(path=folder, data=data, labels=None, synthetic=False), reasons
 
 

@@ -563,8 +563,9 @@ def read_folder(folder: Path, samples: int = 0) -> Ingested:
         name = path.relative_to(folder).as_posix()
         try:
             spectrum = read_spectrum(path.read_bytes(), name, entries.get(path))
-        except UnusableSpectrum as error:
-            quarantine.add(name, str(error), name)
+        except UnusableSpectrum as error:  # a library file keeps its star's id, as its row in labels.csv has it
+            entry = entries.get(path)
+            quarantine.add(entry.object_id if entry else name, f"{name}: {error}" if entry else str(error), name)
             continue
         if spectrum.id in read_from:
             quarantine.add(name, f"object {spectrum.id} was already read from {read_from[spectrum.id]}", name)

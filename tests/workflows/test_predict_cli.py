@@ -255,3 +255,26 @@ def test_a_record_set_aside_as_a_repeat_does_not_hide_its_kept_objects_predictio
     assert np.isfinite(frame.loc[first, "teff"]) and pd.isna(frame.loc[first, "problem"])
     assert frame.loc["ghost", "problem"] == "quarantined: unreadable row"
     assert oct(csv.stat().st_mode & 0o777) != oct(0o600)  # as open() makes it, not owner-only
+
+
+def test_part_of_a_library_gets_a_row_per_spectrum_and_a_bad_file_keeps_its_stars_id(pipeline, shared_dir, tmp_path):
+    """A folder with MILES's labels.csv and three of its spectra, one truncated: three rows, each under the star's
+    id; the 512 label rows without a spectrum are not objects to predict."""
+    import shutil
+
+    miles = shared_dir / "data" / "miles"
+    folder = tmp_path / "some-miles"
+    (folder / "spectra").mkdir(parents=True)
+    shutil.copy(miles / "labels.csv", folder)
+    names = sorted(path.name for path in (miles / "spectra").iterdir())[:3]
+    for name in names:
+        shutil.copy(miles / "spectra" / name, folder / "spectra")
+    (folder / "spectra" / names[0]).write_bytes((miles / "spectra" / names[0]).read_bytes()[:5000])
+    csv = tmp_path / "some.csv"
+    assert stellar_predict("spectral", "--input", str(folder), "--output", str(csv), "--home",
+                           str(pipeline["root"] / "home")) == 0
+    frame = pd.read_csv(csv, keep_default_na=False, na_values=[""]).set_index("id")
+    ids = [name.split("_star_")[1][:5] for name in names]  # MILES_res2.50_star_m0002V.fits.gz -> m0002
+    assert sorted(frame.index) == sorted(ids)
+    assert frame.loc[ids[0], "problem"].startswith(f"quarantined: spectra/{names[0]}: truncated or corrupt gzip")
+    assert frame.loc[ids[1:], "problem"].isna().all()
