@@ -29,7 +29,9 @@ no reliable error) its error, as does any `cc_flg` contamination; AllWISE `ph_qu
 Quarantined (`ingest.photometry`): unreadable files (truncated, corrupt), rows without an identifier, rows with
 no band measured at all. Skipped with a logged note, not quarantined, because nothing in them is bad: tables
 with no photometric column (the XP spectra and MCMC samples of a DataLink bundle), JSON that is not a table, and
-rows repeating an id already read (the first reading is kept).
+rows repeating an id already read (the first reading is kept). A cell of a numeric column that is not a number
+(`abc` in a CSV) is read as missing, that cell alone, with a warning naming it; a column named as the pipeline
+names magnitudes for a band it does not read (`mag_V`) is ignored with a warning.
 """
 
 from __future__ import annotations
@@ -92,6 +94,13 @@ class Columns:
         self._names: dict[str, str] = {}
         for name in table.colnames:
             self._names.setdefault(normalise(name), name)
+        self.not_numbers: dict[str, list[tuple[int, str]]] = {}  # column -> (row, text) of cells read as missing
+
+    def unknown_bands(self) -> list[str]:
+        """Columns named as the pipeline names magnitudes and errors (`mag_V`, `err_u`) for a band it does not
+        know: most likely a typo, or a band the models cannot use."""
+        known = {f"{kind}_{band.lower()}" for band in PHOTOMETRIC_BANDS for kind in ("mag", "err")}
+        return [name for key, name in self._names.items() if key.startswith(("mag_", "err_")) and key not in known]
 
     def find(self, name: str, suffixes: Sequence[str] = ("",)) -> str | None:
         """The table's column called `name`, bare (suffix "") or with one of the survey `suffixes`, if any."""
@@ -107,11 +116,32 @@ class Columns:
         if column_name is None:
             return None
         column = self.table[column_name]
-        if column.dtype.kind not in "iuf" or column.ndim != 1:
+        if column.ndim != 1:
+            return None
+        if column.dtype.kind in "USO":
+            return self._parsed(column_name, self.texts(name, suffixes) or [])
+        if column.dtype.kind not in "iuf":
             return None
         values = np.asarray(column, dtype=np.float64).copy()
         mask = np.ma.getmaskarray(column)
         values[mask] = np.nan
+        return values
+
+    def _parsed(self, column_name: str, texts: list[str | None]) -> np.ndarray | None:
+        """The `texts` of a column of numbers read as text (a CSV column with one bad cell is) as floats: a cell that
+        is not a number is missing, and noted in `not_numbers`; None when no cell is a number."""
+        values, bad = np.full(self.rows, np.nan), []
+        for row, text in enumerate(texts):
+            if text is None:
+                continue
+            try:
+                values[row] = float(text)
+            except ValueError:
+                bad.append((row, text))
+        if len(bad) == sum(text is not None for text in texts):
+            return None
+        if bad:
+            self.not_numbers[column_name] = bad
         return values
 
     def texts(self, name: str, suffixes: Sequence[str] = ("",)) -> list[str | None] | None:
@@ -262,6 +292,9 @@ def photometry_from_table(table: Table, source: str, quarantine: Quarantine) -> 
     if not found:
         raise NotPhotometry("no photometric column (looked for Gaia, 2MASS and AllWISE magnitude names)")
     _apply_quality_flags(columns, magnitudes, errors, source)
+    for name in columns.unknown_bands():
+        log.warning("%s: column %s ignored: not a band the pipeline reads (%s)", source, name,
+                    ", ".join(PHOTOMETRIC_BANDS))
     parallax, parallax_error, _ = _coalesce(columns, PARALLAX_COLUMNS)
     hipparcos, hipparcos_error, _ = _coalesce(columns, HIPPARCOS_PARALLAX_COLUMNS)
     from_hipparcos = ~np.isfinite(parallax) & np.isfinite(hipparcos)
@@ -273,6 +306,10 @@ def photometry_from_table(table: Table, source: str, quarantine: Quarantine) -> 
     labels = _labels(columns, source)
     ebv = columns.floats("ebv")
     ebv = np.full(columns.rows, np.nan) if ebv is None else ebv
+    for name, cells in columns.not_numbers.items():
+        shown = ", ".join(f"row {row + 1}: {text!r}" for row, text in cells[:3])
+        log.warning("%s: %d value(s) of %s are not numbers and are read as missing (%s%s)", source, len(cells), name,
+                    shown, ", ..." if len(cells) > 3 else "")
 
     measured = np.zeros(columns.rows, bool)
     for band in PHOTOMETRIC_BANDS:

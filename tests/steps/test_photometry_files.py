@@ -191,6 +191,20 @@ def test_the_pipelines_own_column_names_are_understood(tmp_path):
     assert np.isnan(row["err_Ks"]) and np.isnan(row["mag_RP"]) and np.isnan(row["mag_W1"])
 
 
+def test_a_cell_that_is_not_a_number_loses_only_itself_and_unknown_bands_are_named(tmp_path, caplog):
+    """One bad cell makes a CSV column text: the other rows keep their G; the bad cell is missing and named, as is
+    a column for a band the pipeline does not read."""
+    (tmp_path / "typo.csv").write_text("id,mag_G,err_G,mag_BP,err_BP,mag_V\n"
+                                       "a,11.2,0.003,11.7,0.004,11.5\nb,abc,0.003,11.8,0.004,11.6\n"
+                                       "c,11.4,0.003,11.9,0.004,11.7\n")
+    with caplog.at_level("WARNING"):
+        data = read_folder(tmp_path).data.to_pandas().set_index("id")
+    assert data.loc["a", "mag_G"] == 11.2 and data.loc["c", "mag_G"] == 11.4 and np.isnan(data.loc["b", "mag_G"])
+    assert data.loc["b", "mag_BP"] == 11.8
+    assert "typo.csv: 1 value(s) of mag_G are not numbers and are read as missing (row 2: 'abc')" in caplog.text
+    assert "typo.csv: column mag_V ignored: not a band the pipeline reads" in caplog.text
+
+
 def test_json_that_is_not_a_table_is_passed_over_not_quarantined(tmp_path, caplog):
     (tmp_path / "status.json").write_text(json.dumps({"status": "ERROR", "message": "query timed out"}))
     ingested = read_folder(tmp_path)
