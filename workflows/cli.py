@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--samples", type=at_least(0, "objects"), default=0,
                         help="objects at most from a synthetic draw or an archive query (0: all; synthetic: "
                              "200); a folder is replayed whole")
-    ingest.add_argument("--seed", type=int, default=42)
+    ingest.add_argument("--seed", type=at_least(0, "as a seed"), default=42)
     ingest.add_argument("--out", type=Path, required=True, help="output directory (parquet and manifest)")
 
     models = sub.add_parser("models", help="the model registry: list, show, promote, roll back")

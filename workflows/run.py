@@ -108,6 +108,10 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
         else:
             note = f"candidate {model['candidate']} {model['promotion']}"
         print(f"  {name}: {serving}; {note}")
+    evaluation = result.tasks.get("evaluate-models")
+    if evaluation is not None and "evaluation" in evaluation.outputs:
+        print(f"\nEvaluation report (metrics, plots, the gates' verdict):\n  "
+              f"{cache.store.uri.rstrip('/')}/{evaluation.outputs['evaluation'].key}/report.html")
     home = Path(result.parameters["registry"]).parent
     print("\nQuery them:")
     print(f"  stellar models list --home {home}")

@@ -53,7 +53,7 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
                                  metavar="N", help=f"use the first N of {' '.join(ALL_BANDS)} (3-8, default 8)")
         command.add_argument("--epochs", type=at_least(1, "epoch"), default=100,
                              help="most training epochs of the TensorFlow models (early stopping ends sooner)")
-        command.add_argument("--seed", type=int, default=42)
+        command.add_argument("--seed", type=at_least(0, "as a seed"), default=42)
         command.add_argument("--output-dir", type=Path, default=Path("artifacts"),
                              help="where to write <model>/model and <model>/evaluation (default artifacts)")
         command.set_defaults(handler=partial(train_command, model))

@@ -253,7 +253,9 @@ class ModelRegistry:
             state = AliasState.model_validate_json(blob.data) if blob else AliasState()
             history = state.history.get(alias, [])
             if not history:
-                raise self._missing(name, f"{name}:{alias} has no earlier version to roll back to")
+                raise self._missing(name, f"{name}:{alias} has pointed at no other version before, so there is no "
+                                          f"earlier version to roll back to (to serve another version: stellar "
+                                          f"models promote {name} VERSION)")
             withdrawn = state.aliases[alias]
             if withdrawn not in state.rolled_back.setdefault(alias, []):
                 state.rolled_back[alias].append(withdrawn)

@@ -317,7 +317,7 @@ def photometry_from_table(table: Table, source: str, quarantine: Quarantine) -> 
     keep = np.ones(columns.rows, bool)
     for row in range(columns.rows):
         if ids[row] is None:
-            quarantine.add(f"{source}#{row}", "no identifier (no name, hip, source_id or designation)", source)
+            quarantine.add(f"{source}#{row}", "no identifier (no id, name, hip, source_id or designation)", source)
             keep[row] = False
         elif not measured[row]:
             quarantine.add(ids[row], f"no usable band: {', '.join(PHOTOMETRIC_BANDS)} all missing", source)

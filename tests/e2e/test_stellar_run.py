@@ -43,6 +43,9 @@ def test_identical_rerun_is_all_cached_without_tensorflow(pipeline_home):
     assert result.returncode == 0, result.stderr
     assert {task["status"] for task in last_run(pipeline_home)["tasks"].values()} == {"cached"}
     assert "Models in production" in result.stdout
+    lines = result.stdout.splitlines()
+    report = Path(lines[lines.index("Evaluation report (metrics, plots, the gates' verdict):") + 1].strip())
+    assert report.name == "report.html" and report.is_file() and report.is_relative_to(pipeline_home)
 
 
 def test_promotion_between_runs_is_seen_by_registry_readers(stellar, pipeline_home, tmp_path):

@@ -145,7 +145,7 @@ def test_rows_without_a_band_or_an_identifier_are_quarantined(tmp_path):
     assert ingested.data.column("id").to_pylist() == ["101"]
     assert [(row["id"], row["reason"]) for row in ingested.quarantine.rows] == [
         ("102", "no usable band: G, BP, RP, J, H, Ks, W1, W2 all missing"),
-        ("gaia.csv#2", "no identifier (no name, hip, source_id or designation)")]
+        ("gaia.csv#2", "no identifier (no id, name, hip, source_id or designation)")]
     assert np.isnan(ingested.data.column("err_BP").to_numpy()[0])    # no flux_over_error column: error unknown
 
 
