@@ -223,7 +223,8 @@ assert tuple(BAND_COLUMNS) == PHOTOMETRIC_BANDS, "band columns must follow the r
 PARALLAX_COLUMNS = (MeasuredColumn("parallax", ("parallax_error",), GAIA), MeasuredColumn("plx", ("e_plx",)))
 HIPPARCOS_PARALLAX_COLUMNS = (MeasuredColumn("parallax", ("parallax_error", "e_parallax"), HIPPARCOS),)
 
-ID_COLUMNS = (("id", ("",)), ("name", ("",)), ("star", ("",)), ("star_name", ("",)), ("main_id", ("",)), ("object", ("",)),
+ID_COLUMNS = (("id", ("",)), ("name", ("",)), ("star", ("",)), ("star_name", ("",)), ("main_id", ("",)),
+              ("object", ("",)),
               ("hip", ("",)), ("source_id", GAIA), ("designation", GAIA),
               ("source", ("",)))                                   # VizieR's name for the Gaia source_id
 
