@@ -26,11 +26,24 @@ def check_spectral_grid(made: dict[str, Any], spec: dict[str, Any], what: str) -
         return not abs(float(made_grid.get(key, "nan")) - float(grid[key])) <= tolerance
 
     if made_grid.get("length") != grid["length"] or off("loglam_start", 1e-9) or off("loglam_step", 1e-12):
-        raise SpecMismatch(f"{what} the grid {made_grid}, but the model was trained on {grid}")
+        raise SpecMismatch(f"{what} the grid {_described(made_grid)}, but the model was trained on "
+                           f"{_described(grid)}")
     blocks = spec.get("continuum_blocks")
     if blocks is not None and made.get("continuum_blocks") != blocks:
         raise SpecMismatch(f"{what} {made.get('continuum_blocks')} continuum-shape blocks, but the model was trained "
                            f"on {blocks}")
+
+
+def _described(grid: dict[str, Any]) -> str:
+    """A log-wavelength grid as a reader thinks of it: pixels, the first and last pixel's wavelength, and the
+    spectral sampling (km/s per pixel); the raw spec where it lacks a field."""
+    try:
+        length, start, step = int(grid["length"]), float(grid["loglam_start"]), float(grid["loglam_step"])
+    except (KeyError, TypeError, ValueError):
+        return str(grid)
+    first, last = 10 ** start, 10 ** (start + step * (length - 1))
+    velocity = (10 ** step - 1) * 299792.458
+    return f"{length} pixels, {first:.1f}-{last:.1f} A at {velocity:.1f} km/s a pixel"
 
 
 def preprocess_as_trained(modality: str, raw: RawArtifact, spec: dict[str, Any]) -> Features:

@@ -117,7 +117,8 @@ def test_spectral_features_on_another_grid_are_refused_with_both_grids(pipeline,
     assert stellar_predict("spectral", "--input", str(moved), "--output", str(tmp_path / "q.csv"),
                            "--model", model) == 2
     error = capsys.readouterr().err
-    assert f"--input {moved} has the grid" in error and "but the model was trained on" in error
+    assert f"--input {moved} has the grid 256 pixels, 3907.0-9732.6 A at 1075.0 km/s a pixel" in error
+    assert "but the model was trained on 256 pixels, 3606.4-8983.9 A at 1075.0 km/s a pixel" in error
     assert not (tmp_path / "q.csv").exists()
 
 
