@@ -11,7 +11,7 @@ is, one reader per format, all funnelling into one kind of record (`Curve`) and 
   or a `kepid`, and a `label` of eb / conf / fp). It carries no flux errors; each curve's error is estimated from
   its point-to-point scatter.
 - The SDSS Stripe 82 RR Lyrae tables (Sesar et al. 2010, as astroML ships them): `table1.tar.gz` holds one file
-  per star of ugriz epochs (RA, Dec, then MJD, magnitude, error per band; -99.99 or 99.99 for no measurement),
+  (`<id>.dat`, read also where the archive was extracted) per star of ugriz epochs (RA, Dec, then MJD, magnitude, error per band; -99.99 or 99.99 for no measurement),
   `table2.dat.gz` the type (ab, c) and period. Magnitudes become relative flux per band,
   10**(-0.4 (m - median m of the band)), with the error propagated.
 
@@ -363,6 +363,8 @@ def scan_folder(folder: Path) -> FolderContents:
                 curves, bad = read_stripe82_table1(path.read_bytes(), where)
                 contents.curves += curves
                 contents.quarantine += bad
+            elif re.fullmatch(r"\d+\.dat", name):  # a star's file of table 1, extracted from the archive
+                contents.curves.append(read_stripe82_star(path.read_text(), path.stem, where))
             elif re.fullmatch(r"table2\.dat(\.gz)?", name):
                 contents.labels.update(read_stripe82_table2(_read_bytes(path).decode(), where))
             elif name.startswith("koi") and name.endswith((".csv", ".csv.gz")):

@@ -90,6 +90,20 @@ def test_stripe82_tables_become_one_multiband_curve_per_star(stripe82):
     assert np.all(data.at["S82-RRL-1013184", "quality"] == 0)
 
 
+def test_stripe82_star_files_extracted_from_the_archive_read_as_from_it(stripe82, rrlyrae_dir, tmp_path):
+    with tarfile.open(rrlyrae_dir / "table1.tar.gz") as archive:
+        members = [m for m in archive.getmembers() if m.name.endswith(("1013184.dat", "1019544.dat"))]
+        archive.extractall(tmp_path, members=members, filter="data")
+    shutil.copy(rrlyrae_dir / "table2.dat.gz", tmp_path)
+    extracted = read_folder(tmp_path)
+    assert extracted.data.column("id").to_pylist() == ["S82-RRL-1013184", "S82-RRL-1019544"]
+    whole = stripe82.data.to_pandas().set_index("id")
+    for row in extracted.data.to_pylist():
+        for column in ("time", "flux", "flux_err", "band"):
+            assert list(row[column]) == list(whole.at[row["id"], column])
+    assert extracted.labels.column("class").to_pylist() == ["RRab", "RRab"]
+
+
 def test_every_real_curve_is_preprocessed_or_quarantined_with_a_reason(kepler_json):
     features = preprocessed(kepler_json)
     assert features.table.num_rows + len(features.quarantine) == kepler_json.data.num_rows
