@@ -29,7 +29,9 @@ TEFF/LOGG/FEH header keywords where present (null otherwise; SDSS's ELODIE_* tem
 
 What cannot be used is quarantined with a reason, never silently dropped: unreadable or truncated files, layouts
 that are none of the above, non-stellar survey classes, all-NaN or all-zero flux, zero ivar everywhere, duplicate
-objects, and label rows that match no file. A file that matches no label row is kept with null labels.
+objects, and label rows that match no file. A file set aside is recorded under the id it would have given (its
+library row's id, else its name without extensions, as `spec-0618-52049-0372`), with its file named in the reason.
+A file that matches no label row is kept with null labels.
 """
 
 from __future__ import annotations
@@ -563,9 +565,9 @@ def read_folder(folder: Path, samples: int = 0) -> Ingested:
         name = path.relative_to(folder).as_posix()
         try:
             spectrum = read_spectrum(path.read_bytes(), name, entries.get(path))
-        except UnusableSpectrum as error:  # a library file keeps its star's id, as its row in labels.csv has it
-            entry = entries.get(path)
-            quarantine.add(entry.object_id if entry else name, f"{name}: {error}" if entry else str(error), name)
+        except UnusableSpectrum as error:  # set aside under the id its file would give (a library's row id, the
+            entry = entries.get(path)      # file name without extensions), the file named in the reason
+            quarantine.add(entry.object_id if entry else _stem(name), f"{name}: {error}", name)
             continue
         if spectrum.id in read_from:
             quarantine.add(name, f"object {spectrum.id} was already read from {read_from[spectrum.id]}", name)

@@ -245,20 +245,22 @@ def test_corrupted_copies_are_quarantined_with_their_reason(tmp_path, data_dir):
         ["m0005", "HD000249", "K1IV", 4717.0, 2.4, -0.35], ["m0999", "HD999999", "G2V", 5800.0, 4.4, ""]])
 
     ingested = checked(read_folder(folder))
-    assert reasons(ingested).pop("notes.fits").startswith("unreadable FITS: No SIMPLE card found")
-    assert reasons(ingested) | {"notes.fits": "-"} == {
-        "lamost/spec-57287-KP193637N444141V03_sp10-161.fits.gz":
-            "truncated or corrupt gzip stream: Compressed file ended before the end-of-stream marker was reached",
-        # a library file set aside keeps its star's id (a user joins the predictions on it), its name in the reason
+    assert reasons(ingested).pop("notes").startswith("notes.fits: unreadable FITS: No SIMPLE card found")
+    # a file set aside keeps the id it would have given (a library's row id, else the file name without its
+    # extensions: a user joins the predictions on it), the file named in the reason
+    assert reasons(ingested) | {"notes": "-"} == {
+        "spec-57287-KP193637N444141V03_sp10-161": "lamost/spec-57287-KP193637N444141V03_sp10-161.fits.gz: truncated or "
+            "corrupt gzip stream: Compressed file ended before the end-of-stream marker was reached",
         "m0002": "miles/spectra/MILES_res2.50_star_m0002V.fits.gz: all flux values are NaN or infinite",
         "m0005": "miles/spectra/MILES_res2.50_star_m0005V.fits.gz: all flux values are zero",
         "m0999": "label row m0999 matches no spectrum file",
-        "notes.fits": "-",
-        "sdss/spec-0618-52049-0372.fits": "truncated FITS: 500000 bytes where its headers promise 535680",
+        "notes": "-",
+        "spec-0618-52049-0372": "sdss/spec-0618-52049-0372.fits: truncated FITS: 500000 bytes where its headers "
+                                "promise 535680",
         "sdss/spec-1079-52621-0509.fits.gz":
             "object spec-1079-52621-0509 was already read from sdss/spec-1079-52621-0509.fits",
-        "sdss/spec-1123-52882-0065.fits": "inverse variance is zero at every pixel",
-        "sdss/spec-1124-52882-0065.fits": "SDSS class GALAXY, not a star",
+        "spec-1123-52882-0065": "sdss/spec-1123-52882-0065.fits: inverse variance is zero at every pixel",
+        "spec-1124-52882-0065": "sdss/spec-1124-52882-0065.fits: SDSS class GALAXY, not a star",
     }
     assert ingested.data.column("id").to_pylist() == ["m0145", "MILES_res2.50_star_m9000V", "spec-1079-52621-0509"]
     labels = ingested.labels.to_pandas().set_index("id")

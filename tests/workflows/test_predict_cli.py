@@ -198,8 +198,8 @@ def test_unreadable_files_keep_their_row_and_one_archive_file_is_read_alone(pipe
     assert stellar_predict("spectral", "--input", str(tmp_path / "lib"), "--output", str(csv), "--home", home) == 0
     assert "4 objects" in capsys.readouterr().out
     frame = pd.read_csv(csv, keep_default_na=False, na_values=[""]).set_index("id")
-    assert sorted(frame.index) == sorted([*names, "notes.fits"])
-    assert frame.loc["notes.fits", "problem"].startswith("quarantined: unreadable FITS")
+    assert sorted(frame.index) == sorted([*names, "notes"])
+    assert frame.loc["notes", "problem"].startswith("quarantined: notes.fits: unreadable FITS")
     assert frame.loc[names, "problem"].isna().all() and frame.loc[names, "teff"].notna().all()
 
     one = tmp_path / "one.csv"
@@ -224,7 +224,7 @@ def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):
                            "--home", home) == 2
     error = capsys.readouterr().err
     assert "none of its 1 objects could be predicted" in error and "1 x quarantined:" in error
-    assert pd.read_csv(tmp_path / "j.csv")["id"].tolist() == ["a.fits"]  # the reason is kept
+    assert pd.read_csv(tmp_path / "j.csv")["id"].tolist() == ["a"]  # the reason is kept
 
 
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(pipeline, tmp_path, capsys, monkeypatch):
