@@ -45,6 +45,12 @@ RESIDUAL_ROWS = 2000  # most training spectra the check is fitted on (a seeded s
 RESIDUAL_FLOOR = 1e-3  # of the normalised continuum: the smallest residual the check's ratio 1 can stand for
 RESIDUAL_COVERAGE = 0.5  # least share of training spectra with a good pixel there for the pixel to count
 RESIDUAL_ARRAYS = ("residual_mean", "residual_basis", "residual_threshold")
+# The line check: a spectrum's line content is the root mean square of its normalised flux about its own median, less
+# its noise variance (`SpectrumResidual._lines`); its ratio is the LINES_QUANTILE quantile of the training spectra's
+# line content over the spectrum's: a featureless (flat) spectrum is like no star.
+LINES_QUANTILE = 0.005
+LINES_ARRAY = "residual_line_floor"
+LINES_RATIO_MAX = 100.0  # a spectrum with no line at all (flat) gets this ratio, not infinity (JSON has none)
 SPECTRUM_COLUMNS = ("flux", "mask", "ivar")  # the normalised flux, its bad-pixel mask, its inverse variance
 
 
@@ -91,6 +97,7 @@ class SpectrumResidual:
     mean: np.ndarray  # (L,) training mean of the normalised flux over the good pixels; NaN: a pixel that does not count
     basis: np.ndarray  # (L, k) orthonormal principal directions
     threshold: float
+    line_floor: float | None = None  # the line check's ratio 1 (None: a model saved before it)
 
     @staticmethod
     def _read(cols: Columns, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,6 +122,22 @@ class SpectrumResidual:
         left[bad] = 0.0
         good = np.maximum((~bad).sum(axis=1), 1)
         return np.sqrt(np.maximum(((left ** 2).sum(axis=1) - variance.sum(axis=1)) / good, 0.0))
+
+    @staticmethod
+    def _lines(flux: np.ndarray, variance: np.ndarray, bad: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """(n,) line content: the RMS of the flux about its own median beyond its noise, over the good pixels that
+        count, at the upper end of its uncertainty (the mean square less the noise variance, plus twice the noise's
+        own scatter of it): a noisy spectrum with shallow lines is not taken for a featureless one."""
+        bad = bad | ~np.isfinite(mean) | ~np.isfinite(flux)
+        values = np.where(bad, np.nan, flux)
+        has = (~bad).any(axis=1)
+        median = np.zeros(len(flux))
+        median[has] = np.nanmedian(values[has], axis=1)
+        variance = np.where(bad, 0.0, variance)
+        pixels = np.maximum((~bad).sum(axis=1), 1)
+        excess = ((np.where(bad, 0.0, flux - median[:, None]) ** 2).sum(axis=1) - variance.sum(axis=1)) / pixels
+        scatter = np.sqrt(2.0 * (variance ** 2).sum(axis=1)) / pixels
+        return np.sqrt(np.maximum(excess + 2.0 * scatter, 0.0))
 
     @staticmethod
     def _fit_basis(centred: np.ndarray, components: int) -> np.ndarray:
@@ -144,15 +167,25 @@ class SpectrumResidual:
             held = fold == k
             left_out[held] = cls._residual(flux[held], variance[held], bad[held], mean, basis)
         threshold = max(float(np.quantile(left_out, RESIDUAL_QUANTILE)), RESIDUAL_FLOOR)
-        return cls(mean, cls._fit_basis(centred, components), threshold)
+        line_floor = max(float(np.quantile(cls._lines(flux, variance, bad, mean), LINES_QUANTILE)), RESIDUAL_FLOOR)
+        return cls(mean, cls._fit_basis(centred, components), threshold, line_floor)
 
     def ratio(self, cols: Columns) -> np.ndarray:
-        """(n,) each spectrum's residual over the threshold."""
-        return self._residual(*self._read(cols, len(self.mean)), self.mean, self.basis) / self.threshold
+        """(n,) each spectrum's residual over the threshold, or, where larger, the line floor over its line content
+        (a featureless spectrum is like no star)."""
+        flux, variance, bad = self._read(cols, len(self.mean))
+        ratio = self._residual(flux, variance, bad, self.mean, self.basis) / self.threshold
+        if self.line_floor is None:
+            return ratio
+        lines = self._lines(flux, variance, bad, self.mean)
+        return np.maximum(ratio, np.minimum(self.line_floor / np.maximum(lines, 1e-300), LINES_RATIO_MAX))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What `weights.npz` keeps of it (`Domain.restore` reads it back)."""
-        return dict(zip(RESIDUAL_ARRAYS, (self.mean, self.basis, np.array([self.threshold]))))
+        out = dict(zip(RESIDUAL_ARRAYS, (self.mean, self.basis, np.array([self.threshold]))))
+        if self.line_floor is not None:
+            out[LINES_ARRAY] = np.array([self.line_floor])
+        return out
 
     def record(self) -> dict[str, Any]:
         """What `model.json` says about it."""
@@ -160,7 +193,10 @@ class SpectrumResidual:
                           "principal components, less the noise variance, over the "
                           f"{RESIDUAL_QUANTILE:.0%} quantile of the same for training spectra left out of the fit",
                 "components": int(self.basis.shape[1]), "pixels": int(np.isfinite(self.mean).sum()),
-                "quantile": RESIDUAL_QUANTILE, "threshold": self.threshold}
+                "quantile": RESIDUAL_QUANTILE, "threshold": self.threshold,
+                **({"lines": {"method": "root mean square of the normalised flux about its median, less the noise "
+                                        f"variance; ratio 1 at the training spectra's {LINES_QUANTILE:.1%} quantile "
+                                        "over it", "floor": self.line_floor}} if self.line_floor is not None else {})}
 
 
 @dataclass
@@ -228,7 +264,8 @@ class Domain:
         residual = None
         if all(name in arrays for name in RESIDUAL_ARRAYS):
             r_mean, r_basis, r_threshold = (arrays[name] for name in RESIDUAL_ARRAYS)
-            residual = SpectrumResidual(r_mean, r_basis, float(r_threshold[0]))
+            residual = SpectrumResidual(r_mean, r_basis, float(r_threshold[0]),
+                                        float(arrays[LINES_ARRAY][0]) if LINES_ARRAY in arrays else None)
         return cls(mean, basis, reference, float(threshold[0]), residual)
 
     def record(self) -> dict[str, Any]:

@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 
 from steps.models import domain as domain_module
-from steps.models.domain import COLUMNS, RESIDUAL_ARRAYS, THRESHOLD_QUANTILE, Domain, SpectrumResidual, blank, outside
+from steps.models.domain import (
+    COLUMNS,
+    LINES_ARRAY,
+    LINES_RATIO_MAX,
+    RESIDUAL_ARRAYS,
+    THRESHOLD_QUANTILE,
+    Domain,
+    SpectrumResidual,
+    blank,
+    outside,
+)
 from steps.models.inputs import Columns
 from steps.models.io import load_npz, save_npz
 
@@ -184,6 +194,23 @@ def test_the_domain_distance_is_the_larger_ratio_and_the_check_round_trips(tmp_p
     assert earlier.residual is None  # a model saved before the residual check measures as it did
     np.testing.assert_allclose(earlier.outputs(batch["flux"], None, usable, Columns(batch))["domain_distance"],
                                domain.distance(batch["flux"]))
+
+
+def test_a_featureless_spectrum_fails_the_line_check():
+    """A flat spectrum lies close to the training spectra's leading components (its difference from their mean is
+    the mean's own lines), so the residual alone passes it; it has no line at all, which no star has. A spectrum
+    with weak lines but noise its `ivar` states is not featureless."""
+    train = _spectra(300)
+    check = SpectrumResidual.fit(Columns(train), LENGTH)
+    flat = {"flux": np.ones((3, LENGTH)), "mask": np.zeros((3, LENGTH), np.uint8)}
+    assert np.all(check.ratio(Columns(flat)) == LINES_RATIO_MAX)
+    assert np.mean(check.ratio(Columns(_spectra(400, seed=1))) > 1.0) <= 0.03
+    without_lines = SpectrumResidual(check.mean, check.basis, check.threshold)  # as a model saved before it
+    assert np.all(without_lines.ratio(Columns(flat)) < 1.0)
+    restored = Domain.restore({**Domain.fit(train["flux"]).arrays(), **check.arrays()}).residual
+    assert restored.line_floor == check.line_floor and "lines" in restored.record()
+    assert Domain.restore({**Domain.fit(train["flux"]).arrays(),
+                           **{k: v for k, v in check.arrays().items() if k != LINES_ARRAY}}).residual.line_floor is None
 
 
 def test_too_few_training_spectra_give_no_residual_check():
