@@ -50,7 +50,7 @@ def _add_home(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     from workflows.predict_cli import add_predict_command
-    from workflows.training_cli import add_training_commands, at_least
+    from workflows.training_cli import add_training_commands, at_least, seed_number
 
     parser = argparse.ArgumentParser(prog="stellar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--samples", type=at_least(0, "objects"), default=0,
                         help="objects at most from a synthetic draw or an archive query (0: all; synthetic: "
                              "200); a folder is replayed whole")
-    ingest.add_argument("--seed", type=at_least(0, "as a seed"), default=42)
+    ingest.add_argument("--seed", type=seed_number, default=42)
     ingest.add_argument("--out", type=Path, required=True, help="output directory (parquet and manifest)")
 
     models = sub.add_parser("models", help="the model registry: list, show, promote, roll back")

@@ -250,8 +250,16 @@ def _quarantine_reasons(artifact: Path) -> dict[str, str]:
 
     if not (artifact / QUARANTINE_TABLE).is_file():
         return {}
-    table = pq.read_table(artifact / QUARANTINE_TABLE, columns=["id", "reason"])
-    return dict(zip(table.column("id").to_pylist(), table.column("reason").to_pylist()))
+    return _objects_set_aside(pq.read_table(artifact / QUARANTINE_TABLE, columns=["id", "reason"]).to_pylist())
+
+
+def _objects_set_aside(rows: list[dict]) -> dict[str, str]:
+    """{id: reason} of the quarantined rows that are objects. A labels table's rows set aside (no spectrum or light
+    curve for them, repeated) are not: predict reads no labels, and a folder holding part of a library would get a
+    row for every star it lacks."""
+    from steps.core.quarantine import LABEL_ROW
+
+    return {row["id"]: row["reason"] for row in rows if not row["reason"].startswith(LABEL_ROW)}
 
 
 def _check_features_spec(modality: str, spec_file: Path, spec: dict[str, Any]) -> None:
@@ -309,7 +317,6 @@ def _read_folder(modality: str, folder: Path):
     """(raw artifact, {id: reason} of the records set aside) of a folder of archive files."""
     from steps.ingest import sources
     from steps.ingest.schemas import DATA_SCHEMAS
-    from steps.ingest.spectra_files import LABELS_CSV
     from steps.preprocess.common import RawArtifact
 
     if modality not in sources.FOLDER_READERS:
@@ -317,10 +324,7 @@ def _read_folder(modality: str, folder: Path):
                            f"{', '.join(sorted(sources.FOLDER_READERS)) or 'none'}); give a raw or feature table")
     ingested = sources.FOLDER_READERS[modality](sources.IngestRequest(modality, 0, 0, str(folder)))
     data = ingested.data.select(DATA_SCHEMAS[modality].names)
-    # rows of a library's labels table set aside (no spectrum for them, repeated) are not objects: predict reads
-    # no labels, and a folder holding part of a library would otherwise get a row for every star it lacks
-    reasons = {row["id"]: row["reason"] for row in ingested.quarantine.rows
-               if Path(row["source"]).name != LABELS_CSV}
+    reasons = _objects_set_aside(ingested.quarantine.rows)
     return RawArtifact(path=folder, data=data, labels=None, synthetic=False), reasons
 
 

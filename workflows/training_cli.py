@@ -22,6 +22,17 @@ MIN_SAMPLES = 32  # the split must leave test and validation objects to evaluate
 ALL_BANDS = ("G", "BP", "RP", "J", "H", "Ks", "W1", "W2")
 
 
+def seed_number(text: str) -> int:
+    """An argparse type: a seed NumPy and Keras accept, a whole number from 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"{value}: a seed is a whole number from 0 to {2 ** 32 - 1}")
+    return value
+
+
 def at_least(low: int, what: str):
     """An argparse type: an integer of at least `low`, with an error naming the flag's meaning."""
     def parse(text: str) -> int:
@@ -53,7 +64,7 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
                                  metavar="N", help=f"use the first N of {' '.join(ALL_BANDS)} (3-8, default 8)")
         command.add_argument("--epochs", type=at_least(1, "epoch"), default=100,
                              help="most training epochs of the TensorFlow models (early stopping ends sooner)")
-        command.add_argument("--seed", type=at_least(0, "as a seed"), default=42)
+        command.add_argument("--seed", type=seed_number, default=42)
         command.add_argument("--output-dir", type=Path, default=Path("artifacts"),
                              help="where to write <model>/model and <model>/evaluation (default artifacts)")
         command.set_defaults(handler=partial(train_command, model))

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 QUARANTINE_TABLE = "quarantine.parquet"
+# The reason of a quarantined row of a labels table (a library's labels.csv, Stripe 82 table 2) begins with this: such
+# a row is not an object, and `stellar predict`, which reads no labels, leaves it out of its answer.
+LABEL_ROW = "label row"
 
 
 class TooManyBadRecords(RuntimeError):

@@ -11,7 +11,8 @@ is, one reader per format, all funnelling into one kind of record (`Curve`) and 
   or a `kepid`, and a `label` of eb / conf / fp). It carries no flux errors; each curve's error is estimated from
   its point-to-point scatter.
 - The SDSS Stripe 82 RR Lyrae tables (Sesar et al. 2010, as astroML ships them): `table1.tar.gz` holds one file
-  (`<id>.dat`, read also where the archive was extracted) per star of ugriz epochs (RA, Dec, then MJD, magnitude, error per band; -99.99 or 99.99 for no measurement),
+  (`<id>.dat`, read also where the archive was extracted) per star of ugriz epochs (RA, Dec, then MJD, magnitude,
+  error per band; -99.99 or 99.99 for no measurement),
   `table2.dat.gz` the type (ab, c) and period. Magnitudes become relative flux per band,
   10**(-0.4 (m - median m of the band)), with the error propagated.
 
@@ -45,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 
 from steps.core.logs import get_logger
-from steps.core.quarantine import Quarantine
+from steps.core.quarantine import LABEL_ROW, Quarantine
 from steps.core.storage import local_folder
 from steps.ingest.schemas import (KEPLER_BAND, LIGHTCURVE_LABELS_SCHEMA, LIGHTCURVES_SCHEMA, SDSS_BANDS,
                                   TESS_BAND)
@@ -364,7 +365,10 @@ def scan_folder(folder: Path) -> FolderContents:
                 contents.curves += curves
                 contents.quarantine += bad
             elif re.fullmatch(r"\d+\.dat", name):  # a star's file of table 1, extracted from the archive
-                contents.curves.append(read_stripe82_star(path.read_text(), path.stem, where))
+                try:
+                    contents.curves.append(read_stripe82_star(path.read_text(), path.stem, where))
+                except (UnreadableFile, UnicodeDecodeError) as error:
+                    contents.quarantine.append((STRIPE82_PREFIX + path.stem, f"{where}: {error}", where))
             elif re.fullmatch(r"table2\.dat(\.gz)?", name):
                 contents.labels.update(read_stripe82_table2(_read_bytes(path).decode(), where))
             elif name.startswith("koi") and name.endswith((".csv", ".csv.gz")):
@@ -411,7 +415,7 @@ def assemble(contents: FolderContents) -> tuple[list[Curve], list[tuple[str, str
             curve.label = label if label is not None else curve.label
             curve.period = period if period is not None else curve.period
         elif curve_id not in quarantined:
-            quarantine.append((curve_id, "label row names no light curve in the folder", origin))
+            quarantine.append((curve_id, f"{LABEL_ROW} names no light curve in the folder", origin))
     for curve_id, (label, period) in contents.koi.items():
         if curve_id in kept:
             curve = kept[curve_id]

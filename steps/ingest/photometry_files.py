@@ -97,10 +97,10 @@ class Columns:
         self.not_numbers: dict[str, list[tuple[int, str]]] = {}  # column -> (row, text) of cells read as missing
 
     def unknown_bands(self) -> list[str]:
-        """Columns named as the pipeline names magnitudes and errors (`mag_V`, `err_u`) for a band it does not
-        know: most likely a typo, or a band the models cannot use."""
-        known = {f"{kind}_{band.lower()}" for band in PHOTOMETRIC_BANDS for kind in ("mag", "err")}
-        return [name for key, name in self._names.items() if key.startswith(("mag_", "err_")) and key not in known]
+        """Columns named as the pipeline names magnitudes and errors (`mag_V`, `err_u`, SDSS's `mag_g`) for a band
+        it does not read: most likely a typo, or a band the models cannot use."""
+        known = {f"{kind}_{band}" for band in PHOTOMETRIC_BANDS for kind in ("mag", "err")}
+        return [name for name in self.table.colnames if name.startswith(("mag_", "err_")) and name not in known]
 
     def find(self, name: str, suffixes: Sequence[str] = ("",)) -> str | None:
         """The table's column called `name`, bare (suffix "") or with one of the survey `suffixes`, if any."""
@@ -113,13 +113,15 @@ class Columns:
     def floats(self, name: str, suffixes: Sequence[str] = ("",)) -> np.ndarray | None:
         """A numeric column as float64 with NaN where masked, or None when the table lacks it or it is not numeric."""
         column_name = self.find(name, suffixes)
-        if column_name is None:
-            return None
+        return None if column_name is None else self.column_floats(column_name)
+
+    def column_floats(self, column_name: str) -> np.ndarray | None:
+        """`floats` of the column called exactly `column_name`."""
         column = self.table[column_name]
         if column.ndim != 1:
             return None
         if column.dtype.kind in "USO":
-            return self._parsed(column_name, self.texts(name, suffixes) or [])
+            return self._parsed(column_name, self.column_texts(column_name))
         if column.dtype.kind not in "iuf":
             return None
         values = np.asarray(column, dtype=np.float64).copy()
@@ -129,7 +131,7 @@ class Columns:
 
     def _parsed(self, column_name: str, texts: list[str | None]) -> np.ndarray | None:
         """The `texts` of a column of numbers read as text (a CSV column with one bad cell is) as floats: a cell that
-        is not a number is missing, and noted in `not_numbers`; None when no cell is a number."""
+        is not a number is missing, and noted in `not_numbers`."""
         values, bad = np.full(self.rows, np.nan), []
         for row, text in enumerate(texts):
             if text is None:
@@ -138,8 +140,6 @@ class Columns:
                 values[row] = float(text)
             except ValueError:
                 bad.append((row, text))
-        if len(bad) == sum(text is not None for text in texts):
-            return None
         if bad:
             self.not_numbers[column_name] = bad
         return values
@@ -147,8 +147,10 @@ class Columns:
     def texts(self, name: str, suffixes: Sequence[str] = ("",)) -> list[str | None] | None:
         """A column as stripped strings (integers without a decimal point), None where masked or empty."""
         column_name = self.find(name, suffixes)
-        if column_name is None:
-            return None
+        return None if column_name is None else self.column_texts(column_name)
+
+    def column_texts(self, column_name: str) -> list[str | None]:
+        """`texts` of the column called exactly `column_name`."""
         column = self.table[column_name]
         mask = np.ma.getmaskarray(column)
         texts: list[str | None] = []
@@ -184,6 +186,25 @@ class GaiaMeanPhotometry:
 
 
 @dataclass(frozen=True)
+class OwnColumn:
+    """A value and its error under the pipeline's own names, matched as written: `mag_G` is Gaia's G, while
+    `mag_g` (SDSS g) is no band of the raw schema."""
+
+    value: str
+    error: str
+
+    def read(self, columns: Columns) -> tuple[np.ndarray, np.ndarray] | None:
+        """(values, errors; NaN where the table has no error column), or None when it lacks the value column."""
+        if self.value not in columns.table.colnames:
+            return None
+        values = columns.column_floats(self.value)
+        if values is None:
+            return None
+        errors = columns.column_floats(self.error) if self.error in columns.table.colnames else None
+        return values, (np.full(columns.rows, np.nan) if errors is None else errors)
+
+
+@dataclass(frozen=True)
 class MeasuredColumn:
     """A value and its error under a catalogue's own column names (the first error column the table has)."""
 
@@ -205,7 +226,7 @@ class MeasuredColumn:
 
 # Where each band may be found, in order of preference; a row takes the first with a finite magnitude. Last, the
 # pipeline's own names (`mag_G`, `err_G`), the fields the prediction API takes.
-BAND_COLUMNS: dict[str, tuple[GaiaMeanPhotometry | MeasuredColumn, ...]] = {
+BAND_COLUMNS: dict[str, tuple[GaiaMeanPhotometry | MeasuredColumn | OwnColumn, ...]] = {
     "G": (GaiaMeanPhotometry("phot_g_mean", GAIA_ZERO_POINT_ERRORS["G"]), MeasuredColumn("gmag", ("e_gmag",))),
     "BP": (GaiaMeanPhotometry("phot_bp_mean", GAIA_ZERO_POINT_ERRORS["BP"]), MeasuredColumn("bpmag", ("e_bpmag",))),
     "RP": (GaiaMeanPhotometry("phot_rp_mean", GAIA_ZERO_POINT_ERRORS["RP"]), MeasuredColumn("rpmag", ("e_rpmag",))),
@@ -216,7 +237,7 @@ BAND_COLUMNS: dict[str, tuple[GaiaMeanPhotometry | MeasuredColumn, ...]] = {
     "W1": (MeasuredColumn("w1mpro", ("w1mpro_error", "w1sigmpro"), WISE), MeasuredColumn("w1mag", ("e_w1mag",), WISE)),
     "W2": (MeasuredColumn("w2mpro", ("w2mpro_error", "w2sigmpro"), WISE), MeasuredColumn("w2mag", ("e_w2mag",), WISE)),
 }
-BAND_COLUMNS = {band: (*candidates, MeasuredColumn(f"mag_{band.lower()}", (f"err_{band.lower()}",)))
+BAND_COLUMNS = {band: (*candidates, OwnColumn(f"mag_{band}", f"err_{band}"))
                 for band, candidates in BAND_COLUMNS.items()}
 assert tuple(BAND_COLUMNS) == PHOTOMETRIC_BANDS, "band columns must follow the raw schema's band order"
 
@@ -376,9 +397,10 @@ def _apply_quality_flags(columns: Columns, magnitudes: dict[str, np.ndarray], er
 
 
 def _identifiers(columns: Columns) -> list[str | None]:
-    """Per row, the first identifier found among `ID_COLUMNS` (a star name before a Gaia source_id)."""
+    """Per row, the first identifier found among `ID_COLUMNS` (a star name before a Gaia source_id); a table with an
+    `id` column, the pipeline's own layout, by that alone (its `source` is where a row came from, not an id)."""
     ids: list[str | None] = [None] * columns.rows
-    for name, suffixes in ID_COLUMNS:
+    for name, suffixes in ID_COLUMNS[:1] if columns.find("id") is not None else ID_COLUMNS:
         texts = columns.texts(name, suffixes)
         if texts is not None:
             ids = [current or text for current, text in zip(ids, texts)]

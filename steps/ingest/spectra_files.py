@@ -29,8 +29,9 @@ TEFF/LOGG/FEH header keywords where present (null otherwise; SDSS's ELODIE_* tem
 
 What cannot be used is quarantined with a reason, never silently dropped: unreadable or truncated files, layouts
 that are none of the above, non-stellar survey classes, all-NaN or all-zero flux, zero ivar everywhere, duplicate
-objects, and label rows that match no file. A file set aside is recorded under the id it would have given (its
-library row's id, else its name without extensions, as `spec-0618-52049-0372`), with its file named in the reason.
+objects, and label rows that match no file. An unusable file is recorded under its library row's id where a
+labels.csv names it, else under its name without extensions (`spec-0618-52049-0372`, the id a survey file gives)
+where no other file of the folder has that name, else under its path; the reason names the file.
 A file that matches no label row is kept with null labels.
 """
 
@@ -53,7 +54,7 @@ import pyarrow as pa
 from astropy.io import fits
 
 from steps.core.logs import get_logger
-from steps.core.quarantine import Quarantine
+from steps.core.quarantine import LABEL_ROW, Quarantine
 from steps.core.storage import local_folder
 from steps.ingest.schemas import SDSS_PIXEL_BITS, SPECTRA_SCHEMA, STELLAR_LABELS_SCHEMA
 from steps.ingest.tables import list_column
@@ -521,9 +522,9 @@ def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine
             quarantine.add(name, f"unreadable labels table: {error}", name)
             continue
         for row_id in table.unmatched_rows:
-            quarantine.add(row_id, f"label row {row_id} matches no spectrum file", name)
+            quarantine.add(row_id, f"{LABEL_ROW} {row_id} matches no spectrum file", name)
         for row_id in table.duplicate_rows:
-            quarantine.add(row_id, f"label row {row_id} repeats an earlier row of the same id", name)
+            quarantine.add(row_id, f"{LABEL_ROW} {row_id} repeats an earlier row of the same id", name)
         for path in members[root]:
             row_id = table.matches.get(_stem(path.name))
             entries[path] = LibraryEntry(source, row_id or _stem(path.name),
@@ -557,6 +558,7 @@ def read_folder(folder: Path, samples: int = 0) -> Ingested:
     files = sorted((path for path in folder.rglob("*") if path.is_file() and _is_fits_name(path.name)),
                    key=lambda path: path.relative_to(folder).as_posix())
     entries = _library_entries(folder, files, quarantine)
+    stems = Counter(_stem(path.name) for path in files)
     spectra: list[Spectrum] = []
     read_from: dict[str, str] = {}
     for path in files:
@@ -565,9 +567,10 @@ def read_folder(folder: Path, samples: int = 0) -> Ingested:
         name = path.relative_to(folder).as_posix()
         try:
             spectrum = read_spectrum(path.read_bytes(), name, entries.get(path))
-        except UnusableSpectrum as error:  # set aside under the id its file would give (a library's row id, the
-            entry = entries.get(path)      # file name without extensions), the file named in the reason
-            quarantine.add(entry.object_id if entry else _stem(name), f"{name}: {error}", name)
+        except UnusableSpectrum as error:  # under the id its file would give, where no other file could give it
+            entry = entries.get(path)
+            record_id = entry.object_id if entry else _stem(name) if stems[_stem(path.name)] == 1 else name
+            quarantine.add(record_id, f"{name}: {error}" if record_id != name else str(error), name)
             continue
         if spectrum.id in read_from:
             quarantine.add(name, f"object {spectrum.id} was already read from {read_from[spectrum.id]}", name)

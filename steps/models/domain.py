@@ -48,7 +48,7 @@ RESIDUAL_ARRAYS = ("residual_mean", "residual_basis", "residual_threshold")
 # The line check: a spectrum's line content is the root mean square of its normalised flux about its own median, less
 # its noise variance (`SpectrumResidual._lines`); its ratio is the LINES_QUANTILE quantile of the training spectra's
 # line content over the spectrum's: a featureless (flat) spectrum is like no star.
-LINES_QUANTILE = 0.005
+LINES_QUANTILE = 0.001
 LINES_ARRAY = "residual_line_floor"
 LINES_RATIO_MAX = 100.0  # a spectrum with no line at all (flat) gets this ratio, not infinity (JSON has none)
 SPECTRUM_COLUMNS = ("flux", "mask", "ivar")  # the normalised flux, its bad-pixel mask, its inverse variance

@@ -203,6 +203,30 @@ def test_a_cell_that_is_not_a_number_loses_only_itself_and_unknown_bands_are_nam
     assert data.loc["b", "mag_BP"] == 11.8
     assert "typo.csv: 1 value(s) of mag_G are not numbers and are read as missing (row 2: 'abc')" in caplog.text
     assert "typo.csv: column mag_V ignored: not a band the pipeline reads" in caplog.text
+    (tmp_path / "typo.csv").unlink()
+    (tmp_path / "one.csv").write_text("id,mag_G,err_G,mag_BP,err_BP\na,11.2x,0.003,11.7,0.004\n")  # no G number at all
+    with caplog.at_level("WARNING"):
+        assert np.isnan(read_folder(tmp_path).data.to_pandas()["mag_G"].iloc[0])
+    assert "one.csv: 1 value(s) of mag_G are not numbers and are read as missing (row 1: '11.2x')" in caplog.text
+
+
+def test_sdss_magnitudes_are_not_taken_for_gaia_bands(tmp_path, caplog):
+    """The pipeline's names are matched as written: SDSS's `mag_g` is not Gaia's `mag_G`."""
+    (tmp_path / "sdss.csv").write_text("id,mag_u,mag_g,mag_r,mag_G,err_G\ns1,18.1,16.9,16.4,16.5,0.003\n")
+    with caplog.at_level("WARNING"):
+        row = read_folder(tmp_path).data.to_pandas().iloc[0]
+    assert row["mag_G"] == 16.5 and np.isnan(row["mag_BP"])
+    assert all(f"column {name} ignored" in caplog.text for name in ("mag_u", "mag_g", "mag_r"))
+
+
+def test_a_table_with_an_id_column_names_rows_by_it_alone(tmp_path):
+    """Its `source` says where a row came from: a row without an id is quarantined, not named after it."""
+    (tmp_path / "mine.csv").write_text("id,source,mag_G,err_G,mag_BP,err_BP\na,my survey,11.2,0.003,11.7,0.004\n"
+                                       ",my survey,12.2,0.003,12.7,0.004\n")
+    ingested = read_folder(tmp_path)
+    assert ingested.data.column("id").to_pylist() == ["a"]
+    assert [row["reason"] for row in ingested.quarantine.rows] == [
+        "no identifier (no id, name, hip, source_id or designation)"]
 
 
 def test_json_that_is_not_a_table_is_passed_over_not_quarantined(tmp_path, caplog):

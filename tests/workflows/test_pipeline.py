@@ -166,7 +166,7 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
     for argv, message in ((["run", *home, "--samples", "-5"], "-5: needs at least 0 objects"),
                           (["run", *home, "--parallelism", "0"], "0: needs at least 1 task"),
                           (["ingest", "spectra", "--seed", "-1", "--out", str(tmp_path / "raw")],
-                           "--seed: -1: needs at least 0 as a seed"),
+                           "--seed: -1: a seed is a whole number from 0 to 4294967295"),
                           (["run", *home, "-p", "samples"], "-p 'samples': expected NAME=VALUE")):
         with pytest.raises(SystemExit) as stopped:
             main(argv)

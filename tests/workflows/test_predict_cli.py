@@ -20,7 +20,7 @@ from steps.ingest.__main__ import main as ingest
 from steps.preprocess.__main__ import main as preprocess
 from steps.split.__main__ import main as split_stage
 from steps.train import train_from_split
-from workflows.predict_cli import add_predict_command
+from workflows.predict_cli import _read_folder, add_predict_command
 
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
 
@@ -279,3 +279,28 @@ def test_part_of_a_library_gets_a_row_per_spectrum_and_a_bad_file_keeps_its_star
     assert sorted(frame.index) == sorted(ids)
     assert frame.loc[ids[0], "problem"].startswith(f"quarantined: spectra/{names[0]}: truncated or corrupt gzip")
     assert frame.loc[ids[1:], "problem"].isna().all()
+
+
+def test_rows_of_a_labels_table_are_not_objects_but_a_catalogue_named_labels_csv_keeps_its_stars(
+        rrlyrae_dir_or_skip, tmp_path):
+    """Two Stripe 82 stars extracted with table 2 (the classes of all 483): two objects, not 483. A photometry file
+    that happens to be called labels.csv is a catalogue: its star without a band keeps its row."""
+    import tarfile
+
+    with tarfile.open(rrlyrae_dir_or_skip / "table1.tar.gz") as archive:
+        members = [m for m in archive.getmembers() if m.name.endswith(("1013184.dat", "1019544.dat"))]
+        archive.extractall(tmp_path / "s82", members=members, filter="data")
+    (tmp_path / "s82" / "table2.dat.gz").write_bytes((rrlyrae_dir_or_skip / "table2.dat.gz").read_bytes())
+    raw, reasons = _read_folder("lightcurves", tmp_path / "s82")
+    assert raw.data.column("id").to_pylist() == ["S82-RRL-1013184", "S82-RRL-1019544"] and reasons == {}
+
+    (tmp_path / "phot").mkdir()
+    (tmp_path / "phot" / "labels.csv").write_text("id,mag_G,err_G,mag_BP,err_BP,teff\na,11.2,0.003,11.7,0.004,5800\n"
+                                                  "b,,,,,5000\n")
+    raw, reasons = _read_folder("photometry", tmp_path / "phot")
+    assert raw.data.column("id").to_pylist() == ["a"] and list(reasons) == ["b"]
+
+
+@pytest.fixture
+def rrlyrae_dir_or_skip(shared_dir):
+    return shared_dir / "data" / "rrlyrae_s82"

@@ -41,7 +41,8 @@ def test_bands_outside_the_range_are_refused(tmp_path):
     (["train-lightcurve", "--epochs", "0"], "--epochs: 0: needs at least 1 epoch"),
     (["train-spectral", "--length", "7"], "--length: 7: needs at least 128 pixels"),
     (["train-lightcurve", "--length", "8"], "--length: 8: needs at least 32 bins"),
-    (["train-sed", "--seed", "-5"], "--seed: -5: needs at least 0 as a seed"),
+    (["train-sed", "--seed", "-5"], "--seed: -5: a seed is a whole number from 0 to 4294967295"),
+    (["train-sed", "--seed", "4294967296"], "--seed: 4294967296: a seed is a whole number from 0 to 4294967295"),
 ])
 def test_bad_flags_are_refused_before_any_stage_runs(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
