@@ -18,8 +18,10 @@ the 515 MILES spectra like its own, and put their FGK stars a median 234 K off (
 of them, and none of its own test spectra; a MILES-trained model flags the same 15 as before). So a spectral model
 also measures how much of a spectrum lies off the training spectra's leading components, beyond the spectrum's own
 noise (`SpectrumResidual`), against the `RESIDUAL_QUANTILE` quantile of the same figure for training spectra left
-out of the fit; `domain_distance` is the larger of the two ratios (so a little more than 5% of spectra like the
-training ones are flagged).
+out of the fit; and, as a featureless spectrum passes both (its difference from the mean spectrum is the mean's own
+lines, which the leading components hold), its line content against the training spectra's `LINES_QUANTILE`
+quantile. `domain_distance` is the largest of the ratios (so a little more than 5% of spectra like the training ones
+are flagged).
 """
 
 from __future__ import annotations
