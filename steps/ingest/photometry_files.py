@@ -129,7 +129,7 @@ class Columns:
         values[mask] = np.nan
         return values
 
-    def _parsed(self, column_name: str, texts: list[str | None]) -> np.ndarray | None:
+    def _parsed(self, column_name: str, texts: list[str | None]) -> np.ndarray:
         """The `texts` of a column of numbers read as text (a CSV column with one bad cell is) as floats: a cell that
         is not a number is missing, and noted in `not_numbers`."""
         values, bad = np.full(self.rows, np.nan), []
