@@ -134,7 +134,9 @@ def photometry_columns(catalogue: dict[str, np.ndarray], bands: tuple[str, ...],
     """The features of catalogue rows (`mag_<band>`, `err_<band>`, `parallax`, `parallax_error`, `ebv` arrays, NaN
     where missing; absent keys count as missing): cleaned, Gaia-saturation-corrected, dereddened magnitudes with
     masks, colours between chosen bands and absolute G. Training (`preprocess_photometry`) and the prediction API
-    (`steps.serve.catalogue`) both compute them here."""
+    (`steps.serve.catalogue`) both compute them here. The parallax feature is the measured parallax, or 0 where that
+    is negative: a true parallax cannot be, and fed to a model as it is, a negative one lay beyond every training
+    star (`make run`'s ridge put a G = 6 star with -3.2 mas at log g -3.3)."""
     n = len(next(iter(catalogue.values())))
     missing = np.full(n, np.nan)
     ebv = catalogue.get("ebv", missing)
@@ -163,7 +165,7 @@ def photometry_columns(catalogue: dict[str, np.ndarray], bands: tuple[str, ...],
         **columns,
         **colours,
         **({"abs_G": absolute_magnitude(columns["mag_G"], parallax, parallax_error)} if "G" in bands else {}),
-        "parallax": parallax,
+        "parallax": np.maximum(parallax, 0.0),  # a negative measurement says "far", as 0 does (see the docstring)
         "parallax_error": parallax_error,
     }
     return PhotometryColumns(numeric, masks, dereddened, too_poor)
