@@ -63,6 +63,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from workflows.cli import home_dir
 
     started = time.perf_counter()
+    written = False
     try:
         check_output(args.output)
         home = home_dir(args.home)
@@ -70,12 +71,16 @@ def predict_command(args: argparse.Namespace) -> int:
                                          home / "serving")
         frame = predict(args.model_name, model_dir, args.input)
         write_csv(frame, args.output)
+        written = True
         missing = int((frame["problem"] != "").sum())
         if missing == len(frame):
             raise PredictError(f"--input {args.input}: none of its {len(frame)} objects could be predicted "
                                f"(reasons in {args.output}; the commonest: {_commonest(frame['problem'])})")
     except PredictError as error:
-        print(f"stellar predict: {error}", file=sys.stderr)
+        # an earlier run's CSV at --output is left whole, and said to be, so that nobody reads it as this run's
+        kept = not written and args.output.is_file()
+        print(f"stellar predict: {error}" + (f" ({args.output}, from before, was left as it was)" if kept else ""),
+              file=sys.stderr)
         return 2
     from steps.models.domain import outside as flagged
 
