@@ -318,8 +318,9 @@ def _is_raw(modality: str, names: list[str]) -> bool:
     return all(name in names for name in DATA_SCHEMAS[modality].names)
 
 
-def _read_folder(modality: str, folder: Path):
-    """(raw artifact, {id: reason} of the records set aside) of a folder of archive files."""
+def _read_folder(modality: str, folder: Path, shown_as: Path | None = None):
+    """(raw artifact, {id: reason} of the records set aside) of a folder of archive files (`shown_as`: what logs
+    call it)."""
     from steps.ingest import sources
     from steps.ingest.schemas import DATA_SCHEMAS
     from steps.preprocess.common import RawArtifact
@@ -327,7 +328,8 @@ def _read_folder(modality: str, folder: Path):
     if modality not in sources.FOLDER_READERS:
         raise PredictError(f"--input {folder}: this version cannot read {modality} folders yet (readers exist for "
                            f"{', '.join(sorted(sources.FOLDER_READERS)) or 'none'}); give a raw or feature table")
-    ingested = sources.FOLDER_READERS[modality](sources.IngestRequest(modality, 0, 0, str(folder)))
+    request = sources.IngestRequest(modality, 0, 0, str(folder), shown_as=str(shown_as or folder))
+    ingested = sources.FOLDER_READERS[modality](request)
     data = ingested.data.select(DATA_SCHEMAS[modality].names)
     reasons = _objects_set_aside(ingested.quarantine.rows)
     return RawArtifact(path=folder, data=data, labels=None, synthetic=False), reasons
@@ -337,7 +339,7 @@ def _read_archive_file(modality: str, path: Path):
     """One archive file read as a folder holding only it (its objects keep the ids the folder reader gives)."""
     with tempfile.TemporaryDirectory(prefix="stellar-predict-") as folder:
         (Path(folder) / path.name).symlink_to(path.resolve())
-        raw, reasons = _read_folder(modality, Path(folder))
+        raw, reasons = _read_folder(modality, Path(folder), shown_as=path)
     raw.path = path
     return raw, reasons
 

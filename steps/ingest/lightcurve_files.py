@@ -451,8 +451,9 @@ def curve_tables(curves: list[Curve]) -> tuple[pa.Table, pa.Table]:
     return data, labels
 
 
-def read_folder(folder: Path, samples: int = 0) -> Ingested:
-    """Every light curve the folder's files hold, at most `samples` of them (first by id; 0 = all)."""
+def read_folder(folder: Path, samples: int = 0, shown_as: str | None = None) -> Ingested:
+    """Every light curve the folder's files hold, at most `samples` of them (first by id; 0 = all); logs name the
+    folder `shown_as` (by default its path)."""
     from steps.ingest.sources import Ingested   # here: sources imports the readers to register them
 
     curves, bad = limit(*assemble(scan_folder(folder)), samples)
@@ -462,7 +463,7 @@ def read_folder(folder: Path, samples: int = 0) -> Ingested:
     by_source: dict[str, int] = {}
     for curve in curves:
         by_source[curve.source] = by_source.get(curve.source, 0) + 1
-    log.info("%s: %d light curves (%s), %d records quarantined", folder, len(curves),
+    log.info("%s: %d light curves (%s), %d records quarantined", shown_as or folder, len(curves),
              ", ".join(f"{source}: {count}" for source, count in sorted(by_source.items())) or "none",
              len(quarantine))
     data, labels = curve_tables(curves)
@@ -475,4 +476,4 @@ def read_lightcurve_folder(request: IngestRequest) -> Ingested:
     if request.location is None:
         raise ValueError("read_lightcurve_folder needs request.location, the folder to replay")
     with local_folder(request.location) as folder:
-        return read_folder(folder, request.samples)
+        return read_folder(folder, request.samples, request.shown_as or request.location)

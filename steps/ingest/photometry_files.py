@@ -483,13 +483,14 @@ class FolderReader:
         """True once `limit` rows have been read."""
         return 0 < self.limit <= self.rows_read
 
-    def read_folder(self, folder: Path) -> None:
-        """Every table file under `folder` (name order, sub-folders included), until full."""
+    def read_folder(self, folder: Path, shown_as: str | None = None) -> None:
+        """Every table file under `folder` (name order, sub-folders included), until full; logs name the folder
+        `shown_as` (by default its path)."""
         files = sorted(path for path in folder.rglob("*") if path.is_file()
                        and not any(part.startswith(".") for part in path.relative_to(folder).parts))
         passed_over = [path.relative_to(folder).as_posix() for path in files if table_format(path) is None]
         if passed_over:
-            log.info("%s: passed over %d file(s) that are not tables: %s", folder, len(passed_over),
+            log.info("%s: passed over %d file(s) that are not tables: %s", shown_as or folder, len(passed_over),
                      ", ".join(passed_over))
         for path in files:
             if self.full:
@@ -575,5 +576,5 @@ def read_photometry_folder(request: IngestRequest) -> Ingested:
         raise ValueError("read_photometry_folder needs request.location, the folder to replay")
     reader = FolderReader(request.samples, Quarantine("ingest.photometry"))
     with local_folder(request.location) as folder:
-        reader.read_folder(folder)
+        reader.read_folder(folder, request.shown_as or request.location)
     return reader.ingested()

@@ -30,6 +30,7 @@ class IngestRequest:
     seed: int = 0
     location: str | None = None
     cache: str | None = None
+    shown_as: str | None = None  # how logs name the location (`stellar predict` reads one file through a folder)
 
 
 @dataclass

@@ -549,8 +549,9 @@ def _is_fits_name(name: str) -> bool:
     return lower.endswith(FITS_SUFFIXES) and not name.startswith(".")
 
 
-def read_folder(folder: Path, samples: int = 0) -> Ingested:
-    """Every spectrum in a local folder (recursively, in sorted path order), at most `samples` of them (0 = all)."""
+def read_folder(folder: Path, samples: int = 0, shown_as: str | None = None) -> Ingested:
+    """Every spectrum in a local folder (recursively, in sorted path order), at most `samples` of them (0 = all);
+    logs name the folder `shown_as` (by default its path)."""
     from steps.ingest.sources import Ingested   # here, not at the top: sources imports this module to register it
 
     folder = Path(folder)
@@ -578,7 +579,7 @@ def read_folder(folder: Path, samples: int = 0) -> Ingested:
         read_from[spectrum.id] = name
         spectra.append(spectrum)
     by_source = Counter(spectrum.source for spectrum in spectra)
-    log.info("%s: %d spectra (%s), %d records quarantined", folder, len(spectra),
+    log.info("%s: %d spectra (%s), %d records quarantined", shown_as or folder, len(spectra),
              ", ".join(f"{source}: {count}" for source, count in sorted(by_source.items())) or "none", len(quarantine))
     data, labels = spectra_tables(spectra)
     return Ingested(data, labels, quarantine)
@@ -590,7 +591,7 @@ def read_spectra_folder(request: IngestRequest) -> Ingested:
     if request.location is None:
         raise ValueError("read_spectra_folder needs request.location, the folder to replay")
     with local_folder(request.location) as folder:
-        return read_folder(folder, request.samples)
+        return read_folder(folder, request.samples, request.shown_as or request.location)
 
 
 def spectra_tables(spectra: Sequence[Spectrum]) -> tuple[pa.Table, pa.Table]:

@@ -191,7 +191,7 @@ def _library_spectra(pipeline, folder: Path, count: int) -> list[str]:
     return names
 
 
-def test_unreadable_files_keep_their_row_and_one_archive_file_is_read_alone(pipeline, tmp_path, capsys):
+def test_unreadable_files_keep_their_row_and_one_archive_file_is_read_alone(pipeline, tmp_path, capsys, caplog):
     names = _library_spectra(pipeline, tmp_path / "lib", 3)
     (tmp_path / "lib" / "notes.fits").write_text("not a FITS file")
     home, csv = str(pipeline["root"] / "home"), tmp_path / "lib.csv"
@@ -203,8 +203,10 @@ def test_unreadable_files_keep_their_row_and_one_archive_file_is_read_alone(pipe
     assert frame.loc[names, "problem"].isna().all() and frame.loc[names, "teff"].notna().all()
 
     one = tmp_path / "one.csv"
-    assert stellar_predict("spectral", "--input", str(tmp_path / "lib" / f"{names[1]}.fits"), "--output", str(one),
-                           "--home", home) == 0
+    with caplog.at_level("INFO"):
+        assert stellar_predict("spectral", "--input", str(tmp_path / "lib" / f"{names[1]}.fits"), "--output",
+                               str(one), "--home", home) == 0
+    assert f"{tmp_path / 'lib' / names[1]}.fits: 1 spectra" in caplog.text  # the file, not a temporary folder
     alone = pd.read_csv(one, keep_default_na=False, na_values=[""]).set_index("id")
     assert list(alone.index) == [names[1]]
     assert alone.loc[names[1], "teff"] == pytest.approx(frame.loc[names[1], "teff"], rel=1e-5)
