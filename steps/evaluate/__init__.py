@@ -7,7 +7,9 @@ apply the gates.
 on the same split (seconds, deterministic), which the gates compare the model with and which promotion takes
 instead when the model is refused and no production version exists yet. A model refused by the gates is a result,
 not an error. The SED model and its baseline are also measured on the test stars with Gaia's G, BP and RP alone
-(`metrics.json` `gaia_bands_only`; reported, not gated), the photometry most Gaia stars have.
+(`metrics.json` `gaia_bands_only`; reported, not gated), the photometry most Gaia stars have; the spectral model
+and its baseline also on the FGK test stars alone (`fgk`: 4000-7000 K by their label, the stars the issue's targets
+are set on), so that the weekly report gives the figures the README quotes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from steps.train import train_from_split
 log = get_logger("evaluate")
 BASELINES = "baselines"  # folder of the evaluation artifact holding the baselines trained for comparison
 GAIA_ONLY = "gaia_bands_only"  # SED metrics of the test stars with Gaia's bands alone (reported, not gated)
+FGK = "fgk"  # spectral metrics of the FGK test stars alone (reported, not gated)
+FGK_TEFF = (4000.0, 7000.0)  # K, by the test star's label
 
 
 @dataclass
@@ -98,12 +102,14 @@ def classification_rows(sources: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-GAIA_ONLY_TITLE = "The same test stars with Gaia's G, BP and RP alone (the photometry of most Gaia stars)"
+# The reports' extra tables: metrics of a part or a variant of the test split, by their key in metrics.json
+SUBSET_TITLES = {GAIA_ONLY: "The same test stars with Gaia's G, BP and RP alone (the photometry of most Gaia stars)",
+                 FGK: f"The FGK test stars alone ({FGK_TEFF[0]:.0f}-{FGK_TEFF[1]:.0f} K by their label)"}
 
 
-def gaia_only_rows(ev: "Evaluation") -> list[list[str]]:
-    """The reports' rows (target, metric, model, baseline) of the SED test stars measured with Gaia's bands alone."""
-    sources = [(m or {}).get(GAIA_ONLY) or {} for m in (ev.model, ev.baseline)]
+def subset_rows(ev: "Evaluation", key: str) -> list[list[str]]:
+    """The reports' rows (target, metric, model, baseline) of the test split's part or variant `key`."""
+    sources = [(m or {}).get(key) or {} for m in (ev.model, ev.baseline)]
     return [[target, metric, *(fmt((m.get("targets", {}).get(target) or {}).get(metric)) for m in sources)]
             for target in ev.outputs for metric in ("robust_sigma", "rmse", "coverage_68")]
 
@@ -152,6 +158,9 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
     gaia_only = gaia_bands_only(test, spec["bands"]) if name == "sed" and spec.get("bands") else None
     if gaia_only is not None:
         metrics_model[GAIA_ONLY] = test_metrics(model.task, outputs, test, model.predict_table(gaia_only))
+    fgk = _fgk_rows(test) if name == "spectral" else None
+    if fgk is not None:
+        metrics_model[FGK] = _rows_metrics(model.task, outputs, test, predicted, fgk)
     evaluation = Evaluation(name, model.task, outputs, metrics_model, metrics_null,
                             pd.DataFrame(frame, index=pd.RangeIndex(cols.n)), model.info)
     if baseline_dir is not None and (model.info.get("training") or {}).get("trainer") == "keras":
@@ -160,8 +169,26 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
         evaluation.baseline = test_metrics(model.task, outputs, test, baseline.predict_table(test))
         if gaia_only is not None:
             evaluation.baseline[GAIA_ONLY] = test_metrics(model.task, outputs, test, baseline.predict_table(gaia_only))
+        if fgk is not None:
+            evaluation.baseline[FGK] = _rows_metrics(model.task, outputs, test, baseline.predict_table(test), fgk)
         evaluation.baseline_dir = Path(trained)
     return evaluation
+
+
+def _fgk_rows(test: pa.Table) -> np.ndarray | None:
+    """Where the test stars' labelled Teff is in FGK_TEFF (None: none is, or there is no Teff label)."""
+    cols = Columns(test)
+    if not cols.has("teff"):
+        return None
+    teff = cols.scalar("teff")
+    rows = (teff >= FGK_TEFF[0]) & (teff <= FGK_TEFF[1])
+    return rows if rows.any() else None
+
+
+def _rows_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.DataFrame,
+                  rows: np.ndarray) -> dict[str, Any]:
+    """`test_metrics` of the test rows where `rows` is true."""
+    return test_metrics(task, outputs, test.filter(pa.array(rows)), predicted[rows].reset_index(drop=True))
 
 
 def _normalise_production(entry: Any, name: str, source: str) -> dict[str, Any] | None:
@@ -237,9 +264,10 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
                 for metric in ("robust_sigma", "rmse", "bias", "outlier_fraction", "coverage_68", "coverage_95"):
                     values = [(m.get("targets", {}).get(target) or {}).get(metric) for m in sources]
                     lines.append(f"| {target} | {metric} | " + " | ".join(fmt(v) for v in values) + " |")
-            if ev.model.get(GAIA_ONLY):
-                lines += ["", f"{GAIA_ONLY_TITLE}:", "", "| target | metric | model | baseline |", "|---|---|---|---|"]
-                lines += ["| " + " | ".join(row) + " |" for row in gaia_only_rows(ev)]
+            for key, title in SUBSET_TITLES.items():
+                if ev.model.get(key):
+                    lines += ["", f"{title}:", "", "| target | metric | model | baseline |", "|---|---|---|---|"]
+                    lines += ["| " + " | ".join(row) + " |" for row in subset_rows(ev, key)]
         else:
             lines += ["| metric | model | null | baseline | production |", "|---|---|---|---|---|"]
             lines += ["| " + " | ".join(row) + " |" for row in classification_rows(sources)]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steps.evaluate import GAIA_ONLY, GAIA_ONLY_TITLE, classification_rows, domain_sentence, gaia_only_rows
+from steps.evaluate import SUBSET_TITLES, classification_rows, domain_sentence, subset_rows
 from steps.evaluate.gates import Verdict, fmt
 from steps.models.baseline import MODALITY
 from steps.models.inputs import Columns
@@ -284,9 +284,9 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
             + "; ".join(html.escape(line) for line in _training_summary(ev.info)) + ".</p>"
             + (f"<p>{html.escape(domain_sentence(ev.model['domain']))}</p>" if ev.model.get("domain") else "")
             + _metrics_table(ev, prod.get("metrics") or {})
-            + (f"<h3>{html.escape(GAIA_ONLY_TITLE)}</h3>" + _table(["target", "metric", "model", "baseline"],
-                                                                    gaia_only_rows(ev))
-               if ev.model.get(GAIA_ONLY) else "")
+            + "".join(f"<h3>{html.escape(title)}</h3>" + _table(["target", "metric", "model", "baseline"],
+                                                                 subset_rows(ev, key))
+                      for key, title in SUBSET_TITLES.items() if ev.model.get(key))
             + "<h3>Gate reasons</h3><ul>" + "".join(_reason(r) for r in verdict.reasons) + "</ul>"
             + _fallback(verdict)
             + f'<div class="figures">{figures}</div></section>')

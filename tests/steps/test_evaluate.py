@@ -201,6 +201,12 @@ def test_evaluate_end_to_end_passes_learnable_models(learnable, tmp_path):
     gaia_only = metrics["sed"]["model"]["gaia_bands_only"]["targets"]["teff"]  # reported, not gated
     assert gaia_only["n"] == 60 and gaia_only["rmse"] > metrics["sed"]["model"]["targets"]["teff"]["rmse"]
     assert "Gaia's G, BP and RP alone" in report and "Gaia&#x27;s G, BP and RP alone" in (out / "report.html").read_text()
+    truth = pq.read_table(out / "predictions" / "spectral.parquet").column("teff_true").to_numpy()
+    fgk = metrics["spectral"]["model"]["fgk"]  # the stars the targets are set on: reported, not gated
+    assert fgk["n_test"] == int(((truth >= 4000) & (truth <= 7000)).sum()) < len(truth)
+    assert fgk["targets"]["teff"]["n"] == fgk["n_test"]
+    assert "The FGK test stars alone (4000-7000 K by their label)" in report
+    assert "The FGK test stars alone" in (out / "report.html").read_text()
 
 
 def test_models_of_pure_noise_are_refused_and_the_run_still_succeeds(noise, tmp_path):
