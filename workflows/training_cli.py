@@ -22,12 +22,16 @@ MIN_SAMPLES = 32  # the split must leave test and validation objects to evaluate
 ALL_BANDS = ("G", "BP", "RP", "J", "H", "Ks", "W1", "W2")
 
 
-def seed_number(text: str) -> int:
-    """An argparse type: a seed NumPy and Keras accept, a whole number from 0 to 2**32 - 1."""
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def seed_number(text: str) -> int:
+    """An argparse type: a seed NumPy and Keras accept, a whole number from 0 to 2**32 - 1."""
+    value = _whole_number(text)
     if not 0 <= value < 2 ** 32:
         raise argparse.ArgumentTypeError(f"{value}: a seed is a whole number from 0 to {2 ** 32 - 1}")
     return value
@@ -36,10 +40,7 @@ def seed_number(text: str) -> int:
 def at_least(low: int, what: str):
     """An argparse type: an integer of at least `low`, with an error naming the flag's meaning."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        value = _whole_number(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"{value}: needs at least {low} {what}")
         return value

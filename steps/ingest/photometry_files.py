@@ -186,25 +186,6 @@ class GaiaMeanPhotometry:
 
 
 @dataclass(frozen=True)
-class OwnColumn:
-    """A value and its error under the pipeline's own names, matched as written: `mag_G` is Gaia's G, while
-    `mag_g` (SDSS g) is no band of the raw schema."""
-
-    value: str
-    error: str
-
-    def read(self, columns: Columns) -> tuple[np.ndarray, np.ndarray] | None:
-        """(values, errors; NaN where the table has no error column), or None when it lacks the value column."""
-        if self.value not in columns.table.colnames:
-            return None
-        values = columns.column_floats(self.value)
-        if values is None:
-            return None
-        errors = columns.column_floats(self.error) if self.error in columns.table.colnames else None
-        return values, (np.full(columns.rows, np.nan) if errors is None else errors)
-
-
-@dataclass(frozen=True)
 class MeasuredColumn:
     """A value and its error under a catalogue's own column names (the first error column the table has)."""
 
@@ -214,19 +195,33 @@ class MeasuredColumn:
 
     def read(self, columns: Columns) -> tuple[np.ndarray, np.ndarray] | None:
         """(values, errors; NaN where the table has no error column), or None when it lacks the value column."""
-        values = columns.floats(self.value, self.suffixes)
+        values = self.floats(columns, self.value)
         if values is None:
             return None
         for error_name in self.errors:
-            errors = columns.floats(error_name, self.suffixes)
+            errors = self.floats(columns, error_name)
             if errors is not None:
                 return values, errors
         return values, np.full(columns.rows, np.nan)
 
+    def floats(self, columns: Columns, name: str) -> np.ndarray | None:
+        """The column `name` as floats, found as `Columns.find` finds names (None: the table has none)."""
+        return columns.floats(name, self.suffixes)
+
+
+@dataclass(frozen=True)
+class OwnColumn(MeasuredColumn):
+    """A value and its error under the pipeline's own names, matched as written: `mag_G` is Gaia's G, while
+    `mag_g` (SDSS g) is no band of the raw schema."""
+
+    def floats(self, columns: Columns, name: str) -> np.ndarray | None:
+        """The column called exactly `name` as floats (None: the table has none)."""
+        return columns.column_floats(name) if name in columns.table.colnames else None
+
 
 # Where each band may be found, in order of preference; a row takes the first with a finite magnitude. Last, the
 # pipeline's own names (`mag_G`, `err_G`), the fields the prediction API takes.
-BAND_COLUMNS: dict[str, tuple[GaiaMeanPhotometry | MeasuredColumn | OwnColumn, ...]] = {
+BAND_COLUMNS: dict[str, tuple[GaiaMeanPhotometry | MeasuredColumn, ...]] = {
     "G": (GaiaMeanPhotometry("phot_g_mean", GAIA_ZERO_POINT_ERRORS["G"]), MeasuredColumn("gmag", ("e_gmag",))),
     "BP": (GaiaMeanPhotometry("phot_bp_mean", GAIA_ZERO_POINT_ERRORS["BP"]), MeasuredColumn("bpmag", ("e_bpmag",))),
     "RP": (GaiaMeanPhotometry("phot_rp_mean", GAIA_ZERO_POINT_ERRORS["RP"]), MeasuredColumn("rpmag", ("e_rpmag",))),
@@ -237,7 +232,7 @@ BAND_COLUMNS: dict[str, tuple[GaiaMeanPhotometry | MeasuredColumn | OwnColumn, .
     "W1": (MeasuredColumn("w1mpro", ("w1mpro_error", "w1sigmpro"), WISE), MeasuredColumn("w1mag", ("e_w1mag",), WISE)),
     "W2": (MeasuredColumn("w2mpro", ("w2mpro_error", "w2sigmpro"), WISE), MeasuredColumn("w2mag", ("e_w2mag",), WISE)),
 }
-BAND_COLUMNS = {band: (*candidates, OwnColumn(f"mag_{band}", f"err_{band}"))
+BAND_COLUMNS = {band: (*candidates, OwnColumn(f"mag_{band}", (f"err_{band}",)))
                 for band, candidates in BAND_COLUMNS.items()}
 assert tuple(BAND_COLUMNS) == PHOTOMETRIC_BANDS, "band columns must follow the raw schema's band order"
 

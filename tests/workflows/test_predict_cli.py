@@ -288,16 +288,17 @@ def test_part_of_a_library_gets_a_row_per_spectrum_and_a_bad_file_keeps_its_star
     assert frame.loc[ids[1:], "problem"].isna().all()
 
 
-def test_rows_of_a_labels_table_are_not_objects_but_a_catalogue_named_labels_csv_keeps_its_stars(
-        rrlyrae_dir_or_skip, tmp_path):
+def test_rows_of_a_labels_table_are_not_objects_but_a_catalogue_named_labels_csv_keeps_its_stars(shared_dir,
+                                                                                                    tmp_path):
     """Two Stripe 82 stars extracted with table 2 (the classes of all 483): two objects, not 483. A photometry file
     that happens to be called labels.csv is a catalogue: its star without a band keeps its row."""
     import tarfile
 
-    with tarfile.open(rrlyrae_dir_or_skip / "table1.tar.gz") as archive:
+    rrlyrae = shared_dir / "data" / "rrlyrae_s82"
+    with tarfile.open(rrlyrae / "table1.tar.gz") as archive:
         members = [m for m in archive.getmembers() if m.name.endswith(("1013184.dat", "1019544.dat"))]
         archive.extractall(tmp_path / "s82", members=members, filter="data")
-    (tmp_path / "s82" / "table2.dat.gz").write_bytes((rrlyrae_dir_or_skip / "table2.dat.gz").read_bytes())
+    (tmp_path / "s82" / "table2.dat.gz").write_bytes((rrlyrae / "table2.dat.gz").read_bytes())
     raw, reasons = _read_folder("lightcurves", tmp_path / "s82")
     assert raw.data.column("id").to_pylist() == ["S82-RRL-1013184", "S82-RRL-1019544"] and reasons == {}
 
@@ -306,8 +307,3 @@ def test_rows_of_a_labels_table_are_not_objects_but_a_catalogue_named_labels_csv
                                                   "b,,,,,5000\n")
     raw, reasons = _read_folder("photometry", tmp_path / "phot")
     assert raw.data.column("id").to_pylist() == ["a"] and list(reasons) == ["b"]
-
-
-@pytest.fixture
-def rrlyrae_dir_or_skip(shared_dir):
-    return shared_dir / "data" / "rrlyrae_s82"
