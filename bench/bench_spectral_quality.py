@@ -41,6 +41,7 @@ from steps.models import load_model  # noqa: E402
 from steps.models.domain import outside  # noqa: E402
 from steps.models.metrics import robust_sigma  # noqa: E402
 from steps.preprocess.__main__ import main as preprocess  # noqa: E402
+from steps.preprocess.spectra import DEFAULT_LENGTH  # noqa: E402
 from steps.split.__main__ import split_features  # noqa: E402
 from steps.train import train_from_split  # noqa: E402
 
@@ -105,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", default=str(SHARED / "miles"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4])
+    parser.add_argument("--length", type=int, default=DEFAULT_LENGTH, help="pixels of the common wavelength grid")
     parser.add_argument("--reference", default=str(SHARED / GAIA_BENCHMARK_STARS),
                         help="a FITS table with hd, teff, logg, fe_h columns; 'none' to skip")
     args = parser.parse_args()
@@ -115,7 +117,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         ingest("spectra", args.library, 0, 0, root / "raw")
-        if preprocess(["spectra", "--in", str(root / "raw"), "--out", str(root / "features")]) != 0:
+        if preprocess(["spectra", "--in", str(root / "raw"), "--out", str(root / "features"),
+                       "--length", str(args.length)]) != 0:
             raise SystemExit("preprocessing failed")
         for seed in args.seeds:
             split = root / f"split-{seed}"
