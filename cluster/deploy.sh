@@ -12,7 +12,8 @@ image=(--set-string "image.registry=$IMAGE_REGISTRY" --set-string "image.tag=$VE
 
 log "stellar-pipeline: WorkflowTemplate, CronWorkflow, artifact repository, S3 Secret, RBAC"
 helm upgrade --install stellar-pipeline "$REPO_ROOT/charts/stellar-pipeline" --namespace "$NAMESPACE" \
-  --create-namespace "${image[@]}" --wait --timeout 2m
+  --create-namespace "${image[@]}" --set-string "s3.accessKeyId=$S3_ACCESS_KEY" \
+  --set-string "s3.secretAccessKey=$S3_SECRET_KEY" --wait --timeout 2m
 
 log "stellar-api: one replica on nodePort 30080 (http://127.0.0.1:8080 on this host)"
 helm upgrade --install stellar-api "$REPO_ROOT/charts/stellar-api" --namespace "$NAMESPACE" "${image[@]}" \

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # `make kind-up`: a kind cluster (kind-config.yaml) with MinIO and Argo Workflows from their official Helm charts,
 # at pinned versions, the buckets the pipeline uses, and the namespace the stellar charts go to. Idempotent.
-#   S3_ACCESS_KEY / S3_SECRET_KEY   MinIO's root credentials (default: the stellar-pipeline chart's dev-only values)
+#   S3_ACCESS_KEY / S3_SECRET_KEY   MinIO's root credentials (default: the stellar-pipeline chart's dev-only values;
+#                                   `make deploy` puts the same ones in the chart's S3 Secret)
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
 ARGO_CHART_VERSION="${ARGO_CHART_VERSION:-2.0.1}"  # Argo Workflows v4.1.0
 MINIO_CHART_VERSION="${MINIO_CHART_VERSION:-5.4.0}"
-S3_ACCESS_KEY="${S3_ACCESS_KEY:-stellar-dev}"
-S3_SECRET_KEY="${S3_SECRET_KEY:-stellar-dev-only-not-a-secret}"
 
 for tool in kind kubectl helm; do need "$tool"; done
 

@@ -11,6 +11,10 @@ IMAGE_REGISTRY="${IMAGE_REGISTRY:-ghcr.io/stellar-pipeline}"
 # Images: the two bases, then one per stage and the API (stage -> the base target it builds on).
 STAGE_IMAGES=(ingest preprocess split train evaluate promote deploy api)
 CLUSTER_NAME="${CLUSTER_NAME:-stellar}"
+# MinIO's root credentials (kind-up.sh) are the ones the stellar-pipeline chart's S3 Secret carries (deploy.sh); the
+# defaults are that chart's dev-only values.
+S3_ACCESS_KEY="${S3_ACCESS_KEY:-stellar-dev}"
+S3_SECRET_KEY="${S3_SECRET_KEY:-stellar-dev-only-not-a-secret}"
 NAMESPACE="${NAMESPACE:-stellar}"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -76,7 +76,9 @@ class RenderOptions:
     retry_limit: int = 3
     backoff_duration: str = "15s"
     backoff_factor: int = 2
-    backoff_max_duration: str = "5m"
+    # Argo counts it from the first attempt's start and kills a retry still running then: longer than every attempt
+    # of the slowest task (a rollout waits up to `deploy-timeout`, 600 s, each time) and the backoff between them.
+    backoff_max_duration: str = "2h"
     parameters: dict[str, str] = field(default_factory=dict)
 
     def image(self, stage: str) -> str:

@@ -42,7 +42,7 @@ API_VALUES = {
                    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}},
                    "networkPolicy": {"ingressFrom": [{"namespaceSelector": {"matchLabels": {"team": "astro"}}}],
                                      "egressPorts": [443]},
-                   "server": {"extraArgs": ["--log-level", "info"]}},
+                   "server": {"extraArgs": ["--workers", "2"]}},
     "minimal": {"networkPolicy": {"enabled": False}, "podDisruptionBudget": {"enabled": False},
                 "serviceAccount": {"create": False, "name": "existing-account"}},
 }

@@ -134,3 +134,15 @@ def test_chart_settings_are_api_settings():
     api = container(render(API_CHART, {"server": {"authSecret": "api-token"}}))
     names = {e["name"].removeprefix("STELLAR_API_").lower() for e in api["env"] if e["name"].startswith("STELLAR_API_")}
     assert names <= set(ServeSettings.model_fields)
+
+
+@pytest.mark.parametrize("values", sorted(API_VALUES))
+def test_the_container_command_is_one_stellar_accepts(helm, values):
+    """The pod runs `stellar serve` with the chart's arguments and `server.extraArgs`: the CLI must take them (an
+    unknown flag is a pod that restarts for ever)."""
+    from workflows.cli import build_parser
+
+    api = container(render(API_CHART, API_VALUES[values]))
+    assert api["command"][0] == "stellar"
+    args = build_parser().parse_args([*api["command"][1:], *api["args"]])
+    assert args.command == "serve" and args.host == "0.0.0.0"

@@ -17,6 +17,10 @@ IDS = [f"{chart.name}-{name}" for chart, name, _ in RENDERS]
 CUSTOM_KINDS = ARGO_KINDS | {"ServiceMonitor"}
 
 MANAGE = {"get", "list", "watch", "create", "update", "patch", "delete"}
+READ = {"get", "list", "watch"}
+# What Helm's watcher (steps.deploy.helm.WAIT_STRATEGY, kstatus) lists to tell whether a Deployment has rolled out:
+# without them the Deployment's status stays Unknown, and every rollout waits its whole timeout and is rolled back.
+ROLLOUT_STATUS = (("apps", "replicasets"), ("", "pods"))
 # (apiGroup, resource) -> verbs each Role may be granted; nothing else, and never a wildcard.
 ALLOWED_RULES = {
     "stellar-executor": {("argoproj.io", "workflowtaskresults"): {"create", "patch"}},
@@ -25,6 +29,7 @@ ALLOWED_RULES = {
         ("autoscaling", "horizontalpodautoscalers"): MANAGE, ("policy", "poddisruptionbudgets"): MANAGE,
         ("networking.k8s.io", "networkpolicies"): MANAGE, ("monitoring.coreos.com", "servicemonitors"): MANAGE,
         ("", "secrets"): {"get", "list", "create", "update", "delete"},  # Helm's release records
+        **{resource: READ for resource in ROLLOUT_STATUS},
     },
 }
 # Kind of the stellar-api chart -> what the deployer's Role must grant to manage it.
@@ -118,15 +123,17 @@ def granted(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 
 @pytest.mark.parametrize("service_monitor", [False, True])
 def test_the_deployer_can_manage_exactly_what_the_api_chart_makes(helm, service_monitor):
-    """Every kind stellar-api renders (all options on) is manageable by the deploy task, and it may touch nothing
-    else but Helm's release Secrets; the executor Role is bound to the deployer too (its pod runs an executor)."""
+    """Every kind stellar-api renders (all options on) is manageable by the deploy task, it may read what a
+    rollout's status comes from, and it may touch nothing else but Helm's release Secrets; the executor Role is
+    bound to the deployer too (its pod runs an executor)."""
     docs = render(PIPELINE_CHART, {"rbac": {"deployerServiceMonitor": service_monitor}})
     roles = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "Role"}
     deployer = granted(roles["stellar-deployer"])
     api_values = {**API_VALUES["production"], "serviceMonitor": {"enabled": service_monitor}}
     needed = {API_KIND_RESOURCES[doc["kind"]] for doc in render(API_CHART, api_values)}
-    assert set(deployer) == needed | {("", "secrets")}
+    assert set(deployer) == needed | {("", "secrets"), *ROLLOUT_STATUS}
     assert all(deployer[resource] == MANAGE for resource in needed)
+    assert all(deployer[resource] == READ for resource in ROLLOUT_STATUS)
     bindings = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "RoleBinding"}
     assert {s["name"] for s in bindings["stellar-executor"]["subjects"]} == {"stellar-pipeline", "stellar-deployer"}
     assert {s["name"] for s in bindings["stellar-deployer"]["subjects"]} == {"stellar-deployer"}

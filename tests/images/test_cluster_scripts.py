@@ -47,3 +47,22 @@ def test_chart_versions_are_pinned_and_images_never_latest():
     ref = subprocess.run(["bash", "-c", "source cluster/lib.sh && image_ref api"], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert ref == f"ghcr.io/stellar-pipeline/stellar-api:{package_version()}"  # the charts' default image
+
+
+def test_minio_and_the_pipeline_chart_get_the_same_credentials(tmp_path):
+    """`S3_ACCESS_KEY=... make kind-up` sets MinIO's root user; `make deploy` must put the same credentials in the
+    chart's S3 Secret, or every stage and the API get 403 from MinIO. kind, kubectl and helm are stubs that log
+    their arguments."""
+    stubs, calls = tmp_path / "bin", tmp_path / "calls.log"
+    stubs.mkdir()
+    for tool in ("kind", "kubectl", "helm"):
+        (stubs / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\n')
+        (stubs / tool).chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path), "S3_ACCESS_KEY": "key-1",
+           "S3_SECRET_KEY": "secret-1"}
+    for script in ("kind-up.sh", "deploy.sh"):
+        subprocess.run(["bash", f"cluster/{script}"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    installs = {line.split()[3]: line for line in calls.read_text().splitlines() if line.startswith("helm upgrade")}
+    assert "rootUser=key-1" in installs["minio"] and "rootPassword=secret-1" in installs["minio"]
+    assert "s3.accessKeyId=key-1" in installs["stellar-pipeline"]
+    assert "s3.secretAccessKey=secret-1" in installs["stellar-pipeline"]

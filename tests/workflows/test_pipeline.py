@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflows.pipeline import RenderOptions
+from workflows.local.expressions import parse_duration
+from workflows.pipeline import RenderOptions, workflow_parameters
 from workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, rendered_documents, to_yaml
 from workflows.validate import check_references, parse_cron, validate_against_schema
 
@@ -60,6 +61,17 @@ def test_each_stage_runs_its_module_in_its_own_image(template):
         retry = spec["retryStrategy"]
         assert retry["limit"] >= 1 and retry["backoff"]["factor"] >= 2 and retry["backoff"]["duration"]
     assert stages == {"ingest", "preprocess", "split", "train", "evaluate", "promote", "deploy"}
+
+
+def test_retries_have_time_for_every_attempt_of_a_rollout(template):
+    """Argo starts no retry after `maxDuration` from the first attempt, and kills one still running then: a 5 min cap
+    meant a rollout that failed by its 600 s wait was never retried, and one that failed fast was killed mid-way."""
+    deploy = next(spec for spec in containers(template) if spec["container"]["command"][2] == "steps.deploy")
+    retry = deploy["retryStrategy"]
+    attempt = float(workflow_parameters(RenderOptions())["deploy-timeout"]) + 60  # the wait and Helm's own work
+    backoff = sum(parse_duration(retry["backoff"]["duration"]) * retry["backoff"]["factor"] ** k
+                  for k in range(retry["limit"]))
+    assert parse_duration(retry["backoff"]["maxDuration"]) > (retry["limit"] + 1) * attempt + backoff
 
 
 def test_artifacts_go_through_the_artifact_repository(template):
