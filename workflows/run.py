@@ -86,6 +86,12 @@ def _report_failure(result: RunResult, console: Console) -> None:
     console.print("Fix the cause and run the same command again: finished tasks are taken from the cache.")
 
 
+def _refusals(reasons: list[str]) -> list[str]:
+    """The reasons that refused a candidate: its failed gates, and a production alias that moved or was rolled back
+    (not the gates it passed, the notes, or its baseline's own verdict)."""
+    return [reason for reason in reasons if not reason.startswith(("PASS ", "NOTE ", "baseline: "))]
+
+
 def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console) -> None:
     """Print (to stdout) what the deploy task recorded as served, and how to query it."""
     deploy = result.tasks.get("deploy-api")
@@ -108,6 +114,8 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
         else:
             note = f"candidate {model['candidate']} {model['promotion']}"
         print(f"  {name}: {serving}; {note}")
+        for reason in _refusals(model.get("reasons", [])):
+            print(f"    {reason}")
     evaluation = result.tasks.get("evaluate-models")
     if evaluation is not None and "evaluation" in evaluation.outputs:
         print(f"\nEvaluation report (metrics, plots, the gates' verdict):\n  "

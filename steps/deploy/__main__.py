@@ -26,7 +26,8 @@ log = get_logger("deploy")
 
 def serving_record(registry: ModelRegistry, promotion: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The production version of every model the promotion names (None where there is no production yet), with the
-    promotion's outcome, and its reasons where the candidate was refused."""
+    promotion's outcome, and its reasons where the candidate was refused (its baseline promoted in its place or
+    not)."""
     models = {}
     for name, outcome in sorted(promotion.items()):
         version = registry.aliases(name).get(PRODUCTION)
@@ -36,7 +37,7 @@ def serving_record(registry: ModelRegistry, promotion: dict[str, dict[str, Any]]
                         "promotion": outcome["outcome"], "candidate": candidate}
         if outcome.get("model") == "baseline":  # the candidate was refused and its baseline took its place
             models[name]["baseline_version"] = outcome["version"]
-        if outcome["outcome"] == "refused":
+        if outcome["outcome"] == "refused" or "baseline_version" in models[name]:
             models[name]["reasons"] = outcome.get("reasons", [])
     return {"models": models}
 

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-
 TASKS = 13
 
 
@@ -74,6 +73,33 @@ def test_promotion_between_runs_is_seen_by_registry_readers(stellar, pipeline_ho
     statuses = {name: task["status"] for name, task in last_run(home)["tasks"].items()}
     assert statuses["train-sed-model"] == "cached"
     assert {statuses[name] for name in ("evaluate-models", "promote-models", "deploy-api")} == {"succeeded"}
+
+
+def test_a_model_the_gates_refuse_is_not_promoted_and_the_run_says_why(stellar, pipeline_home, tmp_path):
+    """The issue's acceptance: a worse model is refused with the reasons printed, production does not move, and the
+    run succeeds. Gates no spectral model can pass stand in for a worse model (training stays cached)."""
+    import shutil
+
+    import yaml
+
+    from steps.evaluate.gates import default_gates_text
+
+    home = tmp_path / "home"
+    shutil.copytree(pipeline_home, home)
+    before = production(stellar, home)
+    gates = yaml.safe_load(default_gates_text())
+    gates["spectral"]["absolute"]["teff"] = {"robust_sigma_max": 0.001}
+    gates_file = tmp_path / "strict.yaml"
+    gates_file.write_text(yaml.safe_dump(gates))
+    result = stellar("run", "--home", str(home), "--samples", "100", "-p", f"gates={gates_file}")
+    assert result.returncode == 0, result.stderr
+    assert production(stellar, home) == before
+    lines = result.stdout.splitlines()
+    refused = next(i for i, line in enumerate(lines) if line.strip().startswith("spectral:"))
+    assert "refused by the quality gates" in lines[refused]
+    assert lines[refused + 1].strip().startswith("FAIL spectral teff robust_sigma =")
+    assert "needs <= 0.001" in lines[refused + 1]
+    assert not any(line.strip().startswith(("PASS", "NOTE")) for line in lines)
 
 
 def test_killed_run_resumes_without_rerunning_finished_tasks(tmp_path):

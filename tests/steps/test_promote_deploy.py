@@ -10,6 +10,7 @@ import pytest
 
 from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry
 from steps.deploy.__main__ import main as deploy
+from steps.deploy.__main__ import serving_record
 from steps.evaluate.__main__ import main as evaluate
 from steps.promote.__main__ import main as promote
 
@@ -127,6 +128,8 @@ def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_produc
         served = ModelRegistry.open(str(registry))
         assert served.aliases(name) == {CANDIDATE: outcomes[name]["refused_version"], PRODUCTION: "2"}
         assert served.resolve(name, PRODUCTION).metrics["model"] == metrics[name]["baseline"]
+        serving = serving_record(served, outcomes)["models"][name]
+        assert serving["baseline_version"] == "2" and serving["reasons"] == outcomes[name]["reasons"]
     for report in ("report.md", "report.html"):
         assert ("the NumPy baseline, PASS: the promote step registers it in the model's place"
                 in (evaluation / report).read_text())
