@@ -54,6 +54,7 @@ class Evaluation:
     info: dict[str, Any]
     baseline: dict[str, Any] | None = None  # test metrics of the NumPy baseline (None: the model is one)
     baseline_dir: Path | None = None
+    baseline_predictions: pd.DataFrame | None = None  # the baseline's, as `predictions` (plotted where it is promoted)
 
 
 def domain_summary(predicted: pd.DataFrame) -> dict[str, Any] | None:
@@ -140,9 +141,34 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
     outputs = list(model.targets if model.task == "regression" else model.classes)
     metrics_model = test_metrics(model.task, outputs, test, predicted)
     metrics_null = test_metrics(model.task, outputs, test, null_predicted)
+    gaia_only = gaia_bands_only(test, spec["bands"]) if name == "sed" and spec.get("bands") else None
+    if gaia_only is not None:
+        metrics_model[GAIA_ONLY] = test_metrics(model.task, outputs, test, model.predict_table(gaia_only))
+    fgk = _fgk_rows(test) if name == "spectral" else None
+    if fgk is not None:
+        metrics_model[FGK] = _rows_metrics(model.task, outputs, test, predicted, fgk)
+    evaluation = Evaluation(name, model.task, outputs, metrics_model, metrics_null,
+                            prediction_frame(model.task, outputs, test, predicted), model.info)
+    if baseline_dir is not None and (model.info.get("training") or {}).get("trainer") == "keras":
+        trained = train_from_split(name, split_dir, baseline_dir, trainer="baseline")
+        baseline = load_model(trained)
+        baseline_predicted = baseline.predict_table(test)
+        evaluation.baseline = test_metrics(model.task, outputs, test, baseline_predicted)
+        evaluation.baseline_predictions = prediction_frame(model.task, outputs, test, baseline_predicted)
+        if gaia_only is not None:
+            evaluation.baseline[GAIA_ONLY] = test_metrics(model.task, outputs, test, baseline.predict_table(gaia_only))
+        if fgk is not None:
+            evaluation.baseline[FGK] = _rows_metrics(model.task, outputs, test, baseline_predicted, fgk)
+        evaluation.baseline_dir = Path(trained)
+    return evaluation
+
+
+def prediction_frame(task: str, outputs: list[str], test: pa.Table, predicted: pd.DataFrame) -> pd.DataFrame:
+    """One row per test object: its id, truth and prediction (with 1-sigma errors, or class probabilities), and the
+    domain check's answer: what `predictions/<model>.parquet` holds and the plots show."""
     cols = Columns(test)
     frame: dict[str, Any] = {"id": cols.raw("id") if cols.has("id") else list(range(cols.n))}
-    if model.task == "regression":
+    if task == "regression":
         for target in outputs:
             frame[f"{target}_true"] = cols.scalar(target) if cols.has(target) else np.full(cols.n, np.nan)
             frame[target], frame[f"{target}_err"] = predicted[target].to_numpy(), predicted[f"{target}_err"].to_numpy()
@@ -155,24 +181,7 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
         if cols.has("period_true"):
             frame["period_true"] = cols.scalar("period_true")
     frame.update({c: predicted[c].to_numpy() for c in ("domain_distance", "in_domain") if c in predicted})
-    gaia_only = gaia_bands_only(test, spec["bands"]) if name == "sed" and spec.get("bands") else None
-    if gaia_only is not None:
-        metrics_model[GAIA_ONLY] = test_metrics(model.task, outputs, test, model.predict_table(gaia_only))
-    fgk = _fgk_rows(test) if name == "spectral" else None
-    if fgk is not None:
-        metrics_model[FGK] = _rows_metrics(model.task, outputs, test, predicted, fgk)
-    evaluation = Evaluation(name, model.task, outputs, metrics_model, metrics_null,
-                            pd.DataFrame(frame, index=pd.RangeIndex(cols.n)), model.info)
-    if baseline_dir is not None and (model.info.get("training") or {}).get("trainer") == "keras":
-        trained = train_from_split(name, split_dir, baseline_dir, trainer="baseline")
-        baseline = load_model(trained)
-        evaluation.baseline = test_metrics(model.task, outputs, test, baseline.predict_table(test))
-        if gaia_only is not None:
-            evaluation.baseline[GAIA_ONLY] = test_metrics(model.task, outputs, test, baseline.predict_table(gaia_only))
-        if fgk is not None:
-            evaluation.baseline[FGK] = _rows_metrics(model.task, outputs, test, baseline.predict_table(test), fgk)
-        evaluation.baseline_dir = Path(trained)
-    return evaluation
+    return pd.DataFrame(frame, index=pd.RangeIndex(cols.n))
 
 
 def _fgk_rows(test: pa.Table) -> np.ndarray | None:

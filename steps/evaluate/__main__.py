@@ -5,8 +5,9 @@ Measures each given model, its null predictor and (for a Keras model) its NumPy 
 same split, on the split's test rows, compares with the production version's recorded metrics, applies the
 gates, and publishes `metrics.json` ({model: {"model", "null", "baseline"}}), `verdict.json` ({model: {"passed",
 "reasons", "checks", "fallback"}}), `production.json` ({model: {"version", "metrics", "source"} | null}),
-`baselines/<model>/` (model directories), `predictions/<model>.parquet`, `report.md`, and `report.html` with its
-`plots/*.png`.
+`baselines/<model>/` (model directories), `predictions/<model>.parquet` (and the baseline's,
+`predictions/<model>_baseline.parquet`), `report.md`, and `report.html` with its `plots/*.png` (the baseline's too
+where it is promoted in the model's place).
 Exit status: 0 when the evaluation is complete, whether or not the models passed; 2 bad usage or input
 (invalid gates, a missing or mismatched directory); 1 anything else.
 """
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         for ev in evaluations:
             out.write_table(f"predictions/{ev.name}.parquet", pa.Table.from_pandas(ev.predictions,
                                                                                    preserve_index=False))
+            if ev.baseline_predictions is not None:
+                out.write_table(f"predictions/{ev.name}_baseline.parquet",
+                                pa.Table.from_pandas(ev.baseline_predictions, preserve_index=False))
             out.count(f"{ev.name}_test_rows", ev.model.get("n_test", 0))
         out.path("report.md").write_text(report(evaluations, verdicts, production, synthetic))
         write_report(out.path("report.md").parent, evaluations, verdicts, production, synthetic,

@@ -5,7 +5,8 @@ true Teff (for photometry, against its S/N and the number of bands measured: `re
 interval-coverage diagram (observed share of
 truths within the predicted central interval against its nominal probability: the regression reliability
 diagram). Per classifier: the confusion matrix and the reliability diagram of the top-class probability, with
-its expected calibration error. The page has the verdicts, the metric tables (model, null predictor, baseline,
+its expected calibration error. Where a refused model's baseline is promoted in its place (no production version
+yet), the baseline's plots follow: they show what will be served. The page has the verdicts, the metric tables (model, null predictor, baseline,
 production), every gate reason, and how each model was trained and calibrated; synthetic data is flagged at
 the top and in each model's heading.
 
@@ -225,6 +226,23 @@ def _fallback(verdict: Any) -> str:
             + "".join(_reason(r) for r in verdict.fallback.reasons) + "</ul>")
 
 
+def _kind(info: dict[str, Any]) -> str:
+    """What trained a model, for a heading: 'Keras model', 'NumPy baseline'."""
+    return "Keras model" if (info.get("training") or {}).get("trainer") == "keras" else "NumPy baseline"
+
+
+def _figures(plt, ev: Any, name: str, predictions: pd.DataFrame, metrics: dict[str, Any],
+             against: dict[str, list[Axis]], folder: Path) -> str:
+    """The plots of one model's test predictions (files named after `name`), as HTML figures."""
+    if ev.task == "regression":
+        plots = _regression_plots(plt, name, ev.outputs, predictions, against.get(ev.name, []), folder / PLOTS)
+    else:
+        plots = _classification_plots(plt, name, ev.outputs, predictions, metrics, folder / PLOTS)
+    return '<div class="figures">' + "".join(
+        f'<figure><img src="{PLOTS}/{html.escape(file)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>" for file, caption in plots) + "</div>"
+
+
 def _training_summary(info: dict[str, Any]) -> list[str]:
     training, calibration = info.get("training", {}), info.get("calibration", {})
     lines = [f"kind {info.get('kind')}, trainer {training.get('trainer')}, {training.get('n_train')} training and "
@@ -268,13 +286,12 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
         prod = production.get(ev.name) or {}
         summary.append([ev.name, str(ev.info.get("kind")), "PASS" if verdict.passed else "REFUSED",
                         f"version {prod['version']}" if prod.get("metrics") else "none"])
-        if ev.task == "regression":
-            plots = _regression_plots(plt, ev.name, ev.outputs, ev.predictions, against.get(ev.name, []),
-                                      folder / PLOTS)
-        else:
-            plots = _classification_plots(plt, ev.name, ev.outputs, ev.predictions, ev.model, folder / PLOTS)
-        figures = "".join(f'<figure><img src="{PLOTS}/{html.escape(file)}" alt="{html.escape(caption)}">'
-                          f"<figcaption>{html.escape(caption)}</figcaption></figure>" for file, caption in plots)
+        figures = (f"<h3>Plots of the {html.escape(_kind(ev.info))}</h3>"
+                   + _figures(plt, ev, ev.name, ev.predictions, ev.model, against, folder))
+        if verdict.fallback is not None and verdict.fallback.passed and ev.baseline_predictions is not None:
+            figures += ("<h3>Plots of the NumPy baseline, promoted in the model's place</h3>"
+                        + _figures(plt, ev, f"{ev.name}_baseline", ev.baseline_predictions, ev.baseline or {},
+                                   against, folder))
         tag = ' <span class="synthetic">synthetic data</span>' if synthetic else ""
         sections.append(
             f'<section id="{html.escape(ev.name)}"><h2>{html.escape(ev.name)}: '
@@ -289,7 +306,7 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
                       for key, title in SUBSET_TITLES.items() if ev.model.get(key))
             + "<h3>Gate reasons</h3><ul>" + "".join(_reason(r) for r in verdict.reasons) + "</ul>"
             + _fallback(verdict)
-            + f'<div class="figures">{figures}</div></section>')
+            + f"{figures}</section>")
     banner = ('<p class="synthetic banner">Data: SYNTHETIC. The split was generated from physical models, not '
               "observed; these figures say how the models do on simulated stars, not on real ones.</p>"
               if synthetic else "")

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry
@@ -133,6 +134,14 @@ def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_produc
     for report in ("report.md", "report.html"):
         assert ("the NumPy baseline, PASS: the promote step registers it in the model's place"
                 in (evaluation / report).read_text())
+    page = (evaluation / "report.html").read_text()
+    assert page.count("Plots of the NumPy baseline, promoted in the model's place") == len(NAMES)
+    for name in NAMES:  # what production serves is plotted, and its test predictions kept
+        first = "confusion" if name == "lightcurve" else "pred_vs_true"
+        assert f'src="plots/{name}_baseline_{first}.png"' in page
+        assert (evaluation / "plots" / f"{name}_baseline_{first}.png").is_file()
+        baseline = pd.read_parquet(evaluation / "predictions" / f"{name}_baseline.parquet")
+        assert len(baseline) == len(pd.read_parquet(evaluation / "predictions" / f"{name}.parquet"))
     outcomes = evaluate_and_promote(split, models, registry, tmp_path / "second")
     assert {o["outcome"] for o in outcomes.values()} == {"refused"}
     assert all(ModelRegistry.open(str(registry)).aliases(name)[PRODUCTION] == "2" for name in NAMES)
