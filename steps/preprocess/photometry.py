@@ -37,6 +37,9 @@ MAX_ERROR = 0.5                 # mag
 MIN_BANDS = 3                   # bands a model's band set needs (two colours)
 MIN_USABLE_BANDS = 2            # usable bands a row needs (one colour)
 MIN_PARALLAX_SNR = 5.0
+# A parallax more negative than this many of its errors (or negative with no usable error) is not a distant star's:
+# the astrometry is bad, and the parallax counts as unknown. Up to it, a negative parallax says "far", as 0 does.
+NEGATIVE_PARALLAX_SIGMA = 3.0
 MASK_BITS = {"missing": 1, "bad_error": 2, "saturated": 4}
 COLOURS = (("BP", "RP"), ("G", "BP"), ("G", "RP"), ("G", "J"), ("J", "H"), ("H", "Ks"), ("J", "Ks"), ("G", "Ks"),
            ("Ks", "W1"), ("W1", "W2"))
@@ -123,6 +126,14 @@ class PhotometryColumns:
     too_poor: dict[int, str]
 
 
+def _plausible_parallax(parallax: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(parallax, error) with NaN for both where the parallax is below 0 by more than NEGATIVE_PARALLAX_SIGMA errors
+    or negative with no positive error (see `photometry_columns`)."""
+    with np.errstate(invalid="ignore"):
+        implausible = (parallax < 0) & ~(-parallax <= NEGATIVE_PARALLAX_SIGMA * np.where(error > 0, error, np.nan))
+    return np.where(implausible, np.nan, parallax), np.where(implausible, np.nan, error)
+
+
 @functools.lru_cache(maxsize=32)
 def _band_constants(bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(saturation limit, extinction coefficient) of each band, in order."""
@@ -135,8 +146,10 @@ def photometry_columns(catalogue: dict[str, np.ndarray], bands: tuple[str, ...],
     where missing; absent keys count as missing): cleaned, Gaia-saturation-corrected, dereddened magnitudes with
     masks, colours between chosen bands and absolute G. Training (`preprocess_photometry`) and the prediction API
     (`steps.serve.catalogue`) both compute them here. The parallax feature is the measured parallax, or 0 where that
-    is negative: a true parallax cannot be, and fed to a model as it is, a negative one lay beyond every training
-    star (`make run`'s ridge put a G = 6 star with -3.2 mas at log g -3.3)."""
+    is negative within NEGATIVE_PARALLAX_SIGMA errors: a true parallax cannot be negative, and fed to a model as it
+    is, a negative one lay beyond every training star (`make run`'s ridge put a G = 6 star with -3.2 mas at log g
+    -3.3). A parallax further below 0 is bad astrometry: parallax and its error count as missing, and the model
+    answers as for a star without one (that star: log g 2.4 +- 0.12 read as 0, 2.8 +- 0.25 as unknown)."""
     n = len(next(iter(catalogue.values())))
     missing = np.full(n, np.nan)
     ebv = catalogue.get("ebv", missing)
@@ -157,8 +170,8 @@ def photometry_columns(catalogue: dict[str, np.ndarray], bands: tuple[str, ...],
     usable_bands = usable.sum(axis=1)
     too_poor = {int(row): f"only {usable_bands[row]} usable band(s), fewer than {MIN_USABLE_BANDS}"
                 + _unusable_bands(masks, bands, row) for row in np.flatnonzero(usable_bands < MIN_USABLE_BANDS)}
-    parallax = np.asarray(catalogue.get("parallax", missing), np.float64)
-    parallax_error = np.asarray(catalogue.get("parallax_error", missing), np.float64)
+    parallax, parallax_error = _plausible_parallax(np.asarray(catalogue.get("parallax", missing), np.float64),
+                                                   np.asarray(catalogue.get("parallax_error", missing), np.float64))
     colours = {colour_name(blue, red): columns[f"mag_{blue}"] - columns[f"mag_{red}"]
                for blue, red in COLOURS if blue in bands and red in bands}
     numeric = {

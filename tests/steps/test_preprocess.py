@@ -384,13 +384,17 @@ def test_a_poor_row_names_only_the_bands_it_cannot_use():
     assert poor == {0: "only 1 usable band(s), fewer than 2 (BP: no error in (0, 0.5] mag)"}
 
 
-def test_a_negative_parallax_is_read_as_far_not_beyond_every_training_star():
-    """A true parallax cannot be negative: the feature is 0 there (and absolute G unknown), so a model is not asked
-    about a parallax no training star had (`make run`'s ridge put such a star at log g -3.3)."""
+def test_a_negative_parallax_is_read_as_far_or_as_bad_astrometry():
+    """A true parallax cannot be negative. Within 3 errors of 0 a negative one says "far": the feature is 0 (and
+    absolute G unknown), so a model is not asked about a parallax no training star had (`make run`'s ridge put such a
+    star at log g -3.3). Further below 0, or negative with no error, it is bad astrometry: unknown, with its error
+    (read as 0 it made that star a confident giant)."""
     from steps.preprocess.photometry import photometry_columns
 
-    catalogue = {"mag_G": [6.1, 6.1, 6.1], "err_G": [0.003] * 3, "mag_BP": [6.5] * 3, "err_BP": [0.005] * 3,
-                 "parallax": [40.0, -3.2, 0.0], "parallax_error": [0.05, 0.05, 0.05]}
+    nan = float("nan")
+    catalogue = {"mag_G": [6.1] * 6, "err_G": [0.003] * 6, "mag_BP": [6.5] * 6, "err_BP": [0.005] * 6,
+                 "parallax": [40.0, -0.1, 0.0, -3.2, -0.1, nan], "parallax_error": [0.05, 0.05, 0.05, 0.05, nan, 0.05]}
     numeric = photometry_columns({k: np.array(v) for k, v in catalogue.items()}, ("G", "BP"), False).numeric
-    assert numeric["parallax"].tolist() == [40.0, 0.0, 0.0]
+    np.testing.assert_array_equal(numeric["parallax"], [40.0, 0.0, 0.0, nan, nan, nan])
+    np.testing.assert_array_equal(numeric["parallax_error"], [0.05, 0.05, 0.05, nan, nan, 0.05])
     assert np.isfinite(numeric["abs_G"][0]) and np.isnan(numeric["abs_G"][1:]).all()
