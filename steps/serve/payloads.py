@@ -4,7 +4,9 @@
 fitted input blocks and gives each a physical range. A body is decoded into a `Batch` (one NumPy array per field,
 first axis the objects) from either encoding:
 
-- JSON, `{"instances": [{field: value, ...}, ...]}` (parsed by orjson);
+- JSON, `{"instances": [{field: value, ...}, ...]}` (parsed by orjson; a body with the `NaN`, `Infinity` and
+  `-Infinity` that Python's `json` and pandas write, which strict JSON has not, is read by Python's parser instead:
+  NaN is null, and an infinity is refused with its field named, as in an `.npz` body);
 - NumPy's `.npz` (`application/x-npz`): one array per field, named as in JSON, first axis the objects. It carries
   float32 arrays without any text parsing; `numpy.savez(buffer, flux=..., ivar=...)` writes one.
 
@@ -15,6 +17,7 @@ the size limits is `PayloadTooLarge`. Nothing here raises anything else for bad 
 from __future__ import annotations
 
 import io
+import json
 import math
 import zipfile
 from array import array as array_of_doubles
@@ -183,7 +186,7 @@ class InputSpec:
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:
-            raise InvalidInput(f"body: not valid JSON ({error})") from None
+            document = _json_with_non_finite_numbers(body, error)
         if not isinstance(document, dict) or "instances" not in document:
             raise InvalidInput('body: expected an object {"instances": [...]}')
         extra = sorted(set(document) - {"instances"})
@@ -253,7 +256,11 @@ class InputSpec:
                 raise InvalidInput(f"{name}: expected numbers, got an array of {value.dtype}")
             shape = (n,) if spec.length is None else (n, spec.length)
             if value.shape != shape:
-                raise InvalidInput(f"{name}: expected shape {shape}, got {value.shape}")
+                if spec.length is None:
+                    raise InvalidInput(f"{name}: expected one value per object, shape {shape}; got {value.shape}")
+                one = f" (one object: reshape it to (1, {spec.length}))" if value.ndim == 1 else ""
+                raise InvalidInput(f"{name}: expected a 2-D array of shape (objects, {spec.length}), here {shape}; "
+                                   f"got {value.shape}{one}")
             decoded[name] = value.astype(np.float64, copy=False)
         for name, value in decoded.items():
             self._check_values(self.fields[name], value, missing_allowed=not self.fields[name].required)
@@ -382,6 +389,15 @@ class InputSpec:
                 raise InvalidInput(f"instances[{index}]: no input has a value (give at least one of "
                                    f"{self._field_list()})")
         return Batch(arrays, n, ids)
+
+
+def _json_with_non_finite_numbers(body: bytes, error: orjson.JSONDecodeError) -> Any:
+    """A body orjson refused, read by Python's parser, which takes NaN and the infinities; orjson's error where that
+    fails too. Only bodies orjson refuses come here, so valid JSON keeps orjson's speed."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidInput(f"body: not valid JSON ({error})") from None
 
 
 def _json_type(value: Any) -> str:

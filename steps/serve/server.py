@@ -54,6 +54,15 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, media_type=JSON)
 
 
+def _not_found(path: str) -> str:
+    """What a 404 says: the model names where the path asks a model for predictions, else where the routes are."""
+    served = ", ".join(MODEL_NAMES)
+    if path.startswith("/v1/") and path.endswith(":predict"):
+        name = path.removeprefix("/v1/").removesuffix(":predict")
+        return f"no model {name[:64]!r}: this API serves {served} (POST /v1/<model>:predict)"
+    return f"no route {path[:200]!r}: POST /v1/<model>:predict ({served}), GET /v1/models; every route in /docs"
+
+
 def _error(status: int, detail: str, request: Request | None = None, headers: dict[str, str] | None = None):
     if request is not None:
         request.state.error = detail[:200]
@@ -87,6 +96,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 await asyncio.to_thread(served.refresh)
             except Exception:  # the watcher tries again at its next tick
                 log.exception("loading the production models failed")
+            missing = [name for name in MODEL_NAMES if name not in served.current]
+            if missing:
+                log.warning("not serving %s yet: %s. /readyz answers 503 until a production version of each is in "
+                            "%s (stellar run, or stellar models promote); checked every %g s", ", ".join(missing),
+                            "; ".join(f"{name}: {served.errors.get(name, 'not loaded')}" for name in missing),
+                            settings.registry, settings.reload_interval_s)
             await served.watch(settings.reload_interval_s)
 
         watcher = asyncio.create_task(load_then_watch(), name="registry-watch")
@@ -106,7 +121,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        return _error(error.status_code, str(error.detail), request, getattr(error, "headers", None))
+        detail = _not_found(request.url.path) if error.status_code == 404 else str(error.detail)
+        return _error(error.status_code, detail, request, getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:

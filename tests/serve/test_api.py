@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -151,6 +152,16 @@ def test_models_lists_versions_inputs_and_metrics(client):
     assert all(m["domain"]["quantile"] == 0.95 and m["domain"]["threshold"] > 0 for m in models.values())
 
 
+def test_an_unknown_model_or_route_is_a_404_that_says_what_there_is(client):
+    unknown = client.post("/v1/foo:predict", json={"instances": [{"mag_G": 12.0}]})
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == ("no model 'foo': this API serves spectral, lightcurve, sed "
+                                        "(POST /v1/<model>:predict)")
+    elsewhere = client.get("/v2/models")
+    assert elsewhere.status_code == 404 and "no route '/v2/models'" in elsewhere.json()["detail"]
+    assert "GET /v1/models" in elsewhere.json()["detail"]
+
+
 def test_metrics_count_requests_batches_and_versions(client, api_home):
     client.post("/v1/sed:predict", json={"instances": split_rows(api_home, "sed", 3)})
     text = client.get("/metrics").text
@@ -160,9 +171,14 @@ def test_metrics_count_requests_batches_and_versions(client, api_home):
     assert "stellar_api_request_duration_seconds_bucket" in text and "stellar_api_ready 1.0" in text
 
 
-def test_not_ready_without_production(tmp_path):
+def test_not_ready_without_production(tmp_path, caplog):
     with TestClient(create_app(settings_for(tmp_path))) as client:
         assert client.get("/healthz").status_code == 200
+        deadline = time.monotonic() + 30
+        while "not serving" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "not serving spectral, lightcurve, sed yet" in caplog.text  # said at start, not only by /readyz
+        assert str(tmp_path) in caplog.text
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["missing"] == ["spectral", "lightcurve", "sed"]
         refused = client.post("/v1/sed:predict", json={"instances": [{"mag_G": 10.0}]})

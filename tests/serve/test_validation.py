@@ -60,7 +60,9 @@ def test_bad_instances_are_a_422_naming_field_and_problem(client, api_home, mode
     (b'{"instances": []}', ["instances", "empty batch"]),
     (b'{"instances": {"flux": 1}}', ["instances", "expected a list"]),
     (b'{"instances": [{"mag_G": 1}], "extra": 1}', ["body", "unknown field 'extra'"]),
-    (b'{"instances": [{"mag_G": 1e999}]}', ["not valid JSON", "infinity"]),
+    (b'{"instances": [{"mag_G": 1e999}]}', ["instances[0].mag_G", "inf is not a finite number"]),
+    (b'{"instances": [{"mag_G": -Infinity}]}', ["instances[0].mag_G", "-inf is not a finite number"]),
+    (b'{"instances": [{"mag_G": NaN, "id": "x"', ["body", "not valid JSON"]),
 ])
 def test_malformed_bodies_are_a_422(client, body, words):
     response = client.post("/v1/sed:predict", content=body, headers={"content-type": "application/json"})
@@ -77,7 +79,9 @@ def test_npz_problems_name_the_array(client, api_home):
         return client.post("/v1/spectral:predict", content=buffer.getvalue(),
                            headers={"content-type": "application/x-npz"})
 
-    assert "flux: expected shape" in npz(flux=np.ones((2, length - 1))).json()["detail"]
+    assert f"flux: expected a 2-D array of shape (objects, {length}), here (2, {length}); got (2, {length - 1})" \
+        in npz(flux=np.ones((2, length - 1))).json()["detail"]
+    assert f"got ({length},) (one object: reshape it to (1, {length}))" in npz(flux=np.ones(length)).json()["detail"]
     assert "first axis" in npz(flux=np.ones((2, length)), ivar=np.ones((3, length))).json()["detail"]
     nan = np.ones((1, length))
     nan[0, 5] = np.nan
@@ -124,6 +128,25 @@ def test_numbers_written_as_strings_are_refused(client, api_home):
     flux[3] = "2.5"
     response = client.post("/v1/spectral:predict", json={"instances": [{"flux": flux}]})
     assert response.status_code == 422 and "flux[3]" in response.json()["detail"]
+
+
+def test_json_nan_as_python_writes_it_is_null(client, api_home):
+    """`json.dumps` (and requests, and pandas) write a missing value as NaN, which strict JSON has not: it is read as
+    null, in optional fields, and named where a value is required."""
+    import json
+
+    star = {**SED_STAR, "mag_J": None, "err_J": None}
+    with_null = client.post("/v1/sed:predict", json={"instances": [star]})
+    body = json.dumps({"instances": [{**star, "mag_J": float("nan"), "err_J": float("nan")}]})
+    assert "NaN" in body
+    with_nan = client.post("/v1/sed:predict", content=body, headers={"content-type": "application/json"})
+    assert with_null.status_code == with_nan.status_code == 200, with_nan.text
+    assert with_nan.json()["predictions"] == with_null.json()["predictions"]
+    flux = [1.0] * _length(api_home)
+    flux[3] = float("nan")
+    body = json.dumps({"instances": [{"flux": flux}]})
+    response = client.post("/v1/spectral:predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "instances[0].flux[3]" in response.json()["detail"], response.text
 
 
 def test_npz_takes_nan_as_missing_in_optional_fields(client):
