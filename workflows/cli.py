@@ -93,18 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--seed", type=seed_number, default=42)
     ingest.add_argument("--out", type=Path, required=True, help="output directory (parquet and manifest)")
 
-    models = sub.add_parser("models", help="the model registry: list, show, promote, roll back")
+    models = sub.add_parser("models", help="the model registry: list, show, register, promote, roll back")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     listing = models_sub.add_parser("list", help="every model with its versions and aliases")
     listing.add_argument("--json", action="store_true", help="print JSON only (logs go to stderr)")
     show = models_sub.add_parser("show", help="one version's record: NAME[@VERSION_OR_ALIAS]")
     show.add_argument("ref")
+    register = models_sub.add_parser(
+        "register", help="store a model directory (from stellar train-*) as a new version",
+        description="Store a model directory as a new version (aliases do not move: promote it to serve it). The "
+                    "folder `stellar train-*` prints, or the one above it; its evaluation, where it sits beside the "
+                    "model, is recorded with it.")
+    register.add_argument("name")
+    register.add_argument("model_dir", type=Path)
     promote = models_sub.add_parser("promote", help="point production at a version")
     promote.add_argument("name")
     promote.add_argument("version")
     rollback = models_sub.add_parser("rollback", help="point production back at its previous version")
     rollback.add_argument("name")
-    for command in (listing, show, promote, rollback):
+    for command in (listing, show, register, promote, rollback):
         _add_home(command)
         command.add_argument("--registry", help="registry URI (default HOME/registry)")
 
@@ -213,6 +220,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             if at and not ref:
                 raise ValueError(f"{args.ref!r}: nothing after '@' (give NAME, NAME@VERSION or NAME@ALIAS)")
             print(registry.latest(name, ref or PRODUCTION).model_dump_json(indent=2))
+        elif args.models_command == "register":
+            record = _register_by_hand(registry, args.name, args.model_dir)
+            print(f"{args.name}: {args.model_dir} is version {record.version}; serve it with: stellar models promote "
+                  f"{args.name} {record.version}")
         elif args.models_command == "promote":
             record = registry.latest(args.name, args.version)
             previous = registry.set_alias(args.name, PRODUCTION, record.version)
@@ -230,6 +241,31 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"stellar models: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _register_by_hand(registry, name: str, model_dir: Path):
+    """Register the model in `model_dir` (or in its `model/`, as `stellar train-*` lays it out) under `name`, with the
+    metrics and verdict of the evaluation beside it, if any; ValueError naming what is wrong with the folder."""
+    from steps.core.artifacts import MANIFEST, manifest_hash, read_manifest
+
+    if (model_dir / "model" / "model.json").is_file() and not (model_dir / "model.json").is_file():
+        model_dir = model_dir / "model"
+    if not (model_dir / "model.json").is_file():
+        raise ValueError(f"{model_dir}: not a model directory (no model.json; stellar train-* prints where its "
+                         "model is)")
+    if not (model_dir / MANIFEST).is_file():
+        raise ValueError(f"{model_dir}: no {MANIFEST}: not a finished model (train it again)")
+    kind = json.loads((model_dir / "model.json").read_text()).get("name")
+    if kind != name:
+        raise ValueError(f"{model_dir}: holds a {kind!r} model, not {name!r}")
+    evaluation = model_dir.parent / "evaluation"
+    metrics = verdict = None
+    lineage = {"model": manifest_hash(model_dir), "inputs": read_manifest(model_dir).inputs}
+    if all((evaluation / file).is_file() for file in ("metrics.json", "verdict.json", MANIFEST)):
+        metrics = json.loads((evaluation / "metrics.json").read_text()).get(name)
+        verdict = json.loads((evaluation / "verdict.json").read_text()).get(name)
+        lineage["evaluation"] = manifest_hash(evaluation)
+    return registry.register(name, model_dir, metrics=metrics, verdict=verdict, lineage=lineage)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -18,7 +18,12 @@ DEFAULT_LENGTH = {"spectral": 1024, "lightcurve": 201}
 # Shortest inputs worth a model: 128 pixels over 3600-9000 A are 42 A each, already wider than most lines; a global
 # view of 32 bins still shows an eclipse or a pulsation's shape.
 MIN_LENGTH = {"spectral": 128, "lightcurve": 32}
+# Longest: 8192 pixels over 3600-9000 A are 34 km/s each, finer than SDSS's, LAMOST's or MILES's own pixels; 4096
+# bins of a global view are twice what transit searches use. Beyond, a model is no better and memory runs out (10^8
+# pixels asked for 95 GiB before any message).
+MAX_LENGTH = {"spectral": 8192, "lightcurve": 4096}
 MIN_SAMPLES = 32  # the split must leave test and validation objects to evaluate and stop on
+MAX_SAMPLES = 100_000  # synthetic objects: 100,000 spectra of 1024 pixels are 1.2 GB of features
 ALL_BANDS = ("G", "BP", "RP", "J", "H", "Ks", "W1", "W2")
 
 
@@ -37,12 +42,15 @@ def seed_number(text: str) -> int:
     return value
 
 
-def at_least(low: int, what: str):
-    """An argparse type: an integer of at least `low`, with an error naming the flag's meaning."""
+def at_least(low: int, what: str, high: int | None = None):
+    """An argparse type: an integer of at least `low` (and at most `high`), with an error naming the flag's
+    meaning."""
     def parse(text: str) -> int:
         value = _whole_number(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"{value}: needs at least {low} {what}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value}: at most {high:,} {what}")
         return value
     return parse
 
@@ -53,13 +61,15 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
         command = sub.add_parser(f"train-{model}", help=f"train the {model} model by hand on synthetic {modality}")
         command.add_argument("--force-dummy", action="store_true",
                              help="train the NumPy baseline that needs no TensorFlow")
-        command.add_argument("--samples", type=at_least(MIN_SAMPLES, "objects (the split needs test and validation "
-                                                                       "objects)"),
-                             default=256, help=f"synthetic objects to generate (default 256, at least {MIN_SAMPLES})")
+        command.add_argument("--samples", type=at_least(MIN_SAMPLES, "objects", MAX_SAMPLES), default=256,
+                             help=f"synthetic objects to generate (default 256, {MIN_SAMPLES} to {MAX_SAMPLES:,}: "
+                                  "the split needs test and validation objects)")
         if model in DEFAULT_LENGTH:
             what = "pixels of the common wavelength grid" if model == "spectral" else "bins of the global view"
-            command.add_argument("--length", type=at_least(MIN_LENGTH[model], what), default=DEFAULT_LENGTH[model],
-                                 help=f"{what} (default {DEFAULT_LENGTH[model]}, at least {MIN_LENGTH[model]})")
+            command.add_argument("--length", type=at_least(MIN_LENGTH[model], what, MAX_LENGTH[model]),
+                                 default=DEFAULT_LENGTH[model],
+                                 help=f"{what} (default {DEFAULT_LENGTH[model]}, {MIN_LENGTH[model]} to "
+                                      f"{MAX_LENGTH[model]})")
         if model == "sed":
             command.add_argument("--bands", type=int, default=len(ALL_BANDS), choices=range(3, len(ALL_BANDS) + 1),
                                  metavar="N", help=f"use the first N of {' '.join(ALL_BANDS)} (3-8, default 8)")
@@ -84,6 +94,8 @@ def train_command(model: str, args: argparse.Namespace) -> int:
         print(f"stellar train-{model}: --output-dir {args.output_dir}: is a file, not a folder", file=sys.stderr)
         return 2
     root = args.output_dir.resolve() / model
+    if (root / "model").exists():
+        print(f"stellar train-{model}: replacing the model and evaluation in {root}", file=sys.stderr)
     work = root / "work"
     raw, features, split_dir = work / "raw", work / "features", work / "split"
     seed = str(args.seed)
@@ -117,4 +129,6 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     if not verdict["passed"] and (verdict.get("fallback") or {}).get("passed"):
         print(f"its NumPy baseline passes them: {root / 'evaluation' / 'baselines' / model} (a pipeline run on a "
               "registry with no production version would promote it instead)")
+    print(f"to serve it: stellar models register {model} {root} [--home H], then stellar models promote {model} "
+          "VERSION")
     return 0

@@ -43,6 +43,9 @@ def test_bands_outside_the_range_are_refused(tmp_path):
     (["train-lightcurve", "--length", "8"], "--length: 8: needs at least 32 bins"),
     (["train-sed", "--seed", "-5"], "--seed: -5: a seed is a whole number from 0 to 4294967295"),
     (["train-sed", "--seed", "4294967296"], "--seed: 4294967296: a seed is a whole number from 0 to 4294967295"),
+    (["train-spectral", "--length", "100000000"], "--length: 100000000: at most 8,192 pixels"),
+    (["train-lightcurve", "--length", "5000"], "--length: 5000: at most 4,096 bins"),
+    (["train-sed", "--samples", "100000000"], "--samples: 100000000: at most 100,000 objects"),
 ])
 def test_bad_flags_are_refused_before_any_stage_runs(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -95,3 +98,28 @@ def test_the_sed_baseline_intervals_hold_stars_with_a_band_missing(sed_1000):
         assert model.uncertainty[label]["refit_scale"] > 1.0
         inside = np.abs(predicted[label] - test[label].to_numpy()) < predicted[f"{label}_err"]
         assert 0.58 <= inside[missing].mean() <= 0.85, (label, inside[missing].mean())
+
+
+def test_a_model_trained_by_hand_can_be_registered_and_served(tmp_path, capsys):
+    """`stellar train-*` prints how to serve its model: `stellar models register` stores it, with its evaluation, as
+    a new version (no alias moves), and `promote` serves it. A second training into the same folder says it replaces
+    the first."""
+    from steps.core.registry import PRODUCTION, ModelRegistry
+
+    out, home = tmp_path / "artifacts", tmp_path / "home"
+    argv = ["train-sed", "--force-dummy", "--samples", "64", "--output-dir", str(out)]
+    assert main(argv) == 0
+    assert f"stellar models register sed {out / 'sed'}" in capsys.readouterr().out
+    assert main(["models", "register", "sed", str(out / "sed"), "--home", str(home)]) == 0
+    assert "is version 1; serve it with: stellar models promote sed 1" in capsys.readouterr().out
+    registry = ModelRegistry.open(str(home / "registry"))
+    record = registry.latest("sed", "1")
+    assert record.metrics["model"]["n_test"] > 0 and "passed" in record.verdict and not registry.aliases("sed")
+    assert main(["models", "promote", "sed", "1", "--home", str(home)]) == 0
+    assert registry.aliases("sed")[PRODUCTION] == "1"
+    assert main(["models", "register", "spectral", str(out / "sed"), "--home", str(home)]) == 2
+    assert "holds a 'sed' model, not 'spectral'" in capsys.readouterr().err
+    assert main(["models", "register", "sed", str(out), "--home", str(home)]) == 2
+    assert "not a model directory" in capsys.readouterr().err
+    assert main([*argv, "--seed", "7"]) == 0
+    assert f"replacing the model and evaluation in {out / 'sed'}" in capsys.readouterr().err
