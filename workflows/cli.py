@@ -245,7 +245,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _register_by_hand(registry, name: str, model_dir: Path):
     """Register the model in `model_dir` (or in its `model/`, as `stellar train-*` lays it out) under `name`, with the
-    metrics and verdict of the evaluation beside it, if any; ValueError naming what is wrong with the folder."""
+    metrics and verdict of the evaluation beside it where that evaluated this very model; ValueError naming what is
+    wrong with the folder."""
     from steps.core.artifacts import MANIFEST, manifest_hash, read_manifest
 
     if (model_dir / "model" / "model.json").is_file() and not (model_dir / "model.json").is_file():
@@ -259,13 +260,17 @@ def _register_by_hand(registry, name: str, model_dir: Path):
     if kind != name:
         raise ValueError(f"{model_dir}: holds a {kind!r} model, not {name!r}")
     evaluation = model_dir.parent / "evaluation"
-    metrics = verdict = None
-    lineage = {"model": manifest_hash(model_dir), "inputs": read_manifest(model_dir).inputs}
-    if all((evaluation / file).is_file() for file in ("metrics.json", "verdict.json", MANIFEST)):
-        metrics = json.loads((evaluation / "metrics.json").read_text()).get(name)
-        verdict = json.loads((evaluation / "verdict.json").read_text()).get(name)
-        lineage["evaluation"] = manifest_hash(evaluation)
-    return registry.register(name, model_dir, metrics=metrics, verdict=verdict, lineage=lineage)
+    if not all((evaluation / file).is_file() for file in ("metrics.json", "verdict.json", MANIFEST)):
+        print(f"note: no evaluation beside {model_dir}: registered without metrics", file=sys.stderr)
+        return registry.register(name, model_dir, lineage={"model": manifest_hash(model_dir),
+                                                           "inputs": read_manifest(model_dir).inputs})
+    if read_manifest(evaluation).inputs.get(name) != manifest_hash(model_dir):
+        raise ValueError(f"{evaluation} evaluated another {name} model than {model_dir} (a training that stopped "
+                         "before its evaluation?): train it again, or move the evaluation away to register the "
+                         "model without metrics")
+    return registry.register_evaluated(name, model_dir, evaluation,
+                                       json.loads((evaluation / "metrics.json").read_text()).get(name),
+                                       json.loads((evaluation / "verdict.json").read_text()).get(name))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

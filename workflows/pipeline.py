@@ -77,7 +77,8 @@ class RenderOptions:
     backoff_duration: str = "15s"
     backoff_factor: int = 2
     # Argo counts it from the first attempt's start and kills a retry still running then: longer than every attempt
-    # of the slowest task (a rollout waits up to `deploy-timeout`, 600 s, each time) and the backoff between them.
+    # of a rollout (an atomic upgrade waits up to `deploy-timeout`, 600 s, and its rollback as long again) and the
+    # backoff between them; a training attempt has as long.
     backoff_max_duration: str = "2h"
     parameters: dict[str, str] = field(default_factory=dict)
 

@@ -92,6 +92,23 @@ def _refusals(reasons: list[str]) -> list[str]:
     return [reason for reason in reasons if not reason.startswith(("PASS ", "NOTE ", "baseline: "))]
 
 
+def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
+    """What the run's summary says of one model of the deploy record: what is served, what became of this run's
+    candidate, and (indented) why it was not promoted."""
+    serving = f"version {model['version']}" if model["version"] else "no production version"
+    checks = f"all its checks: stellar models show {name}@{model['candidate']}"
+    reasons = model.get("reasons", [])
+    if model.get("baseline_version"):
+        note = (f"candidate {model['candidate']} refused by the quality gates, and with no production version yet "
+                f"its NumPy baseline was promoted as version {model['baseline_version']} ({checks})")
+    elif model["promotion"] == "refused":
+        why = "refused by the quality gates" if any(r.startswith("FAIL ") for r in reasons) else "not promoted"
+        note = f"candidate {model['candidate']} {why} ({checks})"
+    else:
+        note = f"candidate {model['candidate']} {model['promotion']}"
+    return [f"  {name}: {serving}; {note}", *(f"    {reason}" for reason in _refusals(reasons))]
+
+
 def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console) -> None:
     """Print (to stdout) what the deploy task recorded as served, and how to query it."""
     deploy = result.tasks.get("deploy-api")
@@ -103,19 +120,7 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
         record = json.loads((target / "deployment.json").read_text())
     print("\nModels in production")
     for name, model in sorted(record["models"].items()):
-        serving = f"version {model['version']}" if model["version"] else "no production version"
-        if model.get("baseline_version"):
-            note = (f"candidate {model['candidate']} refused by the quality gates, and with no production version "
-                    f"yet its NumPy baseline was promoted as version {model['baseline_version']} (reasons: "
-                    f"stellar models show {name}@{model['candidate']})")
-        elif model["promotion"] == "refused":
-            note = (f"candidate {model['candidate']} refused by the quality gates "
-                    f"(reasons: stellar models show {name}@{model['candidate']})")
-        else:
-            note = f"candidate {model['candidate']} {model['promotion']}"
-        print(f"  {name}: {serving}; {note}")
-        for reason in _refusals(model.get("reasons", [])):
-            print(f"    {reason}")
+        print("\n".join(promotion_lines(name, model)))
     evaluation = result.tasks.get("evaluate-models")
     if evaluation is not None and "evaluation" in evaluation.outputs:
         print(f"\nEvaluation report (metrics, plots, the gates' verdict):\n  "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from functools import partial
 from pathlib import Path
@@ -23,7 +24,7 @@ MIN_LENGTH = {"spectral": 128, "lightcurve": 32}
 # pixels asked for 95 GiB before any message).
 MAX_LENGTH = {"spectral": 8192, "lightcurve": 4096}
 MIN_SAMPLES = 32  # the split must leave test and validation objects to evaluate and stop on
-MAX_SAMPLES = 100_000  # synthetic objects: 100,000 spectra of 1024 pixels are 1.2 GB of features
+MAX_SAMPLES = 100_000  # synthetic objects: 100,000 spectra of the default 1024 pixels are 1.2 GB of features
 ALL_BANDS = ("G", "BP", "RP", "J", "H", "Ks", "W1", "W2")
 
 
@@ -96,6 +97,7 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     root = args.output_dir.resolve() / model
     if (root / "model").exists():
         print(f"stellar train-{model}: replacing the model and evaluation in {root}", file=sys.stderr)
+        shutil.rmtree(root / "evaluation", ignore_errors=True)  # never left beside a model it did not evaluate
     work = root / "work"
     raw, features, split_dir = work / "raw", work / "features", work / "split"
     seed = str(args.seed)

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from steps.core.artifacts import manifest_hash
+from steps.core.artifacts import manifest_hash, read_manifest
 from steps.core.storage import ObjectStore, PreconditionFailed, open_store
 
 PRODUCTION = "production"
@@ -157,6 +157,14 @@ class ModelRegistry:
                 continue
             self._record_evaluation(record, metrics, verdict, lineage)
             return record
+
+    def register_evaluated(self, name: str, model_dir: Path, evaluation: Path, metrics: dict[str, Any],
+                           verdict: dict[str, Any]) -> VersionRecord:
+        """`register` with an evaluation's metrics and verdict of the model, and its lineage: the model's and the
+        evaluation's manifest hashes, and the model's inputs."""
+        return self.register(name, model_dir, metrics=metrics, verdict=verdict,
+                             lineage={"model": manifest_hash(model_dir), "evaluation": manifest_hash(evaluation),
+                                      "inputs": read_manifest(model_dir).inputs})
 
     def _record_evaluation(self, record: VersionRecord, metrics: dict | None, verdict: dict | None,
                            lineage: dict | None) -> None:

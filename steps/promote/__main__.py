@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steps.core.artifacts import ArtifactWriter, manifest_hash, read_manifest
+from steps.core.artifacts import ArtifactWriter
 from steps.core.logs import get_logger
 from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError, RolledBack
 from steps.evaluate import BASELINES
@@ -33,7 +33,7 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
     outcomes = {}
     for name, model_dir in models.items():
         verdict = verdicts[name]
-        record = _register(registry, name, model_dir, evaluation, metrics.get(name, {}), verdict)
+        record = registry.register_evaluated(name, model_dir, evaluation, metrics.get(name, {}), verdict)
         registry.set_alias(name, CANDIDATE, record.version)
         compared_with = (baseline.get(name) or {}).get("version")
         outcome = {"version": record.version, "previous": compared_with, "reasons": verdict.get("reasons", [])}
@@ -41,8 +41,8 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
         if not verdict.get("passed") and fallback.get("passed") and compared_with is None:
             baseline_dir = evaluation / BASELINES / name
             fallback_metrics = {**metrics.get(name, {}), "model": metrics.get(name, {}).get("baseline")}
-            record = _register(registry, name, baseline_dir, evaluation, fallback_metrics,
-                               {**fallback, "instead_of": record.version})
+            record = registry.register_evaluated(name, baseline_dir, evaluation, fallback_metrics,
+                                                 {**fallback, "instead_of": record.version})
             outcome.update({"refused_version": outcome["version"], "version": record.version, "model": "baseline",
                             "reasons": [*outcome["reasons"], *(f"baseline: {r}" for r in fallback["reasons"])]})
             verdict = fallback
@@ -70,14 +70,6 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
                 log.warning("%s: not promoted: %s", name, error)
         outcomes[name] = outcome
     return outcomes
-
-
-def _register(registry: ModelRegistry, name: str, model_dir: Path, evaluation: Path, metrics: dict[str, Any],
-              verdict: dict[str, Any]):
-    """Register a model directory (idempotent) with its metrics, verdict and lineage."""
-    return registry.register(name, model_dir, metrics=metrics, verdict=verdict,
-                             lineage={"model": manifest_hash(model_dir), "evaluation": manifest_hash(evaluation),
-                                      "inputs": read_manifest(model_dir).inputs})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,9 +4,9 @@
 fitted input blocks and gives each a physical range. A body is decoded into a `Batch` (one NumPy array per field,
 first axis the objects) from either encoding:
 
-- JSON, `{"instances": [{field: value, ...}, ...]}` (parsed by orjson; a body with the `NaN`, `Infinity` and
-  `-Infinity` that Python's `json` and pandas write, which strict JSON has not, is read by Python's parser instead:
-  NaN is null, and an infinity is refused with its field named, as in an `.npz` body);
+- JSON, `{"instances": [{field: value, ...}, ...]}` (parsed by orjson; a UTF-8 body with the `NaN`, `Infinity` and
+  `-Infinity` that Python's `json.dumps` writes, which strict JSON has not, is read by Python's parser instead: NaN
+  in a number field is null, and an infinity is refused with its field named, as in an `.npz` body);
 - NumPy's `.npz` (`application/x-npz`): one array per field, named as in JSON, first axis the objects. It carries
   float32 arrays without any text parsing; `numpy.savez(buffer, flux=..., ivar=...)` writes one.
 
@@ -243,6 +243,11 @@ class InputSpec:
                                f"{self._field_list()})")
         if not arrays:
             raise InvalidInput("body: the archive holds no input arrays")
+        for name, value in arrays.items():
+            length = self.fields[name].length
+            if length is not None and value.shape == (length,):
+                raise InvalidInput(f"{name}: expected a 2-D array of shape (objects, {length}), got ({length},): "
+                                   f"one object is shape (1, {length}) ({name}[None] in NumPy)")
         counts = {name: (value.shape[0] if value.ndim else -1) for name, value in arrays.items()}
         n = next(iter(counts.values()))
         if n < 0 or any(count != n for count in counts.values()):
@@ -258,9 +263,8 @@ class InputSpec:
             if value.shape != shape:
                 if spec.length is None:
                     raise InvalidInput(f"{name}: expected one value per object, shape {shape}; got {value.shape}")
-                one = f" (one object: reshape it to (1, {spec.length}))" if value.ndim == 1 else ""
                 raise InvalidInput(f"{name}: expected a 2-D array of shape (objects, {spec.length}), here {shape}; "
-                                   f"got {value.shape}{one}")
+                                   f"got {value.shape}")
             decoded[name] = value.astype(np.float64, copy=False)
         for name, value in decoded.items():
             self._check_values(self.fields[name], value, missing_allowed=not self.fields[name].required)
@@ -392,12 +396,27 @@ class InputSpec:
 
 
 def _json_with_non_finite_numbers(body: bytes, error: orjson.JSONDecodeError) -> Any:
-    """A body orjson refused, read by Python's parser, which takes NaN and the infinities; orjson's error where that
-    fails too. Only bodies orjson refuses come here, so valid JSON keeps orjson's speed."""
+    """A body orjson refused for its NaN or infinities, read by Python's parser, which takes them; anything else it
+    refused stays refused with orjson's error: text that is not UTF-8 (or starts with a byte-order mark), integers
+    beyond 64 bits (Python's parser reads any), strings orjson cannot write back (lone surrogates). Only bodies orjson
+    refuses come here, so valid JSON keeps orjson's speed."""
+    refused = InvalidInput(f"body: not valid JSON ({error})")
+    if b"NaN" not in body and b"Infinity" not in body:
+        raise refused
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise InvalidInput(f"body: not valid JSON ({error})") from None
+        document = json.loads(body.decode("utf-8"), parse_int=_int64)
+        orjson.dumps(document)
+    except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError):
+        raise refused from None
+    return document
+
+
+def _int64(text: str) -> int:
+    """An integer of a JSON body, as orjson reads them: at most 64 bits (ValueError beyond)."""
+    value = int(text)
+    if not -2**63 <= value < 2**64:
+        raise ValueError(f"integer {text[:30]} beyond 64 bits")
+    return value
 
 
 def _json_type(value: Any) -> str:

@@ -121,7 +121,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        detail = _not_found(request.url.path) if error.status_code == 404 else str(error.detail)
+        router_404 = error.status_code == 404 and error.detail == "Not Found"  # no route matched; keep others' own
+        detail = _not_found(request.url.path) if router_404 else str(error.detail)
         return _error(error.status_code, detail, request, getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)

@@ -171,3 +171,25 @@ def test_interrupted_run_stops_its_tasks_and_says_how_to_resume(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
     assert "run the same command again to resume" in stderr
+
+
+def test_the_summary_says_why_a_candidate_was_not_promoted():
+    """Failed gates head a refusal as the gates'; a candidate that passed but was rolled back by hand (or whose
+    production moved during the run) is "not promoted", with that reason; passed gates and notes are not printed."""
+    from workflows.run import promotion_lines
+
+    gates = {"version": "1", "candidate": "2", "promotion": "refused",
+             "reasons": ["PASS spectral teff robust_sigma = 13 (absolute: needs <= 400)", "NOTE x",
+                         "FAIL spectral teff robust_sigma = 13 (absolute: needs <= 0.001)"]}
+    assert promotion_lines("spectral", gates) == [
+        "  spectral: version 1; candidate 2 refused by the quality gates (all its checks: stellar models show "
+        "spectral@2)", "    FAIL spectral teff robust_sigma = 13 (absolute: needs <= 0.001)"]
+    by_hand = {"version": "1", "candidate": "2", "promotion": "refused",
+               "reasons": ["PASS sed teff rmse = 1", "sed version 2 was rolled back from production by hand"]}
+    assert promotion_lines("sed", by_hand)[0].startswith("  sed: version 1; candidate 2 not promoted")
+    assert promotion_lines("sed", by_hand)[1:] == ["    sed version 2 was rolled back from production by hand"]
+    baseline = {"version": "2", "candidate": "1", "promotion": "promoted", "baseline_version": "2",
+                "reasons": ["FAIL sed teff robust_sigma = 131 vs 33 of the NumPy baseline", "baseline: PASS sed x"]}
+    assert promotion_lines("sed", baseline)[1:] == ["    FAIL sed teff robust_sigma = 131 vs 33 of the NumPy baseline"]
+    assert promotion_lines("lightcurve", {"version": "1", "candidate": "1", "promotion": "promoted"}) == [
+        "  lightcurve: version 1; candidate 1 promoted"]

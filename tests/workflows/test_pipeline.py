@@ -68,7 +68,8 @@ def test_retries_have_time_for_every_attempt_of_a_rollout(template):
     meant a rollout that failed by its 600 s wait was never retried, and one that failed fast was killed mid-way."""
     deploy = next(spec for spec in containers(template) if spec["container"]["command"][2] == "steps.deploy")
     retry = deploy["retryStrategy"]
-    attempt = float(workflow_parameters(RenderOptions())["deploy-timeout"]) + 60  # the wait and Helm's own work
+    # an atomic upgrade waits up to deploy-timeout, and its rollback as long again; then Helm's own work
+    attempt = 2 * float(workflow_parameters(RenderOptions())["deploy-timeout"]) + 60
     backoff = sum(parse_duration(retry["backoff"]["duration"]) * retry["backoff"]["factor"] ** k
                   for k in range(retry["limit"]))
     assert parse_duration(retry["backoff"]["maxDuration"]) > (retry["limit"] + 1) * attempt + backoff

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -123,3 +124,13 @@ def test_a_model_trained_by_hand_can_be_registered_and_served(tmp_path, capsys):
     assert "not a model directory" in capsys.readouterr().err
     assert main([*argv, "--seed", "7"]) == 0
     assert f"replacing the model and evaluation in {out / 'sed'}" in capsys.readouterr().err
+    other = tmp_path / "other"
+    assert main(["train-sed", "--force-dummy", "--samples", "64", "--seed", "3", "--output-dir", str(other)]) == 0
+    shutil.rmtree(other / "sed" / "evaluation")
+    shutil.copytree(out / "sed" / "evaluation", other / "sed" / "evaluation")
+    assert main(["models", "register", "sed", str(other / "sed"), "--home", str(home)]) == 2
+    assert "evaluated another sed model than" in capsys.readouterr().err  # its metrics are not this model's
+    shutil.rmtree(other / "sed" / "evaluation")
+    assert main(["models", "register", "sed", str(other / "sed"), "--home", str(home)]) == 0
+    assert "registered without metrics" in capsys.readouterr().err
+    assert not registry.latest("sed", "2").metrics
