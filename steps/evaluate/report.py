@@ -6,9 +6,9 @@ interval-coverage diagram (observed share of
 truths within the predicted central interval against its nominal probability: the regression reliability
 diagram). Per classifier: the confusion matrix and the reliability diagram of the top-class probability, with
 its expected calibration error. Where a refused model's baseline is promoted in its place (no production version
-yet), the baseline's plots follow: they show what will be served. The page has the verdicts, the metric tables (model, null predictor, baseline,
-production), every gate reason, and how each model was trained and calibrated; synthetic data is flagged at
-the top and in each model's heading.
+yet), the baseline's plots follow: they show what will be served. The page has the verdicts, the metric tables
+(model, null predictor, baseline, production), every gate reason, and how each model was trained and calibrated;
+synthetic data is flagged at the top and in each model's heading.
 
 Plots use matplotlib's Agg backend with the PNG `Software` metadata removed, so the same evaluation gives the same
 bytes. matplotlib is imported only when a report is written.
