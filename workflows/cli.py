@@ -262,8 +262,7 @@ def _register_by_hand(registry, name: str, model_dir: Path):
     evaluation = model_dir.parent / "evaluation"
     if not all((evaluation / file).is_file() for file in ("metrics.json", "verdict.json", MANIFEST)):
         print(f"note: no evaluation beside {model_dir}: registered without metrics", file=sys.stderr)
-        return registry.register(name, model_dir, lineage={"model": manifest_hash(model_dir),
-                                                           "inputs": read_manifest(model_dir).inputs})
+        return registry.register_evaluated(name, model_dir, None)
     if read_manifest(evaluation).inputs.get(name) != manifest_hash(model_dir):
         raise ValueError(f"{evaluation} evaluated another {name} model than {model_dir} (a training that stopped "
                          "before its evaluation?): train it again, or move the evaluation away to register the "

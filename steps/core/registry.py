@@ -158,13 +158,15 @@ class ModelRegistry:
             self._record_evaluation(record, metrics, verdict, lineage)
             return record
 
-    def register_evaluated(self, name: str, model_dir: Path, evaluation: Path, metrics: dict[str, Any],
-                           verdict: dict[str, Any]) -> VersionRecord:
-        """`register` with an evaluation's metrics and verdict of the model, and its lineage: the model's and the
-        evaluation's manifest hashes, and the model's inputs."""
-        return self.register(name, model_dir, metrics=metrics, verdict=verdict,
-                             lineage={"model": manifest_hash(model_dir), "evaluation": manifest_hash(evaluation),
-                                      "inputs": read_manifest(model_dir).inputs})
+    def register_evaluated(self, name: str, model_dir: Path, evaluation: Path | None,
+                           metrics: dict[str, Any] | None = None, verdict: dict[str, Any] | None = None
+                           ) -> VersionRecord:
+        """`register` with its lineage (the model's manifest hash and inputs, and the evaluation's hash) and that
+        evaluation's metrics and verdict of the model; `evaluation` None: a model registered without one."""
+        lineage = {"model": manifest_hash(model_dir), "inputs": read_manifest(model_dir).inputs}
+        if evaluation is not None:
+            lineage["evaluation"] = manifest_hash(evaluation)
+        return self.register(name, model_dir, metrics=metrics, verdict=verdict, lineage=lineage)
 
     def _record_evaluation(self, record: VersionRecord, metrics: dict | None, verdict: dict | None,
                            lineage: dict | None) -> None:
