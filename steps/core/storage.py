@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
+from steps.core.artifacts import sha256_tree
+
 
 class PreconditionFailed(Exception):
     """A conditional write lost: the object exists (create) or changed since it was read (swap)."""
@@ -72,6 +74,16 @@ class ObjectStore:
     def child(self, prefix: str) -> "ObjectStore":
         """The same store rooted at `prefix`."""
         raise NotImplementedError
+
+    def content_sha256(self, key: str) -> str | None:
+        """`sha256_tree` of the tree under `key` (or of the object `key`), as a download of it would hash; None
+        when there is nothing there. This default downloads it; a store that can read in place does so."""
+        with tempfile.TemporaryDirectory(prefix="stellar-hash-") as scratch:
+            if self.list(key.rstrip("/") + "/"):
+                self.download_dir(key, Path(scratch) / "tree")
+                return sha256_tree(Path(scratch) / "tree")
+            blob = self.get(key)
+            return hashlib.sha256(blob.data).hexdigest() if blob is not None else None
 
 
 def _etag(data: bytes) -> str:
@@ -156,6 +168,10 @@ class LocalStore(ObjectStore):
 
     def child(self, prefix: str) -> "LocalStore":
         return LocalStore(self._path(prefix))
+
+    def content_sha256(self, key: str) -> str | None:
+        path = self._path(key)
+        return sha256_tree(path) if path.exists() else None
 
 
 class S3Store(ObjectStore):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -177,6 +178,42 @@ def test_a_change_reruns_only_what_it_reaches(tmp_path):
     assert statuses == {"a": CACHED, "b": CACHED, "c": SUCCEEDED, "d": SUCCEEDED}
 
 
+def test_a_stored_output_changed_since_is_rebuilt_not_reused(tmp_path):
+    first, _, executor = run(tmp_path, template(tmp_path))
+    stored = first.tasks["b"].outputs["out"]
+    good = read_output(executor, first, "b", tmp_path)
+    (tmp_path / "artifacts" / stored.key / "data.txt").write_text("ten rows of something else\n")
+    again, _, executor = run(tmp_path, template(tmp_path))
+    statuses = {name: state.status for name, state in again.tasks.items()}
+    assert statuses == {"a": CACHED, "b": SUCCEEDED, "c": CACHED, "d": CACHED}  # b's rebuild hashes as before
+    assert "ran again: its output 'out' of run" in again.tasks["b"].message
+    assert "was changed in the store since" in again.tasks["b"].message
+    assert "not taken from the cache" in Path(again.tasks["b"].log).read_text()
+    assert read_output(executor, again, "b", tmp_path) == good
+    third, _, _ = run(tmp_path, template(tmp_path))
+    assert {state.status for state in third.tasks.values()} == {CACHED}
+
+
+def test_an_unreadable_cache_entry_or_a_lost_output_runs_the_task_again(tmp_path):
+    first, _, _ = run(tmp_path, template(tmp_path))
+    (tmp_path / "artifacts" / "cache" / f"{first.tasks['a'].key}.json").write_text('{"task": "a", "ru')
+    shutil.rmtree(tmp_path / "artifacts" / first.tasks["c"].outputs["out"].key)
+    again, _, _ = run(tmp_path, template(tmp_path))
+    assert {name: state.status for name, state in again.tasks.items()} == {
+        "a": SUCCEEDED, "b": CACHED, "c": SUCCEEDED, "d": CACHED}
+    assert "cache entry" in again.tasks["a"].message and "is unreadable" in again.tasks["a"].message
+    assert "is gone from" in again.tasks["c"].message
+
+
+def test_a_fetched_copy_that_does_not_hash_as_stored_is_refused_and_removed(tmp_path):
+    first, _, executor = run(tmp_path, template(tmp_path))
+    stored = first.tasks["a"].outputs["out"]
+    (tmp_path / "artifacts" / stored.key / "data.txt").write_text("t-")  # cut short after the run stored it
+    with pytest.raises(ValueError, match=f"{stored.key}: changed since it was stored"):
+        executor.cache.fetch(stored, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+
+
 def test_failed_run_resumes_from_the_failed_task(tmp_path):
     (tmp_path / "fail-c").write_text("1")
     first, _, _ = run(tmp_path, template(tmp_path), parallelism=1)
@@ -194,6 +231,12 @@ def test_artifacts_through_a_real_s3_server(tmp_path, s3_server, s3_bucket):
     assert read_output(executor, result, "d", tmp_path).endswith("t-d\n")
     again, _, _ = run(tmp_path, template(tmp_path), store=store)
     assert {state.status for state in again.tasks.values()} == {CACHED}
+    changed = again.tasks["c"].outputs["out"]
+    store.put(f"{changed.key}/data.txt", b"changed in the bucket\n")
+    third, _, _ = run(tmp_path, template(tmp_path), store=store)
+    assert {name: state.status for name, state in third.tasks.items()} == {
+        "a": CACHED, "b": CACHED, "c": SUCCEEDED, "d": CACHED}
+    assert "was changed in the store since" in third.tasks["c"].message
 
 
 def test_registry_readers_rerun_after_an_alias_change(tmp_path):

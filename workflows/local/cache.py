@@ -50,14 +50,27 @@ class ArtifactCache:
         self.store = store
 
     def lookup(self, key: str) -> CacheEntry | None:
-        """The entry for `key` when it exists and every artifact it names is still in the store."""
+        """The entry for `key` when it exists and every artifact it names is in the store as it was stored."""
+        return self.check(key)[0]
+
+    def check(self, key: str) -> tuple[CacheEntry | None, str | None]:
+        """(the usable entry for `key`, None), or (None, why an entry that is there cannot be reused: it is
+        unreadable, or an artifact it names is gone or no longer hashes to what was stored), or (None, None)."""
         blob = self.store.get(f"cache/{key}.json")
         if blob is None:
-            return None
-        entry = CacheEntry.model_validate_json(blob.data)
-        if all(self.store.list(artifact.key + "/") for artifact in entry.outputs.values()):
-            return entry
-        return None
+            return None, None
+        try:
+            entry = CacheEntry.model_validate_json(blob.data)
+        except ValueError as error:
+            return None, f"its cache entry {self.store.uri}/cache/{key}.json is unreadable ({error})"
+        for name, artifact in entry.outputs.items():
+            found = self.store.content_sha256(_content_key(artifact))
+            if found is None:
+                return None, f"its output {name!r} of run {entry.run} is gone from the store"
+            if found != artifact.sha256:
+                return None, (f"its output {name!r} of run {entry.run} was changed in the store since (sha256 "
+                              f"{found[:12]}, stored as {artifact.sha256[:12]})")
+        return entry, None
 
     def save_outputs(self, key: str, task: str, run: str, outputs: dict[str, Path]) -> CacheEntry:
         """Upload a finished task's output directories and record the entry (the entry is written last)."""
@@ -81,11 +94,25 @@ class ArtifactCache:
         self.store.put(f"cache/{key}.json", entry.model_dump_json(indent=2).encode())
 
     def fetch(self, artifact: StoredArtifact, dest: Path) -> None:
-        """Copy a stored artifact to `dest` (a directory, or a file for one-file artifacts); `dest` must not exist."""
+        """Copy a stored artifact to `dest` (a directory, or a file for one-file artifacts); `dest` must not exist.
+        A copy that does not hash to what was stored is removed, and the error names the artifact."""
         if artifact.file is None:
             self.store.download_dir(artifact.key, dest)
-            return
-        with tempfile.TemporaryDirectory() as holder:
-            self.store.download_dir(artifact.key, Path(holder) / "artifact")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(Path(holder) / "artifact" / artifact.file, dest)
+        else:
+            with tempfile.TemporaryDirectory() as holder:
+                self.store.download_dir(artifact.key, Path(holder) / "artifact")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(Path(holder) / "artifact" / artifact.file, dest)
+        found = sha256_tree(dest)
+        if found != artifact.sha256:
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            else:
+                dest.unlink()
+            raise ValueError(f"{self.store.uri}/{_content_key(artifact)}: changed since it was stored (sha256 "
+                             f"{found[:12]}, stored as {artifact.sha256[:12]}); run again to rebuild it")
+
+
+def _content_key(artifact: StoredArtifact) -> str:
+    """The store key whose content `artifact.sha256` hashes: the artifact's folder, or its one file."""
+    return f"{artifact.key}/{artifact.file}" if artifact.file else artifact.key

@@ -169,14 +169,17 @@ class LocalExecutor:
         try:
             inputs, material, scope = self._resolve(task)
             state.key = task_key(material)
-            entry = self.cache.lookup(state.key)
+            entry, unusable = self.cache.check(state.key)
             if entry is not None:
                 state.status, state.outputs = CACHED, entry.outputs
                 state.message = f"from run {entry.run}"
             else:
+                if unusable:
+                    self._log(state, f"=== not taken from the cache: {unusable}\n")
                 state.started = time.time()
                 state.outputs = self._attempts(task, state, inputs, scope)
-                state.status, state.message = SUCCEEDED, ""
+                state.status = SUCCEEDED
+                state.message = f"ran again: {unusable}" if unusable else ""
             self._remember_registry_state(task, material, scope)
         except (TaskFailed, UnsupportedTemplate, KeyError, ValueError, OSError) as error:
             state.status, state.message = FAILED, str(error)
