@@ -164,7 +164,11 @@ def predict(name: str, model_dir: Path, source: Path):
     model = load_model(model_dir)
     if model.name != name:
         raise PredictError(f"{model_dir} holds a {model.name!r} model, not {name!r}")
-    features, quarantined, order = read_features(MODALITY[name], source, model.spec)
+    try:
+        features, quarantined, order = read_features(MODALITY[name], source, model.spec)
+    except (FileNotFoundError, ValueError) as error:  # a table or raw artifact that cannot be read
+        named = str(error).startswith(str(source))
+        raise PredictError(f"--input {error}" if named else f"--input {source}: {error}") from None
     try:
         predicted = model.predict_table(features) if features.num_rows else pd.DataFrame()
     except (KeyError, ValueError, TypeError) as error:
@@ -208,9 +212,7 @@ def _output_columns(model) -> list[str]:
 def read_features(modality: str, source: Path, spec: dict[str, Any]):
     """(feature table, {quarantined id: reason}, every object id in input order) for the input `source`; the
     reasons include those of records set aside when the input was read (an unreadable file, a duplicate object)."""
-    import pyarrow.parquet as pq
-
-    from steps.core.artifacts import read_manifest
+    from steps.core.artifacts import read_manifest, read_parquet
     from steps.preprocess.common import FEATURES_FILE, SPEC_FILE, read_raw
 
     if not source.exists():
@@ -219,7 +221,7 @@ def read_features(modality: str, source: Path, spec: dict[str, Any]):
     if source.is_file() and not _is_parquet(source):
         raw, read_reasons = _read_archive_file(modality, source)
     elif source.is_file():
-        table = pq.read_table(source)
+        table = read_parquet(source, "a table")
         if _is_features(modality, table.column_names):
             return table, {}, _ids(table)
         raw = _raw_table(modality, source, table)
@@ -227,7 +229,7 @@ def read_features(modality: str, source: Path, spec: dict[str, Any]):
         stage = read_manifest(source).stage
         if stage == f"preprocess.{modality}":
             _check_features_spec(modality, source / SPEC_FILE, spec)
-            table = pq.read_table(source / FEATURES_FILE)
+            table = read_parquet(source / FEATURES_FILE, "the features")
             return table, _quarantine_reasons(source), _ids(table)
         if stage != f"ingest.{modality}":
             raise PredictError(f"--input {source}: an output of stage {stage!r}, not of ingest.{modality} or "
@@ -249,13 +251,13 @@ def _is_parquet(path: Path) -> bool:
 
 def _quarantine_reasons(artifact: Path) -> dict[str, str]:
     """{id: reason} of the records an artifact's stage set aside (its quarantine table, when it has one)."""
-    import pyarrow.parquet as pq
-
+    from steps.core.artifacts import read_parquet
     from steps.core.quarantine import QUARANTINE_TABLE
 
     if not (artifact / QUARANTINE_TABLE).is_file():
         return {}
-    return _objects_set_aside(pq.read_table(artifact / QUARANTINE_TABLE, columns=["id", "reason"]).to_pylist())
+    table = read_parquet(artifact / QUARANTINE_TABLE, "the objects set aside", ["id", "reason"])
+    return _objects_set_aside(table.to_pylist())
 
 
 def _objects_set_aside(rows: list[dict]) -> dict[str, str]:

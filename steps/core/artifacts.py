@@ -75,6 +75,19 @@ def read_manifest(artifact: Path) -> Manifest:
     return Manifest.model_validate_json(path.read_text())
 
 
+def read_parquet(path: Path, what: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file, naming it (and what it should hold) when it is missing, cut short or not Parquet:
+    a `FileNotFoundError` or a `ValueError`, the bad-input errors every stage turns into exit status 2."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing ({what})")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        detail = str(error).replace(f"Could not open Parquet input source '{path}': ", "")
+        raise ValueError(f"{path}: not a readable Parquet file ({what}): {detail}") from None
+
+
 def manifest_hash(artifact: Path) -> str:
     """SHA-256 of an artifact's manifest: the identity of an input in a downstream manifest."""
     path = Path(artifact) / MANIFEST

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from steps.core.artifacts import read_parquet
 from steps.models.inputs import Columns
 from steps.models.metrics import classification_metrics
 
@@ -32,7 +32,7 @@ def read_split(split_dir: str | os.PathLike, modality: str) -> tuple[dict[str, p
     for part in ("train", "val", "test"):
         path = folder / f"{part}.parquet"
         if path.is_file():
-            tables[part] = pq.read_table(path)
+            tables[part] = read_parquet(path, f"the {part} rows of {modality}")
         elif part == "train":
             raise FileNotFoundError(f"{path}: missing (the training rows of {modality})")
     schema = tables["train"].schema

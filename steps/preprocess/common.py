@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from steps.core.artifacts import ArtifactWriter, read_manifest
+from steps.core.artifacts import ArtifactWriter, read_manifest, read_parquet
 from steps.core.quarantine import QUARANTINE_TABLE, Quarantine
 from steps.ingest.schemas import DATA_FILES, DATA_SCHEMAS, LABEL_SCHEMAS, LABELS_FILE
 
@@ -64,7 +63,10 @@ def read_raw(path: Path, modality: str) -> RawArtifact:
 def _read_table(path: Path, schema: pa.Schema) -> pa.Table:
     if not path.is_file():
         raise RawInputError(f"{path.parent}: no {path.name}")
-    table = pq.read_table(path)
+    try:
+        table = read_parquet(path, "a raw table")
+    except ValueError as error:
+        raise RawInputError(str(error)) from None
     missing = [name for name in schema.names if name not in table.column_names]
     if missing:
         raise RawInputError(f"{path}: missing column(s) {', '.join(missing)}")

@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from steps.core.artifacts import ArtifactWriter, read_manifest
+from steps.core.artifacts import ArtifactWriter, read_manifest, read_parquet
 from steps.core.logs import get_logger
 from steps.ingest.schemas import MODALITIES
 from steps.split.assign import SPLITS, assign
@@ -51,7 +50,10 @@ def split_features(inputs: dict[str, Path], out: Path, seed: int, test_fraction:
         if missing:
             raise SplitError(f"--{modality} {directory}: no {' or '.join(missing)}")
         synthetic |= manifest.synthetic
-        tables[modality] = pq.read_table(directory / FEATURES_FILE)
+        try:
+            tables[modality] = read_parquet(directory / FEATURES_FILE, f"the {modality} features")
+        except ValueError as error:
+            raise SplitError(f"--{modality}: {error}") from None
         specs[modality] = directory / SPEC_FILE
 
     splits = {modality: split_table(table, seed, test_fraction, val_fraction) for modality, table in tables.items()}

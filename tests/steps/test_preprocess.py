@@ -251,6 +251,16 @@ def test_input_that_is_not_a_raw_artifact_is_refused(tmp_path, caplog):
     assert "not a finished artifact" in caplog.text
 
 
+def test_a_raw_table_cut_short_is_bad_input_that_names_it(tmp_path, caplog):
+    tables = photometry.generate(12, 6)
+    raw = write_raw(tmp_path / "raw", "photometry", tables["photometry"], tables["labels"])
+    data = raw / DATA_FILES["photometry"]
+    data.write_bytes(data.read_bytes()[:300])
+    assert run_cli(["photometry", "--in", raw, "--out", tmp_path / "features"]) == 2
+    assert f"{data}: not a readable Parquet file (a raw table)" in caplog.text
+    assert not (tmp_path / "features").exists()
+
+
 # Photometry
 
 def test_photometry_quality_cuts_dereddening_and_colours(tmp_path):

@@ -94,6 +94,17 @@ def test_an_empty_set_fails_naming_the_modality_and_sizes(tmp_path):
     assert exit_info.value.code == 2
 
 
+def test_a_features_file_cut_short_is_bad_input_that_names_it(tmp_path, caplog):
+    inputs = {modality: fake_features(tmp_path / modality, modality, [f"{modality}-{index}" for index in range(60)])
+              for modality in MODALITIES}
+    features = inputs["photometry"] / "features.parquet"
+    features.write_bytes(features.read_bytes()[:200])
+    args = [arg for modality, path in inputs.items() for arg in (f"--{modality}", str(path))]
+    assert main([*args, "--out", str(tmp_path / "split")]) == 2
+    assert f"--photometry: {features}: not a readable Parquet file (the photometry features)" in caplog.text
+    assert not (tmp_path / "split").exists()
+
+
 def test_the_data_stages_run_end_to_end_from_the_command_line(tmp_path):
     """ingest -> preprocess -> split for all three modalities, as separate processes, as Argo runs them."""
     def stage(*args) -> None:

@@ -64,6 +64,19 @@ def test_usage_and_input_errors_exit_2(split, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_split_file_cut_short_exits_2_naming_it(split, tmp_path):
+    import shutil
+
+    broken = tmp_path / "split"
+    shutil.copytree(split, broken)
+    train = broken / "photometry" / "train.parquet"
+    train.write_bytes(train.read_bytes()[:-100])
+    result = train_cli("sed", "--split", broken, "--out", tmp_path / "x", "--force-dummy")
+    assert result.returncode == 2, result.stderr
+    assert f"{train}: not a readable Parquet file (the train rows of photometry)" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "x").exists()
+
+
 def test_a_spec_naming_absent_feature_columns_is_refused(split, tmp_path):
     import shutil
 

@@ -17,6 +17,7 @@ import pytest
 
 from steps.core.registry import PRODUCTION, ModelRegistry
 from steps.ingest.__main__ import main as ingest
+from steps.ingest.schemas import DATA_FILES
 from steps.preprocess.__main__ import main as preprocess
 from steps.split.__main__ import main as split_stage
 from steps.train import train_from_split
@@ -232,6 +233,23 @@ def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "none of its 1 objects could be predicted" in error and "1 x quarantined:" in error
     assert pd.read_csv(tmp_path / "j.csv")["id"].tolist() == ["a"]  # the reason is kept
+
+
+def test_a_parquet_input_cut_short_exits_2_naming_the_file(pipeline, tmp_path, capsys):
+    import shutil
+
+    home = str(pipeline["root"] / "home")
+    for folder, name, what in (("raw-photometry", DATA_FILES["photometry"], "a raw table"),
+                               ("features-photometry", "features.parquet", "the features")):
+        copy = tmp_path / folder
+        shutil.copytree(pipeline["root"] / folder, copy)
+        (copy / name).write_bytes((copy / name).read_bytes()[:250])
+        for given, expected in ((copy, f"--input {copy / name}: not a readable Parquet file ({what})"),
+                                (copy / name, f"--input {copy / name}: not a readable Parquet file (a table)")):
+            assert stellar_predict("sed", "--input", str(given), "--output", str(tmp_path / "p.csv"),
+                                   "--home", home) == 2
+            assert f"stellar predict: {expected}: " in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(pipeline, tmp_path, capsys, monkeypatch):
