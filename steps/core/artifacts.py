@@ -96,6 +96,13 @@ def manifest_hash(artifact: Path) -> str:
     return sha256_file(path)
 
 
+def content_hash(manifest: Manifest) -> str:
+    """SHA-256 of the files a manifest lists (paths and content hashes), not of where they came from: two runs
+    that wrote the same bytes from different inputs give the same content hash and different manifest hashes."""
+    listing = sorted((entry.path, entry.sha256) for entry in manifest.files)
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
 class ArtifactWriter:
     """Write one output artifact atomically, then describe it in `manifest.json`.
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from steps.core.artifacts import manifest_hash, read_manifest
+from steps.core.artifacts import MANIFEST, Manifest, content_hash, manifest_hash, read_manifest
 from steps.core.storage import ObjectStore, PreconditionFailed, open_store
 
 PRODUCTION = "production"
@@ -48,6 +48,8 @@ class VersionRecord(BaseModel):
     name: str
     version: str
     blob: str = Field(description="sha256 of the model artifact's manifest; names the stored model directory")
+    content: str | None = Field(default=None, description="`content_hash` of the model's files: a model trained "
+                                "again to the same bytes is this version (None: read from the stored manifest)")
     created_at: str
     metrics: dict[str, Any] = Field(default_factory=dict)
     verdict: dict[str, Any] = Field(default_factory=dict)
@@ -134,11 +136,13 @@ class ModelRegistry:
 
     def register(self, name: str, model_dir: Path, metrics: dict | None = None, verdict: dict | None = None,
                  lineage: dict | None = None) -> VersionRecord:
-        """Store a model directory as a new immutable version, or return the version that already holds it; either
-        way, record this evaluation of it (`lineage["evaluation"]` names it) when metrics or a verdict are given."""
-        blob = manifest_hash(model_dir)
+        """Store a model directory as a new immutable version, or return the version that already holds the same
+        files (whatever inputs a run trained them from, so that a rollback holds against a retrain that reproduces
+        the model); either way, record this evaluation of it (`lineage["evaluation"]` names it) when metrics or a
+        verdict are given."""
+        blob, content = manifest_hash(model_dir), content_hash(read_manifest(model_dir))
         for record in self.versions(name):
-            if record.blob == blob:
+            if record.blob == blob or self._content(record) == content:
                 self._record_evaluation(record, metrics, verdict, lineage)
                 return record
         blob_key = f"{name}/blobs/{blob}"
@@ -146,7 +150,7 @@ class ModelRegistry:
             self.store.upload_dir(Path(model_dir), blob_key)
         number = max((int(record.version) for record in self.versions(name)), default=0) + 1
         while True:
-            record = VersionRecord(name=name, version=str(number), blob=blob,
+            record = VersionRecord(name=name, version=str(number), blob=blob, content=content,
                                    created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                    metrics=metrics or {}, verdict=verdict or {}, lineage=lineage or {})
             try:
@@ -157,6 +161,13 @@ class ModelRegistry:
                 continue
             self._record_evaluation(record, metrics, verdict, lineage)
             return record
+
+    def _content(self, record: VersionRecord) -> str | None:
+        """A version's `content_hash`: recorded, or (for a version registered before it was) from its manifest."""
+        if record.content is not None:
+            return record.content
+        stored = self.store.get(f"{record.name}/blobs/{record.blob}/{MANIFEST}")
+        return content_hash(Manifest.model_validate_json(stored.data)) if stored is not None else None
 
     def register_evaluated(self, name: str, model_dir: Path, evaluation: Path | None,
                            metrics: dict[str, Any] | None = None, verdict: dict[str, Any] | None = None

@@ -39,6 +39,21 @@ def test_register_is_idempotent_and_numbers_versions(registry, tmp_path):
     assert (path / "weights.txt").read_text() == "b"
 
 
+def test_the_same_files_trained_from_other_inputs_are_the_same_version(registry, tmp_path):
+    source = make_model(tmp_path / "inputs", "data")
+    first = registry.register("sed", make_model(tmp_path, "a"))
+    retrained = tmp_path / "retrained"
+    with ArtifactWriter(retrained, stage="train.test", inputs={"split": source}) as writer:
+        writer.path("weights.txt").write_text("a")
+    again = registry.register("sed", retrained, metrics={"n": 2}, verdict={"passed": True},
+                              lineage={"evaluation": "e-retrained"})
+    assert again.version == first.version == "1" and again.content == first.content is not None
+    assert [entry.evaluation for entry in registry.evaluations("sed", "1")] == ["e-retrained"]
+    with ArtifactWriter(tmp_path / "other", stage="train.test", inputs={"split": source}) as writer:
+        writer.path("weights.txt").write_text("b")
+    assert registry.register("sed", tmp_path / "other").version == "2"
+
+
 def test_alias_moves_and_rolls_back(registry, tmp_path):
     for content in "abc":
         registry.register("sed", make_model(tmp_path, content))

@@ -147,6 +147,15 @@ def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_produc
     assert all(ModelRegistry.open(str(registry)).aliases(name)[PRODUCTION] == "2" for name in NAMES)
 
 
+def _trained_again_from_other_inputs(model: Path, out: Path) -> Path:
+    """`model`'s files under a manifest that names other inputs: a retrain after an unrelated input changed."""
+    shutil.copytree(model, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["inputs"] = {name: "0" * 64 for name in manifest["inputs"]} or {"split": "0" * 64}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
 def test_a_version_rolled_back_by_hand_is_not_promoted_again(learnable, tmp_path):
     split, models = learnable
     registry = tmp_path / "registry"
@@ -157,6 +166,11 @@ def test_a_version_rolled_back_by_hand_is_not_promoted_again(learnable, tmp_path
     assert ModelRegistry.open(str(registry)).alias_state("sed").rolled_back == {PRODUCTION: ["2"]}
     retried = promote_only(models, registry, tmp_path / "run")["sed"]  # next week's run reproduces version 2
     assert retried["outcome"] == "refused" and "rolled back from production by hand" in retried["reasons"][-1]
+    assert ModelRegistry.open(str(registry)).aliases("sed")[PRODUCTION] == "1"
+    retrained = {**models, "sed": _trained_again_from_other_inputs(models["sed"], tmp_path / "retrained")}
+    later = evaluate_and_promote(split, retrained, registry, tmp_path / "later")["sed"]  # the same bytes, new lineage
+    assert later["outcome"] == "refused" and "rolled back from production by hand" in later["reasons"][-1]
+    assert [r.version for r in ModelRegistry.open(str(registry)).versions("sed")] == ["1", "2"]
     assert ModelRegistry.open(str(registry)).aliases("sed")[PRODUCTION] == "1"
     ModelRegistry.open(str(registry)).set_alias("sed", PRODUCTION, "2")  # a person promotes it again
     assert ModelRegistry.open(str(registry)).alias_state("sed").rolled_back == {PRODUCTION: []}
