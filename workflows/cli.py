@@ -155,6 +155,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from workflows.training_cli import at_least
 
     parameters = parse_assignments(args.parameter)
+    given = {"samples": args.samples, **{f"{m}-source": getattr(args, f"{m}_from") for m in MODALITIES}}
+    for name, value in given.items():
+        if value is not None and name in parameters:
+            flag = "--samples" if name == "samples" else f"--{name.removesuffix('-source')}-from"
+            print(f"stellar run: {flag} and -p {name} both set {name}; give one", file=sys.stderr)
+            return 2
     if args.samples is not None:
         parameters["samples"] = str(args.samples)
     elif "samples" in parameters:  # checked here: the ingest tasks would find a mistake only once the run started
