@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from rich.console import Console
@@ -42,6 +47,51 @@ def load_template(template: Path | None) -> dict[str, Any]:
     return doc
 
 
+class HomeBusy(RuntimeError):
+    """Another `stellar run` is running on the same home."""
+
+
+@contextmanager
+def home_lock(home: Path, run_id: str) -> Iterator[None]:
+    """Hold `home/run.lock` for one run: two runs on one home would race on its cache entries and its
+    registry's candidate alias. The lock is the kernel's (flock), so a killed run leaves none behind."""
+    path = home / "run.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another run"
+            raise HomeBusy(f"{home} is in use by {holder}; wait for it to end, or give another --home") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"run {run_id} (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+
+
+@contextmanager
+def interrupted_by_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a `kill`, a closed terminal) stop the run as Ctrl-C does, so that its stage processes
+    are stopped and the run recorded rather than left running. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None = None,
                  artifact_store: str | None = None, s3_endpoint: str | None = None,
                  template: Path | None = None, console: Console | None = None) -> int:
@@ -61,9 +111,13 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
     console.print(f"run {executor.run_id}: {len(executor.states)} tasks, parallelism {executor.parallelism}, "
                   f"artifacts in {store.uri}, logs in {executor.run_dir / 'logs'}", highlight=False)
     try:
-        with Progress(executor.states, console) as progress:
-            executor.on_change = progress.update
-            result = executor.run()
+        with home_lock(home, executor.run_id), interrupted_by_termination():
+            with Progress(executor.states, console) as progress:
+                executor.on_change = progress.update
+                result = executor.run()
+    except HomeBusy as error:
+        console.print(f"[bold red]stellar run:[/] {escape(str(error))}")
+        return 1
     except KeyboardInterrupt:
         console.print(f"interrupted; run the same command again to resume (logs in {executor.run_dir / 'logs'})")
         return 130

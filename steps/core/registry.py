@@ -167,7 +167,10 @@ class ModelRegistry:
         if record.content is not None:
             return record.content
         stored = self.store.get(f"{record.name}/blobs/{record.blob}/{MANIFEST}")
-        return content_hash(Manifest.model_validate_json(stored.data)) if stored is not None else None
+        try:
+            return content_hash(Manifest.model_validate_json(stored.data)) if stored is not None else None
+        except ValueError:  # a manifest this code cannot read describes no files to compare
+            return None
 
     def register_evaluated(self, name: str, model_dir: Path, evaluation: Path | None,
                            metrics: dict[str, Any] | None = None, verdict: dict[str, Any] | None = None

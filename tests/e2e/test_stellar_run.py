@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 TASKS = 13
 
 
@@ -156,7 +158,21 @@ def test_run_through_a_real_s3_server(stellar, tmp_path, s3_server, s3_bucket):
     assert not (tmp_path / "artifacts").exists()
 
 
-def test_interrupted_run_stops_its_tasks_and_says_how_to_resume(tmp_path):
+def _processes_naming(text: str) -> list[str]:
+    """Command lines of this machine's processes that mention `text`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in command:
+            found.append(command)
+    return found
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_stops_its_tasks_records_them_and_says_how_to_resume(tmp_path, stop):
     home = tmp_path / "home"
     # as from a terminal: a test run started in the background (`pytest &` in a script) ignores SIGINT, and a child
     # would inherit that
@@ -165,12 +181,30 @@ def test_interrupted_run_stops_its_tasks_and_says_how_to_resume(tmp_path):
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     logs = home / "runs"
     deadline = time.time() + 120
-    while time.time() < deadline and not list(logs.glob("*/logs/*.log")):
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    while time.time() < deadline and not list(logs.glob("*/work/*/attempt-1")):
+        time.sleep(0.05)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
     assert "run the same command again to resume" in stderr
+    assert not _processes_naming(str(home / "runs"))  # no stage process outlives the run
+    record = json.loads(next(logs.glob("*/run.json")).read_text())
+    statuses = {task["status"] for task in record["tasks"].values()}
+    assert statuses <= {"succeeded", "cached", "failed", "skipped"} and "skipped" in statuses, statuses
+    assert any(task["message"].startswith("interrupted") for task in record["tasks"].values())
+    assert all(task["message"] == "not started: the run was interrupted"
+               for task in record["tasks"].values() if task["status"] == "skipped")
+
+
+def test_a_second_run_on_a_busy_home_is_refused_naming_the_first(tmp_path, capsys):
+    from workflows.run import home_lock, run_pipeline
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with home_lock(home, "stellar-training-first"):
+        assert run_pipeline(home, {"samples": "40"}) == 1
+    assert f"{home} is in use by run stellar-training-first (pid " in capsys.readouterr().err
+    assert not (home / "runs").exists()
 
 
 def test_the_summary_says_why_a_candidate_was_not_promoted():

@@ -196,7 +196,7 @@ def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
 
     model = tmp_path / "model"
     model.mkdir()
-    (model / "manifest.json").write_text('{"stage": "train.sed", "files": []}')
+    (model / "manifest.json").write_text('{"stage": "train.sed", "code_version": "test", "files": []}')
     registry = ModelRegistry.open(str(tmp_path / "home" / "registry"))
     registry.register("sed", model, verdict={"passed": False, "reasons": ["FAIL teff"]})
     home = ["--home", str(tmp_path / "home")]

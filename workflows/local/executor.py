@@ -116,11 +116,12 @@ class LocalExecutor:
     # -- scheduling ---------------------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        """Run every task (or take it from the cache); return when all are done or a failure stops the DAG."""
+        """Run every task (or take it from the cache); return when all are done or a failure stops the DAG. On
+        KeyboardInterrupt every stage process is stopped and the run recorded before it is raised again."""
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self._write_record()
         futures: dict[Future, str] = {}
-        failed = False
+        failed = interrupted = False
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="task") as pool:
             try:
                 while True:
@@ -137,13 +138,17 @@ class LocalExecutor:
                         self._write_record()
             except KeyboardInterrupt:
                 self.cancel()
-                raise
-        for state in self.states.values():
+                pool.shutdown(wait=False, cancel_futures=True)  # queued tasks never start
+                interrupted = True
+        for state in self.states.values():  # the pool has shut down: no stage process is left running
             if state.status == PENDING:
                 state.status = SKIPPED
-                state.message = "not started: an upstream task failed"
+                state.message = "not started: the run was interrupted" if interrupted else \
+                    "not started: an upstream task failed"
                 self.on_change(state)
         self._write_record()
+        if interrupted:
+            raise KeyboardInterrupt
         return RunResult(self.run_id, self.run_dir, self.states, self.parameters)
 
     def _ready(self, submitted: set[str]) -> list[str]:
@@ -181,7 +186,10 @@ class LocalExecutor:
                 state.status = SUCCEEDED
                 state.message = f"ran again: {unusable}" if unusable else ""
             self._remember_registry_state(task, material, scope)
-        except (TaskFailed, UnsupportedTemplate, KeyError, ValueError, OSError) as error:
+        except TaskFailed as error:
+            state.status = FAILED
+            state.message = f"interrupted ({error})" if self._cancelled.is_set() else str(error)
+        except (UnsupportedTemplate, KeyError, ValueError, OSError) as error:
             state.status, state.message = FAILED, str(error)
         except Exception as error:  # noqa: BLE001 - one task's unexpected error must not stop the scheduler
             state.status, state.message = FAILED, f"{type(error).__name__}: {error}"
@@ -332,6 +340,8 @@ class LocalExecutor:
                 raise TaskFailed(f"could not start {command[0]}: {error}", exit_code=-1, error=True) from error
             with self._lock:
                 self._processes[task.name] = process
+                if self._cancelled.is_set():  # started as the run was being cancelled
+                    os.killpg(process.pid, signal.SIGTERM)
             code = process.wait()
             with self._lock:
                 self._processes.pop(task.name, None)
