@@ -228,10 +228,9 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
         }
         split = _stage(
             options, "split-data", "split",
-            ["--spectra", _in("spectra"), "--photometry", _in("photometry"), "--lightcurves", _in("lightcurves"),
-             "--seed", _p("seed"), "--test-fraction", _p("test-fraction"), "--val-fraction", _p("val-fraction"),
-             "--out", _out("split")],
-            params=["seed", "test-fraction", "val-fraction"], inputs=list(MODALITIES), outputs=["split"],
+            ["--" + _p("modality"), _in("features"), "--seed", _p("seed"), "--test-fraction", _p("test-fraction"),
+             "--val-fraction", _p("val-fraction"), "--out", _out("split")],
+            params=["modality", "seed", "test-fraction", "val-fraction"], inputs=["features"], outputs=["split"],
             cpu="250m")
         train = _stage(
             options, "train", "train",
@@ -241,10 +240,11 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
             cpu="1", memory="2Gi", memory_limit="4Gi")
         evaluate = _stage(
             options, "evaluate", "evaluate",
-            ["--split", _in("split"), "--spectral", _in("spectral"), "--lightcurve", _in("lightcurve"),
-             "--sed", _in("sed"), "--gates", _p("gates"), "--registry", _p("registry"),
-             "--out", _out("evaluation")],
-            params=["gates", "registry"], inputs=["split", *MODELS], outputs=["evaluation"],
+            [*(arg for modality in MODALITIES for arg in ("--split", _in(f"split-{modality}"))),
+             "--spectral", _in("spectral"), "--lightcurve", _in("lightcurve"), "--sed", _in("sed"),
+             "--gates", _p("gates"), "--registry", _p("registry"), "--out", _out("evaluation")],
+            params=["gates", "registry"], inputs=[*(f"split-{m}" for m in MODALITIES), *MODELS],
+            outputs=["evaluation"],
             memory_limit="3Gi", reads_registry=True)
         promote = _stage(
             options, "promote", "promote",
@@ -275,14 +275,17 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
                     arguments=[*_params({**length, "max-bad-fraction": _wf("max-bad-fraction")}),
                                raw.get_artifact("raw").with_name("raw")])
                 raw >> features[modality]
-            split_task = split(
-                name="split-data",
-                arguments=[*_params({"seed": _wf("seed"), "test-fraction": _wf("test-fraction"),
-                                     "val-fraction": _wf("val-fraction")}),
-                           *(task.get_artifact("features").with_name(modality) for modality, task in features.items())])
-            list(features.values()) >> split_task
+            splits = {}
+            for modality, task in features.items():  # one split per modality: new spectra retrain only spectra
+                splits[modality] = split(
+                    name=f"split-{modality}",
+                    arguments=[*_params({"modality": modality, "seed": _wf("seed"),
+                                         "test-fraction": _wf("test-fraction"), "val-fraction": _wf("val-fraction")}),
+                               task.get_artifact("features").with_name("features")])
+                task >> splits[modality]
             models = {}
             for model in MODELS:
+                split_task = splits[MODELS[model]]
                 models[model] = train(
                     name=f"train-{model}-model",
                     arguments=[*_params({"model": model, "trainer": _wf("trainer"), "epochs": _wf("epochs"),
@@ -293,7 +296,8 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
             evaluate_task = evaluate(
                 name="evaluate-models",
                 arguments=[*_params({"gates": _wf("gates"), "registry": _wf("registry")}),
-                           split_task.get_artifact("split").with_name("split"), *model_artifacts])
+                           *(task.get_artifact("split").with_name(f"split-{modality}")
+                             for modality, task in splits.items()), *model_artifacts])
             list(models.values()) >> evaluate_task
             promote_task = promote(
                 name="promote-models",

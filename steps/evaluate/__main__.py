@@ -1,4 +1,4 @@
-"""`python -m steps.evaluate --split DIR [--spectral DIR] [--lightcurve DIR] [--sed DIR] [--gates YAML_OR_PATH]
+"""`python -m steps.evaluate --split DIR [--split DIR ...] [--spectral DIR] [--lightcurve DIR] [--sed DIR] [--gates YAML_OR_PATH]
 [--production-metrics FILE | --registry URI] --out DIR`.
 
 Measures each given model, its null predictor and (for a Keras model) its NumPy baseline, trained here on the
@@ -35,6 +35,8 @@ from steps.evaluate import (
 from steps.evaluate.gates import GateError, parse_gates
 from steps.evaluate.report import residual_axes, write_report
 from steps.models import MODEL_NAMES
+from steps.models.baseline import MODALITY
+from steps.models.splits import split_holding
 
 log = get_logger("evaluate")
 
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the stage; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m steps.evaluate", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", type=Path, required=True, help="split directory (its test rows are used)")
+    parser.add_argument("--split", type=Path, required=True, action="append",
+                        help="split directory (its test rows are used); repeat it for splits of other modalities")
     for name in MODEL_NAMES:
         parser.add_argument(f"--{name}", type=Path, help=f"the trained {name} model directory")
     parser.add_argument("--gates", default=None,
@@ -60,17 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     models = {name: getattr(args, name) for name in MODEL_NAMES if getattr(args, name) is not None}
     if not models:
         parser.error("give at least one model directory (--spectral, --lightcurve, --sed)")
-    for label, path in [("--split", args.split), *((f"--{n}", p) for n, p in models.items())]:
+    for label, path in [*(("--split", s) for s in args.split), *((f"--{n}", p) for n, p in models.items())]:
         if not (path / "manifest.json").is_file():
             parser.error(f"{label} {path}: not a finished artifact (no manifest.json)")
     try:
         gates = parse_gates(args.gates)
-    except GateError as error:
+        splits = {name: split_holding(args.split, MODALITY[name], f"--{name}") for name in models}
+    except (GateError, FileNotFoundError) as error:
         parser.error(str(error))
 
     scratch = tempfile.TemporaryDirectory(prefix="baselines-")  # the baselines, until the artifact is written
     try:
-        evaluations = [evaluate_model(name, path, args.split, Path(scratch.name) / name)
+        evaluations = [evaluate_model(name, path, splits[name], Path(scratch.name) / name)
                        for name, path in models.items()]
         if args.registry:
             production = production_from_registry(args.registry, list(models))
@@ -81,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         scratch.cleanup()
         return 2
     verdicts = judge_all(evaluations, gates, production)
-    synthetic = read_manifest(args.split).synthetic or any(read_manifest(p).synthetic for p in models.values())
+    synthetic = any(read_manifest(p).synthetic for p in [*splits.values(), *models.values()])
     parameters = {"gates": gates.model_dump(mode="json"),
                   "production": {n: (p or {}).get("version") for n, p in production.items()}}
     with ArtifactWriter(args.out, stage="evaluate", parameters=parameters,
-                        inputs={"split": args.split, **models}, synthetic=synthetic) as out:
+                        inputs={**_split_inputs(splits), **models}, synthetic=synthetic) as out:
         out.write_json("metrics.json", {ev.name: {"model": ev.model, "null": ev.null,
                                                   **({"baseline": ev.baseline} if ev.baseline else {})}
                                         for ev in evaluations})
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             out.count(f"{ev.name}_test_rows", ev.model.get("n_test", 0))
         out.path("report.md").write_text(report(evaluations, verdicts, production, synthetic))
         write_report(out.path("report.md").parent, evaluations, verdicts, production, synthetic,
-                     against=residual_axes(args.split, list(models)))
+                     against=residual_axes(splits))
         out.count("passed", sum(v.passed for v in verdicts.values()))
         out.count("refused", sum(not v.passed for v in verdicts.values()))
     scratch.cleanup()
@@ -116,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                      "passed the gates: the promote step registers it in the model's place" if verdict.fallback.passed
                      else "was refused too")
     return 0
+
+
+def _split_inputs(splits: dict[str, Path]) -> dict[str, Path]:
+    """The manifest's split inputs: `split` when one split served every model, else one `split-<modality>` each."""
+    if len(set(splits.values())) == 1:
+        return {"split": next(iter(splits.values()))}
+    return {f"split-{MODALITY[name]}": path for name, path in splits.items()}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,17 @@ from steps.models.inputs import Columns
 from steps.models.metrics import classification_metrics
 
 
+def split_holding(split_dirs: list[Path], modality: str, needed_by: str) -> Path:
+    """The one of `split_dirs` that holds `modality` (a pipeline run splits each modality on its own; a split by
+    hand may hold several), naming them all when none or more than one does."""
+    holding = [Path(d) for d in split_dirs if (Path(d) / modality).is_dir()]
+    if len(holding) != 1:
+        given = ", ".join(str(d) for d in split_dirs)
+        raise FileNotFoundError(f"--split: {'none' if not holding else 'more than one'} of {given} holds the "
+                                f"{modality} split that {needed_by} needs (a {modality}/ folder)")
+    return holding[0]
+
+
 def read_split(split_dir: str | os.PathLike, modality: str) -> tuple[dict[str, pa.Table], dict[str, Any], Path]:
     """The train/val/test tables and the spec of one modality of a split directory (val/test may be absent)."""
     folder = Path(split_dir) / modality

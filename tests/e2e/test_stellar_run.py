@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-TASKS = 13
+TASKS = 15
 
 
 def production(stellar, home: Path) -> dict[str, str]:
@@ -47,6 +47,20 @@ def test_identical_rerun_is_all_cached_without_tensorflow(pipeline_home):
     lines = result.stdout.splitlines()
     report = Path(lines[lines.index("Evaluation report (metrics, plots, the gates' verdict):") + 1].strip())
     assert report.name == "report.html" and report.is_file() and report.is_relative_to(pipeline_home)
+
+
+def test_new_spectra_retrain_only_the_spectral_model(stellar, pipeline_home, tmp_path):
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(pipeline_home, home)
+    result = stellar("run", "--home", str(home), "--samples", "100", "-p", "spectrum-length=512")
+    assert result.returncode == 0, result.stderr
+    statuses = {name: task["status"] for name, task in last_run(home)["tasks"].items()}
+    assert statuses["preprocess-spectra"] == statuses["split-spectra"] == "succeeded"
+    assert statuses["train-spectral-model"] == statuses["evaluate-models"] == "succeeded"
+    assert {statuses[task] for task in ("split-photometry", "split-lightcurves", "train-sed-model",
+                                        "train-lightcurve-model")} == {"cached"}
 
 
 def test_promotion_between_runs_is_seen_by_registry_readers(stellar, pipeline_home, tmp_path):
@@ -132,7 +146,7 @@ def test_failing_task_is_named_with_its_log_tail(stellar, tmp_path):
     assert "--length" in result.stderr  # the stage's own message, from the log tail
     record = last_run(tmp_path)
     assert record["tasks"]["preprocess-spectra"]["attempts"] == 1  # exit status 2: bad input is not retried
-    assert record["tasks"]["split-data"]["status"] == "skipped"
+    assert record["tasks"]["split-spectra"]["status"] == "skipped"
 
 
 def test_unknown_parameter_is_refused_before_anything_runs(stellar, tmp_path):

@@ -56,7 +56,7 @@ def split_rows(home: Path, model: str, count: int = 2) -> list[dict]:
     wanted = {*fields["required"], *fields["optional"]}
     runs = sorted((home / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     tasks = json.loads((runs[-1] / "run.json").read_text())["tasks"]
-    split = home / "artifacts" / tasks["split-data"]["outputs"]["split"]["key"]
+    split = home / "artifacts" / tasks[f"split-{MODALITY[model]}"]["outputs"]["split"]["key"]
     rows = pq.read_table(split / MODALITY[model] / "test.parquet").slice(0, count).to_pylist()
     if model == "sed":
         raw = home / "artifacts" / tasks["ingest-gaia-photometry"]["outputs"]["raw"]["key"] / "photometry.parquet"

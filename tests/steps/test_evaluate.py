@@ -266,6 +266,39 @@ def test_evaluate_reads_production_from_the_registry(learnable, tmp_path):
     assert not verdict["sed"]["passed"] and verdict["spectral"]["passed"]
 
 
+def test_one_split_per_modality_measures_as_one_split_holding_all(learnable, tmp_path, capsys):
+    """As a pipeline run gives them: each model is measured on the split that holds its modality."""
+    import shutil
+
+    from steps.evaluate.__main__ import main
+
+    split, models = learnable
+    alone = {}
+    for modality in ("spectra", "photometry", "lightcurves"):
+        alone[modality] = tmp_path / f"split-{modality}"
+        shutil.copytree(split / modality, alone[modality] / modality)
+        shutil.copy(split / "manifest.json", alone[modality])
+    model_args = [arg for name, path in models.items() for arg in (f"--{name}", str(path))]
+    split_args = [arg for path in alone.values() for arg in ("--split", str(path))]
+    assert main([*split_args, *model_args, "--out", str(tmp_path / "apart")]) == 0
+    assert main(["--split", str(split), *model_args, "--out", str(tmp_path / "together")]) == 0
+    apart, together = (json.loads((tmp_path / out / "metrics.json").read_text()) for out in ("apart", "together"))
+    assert apart == together
+    assert read_manifest(tmp_path / "apart").inputs == {
+        **{f"split-{m}": manifest_hash(path) for m, path in alone.items()},
+        **{n: manifest_hash(p) for n, p in models.items()}}
+
+    with pytest.raises(SystemExit) as missing:
+        main(["--split", str(alone["spectra"]), "--sed", str(models["sed"]), "--out", str(tmp_path / "x")])
+    assert missing.value.code == 2
+    assert (f"--split: none of {alone['spectra']} holds the photometry split that --sed needs"
+            in capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        main(["--split", str(split), "--split", str(alone["photometry"]), "--sed", str(models["sed"]),
+              "--out", str(tmp_path / "x")])
+    assert "more than one of" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_errors_exit_2_with_a_clear_message(learnable, tmp_path):
     split, models = learnable
     result = evaluate_cli(split, models, tmp_path / "a", "--gates", "spectral: {absolute: {teff: {rmse_maxx: 1}}}")

@@ -129,7 +129,7 @@ def test_photometry_residuals_are_plotted_against_its_snr_and_the_bands_measured
                       "teff": [5000.0, 6000.0, 4000.0]})
     pq.write_table(table, folder / "train.parquet")
     pq.write_table(table, folder / "test.parquet")
-    (key, _, snr), (bands_key, _, bands) = residual_axes(tmp_path / "split", ["sed"])["sed"]
+    (key, _, snr), (bands_key, _, bands) = residual_axes({"sed": tmp_path / "split"})["sed"]
     assert (key, bands_key) == ("snr", "bands")
     # a: G, BP and H (J's error without a magnitude does not count): the median, H's; b: nothing measured;
     # c: BP and J (G has no error)

@@ -21,8 +21,10 @@ EXPECTED_DEPENDS = {
     "ingest-sdss-spectra": None, "ingest-gaia-photometry": None, "ingest-kepler-lightcurves": None,
     "preprocess-spectra": "ingest-sdss-spectra", "preprocess-photometry": "ingest-gaia-photometry",
     "preprocess-lightcurves": "ingest-kepler-lightcurves",
-    "split-data": "preprocess-spectra && preprocess-photometry && preprocess-lightcurves",
-    "train-spectral-model": "split-data", "train-lightcurve-model": "split-data", "train-sed-model": "split-data",
+    "split-spectra": "preprocess-spectra", "split-photometry": "preprocess-photometry",
+    "split-lightcurves": "preprocess-lightcurves",
+    "train-spectral-model": "split-spectra", "train-lightcurve-model": "split-lightcurves",
+    "train-sed-model": "split-photometry",
     "evaluate-models": "train-spectral-model && train-lightcurve-model && train-sed-model",
     "promote-models": "evaluate-models", "deploy-api": "promote-models",
 }
