@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
-
-from steps.core.artifacts import sha256_tree
 
 
 class PreconditionFailed(Exception):
@@ -75,15 +74,22 @@ class ObjectStore:
         """The same store rooted at `prefix`."""
         raise NotImplementedError
 
-    def content_sha256(self, key: str) -> str | None:
-        """`sha256_tree` of the tree under `key` (or of the object `key`), as a download of it would hash; None
-        when there is nothing there. This default downloads it; a store that can read in place does so."""
-        with tempfile.TemporaryDirectory(prefix="stellar-hash-") as scratch:
-            if self.list(key.rstrip("/") + "/"):
-                self.download_dir(key, Path(scratch) / "tree")
-                return sha256_tree(Path(scratch) / "tree")
-            blob = self.get(key)
-            return hashlib.sha256(blob.data).hexdigest() if blob is not None else None
+    def listing_fingerprint(self, prefix: str) -> str | None:
+        """A hash of the tree under `prefix` as the store lists it (each object's name, size and version: a local
+        file's mtime, which a copy that keeps times keeps, or an S3 ETag), read without reading any content; None
+        when there is nothing there. A rewrite changes it (at the same size within the clock's tick, or with its
+        time set back, it may not: the bytes are checked against their hash when they are fetched)."""
+        raise NotImplementedError
+
+    def delete_tree(self, prefix: str) -> None:
+        """Remove every object under `prefix` (nothing when there is none)."""
+        raise NotImplementedError
+
+
+def _fingerprint(entries: list[tuple[str, int, str]]) -> str | None:
+    if not entries:
+        return None
+    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
 
 
 def _etag(data: bytes) -> str:
@@ -169,9 +175,19 @@ class LocalStore(ObjectStore):
     def child(self, prefix: str) -> "LocalStore":
         return LocalStore(self._path(prefix))
 
-    def content_sha256(self, key: str) -> str | None:
-        path = self._path(key)
-        return sha256_tree(path) if path.exists() else None
+    def listing_fingerprint(self, prefix: str) -> str | None:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return None
+        entries = []
+        for path in base.rglob("*"):
+            if path.is_file():
+                status = path.stat()
+                entries.append((path.relative_to(base).as_posix(), status.st_size, str(status.st_mtime_ns)))
+        return _fingerprint(entries)
+
+    def delete_tree(self, prefix: str) -> None:
+        shutil.rmtree(self._path(prefix), ignore_errors=True)
 
 
 class S3Store(ObjectStore):
@@ -227,6 +243,18 @@ class S3Store(ObjectStore):
             for item in page.get("Contents", []):
                 keys.append(item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"])
         return sorted(keys)
+
+    def listing_fingerprint(self, prefix: str) -> str | None:
+        base = self._key(prefix.rstrip("/") + "/")
+        paginator = self.client.get_paginator("list_objects_v2")
+        entries = [(item["Key"][len(base):], item["Size"], item["ETag"].strip('"'))
+                   for page in paginator.paginate(Bucket=self.bucket, Prefix=base)
+                   for item in page.get("Contents", [])]
+        return _fingerprint(entries)
+
+    def delete_tree(self, prefix: str) -> None:
+        for key in self.list(prefix.rstrip("/") + "/"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def upload_dir(self, local: Path, prefix: str) -> None:
         stale = set(self.list(prefix.rstrip("/") + "/"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from steps.core.storage import LocalStore, PreconditionFailed, S3Store, open_store
@@ -51,6 +53,26 @@ def test_directory_round_trip_replaces_stale_files(store, tmp_path):
     out = tmp_path / "out"
     store.download_dir("art", out)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["sub/y.txt"]
+
+
+def test_a_listing_fingerprint_changes_with_any_rewrite_and_a_tree_can_be_deleted(store, tmp_path):
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "x.txt").write_text("x")
+    (source / "sub" / "y.txt").write_text("y")
+    for path in (source / "x.txt", source / "sub" / "y.txt"):
+        os.utime(path, (1_700_000_000, 1_700_000_000))  # written long before the rewrite below
+    assert store.listing_fingerprint("art") is None
+    store.upload_dir(source, "art")
+    stored = store.listing_fingerprint("art")
+    assert stored is not None and store.listing_fingerprint("art/") == stored
+    store.put("artefact/z.txt", b"a neighbour sharing the name's start")
+    assert store.listing_fingerprint("art") == stored
+    store.put("art/x.txt", b"X")  # the same size, rewritten
+    assert store.listing_fingerprint("art") != stored
+    store.delete_tree("art")
+    assert store.listing_fingerprint("art") is None and store.list("art/") == []
+    assert store.get("artefact/z.txt") is not None
 
 
 def test_open_store_rejects_unknown_scheme():

@@ -205,13 +205,27 @@ def test_an_unreadable_cache_entry_or_a_lost_output_runs_the_task_again(tmp_path
     assert "is gone from" in again.tasks["c"].message
 
 
-def test_a_fetched_copy_that_does_not_hash_as_stored_is_refused_and_removed(tmp_path):
-    first, _, executor = run(tmp_path, template(tmp_path))
-    stored = first.tasks["a"].outputs["out"]
-    (tmp_path / "artifacts" / stored.key / "data.txt").write_text("t-")  # cut short after the run stored it
-    with pytest.raises(ValueError, match=f"{stored.key}: changed since it was stored"):
-        executor.cache.fetch(stored, tmp_path / "copy")
-    assert not (tmp_path / "copy").exists()
+def test_bytes_changed_unseen_by_the_listing_are_caught_when_fetched_and_rebuilt_next_run(tmp_path):
+    """The same size and mtime pass the cheap check on lookup; the consumer's fetch hashes the bytes, refuses
+    them, and removes the stored artifact, so the next run rebuilds it."""
+    import os
+
+    first, _, _ = run(tmp_path, template(tmp_path))
+    stored = tmp_path / "artifacts" / first.tasks["a"].outputs["out"].key / "data.txt"
+    status = stored.stat()
+    stored.write_text("X" * status.st_size)
+    os.utime(stored, ns=(status.st_atime_ns, status.st_mtime_ns))
+    doc = template(tmp_path)
+    doc["spec"]["templates"][3]["container"]["env"][0]["value"] = "0.01"  # c runs again and fetches a's output
+    second, _, _ = run(tmp_path, doc)
+    assert second.tasks["a"].status == CACHED and second.tasks["c"].status == FAILED
+    assert "its bytes changed since it was stored" in second.tasks["c"].message
+    assert not stored.exists()
+    third, _, executor = run(tmp_path, doc)
+    assert {name: state.status for name, state in third.tasks.items()} == {
+        "a": SUCCEEDED, "b": CACHED, "c": SUCCEEDED, "d": CACHED}
+    assert "is gone from the store" in third.tasks["a"].message
+    assert read_output(executor, third, "a", tmp_path) == "t-a\n"
 
 
 def test_failed_run_resumes_from_the_failed_task(tmp_path):
@@ -229,8 +243,11 @@ def test_artifacts_through_a_real_s3_server(tmp_path, s3_server, s3_bucket):
     assert result.succeeded
     assert any(key.startswith("artifacts/") for key in store.list(""))
     assert read_output(executor, result, "d", tmp_path).endswith("t-d\n")
+    download = store.download_dir
+    store.download_dir = lambda *args: pytest.fail("a fully cached run downloaded an artifact")
     again, _, _ = run(tmp_path, template(tmp_path), store=store)
     assert {state.status for state in again.tasks.values()} == {CACHED}
+    store.download_dir = download
     changed = again.tasks["c"].outputs["out"]
     store.put(f"{changed.key}/data.txt", b"changed in the bucket\n")
     third, _, _ = run(tmp_path, template(tmp_path), store=store)

@@ -23,10 +23,12 @@ from steps.core.storage import ObjectStore
 
 
 class StoredArtifact(BaseModel):
-    """Where an output artifact lives in the store, the hash of its content, and whether it is one file."""
+    """Where an output artifact lives in the store, the hash of its content, the store's listing of it when it was
+    stored (`ObjectStore.listing_fingerprint`), and whether it is one file."""
 
     key: str
     sha256: str
+    listing: str | None = None
     file: str | None = None
 
 
@@ -49,13 +51,16 @@ class ArtifactCache:
     def __init__(self, store: ObjectStore):
         self.store = store
 
-    def lookup(self, key: str) -> CacheEntry | None:
-        """The entry for `key` when it exists and every artifact it names is in the store as it was stored."""
-        return self.check(key)[0]
+    def has_entry(self, key: str) -> bool:
+        """True when an entry for `key` was recorded (usable or not)."""
+        return self.store.exists(f"cache/{key}.json")
 
     def check(self, key: str) -> tuple[CacheEntry | None, str | None]:
         """(the usable entry for `key`, None), or (None, why an entry that is there cannot be reused: it is
-        unreadable, or an artifact it names is gone or no longer hashes to what was stored), or (None, None)."""
+        unreadable, or an artifact it names is gone or was rewritten since), or (None, None).
+
+        An artifact is compared with the store's listing of it when it was stored (names, sizes, versions), which
+        costs one listing and no download; its bytes are checked against its hash when a task fetches it."""
         blob = self.store.get(f"cache/{key}.json")
         if blob is None:
             return None, None
@@ -64,12 +69,11 @@ class ArtifactCache:
         except ValueError as error:
             return None, f"its cache entry {self.store.uri}/cache/{key}.json is unreadable ({error})"
         for name, artifact in entry.outputs.items():
-            found = self.store.content_sha256(_content_key(artifact))
+            found = self.store.listing_fingerprint(artifact.key)
             if found is None:
                 return None, f"its output {name!r} of run {entry.run} is gone from the store"
-            if found != artifact.sha256:
-                return None, (f"its output {name!r} of run {entry.run} was changed in the store since (sha256 "
-                              f"{found[:12]}, stored as {artifact.sha256[:12]})")
+            if found != artifact.listing:
+                return None, f"its output {name!r} of run {entry.run} was changed in the store since"
         return entry, None
 
     def save_outputs(self, key: str, task: str, run: str, outputs: dict[str, Path]) -> CacheEntry:
@@ -84,6 +88,7 @@ class ArtifactCache:
             else:
                 self.store.upload_dir(path, artifact_key)
             stored[name] = StoredArtifact(key=artifact_key, sha256=sha256_tree(path),
+                                          listing=self.store.listing_fingerprint(artifact_key),
                                           file=path.name if path.is_file() else None)
         entry = CacheEntry(task=task, run=run, outputs=stored)
         self.record(key, entry)
@@ -95,7 +100,9 @@ class ArtifactCache:
 
     def fetch(self, artifact: StoredArtifact, dest: Path) -> None:
         """Copy a stored artifact to `dest` (a directory, or a file for one-file artifacts); `dest` must not exist.
-        A copy that does not hash to what was stored is removed, and the error names the artifact."""
+
+        A copy whose bytes do not hash to what was stored is refused, naming the artifact, and the stored artifact
+        is removed: every cache entry naming it then finds it gone, so the next run rebuilds it."""
         if artifact.file is None:
             self.store.download_dir(artifact.key, dest)
         else:
@@ -109,10 +116,7 @@ class ArtifactCache:
                 shutil.rmtree(dest)
             else:
                 dest.unlink()
-            raise ValueError(f"{self.store.uri}/{_content_key(artifact)}: changed since it was stored (sha256 "
-                             f"{found[:12]}, stored as {artifact.sha256[:12]}); run again to rebuild it")
-
-
-def _content_key(artifact: StoredArtifact) -> str:
-    """The store key whose content `artifact.sha256` hashes: the artifact's folder, or its one file."""
-    return f"{artifact.key}/{artifact.file}" if artifact.file else artifact.key
+            self.store.delete_tree(artifact.key)
+            raise ValueError(f"{self.store.uri}/{artifact.key}: its bytes changed since it was stored (sha256 "
+                             f"{found[:12]}, stored as {artifact.sha256[:12]}); removed from the store, so the "
+                             "next run rebuilds it")

@@ -370,7 +370,7 @@ class LocalExecutor:
         for name, earlier, uri in self._registry_keys:
             current = {**earlier, "registry": ModelRegistry.open(uri).fingerprint()}
             key = task_key(current)
-            if self.cache.lookup(key) is None:
+            if not self.cache.has_entry(key):
                 self.cache.record(key, CacheEntry(task=name, run=self.run_id, outputs=self.states[name].outputs))
 
     # -- records ------------------------------------------------------------------------------------------------
