@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,6 +82,10 @@ def read_parquet(path: Path, what: str, columns: list[str] | None = None) -> pa.
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing ({what})")
     try:
+        if columns:
+            missing = [name for name in columns if name not in pq.read_schema(path).names]
+            if missing:
+                raise ValueError(f"{path}: no column {', '.join(missing)} ({what})")
         return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as error:
         detail = str(error).replace(f"Could not open Parquet input source '{path}': ", "")
@@ -96,11 +100,24 @@ def manifest_hash(artifact: Path) -> str:
     return sha256_file(path)
 
 
-def content_hash(manifest: Manifest) -> str:
-    """SHA-256 of the files a manifest lists (paths and content hashes), not of where they came from: two runs
-    that wrote the same bytes from different inputs give the same content hash and different manifest hashes."""
-    listing = sorted((entry.path, entry.sha256) for entry in manifest.files)
-    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+def content_hash(artifact: Path) -> str | None:
+    """SHA-256 of an artifact's files as they are on disk (their paths and content hashes, the manifest left out),
+    not of where they came from: two runs that wrote the same bytes from different inputs give the same content
+    hash and different manifest hashes. None for an artifact with no file besides its manifest."""
+    root = Path(artifact)
+    return _files_hash((path.relative_to(root).as_posix(), sha256_file(path))
+                       for path in root.rglob("*") if path.is_file() and path != root / MANIFEST)
+
+
+def listed_content_hash(manifest: Manifest) -> str | None:
+    """`content_hash` from the files a manifest lists, for a stored artifact whose manifest is trusted (it was
+    written with the artifact) and whose files are not at hand."""
+    return _files_hash((entry.path, entry.sha256) for entry in manifest.files)
+
+
+def _files_hash(files: Iterable[tuple[str, str]]) -> str | None:
+    listing = sorted(files)
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest() if listing else None
 
 
 class ArtifactWriter:

@@ -24,7 +24,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from steps.core.artifacts import MANIFEST, Manifest, content_hash, manifest_hash, read_manifest
+from steps.core.artifacts import (
+    MANIFEST,
+    Manifest,
+    content_hash,
+    listed_content_hash,
+    manifest_hash,
+    read_manifest,
+)
 from steps.core.storage import ObjectStore, PreconditionFailed, open_store
 
 PRODUCTION = "production"
@@ -49,7 +56,7 @@ class VersionRecord(BaseModel):
     version: str
     blob: str = Field(description="sha256 of the model artifact's manifest; names the stored model directory")
     content: str | None = Field(default=None, description="`content_hash` of the model's files: a model trained "
-                                "again to the same bytes is this version (None: read from the stored manifest)")
+                                "again to the same bytes is this version (None: from the stored manifest's list)")
     created_at: str
     metrics: dict[str, Any] = Field(default_factory=dict)
     verdict: dict[str, Any] = Field(default_factory=dict)
@@ -140,9 +147,12 @@ class ModelRegistry:
         files (whatever inputs a run trained them from, so that a rollback holds against a retrain that reproduces
         the model); either way, record this evaluation of it (`lineage["evaluation"]` names it) when metrics or a
         verdict are given."""
-        blob, content = manifest_hash(model_dir), content_hash(read_manifest(model_dir))
+        blob, content = manifest_hash(model_dir), content_hash(model_dir)
+        if content != listed_content_hash(read_manifest(model_dir)):
+            raise ValueError(f"{model_dir}: its files are not those its manifest lists (changed after it was "
+                             "written); not registered")
         for record in self.versions(name):
-            if record.blob == blob or self._content(record) == content:
+            if record.blob == blob or (content is not None and self._content(record) == content):
                 self._record_evaluation(record, metrics, verdict, lineage)
                 return record
         blob_key = f"{name}/blobs/{blob}"
@@ -168,7 +178,7 @@ class ModelRegistry:
             return record.content
         stored = self.store.get(f"{record.name}/blobs/{record.blob}/{MANIFEST}")
         try:
-            return content_hash(Manifest.model_validate_json(stored.data)) if stored is not None else None
+            return listed_content_hash(Manifest.model_validate_json(stored.data)) if stored is not None else None
         except ValueError:  # a manifest this code cannot read describes no files to compare
             return None
 

@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, path in [("--evaluation", args.evaluation), *((f"--{n}", p) for n, p in models.items())]:
         if not (path / "manifest.json").is_file():
             parser.error(f"{label} {path}: not a finished artifact (no manifest.json)")
-    outcomes = promote(args.evaluation, models, ModelRegistry.open(args.registry))
+    try:
+        outcomes = promote(args.evaluation, models, ModelRegistry.open(args.registry))
+    except ValueError as error:  # a model directory whose files are not those its manifest lists
+        log.error("%s", error)
+        return 2
     with ArtifactWriter(args.out, stage="promote", parameters={"registry": args.registry},
                         inputs={"evaluation": args.evaluation, **models}) as out:
         out.write_json("promotion.json", outcomes)

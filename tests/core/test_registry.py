@@ -54,6 +54,21 @@ def test_the_same_files_trained_from_other_inputs_are_the_same_version(registry,
     assert registry.register("sed", tmp_path / "other").version == "2"
 
 
+def test_a_model_whose_files_are_not_those_its_manifest_lists_is_refused(registry, tmp_path):
+    import json
+
+    registry.register("sed", make_model(tmp_path, "a"))
+    changed = make_model(tmp_path / "changed", "a")
+    (changed / "weights.txt").write_text("a, and then some")  # its manifest still lists the first bytes
+    unlisted = make_model(tmp_path / "unlisted", "b")
+    manifest = json.loads((unlisted / "manifest.json").read_text())
+    (unlisted / "manifest.json").write_text(json.dumps({**manifest, "files": []}))
+    for model in (changed, unlisted):
+        with pytest.raises(ValueError, match=f"{model}: its files are not those its manifest lists"):
+            registry.register("sed", model)
+    assert [r.version for r in registry.versions("sed")] == ["1"]
+
+
 def test_alias_moves_and_rolls_back(registry, tmp_path):
     for content in "abc":
         registry.register("sed", make_model(tmp_path, content))

@@ -104,6 +104,16 @@ def test_deploy_refuses_a_folder_that_is_no_promotion(tmp_path):
     assert exit_info.value.code == 2
 
 
+def _list_files_again(model: Path) -> None:
+    """Make a model directory's manifest list its files as they now are (as a trainer writing them would)."""
+    from steps.core.artifacts import FileEntry, read_manifest, sha256_file
+
+    manifest = read_manifest(model)
+    manifest.files = [FileEntry(path=entry.path, sha256=sha256_file(model / entry.path),
+                                bytes=(model / entry.path).stat().st_size, rows=entry.rows) for entry in manifest.files]
+    (model / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+
+
 def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_production(learnable, noise, tmp_path):
     """Models that learnt nothing, recorded as Keras models, are compared with the baselines the evaluation trains
     on the same split: refused, and with an empty registry their baselines are promoted instead; once production
@@ -116,6 +126,7 @@ def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_produc
         info = json.loads((models[name] / "model.json").read_text())
         info["training"]["trainer"] = "keras"
         (models[name] / "model.json").write_text(json.dumps(info))
+        _list_files_again(models[name])
     registry = tmp_path / "registry"
     outcomes = evaluate_and_promote(split, models, registry, tmp_path / "first")
     evaluation = tmp_path / "first" / "evaluation"
