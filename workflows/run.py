@@ -74,17 +74,22 @@ def home_lock(home: Path, run_id: str) -> Iterator[None]:
 
 
 @contextmanager
-def interrupted_by_termination() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a `kill`, a closed terminal) stop the run as Ctrl-C does, so that its stage processes
-    are stopped and the run recorded rather than left running. Only the main thread can set handlers."""
+def stopped_by_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP (a `kill`, a closed terminal) stop the run alike (KeyboardInterrupt), so that its
+    stage processes are stopped and the run recorded rather than left running; once one has, the next are ignored
+    until that is done. A signal ignored when the run began (`nohup`, a background job's Ctrl-C) stays ignored.
+    Only the main thread can set handlers; elsewhere this changes nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    numbers = [n for n in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(n) != signal.SIG_IGN]
 
-    def interrupt(signum, frame):
+    def stop(signum, frame):
+        for number in numbers:
+            signal.signal(number, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {number: signal.signal(number, stop) for number in numbers}
     try:
         yield
     finally:
@@ -108,13 +113,15 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
     except (UnsupportedTemplate, ValueError, OSError) as error:
         console.print(f"[bold red]stellar run:[/] {escape(str(error))}")
         return 2
-    console.print(f"run {executor.run_id}: {len(executor.states)} tasks, parallelism {executor.parallelism}, "
-                  f"artifacts in {store.uri}, logs in {executor.run_dir / 'logs'}", highlight=False)
     try:
-        with home_lock(home, executor.run_id), interrupted_by_termination():
+        with home_lock(home, executor.run_id):
+            console.print(f"run {executor.run_id}: {len(executor.states)} tasks, parallelism "
+                          f"{executor.parallelism}, artifacts in {store.uri}, logs in {executor.run_dir / 'logs'}",
+                          highlight=False)
             with Progress(executor.states, console) as progress:
                 executor.on_change = progress.update
-                result = executor.run()
+                with stopped_by_signals():
+                    result = executor.run()
     except HomeBusy as error:
         console.print(f"[bold red]stellar run:[/] {escape(str(error))}")
         return 1
