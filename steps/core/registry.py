@@ -63,6 +63,9 @@ class VersionRecord(BaseModel):
     lineage: dict[str, Any] = Field(default_factory=dict)
     evaluated_at: str | None = Field(default=None, description="when `metrics` and `verdict` were measured, where "
                                      "the version was evaluated again after it was registered")
+    evaluated_lineage: dict[str, Any] | None = Field(default=None, description="where the version was evaluated "
+                                                     "again: the lineage of what that run trained (the same files, "
+                                                     "perhaps from other inputs)")
 
 
 class Evaluation(BaseModel):
@@ -72,6 +75,7 @@ class Evaluation(BaseModel):
     evaluated_at: str
     metrics: dict[str, Any] = Field(default_factory=dict)
     verdict: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
 
 
 class AliasState(BaseModel):
@@ -199,7 +203,8 @@ class ModelRegistry:
         evaluation = (lineage or {}).get("evaluation") or hashlib.sha256(
             repr((metrics, verdict)).encode()).hexdigest()
         now = datetime.now(timezone.utc).isoformat(timespec="microseconds")  # orders two evaluations in one second
-        entry = Evaluation(evaluation=evaluation, evaluated_at=now, metrics=metrics or {}, verdict=verdict or {})
+        entry = Evaluation(evaluation=evaluation, evaluated_at=now, metrics=metrics or {}, verdict=verdict or {},
+                           lineage=lineage or {})
         try:  # the same evaluation recorded twice (a retried promotion) keeps its first record
             self.store.put_if_absent(f"{record.name}/evaluations/{record.version}/{evaluation}.json",
                                      entry.model_dump_json(indent=2).encode())
@@ -221,7 +226,8 @@ class ModelRegistry:
         if not entries:
             return record
         return record.model_copy(update={"metrics": entries[-1].metrics, "verdict": entries[-1].verdict,
-                                         "evaluated_at": entries[-1].evaluated_at})
+                                         "evaluated_at": entries[-1].evaluated_at,
+                                         "evaluated_lineage": entries[-1].lineage or None})
 
     def download(self, name: str, ref: str, dest: Path) -> tuple[VersionRecord, Path]:
         """Copy a version's model directory to `dest/<name>-<version>` (re-used when already there)."""

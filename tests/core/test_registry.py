@@ -49,6 +49,7 @@ def test_the_same_files_trained_from_other_inputs_are_the_same_version(registry,
                               lineage={"evaluation": "e-retrained"})
     assert again.version == first.version == "1" and again.content == first.content is not None
     assert [entry.evaluation for entry in registry.evaluations("sed", "1")] == ["e-retrained"]
+    assert registry.latest("sed", "1").evaluated_lineage == {"evaluation": "e-retrained"}  # what that run trained
     with ArtifactWriter(tmp_path / "other", stage="train.test", inputs={"split": source}) as writer:
         writer.path("weights.txt").write_text("b")
     assert registry.register("sed", tmp_path / "other").version == "2"
