@@ -132,8 +132,7 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
     if not result.succeeded:
         _report_failure(result, console)
         return 1
-    _report_promotion(result, executor.cache, console)
-    return 0
+    return _report_promotion(result, executor.cache, console)
 
 
 def _report_failure(result: RunResult, console: Console) -> None:
@@ -170,14 +169,20 @@ def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
     return [f"  {name}: {serving}; {note}", *(f"    {reason}" for reason in _refusals(reasons))]
 
 
-def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console) -> None:
-    """Print (to stdout) what the deploy task recorded as served, and how to query it."""
+def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console) -> int:
+    """Print (to stdout) what the deploy task recorded as served, and how to query it; return the exit status
+    (1 when the deploy record cannot be read back)."""
     deploy = result.tasks.get("deploy-api")
     if deploy is None or "deployment" not in deploy.outputs:
-        return
+        return 0
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / "deployment"
-        cache.fetch(deploy.outputs["deployment"], target)
+        try:
+            cache.fetch(deploy.outputs["deployment"], target)
+        except (ValueError, OSError) as error:
+            console.print(f"[bold red]stellar run:[/] the deploy record cannot be read: {escape(str(error))}",
+                          highlight=False)
+            return 1
         record = json.loads((target / "deployment.json").read_text())
     print("\nModels in production")
     for name, model in sorted(record["models"].items()):
@@ -190,3 +195,4 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
     print("\nQuery them:")
     print(f"  stellar models list --home {home}")
     print(f"  stellar serve --home {home}    # then: curl -s localhost:8000/v1/models")
+    return 0

@@ -115,6 +115,15 @@ def listed_content_hash(manifest: Manifest) -> str | None:
     return _files_hash((entry.path, entry.sha256) for entry in manifest.files)
 
 
+def checked_content_hash(artifact: Path) -> str | None:
+    """`content_hash` of an artifact whose files are those its manifest lists; ValueError naming it otherwise
+    (a file changed, added or removed after the artifact was written)."""
+    content = content_hash(artifact)
+    if content != listed_content_hash(read_manifest(artifact)):
+        raise ValueError(f"{artifact}: its files are not those its manifest lists (changed after it was written)")
+    return content
+
+
 def _files_hash(files: Iterable[tuple[str, str]]) -> str | None:
     listing = sorted(files)
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest() if listing else None

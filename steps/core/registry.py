@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from steps.core.artifacts import (
     MANIFEST,
     Manifest,
-    content_hash,
+    checked_content_hash,
     listed_content_hash,
     manifest_hash,
     read_manifest,
@@ -151,10 +151,7 @@ class ModelRegistry:
         files (whatever inputs a run trained them from, so that a rollback holds against a retrain that reproduces
         the model); either way, record this evaluation of it (`lineage["evaluation"]` names it) when metrics or a
         verdict are given."""
-        blob, content = manifest_hash(model_dir), content_hash(model_dir)
-        if content != listed_content_hash(read_manifest(model_dir)):
-            raise ValueError(f"{model_dir}: its files are not those its manifest lists (changed after it was "
-                             "written); not registered")
+        blob, content = manifest_hash(model_dir), checked_content_hash(model_dir)
         for record in self.versions(name):
             if record.blob == blob or (content is not None and self._content(record) == content):
                 self._record_evaluation(record, metrics, verdict, lineage)
@@ -227,7 +224,8 @@ class ModelRegistry:
             return record
         return record.model_copy(update={"metrics": entries[-1].metrics, "verdict": entries[-1].verdict,
                                          "evaluated_at": entries[-1].evaluated_at,
-                                         "evaluated_lineage": entries[-1].lineage or None})
+                                         "evaluated_lineage": (entries[-1].lineage or None)
+                                         if entries[-1].lineage != record.lineage else None})
 
     def download(self, name: str, ref: str, dest: Path) -> tuple[VersionRecord, Path]:
         """Copy a version's model directory to `dest/<name>-<version>` (re-used when already there)."""

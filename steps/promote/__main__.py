@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steps.core.artifacts import ArtifactWriter
+from steps.core.artifacts import ArtifactWriter, checked_content_hash
 from steps.core.logs import get_logger
 from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError, RolledBack
 from steps.evaluate import BASELINES
@@ -84,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     for label, path in [("--evaluation", args.evaluation), *((f"--{n}", p) for n, p in models.items())]:
         if not (path / "manifest.json").is_file():
             parser.error(f"{label} {path}: not a finished artifact (no manifest.json)")
-    try:
-        outcomes = promote(args.evaluation, models, ModelRegistry.open(args.registry))
-    except ValueError as error:  # a model directory whose files are not those its manifest lists
+    try:  # every model checked before any is registered: a refusal leaves no promotion half done
+        for path in models.values():
+            checked_content_hash(path)
+    except ValueError as error:
         log.error("%s", error)
         return 2
+    outcomes = promote(args.evaluation, models, ModelRegistry.open(args.registry))
     with ArtifactWriter(args.out, stage="promote", parameters={"registry": args.registry},
                         inputs={"evaluation": args.evaluation, **models}) as out:
         out.write_json("promotion.json", outcomes)

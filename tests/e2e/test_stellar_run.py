@@ -49,6 +49,26 @@ def test_identical_rerun_is_all_cached_without_tensorflow(pipeline_home):
     assert report.name == "report.html" and report.is_file() and report.is_relative_to(pipeline_home)
 
 
+def test_a_deploy_record_whose_bytes_changed_is_an_error_not_a_traceback(stellar, pipeline_home, tmp_path):
+    import os
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(pipeline_home, home)
+    assert stellar("run", "--home", str(home), "--samples", "100").returncode == 0  # its own paths, cached
+    deployed = home / "artifacts" / last_run(home)["tasks"]["deploy-api"]["outputs"]["deployment"]["key"]
+    record = deployed / "deployment.json"
+    status = record.stat()
+    record.write_text("{" + " " * (status.st_size - 2) + "}")
+    os.utime(record, ns=(status.st_atime_ns, status.st_mtime_ns))
+    result = stellar("run", "--home", str(home), "--samples", "100")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "the deploy record cannot be read" in result.stderr and "its bytes changed" in result.stderr
+    again = stellar("run", "--home", str(home), "--samples", "100")  # the record was removed: deploy runs again
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert last_run(home)["tasks"]["deploy-api"]["status"] == "succeeded"
+
+
 def test_new_spectra_retrain_only_the_spectral_model(stellar, pipeline_home, tmp_path):
     import shutil
 

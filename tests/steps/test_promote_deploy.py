@@ -158,6 +158,19 @@ def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_produc
     assert all(ModelRegistry.open(str(registry)).aliases(name)[PRODUCTION] == "2" for name in NAMES)
 
 
+def test_a_model_changed_after_training_stops_the_promotion_before_any_registration(learnable, tmp_path):
+    split, models = learnable
+    changed = {**models, "sed": tmp_path / "sed"}
+    shutil.copytree(models["sed"], changed["sed"])
+    (changed["sed"] / "model.json").write_text((changed["sed"] / "model.json").read_text() + " ")
+    registry = tmp_path / "registry"
+    assert evaluate(["--split", str(split), *model_args(models), "--registry", str(registry),
+                     "--out", str(tmp_path / "evaluation")]) == 0
+    assert promote(["--evaluation", str(tmp_path / "evaluation"), *model_args(changed), "--registry",
+                    str(registry), "--out", str(tmp_path / "promotion")]) == 2
+    assert ModelRegistry.open(str(registry)).names() == [] and not (tmp_path / "promotion").exists()
+
+
 def _trained_again_from_other_inputs(model: Path, out: Path) -> Path:
     """`model`'s files under a manifest that names other inputs: a retrain after an unrelated input changed."""
     shutil.copytree(model, out)

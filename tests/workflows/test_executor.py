@@ -194,6 +194,20 @@ def test_a_stored_output_changed_since_is_rebuilt_not_reused(tmp_path):
     assert {state.status for state in third.tasks.values()} == {CACHED}
 
 
+def test_outputs_listed_anew_but_with_the_same_bytes_are_reused(tmp_path):
+    """A home copied without its files' times (`cp -r`): the bytes are hashed once, and the entry kept."""
+    import os
+
+    first, _, _ = run(tmp_path, template(tmp_path))
+    for path in (tmp_path / "artifacts" / "artifacts").rglob("*"):
+        if path.is_file():
+            os.utime(path, (1_800_000_000, 1_800_000_000))
+    again, _, _ = run(tmp_path, template(tmp_path))
+    assert {state.status for state in again.tasks.values()} == {CACHED}
+    entry = json.loads((tmp_path / "artifacts" / "cache" / f"{first.tasks['a'].key}.json").read_text())
+    assert entry["outputs"]["out"]["listing"] != first.tasks["a"].outputs["out"].listing  # recorded anew
+
+
 def test_an_unreadable_cache_entry_or_a_lost_output_runs_the_task_again(tmp_path):
     first, _, _ = run(tmp_path, template(tmp_path))
     (tmp_path / "artifacts" / "cache" / f"{first.tasks['a'].key}.json").write_text('{"task": "a", "ru')

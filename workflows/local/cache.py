@@ -51,16 +51,14 @@ class ArtifactCache:
     def __init__(self, store: ObjectStore):
         self.store = store
 
-    def has_entry(self, key: str) -> bool:
-        """True when an entry for `key` was recorded (usable or not)."""
-        return self.store.exists(f"cache/{key}.json")
-
     def check(self, key: str) -> tuple[CacheEntry | None, str | None]:
         """(the usable entry for `key`, None), or (None, why an entry that is there cannot be reused: it is
         unreadable, or an artifact it names is gone or was rewritten since), or (None, None).
 
         An artifact is compared with the store's listing of it when it was stored (names, sizes, versions), which
-        costs one listing and no download; its bytes are checked against its hash when a task fetches it."""
+        costs one listing and no download. Where the listing differs (a home copied without its files' times),
+        the bytes are hashed: the same bytes keep the entry, with the listing recorded anew. Bytes are checked
+        against their hash again when a task fetches them."""
         blob = self.store.get(f"cache/{key}.json")
         if blob is None:
             return None, None
@@ -68,13 +66,24 @@ class ArtifactCache:
             entry = CacheEntry.model_validate_json(blob.data)
         except ValueError as error:
             return None, f"its cache entry {self.store.uri}/cache/{key}.json is unreadable ({error})"
+        relisted = False
         for name, artifact in entry.outputs.items():
             found = self.store.listing_fingerprint(artifact.key)
             if found is None:
                 return None, f"its output {name!r} of run {entry.run} is gone from the store"
             if found != artifact.listing:
-                return None, f"its output {name!r} of run {entry.run} was changed in the store since"
+                if self._stored_sha256(artifact) != artifact.sha256:
+                    return None, f"its output {name!r} of run {entry.run} was changed in the store since"
+                artifact.listing, relisted = found, True
+        if relisted:
+            self.record(key, entry)
         return entry, None
+
+    def _stored_sha256(self, artifact: StoredArtifact) -> str:
+        with tempfile.TemporaryDirectory(prefix="stellar-check-") as holder:
+            copy = Path(holder) / (artifact.file or "artifact")
+            self._download(artifact, copy)
+            return sha256_tree(copy)
 
     def save_outputs(self, key: str, task: str, run: str, outputs: dict[str, Path]) -> CacheEntry:
         """Upload a finished task's output directories and record the entry (the entry is written last)."""
@@ -103,20 +112,25 @@ class ArtifactCache:
 
         A copy whose bytes do not hash to what was stored is refused, naming the artifact, and the stored artifact
         is removed: every cache entry naming it then finds it gone, so the next run rebuilds it."""
-        if artifact.file is None:
-            self.store.download_dir(artifact.key, dest)
-        else:
-            with tempfile.TemporaryDirectory() as holder:
-                self.store.download_dir(artifact.key, Path(holder) / "artifact")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(Path(holder) / "artifact" / artifact.file, dest)
+        self._download(artifact, dest)
         found = sha256_tree(dest)
         if found != artifact.sha256:
             if dest.is_dir():
                 shutil.rmtree(dest)
             else:
                 dest.unlink()
+            if self.store.listing_fingerprint(artifact.key) != artifact.listing:  # being rewritten: leave it be
+                raise ValueError(f"{self.store.uri}/{artifact.key}: changed while it was read; run again")
             self.store.delete_tree(artifact.key)
             raise ValueError(f"{self.store.uri}/{artifact.key}: its bytes changed since it was stored (sha256 "
                              f"{found[:12]}, stored as {artifact.sha256[:12]}); removed from the store, so the "
                              "next run rebuilds it")
+
+    def _download(self, artifact: StoredArtifact, dest: Path) -> None:
+        if artifact.file is None:
+            self.store.download_dir(artifact.key, dest)
+            return
+        with tempfile.TemporaryDirectory() as holder:
+            self.store.download_dir(artifact.key, Path(holder) / "artifact")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(Path(holder) / "artifact" / artifact.file, dest)

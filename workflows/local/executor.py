@@ -370,7 +370,7 @@ class LocalExecutor:
         for name, earlier, uri in self._registry_keys:
             current = {**earlier, "registry": ModelRegistry.open(uri).fingerprint()}
             key = task_key(current)
-            if not self.cache.has_entry(key):
+            if self.cache.check(key)[0] is None:
                 self.cache.record(key, CacheEntry(task=name, run=self.run_id, outputs=self.states[name].outputs))
 
     # -- records ------------------------------------------------------------------------------------------------
