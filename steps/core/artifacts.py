@@ -105,14 +105,14 @@ def content_hash(artifact: Path) -> str | None:
     not of where they came from: two runs that wrote the same bytes from different inputs give the same content
     hash and different manifest hashes. None for an artifact with no file besides its manifest."""
     root = Path(artifact)
-    return _files_hash((path.relative_to(root).as_posix(), sha256_file(path))
+    return listing_hash((path.relative_to(root).as_posix(), sha256_file(path))
                        for path in root.rglob("*") if path.is_file() and path != root / MANIFEST)
 
 
 def listed_content_hash(manifest: Manifest) -> str | None:
     """`content_hash` from the files a manifest lists, for a stored artifact whose manifest is trusted (it was
     written with the artifact) and whose files are not at hand."""
-    return _files_hash((entry.path, entry.sha256) for entry in manifest.files)
+    return listing_hash((entry.path, entry.sha256) for entry in manifest.files)
 
 
 def checked_content_hash(artifact: Path) -> str | None:
@@ -124,8 +124,9 @@ def checked_content_hash(artifact: Path) -> str | None:
     return content
 
 
-def _files_hash(files: Iterable[tuple[str, str]]) -> str | None:
-    listing = sorted(files)
+def listing_hash(entries: Iterable[tuple]) -> str | None:
+    """SHA-256 of a listing (tuples of a path and what describes its file), in sorted order; None when empty."""
+    listing = sorted(entries)
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest() if listing else None
 
 

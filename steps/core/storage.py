@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
+
+from steps.core.artifacts import listing_hash
 
 
 class PreconditionFailed(Exception):
@@ -84,12 +85,6 @@ class ObjectStore:
     def delete_tree(self, prefix: str) -> None:
         """Remove every object under `prefix` (nothing when there is none)."""
         raise NotImplementedError
-
-
-def _fingerprint(entries: list[tuple[str, int, str]]) -> str | None:
-    if not entries:
-        return None
-    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
 
 
 def _etag(data: bytes) -> str:
@@ -184,7 +179,7 @@ class LocalStore(ObjectStore):
             if path.is_file():
                 status = path.stat()
                 entries.append((path.relative_to(base).as_posix(), status.st_size, str(status.st_mtime_ns)))
-        return _fingerprint(entries)
+        return listing_hash(entries)
 
     def delete_tree(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
@@ -250,7 +245,7 @@ class S3Store(ObjectStore):
         entries = [(item["Key"][len(base):], item["Size"], item["ETag"].strip('"'))
                    for page in paginator.paginate(Bucket=self.bucket, Prefix=base)
                    for item in page.get("Contents", [])]
-        return _fingerprint(entries)
+        return listing_hash(entries)
 
     def delete_tree(self, prefix: str) -> None:
         for key in self.list(prefix.rstrip("/") + "/"):
