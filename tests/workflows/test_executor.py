@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -361,3 +363,45 @@ def test_cancel_ends_a_backoff_wait(tmp_path):
     runner.join(30)
     assert not runner.is_alive() and time.monotonic() - started < 30
     assert executor.states["a"].status == FAILED and "cancelled" in executor.states["a"].message
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids of this machine's processes whose command line mentions `text`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (prctl)")
+def test_a_stage_does_not_outlive_an_executor_killed_outright(tmp_path):
+    doc = tmp_path / "doc.json"
+    doc.write_text(json.dumps(template(tmp_path, seconds=120)))
+    runner = ("import json, sys; from pathlib import Path; from steps.core.storage import LocalStore; "
+              "from workflows.local.cache import ArtifactCache; from workflows.local.executor import LocalExecutor; "
+              "LocalExecutor(json.loads(Path(sys.argv[1]).read_text()), "
+              "ArtifactCache(LocalStore(Path(sys.argv[2]))), Path(sys.argv[3])).run()")
+    executor = subprocess.Popen([sys.executable, "-c", runner, str(doc), str(tmp_path / "art"), str(tmp_path / "runs")])
+    marker = str(tmp_path / "journal.jsonl")
+    deadline = time.time() + 60
+    while time.time() < deadline and not _processes_naming(marker):
+        time.sleep(0.05)
+    assert _processes_naming(marker), "the stage never started"
+    executor.kill()
+    executor.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and _processes_naming(marker):
+        time.sleep(0.1)
+    assert not _processes_naming(marker), "the stage runs on after its executor was killed"
+
+
+def test_a_missing_executable_is_an_error_naming_it(tmp_path):
+    doc = template(tmp_path)
+    doc["spec"]["templates"][1]["container"]["command"] = ["no-such-stage-binary"]
+    result, _, _ = run(tmp_path, doc)
+    assert result.tasks["a"].status == FAILED
+    assert "could not start no-such-stage-binary: no such executable" in result.tasks["a"].message

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from steps.core.artifacts import sha256_tree
 from steps.core.registry import ModelRegistry
 from steps.core.version import code_version
+from workflows.local import launch
 from workflows.local.cache import ArtifactCache, CacheEntry, StoredArtifact, task_key
 from workflows.local.expressions import parse_duration, retry_expression_allows, substitute
 from workflows.local.template import Task, UnsupportedTemplate, load_workflow
@@ -332,12 +333,17 @@ class LocalExecutor:
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                **{e["name"]: substitute(str(e["value"]), scope) for e in container.get("env", []) if "value" in e}}
         self._log(state, f"=== attempt {state.attempts}: {' '.join(command)}\n")
+        if not command:
+            raise TaskFailed(f"{task.name}: its template has no command", exit_code=-1, error=True)
+        if shutil.which(command[0], path=env.get("PATH")) is None:
+            raise TaskFailed(f"could not start {command[0]}: no such executable", exit_code=-1, error=True)
         with open(state.log, "ab") as log:
             try:
-                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env,
+                process = subprocess.Popen([sys.executable, "-I", launch.__file__, str(os.getpid()), *command],
+                                           stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env,
                                            start_new_session=True)
             except OSError as error:
-                raise TaskFailed(f"could not start {command[0]}: {error}", exit_code=-1, error=True) from error
+                raise TaskFailed(f"could not start {sys.executable}: {error}", exit_code=-1, error=True) from error
             with self._lock:
                 self._processes[task.name] = process
                 if self._cancelled.is_set():  # started as the run was being cancelled
