@@ -52,17 +52,22 @@ run preprocess photometry --in /in/raw/photometry --out /out/photometry \
 run preprocess lightcurves --in /in/raw/lightcurves --out /out/lightcurves --length 201 \
   --max-bad-fraction 0.2
 for modality in spectra photometry lightcurves; do publish "$modality" "features/$modality"; done
-run split --spectra /in/features/spectra --photometry /in/features/photometry \
-  --lightcurves /in/features/lightcurves --seed 42 --test-fraction 0.2 --val-fraction 0.1 --out /out/split
-publish split split
+# one split per modality, as the DAG's split-spectra, split-photometry and split-lightcurves tasks
+for modality in spectra photometry lightcurves; do
+  run split "--$modality" "/in/features/$modality" --seed 42 --test-fraction 0.2 --val-fraction 0.1 \
+    --out "/out/split-$modality"
+  publish "split-$modality" "split-$modality"
+done
+declare -A split_of=([spectral]=spectra [lightcurve]=lightcurves [sed]=photometry)
 for model in spectral lightcurve sed; do
-  run train "$model" --split /in/split --out "/out/$model" --trainer baseline --epochs 1 \
-    --seed 42
+  run train "$model" --split "/in/split-${split_of[$model]}" --out "/out/$model" --trainer baseline \
+    --epochs 1 --seed 42
   publish "$model" "models/$model"
 done
 gates="$(cat "$REPO_ROOT/steps/evaluate/default_gates.yaml")"
 models=(--spectral /in/models/spectral --lightcurve /in/models/lightcurve --sed /in/models/sed)
-run evaluate --split /in/split "${models[@]}" --gates "$gates" --registry /registry \
+splits=(--split /in/split-spectra --split /in/split-photometry --split /in/split-lightcurves)
+run evaluate "${splits[@]}" "${models[@]}" --gates "$gates" --registry /registry \
   --out /out/evaluation
 publish evaluation evaluation
 run promote --evaluation /in/evaluation "${models[@]}" --registry /registry \

@@ -1,9 +1,13 @@
-"""The cluster scripts pass shellcheck, and kind-config.yaml maps the ports the charts and scripts use."""
+"""The cluster scripts pass shellcheck, kind-config.yaml maps the ports the charts and scripts use, and
+`images-check.sh` runs every stage with a stand-in engine."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,27 @@ def test_minio_and_the_pipeline_chart_get_the_same_credentials(tmp_path):
     assert "rootUser=key-1" in installs["minio"] and "rootPassword=secret-1" in installs["minio"]
     assert "s3.accessKeyId=key-1" in installs["stellar-pipeline"]
     assert "s3.secretAccessKey=secret-1" in installs["stellar-pipeline"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="images-check.sh asks the API with curl")
+def test_images_check_runs_every_stage_as_the_dag_does_with_a_stand_in_engine(tmp_path):
+    """`cluster/images-check.sh` with `tests/images/fake_engine.py` as its engine: each stage's arguments, the
+    per-modality split and the API's readiness on what the stages promoted, checked against the stages themselves
+    where no container can run (the real images: `test_images.py`, with STELLAR_IMAGE_TESTS=1)."""
+    engine = tmp_path / "engine"
+    engine.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests/images/fake_engine.py"}" "$@"\n')
+    engine.chmod(0o755)
+    env = {**os.environ, "ENGINE": str(engine), "SKIP_BUILD": "1", "API_PORT": str(free_port()),
+           "FAKE_ENGINE_STATE": str(tmp_path / "state"), "TMPDIR": str(tmp_path)}
+    result = subprocess.run(["bash", "cluster/images-check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for step in ("stellar-split --spectra", "stellar-split --photometry", "stellar-split --lightcurves",
+                 "stellar-train sed", "stellar-deploy --promotion", "stellar-api ready", "images-check passed"):
+        assert step in result.stderr
