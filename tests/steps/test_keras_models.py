@@ -360,12 +360,17 @@ def test_spectral_trainer_takes_feh_from_the_redder_window_of_the_features_grid(
     trained = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5)
     record = trained.info["training"]
     assert record["metallicity_window_from_angstrom"] == 3900.0
-    own, windowed = record["separate_estimates"]
-    assert (own["gives"], windowed["labels"], windowed["gives"]) == ([0], [0, 1, 2], [2])
-    assert windowed["entries_seen"] == {"spectrum": 248, "continuum": 62}    # 3900-9000 A of 3800-9000 A
+    # log g from the mean of 4 estimates of all labels (one per continuum weight), Teff from its own, [Fe/H] from the
+    # mean of 4 estimates of all labels in the window
+    parts = [{"labels": [0, 1, 2], "gives": [1], **record}] + record["separate_estimates"]
+    assert [(part["labels"], part["gives"], part["share"]) for part in parts] == (
+        [([0, 1, 2], [1], 0.25)] * 4 + [([0], [0], 1.0)] + [([0, 1, 2], [2], 0.25)] * 4)
+    assert [part["continuum_weight"] for part in parts[5:]] == [1.0, 2.0, 4.0, 8.0]
+    assert all(part["entries_seen"] == {"spectrum": 248, "continuum": 62} for part in parts[5:])  # 3900-9000 A
     spec["grid"] = grid_spec(256, (3900.0, 9000.0))                       # nothing bluer: no window
     record = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5).info["training"]
-    assert "metallicity_window_from_angstrom" not in record and len(record["separate_estimates"]) == 1
+    assert "metallicity_window_from_angstrom" not in record
+    assert [part["gives"] for part in record["separate_estimates"]] == [[1, 2]] * 3 + [[0]]
 
 
 def _square_wave(length: int) -> np.ndarray:
