@@ -228,9 +228,12 @@ class ModelRegistry:
                                          if entries[-1].lineage != record.lineage else None})
 
     def download(self, name: str, ref: str, dest: Path) -> tuple[VersionRecord, Path]:
-        """Copy a version's model directory to `dest/<name>-<version>` (re-used when already there)."""
+        """Copy a version's model directory to `dest/<name>-<version>-<blob>` (re-used when already there).
+
+        The blob (the content hash) is in the name: a version number alone names another model in another registry,
+        or in one reset since, and a copy kept under it would be served in its place."""
         record = self.resolve(name, ref)
-        target = Path(dest) / f"{name}-{record.version}"
+        target = Path(dest) / f"{name}-{record.version}-{record.blob[:16]}"
         if not (target / "manifest.json").is_file():
             self.store.download_dir(f"{name}/blobs/{record.blob}", target)
         return record, target

@@ -162,3 +162,12 @@ def test_concurrent_registrations_from_processes_get_distinct_versions(tmp_path)
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         versions = pool.map(_register_in_process, [(root, f"m{i}") for i in range(8)])
     assert sorted(versions, key=int) == [str(i) for i in range(1, 9)]
+
+
+def test_a_local_copy_is_never_taken_for_another_registrys_version_of_the_same_number(tmp_path):
+    serving = tmp_path / "serving"  # one home's copies, shared by the registries it is pointed at
+    first, other = ModelRegistry.open(str(tmp_path / "first")), ModelRegistry.open(str(tmp_path / "other"))
+    first.register("sed", make_model(tmp_path / "a", "old model"))
+    other.register("sed", make_model(tmp_path / "b", "new model"))
+    assert (first.download("sed", "1", serving)[1] / "weights.txt").read_text() == "old model"
+    assert (other.download("sed", "1", serving)[1] / "weights.txt").read_text() == "new model"
