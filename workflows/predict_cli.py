@@ -17,8 +17,9 @@ The CSV has one row per object, in input order: `id` (the source's own identifie
 `in_domain` (False: the object is unlike the training objects and the prediction is an extrapolation, see
 `steps.models.domain`); and `problem`: empty, or why the object has no prediction (the reason it was quarantined when
 read or in preprocessing, or which inputs it lacks). An input with no object, or none that could be predicted, exits 2
-(the CSV is written in the second case, with every reason); the output path is checked before any work, and the CSV
-replaces an existing file only once it is complete.
+and leaves `--output` as it was (an earlier run's good CSV is not replaced by a table of failures): the reasons go to
+stderr instead. The output path is checked before any work, and the CSV replaces an existing file only once it is
+complete.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -63,24 +63,22 @@ def predict_command(args: argparse.Namespace) -> int:
     from workflows.cli import home_dir
 
     started = time.perf_counter()
-    written = False
     try:
         check_output(args.output)
         home = home_dir(args.home)
         model_dir, label = resolve_model(args.model_name, args.model, args.registry or str(home / "registry"),
                                          home / "serving")
         frame = predict(args.model_name, model_dir, args.input)
-        write_csv(frame, args.output)
-        written = True
         missing = int((frame["problem"] != "").sum())
         if missing == len(frame):
-            raise PredictError(f"--input {args.input}: none of its {len(frame)} objects could be predicted "
-                               f"(reasons in {args.output}; the commonest: {_commonest(frame['problem'])})")
+            raise PredictError(f"--input {args.input}: none of its {len(frame)} objects could be predicted\n"
+                               + _reasons(frame))
+        write_csv(frame, args.output)
     except PredictError as error:
         # an earlier run's CSV at --output is left whole, and said to be, so that nobody reads it as this run's
-        kept = not written and args.output.is_file()
-        print(f"stellar predict: {error}" + (f" ({args.output}, from before, was left as it was)" if kept else ""),
-              file=sys.stderr)
+        headline, _, details = str(error).partition("\n")
+        kept = f" ({args.output}, from before, was left as it was)" if args.output.is_file() else ""
+        print(f"stellar predict: {headline}{kept}" + (f"\n{details}" if details else ""), file=sys.stderr)
         return 2
     from steps.models.domain import outside as flagged
 
@@ -127,9 +125,16 @@ def write_csv(frame, output: Path) -> None:
         raise PredictError(f"--output {output}: cannot write it: {error.strerror or error}") from None
 
 
-def _commonest(problems) -> str:
-    counts = Counter(problem for problem in problems if problem)
-    return "; ".join(f"{count} x {problem}" for problem, count in counts.most_common(2))
+def _reasons(frame, shown: int = 5) -> str:
+    """One line per reason an object has no prediction, commonest first, with how many and which objects."""
+    ids_by_reason: dict[str, list[str]] = {}
+    for object_id, problem in zip(frame["id"], frame["problem"]):
+        ids_by_reason.setdefault(problem, []).append(str(object_id))
+    lines = []
+    for problem, ids in sorted(ids_by_reason.items(), key=lambda item: -len(item[1])):
+        listed = ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+        lines.append(f"  {len(ids)} x {problem} ({listed})")
+    return "\n".join(lines)
 
 
 def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[Path, str]:

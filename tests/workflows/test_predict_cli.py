@@ -231,8 +231,18 @@ def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):
     assert stellar_predict("spectral", "--input", str(tmp_path / "junk"), "--output", str(tmp_path / "j.csv"),
                            "--home", home) == 2
     error = capsys.readouterr().err
-    assert "none of its 1 objects could be predicted" in error and "1 x quarantined:" in error
-    assert pd.read_csv(tmp_path / "j.csv")["id"].tolist() == ["a"]  # the reason is kept
+    assert "none of its 1 objects could be predicted\n  1 x quarantined: a.fits: " in error
+    assert error.rstrip().endswith("(a)") and not (tmp_path / "j.csv").exists()
+
+    good = tmp_path / "good.csv"  # a good answer is not replaced by a table of failures
+    _library_spectra(pipeline, tmp_path / "lib", 2)
+    assert stellar_predict("spectral", "--input", str(tmp_path / "lib"), "--output", str(good), "--home", home) == 0
+    answer = good.read_bytes()
+    capsys.readouterr()
+    assert stellar_predict("spectral", "--input", str(tmp_path / "junk" / "a.fits"), "--output", str(good),
+                           "--home", home) == 2
+    assert f"could be predicted ({good}, from before, was left as it was)\n  1 x " in capsys.readouterr().err
+    assert good.read_bytes() == answer
 
 
 def test_a_parquet_input_cut_short_exits_2_naming_the_file(pipeline, tmp_path, capsys):
