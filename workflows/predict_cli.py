@@ -152,11 +152,9 @@ def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[
     registry = ModelRegistry.open(registry_uri)
     try:
         record, path = registry.download(name, ref, cache)
-    except RegistryError as error:
-        versions = [record.version for record in registry.versions(name)]
-        raise PredictError(f"no {name} model {ref!r} in {registry_uri}: {error}; versions there: "
-                           f"{', '.join(versions) or 'none'} (train and promote one with `stellar run`, "
-                           "or pass --model VERSION)") from None
+    except RegistryError as error:  # it names the versions (or the models) there are
+        raise PredictError(f"--model {ref}: {error}; train and promote one with `stellar run`, "
+                           "or pass --model VERSION") from None
     return path, f"version {record.version}" + (f" ({ref})" if ref != record.version else "")
 
 

@@ -150,10 +150,13 @@ def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, cap
     empty_home = tmp_path / "empty"
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--home", str(empty_home)) == 2
-    assert "versions there: none" in capsys.readouterr().err
+    assert f"--model production: no model 'sed' in {empty_home / 'registry'} (models: none); train" \
+        in capsys.readouterr().err
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--home", str(pipeline["root"] / "home"), "--model", "candidate") == 2
-    assert "versions there: 1" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "--model candidate: model 'sed' has no alias 'candidate' (aliases: production) (versions: 1)" in error
+    assert error.count("versions") == 1
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--model", str(tmp_path / "no-model")) == 2
     assert f"--model {tmp_path / 'no-model'}: no such model directory" in capsys.readouterr().err
