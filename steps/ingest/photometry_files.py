@@ -31,7 +31,8 @@ no band measured at all. Skipped with a logged note, not quarantined, because no
 with no photometric column (the XP spectra and MCMC samples of a DataLink bundle), JSON that is not a table, and
 rows repeating an id already read (the first reading is kept). A cell of a numeric column that is not a number
 (`abc` in a CSV) is read as missing, that cell alone, with a warning naming it; a column named as the pipeline
-names magnitudes for a band it does not read (`mag_V`) is ignored with a warning.
+names magnitudes for a band it does not read (`mag_V`) is ignored with a warning. A FITS file of several tables is
+read from its first table with a band column.
 """
 
 from __future__ import annotations
@@ -431,12 +432,33 @@ def read_table(path: Path, kind: str) -> Table:
             warnings.simplefilter("ignore", UnitsWarning)       # survey units astropy does not parse
             warnings.filterwarnings("ignore", message=r".*contains NULL \(undefined\) values")
             warnings.filterwarnings("error", message=r".*truncated")   # astropy only warns on a short FITS file
+            if kind == "fits":
+                return _read_fits_catalogue(path)
             options = {"use_names_over_ids": True} if kind == "votable" else {}
             return Table.read(path, format=kind, **options)
     except NotPhotometry:
         raise
     except Exception as error:
         raise UnreadableFile(f"unreadable {kind} file: {type(error).__name__}: {error}") from error
+
+
+def _read_fits_catalogue(path: Path) -> Table:
+    """The table of a FITS file that holds photometry: its first table extension with a band column, else its first
+    table. Naming the extension also spares the astropy warning that a multi-table file (an SDSS spec-*.fits: the
+    spectrum, then its fits) would print once per file."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdus:
+        tables = [index for index, hdu in enumerate(hdus) if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))]
+    if len(tables) < 2:
+        return Table.read(path, format="fits", **({"hdu": tables[0]} if tables else {}))
+    read = [Table.read(path, format="fits", hdu=index) for index in tables]
+    return next((table for table in read if _has_band_column(table)), read[0])
+
+
+def _has_band_column(table: Table) -> bool:
+    columns = Columns(table)
+    return any(candidate.read(columns) is not None for candidates in BAND_COLUMNS.values() for candidate in candidates)
 
 
 # VOTable datatypes of the Gaia archive's JSON output and the numpy types that hold them.

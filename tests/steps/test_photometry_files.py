@@ -219,6 +219,21 @@ def test_sdss_magnitudes_are_not_taken_for_gaia_bands(tmp_path, caplog):
     assert all(f"column {name} ignored" in caplog.text for name in ("mag_u", "mag_g", "mag_r"))
 
 
+def test_a_fits_file_of_several_tables_is_read_from_the_one_with_photometry(tmp_path, capfd):
+    """The catalogue may follow another table (an SDSS spec-*.fits holds two of neither): the table with a band
+    column is read, and astropy's "hdu= was not specified" warning is not printed once per file."""
+    from astropy.io import fits
+
+    notes = fits.BinTableHDU(Table({"note": ["observed twice"]}))
+    catalogue = fits.BinTableHDU(Table({"id": ["a"], "mag_G": [11.2], "err_G": [0.003], "mag_BP": [11.7],
+                                        "err_BP": [0.004]}))
+    fits.HDUList([fits.PrimaryHDU(), notes, catalogue]).writeto(tmp_path / "two.fits")
+    fits.HDUList([fits.PrimaryHDU(), notes, notes.copy()]).writeto(tmp_path / "none.fits")
+    ingested = read_folder(tmp_path)
+    assert ingested.data.to_pandas().set_index("id").loc["a", "mag_G"] == 11.2 and ingested.data.num_rows == 1
+    assert "hdu= was not specified" not in capfd.readouterr().err
+
+
 def test_a_table_with_an_id_column_names_rows_by_it_alone(tmp_path):
     """Its `source` says where a row came from: a row without an id is quarantined, not named after it."""
     (tmp_path / "mine.csv").write_text("id,source,mag_G,err_G,mag_BP,err_BP\na,my survey,11.2,0.003,11.7,0.004\n"
