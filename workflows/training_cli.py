@@ -128,6 +128,11 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     print(f"{model} model: {root / 'model'}")
     print(f"evaluation: {root / 'evaluation' / 'report.html'} "
           f"({'passes' if verdict['passed'] else 'fails'} the default quality gates)")
+    for reason in [reason for reason in verdict["reasons"] if reason.startswith("FAIL")]:
+        print(f"  {reason}")
+    if any(check["gate"] == "min_rows" and not check["passed"] for check in verdict["checks"]):
+        print(f"  (the split holds out about 20% of the objects for the test: more --samples than {args.samples} "
+              "give the gates the test objects they need)")
     if not verdict["passed"] and (verdict.get("fallback") or {}).get("passed"):
         print(f"its NumPy baseline passes them: {root / 'evaluation' / 'baselines' / model} (a pipeline run on a "
               "registry with no production version would promote it instead)")
