@@ -56,6 +56,8 @@ def test_a_deploy_record_whose_bytes_changed_is_an_error_not_a_traceback(stellar
     home = tmp_path / "home"
     shutil.copytree(pipeline_home, home)
     assert stellar("run", "--home", str(home), "--samples", "100").returncode == 0  # its own paths, cached
+    assert last_run(home)["tasks"]["ingest-sdss-spectra"]["message"] == (  # the copy re-runs what names its path
+        f"ran again: argument --cache changed ({pipeline_home / 'raw-cache'} -> {home / 'raw-cache'})")
     deployed = home / "artifacts" / last_run(home)["tasks"]["deploy-api"]["outputs"]["deployment"]["key"]
     record = deployed / "deployment.json"
     status = record.stat()

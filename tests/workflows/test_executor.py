@@ -174,10 +174,14 @@ def test_a_change_reruns_only_what_it_reaches(tmp_path):
     statuses = {name: state.status for name, state in result.tasks.items()}
     assert statuses == {"a": CACHED, "b": CACHED, "c": SUCCEEDED, "d": CACHED}  # d's inputs hash the same
 
+    assert result.tasks["c"].message == "ran again: environment variable STAGE_SECONDS changed"
+
     doc["spec"]["templates"][0]["dag"]["tasks"][2]["arguments"]["parameters"][0]["value"] = "other-c"
     result, _, _ = run(tmp_path, doc)
     statuses = {name: state.status for name, state in result.tasks.items()}
     assert statuses == {"a": CACHED, "b": CACHED, "c": SUCCEEDED, "d": SUCCEEDED}
+    assert result.tasks["c"].message == "ran again: argument #1 changed (t-c -> other-c)"
+    assert result.tasks["d"].message == "ran again: its input 'c' changed"
 
 
 def test_a_stored_output_changed_since_is_rebuilt_not_reused(tmp_path):
@@ -285,6 +289,7 @@ def test_registry_readers_rerun_after_an_alias_change(tmp_path):
     registry.set_alias("sed", PRODUCTION, registry.register("sed", tmp_path / "m").version)
     after, _, _ = run(tmp_path, doc)
     assert {state.status for state in after.tasks.values()} == {SUCCEEDED}
+    assert after.tasks["a"].message == "ran again: a model was promoted or rolled back since"
 
 
 def test_missing_output_is_an_error(tmp_path):

@@ -29,6 +29,7 @@ from steps.core.registry import ModelRegistry
 from steps.core.version import code_version
 from workflows.local import launch
 from workflows.local.cache import ArtifactCache, CacheEntry, StoredArtifact, task_key
+from workflows.local.changes import RUN_RECORD, describe_change, last_materials
 from workflows.local.expressions import parse_duration, retry_expression_allows, substitute
 from workflows.local.template import Task, UnsupportedTemplate, load_workflow
 from workflows.pipeline import PURE_SOURCES, READS_LOCATION, READS_REGISTRY
@@ -51,6 +52,7 @@ class TaskState:
     message: str = ""
     log: str = ""
     outputs: dict[str, StoredArtifact] = field(default_factory=dict)
+    material: dict[str, Any] = field(default_factory=dict)  # what its key hashes (`changes`)
 
     @property
     def duration(self) -> float | None:
@@ -106,6 +108,7 @@ class LocalExecutor:
         self.parallelism = max(1, parallelism or os.cpu_count() or 1)
         self.run_id = f"{self.workflow.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:5]}"
         self.run_dir = Path(runs_dir) / self.run_id
+        self._last_materials = last_materials(Path(runs_dir))[1]  # to say why a task runs again
         self.states = {name: TaskState(name) for name in self.workflow.tasks}
         self.on_change = on_change or (lambda state: None)
         self._lock = threading.Lock()
@@ -174,7 +177,7 @@ class LocalExecutor:
         state.log = str(self.run_dir / "logs" / f"{task.name}.log")
         try:
             inputs, material, scope = self._resolve(task)
-            state.key = task_key(material)
+            state.key, state.material = task_key(material), material
             entry, unusable = self.cache.check(state.key)
             if entry is not None:
                 state.status, state.outputs = CACHED, entry.outputs
@@ -185,7 +188,8 @@ class LocalExecutor:
                 state.started = time.time()
                 state.outputs = self._attempts(task, state, inputs, scope)
                 state.status = SUCCEEDED
-                state.message = f"ran again: {unusable}" if unusable else ""
+                reason = unusable or describe_change(self._last_materials.get(task.name) or material, material)
+                state.message = f"ran again: {reason}" if reason else ""
             self._remember_registry_state(task, material, scope)
         except TaskFailed as error:
             state.status = FAILED
@@ -390,7 +394,7 @@ class LocalExecutor:
                   "tasks": {name: {**asdict(state), "duration": state.duration,
                                    "outputs": {k: v.model_dump() for k, v in state.outputs.items()}}
                             for name, state in self.states.items()}}
-        path = self.run_dir / "run.json"
+        path = self.run_dir / RUN_RECORD
         path.with_suffix(".tmp").write_text(json.dumps(record, indent=2, default=str))
         os.replace(path.with_suffix(".tmp"), path)
 
