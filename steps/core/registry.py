@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -231,11 +233,36 @@ class ModelRegistry:
         """Copy a version's model directory to `dest/<name>-<version>-<blob>` (re-used when already there).
 
         The blob (the content hash) is in the name: a version number alone names another model in another registry,
-        or in one reset since, and a copy kept under it would be served in its place."""
+        or in one reset since, and a copy kept under it would be served in its place. The copy is made beside the
+        target and moved there only once its files hash as registered: an interrupted copy is never re-used, and
+        stored files changed in place are a RegistryError naming them, not a model served."""
         record = self.resolve(name, ref)
         target = Path(dest) / f"{name}-{record.version}-{record.blob[:16]}"
-        if not (target / "manifest.json").is_file():
-            self.store.download_dir(f"{name}/blobs/{record.blob}", target)
+        if (target / MANIFEST).is_file():
+            return record, target
+        blob_key = f"{name}/blobs/{record.blob}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        holder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+        partial = holder / "model"
+        try:
+            self.store.download_dir(blob_key, partial)
+            try:
+                intact = (manifest_hash(partial) == record.blob
+                          and checked_content_hash(partial) == self._content(record))
+            except (FileNotFoundError, ValueError):
+                intact = False
+            if not intact:
+                raise RegistryError(f"{name} version {record.version}: the files stored in {self.store.uri}/"
+                                    f"{blob_key} are not those registered (changed or removed since); register the "
+                                    "model again")
+            shutil.rmtree(target, ignore_errors=True)  # a copy left unfinished by an earlier version of this code
+            try:
+                partial.rename(target)
+            except OSError:  # another process made the same copy meanwhile
+                if not (target / MANIFEST).is_file():
+                    raise
+        finally:
+            shutil.rmtree(holder, ignore_errors=True)
         return record, target
 
     def alias_state(self, name: str) -> AliasState:

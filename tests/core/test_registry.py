@@ -171,3 +171,17 @@ def test_a_local_copy_is_never_taken_for_another_registrys_version_of_the_same_n
     other.register("sed", make_model(tmp_path / "b", "new model"))
     assert (first.download("sed", "1", serving)[1] / "weights.txt").read_text() == "old model"
     assert (other.download("sed", "1", serving)[1] / "weights.txt").read_text() == "new model"
+
+
+def test_stored_files_changed_in_place_are_refused_and_no_copy_is_left(tmp_path):
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    record = registry.register("sed", make_model(tmp_path, "good"))
+    stored = tmp_path / "registry" / "sed" / "blobs" / record.blob / "weights.txt"
+    stored.write_text("edited")
+    serving = tmp_path / "serving"
+    with pytest.raises(RegistryError, match=r"sed version 1: the files stored in .* are not those registered"):
+        registry.download("sed", "1", serving)
+    assert not list(serving.iterdir())  # neither the copy nor its partial download
+    stored.write_text("good")
+    (serving / f"sed-1-{record.blob[:16]}").mkdir()  # a copy an interrupted download left, without its manifest
+    assert (registry.download("sed", "1", serving)[1] / "weights.txt").read_text() == "good"
