@@ -4,12 +4,17 @@
 # data), the deploy container (--target local), and the API container with a read-only root filesystem, which must
 # answer /readyz with 200 once it has loaded the production models the stages just promoted.
 #   SAMPLES   objects per modality (default 200, as `make run`: enough for every model to pass the default gates)
+#   TRAINER   the train stage's --trainer (default auto, as the WorkflowTemplate: the Keras models where TensorFlow
+#             is in the image; baseline trains the NumPy baselines in seconds)
+#   EPOCHS    the train stage's --epochs (default 100, as the WorkflowTemplate; early stopping ends sooner)
 #   API_PORT  loopback port for the API (default 18000)
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
 ENGINE="$(container_engine)"
 SAMPLES="${SAMPLES:-200}"
+TRAINER="${TRAINER:-auto}"
+EPOCHS="${EPOCHS:-100}"
 API_PORT="${API_PORT:-18000}"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   bash "$REPO_ROOT/cluster/images.sh"
@@ -60,8 +65,8 @@ for modality in spectra photometry lightcurves; do
 done
 declare -A split_of=([spectral]=spectra [lightcurve]=lightcurves [sed]=photometry)
 for model in spectral lightcurve sed; do
-  run train "$model" --split "/in/split-${split_of[$model]}" --out "/out/$model" --trainer baseline \
-    --epochs 1 --seed 42
+  run train "$model" --split "/in/split-${split_of[$model]}" --out "/out/$model" --trainer "$TRAINER" \
+    --epochs "$EPOCHS" --seed 42
   publish "$model" "models/$model"
 done
 gates="$(cat "$REPO_ROOT/steps/evaluate/default_gates.yaml")"

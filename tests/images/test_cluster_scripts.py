@@ -87,7 +87,7 @@ def test_images_check_runs_every_stage_as_the_dag_does_with_a_stand_in_engine(tm
     engine.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests/images/fake_engine.py"}" "$@"\n')
     engine.chmod(0o755)
     env = {**os.environ, "ENGINE": str(engine), "SKIP_BUILD": "1", "API_PORT": str(free_port()),
-           "FAKE_ENGINE_STATE": str(tmp_path / "state"), "TMPDIR": str(tmp_path)}
+           "FAKE_ENGINE_STATE": str(tmp_path / "state"), "TMPDIR": str(tmp_path), "TRAINER": "baseline"}
     result = subprocess.run(["bash", "cluster/images-check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
