@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from steps.core.storage import open_store
-from workflows.local.cache import ArtifactCache
+from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.display import Progress, task_table
 from workflows.local.executor import LocalExecutor, RunResult
 from workflows.local.template import UnsupportedTemplate
@@ -180,7 +180,8 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
         try:
             cache.fetch(deploy.outputs["deployment"], target)
         except (ValueError, OSError) as error:
-            console.print(f"[bold red]stellar run:[/] the deploy record cannot be read: {escape(str(error))}",
+            again = "; run again to rebuild it" if isinstance(error, ArtifactChanged) else ""
+            console.print(f"[bold red]stellar run:[/] the deploy record cannot be read: {escape(str(error))}{again}",
                           highlight=False)
             return 1
         record = json.loads((target / "deployment.json").read_text())

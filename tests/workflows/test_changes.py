@@ -22,12 +22,12 @@ def test_a_moved_home_names_the_argument_that_holds_its_path():
 
 
 def test_each_kind_of_change_is_named_and_many_arguments_are_counted():
-    changed = {**MATERIAL, "code": "0.1.0+def", "inputs": {"split": "2e"}, "env": {},
+    changed = {**MATERIAL, "code": "0.1.0+def", "inputs": {"split": "2e", "raw": "3d"}, "env": {},
                "args": ["lightcurves", "--source=kepler", "--cache", "/a/raw-cache", "--samples", "9", "--out"]}
     assert describe_change(MATERIAL, changed) == (
         "the pipeline's code changed (0.1.0+abc -> 0.1.0+def); argument #1 changed (spectra -> lightcurves); "
         "argument --source changed (synthetic -> kepler); 2 more argument(s) changed; environment variable LOG "
-        "changed; its input 'split' changed")
+        "changed; its inputs 'raw', 'split' changed")
 
 
 def test_the_newest_readable_run_record_is_used(tmp_path):

@@ -40,6 +40,14 @@ class CacheEntry(BaseModel):
     outputs: dict[str, StoredArtifact]
 
 
+class ArtifactChanged(ValueError):
+    """A stored artifact whose bytes no longer hash as stored; it has been removed from the store."""
+
+    def __init__(self, artifact: StoredArtifact, message: str):
+        super().__init__(message)
+        self.artifact = artifact
+
+
 def task_key(material: dict[str, Any]) -> str:
     """The hex SHA-256 of a JSON document describing everything a task's result depends on."""
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -110,8 +118,8 @@ class ArtifactCache:
     def fetch(self, artifact: StoredArtifact, dest: Path) -> None:
         """Copy a stored artifact to `dest` (a directory, or a file for one-file artifacts); `dest` must not exist.
 
-        A copy whose bytes do not hash to what was stored is refused, naming the artifact, and the stored artifact
-        is removed: every cache entry naming it then finds it gone, so the next run rebuilds it."""
+        A copy whose bytes do not hash to what was stored is refused (`ArtifactChanged`, naming the artifact), and
+        the stored artifact is removed: every cache entry naming it then finds it gone, so it is rebuilt."""
         self._download(artifact, dest)
         found = sha256_tree(dest)
         if found != artifact.sha256:
@@ -122,9 +130,9 @@ class ArtifactCache:
             if self.store.listing_fingerprint(artifact.key) != artifact.listing:  # being rewritten: leave it be
                 raise ValueError(f"{self.store.uri}/{artifact.key}: changed while it was read; run again")
             self.store.delete_tree(artifact.key)
-            raise ValueError(f"{self.store.uri}/{artifact.key}: its bytes changed since it was stored (sha256 "
-                             f"{found[:12]}, stored as {artifact.sha256[:12]}); removed from the store, so the "
-                             "next run rebuilds it")
+            raise ArtifactChanged(artifact, f"{self.store.uri}/{artifact.key}: its bytes changed since it was stored "
+                                            f"(sha256 {found[:12]}, stored as {artifact.sha256[:12]}); removed from "
+                                            "the store")
 
     def _download(self, artifact: StoredArtifact, dest: Path) -> None:
         if artifact.file is None:

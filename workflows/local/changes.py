@@ -46,8 +46,10 @@ def describe_change(before: dict[str, Any], after: dict[str, Any]) -> str:
     changes += [f"environment variable {name} changed" for name in sorted({*old_env, *new_env})
                 if old_env.get(name) != new_env.get(name)]
     old_inputs, new_inputs = before.get("inputs") or {}, after.get("inputs") or {}
-    changes += [f"its input '{name}' changed" for name in sorted({*old_inputs, *new_inputs})
-                if old_inputs.get(name) != new_inputs.get(name)]
+    inputs = [f"'{name}'" for name in sorted({*old_inputs, *new_inputs})
+              if old_inputs.get(name) != new_inputs.get(name)]
+    if inputs:
+        changes.append(f"its input{'s' if len(inputs) > 1 else ''} {', '.join(inputs)} changed")
     if before.get("outputs") != after.get("outputs"):
         changes.append("its declared outputs changed")
     if before.get("registry") != after.get("registry"):

@@ -5,7 +5,9 @@ as a local process (`python` is this interpreter) with its parameters substitute
 copied from the artifact store into a scratch directory; its declared outputs go back to the store. A task's
 `retryStrategy` (limit, policy, expression, exponential backoff) is honoured. Every finished task is cached
 under the hash of what decides its result, so a re-run skips what is done and a failed run resumes where it
-stopped. Like Argo's DAG (failFast), no new task starts after a failure; running ones finish.
+stopped. Like Argo's DAG (failFast), no new task starts after a failure; running ones finish. An input artifact
+whose stored bytes no longer hash as stored (changed in the store behind the cache's back) is removed, and the task
+that made it runs again once in this run before its consumer does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from steps.core.artifacts import sha256_tree
 from steps.core.registry import ModelRegistry
 from steps.core.version import code_version
 from workflows.local import launch
-from workflows.local.cache import ArtifactCache, CacheEntry, StoredArtifact, task_key
+from workflows.local.cache import ArtifactCache, ArtifactChanged, CacheEntry, StoredArtifact, task_key
 from workflows.local.changes import RUN_RECORD, describe_change, last_materials
 from workflows.local.expressions import parse_duration, retry_expression_allows, substitute
 from workflows.local.template import Task, UnsupportedTemplate, load_workflow
@@ -116,6 +118,7 @@ class LocalExecutor:
         self._cancelled = threading.Event()
         self.sleep = sleep or self._cancelled.wait  # a backoff wait ends early when the run is cancelled
         self._registry_keys: list[tuple[str, dict[str, Any], str]] = []
+        self._rebuilt: dict[str, str] = {}  # task run again in this run because a stored output changed -> why
 
     # -- scheduling ---------------------------------------------------------------------------------------------
 
@@ -188,19 +191,58 @@ class LocalExecutor:
                 state.started = time.time()
                 state.outputs = self._attempts(task, state, inputs, scope)
                 state.status = SUCCEEDED
-                reason = unusable or describe_change(self._last_materials.get(task.name) or material, material)
+                last = self._last_materials.get(task.name) or material
+                reason = self._rebuilt.get(task.name) or unusable or describe_change(last, material)
                 state.message = f"ran again: {reason}" if reason else ""
             self._remember_registry_state(task, material, scope)
+        except ArtifactChanged as error:
+            self._rebuild_producer(task, state, error)
         except TaskFailed as error:
             state.status = FAILED
             state.message = f"interrupted ({error})" if self._cancelled.is_set() else str(error)
         except (UnsupportedTemplate, KeyError, ValueError, OSError) as error:
-            state.status, state.message = FAILED, str(error)
+            producer = self._rebuilding_producer(task)
+            if producer:  # fetched while another consumer had the input removed: run once it is rebuilt
+                self._wait_for(state, producer)
+            else:
+                state.status, state.message = FAILED, str(error)
         except Exception as error:  # noqa: BLE001 - one task's unexpected error must not stop the scheduler
             state.status, state.message = FAILED, f"{type(error).__name__}: {error}"
         state.finished = time.time() if state.started else None
         self.on_change(state)
         return task.name
+
+    def _rebuild_producer(self, task: Task, state: TaskState, error: ArtifactChanged) -> None:
+        """Put the task that made a changed input artifact, and `task`, back to pending (the scheduler runs the
+        producer again, then `task`), once per producer and run; a second change fails `task`."""
+        producer = next((self._producer(reference) for reference in task.artifacts.values()
+                         if self._upstream_artifact(task, reference).key == error.artifact.key), None)
+        if producer is not None and producer == self._rebuilding_producer(task):  # another consumer saw it first
+            self._wait_for(state, producer)
+            return
+        if producer is None or producer in self._rebuilt or self._cancelled.is_set():
+            state.status, state.message = FAILED, str(error)
+            return
+        self._rebuilt[producer] = f"{task.name} found that its stored output changed ({error})"
+        self._log(state, f"=== {error}; {producer} runs again first\n")
+        upstream = self.states[producer]
+        upstream.status, upstream.message, upstream.attempts = PENDING, f"runs again: {error}", 0
+        self.on_change(upstream)
+        self._wait_for(state, producer)
+
+    def _wait_for(self, state: TaskState, producer: str) -> None:
+        state.status, state.message, state.started, state.attempts = (
+            PENDING, f"waits for {producer}, which runs again", None, 0)
+
+    def _rebuilding_producer(self, task: Task) -> str | None:
+        """The producer of one of `task`'s inputs that is being run again (its stored output was removed), if any."""
+        return next((producer for producer in map(self._producer, task.artifacts.values())
+                     if producer in self._rebuilt and self.states[producer].status not in (SUCCEEDED, CACHED)), None)
+
+    @staticmethod
+    def _producer(reference: str) -> str:
+        """The task named by an artifact reference `{{tasks.T.outputs.artifacts.A}}`."""
+        return reference.strip("{} ").split(".")[1]
 
     def _resolve(self, task: Task) -> tuple[dict[str, StoredArtifact], dict[str, Any], dict[str, str]]:
         """The task's input artifacts, the material its cache key hashes, and its substitution scope."""
