@@ -50,6 +50,7 @@ def _add_home(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     from workflows.predict_cli import add_predict_command
+    from workflows.runs_cli import add_runs_command
     from workflows.training_cli import add_training_commands, at_least, seed_number
 
     parser = argparse.ArgumentParser(prog="stellar", description=__doc__.splitlines()[0])
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_training_commands(sub)
     add_predict_command(sub)
+    add_runs_command(sub, _add_home)
     return parser
 
 

@@ -118,6 +118,8 @@ class LocalExecutor:
         self._cancelled = threading.Event()
         self.sleep = sleep or self._cancelled.wait  # a backoff wait ends early when the run is cancelled
         self._registry_keys: list[tuple[str, dict[str, Any], str]] = []
+        self.started: float | None = None
+        self.finished: float | None = None
         self._rebuilt: dict[str, str] = {}  # task run again in this run because a stored output changed -> why
 
     # -- scheduling ---------------------------------------------------------------------------------------------
@@ -126,6 +128,7 @@ class LocalExecutor:
         """Run every task (or take it from the cache); return when all are done or a failure stops the DAG. On
         KeyboardInterrupt every stage process is stopped and the run recorded before it is raised again."""
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
         self._write_record()
         futures: dict[Future, str] = {}
         failed = interrupted = False
@@ -153,6 +156,7 @@ class LocalExecutor:
                 state.message = "not started: the run was interrupted" if interrupted else \
                     "not started: an upstream task failed"
                 self.on_change(state)
+        self.finished = time.time()
         self._write_record()
         if interrupted:
             raise KeyboardInterrupt
@@ -432,7 +436,8 @@ class LocalExecutor:
             log.write(text)
 
     def _write_record(self) -> None:
-        record = {"run": self.run_id, "workflow": self.workflow.name, "parameters": self.parameters,
+        record = {"run": self.run_id, "workflow": self.workflow.name, "started": self.started,
+                  "finished": self.finished, "parameters": self.parameters,
                   "tasks": {name: {**asdict(state), "duration": state.duration,
                                    "outputs": {k: v.model_dump() for k, v in state.outputs.items()}}
                             for name, state in self.states.items()}}

@@ -1,0 +1,85 @@
+"""`stellar runs list` and `stellar runs show`: a home's runs from their run.json records, each with its state."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from steps.core.storage import LocalStore
+from workflows.cli import main
+from workflows.local.cache import ArtifactCache
+from workflows.local.executor import LocalExecutor
+
+STAGE = ("import sys, pathlib; out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True); "
+         "(out / 'x').write_text('x')")
+
+
+def one_task_template() -> dict:
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate", "metadata": {"name": "tiny"},
+            "spec": {"entrypoint": "main", "arguments": {"parameters": [{"name": "note", "value": "v1"}]},
+                     "templates": [{"name": "main", "dag": {"tasks": [{"name": "make", "template": "make"}]}},
+                                   {"name": "make", "outputs": {"artifacts": [{"name": "out", "path": "/out/o"}]},
+                                    "container": {"image": "test", "command": ["python", "-c", STAGE],
+                                                  "args": ["{{outputs.artifacts.out.path}}"]}}]}}
+
+
+def record(home: Path, run: str, started: float, statuses: dict[str, tuple[str, str]]) -> None:
+    folder = home / "runs" / run
+    folder.mkdir(parents=True)
+    tasks = {name: {"name": name, "status": status, "attempts": 1, "started": started, "finished": started + 2,
+                    "message": message} for name, (status, message) in statuses.items()}
+    (folder / "run.json").write_text(json.dumps({"run": run, "started": started, "finished": started + 3,
+                                                 "parameters": {"samples": "64"}, "tasks": tasks}))
+
+
+def listed(home: Path, capsys) -> dict[str, dict]:
+    assert main(["runs", "list", "--home", str(home), "--json"]) == 0
+    return {run["run"]: run for run in json.loads(capsys.readouterr().out)}
+
+
+def test_a_real_run_is_listed_and_shown(tmp_path, capsys):
+    home = tmp_path / "home"
+    executor = LocalExecutor(one_task_template(), ArtifactCache(LocalStore(home / "artifacts")), home / "runs")
+    assert executor.run().succeeded
+    runs = listed(home, capsys)
+    assert list(runs) == [executor.run_id]
+    assert runs[executor.run_id]["state"] == "succeeded" and runs[executor.run_id]["tasks"] == {"succeeded": 1}
+    assert runs[executor.run_id]["duration_s"] >= 0
+    assert main(["runs", "show", "--home", str(home)]) == 0
+    shown = capsys.readouterr().out
+    assert f"run {executor.run_id}: succeeded" in shown and "note = v1" in shown and "make" in shown
+
+
+def test_each_state_is_told_apart_and_the_newest_comes_first(tmp_path, capsys):
+    home = tmp_path / "home"
+    record(home, "r-ok", 100.0, {"a": ("succeeded", ""), "b": ("cached", "from run r-0")})
+    record(home, "r-failed", 200.0, {"a": ("failed", "a: exit status 1"), "b": ("skipped", "not started")})
+    record(home, "r-stopped", 300.0, {"a": ("failed", "interrupted (a: killed by signal 15)"),
+                                      "b": ("skipped", "not started: the run was interrupted")})
+    record(home, "r-killed", 400.0, {"a": ("running", "attempt 1 of 3"), "b": ("pending", "")})
+    record(home, "r-live", 500.0, {"a": ("running", "attempt 1 of 3"), "b": ("pending", "")})
+    (home / "run.lock").write_text(f"run r-live (pid {os.getpid()}, started 2026-11-29 01:00:00)\n")
+    (home / "runs" / "r-cut").mkdir()
+    (home / "runs" / "r-cut" / "run.json").write_text('{"run": "r-cut", "tasks": {')
+    runs = listed(home, capsys)
+    assert list(runs) == ["r-live", "r-killed", "r-stopped", "r-failed", "r-ok"]
+    assert [runs[run]["state"] for run in runs] == ["running", "killed", "interrupted", "failed", "succeeded"]
+    assert runs["r-ok"]["tasks"] == {"succeeded": 1, "cached": 1}
+    assert main(["runs", "show", "killed", "--home", str(home)]) == 0
+    out, err = capsys.readouterr()
+    assert "run r-killed: killed" in out and "r-cut" in err and "unreadable, passed over" in err
+
+
+def test_an_unknown_or_ambiguous_run_exits_2_naming_the_runs_there_are(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert main(["runs", "show", "--home", str(home)]) == 2
+    assert f"no runs in {home / 'runs'}" in capsys.readouterr().err
+    record(home, "r-1a", 100.0, {"a": ("succeeded", "")})
+    record(home, "r-2a", 200.0, {"a": ("succeeded", "")})
+    assert main(["runs", "show", "nope", "--home", str(home)]) == 2
+    assert "'nope' is no run of this home (the newest are: r-2a, r-1a)" in capsys.readouterr().err
+    assert main(["runs", "show", "a", "--home", str(home)]) == 2
+    assert "'a' matches several runs (they are: r-2a, r-1a)" in capsys.readouterr().err
+    assert main(["runs", "show", "1a", "--home", str(home), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run"] == "r-1a"
