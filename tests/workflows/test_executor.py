@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -395,6 +397,40 @@ def test_a_stage_does_not_outlive_an_executor_killed_outright(tmp_path):
     while time.time() < deadline and not _processes_naming(marker):
         time.sleep(0.05)
     assert _processes_naming(marker), "the stage never started"
+    executor.kill()
+    executor.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and _processes_naming(marker):
+        time.sleep(0.1)
+    assert not _processes_naming(marker), "the stage runs on after its executor was killed"
+
+
+SUPERVISED = "import sys; from workflows.local.launch import main; sys.exit(main(sys.argv[1:], exec_command=False))"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the processes in /proc")
+def test_where_the_kernel_cannot_tie_a_stage_to_the_run_the_launcher_supervises_it(tmp_path):
+    """Off Linux the launcher stays as the stage's parent: the stage's exit status and signal come through it, and a
+    killed executor is noticed within a poll and the stage stopped."""
+    def launched(*command: str, executor: int | None = None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", SUPERVISED, str(executor or os.getpid()), *command],
+                                start_new_session=True)
+
+    assert launched(sys.executable, "-c", "raise SystemExit(3)").wait(timeout=30) == 3
+    stopped = launched(sys.executable, "-c", "import time; time.sleep(60)")
+    time.sleep(1.0)
+    os.killpg(stopped.pid, signal.SIGTERM)  # as the executor stops a run
+    assert stopped.wait(timeout=30) == -signal.SIGTERM
+
+    marker = str(tmp_path / "supervised-stage")
+    executor = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {SUPERVISED!r}, str(os.getpid()), sys.executable, '-c', "
+        f"'import time; time.sleep(120)', {marker!r}], start_new_session=True); time.sleep(120)")])
+    deadline = time.time() + 30
+    while time.time() < deadline and len(_processes_naming(marker)) < 3:  # the executor, the launcher, the stage
+        time.sleep(0.05)
+    assert len(_processes_naming(marker)) == 3, "the launcher and its stage never started"
     executor.kill()
     executor.wait()
     deadline = time.time() + 20
