@@ -135,14 +135,21 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
     return _report_promotion(result, executor.cache, console)
 
 
+def log_tail(log: Path) -> str | None:
+    """The last LOG_TAIL_LINES lines of a task's log under a header naming it (None when there is no log)."""
+    if not log.is_file():
+        return None
+    with open(log, errors="replace") as handle:
+        tail = "".join(deque(handle, maxlen=LOG_TAIL_LINES))
+    return f"--- last {LOG_TAIL_LINES} lines of {log} ---\n{tail}"
+
+
 def _report_failure(result: RunResult, console: Console) -> None:
     for state in result.failed_tasks:
         console.print(f"[bold red]task {state.name} failed:[/] {escape(state.message)}", highlight=False)
-        log = Path(state.log)
-        if log.is_file():
-            with open(log, errors="replace") as handle:
-                tail = "".join(deque(handle, maxlen=LOG_TAIL_LINES))
-            console.print(f"--- last {LOG_TAIL_LINES} lines of {log} ---\n{tail}", highlight=False, markup=False)
+        tail = log_tail(Path(state.log))
+        if tail:
+            console.print(tail, highlight=False, markup=False)
     console.print("Fix the cause and run the same command again: finished tasks are taken from the cache.")
 
 

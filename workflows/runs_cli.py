@@ -185,6 +185,7 @@ def _print_run(record: RunRecord, as_json: bool) -> None:
 
     from workflows.local.display import task_table
     from workflows.local.executor import TaskState
+    from workflows.run import log_tail
 
     print(f"run {record.run}: {record.state}, started {_when(record.started) or 'unknown'}, "
           f"{_seconds(record.duration) or 'no time'}")
@@ -197,6 +198,10 @@ def _print_run(record: RunRecord, as_json: bool) -> None:
                         finished=task.get("finished"), message=task.get("message", ""))
               for name, task in record.tasks.items()]
     Console(width=None if sys.stdout.isatty() else 160).print(task_table(states))
+    for name, task in record.tasks.items():
+        if task.get("status") == "failed" and not task.get("message", "").startswith("interrupted"):
+            tail = log_tail(Path(task["log"])) if task.get("log") else None
+            print(f"task {name} failed: {task.get('message', '')}" + (f"\n{tail.rstrip()}" if tail else ""))
     print(f"logs: {record.path.parent / 'logs'}")
 
 

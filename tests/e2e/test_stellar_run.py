@@ -210,15 +210,17 @@ def _processes_naming(text: str) -> list[str]:
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interrupted_run_stops_its_tasks_records_them_and_says_how_to_resume(tmp_path, stop):
     home = tmp_path / "home"
-    # as from a terminal: a test run started in the background (`pytest &` in a script) ignores SIGINT, and a child
-    # would inherit that
-    process = subprocess.Popen([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples",
-                                "40", "-p", "trainer=baseline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # as from a terminal: a test run started in the background (`pytest &` in a script) ignores SIGINT, and under
+    # `nohup` SIGHUP; a child would inherit that
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples", "40",
+         "-p", "trainer=baseline"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: [signal.signal(number, signal.SIG_DFL) for number in (signal.SIGINT, signal.SIGHUP)])
     logs = home / "runs"
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(logs.glob("*/work/*/attempt-1")):
-        time.sleep(0.05)
+    deadline = time.time() + 120  # a stage process running, so that the signal stops one
+    while time.time() < deadline and not _processes_naming(str(logs)):
+        time.sleep(0.02)
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]

@@ -69,6 +69,15 @@ def test_each_state_is_told_apart_and_the_newest_comes_first(tmp_path, capsys):
     assert main(["runs", "show", "killed", "--home", str(home)]) == 0
     out, err = capsys.readouterr()
     assert "run r-killed: killed" in out and "r-cut" in err and "unreadable, passed over" in err
+    log = home / "runs" / "r-failed" / "a.log"
+    log.write_text("".join(f"line {i}\n" for i in range(40)) + "ValueError: bad input\n")
+    data = json.loads((home / "runs" / "r-failed" / "run.json").read_text())
+    data["tasks"]["a"]["log"] = str(log)
+    (home / "runs" / "r-failed" / "run.json").write_text(json.dumps(data))
+    assert main(["runs", "show", "r-failed", "--home", str(home)]) == 0
+    out = capsys.readouterr().out  # the failed task's log tail, as `stellar run` printed it when it failed
+    assert f"task a failed: a: exit status 1\n--- last 30 lines of {log} ---\nline 11\n" in out
+    assert out.rstrip().endswith(f"ValueError: bad input\nlogs: {home / 'runs' / 'r-failed' / 'logs'}")
 
 
 def test_an_unknown_or_ambiguous_run_exits_2_naming_the_runs_there_are(tmp_path, capsys):
