@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 from workflows.local.changes import describe_change, last_materials
 
@@ -30,15 +29,34 @@ def test_each_kind_of_change_is_named_and_many_arguments_are_counted():
         "changed; its inputs 'raw', 'split' changed")
 
 
-def test_the_newest_readable_run_record_is_used(tmp_path):
-    older, newer, broken = (tmp_path / name for name in ("r1", "r2", "r3"))
-    for folder, code in ((older, "old"), (newer, "new")):
-        folder.mkdir()
-        (folder / "run.json").write_text(json.dumps(
-            {"run": folder.name, "tasks": {"ingest": {"material": {**MATERIAL, "code": code}}, "split": {}}}))
-    broken.mkdir()
-    (broken / "run.json").write_text("{cut short")
-    os.utime(older / "run.json", (1, 1))
-    run, materials = last_materials(tmp_path)
-    assert run == "r2" and list(materials) == ["ingest"] and materials["ingest"]["code"] == "new"
-    assert last_materials(tmp_path / "none") == ("", {})
+def test_each_task_is_compared_with_its_newest_recorded_run_and_odd_records_are_passed_over(tmp_path):
+    """A task the last run never reached (interrupted, failed) is compared with the run before; records cut short
+    or of another shape are passed over, not raised."""
+    runs = {"r1": (100, {"ingest": {"material": {**MATERIAL, "code": "old"}},
+                         "split": {"material": {**MATERIAL, "code": "split-old"}}}),
+            "r2": (200, {"ingest": {"material": {**MATERIAL, "code": "new"}}, "split": {}}),
+            "r3": (300, {"ingest": {"material": "abc"}, "split": None})}
+    for run, (started, tasks) in runs.items():
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "run.json").write_text(json.dumps({"run": run, "started": started, "tasks": tasks}))
+    for name, text in (("r4", "{cut short"), ("r5", "null"), ("r6", '{"tasks": []}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(text)
+    materials = last_materials(tmp_path)
+    assert materials["ingest"]["code"] == "new" and materials["split"]["code"] == "split-old"
+    assert last_materials(tmp_path / "none") == {}
+
+
+def test_long_values_are_shown_by_their_first_differing_line_and_odd_shapes_do_not_raise():
+    gates = "# Quality gates\nspectral:\n  absolute:\n    teff_robust_sigma_max: 400\n" + "# note\n" * 200
+    before = {**MATERIAL, "args": ["--gates", gates]}
+    after = {**MATERIAL, "args": ["--gates", gates.replace("400", "450")]}
+    assert describe_change(before, after) == (
+        "argument --gates changed (line 4: teff_robust_sigma_max: 400 -> teff_robust_sigma_max: 450)")
+    assert describe_change({"args": [1, "--a"], "env": ["x"]}, {"args": ["--a"], "inputs": "y"}) == (
+        "argument #1 changed (1 -> (absent))")
+    for old, new in ((["--flag"], ["--flag="]), (["--v", ""], ["--v"]), (["--x", "a", "b"], ["--x", "a b"])):
+        assert describe_change({"args": old}, {"args": new}).startswith(f"argument {old[0].rstrip('=')} changed")
+    afresh = {**MATERIAL, "location": "read afresh in run-2"}
+    assert describe_change({**MATERIAL, "location": "read afresh in run-1"}, afresh) == (
+        "its source is read afresh on every run")

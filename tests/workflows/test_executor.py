@@ -290,7 +290,8 @@ def test_registry_readers_rerun_after_an_alias_change(tmp_path):
     registry.set_alias("sed", PRODUCTION, registry.register("sed", tmp_path / "m").version)
     after, _, _ = run(tmp_path, doc)
     assert {state.status for state in after.tasks.values()} == {SUCCEEDED}
-    assert after.tasks["a"].message == "ran again: a model was promoted or rolled back since"
+    assert after.tasks["a"].message == (
+        "ran again: the registry's aliases changed since (a promotion, a rollback or a new candidate)")
 
 
 def test_missing_output_is_an_error(tmp_path):

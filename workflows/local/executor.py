@@ -31,7 +31,7 @@ from steps.core.registry import ModelRegistry
 from steps.core.version import code_version
 from workflows.local import launch
 from workflows.local.cache import ArtifactCache, ArtifactChanged, CacheEntry, StoredArtifact, task_key
-from workflows.local.changes import RUN_RECORD, describe_change, last_materials
+from workflows.local.changes import READ_AFRESH, RUN_RECORD, describe_change, last_materials
 from workflows.local.expressions import parse_duration, retry_expression_allows, substitute
 from workflows.local.template import Task, UnsupportedTemplate, load_workflow
 from workflows.pipeline import PURE_SOURCES, READS_LOCATION, READS_REGISTRY
@@ -110,7 +110,7 @@ class LocalExecutor:
         self.parallelism = max(1, parallelism or os.cpu_count() or 1)
         self.run_id = f"{self.workflow.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:5]}"
         self.run_dir = Path(runs_dir) / self.run_id
-        self._last_materials = last_materials(Path(runs_dir))[1]  # to say why a task runs again
+        self._last_materials = last_materials(Path(runs_dir))  # to say why a task runs again
         self.states = {name: TaskState(name) for name in self.workflow.tasks}
         self.on_change = on_change or (lambda state: None)
         self._lock = threading.Lock()
@@ -195,8 +195,7 @@ class LocalExecutor:
                 state.started = time.time()
                 state.outputs = self._attempts(task, state, inputs, scope)
                 state.status = SUCCEEDED
-                last = self._last_materials.get(task.name) or material
-                reason = self._rebuilt.get(task.name) or unusable or describe_change(last, material)
+                reason = self._rebuilt.get(task.name) or unusable or self._why_again(task.name, material)
                 state.message = f"ran again: {reason}" if reason else ""
             self._remember_registry_state(task, material, scope)
         except ArtifactChanged as error:
@@ -215,6 +214,13 @@ class LocalExecutor:
         state.finished = time.time() if state.started else None
         self.on_change(state)
         return task.name
+
+    def _why_again(self, name: str, material: dict[str, Any]) -> str:
+        """What changed since the task's last recorded run; never an error (it only explains a task that ran)."""
+        try:
+            return describe_change(self._last_materials.get(name) or material, material)
+        except Exception as error:  # noqa: BLE001 - a record of another version must not fail a finished task
+            return f"(what changed is unknown: {type(error).__name__}: {error})"
 
     def _rebuild_producer(self, task: Task, state: TaskState, error: ArtifactChanged) -> None:
         """Put the task that made a changed input artifact, and `task`, back to pending (the scheduler runs the
@@ -288,7 +294,7 @@ class LocalExecutor:
             return value
         if Path(value).exists():
             return sha256_tree(Path(value))
-        return f"read afresh in {self.run_id}"
+        return f"{READ_AFRESH}{self.run_id}"
 
     def _upstream_artifact(self, task: Task, reference: str) -> StoredArtifact:
         parts = reference.strip("{} ").split(".")
