@@ -125,15 +125,20 @@ def write_csv(frame, output: Path) -> None:
         raise PredictError(f"--output {output}: cannot write it: {error.strerror or error}") from None
 
 
-def _reasons(frame, shown: int = 5) -> str:
-    """One line per reason an object has no prediction, commonest first, with how many and which objects."""
+def _reasons(frame, shown: int = 5, reasons: int = 10) -> str:
+    """One line per reason an object has no prediction, commonest first, with how many and which objects; the
+    `reasons` commonest, then how many more (reasons that name an object's own numbers are each one object's)."""
     ids_by_reason: dict[str, list[str]] = {}
     for object_id, problem in zip(frame["id"], frame["problem"]):
         ids_by_reason.setdefault(problem, []).append(str(object_id))
+    ranked = sorted(ids_by_reason.items(), key=lambda item: -len(item[1]))
     lines = []
-    for problem, ids in sorted(ids_by_reason.items(), key=lambda item: -len(item[1])):
+    for problem, ids in ranked[:reasons]:
         listed = ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
         lines.append(f"  {len(ids)} x {problem} ({listed})")
+    if len(ranked) > reasons:
+        rest = sum(len(ids) for _, ids in ranked[reasons:])
+        lines.append(f"  and {len(ranked) - reasons} more reasons, for {rest} objects")
     return "\n".join(lines)
 
 
@@ -151,10 +156,14 @@ def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[
 
     registry = ModelRegistry.open(registry_uri)
     try:
-        record, path = registry.download(name, ref, cache)
+        registry.resolve(name, ref)
     except RegistryError as error:  # it names the versions (or the models) there are
         raise PredictError(f"--model {ref}: {error}; train and promote one with `stellar run`, "
                            "or pass --model VERSION") from None
+    try:
+        record, path = registry.download(name, ref, cache)
+    except RegistryError as error:  # the stored files are not those registered
+        raise PredictError(f"--model {ref}: {error}") from None
     return path, f"version {record.version}" + (f" ({ref})" if ref != record.version else "")
 
 

@@ -130,9 +130,15 @@ def train_command(model: str, args: argparse.Namespace) -> int:
           f"({'passes' if verdict['passed'] else 'fails'} the default quality gates)")
     for reason in [reason for reason in verdict["reasons"] if reason.startswith("FAIL")]:
         print(f"  {reason}")
-    if any(check["gate"] == "min_rows" and not check["passed"] for check in verdict["checks"]):
-        print(f"  (the split holds out about 20% of the objects for the test: more --samples than {args.samples} "
-              "give the gates the test objects they need)")
+    needed = max((check["limit"] for check in verdict["checks"] if check["gate"] == "min_rows"
+                  and not check["passed"]), default=None)
+    if needed is not None:
+        import pyarrow.parquet as pq
+
+        drawn = pq.read_metadata(split_dir / modality / "test.parquet").num_rows
+        if drawn < needed:
+            print(f"  (the split drew {drawn} of the {args.samples} objects for the test, by a hash of each id: "
+                  f"20% on average; more --samples give the gates the {needed:g} they need)")
     if not verdict["passed"] and (verdict.get("fallback") or {}).get("passed"):
         print(f"its NumPy baseline passes them: {root / 'evaluation' / 'baselines' / model} (a pipeline run on a "
               "registry with no production version would promote it instead)")

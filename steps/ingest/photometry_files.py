@@ -443,17 +443,29 @@ def read_table(path: Path, kind: str) -> Table:
 
 
 def _read_fits_catalogue(path: Path) -> Table:
-    """The table of a FITS file that holds photometry: its first table extension with a band column, else its first
-    table. Naming the extension also spares the astropy warning that a multi-table file (an SDSS spec-*.fits: the
-    spectrum, then its fits) would print once per file."""
+    """The table of a FITS file that holds photometry: its first table extension with a band column, read one at a
+    time (a table that cannot be read is passed over while another can), else its first readable table. Naming the
+    extension also spares the astropy warning that a multi-table file (an SDSS spec-*.fits: the spectrum, then its
+    fits) would print once per file."""
     from astropy.io import fits
 
     with fits.open(path) as hdus:
         tables = [index for index, hdu in enumerate(hdus) if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))]
     if len(tables) < 2:
         return Table.read(path, format="fits", **({"hdu": tables[0]} if tables else {}))
-    read = [Table.read(path, format="fits", hdu=index) for index in tables]
-    return next((table for table in read if _has_band_column(table)), read[0])
+    first, failure = None, None
+    for index in tables:
+        try:
+            table = Table.read(path, format="fits", hdu=index)
+        except Exception as error:  # noqa: BLE001 - raised below if no other table can be read
+            failure = failure or error
+            continue
+        if _has_band_column(table):
+            return table
+        first = table if first is None else first
+    if first is None:
+        raise failure
+    return first
 
 
 def _has_band_column(table: Table) -> bool:

@@ -233,6 +233,16 @@ def test_a_fits_file_of_several_tables_is_read_from_the_one_with_photometry(tmp_
     assert ingested.data.to_pandas().set_index("id").loc["a", "mag_G"] == 11.2 and ingested.data.num_rows == 1
     assert "hdu= was not specified" not in capfd.readouterr().err
 
+    (tmp_path / "two.fits").unlink()  # the catalogue first, then a table that cannot be read: the catalogue counts
+    (tmp_path / "none.fits").unlink()
+    bad = fits.TableHDU.from_columns([fits.Column(name="n", format="I5", array=np.array([12345, 23456]))])
+    fits.HDUList([fits.PrimaryHDU(), catalogue, bad]).writeto(tmp_path / "then_bad.fits")
+    data = (tmp_path / "then_bad.fits").read_bytes()
+    at = data.rfind(b"1234523456")
+    (tmp_path / "then_bad.fits").write_bytes(data[:at] + b"abcdeXYZ!?" + data[at + 10:])
+    ingested = read_folder(tmp_path)
+    assert ingested.data.column("id").to_pylist() == ["a"] and len(ingested.quarantine) == 0
+
 
 def test_a_table_with_an_id_column_names_rows_by_it_alone(tmp_path):
     """Its `source` says where a row came from: a row without an id is quarantined, not named after it."""

@@ -169,6 +169,21 @@ def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, cap
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_a_registered_model_whose_stored_files_changed_is_refused_without_a_retrain_hint(pipeline, tmp_path, capsys):
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(pipeline["root"] / "home" / "registry", home / "registry")
+    stored = next(path for path in (home / "registry" / "sed" / "blobs").rglob("*") if path.is_file()
+                  and path.name != "manifest.json")
+    stored.write_bytes(stored.read_bytes() + b" ")
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
+                           "--home", str(home)) == 2
+    error = capsys.readouterr().err
+    assert "--model production: sed version 1: the files stored in" in error and "are not those registered" in error
+    assert "train and promote" not in error and not (tmp_path / "x.csv").exists()
+
+
 def test_inputs_of_another_modality_are_refused(pipeline, tmp_path, capsys):
     assert stellar_predict("sed", "--input", str(pipeline["spectral"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--model", str(pipeline["sed"]["model"])) == 2
@@ -214,6 +229,15 @@ def test_unreadable_files_keep_their_row_and_one_archive_file_is_read_alone(pipe
     alone = pd.read_csv(one, keep_default_na=False, na_values=[""]).set_index("id")
     assert list(alone.index) == [names[1]]
     assert alone.loc[names[1], "teff"] == pytest.approx(frame.loc[names[1], "teff"], rel=1e-5)
+
+
+def test_the_reasons_listed_are_bounded():
+    from workflows.predict_cli import _reasons
+
+    frame = pd.DataFrame({"id": [f"s{i}" for i in range(2000)],
+                          "problem": [f"the spectrum spans {i}-{i + 9} A" for i in range(2000)]})
+    lines = _reasons(frame).splitlines()
+    assert len(lines) == 11 and lines[-1] == "  and 1990 more reasons, for 1990 objects"
 
 
 def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):

@@ -114,7 +114,8 @@ def test_a_model_trained_by_hand_can_be_registered_and_served(tmp_path, capsys):
     assert f"stellar models register sed {out / 'sed'}" in printed
     # seed 42 leaves 5 test objects of 64: the refusal says why, and what to change
     assert "(fails the default quality gates)\n  FAIL sed teff test rows with truth and prediction: 5 (need >= 10)" \
-        in printed and "more --samples than 64 give the gates the test objects they need" in printed
+        in printed and "(the split drew 5 of the 64 objects for the test, by a hash of each id: 20% on average; more " \
+        "--samples give the gates the 10 they need)" in printed
     assert main(["models", "register", "sed", str(out / "sed"), "--home", str(home)]) == 0
     assert "is version 1; serve it with: stellar models promote sed 1" in capsys.readouterr().out
     registry = ModelRegistry.open(str(home / "registry"))
