@@ -132,7 +132,8 @@ class LocalExecutor:
         self._write_record()
         futures: dict[Future, str] = {}
         failed = interrupted = False
-        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="task") as pool:
+        prefix = f"task-{self.run_id}"
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix=prefix) as pool:
             try:
                 while True:
                     if not failed:
@@ -150,6 +151,9 @@ class LocalExecutor:
                 self.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)  # queued tasks never start
                 interrupted = True
+        for thread in threading.enumerate():  # a signal inside `submit` can leave a worker the pool does not join
+            if thread.name.startswith(prefix) and thread is not threading.current_thread():
+                thread.join()
         for state in self.states.values():  # the pool has shut down: no stage process is left running
             if state.status == PENDING:
                 state.status = SKIPPED
