@@ -18,6 +18,9 @@ def test_nothing_changed_says_nothing():
 def test_a_moved_home_names_the_argument_that_holds_its_path():
     moved = {**MATERIAL, "args": [arg.replace("/a/", "/b/") for arg in MATERIAL["args"]]}
     assert describe_change(MATERIAL, moved) == "argument --cache changed (/a/raw-cache -> /b/raw-cache)"
+    deep = "/tmp/pytest-of-someone/pytest-264/test_a_deploy_record_whose_bytes_changed0/home"
+    far = {**MATERIAL, "args": [arg.replace("/a/", f"{deep}/") for arg in MATERIAL["args"]]}
+    assert describe_change(MATERIAL, far) == f"argument --cache changed (/a/raw-cache -> {deep}/raw-cache)"
 
 
 def test_each_kind_of_change_is_named_and_many_arguments_are_counted():

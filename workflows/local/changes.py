@@ -15,7 +15,7 @@ from typing import Any
 
 RUN_RECORD = "run.json"
 SHOWN = 2  # most changed arguments named; the rest are counted
-SHORT = 60  # longest value shown whole
+SHORT = 200  # longest value shown whole (a path is); longer or multi-line ones by their first differing line
 READ_AFRESH = "read afresh in "  # the location material of a source read anew each run (`executor._location_state`)
 
 
@@ -108,8 +108,8 @@ def _joined(values: list[str] | None) -> str:
     return " ".join(quoted) or "(set)"
 
 
-def _clipped(text: str) -> str:
-    return text if len(text) <= SHORT else f"{text[:SHORT - 3]}..."
+def _clipped(text: str, longest: int = 80) -> str:
+    return text if len(text) <= longest else f"{text[:longest - 3]}..."
 
 
 def _by_flag(arguments: list[str]) -> dict[str, list[str]]:
