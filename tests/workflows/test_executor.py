@@ -384,6 +384,16 @@ def _processes_naming(text: str) -> list[int]:
     return found
 
 
+def _kill_and_expect_no_stage(executor: subprocess.Popen, marker: str) -> None:
+    """SIGKILL the executor; within 20 s no process naming `marker` may be left."""
+    executor.kill()
+    executor.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and _processes_naming(marker):
+        time.sleep(0.1)
+    assert not _processes_naming(marker), "the stage runs on after its executor was killed"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (prctl)")
 def test_a_stage_does_not_outlive_an_executor_killed_outright(tmp_path):
     doc = tmp_path / "doc.json"
@@ -398,12 +408,7 @@ def test_a_stage_does_not_outlive_an_executor_killed_outright(tmp_path):
     while time.time() < deadline and not _processes_naming(marker):
         time.sleep(0.05)
     assert _processes_naming(marker), "the stage never started"
-    executor.kill()
-    executor.wait()
-    deadline = time.time() + 20
-    while time.time() < deadline and _processes_naming(marker):
-        time.sleep(0.1)
-    assert not _processes_naming(marker), "the stage runs on after its executor was killed"
+    _kill_and_expect_no_stage(executor, marker)
 
 
 SUPERVISED = "import sys; from workflows.local.launch import main; sys.exit(main(sys.argv[1:], exec_command=False))"
@@ -413,8 +418,8 @@ SUPERVISED = "import sys; from workflows.local.launch import main; sys.exit(main
 def test_where_the_kernel_cannot_tie_a_stage_to_the_run_the_launcher_supervises_it(tmp_path):
     """Off Linux the launcher stays as the stage's parent: the stage's exit status and signal come through it, and a
     killed executor is noticed within a poll and the stage stopped."""
-    def launched(*command: str, executor: int | None = None) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", SUPERVISED, str(executor or os.getpid()), *command],
+    def launched(*command: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", SUPERVISED, str(os.getpid()), *command],
                                 start_new_session=True)
 
     assert launched(sys.executable, "-c", "raise SystemExit(3)").wait(timeout=30) == 3
@@ -432,12 +437,7 @@ def test_where_the_kernel_cannot_tie_a_stage_to_the_run_the_launcher_supervises_
     while time.time() < deadline and len(_processes_naming(marker)) < 3:  # the executor, the launcher, the stage
         time.sleep(0.05)
     assert len(_processes_naming(marker)) == 3, "the launcher and its stage never started"
-    executor.kill()
-    executor.wait()
-    deadline = time.time() + 20
-    while time.time() < deadline and _processes_naming(marker):
-        time.sleep(0.1)
-    assert not _processes_naming(marker), "the stage runs on after its executor was killed"
+    _kill_and_expect_no_stage(executor, marker)
 
 
 def test_a_missing_executable_is_an_error_naming_it(tmp_path):
