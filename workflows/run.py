@@ -73,6 +73,22 @@ def home_lock(home: Path, run_id: str) -> Iterator[None]:
             handle.truncate(0)
 
 
+def running_run(home: Path) -> str | None:
+    """The id of the run that holds `home`'s lock now (`home_lock`), None when no run does."""
+    try:
+        handle = open(home / "run.lock")
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            words = handle.read().split()
+            return words[1] if len(words) > 1 and words[0] == "run" else ""
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+
 @contextmanager
 def stopped_by_signals() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP (a `kill`, a closed terminal) stop the run alike (KeyboardInterrupt), so that its

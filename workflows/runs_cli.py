@@ -1,18 +1,18 @@
 """`stellar runs list [--json]` and `stellar runs show [RUN] [--json]`: the local runs of a home, from their
 `run.json` records, as `argo list` and `argo get` show a cluster's workflows.
 
-A run's state: `succeeded` (every task succeeded or came from the cache), `failed` (a task failed), `interrupted`
-(stopped by Ctrl-C, SIGTERM or SIGHUP), `running` (the home's lock names it and its process is alive), or `killed`
-(its record stops with tasks running or pending and nothing runs it any more: SIGKILL, the OOM killer, a reboot).
+A run's state: what it recorded at its end (`succeeded`, `failed`, `interrupted` by Ctrl-C, SIGTERM or SIGHUP), or,
+for a record that ends running, `running` while the run holds the home's lock (`run.home_lock`) and `killed` once
+nothing does (SIGKILL, the OOM killer, a reboot: the kernel's lock went with the process).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,9 @@ def runs_command(args: argparse.Namespace) -> int:
 
 def read_runs(home: Path) -> list[RunRecord]:
     """Every readable run record of `home`, newest first; a record that cannot be read is named on stderr."""
-    records = []
+    from workflows.run import running_run
+
+    holder, records = running_run(home), []
     for path in (home / "runs").glob(f"*/{RUN_RECORD}"):
         try:
             data = json.loads(path.read_text())
@@ -99,47 +101,21 @@ def read_runs(home: Path) -> list[RunRecord]:
             continue
         if record.started is None:  # a record written before runs kept their start
             record.started = min((t["started"] for t in record.tasks.values() if t.get("started")), default=None)
-        record.state, record.counts = _state(record, home), _counts(record)
+        record.state = _state(record, data.get("state"), holder)
+        record.counts = dict(Counter(task.get("status", "?") for task in record.tasks.values()))
         records.append(record)
     return sorted(records, key=lambda r: (r.started or r.path.stat().st_mtime, r.run), reverse=True)
 
 
-def _state(record: RunRecord, home: Path) -> str:
+def _state(record: RunRecord, recorded: Any, holder: str | None) -> str:
+    """The state the run recorded at its end; a record still saying it runs is `running` while the home's lock is
+    held by it (`holder`), else `killed`. Records written before runs kept a state are judged by their tasks."""
+    if recorded in ("succeeded", "failed", "interrupted"):
+        return recorded
     statuses = [task.get("status") for task in record.tasks.values()]
-    unfinished = any(status in ("pending", "running", "retrying") for status in statuses)
-    if unfinished:
-        return "running" if _holds_lock(home, record.run) else "killed"
-    messages = " ".join(task.get("message", "") for task in record.tasks.values())
-    if "the run was interrupted" in messages or any(
-            task.get("message", "").startswith("interrupted") for task in record.tasks.values()):
-        return "interrupted"
-    if "failed" in statuses:
-        return "failed"
-    return "succeeded"
-
-
-def _holds_lock(home: Path, run: str) -> bool:
-    """Whether the home's lock names `run` and the process it names is alive."""
-    try:
-        holder = (home / "run.lock").read_text().split()
-    except OSError:
-        return False
-    if len(holder) < 4 or holder[:2] != ["run", run] or holder[2] != "(pid":
-        return False
-    try:
-        os.kill(int(holder[3].rstrip(",")), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def _counts(record: RunRecord) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for task in record.tasks.values():
-        counts[task.get("status", "?")] = counts.get(task.get("status", "?"), 0) + 1
-    return counts
+    if recorded == "running" or any(status in ("pending", "running", "retrying") for status in statuses):
+        return "running" if holder == record.run else "killed"
+    return "failed" if "failed" in statuses else "succeeded"
 
 
 def _find(records: list[RunRecord], wanted: str | None, home: Path) -> RunRecord:

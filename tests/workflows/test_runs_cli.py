@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from steps.core.storage import LocalStore
 from workflows.cli import main
 from workflows.local.cache import ArtifactCache
 from workflows.local.executor import LocalExecutor
+from workflows.run import home_lock
 
 STAGE = ("import sys, pathlib; out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True); "
          "(out / 'x').write_text('x')")
@@ -24,13 +24,14 @@ def one_task_template() -> dict:
                                                   "args": ["{{outputs.artifacts.out.path}}"]}}]}}
 
 
-def record(home: Path, run: str, started: float, statuses: dict[str, tuple[str, str]]) -> None:
+def record(home: Path, run: str, started: float, statuses: dict[str, tuple[str, str]], state: str | None) -> None:
     folder = home / "runs" / run
     folder.mkdir(parents=True)
     tasks = {name: {"name": name, "status": status, "attempts": 1, "started": started, "finished": started + 2,
                     "message": message} for name, (status, message) in statuses.items()}
-    (folder / "run.json").write_text(json.dumps({"run": run, "started": started, "finished": started + 3,
-                                                 "parameters": {"samples": "64"}, "tasks": tasks}))
+    (folder / "run.json").write_text(json.dumps({"run": run, "state": state, "started": started,
+                                                 "finished": started + 3, "parameters": {"samples": "64"},
+                                                 "tasks": tasks}))
 
 
 def listed(home: Path, capsys) -> dict[str, dict]:
@@ -52,19 +53,24 @@ def test_a_real_run_is_listed_and_shown(tmp_path, capsys):
 
 
 def test_each_state_is_told_apart_and_the_newest_comes_first(tmp_path, capsys):
+    """The state a run recorded at its end; a record still running is `running` while its run holds the home's
+    lock and `killed` once nothing does; a record of an older version (no state) is judged by its tasks."""
     home = tmp_path / "home"
-    record(home, "r-ok", 100.0, {"a": ("succeeded", ""), "b": ("cached", "from run r-0")})
-    record(home, "r-failed", 200.0, {"a": ("failed", "a: exit status 1"), "b": ("skipped", "not started")})
+    record(home, "r-old", 50.0, {"a": ("failed", "a: exit status 1")}, None)
+    record(home, "r-ok", 100.0, {"a": ("succeeded", ""), "b": ("cached", "from run r-0")}, "succeeded")
+    record(home, "r-failed", 200.0, {"a": ("failed", "a: exit status 1"), "b": ("skipped", "not started")}, "failed")
     record(home, "r-stopped", 300.0, {"a": ("failed", "interrupted (a: killed by signal 15)"),
-                                      "b": ("skipped", "not started: the run was interrupted")})
-    record(home, "r-killed", 400.0, {"a": ("running", "attempt 1 of 3"), "b": ("pending", "")})
-    record(home, "r-live", 500.0, {"a": ("running", "attempt 1 of 3"), "b": ("pending", "")})
-    (home / "run.lock").write_text(f"run r-live (pid {os.getpid()}, started 2026-11-29 01:00:00)\n")
+                                      "b": ("skipped", "not started: the run was interrupted")}, "interrupted")
+    record(home, "r-killed", 400.0, {"a": ("running", "attempt 1 of 3"), "b": ("pending", "")}, "running")
+    record(home, "r-live", 500.0, {"a": ("running", "attempt 1 of 3"), "b": ("pending", "")}, "running")
     (home / "runs" / "r-cut").mkdir()
     (home / "runs" / "r-cut" / "run.json").write_text('{"run": "r-cut", "tasks": {')
-    runs = listed(home, capsys)
-    assert list(runs) == ["r-live", "r-killed", "r-stopped", "r-failed", "r-ok"]
-    assert [runs[run]["state"] for run in runs] == ["running", "killed", "interrupted", "failed", "succeeded"]
+    with home_lock(home, "r-live"):
+        runs = listed(home, capsys)
+    assert list(runs) == ["r-live", "r-killed", "r-stopped", "r-failed", "r-ok", "r-old"]
+    assert [runs[run]["state"] for run in runs] == [
+        "running", "killed", "interrupted", "failed", "succeeded", "failed"]
+    assert listed(home, capsys)["r-live"]["state"] == "killed"  # the lock went with its process
     assert runs["r-ok"]["tasks"] == {"succeeded": 1, "cached": 1}
     assert main(["runs", "show", "killed", "--home", str(home)]) == 0
     out, err = capsys.readouterr()
@@ -84,8 +90,8 @@ def test_an_unknown_or_ambiguous_run_exits_2_naming_the_runs_there_are(tmp_path,
     home = tmp_path / "home"
     assert main(["runs", "show", "--home", str(home)]) == 2
     assert f"no runs in {home / 'runs'}" in capsys.readouterr().err
-    record(home, "r-1a", 100.0, {"a": ("succeeded", "")})
-    record(home, "r-2a", 200.0, {"a": ("succeeded", "")})
+    record(home, "r-1a", 100.0, {"a": ("succeeded", "")}, "succeeded")
+    record(home, "r-2a", 200.0, {"a": ("succeeded", "")}, "succeeded")
     assert main(["runs", "show", "nope", "--home", str(home)]) == 2
     assert "'nope' is no run of this home (the newest are: r-2a, r-1a)" in capsys.readouterr().err
     assert main(["runs", "show", "a", "--home", str(home)]) == 2

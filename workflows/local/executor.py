@@ -120,6 +120,7 @@ class LocalExecutor:
         self._registry_keys: list[tuple[str, dict[str, Any], str]] = []
         self.started: float | None = None
         self.finished: float | None = None
+        self.outcome = "running"  # then succeeded, failed or interrupted (`run.json`'s `state`)
         self._rebuilt: dict[str, str] = {}  # task run again in this run because a stored output changed -> why
 
     # -- scheduling ---------------------------------------------------------------------------------------------
@@ -161,6 +162,8 @@ class LocalExecutor:
                     "not started: an upstream task failed"
                 self.on_change(state)
         self.finished = time.time()
+        failed_any = any(state.status == FAILED for state in self.states.values())
+        self.outcome = "interrupted" if interrupted else "failed" if failed_any else "succeeded"
         self._write_record()
         if interrupted:
             raise KeyboardInterrupt
@@ -446,8 +449,8 @@ class LocalExecutor:
             log.write(text)
 
     def _write_record(self) -> None:
-        record = {"run": self.run_id, "workflow": self.workflow.name, "started": self.started,
-                  "finished": self.finished, "parameters": self.parameters,
+        record = {"run": self.run_id, "workflow": self.workflow.name, "state": self.outcome,
+                  "started": self.started, "finished": self.finished, "parameters": self.parameters,
                   "tasks": {name: {**asdict(state), "duration": state.duration,
                                    "outputs": {k: v.model_dump() for k, v in state.outputs.items()}}
                             for name, state in self.states.items()}}
