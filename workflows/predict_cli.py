@@ -16,9 +16,10 @@ The CSV has one row per object, in input order: `id` (the source's own identifie
 `teff_err`, `logg_err`, `feh_err` (1 sigma) or `class`, `p_<class>` per class and `period`; `domain_distance` and
 `in_domain` (False: the object is unlike the training objects and the prediction is an extrapolation, see
 `steps.models.domain`); and `problem`: empty, or why the object has no prediction (the reason it was quarantined when
-read or in preprocessing, or which inputs it lacks). An input with no object, or none that could be predicted, exits 2
-and leaves `--output` as it was (an earlier run's good CSV is not replaced by a table of failures): the reasons go to
-stderr instead. The output path is checked before any work, and the CSV replaces an existing file only once it is
+read or in preprocessing, or which inputs it lacks) or why a label was left blank (the model's answer lay beyond
+the labels it learnt from: `steps.models.label_range`). An input with no object, or none that could be predicted,
+exits 2 and leaves `--output` as it was (an earlier run's good CSV is not replaced by a table of failures): the
+reasons go to stderr instead. The output path is checked before any work, and the CSV replaces an existing file only once it is
 complete.
 """
 
@@ -64,12 +65,13 @@ def predict_command(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        check_output(args.output)
+        check_output(args.output, args.input)
         home = home_dir(args.home)
         model_dir, label = resolve_model(args.model_name, args.model, args.registry or str(home / "registry"),
                                          home / "serving")
         frame = predict(args.model_name, model_dir, args.input)
-        missing = int((frame["problem"] != "").sum())
+        unanswered = _unanswered(frame)
+        missing = int(unanswered.sum())
         if missing == len(frame):
             raise PredictError(f"--input {args.input}: none of its {len(frame)} objects could be predicted\n"
                                + _reasons(frame))
@@ -83,18 +85,34 @@ def predict_command(args: argparse.Namespace) -> int:
     from steps.models.domain import outside as flagged
 
     outside = int(flagged(frame["in_domain"]).sum())
+    blanked = int(((frame["problem"] != "") & ~unanswered).sum())
     notes = ([f"{missing} without a prediction: see the `problem` column"] if missing else []) + (
+        [f"{blanked} with a label left blank: see the `problem` column"] if blanked else []) + (
         [f"{outside} unlike the training objects: see `in_domain`"] if outside else [])
     print(f"{args.model_name} {label}: {len(frame)} objects -> {args.output}"
           + (f" ({'; '.join(notes)})" if notes else "") + f" in {time.perf_counter() - started:.1f} s")
     return 0
 
 
-def check_output(output: Path) -> None:
-    """Refuse an output path that cannot be written before any work is done: a folder, or one that cannot be
-    created or written in."""
+def _unanswered(frame):
+    """(n,) bool: the rows with no answer at all (every label blank, or no class)."""
+    if "class" in frame:
+        return (frame["class"] == "").to_numpy()
+    labels = [c for c in frame.columns if f"{c}_err" in frame.columns]
+    return frame[labels].isna().all(axis=1).to_numpy()
+
+
+def check_output(output: Path, source: Path | None = None) -> None:
+    """Refuse an output path that cannot be written before any work is done: a folder, the input file `source`
+    itself, or one that cannot be created or written in."""
     if output.is_dir():
         raise PredictError(f"--output {output}: is a folder; give the CSV file to write")
+    if source is not None and source.is_file() and output.exists() and output.samefile(source):
+        raise PredictError(f"--output {output}: is the --input file; the predictions would replace it: "
+                           "give another file")
+    blocking = next((parent for parent in reversed(output.parents) if parent.is_file()), None)
+    if blocking is not None:
+        raise PredictError(f"--output {output}: {blocking} is a file, not a folder")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -190,9 +208,10 @@ def predict(name: str, model_dir: Path, source: Path):
     outputs = _output_columns(model)
     rows: dict[str, dict[str, Any]] = {}
     usable = model.featurizer.usable(_columns(features)) if features.num_rows else []
+    blanked = model.blank_reasons({c: predicted[c].to_numpy() for c in predicted}) if features.num_rows else []
     for i, object_id in enumerate(ids):
         row = {c: predicted[c].iloc[i] if c in predicted else math.nan for c in outputs}
-        row["problem"] = "" if usable[i] else model.featurizer.describe_unusable()
+        row["problem"] = (blanked[i] or "") if usable[i] else model.featurizer.describe_unusable()
         rows[str(object_id)] = row
     for object_id, reason in quarantined.items():
         if object_id not in rows:  # a repeated record set aside while its object was kept has a prediction

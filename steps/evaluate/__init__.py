@@ -133,7 +133,7 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
     tables, spec, _ = read_split(split_dir, MODALITY[name])
     test = tables["test"]
     try:
-        predicted = model.predict_table(test)
+        predicted = model.predict_table(test, blank_beyond_labels=False)
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"{name}: the model cannot read the test split of {split_dir}: {error}") from None
     null = null_for(model, tables["train"])
@@ -143,7 +143,8 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
     metrics_null = test_metrics(model.task, outputs, test, null_predicted)
     gaia_only = gaia_bands_only(test, spec["bands"]) if name == "sed" and spec.get("bands") else None
     if gaia_only is not None:
-        metrics_model[GAIA_ONLY] = test_metrics(model.task, outputs, test, model.predict_table(gaia_only))
+        metrics_model[GAIA_ONLY] = test_metrics(model.task, outputs, test,
+                                                model.predict_table(gaia_only, blank_beyond_labels=False))
     fgk = _fgk_rows(test) if name == "spectral" else None
     if fgk is not None:
         metrics_model[FGK] = _rows_metrics(model.task, outputs, test, predicted, fgk)
@@ -152,11 +153,12 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
     if baseline_dir is not None and (model.info.get("training") or {}).get("trainer") == "keras":
         trained = train_from_split(name, split_dir, baseline_dir, trainer="baseline")
         baseline = load_model(trained)
-        baseline_predicted = baseline.predict_table(test)
+        baseline_predicted = baseline.predict_table(test, blank_beyond_labels=False)
         evaluation.baseline = test_metrics(model.task, outputs, test, baseline_predicted)
         evaluation.baseline_predictions = prediction_frame(model.task, outputs, test, baseline_predicted)
         if gaia_only is not None:
-            evaluation.baseline[GAIA_ONLY] = test_metrics(model.task, outputs, test, baseline.predict_table(gaia_only))
+            evaluation.baseline[GAIA_ONLY] = test_metrics(
+                model.task, outputs, test, baseline.predict_table(gaia_only, blank_beyond_labels=False))
         if fgk is not None:
             evaluation.baseline[FGK] = _rows_metrics(model.task, outputs, test, baseline_predicted, fgk)
         evaluation.baseline_dir = Path(trained)

@@ -30,6 +30,7 @@ from steps.models.io import FORMAT_VERSION, MODEL_JSON, SPEC_JSON, WEIGHTS, load
 from steps.models.keras import EARLIER_KINDS as EARLIER_KERAS_KINDS
 from steps.models.keras import KIND as KERAS_KINDS
 from steps.models.keras import load_keras
+from steps.models.label_range import RANGES_KEY, beyond_labels, blank_reasons
 from steps.models.linear import RidgeMoments, softmax
 
 LN10 = math.log(10.0)
@@ -82,9 +83,24 @@ class Predictor:
         """Input fields: `required` in every object, `optional` imputed when absent."""
         return dict(self.info.get("inputs", {"required": [], "optional": []}))
 
-    def predict_table(self, data: Any) -> pd.DataFrame:
-        """Predictions for a pyarrow Table or pandas DataFrame (or list of records), one row per input row."""
-        return self._predict(Columns(data))
+    @property
+    def label_ranges(self) -> dict[str, list[float]]:
+        """Per target, the [min, max] of the training labels (`steps.models.label_range`); empty for a classifier
+        or a model saved without them."""
+        return dict(self.info.get("training", {}).get(RANGES_KEY, {})) if self.task == "regression" else {}
+
+    def blank_reasons(self, outputs: Mapping[str, Any]) -> list[str | None]:
+        """Per row of this model's output columns (`predict_columns`, `predict_table`), why labels were left blank
+        (beyond the training labels), or None."""
+        if not self.label_ranges:
+            return [None] * len(next(iter(outputs.values()), []))
+        return blank_reasons(outputs, self.label_ranges, getattr(self, "transforms", {}), self.targets)
+
+    def predict_table(self, data: Any, blank_beyond_labels: bool = True) -> pd.DataFrame:
+        """Predictions for a pyarrow Table or pandas DataFrame (or list of records), one row per input row. An
+        answer beyond the training labels is flagged (`in_domain` False) and, unless `blank_beyond_labels` is False
+        (evaluation keeps it), left blank."""
+        return self._predict(Columns(data), blank_beyond_labels)
 
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Predictions for JSON-like records (lists as Python lists): one dict of plain Python values per record."""
@@ -103,16 +119,22 @@ class Predictor:
 
     def predict_columns(self, data: Any) -> dict[str, np.ndarray]:
         """The output columns (no `id`) as NumPy arrays, one row per input object: the API's path, no pandas."""
-        return self._outputs(data if isinstance(data, Columns) else Columns(data))
+        return self._guarded(data if isinstance(data, Columns) else Columns(data), blank=True)
+
+    def _guarded(self, cols: Columns, blank: bool) -> dict[str, np.ndarray]:
+        data = self._outputs(cols)
+        if self.label_ranges:
+            beyond_labels(data, self.label_ranges, getattr(self, "transforms", {}), blank)
+        return data
 
     def _outputs(self, cols: Columns) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def _predict(self, cols: Columns) -> pd.DataFrame:
+    def _predict(self, cols: Columns, blank: bool = True) -> pd.DataFrame:
         out: dict[str, Any] = {}
         if cols.has("id"):
             out["id"] = cols.raw("id")
-        out.update(self._outputs(cols))
+        out.update(self._guarded(cols, blank))
         return pd.DataFrame(out, index=pd.RangeIndex(cols.n))
 
     def __repr__(self) -> str:

@@ -179,7 +179,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             except ModelCallFailed as error:
                 return _error(500, str(error), request)
             metrics.count_objects(name, model.version, batch.n)
-            return _json(_predictions(name, model.version, outputs, batch, model.output_columns))
+            blanked = model.predictor.blank_reasons(outputs) if model.predictor.task == "regression" else None
+            return _json(_predictions(name, model.version, outputs, batch, model.output_columns, blanked))
 
         predict.__name__ = f"predict_{name}"
         predict.__doc__ = (f"Predict with the production {name} model: a batch of objects in, per object the "
@@ -232,22 +233,27 @@ async def _decode(request: Request, name: str, model: LoadedModel) -> Batch:
     return preprocessed(batch, model.inputs, model.predictor.spec) if name in CATALOGUE_MODELS else batch
 
 
-def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch,
-                 empty_columns: list[str]) -> dict[str, Any]:
-    """The response body: one object per requested object, in request order. Where the request's objects are made
-    into the model's inputs (SED photometry, FITS uploads), each has a `problem`: null, or why the model could not
-    use it (its outputs are then null). The columns are the model call's (an optional output, a light curve's
-    period, is there when its input is), or `empty_columns` when every object was left out."""
+def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch, empty_columns: list[str],
+                 blanked: list[str | None] | None = None) -> dict[str, Any]:
+    """The response body: one object per requested object, in request order. A regression model's objects each have
+    a `problem`: null, or why the model could not use the object (its outputs are then null: where the request's
+    objects are made into the model's inputs, SED photometry and FITS uploads) or why labels were left blank
+    (`blanked`, one per object the model was called on: beyond its training labels). The columns are the model
+    call's (an optional output, a light curve's period, is there when its input is), or `empty_columns` when every
+    object was left out."""
     columns = list(outputs) or empty_columns
     values = [outputs[column].tolist() for column in columns] if outputs else []
     rows = iter([dict(zip(columns, row)) for row in zip(*values)] if values else [{} for _ in range(batch.n)])
+    reasons = iter(blanked if blanked is not None and outputs else [None] * batch.n)
     if not batch.reports_problems:
         ids = batch.ids or [None] * batch.n
-        predictions = [{"id": object_id, **next(rows)} for object_id in ids]
+        predictions = [{"id": object_id, **next(rows), **({"problem": next(reasons)} if blanked is not None else {})}
+                       for object_id in ids]
     else:
         ids = batch.requested_ids or [None] * batch.requested
-        predictions = [{"id": object_id, **(dict.fromkeys(columns) if index in batch.left_out else next(rows)),
-                        "problem": batch.left_out.get(index)} for index, object_id in enumerate(ids)]
+        predictions = [{"id": object_id, **dict.fromkeys(columns), "problem": batch.left_out[index]}
+                       if index in batch.left_out else {"id": object_id, **next(rows), "problem": next(reasons)}
+                       for index, object_id in enumerate(ids)]
     return {"model": name, "version": version,
             "predictions": [{**prediction, "model": name, "version": version} for prediction in predictions]}
 
@@ -285,6 +291,7 @@ def _response_schema(model: LoadedModel | None) -> dict[str, Any]:
     if model is not None and model.predictor.task == "regression":
         for target in model.predictor.targets:
             properties[target] = properties[f"{target}_err"] = number
+        properties["problem"] = {"type": ["string", "null"]}
     elif model is not None:
         properties["class"] = {"type": ["string", "null"]}
         properties.update({f"p_{c}": number for c in model.predictor.classes})

@@ -16,16 +16,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
 from steps.models.baseline import MODALITY, MODEL_NAMES, train_baseline
 from steps.models.io import MODEL_JSON, SPEC_JSON, TRAIN_METRICS, WEIGHTS, Trained, dumps, save_npz
+from steps.models.label_range import RANGES_KEY, label_ranges
 from steps.models.keras import train_keras
 from steps.models.splits import read_split
 
 log = get_logger("train")
 
 TRAINER_CHOICES = ("auto", "baseline", "keras")
+REGRESSION_MODELS = ("spectral", "sed")
+LABELS = ("teff", "logg", "feh")
 # trainer name -> function(name, train, val, spec, seed=, epochs=) -> Trained
 TRAINERS: dict[str, Callable[..., Trained]] = {"baseline": train_baseline, "keras": train_keras}
 
@@ -58,7 +63,8 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
                      epochs: int | None = None, seed: int = 0) -> Path:
     """Train model `name` on `split_dir` and publish the model directory at `out_dir` (atomically); return it.
 
-    The model directory holds `model.json`, `spec.json` (the split's spec, copied), `train_metrics.json`,
+    The model directory holds `model.json` (with, for a regression model, the range of its training labels:
+    `steps.models.label_range`), `spec.json` (the split's spec, copied), `train_metrics.json`,
     `manifest.json` (stage `train.<name>`, the split as input, row counts), and the trainer's weights:
     `weights.npz` (a baseline's arrays; for Keras, the domain check's) and, for Keras, `model.keras` and
     `saved_model/`.
@@ -68,10 +74,14 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
     split_dir = Path(split_dir)
     synthetic = read_manifest(split_dir).synthetic
     tables, spec, spec_path = read_split(split_dir, MODALITY[name])
+    _require_labels(name, MODALITY[name], tables["train"])
     used = resolve_trainer(trainer)
     log.info("%s: training the %s model on %d rows (%d for validation)", name, used, tables["train"].num_rows,
              tables["val"].num_rows)
     trained = TRAINERS[used](name, tables["train"], tables["val"], spec, seed=seed, epochs=epochs)
+    if trained.info.get("task") == "regression":
+        training = trained.info.setdefault("training", {})
+        training[RANGES_KEY] = label_ranges(tables["train"], trained.info["targets"], training.get("teff_range"))
     parameters = {"model": name, "trainer": used, "trainer_requested": trainer, "epochs": epochs, "seed": seed}
     with ArtifactWriter(out_dir, stage=f"train.{name}", parameters=parameters, inputs={"split": split_dir},
                         synthetic=synthetic) as out:
@@ -86,6 +96,19 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
         out.count("val_rows", tables["val"].num_rows)
     _log_summary(name, trained)
     return Path(out_dir)
+
+
+def _require_labels(name: str, modality: str, train) -> None:
+    """A regression model needs labelled training rows: say so when a source gave none (not, later, that a target
+    has too few finite values)."""
+    if name not in REGRESSION_MODELS:
+        return
+    labelled = [label for label in LABELS if label in train.column_names
+                and np.isfinite(np.asarray(train.column(label).to_numpy(zero_copy_only=False), float)).sum() >= 2]
+    if not labelled:
+        raise ValueError(f"{name}: none of the {train.num_rows} training rows of {modality} has a Teff, log g or "
+                         f"[Fe/H] label: the source gives unlabelled {modality}; train on a labelled one (a library "
+                         "folder with its labels.csv, a catalogue with teff, logg and feh columns)")
 
 
 def _log_summary(name: str, trained: Trained) -> None:

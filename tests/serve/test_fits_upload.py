@@ -8,8 +8,12 @@ import pytest
 pytestmark = pytest.mark.needs_shared
 
 
-def _files(shared_dir, count: int = 2):
-    paths = sorted((shared_dir / "data" / "sdss").glob("spec-*.fits"))[:count]
+FGK_DWARFS = ("spec-4961-55719-0378.fits", "spec-7332-56683-0788.fits")  # F4 V, G8 V (the data's readme.txt)
+M1_DWARF = "spec-0618-52049-0372.fits"  # about 3,700 K: cooler than any star of the synthetic training set
+
+
+def _files(shared_dir, count: int = 2, names=FGK_DWARFS):
+    paths = [shared_dir / "data" / "sdss" / name for name in names[:count]]
     return [("file", (path.name, path.read_bytes(), "application/fits")) for path in paths]
 
 
@@ -22,6 +26,16 @@ def test_sdss_spec_files_are_predicted_with_their_ids(client, shared_dir):
     for (_, (name, _, _)), prediction in zip(files, predictions):
         assert prediction["id"] == name.removesuffix(".fits") and prediction["problem"] is None
         assert 2000 < prediction["teff"] < 60000 and prediction["teff_err"] > 0
+
+
+def test_a_teff_beyond_the_training_labels_is_null_with_its_reason(client, shared_dir):
+    response = client.post("/v1/spectral:predict", files=_files(shared_dir, 1, (M1_DWARF,)))
+    assert response.status_code == 200, response.text
+    prediction, = response.json()["predictions"]
+    assert prediction["teff"] is None and prediction["teff_err"] is None and prediction["in_domain"] is False
+    assert prediction["problem"].startswith("teff left blank: the answer lies beyond the training labels (")
+    assert "problem" in client.get("/openapi.json").json()["paths"]["/v1/spectral:predict"]["post"]["responses"][
+        "200"]["content"]["application/json"]["schema"]["properties"]["predictions"]["items"]["properties"]
 
 
 def test_a_bad_file_gets_its_problem_and_the_good_ones_their_predictions(client, shared_dir):

@@ -369,7 +369,7 @@ def test_predict_is_fast_and_deterministic(split, models):
     first = model.predict_records(rows)
     elapsed = time.perf_counter() - started
     assert len(first) == 200 and elapsed < 0.5, elapsed
-    assert model.predict_records(rows) == first
+    assert pd.DataFrame(model.predict_records(rows)).equals(pd.DataFrame(first))
 
 
 def test_predict_records_validates_inputs(models):
@@ -391,7 +391,7 @@ def test_predict_records_validates_inputs(models):
     # ... but an object with no photometry at all has nothing to predict from
     with pytest.raises(ValueError, match="record 1: none of the input fields has a value"):
         sed.predict_records([{"mag_G": 12.0}, {"id": "empty", "mag_G": None}])
-    table = sed.predict_table(pd.DataFrame({"id": ["a", "b"], "mag_G": [12.0, np.nan]}))
+    table = sed.predict_table(pd.DataFrame({"id": ["a", "b"], "mag_G": [12.0, np.nan]}), blank_beyond_labels=False)
     assert np.isfinite(table.loc[0, "teff"]) and np.isnan(table.loc[1, "teff"])
     assert spectral.predict_records([]) == []
     flux = [1.0] * length
@@ -433,3 +433,31 @@ def test_a_period_withheld_counts_as_a_miss():
     assert out["within_1pct"] == 0.25 and out["within_1pct_harmonic"] == 0.5
     assert out["median_abs_log10_ratio"] == pytest.approx(np.median(np.abs(np.log10([1.001, 2.0]))))
     assert period_metrics(truth, np.full(5, np.nan))["within_1pct"] == 0.0
+
+
+def test_answers_beyond_the_training_labels_are_flagged_and_blanked_only_where_asked():
+    import pyarrow as pa
+
+    from steps.models.label_range import allowed, beyond_labels, label_ranges
+
+    train = pa.table({"teff": [2500.0, 4000.0, 8000.0, np.nan, 30000.0], "logg": [1.0, 2.0, 5.0, 3.0, 4.0]})
+    ranges = label_ranges(train, ["teff", "logg", "feh"], teff_range=(3500, 8000))
+    assert ranges == {"teff": [4000.0, 8000.0], "logg": [1.0, 5.0]}  # no feh column: no range
+    low, high = allowed(4000.0, 8000.0, "log10")  # 10% of the span in log10 Teff on each side
+    assert low == pytest.approx(4000 / 2 ** 0.1) and high == pytest.approx(8000 * 2 ** 0.1)
+    assert allowed(1.0, 5.0, None) == pytest.approx((0.6, 5.4))
+
+    def outputs():
+        return {"teff": np.array([5000.0, 3800.0, 3000.0, np.nan]), "teff_err": np.array([50.0, 40.0, 4.0, np.nan]),
+                "logg": np.array([4.0, -1.7, 4.5, np.nan]), "logg_err": np.array([0.1, 0.05, 0.1, np.nan]),
+                "in_domain": np.array([True, True, True, None], dtype=object)}
+
+    kept = outputs()
+    found = beyond_labels(kept, ranges, {"teff": "log10"}, blank=False)
+    assert found["teff"].tolist() == [False, False, True, False]
+    assert found["logg"].tolist() == [False, True, False, False]
+    assert kept["teff"][2] == 3000.0 and kept["in_domain"].tolist() == [True, False, False, None]
+    blanked = outputs()
+    beyond_labels(blanked, ranges, {"teff": "log10"}, blank=True)
+    assert np.isnan(blanked["teff"][2]) and np.isnan(blanked["teff_err"][2]) and blanked["teff"][1] == 3800.0
+    assert np.isnan(blanked["logg"][1]) and np.isnan(blanked["logg_err"][1]) and blanked["logg"][2] == 4.5

@@ -89,3 +89,24 @@ def test_a_spec_naming_absent_feature_columns_is_refused(split, tmp_path):
     assert result.returncode == 2
     assert "mag_Z" in result.stderr
     assert not (tmp_path / "sed").exists()
+
+
+def test_unlabelled_training_rows_are_refused_saying_so(split, tmp_path):
+    """Spectra from a source without labels (an SDSS folder): the message says so, not that a target is short."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    broken = tmp_path / "split"
+    shutil.copytree(split, broken)
+    train = broken / "spectra" / "train.parquet"
+    table = pq.read_table(train)
+    for label in ("teff", "logg", "feh"):
+        table = table.set_column(table.column_names.index(label), label, pa.nulls(table.num_rows, pa.float64()))
+    pq.write_table(table, train)
+    result = train_cli("spectral", "--split", broken, "--out", tmp_path / "x", "--force-dummy")
+    assert result.returncode == 2, result.stderr
+    assert (f"spectral: none of the {table.num_rows} training rows of spectra has a Teff, log g or [Fe/H] label: "
+            "the source gives unlabelled spectra") in result.stderr
+    assert not (tmp_path / "x").exists()
