@@ -152,9 +152,53 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(closed: bool):
+    """An argparse-style type: a number within (0, 1), or [0, 1] when `closed`."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (0.0 <= value <= 1.0 if closed else 0.0 < value < 1.0):
+            raise argparse.ArgumentTypeError(f"{value:g}: must be within {'[0, 1]' if closed else '(0, 1)'}")
+        return value
+    return parse
+
+
+def _choice(*choices: str):
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(choices)}")
+        return text
+    return parse
+
+
+def check_parameters(parameters: dict[str, str]) -> str | None:
+    """The first workflow parameter (`-p NAME=VALUE`) that its stage would refuse, as a message; None when all
+    pass. Checked before the run, as the stages check them only once their task starts, after ingest and
+    preprocessing."""
+    from workflows.training_cli import at_least, seed_number
+
+    checks = {"samples": at_least(0, "objects"), "seed": seed_number, "epochs": at_least(1, "epoch"),
+              "spectrum-length": at_least(1, "pixel"), "view-length": at_least(1, "bin"),
+              "deploy-timeout": at_least(1, "second"), "test-fraction": _fraction(closed=False),
+              "val-fraction": _fraction(closed=False), "max-bad-fraction": _fraction(closed=True),
+              "trainer": _choice("auto", "baseline", "keras"), "deploy-target": _choice("helm", "local")}
+    values = {}
+    for name, check in checks.items():
+        if name in parameters:
+            try:
+                values[name] = check(parameters[name])
+            except argparse.ArgumentTypeError as error:
+                return f"-p {name}: {error}"
+    test, val = values.get("test-fraction", 0.2), values.get("val-fraction", 0.1)
+    if test + val >= 1.0:
+        return f"-p test-fraction {test:g} and val-fraction {val:g} leave no training rows (their sum must be < 1)"
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from workflows.run import run_pipeline
-    from workflows.training_cli import at_least
 
     parameters = parse_assignments(args.parameter)
     given = {"samples": args.samples, **{f"{m}-source": getattr(args, f"{m}_from") for m in MODALITIES}}
@@ -165,12 +209,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     if args.samples is not None:
         parameters["samples"] = str(args.samples)
-    elif "samples" in parameters:  # checked here: the ingest tasks would find a mistake only once the run started
-        try:
-            at_least(0, "objects")(parameters["samples"])
-        except argparse.ArgumentTypeError as error:
-            print(f"stellar run: -p samples: {error}", file=sys.stderr)
-            return 2
+    problem = check_parameters(parameters)
+    if problem:
+        print(f"stellar run: {problem}", file=sys.stderr)
+        return 2
     for modality in MODALITIES:
         folder = getattr(args, f"{modality}_from")
         if folder is not None:
@@ -281,6 +323,8 @@ def _register_by_hand(registry, name: str, model_dir: Path):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from steps.serve.server import serve
     from steps.serve.settings import ServeSettings
 
@@ -291,11 +335,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides.setdefault("registry", str(home / "registry"))
     if args.home or "STELLAR_API_CACHE_DIR" not in os.environ:
         overrides["cache_dir"] = home / "serving"
-    return serve(ServeSettings(**overrides))
+    try:
+        settings = ServeSettings(**overrides)
+    except ValidationError as error:  # a flag or a STELLAR_API_<NAME> variable out of range: name it
+        for problem in error.errors():
+            name = str(problem["loc"][0]) if problem["loc"] else "settings"
+            source = f"--{name.replace('_', '-')}" if given.get(name) is not None else f"STELLAR_API_{name.upper()}"
+            print(f"stellar serve: {source}: {problem['msg']}", file=sys.stderr)
+        return 2
+    return serve(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `stellar` console script."""
+    """Entry point of the `stellar` console script. A reader that stops early (`| head`) ends the command quietly,
+    as it ends `cat`: exit status 1 (Python's on EPIPE), no traceback."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # so that the flush at exit does not fail again
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     home = home_dir(args.home) if hasattr(args, "home") else None
     if home is not None and home.exists() and not home.is_dir():

@@ -40,7 +40,14 @@ def load_template(template: Path | None) -> dict[str, Any]:
     """The built-in WorkflowTemplate, or a rendered one from a file (checked either way)."""
     if template is None:
         return rendered_documents()[WORKFLOW_TEMPLATE_FILE]
-    doc = yaml.safe_load(template.read_text())
+    try:
+        doc = yaml.safe_load(template.read_text())
+    except OSError as error:
+        raise UnsupportedTemplate(f"--template {template}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise UnsupportedTemplate(f"--template {template}: not valid YAML: {error}") from None
+    if not isinstance(doc, dict):
+        raise UnsupportedTemplate(f"--template {template}: not a WorkflowTemplate (a YAML mapping)")
     problems = check_references(doc)
     if problems:
         raise UnsupportedTemplate(f"{template}: " + "; ".join(problems))
@@ -118,11 +125,11 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
                  template: Path | None = None, console: Console | None = None) -> int:
     """Run the pipeline; print progress, the final table and what was promoted. Returns the exit status."""
     console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-    home.mkdir(parents=True, exist_ok=True)
     if s3_endpoint:
         os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
     try:
         doc = load_template(template)
+        home.mkdir(parents=True, exist_ok=True)
         store = open_store(artifact_store or str(home / "artifacts"), s3_endpoint)
         executor = LocalExecutor(doc, ArtifactCache(store), home / "runs",
                                  {**local_parameters(home), **parameters}, parallelism)

@@ -162,13 +162,16 @@ def test_killed_run_resumes_without_rerunning_finished_tasks(tmp_path):
 
 
 def test_failing_task_is_named_with_its_log_tail(stellar, tmp_path):
-    result = stellar("run", "--home", str(tmp_path), "--samples", "20", "-p", "spectrum-length=-5")
+    folder = tmp_path / "spectra"  # a folder of one file that is not FITS: ingest quarantines all of it and fails
+    folder.mkdir()
+    (folder / "a.fits").write_text("not FITS")
+    result = stellar("run", "--home", str(tmp_path / "home"), "--samples", "20", "--spectra-from", str(folder))
     assert result.returncode == 1
-    assert "task preprocess-spectra failed" in result.stderr
-    assert "--length" in result.stderr  # the stage's own message, from the log tail
-    record = last_run(tmp_path)
-    assert record["tasks"]["preprocess-spectra"]["attempts"] == 1  # exit status 2: bad input is not retried
-    assert record["tasks"]["split-spectra"]["status"] == "skipped"
+    assert "task ingest-sdss-spectra failed" in result.stderr
+    assert "a.fits: unreadable FITS" in result.stderr  # the stage's own message, from the log tail
+    record = last_run(tmp_path / "home")
+    assert record["tasks"]["ingest-sdss-spectra"]["attempts"] == 1  # exit status 2: bad input is not retried
+    assert record["tasks"]["preprocess-spectra"]["status"] == "skipped"
 
 
 def test_unknown_parameter_is_refused_before_anything_runs(stellar, tmp_path):

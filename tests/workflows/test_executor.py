@@ -133,6 +133,23 @@ def test_retries_with_exponential_backoff_and_logs_each_attempt(tmp_path):
     assert log.count("=== attempt") == 3 and "failing on purpose" in log
 
 
+def test_a_task_not_started_says_whether_its_upstream_failed_or_the_dag_stopped(tmp_path):
+    """b fails at once while c runs for a second; e, which needs only c, is then never started, as Argo's fail-fast
+    DAG starts no task after a failure; d's upstream failed."""
+    (tmp_path / "fail-b").write_text("1")
+    doc = template(tmp_path, seconds=1.0)
+    dag = doc["spec"]["templates"][0]["dag"]["tasks"]
+    b = next(task for task in dag if task["name"] == "b")  # e runs b's template on c's output
+    dag.append({**b, "name": "e", "depends": "c", "arguments": {
+        **b["arguments"], "artifacts": [{"name": "a", "from": "{{tasks.c.outputs.artifacts.out}}"}]}})
+    result, _, _ = run(tmp_path, doc)
+    assert result.tasks["b"].status == FAILED and result.tasks["c"].status == SUCCEEDED
+    assert result.tasks["e"].status == SKIPPED and result.tasks["e"].message == (
+        "not started: b failed, and no task starts after a failure (as Argo's DAG fail-fast does); its inputs are "
+        "ready: run again to go on")
+    assert result.tasks["d"].message == "not started: an upstream task failed or did not run (b)"
+
+
 def test_real_backoff_waits(tmp_path):
     (tmp_path / "fail-a").write_text("1")
     retry = {"limit": 1, "backoff": {"duration": "1s", "factor": 2}}

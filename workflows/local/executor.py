@@ -155,11 +155,10 @@ class LocalExecutor:
         for thread in threading.enumerate():  # a signal inside `submit` can leave a worker the pool does not join
             if thread.name.startswith(prefix) and thread is not threading.current_thread():
                 thread.join()
-        for state in self.states.values():  # the pool has shut down: no stage process is left running
+        for name, state in self.states.items():  # the pool has shut down: no stage process is left running
             if state.status == PENDING:
                 state.status = SKIPPED
-                state.message = "not started: the run was interrupted" if interrupted else \
-                    "not started: an upstream task failed"
+                state.message = "not started: " + self._why_not_started(name, interrupted)
                 self.on_change(state)
         self.finished = time.time()
         failed_any = any(state.status == FAILED for state in self.states.values())
@@ -168,6 +167,17 @@ class LocalExecutor:
         if interrupted:
             raise KeyboardInterrupt
         return RunResult(self.run_id, self.run_dir, self.states, self.parameters)
+
+    def _why_not_started(self, name: str, interrupted: bool) -> str:
+        if interrupted:
+            return "the run was interrupted"
+        upstream = [up for up in self.workflow.tasks[name].depends
+                    if self.states[up].status not in (SUCCEEDED, CACHED)]
+        if upstream:
+            return f"an upstream task failed or did not run ({', '.join(sorted(upstream))})"
+        failed = sorted(other for other, state in self.states.items() if state.status == FAILED)
+        return (f"{', '.join(failed)} failed, and no task starts after a failure (as Argo's DAG fail-fast "
+                "does); its inputs are ready: run again to go on")
 
     def _ready(self, submitted: set[str]) -> list[str]:
         return [name for name, task in self.workflow.tasks.items()

@@ -1,0 +1,32 @@
+"""`stellar` as a shell user meets it: a reader that stops early, and settings out of range."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from workflows.cli import main
+
+
+def test_a_reader_that_stops_early_ends_the_command_without_a_traceback():
+    """`stellar models show ... | head`: the pipe is closed before the command writes 100 KB (a listing longer than
+    the pipe's buffer, as a long `models show` is)."""
+    read, write = os.pipe()
+    os.close(read)
+    child = ("import sys, workflows.cli as cli; cli.cmd_models = lambda args: print('x' * 100_000) or 0; "
+             "sys.exit(cli.main(['models', 'list']))")
+    try:
+        result = subprocess.run([sys.executable, "-c", child], stdout=write, stderr=subprocess.PIPE, text=True,
+                                timeout=120)
+    finally:
+        os.close(write)
+    assert result.returncode == 1 and result.stderr == ""
+
+
+def test_serve_settings_out_of_range_name_the_flag_or_the_variable(tmp_path, capsys, monkeypatch):
+    assert main(["serve", "--home", str(tmp_path), "--port", "99999"]) == 2
+    assert capsys.readouterr().err == "stellar serve: --port: Input should be less than or equal to 65535\n"
+    monkeypatch.setenv("STELLAR_API_WORKERS", "0")
+    assert main(["serve", "--home", str(tmp_path)]) == 2
+    assert "stellar serve: STELLAR_API_WORKERS: Input should be greater than or equal to 1" in capsys.readouterr().err
