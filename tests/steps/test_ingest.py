@@ -115,6 +115,8 @@ def test_photometry_colours_redden_as_stars_cool_and_vega_sets_the_zero_point():
     assert 1.5 < g_ks[-1] < 4.0                                           # an M dwarf
     sun = absolute_magnitudes(Star(5772.0, 4.438, 0.0, 1.0))
     assert 4.3 < sun[BAND_INDEX["G"]] < 5.0                               # the Sun: M_G = 4.67
+    # and BP-RP = 0.82 (Casagrande & VandenBerg 2018); box passbands alone give 0.62, bluer than any G2 V star
+    assert abs(sun[BAND_INDEX["BP"]] - sun[BAND_INDEX["RP"]] - 0.82) < 0.05
 
 
 def test_photometry_catalogue_is_magnitude_limited_with_realistic_defects():
