@@ -225,6 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from steps.ingest import sources
     from steps.ingest.__main__ import main as ingest
 
     given = Path(args.source)
@@ -239,6 +240,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"stellar ingest: --out {args.out}: is a file, not a folder", file=sys.stderr)
         return 2
     source = str(given.resolve()) if given.is_dir() else args.source
+    try:
+        sources.resolve(source, args.modality)
+    except sources.UnknownSource as error:
+        print(f"stellar ingest: --from {args.source}: {error}", file=sys.stderr)
+        return 2
     samples = args.samples or (200 if source == "synthetic" else 0)
     return ingest([args.modality, "--source", source, "--samples", str(samples), "--seed", str(args.seed),
                    "--cache", str(home_dir(args.home) / "raw-cache"), "--out", str(args.out)])
