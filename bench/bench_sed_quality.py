@@ -44,7 +44,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 
 def measure(model_dir: Path, test: pa.Table) -> dict[str, float]:
     """Robust sigma, RMSE and 68% coverage of Teff and log g on the test stars."""
-    predicted = load_model(model_dir).predict_table(test)
+    predicted = load_model(model_dir).predict_table(test, blank_beyond_labels=False)  # as evaluation measures
     out: dict[str, float] = {"n": test.num_rows}
     for label in ("teff", "logg"):
         truth = test.column(label).to_numpy(zero_copy_only=False).astype(float)

@@ -79,7 +79,7 @@ def measure(model_dir: Path, test_path: Path, predictions: dict[str, list[np.nda
     teff = table.column("teff").to_numpy(zero_copy_only=False)
     fgk = (teff >= FGK[0]) & (teff <= FGK[1])
     model = load_model(model_dir)
-    predicted = model.predict_table(table)
+    predicted = model.predict_table(table, blank_beyond_labels=False)  # as evaluation measures
     values = np.column_stack([np.asarray(predicted[label], float) for label in LABELS])
     for star, row in zip(table.column("id").to_pylist(), values):
         predictions.setdefault(star, []).append(row)
