@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -173,6 +174,10 @@ def _choice(*choices: str):
     return parse
 
 
+def _is_folder(source: str) -> bool:
+    return source.startswith("s3://") or Path(source).is_dir()
+
+
 def check_parameters(parameters: dict[str, str]) -> str | None:
     """The first workflow parameter (`-p NAME=VALUE`) that its stage would refuse, as a message; None when all
     pass. Checked before the run, as the stages check them only once their task starts, after ingest and
@@ -191,6 +196,11 @@ def check_parameters(parameters: dict[str, str]) -> str | None:
                 values[name] = check(parameters[name])
             except argparse.ArgumentTypeError as error:
                 return f"-p {name}: {error}"
+    drawn = [m for m in MODALITIES if not _is_folder(parameters.get(f"{m}-source", "synthetic"))]
+    if values.get("samples") == 0 and drawn:
+        return (f"-p samples: 0: the {', '.join(drawn)} source{'s' if len(drawn) > 1 else ''} "
+                f"({', '.join(sorted({parameters.get(f'{m}-source', 'synthetic') for m in drawn}))}) need at least "
+                "1 object; 0 means every object only for a folder to replay")
     test, val = values.get("test-fraction", 0.2), values.get("val-fraction", 0.1)
     if test + val >= 1.0:
         return f"-p test-fraction {test:g} and val-fraction {val:g} leave no training rows (their sum must be < 1)"
@@ -209,10 +219,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     if args.samples is not None:
         parameters["samples"] = str(args.samples)
-    problem = check_parameters(parameters)
-    if problem:
-        print(f"stellar run: {problem}", file=sys.stderr)
-        return 2
     for modality in MODALITIES:
         folder = getattr(args, f"{modality}_from")
         if folder is not None:
@@ -220,6 +226,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"stellar run: --{modality}-from {folder}: no such folder", file=sys.stderr)
                 return 2
             parameters[f"{modality}-source"] = str(folder.resolve())
+    problem = check_parameters(parameters)
+    if problem:
+        if args.samples is not None:
+            problem = problem.replace("-p samples:", "--samples:")
+        print(f"stellar run: {problem}", file=sys.stderr)
+        return 2
     return run_pipeline(home_dir(args.home), parameters, parallelism=args.parallelism,
                         artifact_store=args.artifact_store, s3_endpoint=args.s3_endpoint, template=args.template)
 
@@ -330,6 +342,7 @@ def _register_by_hand(registry, name: str, model_dir: Path):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from steps.serve.server import serve
     from steps.serve.settings import ServeSettings
@@ -343,6 +356,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["cache_dir"] = home / "serving"
     try:
         settings = ServeSettings(**overrides)
+    except SettingsError as error:  # a STELLAR_API_<NAME> variable that is not even parsed (a list not in JSON)
+        field = re.search(r'field "(\w+)"', str(error))
+        name = f"STELLAR_API_{field.group(1).upper()}" if field else "a STELLAR_API_ variable"
+        print(f"stellar serve: {name}: cannot be parsed ({error.__cause__ or error}); a list is written in JSON, "
+              f"e.g. {name}='[\"https://a.example\"]'", file=sys.stderr)
+        return 2
     except ValidationError as error:  # a flag or a STELLAR_API_<NAME> variable out of range: name it
         for problem in error.errors():
             name = str(problem["loc"][0]) if problem["loc"] else "settings"

@@ -17,10 +17,10 @@ The CSV has one row per object, in input order: `id` (the source's own identifie
 `in_domain` (False: the object is unlike the training objects and the prediction is an extrapolation, see
 `steps.models.domain`); and `problem`: empty, or why the object has no prediction (the reason it was quarantined when
 read or in preprocessing, or which inputs it lacks) or why a label was left blank (the model's answer lay beyond
-the labels it learnt from: `steps.models.label_range`). An input with no object, or none that could be predicted,
+the labels it learnt from: `steps.models.label_range`). An input with no object, or none that the model could read,
 exits 2 and leaves `--output` as it was (an earlier run's good CSV is not replaced by a table of failures): the
-reasons go to stderr instead. The output path is checked before any work, and the CSV replaces an existing file only once it is
-complete.
+reasons go to stderr instead. The output path is checked before any work, and the CSV replaces an existing file
+only once it is complete.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def predict_command(args: argparse.Namespace) -> int:
         model_dir, label = resolve_model(args.model_name, args.model, args.registry or str(home / "registry"),
                                          home / "serving")
         frame = predict(args.model_name, model_dir, args.input)
-        unanswered = _unanswered(frame)
+        unanswered = ~frame.attrs["answered"]
         missing = int(unanswered.sum())
         if missing == len(frame):
             raise PredictError(f"--input {args.input}: none of its {len(frame)} objects could be predicted\n"
@@ -92,14 +92,6 @@ def predict_command(args: argparse.Namespace) -> int:
     print(f"{args.model_name} {label}: {len(frame)} objects -> {args.output}"
           + (f" ({'; '.join(notes)})" if notes else "") + f" in {time.perf_counter() - started:.1f} s")
     return 0
-
-
-def _unanswered(frame):
-    """(n,) bool: the rows with no answer at all (every label blank, or no class)."""
-    if "class" in frame:
-        return (frame["class"] == "").to_numpy()
-    labels = [c for c in frame.columns if f"{c}_err" in frame.columns]
-    return frame[labels].isna().all(axis=1).to_numpy()
 
 
 def check_output(output: Path, source: Path | None = None) -> None:
@@ -187,6 +179,7 @@ def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[
 
 def predict(name: str, model_dir: Path, source: Path):
     """One row per input object: `id`, the model's outputs (ordered as documented above), `problem`."""
+    import numpy as np
     import pandas as pd
 
     from steps.models import load_model
@@ -208,11 +201,15 @@ def predict(name: str, model_dir: Path, source: Path):
     outputs = _output_columns(model)
     rows: dict[str, dict[str, Any]] = {}
     usable = model.featurizer.usable(_columns(features)) if features.num_rows else []
-    blanked = model.blank_reasons({c: predicted[c].to_numpy() for c in predicted}) if features.num_rows else []
+    blanked = (model.blank_reasons({c: predicted[c].to_numpy() for c in predicted}, usable) if features.num_rows
+               else [])
+    answered: set[str] = set()
     for i, object_id in enumerate(ids):
         row = {c: predicted[c].iloc[i] if c in predicted else math.nan for c in outputs}
         row["problem"] = (blanked[i] or "") if usable[i] else model.featurizer.describe_unusable()
         rows[str(object_id)] = row
+        if usable[i]:
+            answered.add(str(object_id))
     for object_id, reason in quarantined.items():
         if object_id not in rows:  # a repeated record set aside while its object was kept has a prediction
             rows[object_id] = {**{c: math.nan for c in outputs}, "problem": f"quarantined: {reason}"}
@@ -221,6 +218,7 @@ def predict(name: str, model_dir: Path, source: Path):
         raise PredictError(f"--input {source}: nothing to predict: no {OBJECTS[name]} in it (no file in a format "
                            f"the {MODALITY[name]} readers know, or an empty table)")
     frame = pd.DataFrame([{"id": i, **rows[i]} for i in ordered], columns=["id", *outputs, "problem"])
+    frame.attrs["answered"] = np.array([i in answered for i in ordered], bool)  # read by the model, blank or not
     if "class" in frame:
         frame["class"] = frame["class"].where(frame["class"].notna(), "")
     return frame

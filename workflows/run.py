@@ -23,7 +23,7 @@ from steps.core.storage import open_store
 from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.display import Progress, task_table
 from workflows.local.executor import LocalExecutor, RunResult
-from workflows.local.template import UnsupportedTemplate
+from workflows.local.template import UnsupportedTemplate, load_workflow
 from workflows.render import rendered_documents, WORKFLOW_TEMPLATE_FILE
 from workflows.validate import check_references
 
@@ -44,6 +44,9 @@ def load_template(template: Path | None) -> dict[str, Any]:
         doc = yaml.safe_load(template.read_text())
     except OSError as error:
         raise UnsupportedTemplate(f"--template {template}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UnsupportedTemplate(f"--template {template}: not UTF-8 text ({error.reason} at byte "
+                                  f"{error.start})") from None
     except yaml.YAMLError as error:
         raise UnsupportedTemplate(f"--template {template}: not valid YAML: {error}") from None
     if not isinstance(doc, dict):
@@ -51,6 +54,11 @@ def load_template(template: Path | None) -> dict[str, Any]:
     problems = check_references(doc)
     if problems:
         raise UnsupportedTemplate(f"{template}: " + "; ".join(problems))
+    try:
+        load_workflow(doc)
+    except (TypeError, AttributeError, KeyError) as error:  # a YAML mapping of another shape than Argo's
+        raise UnsupportedTemplate(f"--template {template}: not a WorkflowTemplate the local executor can read "
+                                  f"({type(error).__name__}: {error})") from None
     return doc
 
 
@@ -136,6 +144,7 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
     except (UnsupportedTemplate, ValueError, OSError) as error:
         console.print(f"[bold red]stellar run:[/] {escape(str(error))}")
         return 2
+
     try:
         with home_lock(home, executor.run_id):
             console.print(f"run {executor.run_id}: {len(executor.states)} tasks, parallelism "

@@ -26,16 +26,22 @@ RANGES_KEY = "label_ranges"  # in model.json's `training`
 
 def label_ranges(train: Any, targets: Sequence[str],
                  teff_range: Sequence[float] | None = None) -> dict[str, list[float]]:
-    """Per target, [min, max] of the finite labels of the training table `train` (a pyarrow Table); Teff within
-    `teff_range` where the model keeps to one. A target with no finite label gets no range."""
+    """Per target, [min, max] of the finite labels of the training table `train` (a pyarrow Table): of the rows
+    with Teff within `teff_range` where the model learns from those alone. A target with no finite label gets no
+    range."""
+    def column(name: str) -> np.ndarray:
+        return np.asarray(train.column(name).to_numpy(zero_copy_only=False), np.float64)
+
+    rows = np.ones(train.num_rows, bool)
+    if teff_range is not None and "teff" in train.column_names:
+        with np.errstate(invalid="ignore"):
+            rows = (column("teff") >= teff_range[0]) & (column("teff") <= teff_range[1])
     ranges: dict[str, list[float]] = {}
     for target in targets:
         if target not in train.column_names:
             continue
-        values = np.asarray(train.column(target).to_numpy(zero_copy_only=False), np.float64)
+        values = column(target)[rows]
         values = values[np.isfinite(values)]
-        if target == "teff" and teff_range is not None:
-            values = values[(values >= teff_range[0]) & (values <= teff_range[1])]
         if values.size:
             ranges[target] = [float(values.min()), float(values.max())]
     return ranges
@@ -83,10 +89,13 @@ def beyond_labels(data: dict[str, np.ndarray], ranges: Mapping[str, Sequence[flo
 
 
 def blank_reasons(data: Mapping[str, Any], ranges: Mapping[str, Sequence[float]], transforms: Mapping[str, str],
-                  targets: Sequence[str]) -> list[str | None]:
+                  targets: Sequence[str], answered: np.ndarray | None = None) -> list[str | None]:
     """Per row of the output columns `data`, why labels were left blank (`describe`, joined), or None: a label of a
-    row the model answered (a finite `domain_distance`) is blank only for that reason."""
-    answered = np.isfinite(np.asarray(data.get("domain_distance", []), np.float64))
+    row the model answered (`answered`, by default the rows with a finite `domain_distance`) is blank only for
+    that reason."""
+    if answered is None:
+        answered = np.isfinite(np.asarray(data.get("domain_distance", []), np.float64))
+    answered = np.asarray(answered, bool)
     blank = {t: np.isnan(np.asarray(data[t], np.float64)) & answered for t in targets if t in ranges and t in data}
     reasons: list[str | None] = [None] * len(answered)
     for row in np.flatnonzero(np.logical_or.reduce(list(blank.values()))) if blank else []:

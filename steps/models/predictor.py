@@ -89,12 +89,13 @@ class Predictor:
         or a model saved without them."""
         return dict(self.info.get("training", {}).get(RANGES_KEY, {})) if self.task == "regression" else {}
 
-    def blank_reasons(self, outputs: Mapping[str, Any]) -> list[str | None]:
+    def blank_reasons(self, outputs: Mapping[str, Any], answered: np.ndarray | None = None) -> list[str | None]:
         """Per row of this model's output columns (`predict_columns`, `predict_table`), why labels were left blank
-        (beyond the training labels), or None."""
+        (beyond the training labels), or None; `answered`: the rows the model could read (default: those with a
+        finite `domain_distance`)."""
         if not self.label_ranges:
             return [None] * len(next(iter(outputs.values()), []))
-        return blank_reasons(outputs, self.label_ranges, getattr(self, "transforms", {}), self.targets)
+        return blank_reasons(outputs, self.label_ranges, getattr(self, "transforms", {}), self.targets, answered)
 
     def predict_table(self, data: Any, blank_beyond_labels: bool = True) -> pd.DataFrame:
         """Predictions for a pyarrow Table or pandas DataFrame (or list of records), one row per input row. An

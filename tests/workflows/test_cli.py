@@ -30,3 +30,10 @@ def test_serve_settings_out_of_range_name_the_flag_or_the_variable(tmp_path, cap
     monkeypatch.setenv("STELLAR_API_WORKERS", "0")
     assert main(["serve", "--home", str(tmp_path)]) == 2
     assert "stellar serve: STELLAR_API_WORKERS: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+def test_a_serve_variable_that_cannot_be_parsed_is_named_with_the_form_it_takes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STELLAR_API_CORS_ORIGINS", "https://a.example")  # a list, not written in JSON
+    assert main(["serve", "--home", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stellar serve: STELLAR_API_CORS_ORIGINS: cannot be parsed") and "in JSON" in err

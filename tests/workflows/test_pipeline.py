@@ -163,6 +163,10 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
     spectrum = tmp_path / "spec.fits"
     spectrum.write_bytes(b"SIMPLE")
     home = ["--home", str(tmp_path / "home")]
+    binary, shapeless = tmp_path / "binary.yaml", tmp_path / "shapeless.yaml"
+    binary.write_bytes(b"\xff\xfe")
+    shapeless.write_text("kind: WorkflowTemplate\n"
+                         "spec: {entrypoint: main, templates: [{name: main, dag: {tasks: 5}}]}\n")
     for argv, message in (
             (["run", "--home", str(a_file)], f"--home {a_file}: is a file, not a folder"),
             (["models", "list", "--home", str(a_file)], f"--home {a_file}: is a file, not a folder"),
@@ -173,9 +177,16 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
              "-p test-fraction 0.5 and val-fraction 0.5 leave no training rows (their sum must be < 1)"),
             (["run", *home, "-p", "trainer=gpu"], "-p trainer: 'gpu': choose one of auto, baseline, keras"),
             (["run", *home, "-p", "seed=x"], "-p seed: 'x' is not a whole number"),
+            (["run", *home, "-p", "samples=0"], "-p samples: 0: the spectra, photometry, lightcurves sources "
+                                                "(synthetic) need at least 1 object"),
+            (["run", *home, "--samples", "0", "--photometry-from", str(tmp_path), "--lightcurves-from",
+              str(tmp_path)], "--samples: 0: the spectra source (synthetic) need at least 1 object"),
             (["run", *home, "--template", str(tmp_path / "none.yaml")],
              f"--template {tmp_path / 'none.yaml'}: No such file or directory"),
             (["run", *home, "--template", str(spectrum)], f"--template {spectrum}: not a WorkflowTemplate"),
+            (["run", *home, "--template", str(binary)], f"--template {binary}: not UTF-8 text"),
+            (["run", *home, "--template", str(shapeless)],
+             f"--template {shapeless}: not a WorkflowTemplate the local executor can read"),
             (["run", *home, "--samples", "50", "-p", "samples=60"], "--samples and -p samples both set samples"),
             (["run", *home, "--spectra-from", str(tmp_path), "-p", "spectra-source=sdss"],
              "--spectra-from and -p spectra-source both set spectra-source; give one"),
@@ -201,7 +212,7 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
             main(argv)
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "spec.fits"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "binary.yaml", "shapeless.yaml", "spec.fits"]
 
 def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
     from steps.core.registry import ModelRegistry

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import re
 from pathlib import Path
 
 import numpy as np
@@ -399,10 +398,16 @@ def test_an_answer_beyond_the_training_labels_is_left_blank_with_the_reason(pipe
 
     csv = tmp_path / "odd.csv"
     assert stellar_predict("sed", "--input", str(path), "--output", str(csv), "--model", str(model_dir)) == 0
-    summary = capsys.readouterr().out  # Teff at least is beyond: the row keeps any label that is not
-    assert re.search(r"\(1 (without a prediction|with a label left blank): see the `problem` column; "
-                     r"1 unlike the training objects", summary), summary
+    summary = capsys.readouterr().out  # answered, even with every label beyond: not "without a prediction"
+    assert "(1 with a label left blank: see the `problem` column; 1 unlike the training objects" in summary
     frame = pd.read_csv(csv, keep_default_na=False, na_values=[""])
     assert np.isnan(frame["teff"][0]) and np.isnan(frame["teff_err"][0]) and not frame["in_domain"][0]
     assert frame["problem"][0].startswith("teff left blank: the answer lies beyond the training labels (")
     assert frame["teff"][1:].notna().all() and frame["problem"][1:].isna().all()
+
+    every = tmp_path / "every.parquet"  # every row answered beyond its labels: still a CSV of them, exit 0
+    pq.write_table(pa.Table.from_pandas(rows.iloc[[0, 0]].assign(id=["x", "y"]), preserve_index=False), every)
+    out = tmp_path / "every.csv"
+    assert stellar_predict("sed", "--input", str(every), "--output", str(out), "--model", str(model_dir)) == 0
+    assert "(2 with a label left blank" in capsys.readouterr().out
+    assert pd.read_csv(out)["problem"].str.startswith("teff left blank").all()
