@@ -182,13 +182,14 @@ def check_parameters(parameters: dict[str, str]) -> str | None:
     """The first workflow parameter (`-p NAME=VALUE`) that its stage would refuse, as a message; None when all
     pass. Checked before the run, as the stages check them only once their task starts, after ingest and
     preprocessing."""
+    from steps.train import TRAINER_CHOICES
     from workflows.training_cli import at_least, seed_number
 
     checks = {"samples": at_least(0, "objects"), "seed": seed_number, "epochs": at_least(1, "epoch"),
               "spectrum-length": at_least(1, "pixel"), "view-length": at_least(1, "bin"),
               "deploy-timeout": at_least(1, "second"), "test-fraction": _fraction(closed=False),
               "val-fraction": _fraction(closed=False), "max-bad-fraction": _fraction(closed=True),
-              "trainer": _choice("auto", "baseline", "keras"), "deploy-target": _choice("helm", "local")}
+              "trainer": _choice(*TRAINER_CHOICES), "deploy-target": _choice("helm", "local")}
     values = {}
     for name, check in checks.items():
         if name in parameters:

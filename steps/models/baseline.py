@@ -38,7 +38,8 @@ from steps.models.io import FORMAT_VERSION, Trained
 from steps.models.linear import (RidgeFit, RidgeMoments, balanced_weights, fit_softmax, ridge, robust_outliers,
                                  softmax)
 from steps.models.metrics import MAD_TO_SIGMA, regression_metrics
-from steps.models.predictor import ClassifierPredictor, RegressionPredictor, forward_transform
+from steps.models.predictor import ClassifierPredictor, RegressionPredictor
+from steps.models.transforms import forward_transform
 from steps.models.splits import classified_rows, classifier_fit_metrics
 
 MODEL_NAMES = ("spectral", "lightcurve", "sed")

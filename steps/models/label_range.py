@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from steps.models.transforms import forward_transform, inverse_transform
+
 LABEL_MARGIN = 0.1  # of the training labels' span, in the fitted space, that an answer may lie beyond it
 RANGES_KEY = "label_ranges"  # in model.json's `training`
 
@@ -47,20 +49,13 @@ def label_ranges(train: Any, targets: Sequence[str],
     return ranges
 
 
-def _fitted(values: np.ndarray, transform: str | None) -> np.ndarray:
-    if transform != "log10":
-        return values
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), -np.inf)
-
-
 def allowed(low: float, high: float, transform: str | None) -> tuple[float, float]:
     """The answers a target's range [low, high] admits: widened by `LABEL_MARGIN` of its span in the fitted space,
     returned in the target's own units."""
-    a, b = _fitted(np.array([low, high]), transform)
+    a, b = forward_transform(transform, np.array([low, high]))
     margin = LABEL_MARGIN * (b - a)
-    bounds = np.array([a - margin, b + margin])
-    return tuple(float(v) for v in (10.0 ** bounds if transform == "log10" else bounds))
+    bounds, _ = inverse_transform(transform, np.array([a - margin, b + margin]), np.zeros(2))
+    return float(bounds[0]), float(bounds[1])
 
 
 def beyond_labels(data: dict[str, np.ndarray], ranges: Mapping[str, Sequence[float]],

@@ -20,7 +20,7 @@ import numpy as np
 
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
-from steps.models.baseline import MODALITY, MODEL_NAMES, train_baseline
+from steps.models.baseline import DEFAULT_LABELS, MODALITY, MODEL_NAMES, train_baseline
 from steps.models.io import MODEL_JSON, SPEC_JSON, TRAIN_METRICS, WEIGHTS, Trained, dumps, save_npz
 from steps.models.label_range import RANGES_KEY, label_ranges
 from steps.models.keras import train_keras
@@ -30,7 +30,6 @@ log = get_logger("train")
 
 TRAINER_CHOICES = ("auto", "baseline", "keras")
 REGRESSION_MODELS = ("spectral", "sed")
-LABELS = ("teff", "logg", "feh")
 # trainer name -> function(name, train, val, spec, seed=, epochs=) -> Trained
 TRAINERS: dict[str, Callable[..., Trained]] = {"baseline": train_baseline, "keras": train_keras}
 
@@ -103,7 +102,7 @@ def _require_labels(name: str, modality: str, train) -> None:
     has too few finite values)."""
     if name not in REGRESSION_MODELS:
         return
-    labelled = [label for label in LABELS if label in train.column_names
+    labelled = [label for label in DEFAULT_LABELS if label in train.column_names
                 and np.isfinite(np.asarray(train.column(label).to_numpy(zero_copy_only=False), float)).sum() >= 2]
     if not labelled:
         raise ValueError(f"{name}: none of the {train.num_rows} training rows of {modality} has a Teff, log g or "

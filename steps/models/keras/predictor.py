@@ -25,7 +25,8 @@ from steps.models.domain import Domain, blank
 from steps.models.io import KERAS_MODEL, SAVED_MODEL, WEIGHTS, load_npz
 from steps.models.keras.calibration import member_moments, softmax
 from steps.models.keras.encoders import Encoder
-from steps.models.predictor import Predictor, inverse_transform
+from steps.models.predictor import Predictor
+from steps.models.transforms import inverse_transform
 
 Graph = Callable[[dict[str, np.ndarray]], Any]
 CHUNK = 2048  # rows per graph call: bounds memory for large batches

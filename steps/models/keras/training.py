@@ -101,7 +101,7 @@ from steps.models.keras.networks import (  # noqa: E402
 from steps.models.keras.predictor import KerasClassifierPredictor, KerasRegressionPredictor  # noqa: E402
 from steps.models.linear import balanced_weights  # noqa: E402
 from steps.models.metrics import regression_metrics  # noqa: E402
-from steps.models.predictor import forward_transform  # noqa: E402
+from steps.models.transforms import forward_transform  # noqa: E402
 from steps.models.splits import classified_rows, classifier_fit_metrics  # noqa: E402
 
 APERIODIC_CLASSES = ("quiet", "constant", "non_variable")
