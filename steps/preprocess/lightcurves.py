@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +50,7 @@ from scipy.ndimage import median_filter
 from scipy.signal import find_peaks
 from scipy.stats import skew
 
+from steps.core.processes import worker_pool
 from steps.core.quarantine import Quarantine
 from steps.ingest.schemas import (KEPLER_BAND, KEPLER_BENIGN_QUALITY_BITS, LIGHTCURVE_CLASSES,
                                   LIGHTCURVE_LABELS_SCHEMA)
@@ -657,7 +657,7 @@ def preprocess_lightcurves(raw: RawArtifact, global_length: int = DEFAULT_GLOBAL
                     band_codes, [band_names] * data.num_rows, [global_length] * data.num_rows,
                     [local_length] * data.num_rows))
     if workers > 1 and len(rows) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             results = list(pool.map(_process_row, rows, chunksize=max(1, len(rows) // (4 * workers))))
     else:
         results = [_process_row(row) for row in rows]

@@ -11,24 +11,22 @@ stage's process group with SIGTERM when it is not, and ends as COMMAND ends (its
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 
-PR_SET_PDEATHSIG = 1
+from steps.core.processes import stop_with_parent
+
 EXIT_EXECUTOR_GONE = 128 + signal.SIGTERM
 POLL_SECONDS = 1.0
 
 
 def tie_to_parent(executor_pid: int) -> bool:
     """Ask for SIGTERM when the parent ends; False when the executor has already ended."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            print(f"launch: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}; the stage is not "
-                  f"stopped if the run is killed", file=sys.stderr)
+    failure = stop_with_parent()
+    if failure:
+        print(f"launch: {failure}; the stage is not stopped if the run is killed", file=sys.stderr)
     return os.getppid() == executor_pid
 
 
