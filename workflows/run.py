@@ -19,7 +19,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from steps.core.storage import open_store
+from steps.core.storage import ObjectStore, StoreUnusable, open_store
 from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.display import Progress, task_table
 from workflows.local.executor import LocalExecutor, RunResult
@@ -28,12 +28,26 @@ from workflows.render import rendered_documents, WORKFLOW_TEMPLATE_FILE
 from workflows.validate import check_references
 
 LOG_TAIL_LINES = 30
+STORE_PARAMETERS = ("registry", "raw-cache")  # parameters naming a store that outlives the run
 
 
 def local_parameters(home: Path) -> dict[str, str]:
     """Where a local run keeps what outlives it (the registry and the raw-archive cache, under the home), and that
     its deploy task points the local API at the new versions rather than upgrading a Helm release."""
     return {"registry": str(home / "registry"), "raw-cache": str(home / "raw-cache"), "deploy-target": "local"}
+
+
+def usable_store(option: str, uri: str, s3_endpoint: str | None) -> ObjectStore:
+    """The store at `uri`, checked before the run starts (`ObjectStore.probe`): a misconfigured store is one line
+    naming the `option` that gave it ("--artifact-store ", "-p registry="), not a failed task per stage."""
+    try:
+        store = open_store(uri, s3_endpoint)
+        store.probe()
+    except StoreUnusable as error:
+        raise ValueError(f"{option}{uri}: {error}") from None
+    except ValueError as error:  # the URI itself is wrong, and the message names it
+        raise ValueError(f"{option.rstrip(' =')}: {error}") from None
+    return store
 
 
 def load_template(template: Path | None) -> dict[str, Any]:
@@ -137,8 +151,11 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
         os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
     try:
         doc = load_template(template)
+        for name in STORE_PARAMETERS:
+            if str(parameters.get(name, "")).startswith("s3://"):
+                usable_store(f"-p {name}=", parameters[name], s3_endpoint)
+        store = usable_store("--artifact-store ", artifact_store or str(home / "artifacts"), s3_endpoint)
         home.mkdir(parents=True, exist_ok=True)
-        store = open_store(artifact_store or str(home / "artifacts"), s3_endpoint)
         executor = LocalExecutor(doc, ArtifactCache(store), home / "runs",
                                  {**local_parameters(home), **parameters}, parallelism)
     except (UnsupportedTemplate, ValueError, OSError) as error:
@@ -234,5 +251,6 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
     home = Path(result.parameters["registry"]).parent
     print("\nQuery them:")
     print(f"  stellar models list --home {home}")
-    print(f"  stellar serve --home {home}    # then: curl -s localhost:8000/v1/models")
+    if any(model["version"] for model in record["models"].values()):  # else there is nothing to serve yet
+        print(f"  stellar serve --home {home}    # then: curl -s localhost:8000/v1/models")
     return 0

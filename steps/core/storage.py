@@ -22,6 +22,11 @@ from urllib.parse import urlparse
 from steps.core.artifacts import listing_hash
 
 
+class StoreUnusable(ValueError):
+    """A store that cannot be used as configured (no such bucket, no credentials, a file where a folder goes); the
+    message says why, without the store's URI, which the caller names with the option that gave it."""
+
+
 class PreconditionFailed(Exception):
     """A conditional write lost: the object exists (create) or changed since it was read (swap)."""
 
@@ -57,6 +62,10 @@ class ObjectStore:
 
     def list(self, prefix: str) -> list[str]:
         """Every key under `prefix`, sorted."""
+        raise NotImplementedError
+
+    def probe(self) -> None:
+        """Check, before any work, that the store can be used; raise StoreUnusable saying why not."""
         raise NotImplementedError
 
     def exists(self, key: str) -> bool:
@@ -97,6 +106,16 @@ class LocalStore(ObjectStore):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
+
+    def probe(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreUnusable("a file, not a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnusable(f"cannot create the folder: {error.strerror or error}") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StoreUnusable("the folder is not writable")
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -194,11 +213,37 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
-        self.client = client or boto3.client("s3", endpoint_url=endpoint_url)
+        try:
+            self.client = client or boto3.client("s3", endpoint_url=endpoint_url)
+        except ValueError:  # botocore's "Invalid endpoint"
+            raise StoreUnusable(f"the S3 endpoint {endpoint_url!r} is not a URL (such as http://HOST:9000)") from None
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def probe(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+        endpoint = self.client.meta.endpoint_url
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except NoCredentialsError:
+            raise StoreUnusable("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+                                ) from None
+        except EndpointConnectionError:
+            raise StoreUnusable(f"cannot connect to the S3 endpoint {endpoint}") from None
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchBucket"):
+                raise StoreUnusable(f"no bucket {self.bucket!r} at {endpoint} (or that endpoint is not an S3 server)"
+                                    ) from None
+            if code in ("403", "AccessDenied"):
+                raise StoreUnusable(f"access to bucket {self.bucket!r} at {endpoint} denied: check the credentials"
+                                    ) from None
+            raise StoreUnusable(f"{endpoint} answered {code or 'an error'} for bucket {self.bucket!r}") from None
+        except BotoCoreError as error:
+            raise StoreUnusable(f"S3 at {endpoint}: {error}") from None
 
     def get(self, key: str) -> Blob | None:
         try:

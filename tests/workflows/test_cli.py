@@ -1,8 +1,9 @@
-"""`stellar` as a shell user meets it: a reader that stops early, and settings out of range."""
+"""`stellar` as a shell user meets it: a reader that stops early, settings out of range, a store that cannot be used."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -37,3 +38,33 @@ def test_a_serve_variable_that_cannot_be_parsed_is_named_with_the_form_it_takes(
     assert main(["serve", "--home", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("stellar serve: STELLAR_API_CORS_ORIGINS: cannot be parsed") and "in JSON" in err
+
+
+def test_a_store_that_cannot_be_used_is_one_line_before_the_run(tmp_path, capsys, s3_server, s3_bucket):
+    """A missing bucket, an endpoint nothing answers on, a URL that is none, a file for a folder: each is named with
+    its option before any task runs (they used to fail every ingest task with botocore's text), and no home is
+    made for it."""
+    home = tmp_path / "home"
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    nothing_there = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    (tmp_path / "a-file").touch()
+    cases = [
+        (["--artifact-store", "s3://no-such-bucket/p", "--s3-endpoint", s3_server],
+         f"--artifact-store s3://no-such-bucket/p: no bucket 'no-such-bucket' at {s3_server}"),
+        (["--artifact-store", f"s3://{s3_bucket}/p", "--s3-endpoint", nothing_there],
+         f"--artifact-store s3://{s3_bucket}/p: cannot connect to the S3 endpoint {nothing_there}"),
+        (["--artifact-store", f"s3://{s3_bucket}/p", "--s3-endpoint", "notaurl"],
+         "the S3 endpoint 'notaurl' is not a URL"),
+        (["--artifact-store", str(tmp_path / "a-file")],
+         f"--artifact-store {tmp_path / 'a-file'}: a file, not a folder"),
+        (["--s3-endpoint", s3_server, "-p", "registry=s3://no-such-bucket/registry"],
+         "-p registry=s3://no-such-bucket/registry: no bucket 'no-such-bucket'"),
+    ]
+    for options, message in cases:
+        assert main(["run", "--home", str(home), *options]) == 2, options
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert not home.exists()
+
