@@ -270,7 +270,7 @@ def _registry(args: argparse.Namespace):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from steps.core.registry import PRODUCTION, RegistryError
+    from steps.core.registry import PRODUCTION, NothingToRollBack, RegistryError
 
     try:
         registry = _registry(args)
@@ -279,7 +279,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(summary, indent=2))
             elif not summary:
-                print(f"no models in {registry.store.uri}")
+                root = getattr(registry.store, "root", None)  # a folder (not S3): say when it is not there at all
+                missing = root is not None and not root.is_dir()
+                print(f"no models in {registry.store.uri}" + (" (no such folder: is --home right?)" if missing else ""))
             else:
                 for model in summary:
                     aliases = ", ".join(f"{alias}={version}" for alias, version in sorted(model["aliases"].items()))
@@ -305,7 +307,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                       f"(stellar models show {args.name}@{record.version})")
         elif args.models_command == "rollback":
             version = registry.rollback(args.name)
-            print(f"{args.name}: production rolled back to {version}")
+            print(f"{args.name}: production rolled back to " + (version or f"(none): no version of {args.name} is "
+                                                                          "served until one is promoted"))
+    except NothingToRollBack as error:  # a sound request the registry's state refuses
+        print(f"stellar models: {error}", file=sys.stderr)
+        return 1
     except (RegistryError, ValueError) as error:
         print(f"stellar models: {error}", file=sys.stderr)
         return 2
@@ -345,7 +351,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from steps.serve.server import serve
+    from steps.serve.server import listen_problem, serve
     from steps.serve.settings import ServeSettings
 
     home = home_dir(args.home)
@@ -369,6 +375,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             source = f"--{name.replace('_', '-')}" if given.get(name) is not None else f"STELLAR_API_{name.upper()}"
             print(f"stellar serve: {source}: {problem['msg']}", file=sys.stderr)
         return 2
+    problem = listen_problem(settings.host, settings.port)
+    if problem:
+        source = "--port" if args.port is not None else "STELLAR_API_PORT" if "STELLAR_API_PORT" in os.environ else ""
+        print(f"stellar serve: {source + ': ' if source else ''}{problem}", file=sys.stderr)
+        return 1
+    registry = Path(settings.registry)
+    if "://" not in settings.registry and not registry.is_dir():
+        print(f"stellar serve: note: no registry at {registry} yet (no such folder; is --home right?); /readyz "
+              "answers 503 until a version of each model is promoted there", file=sys.stderr)
     return serve(settings)
 
 

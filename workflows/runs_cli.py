@@ -137,7 +137,7 @@ def _print_list(records: list[RunRecord], home: Path, as_json: bool) -> None:
         print(json.dumps([record.summary() for record in records], indent=2))
         return
     if not records:
-        print(f"no runs in {home / 'runs'}")
+        print(f"no runs in {home / 'runs'}" + ("" if home.is_dir() else " (no such folder: is --home right?)"))
         return
     from rich.console import Console
     from rich.table import Table

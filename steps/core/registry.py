@@ -47,6 +47,10 @@ class RegistryError(LookupError):
     """A name, version or alias that the registry does not hold, or an alias change that lost a race."""
 
 
+class NothingToRollBack(RegistryError):
+    """A rollback of an alias that no earlier change is left to undo: the request is sound, the state refuses it."""
+
+
 class RolledBack(RegistryError):
     """An automatic promotion of a version that someone rolled the alias back from."""
 
@@ -81,11 +85,12 @@ class Evaluation(BaseModel):
 
 
 class AliasState(BaseModel):
-    """Every alias of one model, per alias the versions it pointed to before (newest last), and the versions a
-    rollback moved it away from (a person's decision, which an automatic promotion does not undo)."""
+    """Every alias of one model, per alias the versions it pointed to before (newest last; None where it was unset),
+    and the versions a rollback moved it away from (a person's decision, which an automatic promotion does not
+    undo)."""
 
     aliases: dict[str, str] = Field(default_factory=dict)
-    history: dict[str, list[str]] = Field(default_factory=dict)
+    history: dict[str, list[str | None]] = Field(default_factory=dict)
     rolled_back: dict[str, list[str]] = Field(default_factory=dict)
 
 
@@ -298,8 +303,7 @@ class ModelRegistry:
             if automatic and version in state.rolled_back.get(alias, []):
                 raise RolledBack(f"version {version} was rolled back from {alias} by hand; promote it by hand to "
                                  f"serve it again (stellar models promote {name} {version})")
-            if previous is not None:
-                state.history.setdefault(alias, []).append(previous)
+            state.history.setdefault(alias, []).append(previous)
             state.aliases[alias] = version
             if version in state.rolled_back.get(alias, []):
                 state.rolled_back[alias].remove(version)
@@ -310,9 +314,10 @@ class ModelRegistry:
                 time.sleep(min(0.01 * 2 ** attempt, 0.2))
         raise RegistryError(f"{name}:{alias}: gave up after {_SWAP_ATTEMPTS} concurrent changes")
 
-    def rollback(self, name: str, alias: str = PRODUCTION) -> str:
-        """Move `alias` back to the version it pointed to before; return that version. The version it leaves is
-        recorded as rolled back (`AliasState.rolled_back`) until someone points the alias at it again."""
+    def rollback(self, name: str, alias: str = PRODUCTION) -> str | None:
+        """Move `alias` back to the version it pointed to before; return that version (None: the alias was unset
+        before, and is unset again, so a first promotion can be undone). The version it leaves is recorded as rolled
+        back (`AliasState.rolled_back`) until someone points the alias at it again."""
         _check("model name", name)
         _check("alias", alias)
         key = f"{name}/aliases.json"
@@ -320,17 +325,26 @@ class ModelRegistry:
             blob = self.store.get(key)
             state = AliasState.model_validate_json(blob.data) if blob else AliasState()
             history = state.history.get(alias, [])
+            if alias not in state.aliases:
+                if not self._numbers(name):
+                    raise self._missing(name, "")  # no such model: the error names the models there are
+                raise NothingToRollBack(f"{name} has no {alias} version: nothing to roll back (to serve a version: "
+                                        f"stellar models promote {name} VERSION)")
             if not history:
-                raise self._missing(name, f"{name}:{alias} has pointed at no other version before, so there is no "
-                                          f"earlier version to roll back to (to serve another version: stellar "
-                                          f"models promote {name} VERSION)")
+                raise NothingToRollBack(f"{name}:{alias} is version {state.aliases[alias]}, and no earlier change of "
+                                        f"it is left to undo (to serve another version: stellar models promote "
+                                        f"{name} VERSION)")
             withdrawn = state.aliases[alias]
             if withdrawn not in state.rolled_back.setdefault(alias, []):
                 state.rolled_back[alias].append(withdrawn)
-            state.aliases[alias] = history.pop()
+            restored = history.pop()
+            if restored is None:
+                del state.aliases[alias]
+            else:
+                state.aliases[alias] = restored
             try:
                 self.store.put_if_match(key, state.model_dump_json(indent=2).encode(), blob.etag)
-                return state.aliases[alias]
+                return restored
             except PreconditionFailed:
                 time.sleep(min(0.01 * 2 ** attempt, 0.2))
         raise RegistryError(f"{name}:{alias}: gave up after {_SWAP_ATTEMPTS} concurrent changes")

@@ -72,6 +72,11 @@ class ApiMetrics:
             self.swaps.labels(model).inc()
         self.model_info.labels(model, version, kind).set(1)
 
+    def withdrawn(self, model: str, version: str, kind: str) -> None:
+        """`model` serves no version any more (its production alias was rolled back to none)."""
+        self.model_info.remove(model, version, kind)
+        self.swaps.labels(model).inc()
+
     def render(self) -> bytes:
         """The exposition text."""
         return generate_latest(self.registry)

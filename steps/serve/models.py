@@ -5,8 +5,10 @@ the model, loads it beside the one being served, warms it up (every batch size u
 no micro-batch pays for a first call), and only then replaces the served one — a single reference assignment, so every
 request sees either the old model or the new one. Requests already validated against the old model keep their
 reference to it and finish on it. `watch()` calls `refresh()` every `interval` seconds; a failed load leaves the
-serving model in place and is reported by `/readyz` and the log. A Keras model runs on the faster of its
-SavedModel and a NumPy evaluation of its layers (`steps.models.keras.runtime`), measured at load.
+serving model in place and is reported by `/readyz` and the log; an alias rolled back to no version withdraws the
+model (503, as before its first promotion), while a registry that cannot be read keeps it serving. A Keras model
+runs on the faster of its SavedModel and a NumPy evaluation of its layers (`steps.models.keras.runtime`), measured
+at load.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ class ServedModels:
     """The current `LoadedModel` per name, and why a name has none."""
 
     def __init__(self, registry: ModelRegistry, cache_dir: Path, max_objects: int, batch_max_objects: int,
-                 on_swap: Callable[[LoadedModel, LoadedModel | None], None] | None = None):
+                 on_swap: Callable[[LoadedModel | None, LoadedModel | None], None] | None = None):
         self.registry = registry
         self.cache_dir = Path(cache_dir)
         self.max_objects = max_objects
@@ -122,7 +124,10 @@ class ServedModels:
         for name in MODEL_NAMES:
             try:
                 record = self.registry.resolve(name, PRODUCTION)
-            except (RegistryError, OSError, ValueError) as error:
+            except RegistryError as error:  # the registry was read, and has no production version of `name`
+                self._withdraw(name, str(error))
+                continue
+            except (OSError, ValueError) as error:  # it could not be read: keep serving what is loaded
                 if name not in self.current:
                     self.errors[name] = str(error)
                 continue
@@ -151,6 +156,18 @@ class ServedModels:
         if swapped:
             _settle_garbage()
         return swapped
+
+    def _withdraw(self, name: str, why: str) -> None:
+        """Stop serving `name` (a rollback of its first promotion left no production version): its requests are
+        answered 503 with `why`, as before any version was promoted."""
+        self.errors[name] = why
+        self._failed.pop(name, None)
+        withdrawn = self.current.pop(name, None)
+        if withdrawn is None:
+            return
+        log.warning("%s: version %s withdrawn, no production version left: %s", name, withdrawn.version, why)
+        if self.on_swap is not None:
+            self.on_swap(None, withdrawn)
 
     def _load(self, name: str, record: VersionRecord) -> LoadedModel:
         started = time.perf_counter()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -77,9 +78,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     metrics = ApiMetrics()
 
-    def on_swap(loaded: LoadedModel, replaced: LoadedModel | None) -> None:
-        metrics.served(loaded.name, loaded.version, loaded.predictor.kind,
-                       (replaced.version, replaced.predictor.kind) if replaced else None)
+    def on_swap(loaded: LoadedModel | None, replaced: LoadedModel | None) -> None:
+        if loaded is None:
+            metrics.withdrawn(replaced.name, replaced.version, replaced.predictor.kind)
+        else:
+            metrics.served(loaded.name, loaded.version, loaded.predictor.kind,
+                           (replaced.version, replaced.predictor.kind) if replaced else None)
         metrics.ready.set(1 if served.ready else 0)
 
     served = ServedModels(ModelRegistry.open(settings.registry, settings.s3_endpoint), settings.cache_dir,
@@ -303,6 +307,20 @@ def _response_schema(model: LoadedModel | None) -> dict[str, Any]:
     return {"type": "object", "required": ["model", "version", "predictions"],
             "properties": {"model": {"type": "string"}, "version": {"type": "string"},
                            "predictions": {"type": "array", "items": prediction}}}
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why uvicorn could not listen on host:port (a port in use, an address not of this machine), or None. Checked
+    before the models load: uvicorn finds out only after loading and warming them (13 s with TensorFlow)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as error:
+        return f"cannot listen on {host}:{port}: {error.strerror or error}"
+    return None
 
 
 def serve(settings: ServeSettings) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from steps.core.artifacts import ArtifactWriter
-from steps.core.registry import PRODUCTION, ModelRegistry, RegistryError
+from steps.core.registry import PRODUCTION, ModelRegistry, NothingToRollBack, RegistryError
 from steps.core.storage import S3Store
 
 
@@ -77,10 +77,30 @@ def test_alias_moves_and_rolls_back(registry, tmp_path):
     assert registry.set_alias("sed", PRODUCTION, "3") == "1"
     assert registry.resolve("sed").version == "3"
     assert registry.rollback("sed") == "1"
-    with pytest.raises(RegistryError, match=r"has pointed at no other version before, so there is no earlier "
-                                            r"version to roll back to \(to serve another version: stellar models"):
-        registry.rollback("sed")
     assert registry.summary() == [{"name": "sed", "versions": ["1", "2", "3"], "aliases": {"production": "1"}}]
+    assert registry.rollback("sed") is None  # the first promotion undone: nothing is production
+    assert registry.summary() == [{"name": "sed", "versions": ["1", "2", "3"], "aliases": {}}]
+    with pytest.raises(NothingToRollBack, match=r"sed has no production version: nothing to roll back \(to serve a "
+                                                r"version: stellar models promote sed VERSION\)"):
+        registry.rollback("sed")
+    with pytest.raises(RegistryError, match="no model 'spectral'"):
+        registry.rollback("spectral")
+
+
+def test_a_rollback_after_a_round_trip_says_nothing_is_left_to_undo(registry, tmp_path):
+    """Before, the history held no unset alias: the message said production had never pointed elsewhere, though
+    it had a moment before."""
+    for content in "ab":
+        registry.register("sed", make_model(tmp_path, content))
+    registry.set_alias("sed", PRODUCTION, "2")
+    state = registry.alias_state("sed")
+    state.history[PRODUCTION].clear()  # as a registry written before unset aliases were kept in the history
+    registry.store.put("sed/aliases.json", state.model_dump_json().encode())
+    registry.set_alias("sed", PRODUCTION, "1")
+    assert registry.rollback("sed") == "2"
+    with pytest.raises(NothingToRollBack, match=r"sed:production is version 2, and no earlier change of it is left "
+                                                r"to undo"):
+        registry.rollback("sed")
 
 
 def test_expected_alias_guards_stale_decisions(registry, tmp_path):
@@ -147,8 +167,10 @@ def test_concurrent_promotions_lose_no_history(registry, tmp_path):
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda v: registry.set_alias("sed", PRODUCTION, v), versions))
     state = registry.alias_state("sed")
-    # Every change was applied exactly once: the seven replaced versions are in the history, none lost.
-    assert sorted(state.history[PRODUCTION] + [state.aliases[PRODUCTION]], key=int) == versions
+    # Every change was applied exactly once: the unset alias and the seven replaced versions are in the history,
+    # none lost.
+    history = state.history[PRODUCTION]
+    assert history[0] is None and sorted(history[1:] + [state.aliases[PRODUCTION]], key=int) == versions
 
 
 def _register_in_process(args):

@@ -100,3 +100,24 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(registry_copy, 
         assert ready.status_code == 200 and "failed to load" in ready.json()["errors"]["sed"]
         answer = httpx.post(f"{url}/v1/sed:predict", json={"instances": [SED_OBJECT]})
         assert answer.status_code == 200 and answer.json()["version"] == "1"
+
+
+def test_a_first_promotion_rolled_back_withdraws_the_model(registry_copy):
+    """Rolled back to no production version, a model is no longer served (before, the API kept serving the version
+    withdrawn until it restarted); the other models are untouched."""
+    registry = ModelRegistry.open(str(registry_copy / "registry"))
+    with live_server(settings_for(registry_copy, reload_interval_s=0.2)) as url:
+        assert httpx.post(f"{url}/v1/sed:predict", json={"instances": [SED_OBJECT]}).status_code == 200
+        while registry.rollback("sed") is not None:
+            pass
+        deadline = time.monotonic() + 30
+        while (answer := httpx.post(f"{url}/v1/sed:predict", json={"instances": [SED_OBJECT]})).status_code == 200:
+            assert time.monotonic() < deadline, "still serving sed"
+            time.sleep(0.1)
+        ready = httpx.get(f"{url}/readyz")
+        metrics = httpx.get(f"{url}/metrics").text
+        served = [m["name"] for m in httpx.get(f"{url}/v1/models").json()["models"]]
+    assert answer.status_code == 503 and "has no alias 'production'" in answer.text
+    assert ready.status_code == 503 and "has no alias 'production'" in ready.json()["errors"]["sed"]
+    assert 'stellar_api_model_info{kind="ridge",model="sed"' not in metrics
+    assert "sed" not in served and {"spectral", "lightcurve"} <= set(served)

@@ -68,3 +68,23 @@ def test_a_store_that_cannot_be_used_is_one_line_before_the_run(tmp_path, capsys
         assert message in err and "Traceback" not in err, err
         assert not home.exists()
 
+
+def test_serve_on_a_port_in_use_fails_before_loading_any_model(tmp_path, capsys):
+    """uvicorn found the port taken only after loading and warming every model, and exited 3."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--home", str(tmp_path), "--port", str(port)]) == 1
+    message = f"stellar serve: --port: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert capsys.readouterr().err == message
+
+
+def test_a_home_that_is_not_there_is_said_so(tmp_path, capsys):
+    """A mistyped --home listed no models and no runs as if it were an empty home."""
+    missing = tmp_path / "no-such-home"
+    assert main(["models", "list", "--home", str(missing)]) == 0
+    assert "(no such folder: is --home right?)" in capsys.readouterr().out
+    assert main(["runs", "list", "--home", str(missing)]) == 0
+    assert "(no such folder: is --home right?)" in capsys.readouterr().out
+    assert not missing.exists()

@@ -236,3 +236,7 @@ def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
     assert "sed: production (none) -> 1" in out and "the quality gates refused version 1" in out
     assert main(["models", "promote", "sed", "production", *home]) == 0
     assert "version 1 is already production" in capsys.readouterr().out
+    assert main(["models", "rollback", "sed", *home]) == 0  # a first promotion by mistake can be undone
+    assert "sed: production rolled back to (none): no version of sed is served" in capsys.readouterr().out
+    assert main(["models", "rollback", "sed", *home]) == 1  # a sound request the state refuses: not a usage error
+    assert "sed has no production version: nothing to roll back" in capsys.readouterr().err
