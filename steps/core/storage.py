@@ -80,6 +80,11 @@ class ObjectStore:
         """Copy the tree under `prefix` into a new local directory `local`."""
         raise NotImplementedError
 
+    def upload_content(self, local: Path, prefix: str) -> None:
+        """Store a tree under a content-addressed `prefix` (one that only ever holds these bytes). A reader of a
+        copy already there must never see it rewritten, so a store that replaces trees non-atomically keeps it."""
+        self.upload_dir(local, prefix)
+
     def child(self, prefix: str) -> "ObjectStore":
         """The same store rooted at `prefix`."""
         raise NotImplementedError
@@ -180,6 +185,22 @@ class LocalStore(ObjectStore):
             shutil.rmtree(target)
         os.replace(staging, target)
 
+    def upload_content(self, local: Path, prefix: str) -> None:
+        """A folder there is complete (trees arrive by rename) and holds these bytes: it is kept, not replaced,
+        which would leave a moment with no folder there for another run reading it."""
+        target = self._path(prefix)
+        if target.is_dir():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        shutil.copytree(local, staging, dirs_exist_ok=True)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another writer's copy arrived first
+            shutil.rmtree(staging, ignore_errors=True)
+            if not target.is_dir():
+                raise
+
     def download_dir(self, prefix: str, local: Path) -> None:
         source = self._path(prefix)
         if not source.is_dir():
@@ -226,8 +247,8 @@ class S3Store(ObjectStore):
         from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
         endpoint = self.client.meta.endpoint_url
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
+        try:  # a listing under the prefix, as the store itself reads: a policy may allow that and not HeadBucket
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(""), MaxKeys=1)
         except NoCredentialsError:
             raise StoreUnusable("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
                                 ) from None

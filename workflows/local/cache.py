@@ -1,10 +1,14 @@
 """The executor's artifact store and task cache, on any object store (a directory, or S3).
 
-    artifacts/<task key>/<artifact name>/...   a task's output artifact, as the stage wrote it
-    cache/<task key>.json                       a finished task: its outputs and their content hashes
+    artifacts/<task key>/<artifact name>/<content hash>/...   a task's output artifact, as the stage wrote it
+    cache/<task key>.json                                      a finished task: its outputs and their content hashes
 
 A task key is the hash of everything that decides a task's result (image, command, arguments, input artifact
 hashes, code version and, for registry readers, the registry's alias state), so an entry is never stale.
+An artifact's place ends in the hash of its bytes, so stored bytes are never rewritten: two runs sharing a store
+(two homes, one `--artifact-store`) that run the same task at once each store what they made, and each one's
+consumers read their own producer's bytes (before, the second upload replaced the first under a reader, whose run
+failed with "changed while it was read"). The cache entry names whichever copy was recorded last.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from pydantic import BaseModel
 
 from steps.core.artifacts import sha256_tree
 from steps.core.storage import ObjectStore
+
+
+CONTENT_HASH_CHARS = 16  # of an artifact's SHA-256 in its place in the store
 
 
 class StoredArtifact(BaseModel):
@@ -65,8 +72,9 @@ class ArtifactCache:
 
         An artifact is compared with the store's listing of it when it was stored (names, sizes, versions), which
         costs one listing and no download. Where the listing differs (a home copied without its files' times),
-        the bytes are hashed: the same bytes keep the entry, with the listing recorded anew. Bytes are checked
-        against their hash again when a task fetches them."""
+        the bytes are hashed: the same bytes keep the entry, with the listing recorded anew; other bytes are removed
+        from the store (their place is the hash of what was stored, where the rebuilt output goes). Bytes are
+        checked against their hash again when a task fetches them."""
         blob = self.store.get(f"cache/{key}.json")
         if blob is None:
             return None, None
@@ -80,7 +88,8 @@ class ArtifactCache:
             if found is None:
                 return None, f"its output {name!r} of run {entry.run} is gone from the store"
             if found != artifact.listing:
-                if self._stored_sha256(artifact) != artifact.sha256:
+                if self._stored_sha256(artifact) != artifact.sha256:  # removed, so that the rebuild is stored
+                    self.store.delete_tree(artifact.key)
                     return None, f"its output {name!r} of run {entry.run} was changed in the store since"
                 artifact.listing, relisted = found, True
         if relisted:
@@ -97,14 +106,15 @@ class ArtifactCache:
         """Upload a finished task's output directories and record the entry (the entry is written last)."""
         stored = {}
         for name, path in outputs.items():
-            artifact_key = f"artifacts/{key}/{name}"
+            sha256 = sha256_tree(path)
+            artifact_key = f"artifacts/{key}/{name}/{sha256[:CONTENT_HASH_CHARS]}"
             if path.is_file():
                 with tempfile.TemporaryDirectory() as holder:
                     shutil.copy2(path, Path(holder) / path.name)
-                    self.store.upload_dir(Path(holder), artifact_key)
+                    self.store.upload_content(Path(holder), artifact_key)
             else:
-                self.store.upload_dir(path, artifact_key)
-            stored[name] = StoredArtifact(key=artifact_key, sha256=sha256_tree(path),
+                self.store.upload_content(path, artifact_key)
+            stored[name] = StoredArtifact(key=artifact_key, sha256=sha256,
                                           listing=self.store.listing_fingerprint(artifact_key),
                                           file=path.name if path.is_file() else None)
         entry = CacheEntry(task=task, run=run, outputs=stored)
