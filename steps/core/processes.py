@@ -32,7 +32,9 @@ def stop_with_parent() -> str | None:
 
 
 def _worker_started(parent: int) -> None:
-    """A pool worker's initializer: stop with the stage, and stop now if the stage has already gone."""
+    """A pool worker's initializer: stop with the stage (on SIGTERM, whatever handler the stage had installed when
+    it forked the worker), and stop now if the stage has already gone."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     stop_with_parent()
     if os.getppid() != parent:
         os._exit(128 + signal.SIGTERM)
@@ -40,8 +42,12 @@ def _worker_started(parent: int) -> None:
 
 def worker_pool(workers: int) -> "ProcessPoolExecutor":
     """A process pool whose workers end when the process that made it ends, however that ends. Make it from the
-    thread that submits to it (the kernel ties each worker to the thread that forked it). Imported here: the
-    launcher, which runs before every stage, needs only `stop_with_parent`."""
+    thread that submits to it (the kernel ties each worker to the thread that forked it). The workers are forked
+    on Linux, so that their parent is this process (Python 3.14 starts them from a forkserver by default). Imported
+    here: the launcher, which runs before every stage, needs only `stop_with_parent`."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, initializer=_worker_started, initargs=(os.getpid(),))
+    context = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_started,
+                               initargs=(os.getpid(),))

@@ -13,10 +13,13 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the kernel's parent-death signal is Linux's; elsewhere the launcher stops "
                                        "the stage's process group")
 
+# A stage that ignores SIGTERM itself (as a server's graceful-exit handler does): its forked workers must not
 STAGE = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
 from steps.core.processes import worker_pool
+
+signal.signal(signal.SIGTERM, lambda signum, frame: None)
 
 def work(folder):
     Path(folder, str(os.getpid())).touch()
