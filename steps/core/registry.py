@@ -37,6 +37,7 @@ from steps.core.artifacts import (
 from steps.core.storage import ObjectStore, PreconditionFailed, open_store
 
 PRODUCTION = "production"
+UNSET = ""  # in an alias's history: it pointed at no version
 CANDIDATE = "candidate"
 ANY = object()
 _SWAP_ATTEMPTS = 50
@@ -85,12 +86,12 @@ class Evaluation(BaseModel):
 
 
 class AliasState(BaseModel):
-    """Every alias of one model, per alias the versions it pointed to before (newest last; None where it was unset),
-    and the versions a rollback moved it away from (a person's decision, which an automatic promotion does not
-    undo)."""
+    """Every alias of one model, per alias the versions it pointed to before (newest last; `UNSET` where it pointed
+    nowhere, a string so that registries written before still read alike), and the versions a rollback moved it
+    away from (a person's decision, which an automatic promotion does not undo)."""
 
     aliases: dict[str, str] = Field(default_factory=dict)
-    history: dict[str, list[str | None]] = Field(default_factory=dict)
+    history: dict[str, list[str]] = Field(default_factory=dict)
     rolled_back: dict[str, list[str]] = Field(default_factory=dict)
 
 
@@ -275,6 +276,12 @@ class ModelRegistry:
         blob = self.store.get(f"{name}/aliases.json")
         return AliasState.model_validate_json(blob.data) if blob else AliasState()
 
+    def alias_unset(self, name: str, alias: str = PRODUCTION) -> bool:
+        """True when `name`'s alias record was read and holds no `alias` (a first promotion rolled back), as opposed
+        to a registry or record that cannot be read now, or a model never promoted."""
+        blob = self.store.get(f"{name}/aliases.json")
+        return blob is not None and alias not in AliasState.model_validate_json(blob.data).aliases
+
     def aliases(self, name: str) -> dict[str, str]:
         """alias -> version for `name`."""
         return dict(self.alias_state(name).aliases)
@@ -303,7 +310,7 @@ class ModelRegistry:
             if automatic and version in state.rolled_back.get(alias, []):
                 raise RolledBack(f"version {version} was rolled back from {alias} by hand; promote it by hand to "
                                  f"serve it again (stellar models promote {name} {version})")
-            state.history.setdefault(alias, []).append(previous)
+            state.history.setdefault(alias, []).append(UNSET if previous is None else previous)
             state.aliases[alias] = version
             if version in state.rolled_back.get(alias, []):
                 state.rolled_back[alias].remove(version)
@@ -338,13 +345,15 @@ class ModelRegistry:
             if withdrawn not in state.rolled_back.setdefault(alias, []):
                 state.rolled_back[alias].append(withdrawn)
             restored = history.pop()
-            if restored is None:
+            if restored == UNSET:
                 del state.aliases[alias]
             else:
                 state.aliases[alias] = restored
+                if restored in state.rolled_back[alias]:  # a person points it there again
+                    state.rolled_back[alias].remove(restored)
             try:
                 self.store.put_if_match(key, state.model_dump_json(indent=2).encode(), blob.etag)
-                return restored
+                return restored or None
             except PreconditionFailed:
                 time.sleep(min(0.01 * 2 ** attempt, 0.2))
         raise RegistryError(f"{name}:{alias}: gave up after {_SWAP_ATTEMPTS} concurrent changes")

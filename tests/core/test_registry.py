@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from steps.core.artifacts import ArtifactWriter
-from steps.core.registry import PRODUCTION, ModelRegistry, NothingToRollBack, RegistryError
+from steps.core.registry import PRODUCTION, UNSET, ModelRegistry, NothingToRollBack, RegistryError
 from steps.core.storage import S3Store
 
 
@@ -85,6 +86,28 @@ def test_alias_moves_and_rolls_back(registry, tmp_path):
         registry.rollback("sed")
     with pytest.raises(RegistryError, match="no model 'spectral'"):
         registry.rollback("spectral")
+
+
+def test_a_version_a_rollback_returns_to_is_no_longer_marked_rolled_back(registry, tmp_path):
+    """Rolling back to a version is a person pointing production there again: it used to stay marked, and the next
+    automatic promotion of it was refused."""
+    for content in "ab":
+        registry.register("sed", make_model(tmp_path, content))
+    registry.set_alias("sed", PRODUCTION, "1", automatic=True)
+    registry.set_alias("sed", PRODUCTION, "2", automatic=True)
+    registry.set_alias("sed", PRODUCTION, "1")
+    assert registry.rollback("sed") == "2" and registry.rollback("sed") == "1"
+    assert registry.alias_state("sed").rolled_back == {PRODUCTION: ["2"]}
+    registry.set_alias("sed", PRODUCTION, "2")
+    assert registry.set_alias("sed", PRODUCTION, "1", automatic=True) == "2"
+
+
+def test_the_alias_record_reads_as_before(registry, tmp_path):
+    """The unset state is a string in the history, so code that reads a list of versions still reads the file."""
+    registry.register("sed", make_model(tmp_path, "a"))
+    registry.set_alias("sed", PRODUCTION, "1")
+    history = json.loads(registry.store.get("sed/aliases.json").data)["history"]
+    assert history == {PRODUCTION: [""]} and all(isinstance(v, str) for v in history[PRODUCTION])
 
 
 def test_a_rollback_after_a_round_trip_says_nothing_is_left_to_undo(registry, tmp_path):
@@ -170,7 +193,7 @@ def test_concurrent_promotions_lose_no_history(registry, tmp_path):
     # Every change was applied exactly once: the unset alias and the seven replaced versions are in the history,
     # none lost.
     history = state.history[PRODUCTION]
-    assert history[0] is None and sorted(history[1:] + [state.aliases[PRODUCTION]], key=int) == versions
+    assert history[0] == UNSET and sorted(history[1:] + [state.aliases[PRODUCTION]], key=int) == versions
 
 
 def _register_in_process(args):
