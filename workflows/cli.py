@@ -377,8 +377,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     problem = listen_problem(settings.host, settings.port)
     if problem:
-        source = "--port" if args.port is not None else "STELLAR_API_PORT" if "STELLAR_API_PORT" in os.environ else ""
-        print(f"stellar serve: {source + ': ' if source else ''}{problem}", file=sys.stderr)
+        at_fault, why = problem
+        variable = f"STELLAR_API_{at_fault.upper()}"
+        source = f"--{at_fault}" if given[at_fault] is not None else variable if variable in os.environ else ""
+        print(f"stellar serve: {source + ': ' if source else ''}{why}", file=sys.stderr)
         return 1
     registry = Path(settings.registry)
     if "://" not in settings.registry and not registry.is_dir():

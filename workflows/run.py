@@ -19,7 +19,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from steps.core.storage import ObjectStore, StoreUnusable, open_store
+from steps.core.storage import BadEndpoint, ObjectStore, StoreUnusable, open_store
 from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.display import Progress, task_table
 from workflows.local.executor import LocalExecutor, RunResult
@@ -43,6 +43,8 @@ def usable_store(option: str, uri: str, s3_endpoint: str | None) -> ObjectStore:
     try:
         store = open_store(uri, s3_endpoint)
         store.probe()
+    except BadEndpoint as error:
+        raise ValueError(f"--s3-endpoint {error}" if s3_endpoint else f"AWS_ENDPOINT_URL {error}") from None
     except StoreUnusable as error:
         raise ValueError(f"{option}{uri}: {error}") from None
     except ValueError as error:  # the URI itself is wrong, and the message names it

@@ -27,6 +27,10 @@ class StoreUnusable(ValueError):
     message says why, without the store's URI, which the caller names with the option that gave it."""
 
 
+class BadEndpoint(StoreUnusable):
+    """An S3 endpoint that is not a URL: the endpoint's option is at fault, not the store's."""
+
+
 class PreconditionFailed(Exception):
     """A conditional write lost: the object exists (create) or changed since it was read (swap)."""
 
@@ -237,7 +241,7 @@ class S3Store(ObjectStore):
         try:
             self.client = client or boto3.client("s3", endpoint_url=endpoint_url)
         except ValueError:  # botocore's "Invalid endpoint"
-            raise StoreUnusable(f"the S3 endpoint {endpoint_url!r} is not a URL (such as http://HOST:9000)") from None
+            raise BadEndpoint(f"{endpoint_url!r} is not a URL (such as http://HOST:9000)") from None
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
 
     def _key(self, key: str) -> str:
@@ -260,8 +264,8 @@ class S3Store(ObjectStore):
                 raise StoreUnusable(f"no bucket {self.bucket!r} at {endpoint} (or that endpoint is not an S3 server)"
                                     ) from None
             if code in ("403", "AccessDenied"):
-                raise StoreUnusable(f"access to bucket {self.bucket!r} at {endpoint} denied: check the credentials"
-                                    ) from None
+                raise StoreUnusable(f"listing bucket {self.bucket!r} under {self._key('') or '/'} at {endpoint} "
+                                    "denied: check the credentials and the bucket's policy") from None
             raise StoreUnusable(f"{endpoint} answered {code or 'an error'} for bucket {self.bucket!r}") from None
         except BotoCoreError as error:
             raise StoreUnusable(f"S3 at {endpoint}: {error}") from None

@@ -124,11 +124,10 @@ class ServedModels:
         for name in MODEL_NAMES:
             try:
                 record = self.registry.resolve(name, PRODUCTION)
-            except RegistryError as error:  # the registry was read, and has no production version of `name`
-                self._withdraw(name, str(error))
-                continue
-            except (OSError, ValueError) as error:  # it could not be read: keep serving what is loaded
-                if name not in self.current:
+            except (RegistryError, OSError, ValueError) as error:
+                if self._rolled_back_to_none(name):
+                    self._withdraw(name, str(error))
+                elif name not in self.current:  # else a registry that cannot be read now: keep serving
                     self.errors[name] = str(error)
                 continue
             serving = self.current.get(name)
@@ -157,6 +156,12 @@ class ServedModels:
             _settle_garbage()
         return swapped
 
+    def _rolled_back_to_none(self, name: str) -> bool:
+        try:
+            return self.registry.alias_unset(name, PRODUCTION)
+        except (OSError, ValueError):
+            return False
+
     def _withdraw(self, name: str, why: str) -> None:
         """Stop serving `name` (a rollback of its first promotion left no production version): its requests are
         answered 503 with `why`, as before any version was promoted."""
@@ -168,6 +173,8 @@ class ServedModels:
         log.warning("%s: version %s withdrawn, no production version left: %s", name, withdrawn.version, why)
         if self.on_swap is not None:
             self.on_swap(None, withdrawn)
+        del withdrawn
+        _settle_garbage()
 
     def _load(self, name: str, record: VersionRecord) -> LoadedModel:
         started = time.perf_counter()

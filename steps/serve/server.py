@@ -19,6 +19,7 @@ model's compiled graph on an inference thread; `production` is watched and swapp
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 from collections.abc import Callable
@@ -143,11 +144,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def readyz() -> Response:
         """Ready when every model has its production version loaded and warmed up; `errors` says why a version
         is not (still serving the previous one, when there is one)."""
-        versions = {name: model.version for name, model in served.current.items()}
+        current = dict(served.current)  # one view: the watcher thread may swap or withdraw a model meanwhile
+        versions = {name: model.version for name, model in current.items()}
         problems = {"errors": dict(served.errors)} if served.errors else {}
-        if served.ready:
+        missing = [name for name in MODEL_NAMES if name not in current]
+        if not missing:
             return _json({"status": "ready", "models": versions, **problems})
-        missing = [name for name in MODEL_NAMES if name not in served.current]
         return _json({"status": "not ready", "missing": missing, "models": versions, **problems}, 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
@@ -158,7 +160,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @app.get("/v1/models", tags=["models"])
     async def models() -> Response:
         """The served models: version, kind, outputs, input spec, evaluation metrics and gate verdict."""
-        return _json({"models": [served.current[name].describe() for name in MODEL_NAMES if name in served.current]})
+        current = dict(served.current)  # one view (see readyz)
+        return _json({"models": [current[name].describe() for name in MODEL_NAMES if name in current]})
 
     def predict_route(name: str) -> Callable:
         async def predict(request: Request) -> Response:
@@ -309,17 +312,24 @@ def _response_schema(model: LoadedModel | None) -> dict[str, Any]:
                            "predictions": {"type": "array", "items": prediction}}}
 
 
-def listen_problem(host: str, port: int) -> str | None:
-    """Why uvicorn could not listen on host:port (a port in use, an address not of this machine), or None. Checked
-    before the models load: uvicorn finds out only after loading and warming them (13 s with TensorFlow)."""
+def listen_problem(host: str, port: int) -> tuple[str, str] | None:
+    """("host" or "port", the setting at fault; why uvicorn could not listen on host:port), or None. Checked before
+    the models load: uvicorn finds out only after loading and warming them (13 s with TensorFlow). The socket is
+    made as uvicorn's (address reuse; an IPv6 one IPv6-only, as uvloop makes it)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        return "host", f"cannot resolve {host}: {error.strerror}"
+    try:
         with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             probe.bind(address)
     except OSError as error:
-        return f"cannot listen on {host}:{port}: {error.strerror or error}"
+        at_fault = "port" if error.errno in (errno.EADDRINUSE, errno.EACCES) else "host"
+        return at_fault, f"cannot listen on {host}:{port}: {error.strerror or error}"
     return None
 
 

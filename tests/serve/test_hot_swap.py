@@ -121,3 +121,18 @@ def test_a_first_promotion_rolled_back_withdraws_the_model(registry_copy):
     assert ready.status_code == 503 and "has no alias 'production'" in ready.json()["errors"]["sed"]
     assert 'stellar_api_model_info{kind="ridge",model="sed"' not in metrics
     assert "sed" not in served and {"spectral", "lightcurve"} <= set(served)
+
+
+def test_a_registry_that_cannot_be_read_for_a_while_does_not_withdraw_a_model(registry_copy):
+    """Only an alias record that says "no production version" withdraws a model; a registry folder gone for a while
+    (unmounted, being moved) leaves every model serving."""
+    registry = registry_copy / "registry"
+    with live_server(settings_for(registry_copy, reload_interval_s=0.2)) as url:
+        assert httpx.post(f"{url}/v1/sed:predict", json={"instances": [SED_OBJECT]}).status_code == 200
+        registry.rename(registry_copy / "elsewhere")
+        try:
+            time.sleep(1.5)  # several refreshes
+            answer = httpx.post(f"{url}/v1/sed:predict", json={"instances": [SED_OBJECT]})
+        finally:
+            (registry_copy / "elsewhere").rename(registry)
+    assert answer.status_code == 200

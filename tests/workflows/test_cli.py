@@ -56,7 +56,7 @@ def test_a_store_that_cannot_be_used_is_one_line_before_the_run(tmp_path, capsys
         (["--artifact-store", f"s3://{s3_bucket}/p", "--s3-endpoint", nothing_there],
          f"--artifact-store s3://{s3_bucket}/p: cannot connect to the S3 endpoint {nothing_there}"),
         (["--artifact-store", f"s3://{s3_bucket}/p", "--s3-endpoint", "notaurl"],
-         "the S3 endpoint 'notaurl' is not a URL"),
+         "stellar run: --s3-endpoint 'notaurl' is not a URL (such as http://HOST:9000)"),
         (["--artifact-store", str(tmp_path / "a-file")],
          f"--artifact-store {tmp_path / 'a-file'}: a file, not a folder"),
         (["--s3-endpoint", s3_server, "-p", "registry=s3://no-such-bucket/registry"],
@@ -88,3 +88,8 @@ def test_a_home_that_is_not_there_is_said_so(tmp_path, capsys):
     assert main(["runs", "list", "--home", str(missing)]) == 0
     assert "(no such folder: is --home right?)" in capsys.readouterr().out
     assert not missing.exists()
+
+
+def test_serve_on_an_address_not_of_this_machine_names_the_host(tmp_path, capsys):
+    assert main(["serve", "--home", str(tmp_path), "--host", "192.0.2.1", "--port", "8123"]) == 1  # TEST-NET-1
+    assert capsys.readouterr().err.startswith("stellar serve: --host: cannot listen on 192.0.2.1:8123: ")
