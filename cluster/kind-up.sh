@@ -11,7 +11,7 @@ MINIO_CHART_VERSION="${MINIO_CHART_VERSION:-5.4.0}"
 
 for tool in kind kubectl helm; do need "$tool"; done
 
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
+if kind get clusters 2>/dev/null | grep -x "$CLUSTER_NAME" >/dev/null; then  # not -q: kind would die of SIGPIPE
   log "kind cluster $CLUSTER_NAME exists"
 else
   log "creating kind cluster $CLUSTER_NAME"

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # `make submit`: run the training pipeline now, from the installed WorkflowTemplate, and follow it to the end.
+# Exits non-zero unless the workflow succeeded (`argo submit --watch` exits 0 whatever the workflow's phase).
 # Extra arguments go to `argo submit`, e.g. `bash cluster/submit.sh -p samples=500`.
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
-need argo
-argo submit --namespace "$NAMESPACE" --from workflowtemplate/stellar-training --watch "$@"
+for tool in argo kubectl; do need "$tool"; done
+name="$(argo submit --namespace "$NAMESPACE" --from workflowtemplate/stellar-training --output name "$@")"
+log "submitted $name"
+argo watch --namespace "$NAMESPACE" "$name"
+phase="$(kubectl --namespace "$NAMESPACE" get workflow "$name" --output 'jsonpath={.status.phase}')"
+[[ "$phase" == Succeeded ]] ||
+  die "workflow $name ended ${phase:-without a phase}: argo get --namespace $NAMESPACE $name"
+log "workflow $name succeeded"

@@ -72,6 +72,24 @@ def test_minio_and_the_pipeline_chart_get_the_same_credentials(tmp_path):
     assert "s3.secretAccessKey=secret-1" in installs["stellar-pipeline"]
 
 
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Error"])
+def test_submit_exits_non_zero_unless_the_workflow_succeeded(tmp_path, phase):
+    """`argo submit --watch` exits 0 once the workflow ends, failed or not, so `make submit` reported a failed run
+    as a success. argo and kubectl are stubs: argo names the workflow, kubectl gives its phase."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "argo").write_text('#!/bin/sh\n[ "$1" = submit ] && echo stellar-training-abc12\nexit 0\n')
+    (stubs / "kubectl").write_text(f'#!/bin/sh\necho "$*" > "{tmp_path}/kubectl.args"\nprintf {phase}\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    result = subprocess.run(["bash", "cluster/submit.sh", "-p", "samples=50"], cwd=REPO, capture_output=True,
+                            text=True, env={"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert (result.returncode == 0) == (phase == "Succeeded"), result.stderr
+    assert "get workflow stellar-training-abc12" in (tmp_path / "kubectl.args").read_text()
+    if phase != "Succeeded":
+        assert f"workflow stellar-training-abc12 ended {phase}" in result.stderr
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
