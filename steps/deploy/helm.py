@@ -9,7 +9,10 @@ What it does, as `helm upgrade --install --reuse-values --rollback-on-failure --
   only `models` (the production versions: their checksum on the pod template rolls the pods when one changes);
 - install it with the chart's defaults plus `models` when there is no release yet;
 - wait until every object is ready (the API's /readyz: every model loaded), and roll back to the previous
-  revision when that does not happen within the timeout.
+  revision when that does not happen within the timeout;
+- first roll back a release that an earlier deploy left `pending-*` (its pod killed mid-rollout, so Helm could not
+  roll back itself) once that is older than any rollout takes: otherwise every later upgrade, retries included,
+  fails with "another operation (install/upgrade/rollback) is in progress".
 
 A Helm failure is a task failure with exit status 1 (`ROLLOUT_FAILED`): Argo's retry expression retries every
 status but 2, which is kept for bad arguments (nothing a retry can fix).
@@ -17,7 +20,10 @@ status but 2, which is kept for bad arguments (nothing a retry can fix).
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable
 
 from steps.core.logs import get_logger
@@ -88,7 +94,9 @@ def upgrade(rollout: Rollout, values: dict[str, Any],
              rollout.namespace, rollout.timeout_seconds, values)
     try:
         with (config_factory or default_config)(rollout.namespace) as config:
-            if _has_release(config, rollout.release):
+            last = _last_revision(config, rollout.release)
+            if last is not None:
+                _recover_interrupted(config, rollout, last)
                 release = config.upgrade(rollout.chart, rollout.release, values, reuse_values=True,
                                          max_history=MAX_HISTORY, **options)
             else:
@@ -102,12 +110,42 @@ def upgrade(rollout: Rollout, values: dict[str, Any],
             "revision": release.get("version"), "status": info.get("status")}
 
 
-def _has_release(config: Any, release: str) -> bool:
-    """Whether the release has a history (Helm's own test before `upgrade --install` chooses to install)."""
+def _last_revision(config: Any, release: str) -> dict[str, Any] | None:
+    """The release's newest revision, None when it has no history (Helm's own test before `upgrade --install`
+    chooses to install)."""
     import helm_python
 
     try:
-        config.history(release, max_revisions=1)
+        revisions = config.history(release, max_revisions=1)
     except helm_python.HelmNotFoundError:
-        return False
-    return True
+        return None
+    return revisions[-1] if revisions else None
+
+
+def _recover_interrupted(config: Any, rollout: Rollout, last: dict[str, Any]) -> None:
+    """Roll back a newest revision left `pending-*` for longer than a rollout takes (an upgrade's wait and its
+    rollback's, and a minute); a younger one may be another deploy's, still going: RolloutError (retried)."""
+    info = last.get("info") or {}
+    status = str(info.get("status") or "")
+    if not status.startswith("pending"):
+        return
+    what = f"release {rollout.release!r} revision {last.get('version')} is {status}"
+    since = _helm_time(str(info.get("last_deployed") or ""))
+    if since is None:
+        raise RolloutError(f"{what}, since an unknown time; if no deploy is running, roll it back: helm rollback "
+                           f"{rollout.release} --namespace {rollout.namespace}")
+    age = time.time() - since
+    if age < 2 * rollout.timeout_seconds + 60:
+        raise RolloutError(f"{what}, for {age:.0f} s: another rollout may still be going; not touched")
+    log.warning("%s, for %.0f s: left by a deploy that did not finish; rolling back to the revision before",
+                what, age)
+    config.rollback(rollout.release, timeout=rollout.timeout_seconds, wait=WAIT_STRATEGY)
+
+
+def _helm_time(text: str) -> float | None:
+    """Seconds since the epoch of a Helm release time (RFC 3339, nanoseconds), None when it is not one."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

@@ -39,6 +39,7 @@ class FakeHelm:
     calls: list[tuple[str, tuple, dict]] = []
     installed = True
     failure: Exception | None = None
+    last_info: dict = {}  # the newest revision's `info`
 
     def __init__(self, namespace: str):
         self.calls.append(("config", (namespace,), {}))
@@ -55,7 +56,10 @@ class FakeHelm:
         self.calls.append(("history", (name,), options))
         if not self.installed:
             raise helm_python.HelmNotFoundError(f"release: not found: {name}")
-        return [{"name": name, "version": 4}]
+        return [{"name": name, "version": 4, **({"info": self.last_info} if self.last_info else {})}]
+
+    def rollback(self, name, **options):
+        self.calls.append(("rollback", (name,), options))
 
     def _release(self, action, chart, name, values, options):
         self.calls.append((action, (chart, name, values), options))
@@ -73,7 +77,7 @@ class FakeHelm:
 
 @pytest.fixture
 def fake_helm(monkeypatch, helm):
-    FakeHelm.calls, FakeHelm.installed, FakeHelm.failure = [], True, None
+    FakeHelm.calls, FakeHelm.installed, FakeHelm.failure, FakeHelm.last_info = [], True, None, {}
     monkeypatch.setattr("steps.deploy.helm.default_config", FakeHelm)
     return FakeHelm
 
@@ -110,6 +114,28 @@ def test_installs_the_release_when_there_is_none(promoted, fake_helm, tmp_path):
     [install] = [call for call in fake_helm.calls if call[0] in ("install", "upgrade")]
     assert install[0] == "install" and install[1] == (str(API_CHART), "api", {"models": VERSIONS})
     assert install[2]["rollback_on_failure"] is True and install[2]["wait"] == "watcher"
+
+
+def test_a_release_left_pending_by_a_killed_deploy_is_rolled_back_before_the_upgrade(promoted, fake_helm, tmp_path):
+    """A deploy pod killed mid-rollout leaves the release pending-upgrade, which Helm never rolls back itself: every
+    later upgrade failed with "another operation is in progress". Older than a rollout takes, it is rolled back."""
+    fake_helm.last_info = {"status": "pending-upgrade", "last_deployed": "2026-01-01T00:00:00.123456789Z"}
+    assert run_deploy(*promoted, tmp_path / "out", "--timeout", "300") == 0
+    actions = [call[0] for call in fake_helm.calls]
+    assert actions == ["config", "history", "rollback", "upgrade", "close"]
+    assert fake_helm.calls[2] == ("rollback", ("stellar-api",), {"timeout": 300, "wait": "watcher"})
+
+
+def test_a_release_pending_for_less_than_a_rollout_takes_is_left_to_its_deploy(promoted, fake_helm, tmp_path,
+                                                                             caplog):
+    from datetime import datetime, timezone
+
+    fake_helm.last_info = {"status": "pending-upgrade",
+                           "last_deployed": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
+    assert run_deploy(*promoted, tmp_path / "out", "--timeout", "300") == 1  # retried, not a bad input
+    assert [call[0] for call in fake_helm.calls] == ["config", "history", "close"]
+    assert "revision 4 is pending-upgrade, for " in caplog.text
+    assert "s: another rollout may still be going; not touched" in caplog.text
 
 
 def test_a_failed_rollout_fails_the_task_with_helms_message_and_a_retryable_status(promoted, fake_helm, tmp_path,
