@@ -180,11 +180,17 @@ class LocalStore(ObjectStore):
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
                       if p.is_file() and not p.name.endswith(".lock") and not p.name.startswith("."))
 
-    def upload_dir(self, local: Path, prefix: str) -> None:
-        target = self._path(prefix)
+    @staticmethod
+    def _staged(local: Path, target: Path) -> Path:
+        """A copy of `local` beside `target`, to be renamed into place."""
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         shutil.copytree(local, staging, dirs_exist_ok=True)
+        return staging
+
+    def upload_dir(self, local: Path, prefix: str) -> None:
+        target = self._path(prefix)
+        staging = self._staged(local, target)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -195,9 +201,7 @@ class LocalStore(ObjectStore):
         target = self._path(prefix)
         if target.is_dir():
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        shutil.copytree(local, staging, dirs_exist_ok=True)
+        staging = self._staged(local, target)
         try:
             os.replace(staging, target)
         except OSError:  # another writer's copy arrived first
