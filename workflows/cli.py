@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_HOME = ".stellar"
 MODALITIES = ("spectra", "photometry", "lightcurves")
@@ -43,9 +44,12 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
     return values
 
 
-def _add_home(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", help="working home: artifact store, model registry and runs "
-                                       f"(default: $STELLAR_HOME or {DEFAULT_HOME})")
+def _add_home(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """`--home` on a command. A group of commands (`models`, `runs`) takes it too, and its commands with the default
+    `argparse.SUPPRESS`, so that `stellar models --home DIR list` reads as `stellar models list --home DIR` (a
+    command's own default would hide the group's value)."""
+    parser.add_argument("--home", default=default, help="working home: artifact store, model registry and runs "
+                                                        f"(default: $STELLAR_HOME or {DEFAULT_HOME})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version")
     rollback = models_sub.add_parser("rollback", help="point production back at its previous version")
     rollback.add_argument("name")
+    _add_home(models)
     for command in (listing, show, register, promote, rollback):
-        _add_home(command)
+        _add_home(command, argparse.SUPPRESS)
         command.add_argument("--registry", help="registry URI (default HOME/registry)")
 
     serve = sub.add_parser("serve", help="serve the production models over HTTP",

@@ -62,8 +62,9 @@ def add_runs_command(sub: argparse._SubParsersAction, add_home) -> None:
     listing = runs_sub.add_parser("list", help="every run of the home, newest first")
     show = runs_sub.add_parser("show", help="one run: its parameters and every task's status, duration and note")
     show.add_argument("run", nargs="?", help="run id, or its unique end (default: the newest run)")
+    add_home(runs)
     for command in (listing, show):
-        add_home(command)
+        add_home(command, argparse.SUPPRESS)
         command.add_argument("--json", action="store_true", help="print JSON")
     runs.set_defaults(handler=runs_command)
 

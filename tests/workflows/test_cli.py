@@ -93,3 +93,15 @@ def test_a_home_that_is_not_there_is_said_so(tmp_path, capsys):
 def test_serve_on_an_address_not_of_this_machine_names_the_host(tmp_path, capsys):
     assert main(["serve", "--home", str(tmp_path), "--host", "192.0.2.1", "--port", "8123"]) == 1  # TEST-NET-1
     assert capsys.readouterr().err.startswith("stellar serve: --host: cannot listen on 192.0.2.1:8123: ")
+
+
+def test_home_may_come_before_the_models_or_runs_command(tmp_path, capsys):
+    """`stellar models --home DIR list` was refused ("invalid choice: 'DIR'")."""
+    home = tmp_path / "home"
+    (home / "runs").mkdir(parents=True)
+    assert main(["models", "--home", str(home), "list"]) == 0
+    assert capsys.readouterr().out.startswith(f"no models in {home / 'registry'}")
+    assert main(["runs", "--home", str(home), "list"]) == 0
+    assert capsys.readouterr().out.startswith(f"no runs in {home / 'runs'}")
+    assert main(["models", "--home", str(tmp_path / "other"), "list", "--home", str(home)]) == 0  # the last wins
+    assert capsys.readouterr().out.startswith(f"no models in {home / 'registry'}")
