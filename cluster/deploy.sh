@@ -15,9 +15,17 @@ helm upgrade --install stellar-pipeline "$REPO_ROOT/charts/stellar-pipeline" --n
   --create-namespace "${image[@]}" --set-string "s3.accessKeyId=$S3_ACCESS_KEY" \
   --set-string "s3.secretAccessKey=$S3_SECRET_KEY" --wait --timeout 2m
 
+# Run again, it keeps what was set on the release since (the model versions the pipeline's deploy task rolled out):
+# `helm get values` gives only values set, so the chart's own defaults still come from the chart.
+previous="$(mktemp)"
+trap 'rm -f "$previous"' EXIT
+if helm status stellar-api --namespace "$NAMESPACE" >/dev/null 2>&1; then
+  helm get values stellar-api --namespace "$NAMESPACE" --output yaml >"$previous"
+fi
+
 log "stellar-api: one replica on nodePort 30080 (http://127.0.0.1:8080 on this host)"
-helm upgrade --install stellar-api "$REPO_ROOT/charts/stellar-api" --namespace "$NAMESPACE" "${image[@]}" \
-  --set service.type=NodePort --set service.nodePort=30080 \
+helm upgrade --install stellar-api "$REPO_ROOT/charts/stellar-api" --namespace "$NAMESPACE" --values "$previous" \
+  "${image[@]}" --set service.type=NodePort --set service.nodePort=30080 \
   --set autoscaling.enabled=false --set replicaCount=1
 
 kubectl --namespace "$NAMESPACE" get workflowtemplates,cronworkflows,deployments,services

@@ -70,6 +70,9 @@ def test_minio_and_the_pipeline_chart_get_the_same_credentials(tmp_path):
     assert "rootUser=key-1" in installs["minio"] and "rootPassword=secret-1" in installs["minio"]
     assert "s3.accessKeyId=key-1" in installs["stellar-pipeline"]
     assert "s3.secretAccessKey=secret-1" in installs["stellar-pipeline"]
+    # run again, `make deploy` keeps the values set on the API release since (the models the pipeline rolled out)
+    assert "helm get values stellar-api --namespace stellar --output yaml" in calls.read_text()
+    assert " --values " in installs["stellar-api"]
 
 
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Error"])
