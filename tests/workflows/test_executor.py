@@ -298,7 +298,7 @@ def test_artifacts_through_a_real_s3_server(tmp_path, s3_server, s3_bucket):
 def test_two_runs_sharing_a_store_each_read_what_their_own_producer_made(tmp_path, backend, request):
     """Two homes given one --artifact-store ran the same task at once: the second upload replaced the first, and the
     first run's consumer failed with "changed while it was read" (both `stellar run`s failed this way). Each copy
-    now has a place of its own, by the hash of its bytes."""
+    now has a place of its own, by the hash of its bytes, and what a reader fetched is what was stored there."""
     if backend == "s3":
         store = S3Store(request.getfixturevalue("s3_bucket"), "shared",
                         endpoint_url=request.getfixturevalue("s3_server"))
@@ -309,12 +309,16 @@ def test_two_runs_sharing_a_store_each_read_what_their_own_producer_made(tmp_pat
         (tmp_path / home / "model").mkdir(parents=True)
         (tmp_path / home / "model" / "weights.txt").write_text(text)
         made[home] = ArtifactCache(store).save_outputs("same-key", "train", home, {"model": tmp_path / home / "model"})
-    for home, text in (("first", "trained one way\n"), ("second", "trained another way\n")):
+    # the second upload went to a place of its own (before, it replaced the first run's bytes under its reader);
+    # the second run goes on with the first one's outputs, so both homes' downstream tasks see the same inputs
+    for home in ("first", "second"):
         ArtifactCache(store).fetch(made[home].outputs["model"], tmp_path / home / "fetched")
-        assert (tmp_path / home / "fetched" / "weights.txt").read_text() == text
-    assert ArtifactCache(store).check("same-key")[0].run == "second"
-    ArtifactCache(store).save_outputs("same-key", "train", "third", {"model": tmp_path / "first" / "model"})
-    assert ArtifactCache(store).check("same-key")[0].outputs == made["first"].outputs  # the same bytes, one copy
+        assert (tmp_path / home / "fetched" / "weights.txt").read_text() == "trained one way\n"
+    assert made["second"] == made["first"] and ArtifactCache(store).check("same-key")[0].run == "first"
+    (tmp_path / "third" / "model").mkdir(parents=True)
+    (tmp_path / "third" / "model" / "weights.txt").write_text("trained a third way\n")
+    assert ArtifactCache(store).save_outputs("same-key", "train", "third",
+                                             {"model": tmp_path / "third" / "model"}).run == "first"
 
 
 def test_registry_readers_rerun_after_an_alias_change(tmp_path):

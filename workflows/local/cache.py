@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from steps.core.artifacts import sha256_tree
-from steps.core.storage import ObjectStore
+from steps.core.storage import ObjectStore, PreconditionFailed
 
 
 CONTENT_HASH_CHARS = 16  # of an artifact's SHA-256 in its place in the store
@@ -103,7 +103,11 @@ class ArtifactCache:
             return sha256_tree(copy)
 
     def save_outputs(self, key: str, task: str, run: str, outputs: dict[str, Path]) -> CacheEntry:
-        """Upload a finished task's output directories and record the entry (the entry is written last)."""
+        """Upload a finished task's output directories and record the entry (the entry is written last); return
+        the entry the run goes on with. Where another run sharing the store recorded a usable entry for the same
+        task meanwhile, that one is kept and returned: both runs then go on from the same outputs, so a rerun of
+        either finds its downstream tasks' inputs as they were (with one entry per writer, the last one written
+        made the other home's evaluation run again and register its models anew)."""
         stored = {}
         for name, path in outputs.items():
             sha256 = sha256_tree(path)
@@ -118,6 +122,13 @@ class ArtifactCache:
                                           listing=self.store.listing_fingerprint(artifact_key),
                                           file=path.name if path.is_file() else None)
         entry = CacheEntry(task=task, run=run, outputs=stored)
+        try:
+            self.store.put_if_absent(f"cache/{key}.json", entry.model_dump_json(indent=2).encode())
+            return entry
+        except PreconditionFailed:  # an entry was there: another run's, or one that could not be used
+            earlier, _ = self.check(key)
+        if earlier is not None:
+            return earlier
         self.record(key, entry)
         return entry
 

@@ -432,6 +432,9 @@ class LocalExecutor:
                 raise TaskFailed(f"{task.name}: output artifact {name!r} was not written to {path}", exit_code=0,
                                  error=True)
         entry = self.cache.save_outputs(state.key, task.name, self.run_id, outputs)
+        if entry.run != self.run_id:
+            self._log(state, f"=== run {entry.run}, sharing the artifact store, stored this task's outputs first: "
+                             "this run goes on with those\n")
         shutil.rmtree(workdir, ignore_errors=True)
         return entry.outputs
 
