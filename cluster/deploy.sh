@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make deploy`: install or upgrade both charts in the stellar namespace, with the images `make kind-load` put on the
 # nodes (same registry name and version tag; pulled only when missing). The API starts unready until the first run
-# promotes every model: its pods load the registry's production versions, and the pipeline's deploy task then
+# promotes a model: its pods load the registry's production versions, and the pipeline's deploy task then
 # rolls them with the versions it promoted.
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"

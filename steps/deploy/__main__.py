@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         from steps.deploy.helm import ROLLOUT_FAILED, RolloutError, release_values, unservable, upgrade
 
         missing = unservable(record)
-        if missing:
-            # The API is ready only when every model is loaded: a rollout now could only time out and roll back.
+        if len(missing) == len(record["models"]):
+            # The API is ready once one model is loaded: with none to load, a rollout could only time out.
             log.warning("not rolling out %s: no production version of %s yet", rollout.release, ", ".join(missing))
             deployment = {**record, "rollout": {"target": "helm", "skipped": f"no production version of "
                                                 f"{', '.join(missing)}"}}

@@ -71,7 +71,7 @@ def release_values(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def unservable(record: dict[str, Any]) -> list[str]:
-    """Models with no production version: the API cannot become ready without them, so there is nothing to roll."""
+    """Models with no production version: the API serves the others (with none at all, there is nothing to roll)."""
     return sorted(name for name, model in record["models"].items() if not model["version"])
 
 

@@ -107,6 +107,7 @@ class ServedModels:
         self.on_swap = on_swap
         self.current: dict[str, LoadedModel] = {}
         self.errors: dict[str, str] = {}
+        self.unpromoted: set[str] = set()  # models whose alias record says they have no production version
         self._failed: dict[str, str] = {}  # name -> the version that failed to load
 
     def get(self, name: str) -> LoadedModel | None:
@@ -115,8 +116,10 @@ class ServedModels:
 
     @property
     def ready(self) -> bool:
-        """Every model has a loaded, warmed-up production version."""
-        return all(name in self.current for name in MODEL_NAMES)
+        """Every model with a production version has it loaded and warmed up, and there is at least one. A model
+        without one (refused by the gates, or rolled back to none) must not take the others out of a Service."""
+        current, unpromoted = dict(self.current), set(self.unpromoted)
+        return bool(current) and all(name in current or name in unpromoted for name in MODEL_NAMES)
 
     def refresh(self) -> list[str]:
         """Load and swap in every model whose production version changed; return the names swapped."""
@@ -126,10 +129,12 @@ class ServedModels:
                 record = self.registry.resolve(name, PRODUCTION)
             except (RegistryError, OSError, ValueError) as error:
                 if self._rolled_back_to_none(name):
+                    self.unpromoted.add(name)
                     self._withdraw(name, str(error))
                 elif name not in self.current:  # else a registry that cannot be read now: keep serving
                     self.errors[name] = str(error)
                 continue
+            self.unpromoted.discard(name)
             serving = self.current.get(name)
             if serving is not None and serving.version == record.version:
                 continue
@@ -157,6 +162,8 @@ class ServedModels:
         return swapped
 
     def _rolled_back_to_none(self, name: str) -> bool:
+        """Whether `name`'s alias record says it has no production version (never promoted, or rolled back to
+        none); False where the registry cannot be read."""
         try:
             return self.registry.alias_unset(name, PRODUCTION)
         except (OSError, ValueError):

@@ -142,13 +142,17 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not every model is ready"}})
     async def readyz() -> Response:
-        """Ready when every model has its production version loaded and warmed up; `errors` says why a version
-        is not (still serving the previous one, when there is one)."""
+        """Ready when every model with a production version has it loaded and warmed up (`unpromoted`: the models
+        whose registry record says they have none), and one at least is; `errors` says why a version is not
+        (still serving the previous one, when there is one)."""
         current = dict(served.current)  # one view: the watcher thread may swap or withdraw a model meanwhile
+        unpromoted = sorted(served.unpromoted)
         versions = {name: model.version for name, model in current.items()}
         problems = {"errors": dict(served.errors)} if served.errors else {}
-        missing = [name for name in MODEL_NAMES if name not in current]
-        if not missing:
+        if unpromoted:
+            problems["unpromoted"] = unpromoted
+        missing = [name for name in MODEL_NAMES if name not in current and name not in unpromoted]
+        if current and not missing:
             return _json({"status": "ready", "models": versions, **problems})
         return _json({"status": "not ready", "missing": missing, "models": versions, **problems}, 503)
 

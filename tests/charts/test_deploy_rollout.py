@@ -163,15 +163,26 @@ def test_an_unreachable_cluster_fails_through_the_real_helm_library(promoted, mo
     assert "cluster unreachable" in caplog.text and "127.0.0.1:1" in caplog.text
 
 
-def test_no_rollout_while_a_model_has_no_production_version(promoted, fake_helm, tmp_path):
+def test_a_model_without_a_production_version_does_not_hold_back_the_others(promoted, fake_helm, tmp_path):
+    """The API serves the models that have a production version (it is ready without the others), so the rollout
+    goes ahead; it used to be skipped, and a model the gates refused kept the other two from reaching the API."""
     registry, promotion = promoted
     outcomes = json.loads((promotion / "promotion.json").read_text())
     outcomes["orbit"] = {"outcome": "refused", "version": "1"}  # a model that never reached production
     (promotion / "promotion.json").write_text(json.dumps(outcomes))
     assert run_deploy(registry, promotion, tmp_path / "out") == 0
+    assert [call[0] for call in fake_helm.calls] == ["config", "history", "upgrade", "close"]
+
+
+def test_no_rollout_while_no_model_has_a_production_version(tmp_path, fake_helm):
+    registry = tmp_path / "registry"
+    ModelRegistry.open(str(registry))
+    with ArtifactWriter(tmp_path / "promotion", stage="promote") as out:
+        out.write_json("promotion.json", {name: {"outcome": "refused", "version": "1"} for name in NAMES})
+    assert run_deploy(registry, tmp_path / "promotion", tmp_path / "out") == 0
     assert fake_helm.calls == []
     rollout = json.loads((tmp_path / "out" / "deployment.json").read_text())["rollout"]
-    assert rollout == {"target": "helm", "skipped": "no production version of orbit"}
+    assert rollout == {"target": "helm", "skipped": "no production version of lightcurve, sed, spectral"}
 
 
 @pytest.mark.parametrize("extra, message", [

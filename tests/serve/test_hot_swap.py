@@ -118,7 +118,9 @@ def test_a_first_promotion_rolled_back_withdraws_the_model(registry_copy):
         metrics = httpx.get(f"{url}/metrics").text
         served = [m["name"] for m in httpx.get(f"{url}/v1/models").json()["models"]]
     assert answer.status_code == 503 and "has no alias 'production'" in answer.text
-    assert ready.status_code == 503 and "has no alias 'production'" in ready.json()["errors"]["sed"]
+    # still ready: a model without a production version must not take the other two out of a Service
+    assert ready.status_code == 200 and ready.json()["unpromoted"] == ["sed"]
+    assert "has no alias 'production'" in ready.json()["errors"]["sed"]
     assert 'stellar_api_model_info{kind="ridge",model="sed"' not in metrics
     assert "sed" not in served and {"spectral", "lightcurve"} <= set(served)
 
