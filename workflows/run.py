@@ -153,11 +153,16 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
         os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
     try:
         doc = load_template(template)
-        for name in STORE_PARAMETERS:
-            if str(parameters.get(name, "")).startswith("s3://"):
-                usable_store(f"-p {name}=", parameters[name], s3_endpoint)
-        store = usable_store("--artifact-store ", artifact_store or str(home / "artifacts"), s3_endpoint)
-        home.mkdir(parents=True, exist_ok=True)
+        stores = [(f"-p {name}=", parameters[name]) for name in STORE_PARAMETERS if parameters.get(name)]
+        stores.append(("--artifact-store ", artifact_store) if artifact_store else ("--home ", str(home / "artifacts")))
+        # S3 first, so that no folder is made on this machine for a run that cannot start
+        for option, uri in sorted(stores, key=lambda pair: not pair[1].startswith("s3://")):
+            usable_store(option, uri, s3_endpoint)
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"--home {home}: cannot create the folder: {error.strerror or error}") from None
+        store = open_store(stores[-1][1], s3_endpoint)
         executor = LocalExecutor(doc, ArtifactCache(store), home / "runs",
                                  {**local_parameters(home), **parameters}, parallelism)
     except (UnsupportedTemplate, ValueError, OSError) as error:

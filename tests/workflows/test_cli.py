@@ -61,6 +61,8 @@ def test_a_store_that_cannot_be_used_is_one_line_before_the_run(tmp_path, capsys
          f"--artifact-store {tmp_path / 'a-file'}: a file, not a folder"),
         (["--s3-endpoint", s3_server, "-p", "registry=s3://no-such-bucket/registry"],
          "-p registry=s3://no-such-bucket/registry: no bucket 'no-such-bucket'"),
+        (["-p", f"registry={tmp_path / 'a-file'}"], f"-p registry={tmp_path / 'a-file'}: a file, not a folder"),
+        (["--home", str(tmp_path / "a-file" / "home")], f"--home {tmp_path / 'a-file' / 'home' / 'artifacts'}: "),
     ]
     for options, message in cases:
         assert main(["run", "--home", str(home), *options]) == 2, options
