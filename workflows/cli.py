@@ -295,6 +295,12 @@ def cmd_models(args: argparse.Namespace) -> int:
             name, at, ref = args.ref.partition("@")
             if at and not ref:
                 raise ValueError(f"{args.ref!r}: nothing after '@' (give NAME, NAME@VERSION or NAME@ALIAS)")
+            if not ref and registry.alias_unset(name, PRODUCTION):
+                versions = ", ".join(record.version for record in registry.versions(name))
+                print(f"stellar models: {name} has no production version (never promoted, or rolled back to none); "
+                      f"its versions: {versions}: stellar models show {name}@VERSION (or @candidate)",
+                      file=sys.stderr)
+                return 1
             print(registry.latest(name, ref or PRODUCTION).model_dump_json(indent=2))
         elif args.models_command == "register":
             record = _register_by_hand(registry, args.name, args.model_dir)

@@ -279,6 +279,7 @@ class ModelRegistry:
     def alias_unset(self, name: str, alias: str = PRODUCTION) -> bool:
         """True when `name`'s alias record was read and holds no `alias` (a first promotion rolled back), as opposed
         to a registry or record that cannot be read now, or a model never promoted."""
+        _check("model name", name)
         blob = self.store.get(f"{name}/aliases.json")
         return blob is not None and alias not in AliasState.model_validate_json(blob.data).aliases
 

@@ -240,3 +240,6 @@ def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
     assert "sed: production rolled back to (none): no version of sed is served" in capsys.readouterr().out
     assert main(["models", "rollback", "sed", *home]) == 1  # a sound request the state refuses: not a usage error
     assert "sed has no production version: nothing to roll back" in capsys.readouterr().err
+    assert main(["models", "show", "sed", *home]) == 1
+    assert "sed has no production version (never promoted, or rolled back to none); its versions: 1" in \
+        capsys.readouterr().err
