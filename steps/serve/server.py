@@ -85,10 +85,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         else:
             metrics.served(loaded.name, loaded.version, loaded.predictor.kind,
                            (replaced.version, replaced.predictor.kind) if replaced else None)
-        metrics.ready.set(1 if served.ready else 0)
 
     served = ServedModels(ModelRegistry.open(settings.registry, settings.s3_endpoint), settings.cache_dir,
                           settings.max_objects, settings.batch_max_objects, on_swap)
+    # read at each scrape, as /readyz reads it: a model found unpromoted changes readiness without any swap
+    metrics.ready.set_function(lambda: 1.0 if served.ready else 0.0)
     batchers: dict[str, MicroBatcher] = {}
 
     @asynccontextmanager

@@ -122,7 +122,21 @@ def test_a_first_promotion_rolled_back_withdraws_the_model(registry_copy):
     assert ready.status_code == 200 and ready.json()["unpromoted"] == ["sed"]
     assert "has no alias 'production'" in ready.json()["errors"]["sed"]
     assert 'stellar_api_model_info{kind="ridge",model="sed"' not in metrics
+    assert "stellar_api_ready 1.0" in metrics  # as /readyz says: the other two are served
     assert "sed" not in served and {"spectral", "lightcurve"} <= set(served)
+
+
+def test_a_server_started_with_a_model_rolled_back_to_none_is_ready_with_the_others(registry_copy):
+    """The readiness gauge is read at each scrape: set at swaps only, it said 0 while /readyz said ready, as sed
+    was found unpromoted after the other two had loaded."""
+    registry = ModelRegistry.open(str(registry_copy / "registry"))
+    while registry.rollback("sed") is not None:
+        pass
+    with live_server(settings_for(registry_copy, reload_interval_s=0.2)) as url:
+        ready = httpx.get(f"{url}/readyz")
+        metrics = httpx.get(f"{url}/metrics").text
+    assert ready.status_code == 200 and ready.json()["unpromoted"] == ["sed"]
+    assert "stellar_api_ready 1.0" in metrics
 
 
 def test_a_registry_that_cannot_be_read_for_a_while_does_not_withdraw_a_model(registry_copy):
