@@ -277,8 +277,8 @@ class ModelRegistry:
         return AliasState.model_validate_json(blob.data) if blob else AliasState()
 
     def alias_unset(self, name: str, alias: str = PRODUCTION) -> bool:
-        """True when `name`'s alias record was read and holds no `alias` (a first promotion rolled back), as opposed
-        to a registry or record that cannot be read now, or a model never promoted."""
+        """True when `name`'s alias record was read and holds no `alias` (never set, or rolled back to none), as
+        opposed to a registry that cannot be read now, or a model with no alias record at all."""
         _check("model name", name)
         blob = self.store.get(f"{name}/aliases.json")
         return blob is not None and alias not in AliasState.model_validate_json(blob.data).aliases

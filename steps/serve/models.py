@@ -128,7 +128,7 @@ class ServedModels:
             try:
                 record = self.registry.resolve(name, PRODUCTION)
             except (RegistryError, OSError, ValueError) as error:
-                if self._rolled_back_to_none(name):
+                if self._has_no_production(name):
                     self.unpromoted.add(name)
                     self._withdraw(name, str(error))
                 elif name not in self.current:  # else a registry that cannot be read now: keep serving
@@ -161,7 +161,7 @@ class ServedModels:
             _settle_garbage()
         return swapped
 
-    def _rolled_back_to_none(self, name: str) -> bool:
+    def _has_no_production(self, name: str) -> bool:
         """Whether `name`'s alias record says it has no production version (never promoted, or rolled back to
         none); False where the registry cannot be read."""
         try:
@@ -170,8 +170,8 @@ class ServedModels:
             return False
 
     def _withdraw(self, name: str, why: str) -> None:
-        """Stop serving `name` (a rollback of its first promotion left no production version): its requests are
-        answered 503 with `why`, as before any version was promoted."""
+        """Stop serving `name` (its alias record has no production version: never promoted, or rolled back to
+        none): its requests are answered 503 with `why`."""
         self.errors[name] = why
         self._failed.pop(name, None)
         withdrawn = self.current.pop(name, None)

@@ -7,8 +7,9 @@ A task key is the hash of everything that decides a task's result (image, comman
 hashes, code version and, for registry readers, the registry's alias state), so an entry is never stale.
 An artifact's place ends in the hash of its bytes, so stored bytes are never rewritten: two runs sharing a store
 (two homes, one `--artifact-store`) that run the same task at once each store what they made, and each one's
-consumers read their own producer's bytes (before, the second upload replaced the first under a reader, whose run
-failed with "changed while it was read"). The cache entry names whichever copy was recorded last.
+consumers read what was stored there (before, the second upload replaced the first under a reader, whose run failed
+with "changed while it was read"); the first entry recorded is kept, and the other run goes on with its outputs
+(`save_outputs`).
 """
 
 from __future__ import annotations
