@@ -197,15 +197,31 @@ def merge_segments(curves: list[Curve]) -> Curve:
 
 # The JSON-lines export
 
+JSON_KINDS = {list: "array", int: "number", float: "number", str: "string", bool: "boolean", type(None): "null"}
+
+
 def read_json_lines(text: str, origin: str) -> tuple[list[Curve], list[tuple[str, str, str]]]:
-    """Kepler curves from a JSON-lines export, and (id, reason, origin) for lines that cannot be used."""
+    """Kepler curves from a JSON-lines export (one light-curve object per line; a file that is one JSON document, an
+    object or a list of objects, is read as those records), and (id, reason, origin) for records that cannot be
+    used."""
+    try:
+        document = json.loads(text)
+    except ValueError:  # JSON lines of more than one record, or a damaged line: read line by line
+        records = [(f"{origin}:{number}", line) for number, line in enumerate(text.splitlines(), start=1)
+                   if line.strip()]
+    else:
+        if isinstance(document, list) and document and all(isinstance(item, dict) for item in document):
+            records = [(f"{origin}[{index}]", item) for index, item in enumerate(document)]
+        else:
+            records = [(origin, document)]
     curves, bad = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{origin}:{number}"
+    for where, record in records:
         try:
-            record = json.loads(line)
+            if isinstance(record, str):
+                record = json.loads(record)
+            if not isinstance(record, dict):
+                raise TypeError(f"a JSON {JSON_KINDS.get(type(record), 'value')}, not an object with kepid, time and "
+                                "flux")
             curve_id = _json_object_id(record)
             time = np.asarray(record["time"], dtype=np.float64)
             flux = np.asarray(record["flux"], dtype=np.float64)

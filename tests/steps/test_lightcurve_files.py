@@ -179,6 +179,26 @@ def test_corrupted_copies_of_real_files_are_quarantined_with_their_reason(tmp_pa
     assert stripe82.data.num_rows == 482
 
 
+
+def test_json_that_is_not_a_light_curve_object_is_quarantined_and_the_good_curves_kept(tmp_path, kepler_dir):
+    """A JSON line that is a list, a number or null, and a JSON document of another kind (Gaia's cone-search
+    answer), are quarantined with their reason instead of stopping the reader."""
+    folder = tmp_path / "kepler"
+    folder.mkdir()
+    sample = (kepler_dir / "lightcurves-sample.json").read_text()
+    good = len([line for line in sample.splitlines() if line.strip()])
+    (folder / "lightcurves-sample.json").write_text(sample.rstrip("\n") + "\n[1, 2, 3]\n42\nnull\n")
+    (folder / "cone_search.json").write_text(json.dumps({"metadata": [{"name": "ra"}], "data": [[1.0]]}, indent=1))
+
+    contents = read_folder(folder)
+    reasons = {row["id"]: row["reason"] for row in contents.quarantine.rows}
+    assert reasons[f"lightcurves-sample.json:{good + 1}"] == (
+        "unreadable JSON light curve: TypeError: a JSON array, not an object with kepid, time and flux")
+    assert "a JSON number," in reasons[f"lightcurves-sample.json:{good + 2}"]
+    assert "a JSON null," in reasons[f"lightcurves-sample.json:{good + 3}"]
+    assert reasons["cone_search.json"].startswith("unreadable JSON light curve: KeyError")
+    assert contents.data.num_rows == read_folder(kepler_dir).data.num_rows
+
 def _image_fits() -> bytes:
     from astropy.io import fits
 
