@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +28,7 @@ MAX_LENGTH = {"spectral": 8192, "lightcurve": 4096}
 MIN_SAMPLES = 32  # the split must leave test and validation objects to evaluate and stop on
 MAX_SAMPLES = 100_000  # synthetic objects: 100,000 spectra of the default 1024 pixels are 1.2 GB of features
 ALL_BANDS = ("G", "BP", "RP", "J", "H", "Ks", "W1", "W2")
+TRAINING_FOLDERS = ("model", "evaluation", "work")  # what training writes in OUTPUT_DIR/<model>
 
 
 def _whole_number(text: str) -> int:
@@ -77,9 +80,33 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
         command.add_argument("--epochs", type=at_least(1, "epoch"), default=100,
                              help="most training epochs of the TensorFlow models (early stopping ends sooner)")
         command.add_argument("--seed", type=seed_number, default=42)
-        command.add_argument("--output-dir", type=Path, default=Path("artifacts"),
+        command.add_argument("--output-dir", type=folder_path, default=Path("artifacts"),
                              help="where to write <model>/model and <model>/evaluation (default artifacts)")
         command.set_defaults(handler=partial(train_command, model))
+
+
+def folder_path(text: str) -> Path:
+    """An argparse type: a non-empty path (Path("") would be the working folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: give a folder")
+    return Path(text)
+
+
+def unusable_output(root: Path) -> str | None:
+    """Why the model folder `root` (OUTPUT_DIR/<model>) cannot hold what training writes there, checked before any
+    work: a file where a folder must be, or a folder that cannot be created or written in; None when it can."""
+    blocking = next((path for path in [*reversed(root.parents), root, *(root / name for name in TRAINING_FOLDERS)]
+                     if path.exists() and not path.is_dir()), None)
+    if blocking is not None:
+        return f"{blocking} is a file, not a folder"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=root, prefix=".probe-")
+    except OSError as error:
+        return f"cannot write in {root}: {error.strerror or error}"
+    os.close(handle)
+    Path(probe).unlink()
+    return None
 
 
 def train_command(model: str, args: argparse.Namespace) -> int:
@@ -91,10 +118,11 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     from steps.train.__main__ import main as train
 
     modality = MODALITY[model]
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        print(f"stellar train-{model}: --output-dir {args.output_dir}: is a file, not a folder", file=sys.stderr)
-        return 2
     root = args.output_dir.resolve() / model
+    problem = unusable_output(root)
+    if problem:
+        print(f"stellar train-{model}: --output-dir {args.output_dir}: {problem}", file=sys.stderr)
+        return 2
     if (root / "model").exists():
         print(f"stellar train-{model}: replacing the model and evaluation in {root}", file=sys.stderr)
         shutil.rmtree(root / "evaluation", ignore_errors=True)  # never left beside a model it did not evaluate

@@ -55,10 +55,29 @@ def test_bad_flags_are_refused_before_any_stage_runs(tmp_path, capsys, argv, mes
     assert not (tmp_path / "out").exists()
 
 
-def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
-    (tmp_path / "taken").write_text("")
-    assert main(["train-sed", "--force-dummy", "--output-dir", str(tmp_path / "taken")]) == 2
-    assert f"--output-dir {tmp_path / 'taken'}: is a file, not a folder" in capsys.readouterr().err
+@pytest.mark.parametrize("output, blocking", [("taken", "taken"), ("taken/sub", "taken"),
+                                              ("out", "out/sed/model"), ("out", "out/sed")])
+def test_an_output_dir_where_a_file_blocks_a_folder_is_refused_before_any_work(tmp_path, capsys, output, blocking):
+    blocked = tmp_path / blocking
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("keep")
+    assert main(["train-sed", "--force-dummy", "--output-dir", str(tmp_path / output)]) == 2
+    assert f"--output-dir {tmp_path / output}: {blocked} is a file, not a folder" in capsys.readouterr().err
+    assert blocked.read_text() == "keep"
+    assert not list(tmp_path.rglob(".*tmp*")) and not list(tmp_path.rglob("work"))
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused(tmp_path, capsys):
+    assert main(["train-sed", "--force-dummy", "--output-dir", "/proc/stellar-test"]) == 2
+    assert "--output-dir /proc/stellar-test: cannot write in /proc/stellar-test/sed: " in capsys.readouterr().err
+
+
+def test_an_empty_output_dir_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-sed", "--force-dummy", "--output-dir", ""])
+    assert exit_info.value.code == 2 and "--output-dir: an empty path: give a folder" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.fixture(scope="module")
