@@ -27,7 +27,7 @@ def test_each_kind_of_change_is_named_and_many_arguments_are_counted():
     changed = {**MATERIAL, "code": "0.1.0+def", "inputs": {"split": "2e", "raw": "3d"}, "env": {},
                "args": ["lightcurves", "--source=kepler", "--cache", "/a/raw-cache", "--samples", "9", "--out"]}
     assert describe_change(MATERIAL, changed) == (
-        "the pipeline's code changed (0.1.0+abc -> 0.1.0+def); argument #1 changed (spectra -> lightcurves); "
+        "its stage's code changed (0.1.0+abc -> 0.1.0+def); argument #1 changed (spectra -> lightcurves); "
         "argument --source changed (synthetic -> kepler); 2 more argument(s) changed; environment variable LOG "
         "changed; its inputs 'raw', 'split' changed")
 

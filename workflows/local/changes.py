@@ -46,7 +46,7 @@ def describe_change(before: dict[str, Any], after: dict[str, Any]) -> str:
     (the gates' YAML) are shown by their first differing line."""
     changes = []
     if before.get("code") != after.get("code"):
-        changes.append(f"the pipeline's code changed ({before.get('code')} -> {after.get('code')})")
+        changes.append(f"its stage's code changed ({before.get('code')} -> {after.get('code')})")
     for part in ("image", "command"):
         if before.get(part) != after.get(part):
             changes.append(f"its {part} changed")

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from steps.core.artifacts import sha256_tree
 from steps.core.registry import ModelRegistry
-from steps.core.version import code_version
+from steps.core.version import command_code_version
 from workflows.local import launch
 from workflows.local.cache import ArtifactCache, ArtifactChanged, CacheEntry, StoredArtifact, task_key
 from workflows.local.changes import READ_AFRESH, RUN_RECORD, describe_change, last_materials
@@ -294,7 +294,7 @@ class LocalExecutor:
             "env": {e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
             "inputs": {name: artifact.sha256 for name, artifact in sorted(inputs.items())},
             "outputs": sorted(a["name"] for a in template.get("outputs", {}).get("artifacts", [])),
-            "code": code_version(),
+            "code": command_code_version(container.get("command", [])),
         }
         annotations = template.get("metadata", {}).get("annotations", {})
         if annotations.get(READS_REGISTRY):
