@@ -16,6 +16,7 @@ from steps.core.artifacts import ArtifactWriter
 from steps.core.logs import get_logger
 from steps.core.quarantine import QUARANTINE_TABLE, TooManyBadRecords
 from steps.ingest import sources
+from steps.ingest.raw_cache import RetriesExhausted, unreachable
 from steps.ingest.schemas import DATA_FILES, LABELS_FILE, MODALITIES
 
 log = get_logger("ingest")
@@ -71,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     except (TooManyBadRecords, ValueError) as error:  # bad input or settings: retrying cannot help
         log.error("%s", error)
         return 2
+    except Exception as error:  # an archive out of reach: one line, and exit 1 so the workflow retries later
+        reason = unreachable(error)
+        if reason is None:
+            raise
+        log.error("%s --source %s: %s%s; to run without the network, give a folder (or s3://) of the archive's "
+                  "files as the source (stellar run --%s-from DIR)", args.modality, args.source, reason,
+                  " after every attempt" if isinstance(error, RetriesExhausted) else "", args.modality)
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http
 import http.client
 import re
+import socket
 import time
 import urllib.error
 from collections.abc import Callable
@@ -81,8 +82,46 @@ def http_status(error: BaseException) -> int | None:
     return None
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error, what caused it or was being handled (`__cause__`, `__context__`), and exceptions it carries as
+    arguments, as its `reason` (urllib and urllib3) or its `cause` (pyvo), depth first."""
+    found, pending = [], [error]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        carried = [*current.args, getattr(current, "reason", None), getattr(current, "cause", None)]
+        pending += [item for item in carried if isinstance(item, BaseException)]
+        pending += [current.__context__, current.__cause__]
+    return found
+
+
+def name_not_resolved(error: BaseException) -> bool:
+    """True when `error` is, or was caused by, a failed lookup of a host name."""
+    return any(isinstance(e, socket.gaierror) or type(e).__name__ == "NameResolutionError" for e in _chain(error))
+
+
+def unreachable(error: BaseException) -> str | None:
+    """Why the archive could not be reached, in a few words naming its host where the error does, when `error` is
+    (or was caused by) a failed name lookup, a refused connection or a timeout; None for any other error."""
+    chain = _chain(error)
+    hosts = [match.group(1) for e in chain for match in [re.search(r"(?:host='|resolve ')([^']+)'", str(e))] if match]
+    at = f" {hosts[0]}" if hosts else ""
+    if name_not_resolved(error):
+        return f"cannot resolve the archive's address{at} (no network, or no DNS, here)"
+    if any(isinstance(e, (TimeoutError, requests.Timeout)) for e in chain):
+        return f"the archive{at} did not answer in time"
+    if any(isinstance(e, (ConnectionError, requests.ConnectionError)) for e in chain):
+        return f"cannot connect to the archive{at}"
+    return None
+
+
 def is_transient(error: BaseException) -> bool:
-    """True for errors worth another attempt: HTTP 429 and 5xx, refused or dropped connections, timeouts."""
+    """True for errors worth another attempt: HTTP 429 and 5xx, refused or dropped connections, timeouts. A name
+    that does not resolve is not retried here: the workflow's own retries, minutes apart, cover a DNS outage."""
+    if name_not_resolved(error):
+        return False
     status = http_status(error)
     if status is not None:
         return status in RETRYABLE_STATUSES

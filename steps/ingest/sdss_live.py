@@ -37,7 +37,8 @@ from astropy.table import Table
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
-from steps.ingest.raw_cache import RateLimiter, RawCache, RetriesExhausted, http_status, is_transient, retrying
+from steps.ingest.raw_cache import (RateLimiter, RawCache, RetriesExhausted, http_status, is_transient, retrying,
+                                    name_not_resolved, unreachable)
 from steps.ingest.spectra_files import UnusableSpectrum, label_value, read_spectrum, spectra_tables
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class ArchiveError(ValueError):
 def is_transient_download(error: BaseException) -> bool:
     """`raw_cache.is_transient`, and a connection that urllib (astroquery's file download) could not open."""
     return is_transient(error) or (isinstance(error, urllib.error.URLError)
-                                   and not isinstance(error, urllib.error.HTTPError))
+                                   and not isinstance(error, urllib.error.HTTPError) and not name_not_resolved(error))
 
 
 class SdssClient(Protocol):
@@ -150,6 +151,8 @@ class _Archive:
         except RetriesExhausted:
             raise
         except Exception as error:      # not transient: `retrying` let it through at once
+            if unreachable(error):  # no archive to ask (the stage says so in one line): not bad input
+                raise
             raise ArchiveError(f"SDSS {what} failed: {type(error).__name__}: {error}") from error
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 
 import pytest
 import requests
 
-from steps.ingest.raw_cache import RateLimiter, RawCache, RetriesExhausted, http_status, is_transient, retrying
+from steps.ingest.raw_cache import (RateLimiter, RawCache, RetriesExhausted, http_status, is_transient, retrying,
+                                    unreachable)
 
 
 @pytest.fixture(params=["directory", "s3"])
@@ -107,6 +109,56 @@ def _response(status: int) -> requests.Response:
 ])
 def test_which_errors_are_transient(error, transient):
     assert is_transient(error) is transient
+
+
+def _unresolved(host: str = "skyserver.sdss.org") -> requests.ConnectionError:
+    """What requests raises when a host name does not resolve: the urllib3 errors as its cause and argument."""
+    from urllib3.exceptions import MaxRetryError, NameResolutionError
+
+    lookup = NameResolutionError(host, None, socket.gaierror(-2, "Name or service not known"))
+    return requests.ConnectionError(MaxRetryError(None, "/dr17/en/tools/search/x_results.aspx?cmd=...", lookup))
+
+
+def test_an_archive_out_of_reach_is_named_in_a_few_words_and_an_unresolved_name_is_not_retried_here():
+    from pyvo.dal.exceptions import DALFormatError
+
+    from steps.ingest.sdss_live import is_transient_download
+
+    assert unreachable(_unresolved()) == ("cannot resolve the archive's address skyserver.sdss.org (no network, "
+                                          "or no DNS, here)")
+    wrapped = DALFormatError(_unresolved("exoplanetarchive.ipac.caltech.edu"), "https://.../TAP/sync")
+    assert "cannot resolve the archive's address exoplanetarchive.ipac.caltech.edu" in unreachable(wrapped)
+    assert unreachable(socket.gaierror(-2, "Name or service not known")).startswith("cannot resolve the archive's "
+                                                                                    "address (no network")
+    for error in (_unresolved(), wrapped, urllib.error.URLError(socket.gaierror(-2, "unknown"))):
+        assert not is_transient(error) and not is_transient_download(error)
+    assert unreachable(ConnectionRefusedError()) == "cannot connect to the archive"
+    assert is_transient(ConnectionRefusedError()) and is_transient_download(urllib.error.URLError("refused"))
+    assert unreachable(requests.Timeout()) == "the archive did not answer in time"
+    assert unreachable(ValueError("bad ADQL")) is None
+
+
+def test_the_ingest_stage_says_in_one_line_that_the_archive_is_out_of_reach(tmp_path, monkeypatch, caplog):
+    """Exit 1 (the workflow retries it later), no traceback; any other error still propagates."""
+    from steps.ingest import __main__ as stage
+
+    def out_of_reach(*args, **kwargs):
+        raise RetriesExhausted("SDSS stellar SQL query: still failing after 5 attempts") from _unresolved()
+
+    monkeypatch.setattr(stage, "ingest", out_of_reach)
+    assert stage.main(["spectra", "--source", "sdss", "--samples", "4", "--out", str(tmp_path / "raw")]) == 1
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage() == (
+        "spectra --source sdss: cannot resolve the archive's address skyserver.sdss.org (no network, or no DNS, "
+        "here) after every attempt; to run without the network, give a folder (or s3://) of the archive's files as "
+        "the source (stellar run --spectra-from DIR)")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(stage, "ingest", broken)
+    with pytest.raises(RuntimeError):
+        stage.main(["spectra", "--source", "sdss", "--samples", "4", "--out", str(tmp_path / "raw")])
 
 
 def test_http_status_is_read_from_astroquery_messages_and_response_objects():
