@@ -10,7 +10,8 @@ rendered WorkflowTemplate and CronWorkflow (default RenderOptions) this writes:
 - templates/_generated.tpl: the object names the rest of the chart must agree with (service accounts, the artifact
   repository ConfigMap and key, the S3 Secret, the template's name);
 - values.yaml: the block between the GENERATED markers, holding the defaults of those fields as Hera has them;
-- values.schema.json: the schema of the workflow parameters and resources (names as Hera has them, nothing else);
+- values.schema.json: the schema of the workflow parameters and resources (names as Hera has them, nothing else),
+  and of the schedules and time zone (what `stellar render` accepts);
 - Chart.yaml of both charts (stellar-pipeline and stellar-api): `appVersion`, the package version, which is the
   default image tag.
 
@@ -26,6 +27,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from workflows.pipeline import RenderOptions  # noqa: E402
 from workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, rendered_documents, to_yaml  # noqa: E402
+from workflows.validate import cron_pattern  # noqa: E402
 
 CHART = ROOT / "charts" / "stellar-pipeline"
 API_CHART = ROOT / "charts" / "stellar-api"
@@ -196,7 +199,16 @@ def values_schema(current: dict[str, Any], template: dict[str, Any]) -> dict[str
     names = [t["name"] for t in spec["templates"] if "container" in t]
     resources["properties"] = {name: {"$ref": "#/definitions/resources"} for name in names}
     resources["required"] = names
+    cron = schema["properties"]["cron"]["properties"]
+    cron["schedules"]["items"] = {"type": "string", "pattern": cron_pattern()}
+    cron["timezone"] = {"enum": time_zones()}
     return schema
+
+
+def time_zones() -> list[str]:
+    """The IANA time zones of the locked `tzdata` package, which `stellar render` accepts too (Argo's controller
+    reads the same database)."""
+    return sorted(resources.files("tzdata").joinpath("zones").read_text().split())
 
 
 def chart_yaml(path: Path, version: str) -> str:

@@ -10,22 +10,32 @@ for tool in kubectl helm; do need "$tool"; done
 image=(--set-string "image.registry=$IMAGE_REGISTRY" --set-string "image.tag=$VERSION"
   --set-string image.pullPolicy=IfNotPresent)
 
+# Run again, it keeps what was set on each release since (a schedule; the model versions the pipeline's deploy task
+# rolled out): `helm get values` gives only values set, so the charts' own defaults still come from the charts.
+kept="$(mktemp -d)"
+trap 'rm -rf "$kept"' EXIT
+for release in stellar-pipeline stellar-api; do
+  : >"$kept/$release.yaml"
+  if helm status "$release" --namespace "$NAMESPACE" >/dev/null 2>&1; then
+    helm get values "$release" --namespace "$NAMESPACE" --output yaml >"$kept/$release.yaml"
+  fi
+done
+
+# SCHEDULE (one cron line: the chart's values.schema.json checks it as Argo would) and TIMEZONE (IANA) set the
+# CronWorkflow; unset, the release keeps its own (the chart's default: Monday 03:00 UTC).
+json_string() { local text="${1//\\/\\\\}"; printf '"%s"' "${text//\"/\\\"}"; }
+cron=()
+if [[ -n "${SCHEDULE:-}" ]]; then cron+=(--set-json "cron.schedules=[$(json_string "$SCHEDULE")]"); fi
+if [[ -n "${TIMEZONE:-}" ]]; then cron+=(--set-json "cron.timezone=$(json_string "$TIMEZONE")"); fi
+
 log "stellar-pipeline: WorkflowTemplate, CronWorkflow, artifact repository, S3 Secret, RBAC"
 helm upgrade --install stellar-pipeline "$REPO_ROOT/charts/stellar-pipeline" --namespace "$NAMESPACE" \
-  --create-namespace "${image[@]}" --set-string "s3.accessKeyId=$S3_ACCESS_KEY" \
-  --set-string "s3.secretAccessKey=$S3_SECRET_KEY" --wait --timeout 2m
-
-# Run again, it keeps what was set on the release since (the model versions the pipeline's deploy task rolled out):
-# `helm get values` gives only values set, so the chart's own defaults still come from the chart.
-previous="$(mktemp)"
-trap 'rm -f "$previous"' EXIT
-if helm status stellar-api --namespace "$NAMESPACE" >/dev/null 2>&1; then
-  helm get values stellar-api --namespace "$NAMESPACE" --output yaml >"$previous"
-fi
+  --create-namespace --values "$kept/stellar-pipeline.yaml" "${image[@]}" "${cron[@]}" \
+  --set-string "s3.accessKeyId=$S3_ACCESS_KEY" --set-string "s3.secretAccessKey=$S3_SECRET_KEY" --wait --timeout 2m
 
 log "stellar-api: one replica on nodePort 30080 (http://127.0.0.1:8080 on this host)"
-helm upgrade --install stellar-api "$REPO_ROOT/charts/stellar-api" --namespace "$NAMESPACE" --values "$previous" \
-  "${image[@]}" --set service.type=NodePort --set service.nodePort=30080 \
+helm upgrade --install stellar-api "$REPO_ROOT/charts/stellar-api" --namespace "$NAMESPACE" \
+  --values "$kept/stellar-api.yaml" "${image[@]}" --set service.type=NodePort --set service.nodePort=30080 \
   --set autoscaling.enabled=false --set replicaCount=1
 
 kubectl --namespace "$NAMESPACE" get workflowtemplates,cronworkflows,deployments,services

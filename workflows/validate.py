@@ -66,6 +66,26 @@ def parse_cron(expr: str) -> None:
                 raise ValueError(f"cron schedule {expr!r}: {name} field {value!r}: {error}") from None
 
 
+def cron_pattern() -> str:
+    """A regular expression (in the subset JSON Schema, Go and Python share) matching the schedules `parse_cron`
+    accepts but for ranges that run backwards: for the chart's values.schema.json, so that `helm install` refuses a
+    schedule Argo would never run."""
+    def either(options) -> str:
+        return "(?:" + "|".join(options) + ")"
+
+    def anycase(word: str) -> str:
+        return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+    def field(low: int, high: int, names: list[str]) -> str:
+        value = either(["0*" + either(str(n) for n in range(high, low - 1, -1))] + [anycase(n) for n in names])
+        part = either([r"\*", r"\?", f"{value}(?:-{value})?"]) + "(?:/0*[1-9][0-9]*)?"
+        return f"{part}(?:,{part})*"
+
+    fields = r"\s+".join(field(low, high, names) for _, low, high, names in _CRON_FIELDS)
+    descriptors = either(anycase(d) for d in sorted(_CRON_DESCRIPTORS))
+    return rf"^\s*(?:{fields}|{descriptors}|{_EVERY.pattern})\s*$"
+
+
 def _check_cron_part(part: str, low: int, high: int, names: list[str]) -> None:
     """One comma-separated piece of a cron field: `*`, `?`, `a`, `a-b`, each optionally `/step`."""
     span, slash, step = part.partition("/")

@@ -138,7 +138,36 @@ def test_deploy_task_targets_helm_with_the_chart_in_its_image(helm):
     ({"resources": {"train": {"limits": {"memory": None}}}}, "memory"),  # null deletes a default in Helm
     ({"cron": {"concurrencyPolicy": "Sometimes"}}, "concurrencyPolicy"),
     ({"image": {"tag": "latest tag"}}, "tag"),
+    ({"cron": {"schedules": ["61 3 * * 1"]}}, "schedules"),  # minute 61
+    ({"cron": {"schedules": ["0 3 * * 1", "0 3 * *"]}}, "schedules"),  # four fields
+    ({"cron": {"schedules": ["@fortnightly"]}}, "schedules"),
+    ({"cron": {"timezone": "Mars/Olympus"}}, "timezone"),
 ])
 def test_the_values_schema_refuses_mistakes(helm, values, message):
     with pytest.raises(helm.HelmError, match=message):
         render(PIPELINE_CHART, values)
+
+
+@pytest.mark.parametrize("schedule", ["0 3 * * 1", "*/15 0-23/2 1,15 JAN-mar sun", "00 03 * * 1-5", "@weekly",
+                                      "@every 1h30m", "61 3 * * 1", "0 3 * * 7", "0 24 * * *", "5/0 * * * *",
+                                      "0 3 * * 1 2", "0 3 L * *", "@fortnightly", "x 3 * * 1"])
+def test_the_chart_takes_the_schedules_stellar_render_takes(schedule):
+    """The pattern in values.schema.json (generated from `validate.cron_pattern`) agrees with `parse_cron`."""
+    import re
+
+    from workflows.validate import parse_cron
+
+    pattern = json.loads((PIPELINE_CHART / "values.schema.json").read_text())[
+        "properties"]["cron"]["properties"]["schedules"]["items"]["pattern"]
+    try:
+        parse_cron(schedule)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert bool(re.search(pattern, schedule)) is accepted
+
+
+def test_a_schedule_and_time_zone_set_as_values_reach_the_cron_workflow(helm):
+    docs = render(PIPELINE_CHART, {"cron": {"schedules": ["0 4 * * 2,5"], "timezone": "America/Argentina/Salta"}})
+    spec = one(docs, "CronWorkflow")["spec"]
+    assert spec["schedules"] == ["0 4 * * 2,5"] and spec["timezone"] == "America/Argentina/Salta"

@@ -75,6 +75,29 @@ def test_minio_and_the_pipeline_chart_get_the_same_credentials(tmp_path):
     assert " --values " in installs["stellar-api"]
 
 
+def test_deploy_keeps_the_pipeline_release_values_and_sets_the_schedule_it_is_given(tmp_path):
+    """`make deploy` run again keeps a schedule set on the stellar-pipeline release; `SCHEDULE=... TIMEZONE=...
+    make deploy` sets one (as JSON, so that a list in a cron field stays one schedule)."""
+    stubs, calls = tmp_path / "bin", tmp_path / "calls.log"
+    stubs.mkdir()
+    for tool in ("kubectl", "helm"):
+        (stubs / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\n')
+        (stubs / tool).chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    subprocess.run(["bash", "cluster/deploy.sh"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    first = [line for line in calls.read_text().splitlines()
+             if line.startswith("helm upgrade --install stellar-pipeline")]
+    assert "helm get values stellar-pipeline --namespace stellar --output yaml" in calls.read_text()
+    assert " --values " in first[0] and "cron." not in first[0]
+
+    calls.unlink()
+    env.update(SCHEDULE="0 4 * * 2,5", TIMEZONE="Europe/Paris")
+    subprocess.run(["bash", "cluster/deploy.sh"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    [install] = [line for line in calls.read_text().splitlines()
+                 if line.startswith("helm upgrade --install stellar-pipeline")]
+    assert '--set-json cron.schedules=["0 4 * * 2,5"] --set-json cron.timezone="Europe/Paris"' in install
+
+
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Error"])
 def test_submit_exits_non_zero_unless_the_workflow_succeeded(tmp_path, phase):
     """`argo submit --watch` exits 0 once the workflow ends, failed or not, so `make submit` reported a failed run
