@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     promote = models_sub.add_parser("promote", help="point production at a version")
     promote.add_argument("name")
     promote.add_argument("version")
+    promote.add_argument("--force", action="store_true",
+                         help="promote a version that the quality gates refused when it was last evaluated")
     rollback = models_sub.add_parser("rollback", help="point production back at its previous version")
     rollback.add_argument("name")
     _add_home(models)
@@ -304,16 +306,31 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(registry.latest(name, ref or PRODUCTION).model_dump_json(indent=2))
         elif args.models_command == "register":
             record = _register_by_hand(registry, args.name, args.model_dir)
-            print(f"{args.name}: {args.model_dir} is version {record.version}; serve it with: stellar models promote "
-                  f"{args.name} {record.version}")
+            if record.verdict and not record.verdict.get("passed", True):
+                print(f"{args.name}: {args.model_dir} is version {record.version}, which its evaluation's quality "
+                      f"gates refused; serve it all the same with: stellar models promote {args.name} "
+                      f"{record.version} --force")
+            else:
+                print(f"{args.name}: {args.model_dir} is version {record.version}; serve it with: stellar models "
+                      f"promote {args.name} {record.version}")
         elif args.models_command == "promote":
             record = registry.latest(args.name, args.version)
+            refused = bool(record.verdict) and not record.verdict.get("passed", True)
+            if refused and not args.force:
+                reasons = [reason for reason in record.verdict.get("reasons", []) if reason.startswith("FAIL")]
+                print(f"stellar models: the quality gates refused {args.name} version {record.version} when last "
+                      f"evaluated; production does not move:", file=sys.stderr)
+                for reason in reasons:
+                    print(f"  {reason}", file=sys.stderr)
+                print(f"promote it anyway with: stellar models promote {args.name} {record.version} --force",
+                      file=sys.stderr)
+                return 1
             previous = registry.set_alias(args.name, PRODUCTION, record.version)
             if previous == record.version:
                 print(f"{args.name}: version {record.version} is already production")
             else:
                 print(f"{args.name}: production {previous or '(none)'} -> {record.version}")
-            if record.verdict and not record.verdict.get("passed", True):
+            if refused:
                 print(f"note: the quality gates refused version {record.version} when last evaluated "
                       f"(stellar models show {args.name}@{record.version})")
         elif args.models_command == "rollback":

@@ -170,6 +170,10 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     if not verdict["passed"] and (verdict.get("fallback") or {}).get("passed"):
         print(f"its NumPy baseline passes them: {root / 'evaluation' / 'baselines' / model} (a pipeline run on a "
               "registry with no production version would promote it instead)")
-    print(f"to serve it: stellar models register {model} {root} [--home H], then stellar models promote {model} "
-          "VERSION")
+    if verdict["passed"]:
+        print(f"to serve it: stellar models register {model} {root} [--home H], then stellar models promote {model} "
+              "VERSION")
+    else:
+        print(f"to serve it all the same: stellar models register {model} {root} [--home H], then stellar models "
+              f"promote {model} VERSION --force (the registry keeps the gates' refusal with it)")
     return 0

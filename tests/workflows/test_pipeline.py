@@ -231,10 +231,15 @@ def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
                           (["list", "--registry", "ftp://x"], "ftp://x")):
         assert main(["models", *argv, *home]) == 2, argv
         assert message in capsys.readouterr().err, argv
-    assert main(["models", "promote", "sed", "1", *home]) == 0
+    assert main(["models", "promote", "sed", "1", *home]) == 1  # refused by the gates: only on purpose
+    err = capsys.readouterr().err
+    assert "the quality gates refused sed version 1 when last evaluated; production does not move" in err
+    assert "  FAIL teff" in err and "stellar models promote sed 1 --force" in err
+    assert not registry.aliases("sed")
+    assert main(["models", "promote", "sed", "1", "--force", *home]) == 0
     out = capsys.readouterr().out
     assert "sed: production (none) -> 1" in out and "the quality gates refused version 1" in out
-    assert main(["models", "promote", "sed", "production", *home]) == 0
+    assert main(["models", "promote", "sed", "production", "--force", *home]) == 0
     assert "version 1 is already production" in capsys.readouterr().out
     assert main(["models", "rollback", "sed", *home]) == 0  # a first promotion by mistake can be undone
     assert "sed: production rolled back to (none): no version of sed is served" in capsys.readouterr().out

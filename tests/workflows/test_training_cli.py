@@ -130,17 +130,20 @@ def test_a_model_trained_by_hand_can_be_registered_and_served(tmp_path, capsys):
     argv = ["train-sed", "--force-dummy", "--samples", "64", "--output-dir", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"stellar models register sed {out / 'sed'}" in printed
+    assert f"stellar models register sed {out / 'sed'} [--home H], then stellar models promote sed VERSION --force" \
+        in printed
     # seed 42 leaves 5 test objects of 64: the refusal says why, and what to change
     assert "(fails the default quality gates)\n  FAIL sed teff test rows with truth and prediction: 5 (need >= 10)" \
         in printed and "(the split drew 5 of the 64 objects for the test, by a hash of each id: 20% on average; more " \
         "--samples give the gates the 10 they need)" in printed
     assert main(["models", "register", "sed", str(out / "sed"), "--home", str(home)]) == 0
-    assert "is version 1; serve it with: stellar models promote sed 1" in capsys.readouterr().out
+    assert "is version 1, which its evaluation's quality gates refused; serve it all the same with: stellar models " \
+        "promote sed 1 --force" in capsys.readouterr().out
     registry = ModelRegistry.open(str(home / "registry"))
     record = registry.latest("sed", "1")
     assert record.metrics["model"]["n_test"] > 0 and "passed" in record.verdict and not registry.aliases("sed")
-    assert main(["models", "promote", "sed", "1", "--home", str(home)]) == 0
+    assert main(["models", "promote", "sed", "1", "--home", str(home)]) == 1 and not registry.aliases("sed")
+    assert main(["models", "promote", "sed", "1", "--force", "--home", str(home)]) == 0
     assert registry.aliases("sed")[PRODUCTION] == "1"
     assert main(["models", "register", "spectral", str(out / "sed"), "--home", str(home)]) == 2
     assert "holds a 'sed' model, not 'spectral'" in capsys.readouterr().err
