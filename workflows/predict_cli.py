@@ -67,8 +67,8 @@ def predict_command(args: argparse.Namespace) -> int:
     try:
         check_output(args.output, args.input)
         home = home_dir(args.home)
-        model_dir, label = resolve_model(args.model_name, args.model, args.registry or str(home / "registry"),
-                                         home / "serving")
+        model_dir, label, verdict = resolve_model(args.model_name, args.model,
+                                                  args.registry or str(home / "registry"), home / "serving")
         frame = predict(args.model_name, model_dir, args.input)
         unanswered = ~frame.attrs["answered"]
         missing = int(unanswered.sum())
@@ -91,6 +91,10 @@ def predict_command(args: argparse.Namespace) -> int:
         [f"{outside} unlike the training objects: see `in_domain`"] if outside else [])
     print(f"{args.model_name} {label}: {len(frame)} objects -> {args.output}"
           + (f" ({'; '.join(notes)})" if notes else "") + f" in {time.perf_counter() - started:.1f} s")
+    for found in verdict.get("uninformative", []):
+        print(f"note: on its test objects this model's {found['target']} was no better than their training mean "
+              f"(robust sigma {found['robust_sigma']:.4g} against {found['null_robust_sigma']:.4g}): that column "
+              "says nothing about these objects", file=sys.stderr)
     return 0
 
 
@@ -152,14 +156,16 @@ def _reasons(frame, shown: int = 5, reasons: int = 10) -> str:
     return "\n".join(lines)
 
 
-def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[Path, str]:
-    """The model directory for `ref` (a directory, or an alias/version of `name` in the registry) and a label."""
+def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[Path, str, dict]:
+    """The model directory for `ref` (a directory, or an alias/version of `name` in the registry), a label, and the
+    verdict of its evaluation (the registry's record of it, or `evaluation/verdict.json` beside a model directory
+    that `stellar train-*` wrote; {} without one)."""
     if Path(ref).is_dir():
         if not (Path(ref) / "model.json").is_file():
             inner = [str(path.parent) for path in sorted(Path(ref).glob("*/model.json"))]
             raise PredictError(f"--model {ref}: not a model directory (no model.json in it)"
                                + (f"; the model is in {inner[0]}" if len(inner) == 1 else ""))
-        return Path(ref), f"model {ref}"
+        return Path(ref), f"model {ref}", _verdict_beside(Path(ref), name)
     if os.sep in ref:
         raise PredictError(f"--model {ref}: no such model directory")
     from steps.core.registry import ModelRegistry, RegistryError
@@ -174,7 +180,16 @@ def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[
         record, path = registry.download(name, ref, cache)
     except RegistryError as error:  # the stored files are not those registered
         raise PredictError(f"--model {ref}: {error}") from None
-    return path, f"version {record.version}" + (f" ({ref})" if ref != record.version else "")
+    return path, f"version {record.version}" + (f" ({ref})" if ref != record.version else ""), record.verdict or {}
+
+
+def _verdict_beside(model_dir: Path, name: str) -> dict:
+    """The verdict `stellar train-*` wrote for `model_dir` (DIR/<model>/evaluation beside DIR/<model>/model)."""
+    path = model_dir.parent / "evaluation" / "verdict.json"
+    try:
+        return json.loads(path.read_text()).get(name) or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def predict(name: str, model_dir: Path, source: Path):

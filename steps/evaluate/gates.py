@@ -168,6 +168,8 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
     fallback: "Verdict | None" = None  # the baseline's verdict, where it may be promoted instead
+    # targets no gate covers whose test robust sigma is worse than the training mean's (`stellar predict` warns)
+    uninformative: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, passed: bool, gate: str, metric: str, value: Any, limit: Any, text: str,
             target: str | None = None) -> None:
@@ -184,6 +186,8 @@ class Verdict:
     def as_dict(self) -> dict[str, Any]:
         """The verdict as written to `verdict.json`."""
         out = {"passed": self.passed, "reasons": self.reasons, "checks": self.checks}
+        if self.uninformative:
+            out["uninformative"] = self.uninformative
         if self.fallback is not None:
             out["fallback"] = {"model": "baseline", **self.fallback.as_dict()}
         return out
@@ -293,6 +297,7 @@ def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null:
         if value is not None and reference is not None and value > reference:
             verdict.note(f"{name} {target} robust_sigma = {fmt(value)} is worse than the null predictor's "
                          f"{fmt(reference)} (the training mean): not gated, but its predictions carry no information")
+            verdict.uninformative.append({"target": target, "robust_sigma": value, "null_robust_sigma": reference})
     if baseline is not None:
         _compare(verdict, name, slots, model, baseline, gates.beat_baseline_by, "beat_baseline_by",
                  "the NumPy baseline")

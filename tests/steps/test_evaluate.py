@@ -123,8 +123,10 @@ def test_a_target_the_gates_do_not_hold_is_noted_where_it_loses_to_the_null_pred
     notes = [r for r in worse.reasons if "feh" in r and r.startswith("NOTE")]
     assert notes == ["NOTE sed feh robust_sigma = 0.29 is worse than the null predictor's 0.27 (the training mean): "
                      "not gated, but its predictions carry no information"]
+    assert worse.as_dict()["uninformative"] == [{"target": "feh", "robust_sigma": 0.29, "null_robust_sigma": 0.27}]
     better = judge("sed", "regression", ["teff", "feh"], metrics(0.20), metrics(0.27), gates)
     assert not any("feh" in r for r in better.reasons if r.startswith("NOTE"))
+    assert "uninformative" not in better.as_dict()
 
 
 def test_with_no_production_a_tolerated_model_gives_way_to_a_better_baseline():

@@ -411,3 +411,19 @@ def test_an_answer_beyond_the_training_labels_is_left_blank_with_the_reason(pipe
     assert stellar_predict("sed", "--input", str(every), "--output", str(out), "--model", str(model_dir)) == 0
     assert "(2 with a label left blank" in capsys.readouterr().out
     assert pd.read_csv(out)["problem"].str.startswith("teff left blank").all()
+
+
+def test_a_column_the_evaluation_found_no_better_than_the_training_mean_is_said_to_say_nothing(pipeline, tmp_path,
+                                                                                               capsys):
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    verdict = {"passed": True, "reasons": [], "checks": [],
+               "uninformative": [{"target": "feh", "robust_sigma": 0.3049, "null_robust_sigma": 0.254}]}
+    record = registry.register("sed", pipeline["sed"]["model"], verdict=verdict)
+    registry.set_alias("sed", PRODUCTION, record.version)
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "p.csv"),
+                           "--registry", str(tmp_path / "registry"), "--home", str(tmp_path / "home")) == 0
+    assert ("note: on its test objects this model's feh was no better than their training mean (robust sigma 0.3049 "
+            "against 0.254): that column says nothing about these objects") in capsys.readouterr().err
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "q.csv"),
+                           "--home", str(pipeline["root"] / "home")) == 0
+    assert "says nothing" not in capsys.readouterr().err
