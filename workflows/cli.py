@@ -189,6 +189,7 @@ def check_parameters(parameters: dict[str, str]) -> str | None:
     """The first workflow parameter (`-p NAME=VALUE`) that its stage would refuse, as a message; None when all
     pass. Checked before the run, as the stages check them only once their task starts, after ingest and
     preprocessing."""
+    from steps.ingest import sources
     from steps.train import TRAINER_CHOICES
     from workflows.training_cli import at_least, seed_number
 
@@ -209,6 +210,13 @@ def check_parameters(parameters: dict[str, str]) -> str | None:
         return (f"-p samples: 0: the {', '.join(drawn)} source{'s' if len(drawn) > 1 else ''} "
                 f"({', '.join(sorted({parameters.get(f'{m}-source', 'synthetic') for m in drawn}))}) need at least "
                 "1 object; 0 means every object only for a folder to replay")
+    for modality in MODALITIES:
+        source = parameters.get(f"{modality}-source")
+        if source is not None:
+            try:
+                sources.resolve(source, modality)
+            except sources.UnknownSource as error:
+                return f"-p {modality}-source: {error}"
     test, val = values.get("test-fraction", 0.2), values.get("val-fraction", 0.1)
     if test + val >= 1.0:
         return f"-p test-fraction {test:g} and val-fraction {val:g} leave no training rows (their sum must be < 1)"
@@ -234,6 +242,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"stellar run: --{modality}-from {folder}: no such folder", file=sys.stderr)
                 return 2
             parameters[f"{modality}-source"] = str(folder.resolve())
+        elif f"{modality}-source" in parameters and Path(parameters[f"{modality}-source"]).is_dir():
+            parameters[f"{modality}-source"] = str(Path(parameters[f"{modality}-source"]).resolve())  # as stages see it
     problem = check_parameters(parameters)
     if problem:
         if args.samples is not None:
