@@ -296,6 +296,11 @@ def _read_layout(hdus: fits.HDUList, name: str, library: LibraryEntry | None) ->
     if layout == "LAMOST":
         return read_lamost(hdus, name)
     primary = hdus[0]
+    tables = [hdu for hdu in hdus[1:] if isinstance(hdu, fits.BinTableHDU)]
+    if tables and "CRVAL1" not in primary.header:  # a catalogue (TOPCAT keeps its metadata as 1-D bytes in front)
+        table = tables[0]
+        raise UnusableSpectrum(f"a FITS table ({table.header.get('NAXIS2', 0)} rows x {len(table.columns)} columns "
+                               f"in HDU {table.name or 1!r}), not a spectrum: a catalogue is photometry's input")
     if primary.data is not None and primary.data.ndim == 1:
         return read_library_spectrum(hdus, name, library or _unlabelled_entry(name, primary.header))
     raise UnusableSpectrum("not a spectrum layout this reader knows (SDSS/BOSS spec, LAMOST, or a 1-D spectrum "
@@ -556,8 +561,15 @@ def read_folder(folder: Path, samples: int = 0, shown_as: str | None = None) -> 
 
     folder = Path(folder)
     quarantine = Quarantine("ingest.spectra")
-    files = sorted((path for path in folder.rglob("*") if path.is_file() and _is_fits_name(path.name)),
-                   key=lambda path: path.relative_to(folder).as_posix())
+    everything = sorted((path for path in folder.rglob("*") if path.is_file()),
+                        key=lambda path: path.relative_to(folder).as_posix())
+    files = [path for path in everything if _is_fits_name(path.name)]
+    if not files:
+        names = [path.relative_to(folder).as_posix() for path in everything if not path.name.startswith(".")]
+        held = (f"it holds {len(names)} other file{'s' if len(names) != 1 else ''}: {', '.join(names[:5])}"
+                + (", ..." if len(names) > 5 else "")) if names else "it is empty"
+        raise ValueError(f"{shown_as or folder}: no spectrum files (FITS: {', '.join(FITS_SUFFIXES)}, gzipped or not) "
+                         f"in it; {held}")
     entries = _library_entries(folder, files, quarantine)
     stems = Counter(_stem(path.name) for path in files)
     spectra: list[Spectrum] = []

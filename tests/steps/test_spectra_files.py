@@ -483,3 +483,28 @@ def test_ingest_command_reads_a_folder_end_to_end(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr
     assert pq.read_table(features / FEATURES_FILE).num_rows == 6
     assert json.loads((features / "spec.json").read_text())["grid"]["length"] == 1024
+
+
+def test_a_folder_without_spectrum_files_says_so_and_names_what_it_holds(tmp_path):
+    from steps.ingest.spectra_files import read_folder
+
+    with pytest.raises(ValueError, match=r"no spectrum files \(FITS: .fits, .fit, .fts, gzipped or not\) in it; "
+                                         r"it is empty"):
+        read_folder(tmp_path)
+    for name in ("koi_cumulative.csv", "lightcurves-sample.json", ".hidden"):
+        (tmp_path / name).write_text("x")
+    with pytest.raises(ValueError, match="it holds 2 other files: koi_cumulative.csv, lightcurves-sample.json$"):
+        read_folder(tmp_path, shown_as="the kepler folder")
+
+
+def test_a_catalogue_in_fits_is_quarantined_as_a_table_not_a_spectrum(tmp_path):
+    """A TOPCAT-written catalogue (as the Gaia benchmark stars' file) has a 1-D byte array in front of its table."""
+    from steps.ingest.spectra_files import read_folder
+
+    columns = [fits.Column(name="teff", format="E", array=np.full(3, 5000.0)),
+               fits.Column(name="mag_G", format="E", array=np.full(3, 9.0))]
+    fits.HDUList([fits.PrimaryHDU(np.zeros(16, np.uint8)),
+                  fits.BinTableHDU.from_columns(columns, name="Joined")]).writeto(tmp_path / "stars.fits")
+    [row] = read_folder(tmp_path).quarantine.rows
+    assert row["reason"] == ("stars.fits: a FITS table (3 rows x 2 columns in HDU 'JOINED'), not a spectrum: a "
+                             "catalogue is photometry's input")

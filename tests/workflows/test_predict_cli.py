@@ -249,7 +249,8 @@ def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert stellar_predict("spectral", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "e.csv"),
                            "--home", home) == 2
-    assert f"--input {tmp_path / 'empty'}: nothing to predict: no spectra in it" in capsys.readouterr().err
+    assert f"--input {tmp_path / 'empty'}: no spectrum files (FITS: .fits, .fit, .fts, gzipped or not) in it; it is " \
+        "empty" in capsys.readouterr().err
     assert not (tmp_path / "e.csv").exists()
     (tmp_path / "e.csv").write_text("id,teff\nold,5000\n")  # an earlier run's answer is kept, and said to be
     assert stellar_predict("spectral", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "e.csv"),
