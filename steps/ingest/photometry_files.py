@@ -434,7 +434,8 @@ def read_table(path: Path, kind: str) -> Table:
             warnings.filterwarnings("error", message=r".*truncated")   # astropy only warns on a short FITS file
             if kind == "fits":
                 return _read_fits_catalogue(path)
-            options = {"use_names_over_ids": True} if kind == "votable" else {}
+            # NASA archives' CSV files start with '#' comment lines, which astropy's CSV reader takes for data
+            options = {"votable": {"use_names_over_ids": True}, "ascii.csv": {"comment": "#"}}.get(kind, {})
             return Table.read(path, format=kind, **options)
     except NotPhotometry:
         raise
@@ -451,8 +452,10 @@ def _read_fits_catalogue(path: Path) -> Table:
 
     with fits.open(path) as hdus:
         tables = [index for index, hdu in enumerate(hdus) if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))]
+    if not tables:
+        raise NotPhotometry("a FITS file without a table (an image, or a 1-D spectrum)")
     if len(tables) < 2:
-        return Table.read(path, format="fits", **({"hdu": tables[0]} if tables else {}))
+        return Table.read(path, format="fits", hdu=tables[0])
     first, failure = None, None
     for index in tables:
         try:
@@ -480,7 +483,15 @@ JSON_DTYPES = {"boolean": bool, "unsignedByte": np.int64, "short": np.int64, "in
 
 def _read_archive_json(path: Path) -> Table:
     """The Gaia archive's JSON output, `{"metadata": [{"name", "datatype", ...}], "data": [[row], ...]}`."""
-    document = json.loads(path.read_text())
+    text = path.read_text()
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        lines = [line for line in text.splitlines() if line.strip()]
+        if error.msg == "Extra data" and len(lines) > 1 and _is_json(lines[0]):
+            raise NotPhotometry(f"JSON lines ({len(lines)} documents, one a line: a light-curve export?), not the "
+                                "archive's table layout") from None
+        raise
     fields = document.get("metadata") if isinstance(document, dict) else None
     rows = document.get("data") if isinstance(document, dict) else None
     if not isinstance(fields, list) or not isinstance(rows, list):
@@ -496,6 +507,14 @@ def _read_archive_json(path: Path) -> Table:
     return Table(table_columns)
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 class FolderReader:
     """Reads the tables of one folder in name order into the raw schemas, up to `limit` rows (0: all)."""
 
@@ -506,6 +525,7 @@ class FolderReader:
         self.first_seen: dict[str, str] = {}
         self.data: list[pa.Table] = []
         self.labels: list[pa.Table] = []
+        self.skipped: list[str] = []  # "file: why" of the files read that hold no photometry
 
     @property
     def full(self) -> bool:
@@ -541,6 +561,7 @@ class FolderReader:
             return
         except NotPhotometry as error:
             log.info("%s: skipped, not photometry: %s", name, error)
+            self.skipped.append(f"{name}: {error}")
             return
         self._add_table(table, name)
 
@@ -573,6 +594,7 @@ class FolderReader:
             product = DATALINK_PRODUCT.match(Path(name).name)
             what = f"a Gaia DataLink {product.group('product')} product, " if product else ""
             log.info("%s: skipped, %snot catalogue photometry: %s", name, what, error)
+            self.skipped.append(f"{name}: {what}{error}")
             return
         ids = rows.data.column("id").to_pylist()
         fresh = []
@@ -604,6 +626,13 @@ def read_photometry_folder(request: IngestRequest) -> Ingested:
     if not request.location:
         raise ValueError("read_photometry_folder needs request.location, the folder to replay")
     reader = FolderReader(request.samples, Quarantine("ingest.photometry"))
+    shown_as = request.shown_as or request.location
     with local_folder(request.location) as folder:
-        reader.read_folder(folder, request.shown_as or request.location)
+        reader.read_folder(folder, shown_as)
+        tables = sum(1 for path in folder.rglob("*") if path.is_file() and table_format(path) is not None)
+    if not reader.data and not len(reader.quarantine):
+        found = (f"the {len(reader.skipped)} table file(s) in it hold none: " + "; ".join(reader.skipped[:3])
+                 + ("; ..." if len(reader.skipped) > 3 else "")) if reader.skipped else (
+            "it holds no table file (FITS, VOTable, ECSV, CSV, JSON or a zip of them)" if not tables else "")
+        raise ValueError(f"{shown_as}: no photometry in it" + (f": {found}" if found else ""))
     return reader.ingested()

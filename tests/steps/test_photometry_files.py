@@ -254,11 +254,31 @@ def test_a_table_with_an_id_column_names_rows_by_it_alone(tmp_path):
         "no identifier (no id, name, hip, source_id or designation)"]
 
 
-def test_json_that_is_not_a_table_is_passed_over_not_quarantined(tmp_path, caplog):
+def test_json_that_is_not_a_table_is_passed_over_not_quarantined(tmp_path, caplog, gaia_dir):
     (tmp_path / "status.json").write_text(json.dumps({"status": "ERROR", "message": "query timed out"}))
+    with pytest.raises(ValueError, match="no photometry in it: the 1 table file"):  # alone, it leaves nothing
+        read_folder(tmp_path)
+    shutil.copy(gaia_dir / "archive_formats" / "1712337806100O-result.ecsv", tmp_path / "gaia.ecsv")
     ingested = read_folder(tmp_path)
-    assert ingested.data.num_rows == 0 and len(ingested.quarantine) == 0
+    assert ingested.data.num_rows > 0 and len(ingested.quarantine) == 0
     assert "status.json: skipped, not photometry" in caplog.text
+
+
+def test_a_folder_without_photometry_says_what_each_file_is(tmp_path, shared_dir):
+    """An empty folder, or one of another modality's files, is one error naming each file and why it holds none."""
+    for name in ("koi_cumulative.csv", "lightcurves-sample.json"):
+        shutil.copy(shared_dir / "data" / "kepler" / name, tmp_path / name)
+    shutil.copy(next((shared_dir / "data" / "miles").rglob("*.fits.gz")), tmp_path / "star.fits.gz")
+    with pytest.raises(ValueError) as error:
+        read_folder(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path}: no photometry in it: the 3 table file(s) in it hold none: koi_cumulative.csv: no photometric "
+        "column (looked for Gaia, 2MASS and AllWISE magnitude names); lightcurves-sample.json: JSON lines (12 "
+        "documents, one a line: a light-curve export?), not the archive's table layout; star.fits.gz: a FITS file "
+        "without a table (an image, or a 1-D spectrum)")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ValueError, match="no photometry in it: it holds no table file"):
+        read_folder(tmp_path / "sub")
 
 
 def test_samples_limit_the_rows_read(gaia_dir):
