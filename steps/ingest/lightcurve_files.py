@@ -290,21 +290,28 @@ def read_stripe82_star(text: str, star: str, origin: str) -> Curve:
 def read_stripe82_table1(data: bytes, origin: str) -> tuple[list[Curve], list[tuple[str, str, str]]]:
     """Every star file (`<id>.dat`) in the table 1 archive, and the members that cannot be read."""
     curves, bad = [], []
-    try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-        members = sorted((member for member in archive.getmembers()
-                          if member.isfile() and re.fullmatch(r"\d+\.dat", Path(member.name).name)),
-                         key=lambda member: member.name)
-        for member in members:
-            star = Path(member.name).stem
-            where = f"{origin}:{member.name}"
-            try:
-                curves.append(read_stripe82_star(archive.extractfile(member).read().decode(), star, where))
-            except (UnreadableFile, UnicodeDecodeError, tarfile.TarError, OSError, EOFError) as error:
-                bad.append((STRIPE82_PREFIX + star, str(error), where))
+    read = 0
+    try:  # as a stream, in the archive's order: an archive cut short keeps the members before the cut
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as archive:
+            for member in archive:
+                if not (member.isfile() and re.fullmatch(r"\d+\.dat", Path(member.name).name)):
+                    continue
+                star = Path(member.name).stem
+                where = f"{origin}:{member.name}"
+                try:
+                    text = archive.extractfile(member).read().decode()
+                except UnicodeDecodeError as error:
+                    bad.append((STRIPE82_PREFIX + star, str(error), where))
+                    continue
+                read += 1
+                try:
+                    curves.append(read_stripe82_star(text, star, where))
+                except UnreadableFile as error:
+                    bad.append((STRIPE82_PREFIX + star, str(error), where))
     except (tarfile.TarError, OSError, EOFError) as error:
-        bad.append((origin, f"unreadable archive: {type(error).__name__}: {error}", origin))
-    return curves, bad
+        kept = f" after {read} star files, which are kept" if read else ""
+        bad.append((origin, f"unreadable archive{kept}: {type(error).__name__}: {error}", origin))
+    return sorted(curves, key=lambda curve: curve.id), bad
 
 
 def read_stripe82_table2(text: str, origin: str) -> dict[str, tuple[str | None, float | None, str]]:

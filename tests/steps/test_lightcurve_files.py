@@ -271,3 +271,15 @@ def test_vectorised_binned_median_matches_a_loop_over_bins():
     expected = [np.median(flux[(phase >= low) & (phase < high)]) if np.any((phase >= low) & (phase < high))
                 else np.nan for low, high in zip(edges[:-1], edges[1:])]
     np.testing.assert_allclose(binned_median(phase, flux, edges), expected)
+
+
+def test_a_stripe82_archive_cut_short_keeps_the_star_files_before_the_cut(tmp_path, rrlyrae_dir):
+    from steps.ingest.lightcurve_files import read_stripe82_table1
+
+    data = (rrlyrae_dir / "table1.tar.gz").read_bytes()
+    whole, _ = read_stripe82_table1(data, "table1.tar.gz")
+    curves, bad = read_stripe82_table1(data[:200_000], "table1.tar.gz")
+    assert 0 < len(curves) < len(whole) and {c.id for c in curves} < {c.id for c in whole}
+    [(origin, reason, _)] = bad
+    assert origin == "table1.tar.gz"
+    assert reason.startswith(f"unreadable archive after {len(curves)} star files, which are kept: ")
