@@ -14,23 +14,27 @@ image=(--set-string "image.registry=$IMAGE_REGISTRY" --set-string "image.tag=$VE
 # rolled out): `helm get values` gives only values set, so the charts' own defaults still come from the charts.
 kept="$(mktemp -d)"
 trap 'rm -rf "$kept"' EXIT
+# Only a release that is not there starts from the chart's defaults: any other failure to read it (a timeout, RBAC)
+# stops here rather than reset what was set on it.
 for release in stellar-pipeline stellar-api; do
   : >"$kept/$release.yaml"
-  if helm status "$release" --namespace "$NAMESPACE" >/dev/null 2>&1; then
+  if status="$(helm status "$release" --namespace "$NAMESPACE" 2>&1)"; then
     helm get values "$release" --namespace "$NAMESPACE" --output yaml >"$kept/$release.yaml"
+  elif [[ "$status" != *"release: not found"* ]]; then
+    die "helm status $release: $status"
   fi
 done
 
 # SCHEDULE (one cron line: the chart's values.schema.json checks it as Argo would) and TIMEZONE (IANA) set the
 # CronWorkflow; unset, the release keeps its own (the chart's default: Monday 03:00 UTC).
 json_string() { local text="${1//\\/\\\\}"; printf '"%s"' "${text//\"/\\\"}"; }
-cron=()
+cron=() # expanded as ${cron[@]+...}: bash before 4.4 (macOS's 3.2) calls an empty array unbound under set -u
 if [[ -n "${SCHEDULE:-}" ]]; then cron+=(--set-json "cron.schedules=[$(json_string "$SCHEDULE")]"); fi
 if [[ -n "${TIMEZONE:-}" ]]; then cron+=(--set-json "cron.timezone=$(json_string "$TIMEZONE")"); fi
 
 log "stellar-pipeline: WorkflowTemplate, CronWorkflow, artifact repository, S3 Secret, RBAC"
 helm upgrade --install stellar-pipeline "$REPO_ROOT/charts/stellar-pipeline" --namespace "$NAMESPACE" \
-  --create-namespace --values "$kept/stellar-pipeline.yaml" "${image[@]}" "${cron[@]}" \
+  --create-namespace --values "$kept/stellar-pipeline.yaml" "${image[@]}" ${cron[@]+"${cron[@]}"} \
   --set-string "s3.accessKeyId=$S3_ACCESS_KEY" --set-string "s3.secretAccessKey=$S3_SECRET_KEY" --wait --timeout 2m
 
 log "stellar-api: one replica on nodePort 30080 (http://127.0.0.1:8080 on this host)"

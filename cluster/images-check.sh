@@ -102,6 +102,7 @@ until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$API_PORT/r
   sleep 2
 done
 log "stellar-api ready after $(($(date +%s) - started)) s: $(curl -s "http://127.0.0.1:$API_PORT/readyz")"
-curl -s "http://127.0.0.1:$API_PORT/v1/models" | head -c 400 >&2
+served="$(curl -s "http://127.0.0.1:$API_PORT/v1/models")"  # not piped into head: its SIGPIPE fails pipefail
+printf '%s\n' "${served:0:400}" >&2
 echo >&2
 log "images-check passed"

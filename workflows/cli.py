@@ -181,6 +181,15 @@ def _choice(*choices: str):
     return parse
 
 
+def _is_relative_folder(source: str | None) -> bool:
+    """A `-p <modality>-source` value that the stages would read as a folder of this working directory (a source's
+    own name, such as `sdss`, stays a name even where a folder has it)."""
+    from steps.ingest import sources
+
+    return source is not None and source not in sources.SOURCES and not source.startswith("s3://") \
+        and not Path(source).is_absolute() and Path(source).is_dir()
+
+
 def _is_folder(source: str) -> bool:
     return source.startswith("s3://") or Path(source).is_dir()
 
@@ -242,7 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"stellar run: --{modality}-from {folder}: no such folder", file=sys.stderr)
                 return 2
             parameters[f"{modality}-source"] = str(folder.resolve())
-        elif f"{modality}-source" in parameters and Path(parameters[f"{modality}-source"]).is_dir():
+        elif _is_relative_folder(parameters.get(f"{modality}-source")):
             parameters[f"{modality}-source"] = str(Path(parameters[f"{modality}-source"]).resolve())  # as stages see it
     problem = check_parameters(parameters)
     if problem:
@@ -326,7 +335,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         elif args.models_command == "promote":
             record = registry.latest(args.name, args.version)
             refused = bool(record.verdict) and not record.verdict.get("passed", True)
-            if refused and not args.force:
+            current = registry.aliases(args.name).get(PRODUCTION)
+            if refused and not args.force and current != record.version:
                 reasons = [reason for reason in record.verdict.get("reasons", []) if reason.startswith("FAIL")]
                 print(f"stellar models: the quality gates refused {args.name} version {record.version} when last "
                       f"evaluated; production does not move:", file=sys.stderr)

@@ -39,7 +39,9 @@ _CRON_FIELDS = [
     ("day of week", 0, 6, _DAYS),
 ]
 _CRON_DESCRIPTORS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_EVERY = re.compile(r"@every\s+(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+")  # a Go duration, as robfig/cron reads it
+# robfig/cron matches a descriptor as written (lower case, nothing around it) and reads `@every ` (one space) then a
+# Go duration
+_EVERY = re.compile(r"@every (?:[0-9]+(?:\.[0-9]+)?(?:ns|us|µs|ms|s|m|h))+")
 
 
 def parse_cron(expr: str) -> None:
@@ -48,11 +50,13 @@ def parse_cron(expr: str) -> None:
     ranges `a-b`, lists `a,b` and steps `*/n`, `a-b/n`, `a/n`; or a descriptor: `@daily` etc., `@every 1h30m`."""
     if not isinstance(expr, str):
         raise ValueError(f"cron schedule {expr!r} is not a string")
+    if not expr.isascii():
+        raise ValueError(f"cron schedule {expr!r}: a character that is not ASCII")
     text = expr.strip()
     if text.startswith("@"):
-        if text.lower() not in _CRON_DESCRIPTORS and not _EVERY.fullmatch(text):
-            raise ValueError(f"cron schedule {expr!r}: unknown descriptor "
-                             f"(known: {', '.join(sorted(_CRON_DESCRIPTORS))}, @every <duration>)")
+        if expr not in _CRON_DESCRIPTORS and not _EVERY.fullmatch(expr):
+            raise ValueError(f"cron schedule {expr!r}: unknown descriptor (known, in lower case and with nothing "
+                             f"around them: {', '.join(sorted(_CRON_DESCRIPTORS))}, @every <duration>)")
         return
     fields = text.split()
     if len(fields) != 5:
@@ -67,13 +71,13 @@ def parse_cron(expr: str) -> None:
 
 
 def cron_pattern() -> str:
-    """A regular expression (in the subset JSON Schema, Go and Python share) matching the schedules `parse_cron`
-    accepts but for ranges that run backwards: for the chart's values.schema.json, so that `helm install` refuses a
-    schedule Argo would never run."""
+    """A regular expression (in the subset JSON Schema, Go and Python share: no \\d or \\s, whose classes differ)
+    matching the schedules `parse_cron` accepts but for ranges that run backwards (`5-3`, which Argo's controller
+    refuses): for the chart's values.schema.json, so that `helm install` refuses a schedule Argo would never run."""
     def either(options) -> str:
         return "(?:" + "|".join(options) + ")"
 
-    def anycase(word: str) -> str:
+    def anycase(word: str) -> str:  # month and day names are read in any case
         return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
 
     def field(low: int, high: int, names: list[str]) -> str:
@@ -81,9 +85,9 @@ def cron_pattern() -> str:
         part = either([r"\*", r"\?", f"{value}(?:-{value})?"]) + "(?:/0*[1-9][0-9]*)?"
         return f"{part}(?:,{part})*"
 
-    fields = r"\s+".join(field(low, high, names) for _, low, high, names in _CRON_FIELDS)
-    descriptors = either(anycase(d) for d in sorted(_CRON_DESCRIPTORS))
-    return rf"^\s*(?:{fields}|{descriptors}|{_EVERY.pattern})\s*$"
+    fields = "[ \t]+".join(field(low, high, names) for _, low, high, names in _CRON_FIELDS)
+    descriptors = either(re.escape(d) for d in sorted(_CRON_DESCRIPTORS))
+    return rf"^(?:[ \t]*{fields}[ \t]*|{descriptors}|{_EVERY.pattern})$"
 
 
 def _check_cron_part(part: str, low: int, high: int, names: list[str]) -> None:

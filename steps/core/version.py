@@ -45,7 +45,7 @@ def stage_sources(module: str) -> list[Path]:
     they import (at any depth of the code, so lazy imports count), with the packages' `__init__.py` on the way, and
     the data files beside them (`evaluate/default_gates.yaml`); [] for a module outside `steps`."""
     seen: set[Path] = set()
-    pending = _files_of(module)
+    pending = _files_of(module, entry=True)
     while pending:
         path = pending.pop()
         if path in seen:
@@ -57,8 +57,12 @@ def stage_sources(module: str) -> list[Path]:
     return sorted(seen | data)
 
 
+SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".csv", ".txt")  # code and the data it reads; not editor files
+
+
 def _is_source(path: Path) -> bool:
-    return path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    return path.is_file() and "__pycache__" not in path.parts and path.suffix in SOURCE_SUFFIXES \
+        and not path.name.startswith(".")
 
 
 def command_code_version(command: list[str]) -> str:
@@ -77,9 +81,10 @@ def _hashed(paths: list[Path]) -> str:
     return f"{package_version()}+{digest.hexdigest()[:12]}"
 
 
-def _files_of(module: str) -> list[Path]:
-    """The files importing (or running with -m) a dotted `steps` module executes: each package's `__init__.py` on
-    the way, and the module's file (a package's `__main__.py` too); [] for a module outside `steps` or none."""
+def _files_of(module: str, entry: bool = False) -> list[Path]:
+    """The files importing a dotted `steps` module executes: each package's `__init__.py` on the way, and the
+    module's file; running it (`entry`, `python -m`) adds a package's `__main__.py`. [] for a module outside
+    `steps` or none."""
     parts = module.split(".")
     if parts[0] != PACKAGE_NAME:
         return []
@@ -92,7 +97,8 @@ def _files_of(module: str) -> list[Path]:
         folder = folder / part
         if not folder.is_dir():
             return []
-    files += [folder / name for name in ("__init__.py", "__main__.py") if (folder / name).is_file()]
+    names = ("__init__.py", "__main__.py") if entry else ("__init__.py",)
+    files += [folder / name for name in names if (folder / name).is_file()]
     return files
 
 

@@ -290,7 +290,6 @@ def read_stripe82_star(text: str, star: str, origin: str) -> Curve:
 def read_stripe82_table1(data: bytes, origin: str) -> tuple[list[Curve], list[tuple[str, str, str]]]:
     """Every star file (`<id>.dat`) in the table 1 archive, and the members that cannot be read."""
     curves, bad = [], []
-    read = 0
     try:  # as a stream, in the archive's order: an archive cut short keeps the members before the cut
         with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as archive:
             for member in archive:
@@ -303,13 +302,12 @@ def read_stripe82_table1(data: bytes, origin: str) -> tuple[list[Curve], list[tu
                 except UnicodeDecodeError as error:
                     bad.append((STRIPE82_PREFIX + star, str(error), where))
                     continue
-                read += 1
                 try:
                     curves.append(read_stripe82_star(text, star, where))
                 except UnreadableFile as error:
                     bad.append((STRIPE82_PREFIX + star, str(error), where))
     except (tarfile.TarError, OSError, EOFError) as error:
-        kept = f" after {read} star files, which are kept" if read else ""
+        kept = f" after {len(curves)} readable star files, which are kept" if curves else ""
         bad.append((origin, f"unreadable archive{kept}: {type(error).__name__}: {error}", origin))
     return sorted(curves, key=lambda curve: curve.id), bad
 

@@ -83,7 +83,8 @@ def http_status(error: BaseException) -> int | None:
 
 
 def _chain(error: BaseException) -> list[BaseException]:
-    """The error, what caused it or was being handled (`__cause__`, `__context__`), and exceptions it carries as
+    """The error, what caused it or was being handled (`__cause__`, and `__context__` unless `from None` hid it),
+    and exceptions it carries as
     arguments, as its `reason` (urllib and urllib3) or its `cause` (pyvo), depth first."""
     found, pending = [], [error]
     while pending:
@@ -93,7 +94,7 @@ def _chain(error: BaseException) -> list[BaseException]:
         found.append(current)
         carried = [*current.args, getattr(current, "reason", None), getattr(current, "cause", None)]
         pending += [item for item in carried if isinstance(item, BaseException)]
-        pending += [current.__context__, current.__cause__]
+        pending += [current.__cause__] if current.__suppress_context__ else [current.__context__, current.__cause__]
     return found
 
 

@@ -141,6 +141,8 @@ def test_deploy_task_targets_helm_with_the_chart_in_its_image(helm):
     ({"cron": {"schedules": ["61 3 * * 1"]}}, "schedules"),  # minute 61
     ({"cron": {"schedules": ["0 3 * * 1", "0 3 * *"]}}, "schedules"),  # four fields
     ({"cron": {"schedules": ["@fortnightly"]}}, "schedules"),
+    ({"cron": {"schedules": ["@Weekly"]}}, "schedules"),  # robfig/cron reads descriptors in lower case only
+    ({"cron": {"schedules": ["@every  1h"]}}, "schedules"),
     ({"cron": {"timezone": "Mars/Olympus"}}, "timezone"),
 ])
 def test_the_values_schema_refuses_mistakes(helm, values, message):
@@ -150,7 +152,8 @@ def test_the_values_schema_refuses_mistakes(helm, values, message):
 
 @pytest.mark.parametrize("schedule", ["0 3 * * 1", "*/15 0-23/2 1,15 JAN-mar sun", "00 03 * * 1-5", "@weekly",
                                       "@every 1h30m", "61 3 * * 1", "0 3 * * 7", "0 24 * * *", "5/0 * * * *",
-                                      "0 3 * * 1 2", "0 3 L * *", "@fortnightly", "x 3 * * 1"])
+                                      "0 3 * * 1 2", "0 3 L * *", "@fortnightly", "x 3 * * 1", "@WEEKLY", " @weekly",
+                                      "@every  1h", "@every\t1h", "@every \u0661h", "0 3 * * 1\u00a0"])
 def test_the_chart_takes_the_schedules_stellar_render_takes(schedule):
     """The pattern in values.schema.json (generated from `validate.cron_pattern`) agrees with `parse_cron`."""
     import re

@@ -52,6 +52,16 @@ def test_an_edit_changes_the_version_of_the_stages_that_can_run_it_and_no_other(
     gates = _versions(stages)
     assert {stage for stage in stages if gates[stage] != after[stage]} == {"steps.evaluate"}
 
+    with open(package / "train" / "__main__.py", "a") as source:  # the train CLI: only `python -m steps.train` runs it
+        source.write("\n# an edit\n")
+    cli = _versions(stages)
+    assert {stage for stage in stages if cli[stage] != gates[stage]} == {"steps.train"}
+    gates = cli
+
+    (package / "models" / "keras" / ".training.py.swp").write_text("an editor's swap file")
+    (package / "models" / "keras" / "training.py.orig").write_text("a merge's leftover")
+    assert _versions(stages) == gates
+
     with open(package / "core" / "artifacts.py", "a") as source:
         source.write("\n# an edit\n")
     assert all(version != gates[stage] for stage, version in _versions(stages).items() if stage != "steps.deploy")

@@ -98,6 +98,29 @@ def test_deploy_keeps_the_pipeline_release_values_and_sets_the_schedule_it_is_gi
     assert '--set-json cron.schedules=["0 4 * * 2,5"] --set-json cron.timezone="Europe/Paris"' in install
 
 
+@pytest.mark.parametrize("status, installed", [("Error: release: not found", True),
+                                               ("Error: Kubernetes cluster unreachable", False)])
+def test_deploy_starts_from_defaults_only_where_no_release_is_there(tmp_path, status, installed):
+    """A release not there installs from the chart's defaults; a release that cannot be read stops the deploy
+    rather than reset the values set on it."""
+    stubs, calls = tmp_path / "bin", tmp_path / "calls.log"
+    stubs.mkdir()
+    (stubs / "kubectl").write_text(f'#!/bin/sh\necho "kubectl $*" >> "{calls}"\n')
+    (stubs / "helm").write_text(f'#!/bin/sh\necho "helm $*" >> "{calls}"\n'
+                                f'if [ "$1" = status ]; then echo "{status}" >&2; exit 1; fi\n')
+    for tool in ("kubectl", "helm"):
+        (stubs / tool).chmod(0o755)
+    result = subprocess.run(["bash", "cluster/deploy.sh"], cwd=REPO, capture_output=True, text=True,
+                            env={"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert (result.returncode == 0) is installed
+    upgrades = [line for line in calls.read_text().splitlines() if line.startswith("helm upgrade")]
+    assert "helm get values" not in calls.read_text()
+    if installed:
+        assert len(upgrades) == 2
+    else:
+        assert not upgrades and f"helm status stellar-pipeline: {status}" in result.stderr
+
+
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Error"])
 def test_submit_exits_non_zero_unless_the_workflow_succeeded(tmp_path, phase):
     """`argo submit --watch` exits 0 once the workflow ends, failed or not, so `make submit` reported a failed run

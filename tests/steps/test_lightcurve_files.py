@@ -282,4 +282,4 @@ def test_a_stripe82_archive_cut_short_keeps_the_star_files_before_the_cut(tmp_pa
     assert 0 < len(curves) < len(whole) and {c.id for c in curves} < {c.id for c in whole}
     [(origin, reason, _)] = bad
     assert origin == "table1.tar.gz"
-    assert reason.startswith(f"unreadable archive after {len(curves)} star files, which are kept: ")
+    assert reason.startswith(f"unreadable archive after {len(curves)} readable star files, which are kept: ")

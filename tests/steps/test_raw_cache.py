@@ -136,6 +136,13 @@ def test_an_archive_out_of_reach_is_named_in_a_few_words_and_an_unresolved_name_
     assert is_transient(ConnectionRefusedError()) and is_transient_download(urllib.error.URLError("refused"))
     assert unreachable(requests.Timeout()) == "the archive did not answer in time"
     assert unreachable(ValueError("bad ADQL")) is None
+    try:  # a bug met while handling a network error, its context hidden with `from None`, is not a network error
+        try:
+            raise ConnectionRefusedError()
+        except ConnectionRefusedError:
+            raise RuntimeError("a bug") from None
+    except RuntimeError as bug:
+        assert unreachable(bug) is None
 
 
 def test_the_ingest_stage_says_in_one_line_that_the_archive_is_out_of_reach(tmp_path, monkeypatch, caplog):

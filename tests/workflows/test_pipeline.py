@@ -244,7 +244,7 @@ def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
     assert main(["models", "promote", "sed", "1", "--force", *home]) == 0
     out = capsys.readouterr().out
     assert "sed: production (none) -> 1" in out and "the quality gates refused version 1" in out
-    assert main(["models", "promote", "sed", "production", "--force", *home]) == 0
+    assert main(["models", "promote", "sed", "production", *home]) == 0  # nothing moves: nothing to refuse
     assert "version 1 is already production" in capsys.readouterr().out
     assert main(["models", "rollback", "sed", *home]) == 0  # a first promotion by mistake can be undone
     assert "sed: production rolled back to (none): no version of sed is served" in capsys.readouterr().out
@@ -253,3 +253,16 @@ def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
     assert main(["models", "show", "sed", *home]) == 1
     assert "sed has no production version (never promoted, or rolled back to none); its versions: 1" in \
         capsys.readouterr().err
+
+
+def test_a_source_name_stays_a_name_where_a_folder_of_that_name_is_here(tmp_path, monkeypatch):
+    """`-p spectra-source=sdss` queries SDSS even from a folder that holds `sdss/`; `-p spectra-source=lib` (a
+    folder here, no source of that name) is passed on resolved, as the stages see it."""
+    from workflows.cli import _is_relative_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sdss").mkdir()
+    (tmp_path / "lib").mkdir()
+    assert not _is_relative_folder("sdss") and _is_relative_folder("lib")
+    assert not _is_relative_folder(str(tmp_path / "lib")) and not _is_relative_folder("s3://bucket/lib")
+    assert not _is_relative_folder(None) and not _is_relative_folder("nowhere")
