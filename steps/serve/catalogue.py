@@ -17,7 +17,7 @@ import numpy as np
 
 from steps.ingest.schemas import PHOTOMETRIC_BANDS
 from steps.preprocess.photometry import photometry_columns, select_bands
-from steps.serve.payloads import Batch, FieldSpec, InputSpec, field_range
+from steps.serve.payloads import ANY_FINITE, Batch, FieldSpec, InputSpec, field_range
 
 CATALOGUE_MODELS = ("sed",)
 
@@ -26,11 +26,12 @@ def catalogue_inputs(model_spec: dict, max_objects: int) -> InputSpec:
     """The request fields of an SED model: `mag_<band>` and `err_<band>` of every archive band (a model's own bands
     come from them, and the Gaia saturation corrections of BP and RP read G and RP whether or not the model uses
     them, as in training), `parallax`, `parallax_error` and `ebv`, every one optional (an object needs at least
-    one)."""
-    names = [name for band in PHOTOMETRIC_BANDS for name in (f"mag_{band}", f"err_{band}")]
-    names += ["parallax", "parallax_error", "ebv"]
-    return InputSpec("sed", [FieldSpec(name, None, False, *field_range(name)) for name in names], require_any=True,
-                     max_objects=max_objects)
+    one). A magnitude or error may be any finite number, as in an archive's table (99 with an error of 99 for no
+    measurement): preprocessing masks the band as `stellar predict sed` does, rather than the batch being refused."""
+    bands = [name for band in PHOTOMETRIC_BANDS for name in (f"mag_{band}", f"err_{band}")]
+    fields = [FieldSpec(name, None, False, -ANY_FINITE, ANY_FINITE) for name in bands]
+    fields += [FieldSpec(name, None, False, *field_range(name)) for name in ("parallax", "parallax_error", "ebv")]
+    return InputSpec("sed", fields, require_any=True, max_objects=max_objects)
 
 
 def preprocessed(batch: Batch, model_inputs: InputSpec, model_spec: dict) -> Batch:

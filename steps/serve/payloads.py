@@ -53,7 +53,7 @@ class FieldSpec:
     @property
     def bounded(self) -> bool:
         """Both ends of the range are physical limits (not the stand-in for "any finite number")."""
-        return self.low > -_UNBOUNDED and self.high < _UNBOUNDED
+        return self.low > -ANY_FINITE and self.high < ANY_FINITE
 
     @property
     def nullable(self) -> bool:
@@ -85,7 +85,7 @@ _RANGES: list[tuple[str, float, float, bool]] = [
     ("std", 0.0, 1e6, False), ("ls_power", 0.0, 1e6, False), ("bls_power", 0.0, 1e12, False),
     ("fourier_", 0.0, 10.0, False),
 ]
-_UNBOUNDED = 1e30
+ANY_FINITE = 1e30  # the bound of a field that need only be a finite number
 _SCALAR_TYPES = {int, float, type(None)}
 
 
@@ -94,7 +94,7 @@ def field_range(name: str) -> tuple[float, float, bool]:
     for key, low, high, integer in _RANGES:
         if name == key or (key.endswith("_") and name.startswith(key)):
             return low, high, integer
-    return -_UNBOUNDED, _UNBOUNDED, False
+    return -ANY_FINITE, ANY_FINITE, False
 
 
 @dataclass
@@ -156,7 +156,7 @@ class InputSpec:
                 "optional": [f.name for f in self.fields.values() if not f.required],
                 "vectors": {f.name: f.length for f in self.fields.values() if f.length is not None},
                 "ranges": {f.name: [f.low, f.high] for f in self.fields.values()
-                           if f.low > -_UNBOUNDED or f.high < _UNBOUNDED},
+                           if f.low > -ANY_FINITE or f.high < ANY_FINITE},
                 "at_least_one_value": self.require_any}
 
     def instance_schema(self) -> dict[str, Any]:
@@ -272,13 +272,16 @@ class InputSpec:
             raise InvalidInput(f"id: expected {n} strings or integers, got {ids.dtype} of shape {ids.shape}")
         return self._finish(decoded, n, ids.tolist() if ids is not None else None)
 
-    def decode_arrays(self, arrays: dict[str, np.ndarray], ids: list[Any] | None) -> Batch:
+    def decode_arrays(self, arrays: dict[str, np.ndarray], ids: list[Any] | None, ranged: bool = True) -> Batch:
         """Validate arrays made on the server (from uploaded files) into a `Batch`; optional fields may hold NaN
-        (a continuum block the spectrum does not cover)."""
+        (a continuum block the spectrum does not cover). Without `ranged`, values outside a field's range pass: the
+        arrays are preprocessing's own, as batch prediction gives the model (an SDSS L dwarf's normalised flux of
+        -53,221 at a pixel, which the model clips, is not the client's error)."""
         n = len(next(iter(arrays.values()))) if arrays else 0
         self._check_count(n)
         for name, value in arrays.items():
-            self._check_values(self.fields[name], value, missing_allowed=not self.fields[name].required)
+            self._check_values(self.fields[name], value, missing_allowed=not self.fields[name].required,
+                               ranged=ranged)
         return self._finish(dict(arrays), n, ids)
 
     # Checks
@@ -344,14 +347,16 @@ class InputSpec:
             self._check_values(spec, matrix[:, column], missing_allowed=True)
         return {name: matrix[:, column] for column, name in enumerate(names)}
 
-    def _check_values(self, spec: FieldSpec, values: np.ndarray, missing_allowed: bool | np.ndarray = False) -> None:
-        """Finite (NaN only where `missing_allowed`), inside the field's range, whole where it must be."""
+    def _check_values(self, spec: FieldSpec, values: np.ndarray, missing_allowed: bool | np.ndarray = False,
+                      ranged: bool = True) -> None:
+        """Finite (NaN only where `missing_allowed`), inside the field's range (where `ranged`), whole where it must
+        be."""
         finite = np.isfinite(values)
         bad = ~finite & ~(missing_allowed & np.isnan(values))
         if bad.any():
             self._raise_at(spec, values, bad, "not a finite number (null, NaN and infinities are not allowed here)")
         with np.errstate(invalid="ignore"):
-            outside = finite & ((values < spec.low) | (values > spec.high))
+            outside = finite & ((values < spec.low) | (values > spec.high)) if ranged else np.zeros(values.shape, bool)
         if outside.any():
             self._raise_at(spec, values, outside, f"outside the physical range [{spec.low:g}, {spec.high:g}]")
         if spec.integer:

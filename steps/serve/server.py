@@ -43,7 +43,7 @@ from steps.serve.middleware import ApiMiddleware
 from steps.serve.models import MODEL_NAMES, LoadedModel, ServedModels
 from steps.serve.payloads import NPZ_MEDIA_TYPE, Batch, InvalidInput, PayloadTooLarge
 from steps.serve.settings import ServeSettings
-from steps.serve.uploads import FILE_FIELD, FITS_MEDIA_TYPE, decode_spectra_files
+from steps.serve.uploads import FILE_FIELD, FITS_MEDIA_TYPE, decode_spectra_files, with_usable_pixels
 
 log = get_logger("serve")
 JSON = "application/json"
@@ -199,6 +199,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                            "prediction, its uncertainty, and the model name and version out.")
         return predict
 
+    probes = (("/healthz", healthz), ("/readyz", readyz), ("/metrics", prometheus), ("/v1/models", models))
+    for path, endpoint in probes:  # HEAD answers as GET does, without the body (health checkers use it)
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
     for name in MODEL_NAMES:
         app.add_api_route(f"/v1/{name}:predict", predict_route(name), methods=["POST"], tags=["predict"],
                           name=f"predict_{name}", summary=f"Predict with the production {name} model",
@@ -210,8 +214,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                        token=settings.token.get_secret_value() if settings.token else None,
                        access_log=settings.access_log)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "HEAD", "POST"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["X-Request-ID", "Retry-After"])  # readable by browser clients
     return app
 
 
@@ -242,7 +247,9 @@ async def _decode(request: Request, name: str, model: LoadedModel) -> Batch:
     else:
         accepted = [JSON, NPZ_MEDIA_TYPE] + ([FITS_MEDIA_TYPE] if name in FILE_UPLOAD_MODELS else [])
         raise _UnsupportedMediaType(f"content-type {media_type!r} is not accepted here (use {', '.join(accepted)})")
-    return preprocessed(batch, model.inputs, model.predictor.spec) if name in CATALOGUE_MODELS else batch
+    if name in CATALOGUE_MODELS:
+        return preprocessed(batch, model.inputs, model.predictor.spec)
+    return with_usable_pixels(batch) if name in FILE_UPLOAD_MODELS else batch
 
 
 def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch, empty_columns: list[str],

@@ -1,9 +1,11 @@
-"""Spectrum FITS files uploaded to `POST /v1/spectral:predict` -> a validated `Batch` of the model's inputs.
+"""Spectra sent to `POST /v1/spectral:predict` -> a validated `Batch` of the model's inputs.
 
-Each file is read by the connectors' own reader (SDSS-I/II and BOSS `spec-*.fits`, LAMOST, 1-D library
-spectra), then preprocessed exactly as the model's training data was (`preprocess_as_trained` with the model's
-input spec). A file that cannot be read, or that preprocessing rejects, is answered with its `problem` naming the
-file and the reason, and the other files are predicted; nothing here is called on the event loop (it is CPU work).
+Each uploaded FITS file is read by the connectors' own reader (SDSS-I/II and BOSS `spec-*.fits`, LAMOST, 1-D
+library spectra), then preprocessed exactly as the model's training data was (`preprocess_as_trained` with the
+model's input spec). A file that cannot be read, or that preprocessing rejects, is answered with its `problem`
+naming the file and the reason, and the other files are predicted; nothing here is called on the event loop (it is
+CPU work). Spectra sent as arrays (JSON, `.npz`) are on the grid already; one with fewer usable pixels than
+preprocessing keeps a spectrum for is answered with its `problem` too (`with_usable_pixels`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from steps.ingest.spectra_files import UnusableSpectrum, read_spectrum, spectra_
 from steps.models.inputs import Columns
 from steps.preprocess.as_trained import SpecMismatch, preprocess_as_trained
 from steps.preprocess.common import RawArtifact
+from steps.preprocess.spectra import MIN_VALID_FRACTION
 from steps.serve.payloads import Batch, InputSpec, InvalidInput
 
 FITS_MEDIA_TYPE = "multipart/form-data"
@@ -62,6 +65,32 @@ def decode_spectra_files(files: list[tuple[str, bytes]], inputs: InputSpec, mode
     for name, field in inputs.fields.items():
         if cols.has(name):
             arrays[name] = cols.vectors(name, field.length) if field.length is not None else cols.scalar(name)
-    batch = inputs.decode_arrays(arrays, [ids[int(index)] for index in cols.strings("id")])
+    batch = inputs.decode_arrays(arrays, [ids[int(index)] for index in cols.strings("id")], ranged=False)
     batch.reports_problems, batch.left_out, batch.requested_ids = True, problems, ids
     return batch
+
+
+def with_usable_pixels(batch: Batch) -> Batch:
+    """A batch of spectra on the grid without those that have fewer usable pixels (finite flux, `mask` 0, `ivar`
+    not <= 0: as the model's encoder reads them) than `MIN_VALID_FRACTION` of the grid, which preprocessing would
+    have set aside: they are `left_out` with the reason (a fully masked spectrum was answered as if average)."""
+    flux = batch.arrays.get("flux")
+    if flux is None or batch.reports_problems:
+        return batch
+    good = np.isfinite(flux)
+    if "mask" in batch.arrays:
+        good &= np.nan_to_num(batch.arrays["mask"], nan=0.0) == 0
+    if "ivar" in batch.arrays:
+        ivar = batch.arrays["ivar"]
+        good &= ~(np.isfinite(ivar) & (ivar <= 0))
+    usable, length = good.sum(axis=1), flux.shape[1]
+    poor = usable < MIN_VALID_FRACTION * length
+    if not poor.any():
+        return batch
+    left_out = {int(row): f"only {usable[row]} of {length} pixels usable (finite flux, mask 0, ivar > 0); a spectrum "
+                          f"needs {MIN_VALID_FRACTION:.0%} of the grid, as in training"
+                for row in np.flatnonzero(poor)}
+    ids = batch.ids or [None] * batch.n
+    return Batch({name: values[~poor] for name, values in batch.arrays.items()}, int((~poor).sum()),
+                 [ids[row] for row in np.flatnonzero(~poor)], reports_problems=True, left_out=left_out,
+                 requested_ids=ids)

@@ -218,3 +218,26 @@ def test_becomes_ready_once_production_versions_appear(api_home, tmp_path):
         wait_ready(client)
         assert client.get("/readyz").json()["models"] == {"spectral": "1", "lightcurve": "1", "sed": "1"}
         assert client.post("/v1/sed:predict", json={"instances": [SED_STAR]}).status_code == 200
+
+
+def test_a_spectrum_with_too_few_usable_pixels_gets_its_problem_not_an_answer(client, api_home):
+    """Fully masked, or with ivar 0 almost everywhere: preprocessing would have set it aside; sent as arrays, it was
+    answered as if it were an average star."""
+    good = split_rows(api_home, "spectral", 1)[0]
+    length = len(good["flux"])
+    masked = {**good, "id": "masked", "mask": [1] * length}
+    dark = {**good, "id": "dark", "ivar": [0.0] * (length - length // 4) + [1.0] * (length // 4)}
+    response = client.post("/v1/spectral:predict", json={"instances": [{**good, "id": "good"}, masked, dark]})
+    assert response.status_code == 200, response.text
+    ok, *poor = response.json()["predictions"]
+    assert ok["problem"] is None and ok["teff"] is not None
+    assert [p["id"] for p in poor] == ["masked", "dark"] and all(p["teff"] is None for p in poor)
+    assert poor[0]["problem"] == (f"only 0 of {length} pixels usable (finite flux, mask 0, ivar > 0); a spectrum "
+                                  "needs 50% of the grid, as in training")
+    assert poor[1]["problem"].startswith(f"only {length // 4} of {length} pixels usable")
+
+
+def test_head_answers_where_get_does(client):
+    for path in ("/healthz", "/readyz", "/v1/models", "/metrics"):
+        response = client.head(path)
+        assert response.status_code == 200 and not response.content, path

@@ -88,3 +88,13 @@ def test_two_files_of_one_object_keep_their_places(client, shared_dir):
     bad_a, bad_b, good, copy = response.json()["predictions"]
     assert (bad_a["id"], bad_b["id"]) == ("bad-a.fits", "bad-b.fits") and bad_a["teff"] is bad_b["teff"] is None
     assert good["id"] == copy["id"] == name.removesuffix(".fits") and good["teff"] == copy["teff"] > 2000
+
+
+def test_a_spectrum_whose_normalised_flux_is_extreme_is_predicted_as_batch_prediction_does(client, shared_dir):
+    """The SDSS L0 dwarf (S/N about 1) normalises to -53,221 at a pixel, which the model clips: the upload was a 422
+    for every file sent with it, while `stellar predict` answered it."""
+    names = ("spec-3764-55514-0972.fits", *FGK_DWARFS)
+    response = client.post("/v1/spectral:predict", files=_files(shared_dir, 3, names))
+    assert response.status_code == 200, response.text
+    assert [p["id"] for p in response.json()["predictions"]] == [name.removesuffix(".fits") for name in names]
+    assert all(p["problem"] is None or "left blank" in p["problem"] for p in response.json()["predictions"])

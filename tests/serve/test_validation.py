@@ -32,8 +32,6 @@ CASES = [  # (model, instances builder, words the message must contain)
     ("spectral", lambda h: [_spectrum(h, redshift=0.1)], ["instances[0].redshift", "unknown field"]),
     ("spectral", lambda h: [_spectrum(h), 7], ["instances[1]", "expected an object"]),
     ("sed", lambda h: [{"mag_U": 12.0}], ["instances[0].mag_U", "unknown field"]),
-    ("sed", lambda h: [{"mag_G": 99.0}], ["mag_G", "outside the physical range"]),
-    ("sed", lambda h: [{"mag_G": 12.0, "err_G": -0.1}], ["err_G", "outside the physical range"]),
     ("sed", lambda h: [{"mag_G": "bright"}], ["mag_G", "expected a number or null"]),
     ("sed", lambda h: [{"mag_G": True}], ["mag_G", "boolean"]),
     ("sed", lambda h: [{"mag_G": None}], ["instances[0]", "no input has a value"]),
@@ -52,6 +50,19 @@ def test_bad_instances_are_a_422_naming_field_and_problem(client, api_home, mode
     detail = response.json()["detail"]
     assert all(word in detail for word in words), detail
     assert "Traceback" not in response.text
+
+
+def test_sed_takes_magnitudes_and_errors_as_archives_give_them(client):
+    """99 (with an error of 99) for no measurement, a negative error: the band is masked, as `stellar predict sed`
+    masks it, and the star answered from its other bands; the batch is not refused."""
+    j99 = {**SED_STAR, "id": "j99", "mag_J": 99.0, "err_J": 99.0}
+    response = client.post("/v1/sed:predict", json={"instances": [{**SED_STAR, "id": "ok"}, j99,
+                                                                  {"id": "g", "mag_G": 12.0, "err_G": -0.1}]})
+    assert response.status_code == 200, response.text
+    ok, masked, alone = response.json()["predictions"]
+    assert ok["problem"] is None and masked["problem"] is None and masked["teff"] is not None
+    assert alone["teff"] is None and alone["problem"].startswith("only 0 usable band(s)")
+    assert "G: no error in (0, 0.5] mag" in alone["problem"]
 
 
 @pytest.mark.parametrize("body, words", [
