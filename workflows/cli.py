@@ -184,10 +184,11 @@ def _choice(*choices: str):
 def _is_relative_folder(source: str | None) -> bool:
     """A `-p <modality>-source` value that the stages would read as a folder of this working directory (a source's
     own name, such as `sdss`, stays a name even where a folder has it)."""
-    from steps.ingest import sources
+    if source is None or source.startswith("s3://") or Path(source).is_absolute() or not Path(source).is_dir():
+        return False
+    from steps.ingest import sources  # here: the source registry imports every reader (about 1 s)
 
-    return source is not None and source not in sources.SOURCES and not source.startswith("s3://") \
-        and not Path(source).is_absolute() and Path(source).is_dir()
+    return source not in sources.SOURCES
 
 
 def _is_folder(source: str) -> bool:
@@ -198,7 +199,6 @@ def check_parameters(parameters: dict[str, str]) -> str | None:
     """The first workflow parameter (`-p NAME=VALUE`) that its stage would refuse, as a message; None when all
     pass. Checked before the run, as the stages check them only once their task starts, after ingest and
     preprocessing."""
-    from steps.ingest import sources
     from steps.train import TRAINER_CHOICES
     from workflows.training_cli import at_least, seed_number
 
@@ -222,6 +222,8 @@ def check_parameters(parameters: dict[str, str]) -> str | None:
     for modality in MODALITIES:
         source = parameters.get(f"{modality}-source")
         if source is not None:
+            from steps.ingest import sources  # here: the source registry imports every reader (about 1 s)
+
             try:
                 sources.resolve(source, modality)
             except sources.UnknownSource as error:
