@@ -222,8 +222,11 @@ def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
     checks = f"all its checks: stellar models show {name}@{model['candidate']}"
     reasons = model.get("reasons", [])
     if model.get("baseline_version"):
+        baseline = {"promoted": f"was promoted as version {model['baseline_version']}",
+                    "unchanged": f"version {model['baseline_version']}, stays production"}.get(
+            model["promotion"], f"(version {model['baseline_version']}) passed them but was not promoted")
         note = (f"candidate {model['candidate']} refused by the quality gates, and with no production version yet "
-                f"its NumPy baseline was promoted as version {model['baseline_version']} ({checks})")
+                f"its NumPy baseline {baseline} ({checks})")
     elif model["promotion"] == "refused":
         why = "refused by the quality gates" if any(r.startswith("FAIL ") for r in reasons) else "not promoted"
         note = f"candidate {model['candidate']} {why} ({checks})"

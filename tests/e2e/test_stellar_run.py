@@ -268,5 +268,13 @@ def test_the_summary_says_why_a_candidate_was_not_promoted():
     baseline = {"version": "2", "candidate": "1", "promotion": "promoted", "baseline_version": "2",
                 "reasons": ["FAIL sed teff robust_sigma = 131 vs 33 of the NumPy baseline", "baseline: PASS sed x"]}
     assert promotion_lines("sed", baseline)[1:] == ["    FAIL sed teff robust_sigma = 131 vs 33 of the NumPy baseline"]
+    assert "its NumPy baseline was promoted as version 2" in promotion_lines("sed", baseline)[0]
+    # the baseline passed too, but was rolled back by hand since: the summary must not say it was promoted
+    rolled_back = {**baseline, "version": None, "promotion": "refused",
+                   "reasons": [*baseline["reasons"], "version 2 was rolled back from production by hand"]}
+    first, *why = promotion_lines("sed", rolled_back)
+    assert first.startswith("  sed: no production version; candidate 1 refused by the quality gates, and with no "
+                            "production version yet its NumPy baseline (version 2) passed them but was not promoted")
+    assert why[-1] == "    version 2 was rolled back from production by hand"
     assert promotion_lines("lightcurve", {"version": "1", "candidate": "1", "promotion": "promoted"}) == [
         "  lightcurve: version 1; candidate 1 promoted"]
