@@ -109,6 +109,7 @@ class ServedModels:
         self.errors: dict[str, str] = {}
         self.unpromoted: set[str] = set()  # models whose alias record says they have no production version
         self._failed: dict[str, str] = {}  # name -> the version that failed to load
+        self.registry_problem: str | None = None  # why the registry cannot be read now (the loaded versions serve)
 
     def get(self, name: str) -> LoadedModel | None:
         """The model serving `name` now (None when none is loaded)."""
@@ -123,7 +124,7 @@ class ServedModels:
 
     def refresh(self) -> list[str]:
         """Load and swap in every model whose production version changed; return the names swapped."""
-        swapped = []
+        swapped, unreadable = [], []
         for name in MODEL_NAMES:
             try:
                 record = self.registry.resolve(name, PRODUCTION)
@@ -131,8 +132,10 @@ class ServedModels:
                 if self._has_no_production(name):
                     self.unpromoted.add(name)
                     self._withdraw(name, str(error))
-                elif name not in self.current:  # else a registry that cannot be read now: keep serving
+                elif name not in self.current:
                     self.errors[name] = str(error)
+                else:  # a registry that cannot be read now: keep serving, and say so
+                    unreadable.append(f"{name}: {error}")
                 continue
             self.unpromoted.discard(name)
             serving = self.current.get(name)
@@ -157,9 +160,22 @@ class ServedModels:
             if self.on_swap is not None:
                 self.on_swap(loaded, serving)
             del loaded, serving
+        self._note_registry(unreadable)
         if swapped:
             _settle_garbage()
         return swapped
+
+    def _note_registry(self, unreadable: list[str]) -> None:
+        """Log once when the registry stops being readable for served models, and when it is back; /readyz shows
+        `registry_problem` meanwhile (promotions and rollbacks do not reach the API then)."""
+        if unreadable and self.registry_problem is None:
+            self.registry_problem = (f"{self.registry.store.uri} cannot be read since "
+                                     f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ({unreadable[0]}): "
+                                     "serving the versions loaded before; promotions and rollbacks are not seen")
+            log.warning("the registry %s", self.registry_problem)
+        elif not unreadable and self.registry_problem is not None:
+            log.info("the registry %s can be read again", self.registry.store.uri)
+            self.registry_problem = None
 
     def _has_no_production(self, name: str) -> bool:
         """Whether `name`'s alias record says it has no production version (never promoted, or rolled back to

@@ -152,6 +152,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         problems = {"errors": dict(served.errors)} if served.errors else {}
         if unpromoted:
             problems["unpromoted"] = unpromoted
+        if served.registry_problem:
+            problems["registry"] = served.registry_problem
         missing = [name for name in MODEL_NAMES if name not in current and name not in unpromoted]
         if current and not missing:
             return _json({"status": "ready", "models": versions, **problems})

@@ -149,6 +149,12 @@ def test_a_registry_that_cannot_be_read_for_a_while_does_not_withdraw_a_model(re
         try:
             time.sleep(1.5)  # several refreshes
             answer = httpx.post(f"{url}/v1/sed:predict", json={"instances": [SED_OBJECT]})
+            during = httpx.get(f"{url}/readyz")
         finally:
             (registry_copy / "elsewhere").rename(registry)
+        time.sleep(1.0)
+        after = httpx.get(f"{url}/readyz").json()
     assert answer.status_code == 200
+    # ready (it serves), and says that promotions and rollbacks cannot reach it meanwhile; then no longer
+    assert during.status_code == 200 and f"{registry} cannot be read since " in during.json()["registry"]
+    assert "promotions and rollbacks are not seen" in during.json()["registry"] and "registry" not in after
