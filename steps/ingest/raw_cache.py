@@ -84,8 +84,7 @@ def http_status(error: BaseException) -> int | None:
 
 def _chain(error: BaseException) -> list[BaseException]:
     """The error, what caused it or was being handled (`__cause__`, and `__context__` unless `from None` hid it),
-    and exceptions it carries as
-    arguments, as its `reason` (urllib and urllib3) or its `cause` (pyvo), depth first."""
+    and the exceptions it carries as arguments, as its `reason` (urllib and urllib3) or as its `cause` (pyvo)."""
     found, pending = [], [error]
     while pending:
         current = pending.pop()
