@@ -29,6 +29,7 @@ import orjson
 
 NPZ_MEDIA_TYPE = "application/x-npz"
 ID_FIELD = "id"
+MAX_ID_CHARACTERS = 256
 
 
 class InvalidInput(ValueError):
@@ -161,7 +162,7 @@ class InputSpec:
 
     def instance_schema(self) -> dict[str, Any]:
         """JSON Schema of one object in `instances`."""
-        properties = {ID_FIELD: {"anyOf": [{"type": "string", "maxLength": 256},
+        properties = {ID_FIELD: {"anyOf": [{"type": "string", "maxLength": MAX_ID_CHARACTERS},
                                            {"type": "integer", "minimum": -2**63, "maximum": 2**63 - 1},
                                            {"type": "null"}],
                                  "description": "your identifier, returned with the prediction"}}
@@ -257,7 +258,7 @@ class InputSpec:
         decoded = {}
         for name, value in arrays.items():
             spec = self.fields[name]
-            if value.dtype.kind not in "biuf":
+            if value.dtype.kind not in "iuf":  # as in JSON, where a boolean is not a number
                 raise InvalidInput(f"{name}: expected numbers, got an array of {value.dtype}")
             shape = (n,) if spec.length is None else (n, spec.length)
             if value.shape != shape:
@@ -270,6 +271,11 @@ class InputSpec:
             self._check_values(self.fields[name], value, missing_allowed=not self.fields[name].required)
         if ids is not None and (ids.shape != (n,) or ids.dtype.kind not in "iuU"):
             raise InvalidInput(f"id: expected {n} strings or integers, got {ids.dtype} of shape {ids.shape}")
+        if ids is not None and ids.dtype.kind == "U" and ids.dtype.itemsize // 4 > MAX_ID_CHARACTERS:
+            longest = int(np.argmax(np.char.str_len(ids)))
+            if len(ids[longest]) > MAX_ID_CHARACTERS:
+                raise InvalidInput(f"id[{longest}]: {len(ids[longest])} characters, more than the "
+                                   f"{MAX_ID_CHARACTERS} an id may have (as in JSON)")
         return self._finish(decoded, n, ids.tolist() if ids is not None else None)
 
     def decode_arrays(self, arrays: dict[str, np.ndarray], ids: list[Any] | None, ranged: bool = True) -> Batch:
@@ -376,11 +382,12 @@ class InputSpec:
         for index, value in enumerate(ids):
             if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:  # an integer written as 5.0
                 ids[index] = value = int(value)
-            if value is None or (isinstance(value, str) and len(value) <= 256) or (
+            if value is None or (isinstance(value, str) and len(value) <= MAX_ID_CHARACTERS) or (
                     type(value) is int and -2**63 <= value < 2**63):
                 continue
-            raise InvalidInput(f"instances[{index}].id: expected a string (at most 256 characters) or a 64-bit "
-                               f"integer, got {_json_type(value) if not isinstance(value, (str, int)) else value!r:.40}")
+            got = _json_type(value) if not isinstance(value, (str, int)) else f"{value!r:.40}"
+            raise InvalidInput(f"instances[{index}].id: expected a string (at most {MAX_ID_CHARACTERS} characters) "
+                               f"or a 64-bit integer, got {got}")
         return ids if any(value is not None for value in ids) else None
 
     def _finish(self, arrays: dict[str, np.ndarray], n: int, ids: list[Any] | None) -> Batch:

@@ -104,6 +104,10 @@ def test_npz_problems_name_the_array(client, api_home):
     nan[0, 5] = np.nan
     assert "instances[0].flux[5]" in npz(flux=nan).json()["detail"]
     assert "unknown field" in npz(flux=np.ones((1, length)), colour=np.ones(1)).json()["detail"]
+    # as in JSON: a boolean is not a number, and an id has at most 256 characters
+    assert "flux: expected numbers, got an array of bool" in npz(flux=np.ones((1, length), bool)).json()["detail"]
+    long_id = npz(flux=np.ones((2, length)), id=np.array(["short", "x" * 300]))
+    assert long_id.status_code == 422 and "id[1]: 300 characters, more than the 256" in long_id.json()["detail"]
     garbage = client.post("/v1/spectral:predict", content=b"PK\x03\x04garbage",
                           headers={"content-type": "application/x-npz"})
     assert garbage.status_code == 422 and "not a readable .npz" in garbage.json()["detail"]
