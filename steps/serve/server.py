@@ -302,7 +302,23 @@ def _openapi(app: FastAPI, served: ServedModels) -> dict[str, Any]:
                                           "content": {JSON: {"schema": _response_schema(model)}}},
                                   **{code: {"description": text, "content": {JSON: {"schema": ERROR_SCHEMA}}}
                                      for code, text in errors.items()}}
+    schema["paths"]["/v1/models"]["get"]["responses"]["200"]["content"][JSON]["schema"] = MODELS_SCHEMA
     return schema
+
+
+_OBJECT = {"type": "object"}
+MODELS_SCHEMA = {  # GET /v1/models: `LoadedModel.describe` of each served model
+    "type": "object", "required": ["models"],
+    "properties": {"models": {"type": "array", "items": {
+        "type": "object",
+        "required": ["name", "version", "kind", "task", "runtime", "outputs", "inputs", "spec", "metrics"],
+        "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"}, "kind": {"type": "string"},
+            "task": {"enum": ["regression", "classification"]}, "runtime": {"type": "string"},
+            "outputs": {"type": "array", "items": {"type": "string"}},
+            "inputs": _OBJECT, "spec": _OBJECT, "domain": {"type": ["object", "null"]}, "metrics": _OBJECT,
+            "verdict": {"type": ["boolean", "null"]}, "registered_at": {"type": ["string", "null"]},
+            "loaded_at": {"type": "string"}}}}}}
 
 
 def _response_schema(model: LoadedModel | None) -> dict[str, Any]:

@@ -196,6 +196,12 @@ def test_openapi_has_the_three_routes_with_bodies_from_the_input_specs(client):
     assert instance["required"] == ["flux"] and instance["properties"]["flux"]["minItems"] > 100
     assert "multipart/form-data" in schema["paths"]["/v1/spectral:predict"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 200
+    # /v1/models documents what it answers, and answers that
+    import jsonschema
+
+    models = schema["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert models["properties"]["models"]["items"]["required"][:2] == ["name", "version"]
+    jsonschema.validate(client.get("/v1/models").json(), models)
 
 
 def test_runtimes_are_chosen_by_measurement(client):
