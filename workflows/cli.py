@@ -25,8 +25,9 @@ def home_dir(value: str | None) -> Path:
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:
     """`NAME=VALUE` pairs from repeated `-p` flags; quality gates given as `-p gates=...` are checked here, before
-    any task runs or any manifest is written (the evaluate stage would find a mistake only after training)."""
-    from steps.evaluate.gates import GateError, parse_gates
+    any task runs or any manifest is written (the evaluate stage would find a mistake only after training), and a
+    gates file is replaced by its text."""
+    from steps.evaluate.gates import GateError, parse_gates, read_gates_text
 
     values = {}
     for pair in pairs:
@@ -38,6 +39,9 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
     if "gates" in values:
         try:
             parse_gates(values["gates"], "-p gates")
+            # a file is passed on as its text: the stages may run elsewhere (a pod, another folder), and a task's
+            # cache key then sees an edit of the file
+            values["gates"] = read_gates_text(values["gates"], "-p gates")[0]
         except GateError as error:
             print(f"stellar: {error}", file=sys.stderr)
             raise SystemExit(2) from None

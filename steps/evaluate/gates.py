@@ -51,7 +51,7 @@ class ModelGates(BaseModel):
 
 
 class Gates(BaseModel):
-    """Gates per model; a model left out gets the defaults of `ModelGates` and no absolute thresholds."""
+    """Gates per model (`parse_gates` fills a model left out from the packaged defaults)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,7 +80,29 @@ def _check_threshold_map(values: Any, metrics: tuple[str, ...], where: str) -> l
                           f"among {', '.join(metrics)}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             errors.append(f"{where}.{key}: expected a finite number, got {value!r}")
+        else:
+            errors += _impossible(match["metric"], match["bound"], value, f"{where}.{key}")
+    for metric in {m["metric"] for m in map(_THRESHOLD.match, map(str, values)) if m}:
+        low, high = values.get(f"{metric}_min"), values.get(f"{metric}_max")
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) and low > high:
+            errors.append(f"{where}: {metric}_min {low:g} is above {metric}_max {high:g}: no model can pass")
     return errors
+
+
+RATES = ("missing_fraction", "outlier_fraction", "coverage_68", "coverage_95", "accuracy", "balanced_accuracy",
+         "roc_auc_macro")  # shares: from 0 to 1
+
+
+def _impossible(metric: str, bound: str, value: float, where: str) -> list[str]:
+    """Why a threshold no model can pass, or that every model passes, is a mistake ([] when it is not)."""
+    if metric in RATES and not 0 <= value <= 1:
+        return [f"{where}: {value:g}, but {metric} is a share from 0 to 1"]
+    if metric == "n" and (value < 0 or value != int(value)):
+        return [f"{where}: {value:g}, but n counts test objects (a whole number, 0 or more)"]
+    if metric not in RATES and metric != "n" and (value < 0 or (bound == "max" and value == 0)):
+        return [f"{where}: {value:g}, but {metric} is never below 0" + (" and 0 is never reached" if value == 0
+                                                                        else "")]
+    return []
 
 
 def _check(gates: Gates) -> list[str]:
@@ -110,6 +132,16 @@ def _check(gates: Gates) -> list[str]:
     return errors
 
 
+def _over_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Gates given, over the packaged defaults: per model, key by key (a model's entry that is not a mapping is
+    left for validation to name)."""
+    defaults = yaml.safe_load(default_gates_text())
+    merged = {name: dict(gates) for name, gates in defaults.items()}
+    for name, gates in data.items():
+        merged[name] = {**merged.get(name, {}), **gates} if isinstance(gates, dict) else gates
+    return merged
+
+
 def _describe(error: dict[str, Any]) -> str:
     where = ".".join(map(str, error["loc"])) or "(top level)"
     if error["type"] == "extra_forbidden":
@@ -118,25 +150,28 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where}: {error['msg']}"
 
 
-def parse_gates(value: str | None, parameter: str = "--gates") -> Gates:
-    """Gates from YAML text or the path of a YAML file (`None`: the packaged defaults).
-
-    An existing file path is read; anything else is parsed as YAML text. Errors are `GateError`s naming the
-    parameter and the offending key.
-    """
-    source = "the default gates"
+def read_gates_text(value: str | None, parameter: str = "--gates") -> tuple[str, str]:
+    """(YAML text, where it came from) of a gates value: YAML text, or the path of a YAML file, which is read
+    (`None`: the packaged defaults)."""
     if value is None:
-        text = default_gates_text()
-    else:
-        text = value
-        candidate = value.strip()
-        source = "YAML text"
-        if candidate and "\n" not in candidate and len(candidate) < 4096:
-            path = Path(candidate).expanduser()
-            if path.is_file():
-                text, source = path.read_text(), str(path)
-            elif candidate.endswith((".yaml", ".yml", ".json")) and ":" not in candidate:
-                raise GateError(f"{parameter}: {candidate}: no such file")
+        return default_gates_text(), "the default gates"
+    candidate = value.strip()
+    if candidate and "\n" not in candidate and len(candidate) < 4096:
+        path = Path(candidate).expanduser()
+        if path.is_file():
+            return path.read_text(), str(path)
+        if candidate.endswith((".yaml", ".yml", ".json")) and ":" not in candidate:
+            raise GateError(f"{parameter}: {candidate}: no such file")
+    return value, "YAML text"
+
+
+def parse_gates(value: str | None, parameter: str = "--gates") -> Gates:
+    """Gates from YAML text or the path of a YAML file (`None`: the packaged defaults). A model, or a key of a
+    model's gates, that the YAML leaves out keeps its default (an `absolute` given is taken whole): gates given
+    for one model no longer drop the others' thresholds. Errors are `GateError`s naming the parameter and the
+    offending key.
+    """
+    text, source = read_gates_text(value, parameter)
     if not text.strip():
         raise GateError(f"{parameter}: empty; give YAML text or the path of a YAML file")
     try:
@@ -146,6 +181,8 @@ def parse_gates(value: str | None, parameter: str = "--gates") -> Gates:
     if not isinstance(data, dict):
         raise GateError(f"{parameter}: expected a mapping of model name to gates, got {type(data).__name__} "
                         f"({source})")
+    if value is not None:
+        data = _over_defaults(data)
     try:
         gates = Gates.model_validate(data)
     except ValidationError as error:

@@ -60,6 +60,13 @@ def test_the_packaged_default_gates_are_valid():
     ("lightcurve: {compare: [robust_sigma]}", "lightcurve.compare.0"),
     ("sed: [unclosed", "not valid YAML"),
     ("- just a list", "expected a mapping"),
+    ("lightcurve: {absolute: {balanced_accuracy_min: 2}}", "balanced_accuracy_min: 2, but balanced_accuracy is a"),
+    ("spectral: {absolute: {teff: {robust_sigma_max: -5}}}", "robust_sigma_max: -5, but robust_sigma is never below"),
+    ("sed: {absolute: {teff: {rmse_max: 0}}}", "rmse_max: 0, but rmse is never below 0 and 0 is never reached"),
+    ("sed: {absolute: {teff: {coverage_68_min: 1.5}}}", "coverage_68 is a share from 0 to 1"),
+    ("sed: {absolute: {teff: {n_min: 10.5}}}", "n counts test objects"),
+    ("sed: {absolute: {teff: {robust_sigma_min: 500, robust_sigma_max: 100}}}",
+     "robust_sigma_min 500 is above robust_sigma_max 100: no model can pass"),
 ])
 def test_invalid_gates_are_refused_naming_the_key(text, named):
     with pytest.raises(GateError) as error:
@@ -74,6 +81,30 @@ def test_gates_are_read_from_a_file_path_or_as_text(tmp_path):
     assert parse_gates("sed: {beat_null_by: 0.4}").sed.beat_null_by == 0.4
     with pytest.raises(GateError, match="no such file"):
         parse_gates(str(tmp_path / "absent.yaml"))
+
+
+def test_gates_given_for_one_model_keep_the_others_and_their_own_other_keys_at_their_defaults():
+    """`-p gates='spectral: {beat_null_by: null}'` used to drop every absolute threshold of the light-curve and SED
+    models (and of the spectral one), with no warning."""
+    defaults = parse_gates(None)
+    given = parse_gates("spectral: {beat_null_by: null}")
+    assert given.spectral.beat_null_by is None and given.spectral.absolute == defaults.spectral.absolute
+    assert given.lightcurve == defaults.lightcurve and given.sed == defaults.sed
+    replaced = parse_gates("sed: {absolute: {logg: {rmse_max: 0.5}}}")  # an absolute given is taken whole
+    assert replaced.sed.absolute == {"logg": {"rmse_max": 0.5}} and replaced.sed.compare == defaults.sed.compare
+    assert parse_gates("sed: null").sed is None  # a model set to null drops its gates, as written
+
+
+def test_stellar_passes_a_gates_file_on_as_its_text(tmp_path, monkeypatch):
+    """So that an edit of the file re-runs evaluation (the cache key hashes the text), and a relative path works
+    where the stage runs in another folder."""
+    from workflows.cli import parse_assignments
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.yaml").write_text("sed: {beat_null_by: 0.3}\n")
+    assert parse_assignments(["gates=g.yaml", "samples=5"]) == {"gates": "sed: {beat_null_by: 0.3}\n",
+                                                               "samples": "5"}
+    assert parse_assignments(["gates=sed: {beat_null_by: 0.4}"])["gates"] == "sed: {beat_null_by: 0.4}"
 
 
 def _regression(sigma: float, n: int = 50) -> dict:
