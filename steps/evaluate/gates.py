@@ -168,7 +168,7 @@ def read_gates_text(value: str | None, parameter: str = "--gates") -> tuple[str,
 def parse_gates(value: str | None, parameter: str = "--gates") -> Gates:
     """Gates from YAML text or the path of a YAML file (`None`: the packaged defaults). A model, or a key of a
     model's gates, that the YAML leaves out keeps its default (an `absolute` given is taken whole): gates given
-    for one model no longer drop the others' thresholds. Errors are `GateError`s naming the parameter and the
+    for one model leave the others' as they are. Errors are `GateError`s naming the parameter and the
     offending key.
     """
     text, source = read_gates_text(value, parameter)
