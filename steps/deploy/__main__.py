@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steps.core.artifacts import ArtifactWriter
+from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
 from steps.core.registry import PRODUCTION, ModelRegistry
 
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {"registry": args.registry, "target": args.target,
                   **({"release": rollout.release, "namespace": rollout.namespace, "chart": rollout.chart}
                      if rollout else {})}
-    with ArtifactWriter(args.out, stage="deploy", parameters=parameters, inputs={"promotion": args.promotion}) as out:
+    with ArtifactWriter(args.out, stage="deploy", parameters=parameters, inputs={"promotion": args.promotion},
+                        synthetic=read_manifest(args.promotion).synthetic) as out:  # as every manifest before it
         out.write_json("deployment.json", deployment)
     return 0
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steps.core.artifacts import ArtifactWriter, checked_content_hash
+from steps.core.artifacts import ArtifactWriter, checked_content_hash, read_manifest
 from steps.core.logs import get_logger
 from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError, RolledBack
 from steps.evaluate import BASELINES
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     outcomes = promote(args.evaluation, models, ModelRegistry.open(args.registry))
     with ArtifactWriter(args.out, stage="promote", parameters={"registry": args.registry},
-                        inputs={"evaluation": args.evaluation, **models}) as out:
+                        inputs={"evaluation": args.evaluation, **models},
+                        synthetic=read_manifest(args.evaluation).synthetic) as out:  # as every manifest before it
         out.write_json("promotion.json", outcomes)
         out.count("promoted", sum(o["outcome"] == "promoted" for o in outcomes.values()))
         out.count("refused", sum(o["outcome"] == "refused" for o in outcomes.values()))

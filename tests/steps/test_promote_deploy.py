@@ -96,6 +96,11 @@ def test_deploy_records_what_is_served(learnable, tmp_path):
     serving = json.loads((registry / "serving.json").read_text())
     assert serving == json.loads((tmp_path / "deployment" / "deployment.json").read_text())
     assert {name: model["version"] for name, model in serving["models"].items()} == dict.fromkeys(NAMES, "1")
+    # a run on synthetic data is marked so in every manifest, the promotion's and the deployment's too
+    from steps.core.artifacts import read_manifest
+
+    assert read_manifest(tmp_path / "run" / "evaluation").synthetic
+    assert read_manifest(tmp_path / "run" / "promotion").synthetic and read_manifest(tmp_path / "deployment").synthetic
 
 
 def test_deploy_refuses_a_folder_that_is_no_promotion(tmp_path):
