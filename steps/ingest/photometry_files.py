@@ -526,6 +526,7 @@ class FolderReader:
         self.data: list[pa.Table] = []
         self.labels: list[pa.Table] = []
         self.skipped: list[str] = []  # "file: why" of the files read that hold no photometry
+        self.table_files = 0  # table files found by `read_folder`
 
     @property
     def full(self) -> bool:
@@ -538,6 +539,7 @@ class FolderReader:
         files = sorted(path for path in folder.rglob("*") if path.is_file()
                        and not any(part.startswith(".") for part in path.relative_to(folder).parts))
         passed_over = [path.relative_to(folder).as_posix() for path in files if table_format(path) is None]
+        self.table_files += len(files) - len(passed_over)
         if passed_over:
             log.info("%s: passed over %d file(s) that are not tables: %s", shown_as or folder, len(passed_over),
                      ", ".join(passed_over))
@@ -629,10 +631,10 @@ def read_photometry_folder(request: IngestRequest) -> Ingested:
     shown_as = request.shown_as or request.location
     with local_folder(request.location) as folder:
         reader.read_folder(folder, shown_as)
-        tables = sum(1 for path in folder.rglob("*") if path.is_file() and table_format(path) is not None)
     if not reader.data and not len(reader.quarantine):
         found = (f"the {len(reader.skipped)} table file(s) in it hold none: " + "; ".join(reader.skipped[:3])
                  + ("; ..." if len(reader.skipped) > 3 else "")) if reader.skipped else (
-            "it holds no table file (FITS, VOTable, ECSV, CSV, JSON or a zip of them)" if not tables else "")
+            "it holds no table file (FITS, VOTable, ECSV, CSV, JSON or a zip of them)" if not reader.table_files
+            else "")
         raise ValueError(f"{shown_as}: no photometry in it" + (f": {found}" if found else ""))
     return reader.ingested()

@@ -99,7 +99,11 @@ def _chain(error: BaseException) -> list[BaseException]:
 
 def name_not_resolved(error: BaseException) -> bool:
     """True when `error` is, or was caused by, a failed lookup of a host name."""
-    return any(isinstance(e, socket.gaierror) or type(e).__name__ == "NameResolutionError" for e in _chain(error))
+    return _unresolved(_chain(error))
+
+
+def _unresolved(chain: list[BaseException]) -> bool:
+    return any(isinstance(e, socket.gaierror) or type(e).__name__ == "NameResolutionError" for e in chain)
 
 
 def unreachable(error: BaseException) -> str | None:
@@ -108,7 +112,7 @@ def unreachable(error: BaseException) -> str | None:
     chain = _chain(error)
     hosts = [match.group(1) for e in chain for match in [re.search(r"(?:host='|resolve ')([^']+)'", str(e))] if match]
     at = f" {hosts[0]}" if hosts else ""
-    if name_not_resolved(error):
+    if _unresolved(chain):
         return f"cannot resolve the archive's address{at} (no network, or no DNS, here)"
     if any(isinstance(e, (TimeoutError, requests.Timeout)) for e in chain):
         return f"the archive{at} did not answer in time"

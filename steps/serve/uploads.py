@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from steps.ingest.spectra_files import UnusableSpectrum, read_spectrum, spectra_tables
+from steps.models.features import masked_vectors
 from steps.models.inputs import Columns
 from steps.preprocess.as_trained import SpecMismatch, preprocess_as_trained
 from steps.preprocess.common import RawArtifact
@@ -72,18 +73,15 @@ def decode_spectra_files(files: list[tuple[str, bytes]], inputs: InputSpec, mode
 
 def with_usable_pixels(batch: Batch) -> Batch:
     """A batch of spectra on the grid without those that have fewer usable pixels (finite flux, `mask` 0, `ivar`
-    not <= 0: as the model's encoder reads them) than `MIN_VALID_FRACTION` of the grid, which preprocessing would
-    have set aside: they are `left_out` with the reason (a fully masked spectrum was answered as if average)."""
+    not <= 0: `features.masked_vectors`, as every model reads them) than `MIN_VALID_FRACTION` of the grid, which
+    preprocessing would have set aside: they are `left_out` with the reason (a fully masked spectrum was answered
+    as if average)."""
     flux = batch.arrays.get("flux")
     if flux is None or batch.reports_problems:
         return batch
-    good = np.isfinite(flux)
-    if "mask" in batch.arrays:
-        good &= np.nan_to_num(batch.arrays["mask"], nan=0.0) == 0
-    if "ivar" in batch.arrays:
-        ivar = batch.arrays["ivar"]
-        good &= ~(np.isfinite(ivar) & (ivar <= 0))
-    usable, length = good.sum(axis=1), flux.shape[1]
+    length = flux.shape[1]
+    _, bad, _ = masked_vectors(Columns(batch.arrays), "flux", length, "mask", "ivar")
+    usable = length - bad.sum(axis=1)
     poor = usable < MIN_VALID_FRACTION * length
     if not poor.any():
         return batch
