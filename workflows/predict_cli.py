@@ -124,14 +124,14 @@ def check_output(output: Path, source: Path | None = None) -> None:
 
 def write_csv(frame, output: Path) -> None:
     """Write the CSV beside its destination and move it there, so a failed write leaves any old file whole."""
+    from steps.core.permissions import as_if_created
+
     temporary = None
     try:
         handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
         with os.fdopen(handle, "w") as stream:
             frame.to_csv(stream, index=False, float_format="%.6g")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # as open() would have made it, not mkstemp's owner-only mode
+        as_if_created(temporary)
         os.replace(temporary, output)
     except OSError as error:
         if temporary:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from steps.core.permissions import as_if_created
 from steps.core.version import code_version
 
 MANIFEST = "manifest.json"
@@ -149,7 +150,7 @@ class ArtifactWriter:
     def __enter__(self) -> "ArtifactWriter":
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
-        self._tmp.chmod(0o755)  # mkdtemp makes it private; a published artifact is readable like any directory
+        as_if_created(self._tmp)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

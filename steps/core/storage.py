@@ -20,6 +20,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from steps.core.artifacts import listing_hash
+from steps.core.permissions import as_if_created
 
 
 class StoreUnusable(ValueError):
@@ -147,6 +148,7 @@ class LocalStore(ObjectStore):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        as_if_created(tmp)
         os.replace(tmp, path)
 
     def put_if_absent(self, key: str, data: bytes) -> None:
@@ -185,6 +187,7 @@ class LocalStore(ObjectStore):
         """A copy of `local` beside `target`, to be renamed into place."""
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        as_if_created(staging)
         shutil.copytree(local, staging, dirs_exist_ok=True)
         return staging
 

@@ -230,3 +230,23 @@ def test_stored_files_changed_in_place_are_refused_and_no_copy_is_left(tmp_path)
     stored.write_text("good")
     (serving / f"sed-1-{record.blob[:16]}").mkdir()  # a copy an interrupted download left, without its manifest
     assert (registry.download("sed", "1", serving)[1] / "weights.txt").read_text() == "good"
+
+
+def test_a_folder_registry_is_readable_by_other_users_as_its_umask_allows(tmp_path):
+    """A serving pod may run as another user than the workflow that wrote the registry: nothing in it may be left
+    owner-only by the temporary files and folders it is written through."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        registry = ModelRegistry.open(str(tmp_path / "registry"))
+        registry.register("sed", make_model(tmp_path, "a"))
+        registry.set_alias("sed", PRODUCTION, "1")
+        registry.download("sed", "1", tmp_path / "copy")
+    finally:
+        os.umask(previous)
+    entries = [*(tmp_path / "registry").rglob("*"), *(tmp_path / "copy").rglob("*")]
+    assert any(entry.name == "aliases.json" for entry in entries)
+    private = [str(entry) for entry in entries if not entry.name.endswith(".lock")
+               and entry.stat().st_mode & 0o044 != 0o044]
+    assert private == []
