@@ -138,6 +138,11 @@ def test_a_model_the_gates_refuse_is_not_promoted_and_the_run_says_why(stellar, 
     assert lines[refused + 1].strip().startswith("FAIL spectral teff robust_sigma =")
     assert "needs <= 0.001" in lines[refused + 1]
     assert not any(line.strip().startswith(("PASS", "NOTE")) for line in lines)
+    listing = stellar("runs", "list", "--json", "--home", str(home))  # the run's record keeps the outcome
+    spectral = json.loads(listing.stdout)[0]["models"]["spectral"]
+    assert spectral["promotion"] == "refused" and spectral["version"] == before["spectral"]
+    shown = stellar("runs", "show", "--home", str(home)).stdout
+    assert "refused by the quality gates" in shown and "needs <= 0.001" in shown
 
 
 def test_killed_run_resumes_without_rerunning_finished_tasks(tmp_path):
@@ -232,7 +237,7 @@ def test_interrupted_run_stops_its_tasks_records_them_and_says_how_to_resume(tmp
     record = json.loads(next(logs.glob("*/run.json")).read_text())
     statuses = {task["status"] for task in record["tasks"].values()}
     assert statuses <= {"succeeded", "cached", "failed", "skipped"} and "skipped" in statuses, statuses
-    assert any(task["message"].startswith("interrupted") for task in record["tasks"].values())
+    assert any(task["message"] == "interrupted: the run was stopped while it ran" for task in record["tasks"].values())
     assert all(task["message"] == "not started: the run was interrupted"
                for task in record["tasks"].values() if task["status"] == "skipped")
 

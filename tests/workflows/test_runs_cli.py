@@ -9,7 +9,7 @@ from steps.core.storage import LocalStore
 from workflows.cli import main
 from workflows.local.cache import ArtifactCache
 from workflows.local.executor import LocalExecutor
-from workflows.run import home_lock
+from workflows.run import file_models, home_lock
 
 STAGE = ("import sys, pathlib; out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True); "
          "(out / 'x').write_text('x')")
@@ -59,7 +59,7 @@ def test_each_state_is_told_apart_and_the_newest_comes_first(tmp_path, capsys):
     record(home, "r-old", 50.0, {"a": ("failed", "a: exit status 1")}, None)
     record(home, "r-ok", 100.0, {"a": ("succeeded", ""), "b": ("cached", "from run r-0")}, "succeeded")
     record(home, "r-failed", 200.0, {"a": ("failed", "a: exit status 1"), "b": ("skipped", "not started")}, "failed")
-    record(home, "r-stopped", 300.0, {"a": ("failed", "interrupted (a: killed by signal 15)"),
+    record(home, "r-stopped", 300.0, {"a": ("failed", "interrupted: the run was stopped while it ran"),
                                       "b": ("skipped", "not started: the run was interrupted")}, "interrupted")
     record(home, "r-killed", 400.0, {"a": ("running", "attempt 1 of 3"), "b": ("pending", "")}, "running")
     record(home, "r-live", 500.0, {"a": ("running", "attempt 1 of 3"), "b": ("pending", "")}, "running")
@@ -98,3 +98,25 @@ def test_an_unknown_or_ambiguous_run_exits_2_naming_the_runs_there_are(tmp_path,
     assert "'a' matches several runs (they are: r-2a, r-1a)" in capsys.readouterr().err
     assert main(["runs", "show", "1a", "--home", str(home), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["run"] == "r-1a"
+
+
+def test_what_became_of_each_model_is_listed_and_shown(tmp_path, capsys):
+    home = tmp_path / "home"
+    record(home, "r-1", 100.0, {"deploy-api": ("succeeded", "")}, "succeeded")
+    path = home / "runs" / "r-1" / "run.json"
+    models = {"sed": {"version": "2", "candidate": "1", "promotion": "promoted", "baseline_version": "2",
+                      "reasons": ["PASS sed logg rmse = 0.1", "FAIL sed teff robust_sigma = 76 vs 21.3 of the NumPy "
+                                  "baseline: needs <= 21.3 (0% lower)"]},
+              "spectral": {"version": "1", "candidate": "3", "promotion": "refused",
+                           "reasons": ["FAIL spectral teff robust_sigma = 500 (absolute: needs <= 400)"]}}
+    file_models(path.parent, models)
+    listing = listed(home, capsys)["r-1"]
+    assert listing["models"]["spectral"] == {"version": "1", "candidate": "3", "promotion": "refused"}
+    assert main(["runs", "list", "--home", str(home)]) == 0
+    table = capsys.readouterr().out
+    assert "spectral: candidate 3 refused; serving v1" in table
+    assert "sed: candidate 1 refused, baseline v2 promoted" in table
+    assert main(["runs", "show", "--home", str(home)]) == 0
+    shown = capsys.readouterr().out
+    assert "spectral: version 1; candidate 3 refused by the quality gates" in shown
+    assert "FAIL spectral teff robust_sigma = 500" in shown and "PASS" not in shown

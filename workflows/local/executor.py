@@ -39,6 +39,8 @@ from workflows.pipeline import PURE_SOURCES, READS_LOCATION, READS_REGISTRY
 PENDING, RUNNING, RETRYING, SUCCEEDED, CACHED, FAILED, SKIPPED = (
     "pending", "running", "retrying", "succeeded", "cached", "failed", "skipped")
 _PATH_TAGS = ("inputs.artifacts.", "outputs.artifacts.")
+INTERRUPTED_WHILE_RUNNING = "interrupted: the run was stopped while it ran"
+INTERRUPTED_WHILE_WAITING = "interrupted: the run was stopped while it waited to retry"
 
 
 @dataclass
@@ -219,7 +221,8 @@ class LocalExecutor:
             self._rebuild_producer(task, state, error)
         except TaskFailed as error:
             state.status = FAILED
-            state.message = f"interrupted ({error})" if self._cancelled.is_set() else str(error)
+            state.message = (str(error) if not self._cancelled.is_set() or error.exit_code == -2
+                             else INTERRUPTED_WHILE_RUNNING)  # the stop, not the SIGTERM it sent
         except (UnsupportedTemplate, KeyError, ValueError, OSError) as error:
             producer = self._rebuilding_producer(task)
             if producer:  # fetched while another consumer had the input removed: run once it is rebuilt
@@ -362,7 +365,7 @@ class LocalExecutor:
                 self.on_change(state)
                 self.sleep(delay)
                 if self._cancelled.is_set():
-                    raise TaskFailed(f"{task.name}: cancelled while waiting to retry", exit_code=-2)
+                    raise TaskFailed(INTERRUPTED_WHILE_WAITING, exit_code=-2)
 
     @staticmethod
     def _why_not(allowed: bool, attempts: int, limit: int) -> str:
