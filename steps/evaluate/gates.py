@@ -105,22 +105,28 @@ def _impossible(metric: str, bound: str, value: float, where: str) -> list[str]:
     return []
 
 
-def _check(gates: Gates) -> list[str]:
+def _check(data: dict[str, Any]) -> list[str]:
+    """The mistakes inside the gates' thresholds and comparisons, which the schema leaves free-form (read from
+    the YAML itself, so that they are named together with the schema's own)."""
     errors = []
     for name in MODEL_NAMES:
-        model = getattr(gates, name)
-        if model is None:
+        model = data.get(name)
+        if not isinstance(model, dict):
             continue
         task = TASKS[name]
-        if task == "regression":
-            for target, thresholds in model.absolute.items():
+        absolute = model.get("absolute") or {}
+        if task == "regression" and isinstance(absolute, dict):
+            for target, thresholds in absolute.items():
                 if target not in KNOWN_TARGETS:
                     errors.append(f"{name}.absolute.{target}: unknown target; known: {', '.join(KNOWN_TARGETS)}")
                 else:
                     errors += _check_threshold_map(thresholds, REGRESSION_METRICS, f"{name}.absolute.{target}")
-        else:
-            errors += _check_threshold_map(model.absolute, CLASSIFICATION_METRICS, f"{name}.absolute")
-        for i, entry in enumerate(model.compare or []):
+        elif task == "classification" and isinstance(absolute, dict):
+            errors += _check_threshold_map(absolute, CLASSIFICATION_METRICS, f"{name}.absolute")
+        compare = model.get("compare") or []
+        for i, entry in enumerate(compare if isinstance(compare, list) else []):
+            if not isinstance(entry, str):
+                continue
             target, _, metric = entry.rpartition(".")
             if metric not in COMPARABLE[task]:
                 errors.append(f"{name}.compare.{i}: {metric!r} cannot be compared; use one of "
@@ -183,12 +189,11 @@ def parse_gates(value: str | None, parameter: str = "--gates") -> Gates:
                         f"({source})")
     if value is not None:
         data = _over_defaults(data)
+    gates, problems = None, _check(data)
     try:
         gates = Gates.model_validate(data)
     except ValidationError as error:
-        problems = [_describe(e) for e in error.errors()]
-        raise GateError(f"{parameter}: invalid gates ({source}): " + "; ".join(problems)) from None
-    problems = _check(gates)
+        problems = [_describe(e) for e in error.errors()] + problems
     if problems:
         raise GateError(f"{parameter}: invalid gates ({source}): " + "; ".join(problems))
     return gates

@@ -74,6 +74,15 @@ def test_invalid_gates_are_refused_naming_the_key(text, named):
     assert named in str(error.value) and "--gates" in str(error.value)
 
 
+def test_every_mistake_in_the_gates_is_named_at_once():
+    with pytest.raises(GateError) as error:
+        parse_gates("sed: {beat_null_by: -0.5, absolute: {teff: {robust_sigma_max: -5}}, compare: [accuracy]}\n"
+                    "lightcurve: {absolute: {balanced_accuracy_min: 2}}")
+    for named in ("sed.beat_null_by", "sed.absolute.teff.robust_sigma_max", "sed.compare.0",
+                  "lightcurve.absolute.balanced_accuracy_min"):
+        assert named in str(error.value)
+
+
 def test_gates_are_read_from_a_file_path_or_as_text(tmp_path):
     path = tmp_path / "gates.yaml"
     path.write_text("sed: {beat_null_by: 0.3}\n")
