@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from steps.core.storage import BadEndpoint, ObjectStore, StoreUnusable, open_store
 from workflows.local.cache import ArtifactCache, ArtifactChanged
+from workflows.local.changes import RUN_RECORD
 from workflows.local.display import Progress, task_table
 from workflows.local.executor import LocalExecutor, RunResult
 from workflows.local.template import UnsupportedTemplate, load_workflow
@@ -29,6 +30,7 @@ from workflows.validate import check_references
 
 LOG_TAIL_LINES = 30
 STORE_PARAMETERS = ("registry", "raw-cache")  # parameters naming a store that outlives the run
+MODEL_OUTCOME_KEYS = ("version", "candidate", "promotion", "baseline_version", "reasons")  # filed in run.json
 
 
 def local_parameters(home: Path) -> dict[str, str]:
@@ -235,6 +237,20 @@ def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
     return [f"  {name}: {serving}; {note}", *(f"    {reason}" for reason in _refusals(reasons))]
 
 
+def file_models(run_dir: Path, models: dict[str, Any]) -> None:
+    """Add what the deploy task recorded of each model (served version, this run's candidate and its promotion,
+    the reasons) to the run's record, for `stellar runs list` and `show`; a record that cannot be rewritten keeps
+    what it has."""
+    path = run_dir / RUN_RECORD
+    try:
+        record = json.loads(path.read_text())
+        record["models"] = {name: {key: model[key] for key in MODEL_OUTCOME_KEYS if key in model} for name, model in models.items()}
+        path.with_suffix(".tmp").write_text(json.dumps(record, indent=2, default=str))
+        os.replace(path.with_suffix(".tmp"), path)
+    except (OSError, ValueError) as error:
+        print(f"stellar run: {path}: the models' outcome was not added ({error})", file=sys.stderr)
+
+
 def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console) -> int:
     """Print (to stdout) what the deploy task recorded as served, and how to query it; return the exit status
     (1 when the deploy record cannot be read back)."""
@@ -251,6 +267,7 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
                           highlight=False)
             return 1
         record = json.loads((target / "deployment.json").read_text())
+    file_models(result.run_dir, record["models"])
     print("\nModels in production")
     for name, model in sorted(record["models"].items()):
         print("\n".join(promotion_lines(name, model)))

@@ -36,6 +36,7 @@ class RunRecord:
     finished: float | None
     parameters: dict[str, str]
     tasks: dict[str, dict[str, Any]]
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # the deploy record's, once the run ends
     state: str = ""
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -51,6 +52,8 @@ class RunRecord:
         """What `runs list --json` prints of it."""
         return {"run": self.run, "state": self.state, "started": _when(self.started),
                 "duration_s": None if self.duration is None else round(self.duration, 1), "tasks": self.counts,
+                "models": {name: {key: value for key, value in model.items() if key != "reasons"}
+                           for name, model in self.models.items()},
                 "record": str(self.path)}
 
 
@@ -96,7 +99,7 @@ def read_runs(home: Path) -> list[RunRecord]:
             data = json.loads(path.read_text())
             record = RunRecord(run=str(data["run"]), path=path, started=data.get("started"),
                                finished=data.get("finished"), parameters=dict(data.get("parameters") or {}),
-                               tasks=dict(data["tasks"]))
+                               tasks=dict(data["tasks"]), models=dict(data.get("models") or {}))
         except (OSError, ValueError, KeyError, TypeError) as error:
             print(f"stellar runs: {path}: unreadable, passed over ({type(error).__name__}: {error})", file=sys.stderr)
             continue
@@ -144,11 +147,12 @@ def _print_list(records: list[RunRecord], home: Path, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"runs of {home}", title_justify="left")
-    for column in ("run", "state", "started", "duration", "tasks"):
+    for column in ("run", "state", "started", "duration", "tasks", "models"):
         table.add_column(column, justify="right" if column == "duration" else "left")
     for record in records:
         table.add_row(record.run, record.state, _when(record.started) or "", _seconds(record.duration),
-                      ", ".join(f"{count} {status}" for status, count in sorted(record.counts.items())))
+                      ", ".join(f"{count} {status}" for status, count in sorted(record.counts.items())),
+                      "\n".join(_outcome(name, model) for name, model in sorted(record.models.items())))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
@@ -175,11 +179,28 @@ def _print_run(record: RunRecord, as_json: bool) -> None:
                         finished=task.get("finished"), message=task.get("message", ""))
               for name, task in record.tasks.items()]
     Console(width=None if sys.stdout.isatty() else 160).print(task_table(states))
+    if record.models:
+        from workflows.run import promotion_lines
+
+        print("models in production after it:")
+        for name, model in sorted(record.models.items()):
+            print("\n".join(promotion_lines(name, model)))
     for name, task in record.tasks.items():
         if task.get("status") == "failed" and not task.get("message", "").startswith("interrupted"):
             tail = log_tail(Path(task["log"])) if task.get("log") else None
             print(f"task {name} failed: {task.get('message', '')}" + (f"\n{tail.rstrip()}" if tail else ""))
     print(f"logs: {record.path.parent / 'logs'}")
+
+
+def _outcome(name: str, model: dict[str, Any]) -> str:
+    """One line of what became of a model in the run: its candidate's promotion and the version served after."""
+    serving = f"v{model['version']}" if model.get("version") else "none"
+    if model.get("baseline_version"):
+        what = f"candidate {model.get('candidate')} refused, baseline v{model['baseline_version']} " + (
+            model.get("promotion") if model.get("promotion") in ("promoted", "unchanged") else "not promoted")
+    else:
+        what = f"candidate {model.get('candidate')} {model.get('promotion')}"
+    return f"{name}: {what}; serving {serving}"
 
 
 def _short(value: str) -> str:
