@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--image-registry", help="registry of the stage images (default ghcr.io/stellar-pipeline)")
     render.add_argument("--image-tag", help="tag of the stage images (default: the package version)")
     render.add_argument("--namespace", help="metadata.namespace of both objects")
-    render.add_argument("--schedule", help="5-field cron expression of the CronWorkflow (default '0 3 * * 1')")
+    render.add_argument("--schedule", action="append", dest="schedules",
+                        help="cron schedule of the CronWorkflow (5 fields, or a descriptor such as @daily); repeat it "
+                             "for several, as the chart's cron.schedules list (default '0 3 * * 1')")
     render.add_argument("--timezone", help="IANA time zone of the schedule (default Etc/UTC)")
     render.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                         help="change a workflow parameter's default")
@@ -148,9 +150,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     from workflows.render import RenderOptions, write_rendered
 
     options = RenderOptions(parameters=parse_assignments(args.parameter))
-    for name in ("image_registry", "image_tag", "namespace", "schedule", "timezone"):
+    for name in ("image_registry", "image_tag", "namespace", "schedules", "timezone"):
         if getattr(args, name):
-            setattr(options, name, getattr(args, name))
+            setattr(options, name, tuple(args.schedules) if name == "schedules" else getattr(args, name))
     if args.out.exists() and not args.out.is_dir():
         print(f"stellar render: --out {args.out}: is a file, not a folder", file=sys.stderr)
         return 2

@@ -69,7 +69,7 @@ class RenderOptions:
     artifact_repository_configmap: str = "artifact-repositories"
     artifact_repository_key: str = "stellar-minio"
     s3_secret: str = "stellar-s3"
-    schedule: str = "0 3 * * 1"
+    schedules: tuple[str, ...] = ("0 3 * * 1",)  # a CronWorkflow starts the run at each
     timezone: str = "Etc/UTC"
     starting_deadline_seconds: int = 3600
     concurrency_policy: str = "Forbid"
@@ -324,7 +324,7 @@ def build_cron_workflow(options: RenderOptions | None = None) -> CronWorkflow:
     return CronWorkflow(
         name=CRON_NAME,
         namespace=options.namespace,
-        schedules=[options.schedule],
+        schedules=list(options.schedules),
         timezone=options.timezone,
         concurrency_policy=options.concurrency_policy,
         starting_deadline_seconds=options.starting_deadline_seconds,

@@ -37,7 +37,7 @@ def test_values_do_what_the_same_render_options_do(helm):
     values = {"image": {"registry": "localhost:5001/stellar", "tag": "1.2.3-rc1"},
               "cron": {"schedules": ["30 2 * * 0"], "timezone": "Europe/Berlin", "concurrencyPolicy": "Replace"},
               "workflow": {"parameters": {"samples": 50, "deploy-target": "local"}}}
-    options = RenderOptions(image_registry="localhost:5001/stellar", image_tag="1.2.3-rc1", schedule="30 2 * * 0",
+    options = RenderOptions(image_registry="localhost:5001/stellar", image_tag="1.2.3-rc1", schedules=("30 2 * * 0",),
                             timezone="Europe/Berlin", concurrency_policy="Replace",
                             parameters={"samples": "50", "deploy-target": "local"})
     docs, expected = render(PIPELINE_CHART, values), rendered_documents(options)

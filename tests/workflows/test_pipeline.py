@@ -118,7 +118,7 @@ def test_golden(documents, name):
 
 
 def test_render_options_reach_the_objects():
-    options = RenderOptions(image_registry="localhost:5001", image_tag="dev", schedule="30 2 * * 0",
+    options = RenderOptions(image_registry="localhost:5001", image_tag="dev", schedules=("30 2 * * 0",),
                             parameters={"samples": "50"})
     docs = rendered_documents(options)
     template = docs[WORKFLOW_TEMPLATE_FILE]
@@ -139,6 +139,14 @@ def test_stellar_render_writes_both_files(tmp_path):
     assert main(["render", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE]
     assert yaml.safe_load((tmp_path / WORKFLOW_TEMPLATE_FILE).read_text())["metadata"]["name"] == "stellar-training"
+
+
+def test_stellar_render_takes_several_schedules_as_the_chart_does(tmp_path):
+    from workflows.cli import main
+
+    assert main(["render", "--out", str(tmp_path), "--schedule", "0 4 * * 2", "--schedule", "@daily"]) == 0
+    cron = yaml.safe_load((tmp_path / CRON_WORKFLOW_FILE).read_text())
+    assert cron["spec"]["schedules"] == ["0 4 * * 2", "@daily"]
 
 
 @pytest.mark.parametrize("command", ["render", "run"])
