@@ -16,10 +16,18 @@ CLUSTER_NAME="${CLUSTER_NAME:-stellar}"
 S3_ACCESS_KEY="${S3_ACCESS_KEY:-stellar-dev}"
 S3_SECRET_KEY="${S3_SECRET_KEY:-stellar-dev-only-not-a-secret}"
 NAMESPACE="${NAMESPACE:-stellar}"
+# The kubeconfig context every kubectl, helm and argo call uses: the kind cluster's, whatever context is current (a
+# user who switched to another cluster since `make kind-up` must not deploy there by accident).
+KUBE_CONTEXT="${KUBE_CONTEXT:-kind-$CLUSTER_NAME}"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed (see README.md, On a cluster)"; }
+need() { type -P "$1" >/dev/null 2>&1 || die "$1 is not installed (see README.md, On a cluster)"; }
+
+# The cluster tools, held to KUBE_CONTEXT (the flag goes last: each parses flags after its arguments).
+kubectl() { command kubectl "$@" --context "$KUBE_CONTEXT"; }
+helm() { command helm "$@" --kube-context "$KUBE_CONTEXT"; }
+argo() { command argo "$@" --context "$KUBE_CONTEXT"; }
 
 # The base target a stage image builds on: only train, evaluate and the API carry TensorFlow.
 base_target() {

@@ -8,7 +8,8 @@ source "$(dirname "$0")/lib.sh"
 for tool in argo kubectl; do need "$tool"; done
 name="$(argo submit --namespace "$NAMESPACE" --from workflowtemplate/stellar-training --output name "$@")"
 log "submitted $name"
-argo watch --namespace "$NAMESPACE" "$name"
+# a watch cut short (a dropped connection) still ends in the workflow's phase below, not in a silent exit
+argo watch --namespace "$NAMESPACE" "$name" || log "argo watch stopped before the workflow ended"
 phase="$(kubectl --namespace "$NAMESPACE" get workflow "$name" --output 'jsonpath={.status.phase}')"
 [[ "$phase" == Succeeded ]] ||
   die "workflow $name ended ${phase:-without a phase}: argo get --namespace $NAMESPACE $name"

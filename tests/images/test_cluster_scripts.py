@@ -98,6 +98,43 @@ def test_deploy_keeps_the_pipeline_release_values_and_sets_the_schedule_it_is_gi
     assert '--set-json cron.schedules=["0 4 * * 2,5"] --set-json cron.timezone="Europe/Paris"' in install
 
 
+@pytest.mark.parametrize("context", [None, "other-cluster"])
+def test_every_cluster_call_names_the_kind_context_whichever_is_current(tmp_path, context):
+    """A user who switched kubectl to another cluster since `make kind-up` must not deploy or submit there: every
+    kubectl, helm and argo call carries the kind cluster's context, or the one KUBE_CONTEXT names."""
+    stubs, calls = tmp_path / "bin", tmp_path / "calls.log"
+    stubs.mkdir()
+    for tool in ("kind", "kubectl", "helm", "argo"):
+        (stubs / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\n'
+                                  + ('[ "$1" = submit ] && echo wf-1\n' if tool == "argo" else "")
+                                  + ('case "$*" in *phase*) printf Succeeded;; esac\n' if tool == "kubectl" else ""))
+        (stubs / tool).chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path), **({"KUBE_CONTEXT": context} if context else {})}
+    for script in ("kind-up.sh", "deploy.sh", "submit.sh"):
+        result = subprocess.run(["bash", f"cluster/{script}"], cwd=REPO, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    expected = context or "kind-stellar"
+    lines = [line for line in calls.read_text().splitlines() if not line.startswith("kind ")]
+    assert {line.split()[0] for line in lines} == {"kubectl", "helm", "argo"}
+    for line in lines:
+        flag = "--kube-context" if line.startswith("helm ") else "--context"
+        assert line.endswith(f" {flag} {expected}"), line
+
+
+def test_submit_reports_the_phase_when_the_watch_is_cut_short(tmp_path):
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "argo").write_text('#!/bin/sh\n[ "$1" = submit ] && echo wf-1 && exit 0\nexit 1\n')
+    (stubs / "kubectl").write_text("#!/bin/sh\nprintf Running\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    result = subprocess.run(["bash", "cluster/submit.sh"], cwd=REPO, capture_output=True, text=True,
+                            env={"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 1
+    assert "argo watch stopped before the workflow ended" in result.stderr
+    assert "workflow wf-1 ended Running" in result.stderr
+
+
 @pytest.mark.parametrize("status, installed", [("Error: release: not found", True),
                                                ("Error: Kubernetes cluster unreachable", False)])
 def test_deploy_starts_from_defaults_only_where_no_release_is_there(tmp_path, status, installed):
