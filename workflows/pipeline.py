@@ -28,8 +28,10 @@ from steps.core.version import package_version
 TEMPLATE_NAME = "stellar-training"
 CRON_NAME = "stellar-weekly"
 ENTRYPOINT = "training"
-IN = "/tmp/stellar/in"
-OUT = "/tmp/stellar/out"
+# Apart, under /tmp: Argo mounts each input artifact at its path, and the container runtime makes the folders above
+# that mount point, owned by root; a stage (uid 10001) could not create its output folder among them.
+IN = "/tmp/stellar-in"
+OUT = "/tmp/stellar-out"
 
 # What the local executor must know beyond a template's inputs to cache it (annotations on the template):
 # - READS_REGISTRY names the input parameter holding the registry URI: the registry's alias fingerprint joins

@@ -5,7 +5,8 @@ Two kinds of check, because each catches what the other cannot:
 - `check_references`: the links inside one document that no schema can express: the entrypoint and every DAG
   task name a template, `depends` names tasks of the same DAG without cycles, every `{{...}}` tag points at
   something declared (and a task's outputs only from an upstream task), task arguments match the template's
-  inputs, and a CronWorkflow's schedules and time zone parse. Pure Python on the document; no file is read.
+  inputs, a CronWorkflow's schedules and time zone parse, and no output artifact is under a folder that Argo's
+  mount of an input artifact makes root's. Pure Python on the document; no file is read.
 - `validate_against_schema`: structure, against the Argo JSON schema (a file beside the repository, path passed
   in) made strict by `strict_schema`, so a misspelt key fails instead of being ignored. jsonschema is imported
   only when this runs: the executor and `stellar render` import this module without it.
@@ -19,7 +20,7 @@ import copy
 import json
 import re
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -354,6 +355,28 @@ def _check_workflow_spec(spec: dict, where: str) -> list[str]:
             problems += _check_dag(template, templates, parameters, label)
         else:
             problems += _tag_problems(template, _Scope(parameters, templates, template), label)
+            problems += _artifact_path_problems(template, label)
+    return problems
+
+
+EXISTING_FOLDERS = {PurePosixPath("/"), PurePosixPath("/tmp")}  # in every image, writable by all where it is /tmp
+
+
+def _artifact_path_problems(template: dict, label: str) -> list[str]:
+    """An output artifact's folder must be one a stage that is not root can create: Argo mounts each input artifact
+    at its path, and the container runtime creates the missing folders above a mount point, owned by root."""
+    def paths(kind: str) -> list[PurePosixPath]:
+        return [PurePosixPath(a["path"]) for a in _dicts((template.get(kind) or {}).get("artifacts"))
+                if isinstance(a.get("path"), str)]
+
+    made_for_mounts = {folder for path in paths("inputs") for folder in path.parents} - EXISTING_FOLDERS
+    problems = []
+    for path in paths("outputs"):
+        blocking = sorted(folder for folder in path.parents if folder in made_for_mounts)
+        if blocking:
+            problems.append(f"{label}: output artifact path {path} is under {blocking[0]}, which the container runtime "
+                            "creates owned by root to mount an input artifact there: a stage that does not run as "
+                            "root cannot write its output (put inputs and outputs under different folders)")
     return problems
 
 

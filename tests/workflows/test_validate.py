@@ -175,6 +175,17 @@ def test_undeclared_output_artifact_path():
     assert "{{outputs.artifacts.cnt.path}}: template 'total' declares no output artifact 'cnt'" in only_problem(doc)
 
 
+def test_an_output_under_a_folder_made_for_an_input_mount_is_refused():
+    """Argo mounts input artifacts at their paths; the runtime makes /tmp/in root's, so a stage running as uid 10001
+    could not create an output folder in it (the pipeline's /tmp/stellar/{in,out} layout did exactly that)."""
+    doc = workflow_template()
+    templates(doc)["total"]["outputs"]["artifacts"][0]["path"] = "/tmp/in/out/count"
+    assert only_problem(doc) == (
+        "template 'total': output artifact path /tmp/in/out/count is under /tmp/in, which the container runtime "
+        "creates owned by root to mount an input artifact there: a stage that does not run as root cannot write "
+        "its output (put inputs and outputs under different folders)")
+
+
 def test_artifact_from_a_task_that_is_not_upstream():
     doc = workflow_template()
     del tasks(doc)["b"]["depends"]
