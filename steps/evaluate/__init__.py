@@ -252,12 +252,23 @@ def production_from_registry(uri: str, names: list[str]) -> dict[str, dict[str, 
     return out
 
 
+def data_origin(synthetic: dict[str, bool], generated: str = "synthetic", observed: str = "observed") -> str:
+    """Which models' splits were generated and which observed, in words ("synthetic (generated, not observed) for
+    spectral and sed; observed for lightcurve")."""
+    words = {True: f"{generated} (generated, not observed)", False: observed}
+    if len(set(synthetic.values())) == 1:
+        return words[next(iter(synthetic.values()))]
+    return "; ".join(f"{words[flag]} for {' and '.join(n for n, value in synthetic.items() if value is flag)}"
+                     for flag in (True, False))
+
+
 def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
-           production: dict[str, dict[str, Any] | None], synthetic: bool) -> str:
-    """A short Markdown summary: verdicts, key metrics of model / null / baseline / production, every reason."""
+           production: dict[str, dict[str, Any] | None], synthetic: dict[str, bool]) -> str:
+    """A short Markdown summary: verdicts, key metrics of model / null / baseline / production, every reason.
+    `synthetic`: per model, whether its split was generated rather than observed."""
     lines = ["# Model evaluation", ""]
-    if synthetic:
-        lines += ["Data: **synthetic** (the split was generated, not observed).", ""]
+    if any(synthetic.values()):
+        lines += [f"Data: {data_origin(synthetic, '**synthetic**', 'observed')}.", ""]
     lines += ["| model | verdict | production compared |", "|---|---|---|"]
     for ev in evaluations:
         prod = production.get(ev.name)

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         scratch.cleanup()
         return 2
     verdicts = judge_all(evaluations, gates, production)
-    synthetic = any(read_manifest(p).synthetic for p in [*splits.values(), *models.values()])
+    synthetic_data = {name: read_manifest(splits[name]).synthetic or read_manifest(path).synthetic
+                      for name, path in models.items()}  # per model: one run may mix real and generated data
+    synthetic = any(synthetic_data.values())
     parameters = {"gates": gates.model_dump(mode="json"),
                   "production": {n: (p or {}).get("version") for n, p in production.items()}}
     with ArtifactWriter(args.out, stage="evaluate", parameters=parameters,
@@ -105,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 out.write_table(f"predictions/{ev.name}_baseline.parquet",
                                 pa.Table.from_pandas(ev.baseline_predictions, preserve_index=False))
             out.count(f"{ev.name}_test_rows", ev.model.get("n_test", 0))
-        out.path("report.md").write_text(report(evaluations, verdicts, production, synthetic))
-        write_report(out.path("report.md").parent, evaluations, verdicts, production, synthetic,
+        out.path("report.md").write_text(report(evaluations, verdicts, production, synthetic_data))
+        write_report(out.path("report.md").parent, evaluations, verdicts, production, synthetic_data,
                      against=residual_axes(splits))
         out.count("passed", sum(v.passed for v in verdicts.values()))
         out.count("refused", sum(not v.passed for v in verdicts.values()))

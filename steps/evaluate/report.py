@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steps.evaluate import SUBSET_TITLES, classification_rows, domain_sentence, subset_rows
+from steps.evaluate import SUBSET_TITLES, classification_rows, data_origin, domain_sentence, subset_rows
 from steps.evaluate.gates import Verdict, fmt
 from steps.models.baseline import MODALITY
 from steps.models.inputs import Columns
@@ -270,7 +270,7 @@ def _reason(reason: str) -> str:
 
 
 def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdict],
-                 production: dict[str, dict[str, Any] | None], synthetic: bool,
+                 production: dict[str, dict[str, Any] | None], synthetic: dict[str, bool],
                  against: dict[str, list[Axis]] | None = None) -> Path:
     """Write `report.html` and `plots/*.png` into `folder` (the pending evaluation directory); return the page.
 
@@ -292,7 +292,7 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
             figures += ("<h3>Plots of the NumPy baseline, promoted in the model's place</h3>"
                         + _figures(plt, ev, f"{ev.name}_baseline", ev.baseline_predictions, ev.baseline or {},
                                    against, folder))
-        tag = ' <span class="synthetic">synthetic data</span>' if synthetic else ""
+        tag = ' <span class="synthetic">synthetic data</span>' if synthetic.get(ev.name) else ""
         sections.append(
             f'<section id="{html.escape(ev.name)}"><h2>{html.escape(ev.name)}: '
             f'<span class="{"pass" if verdict.passed else "fail"}">{"PASS" if verdict.passed else "REFUSED"}</span>'
@@ -307,9 +307,9 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
             + "<h3>Gate reasons</h3><ul>" + "".join(_reason(r) for r in verdict.reasons) + "</ul>"
             + _fallback(verdict)
             + f"{figures}</section>")
-    banner = ('<p class="synthetic banner">Data: SYNTHETIC. The split was generated from physical models, not '
-              "observed; these figures say how the models do on simulated stars, not on real ones.</p>"
-              if synthetic else "")
+    banner = (f'<p class="synthetic banner">Data: {html.escape(data_origin(synthetic, "SYNTHETIC"))}. A generated '
+              "split's figures say how its model does on stars simulated from physical models, not on real ones.</p>"
+              if any(synthetic.values()) else "")
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Model evaluation</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}"

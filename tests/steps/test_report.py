@@ -213,3 +213,25 @@ def test_early_stopping_scores_separable_logits_at_their_best_temperature_not_th
     logits, labels = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), np.array([0, 1, 0])
     assert fit_temperature(logits, labels) == 1.0
     assert classification_score(logits, labels) < 0.01 * log_loss(logits, labels, 1.0)  # sharper epochs rank better
+
+
+def test_a_run_of_real_and_generated_data_says_which_model_learnt_from_which(learnable, tmp_path):
+    """A run with real light curves and synthetic spectra called the whole report SYNTHETIC, the light-curve
+    section included."""
+    import shutil
+
+    split, models = learnable
+    observed = {"split": tmp_path / "split", "lightcurve": tmp_path / "lightcurve"}
+    for name, source in (("split", split), ("lightcurve", models["lightcurve"])):
+        shutil.copytree(source, observed[name])
+        manifest = observed[name] / "manifest.json"
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "synthetic": False}))
+    out = _run(observed["split"], {"lightcurve": observed["lightcurve"], "sed": models["sed"]},
+               tmp_path / "evaluation")
+    page = (out / "report.html").read_text()
+    assert "Data: SYNTHETIC (generated, not observed) for sed; observed for lightcurve." in page
+    lightcurve_heading = page[page.index('<section id="lightcurve">'):].split("</h2>")[0]
+    assert "synthetic data" not in lightcurve_heading
+    assert "synthetic data" in page[page.index('<section id="sed">'):].split("</h2>")[0]
+    assert "Data: **synthetic** (generated, not observed) for sed; observed for lightcurve." in (
+        out / "report.md").read_text()
