@@ -33,7 +33,7 @@ import requests
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
 from steps.ingest.lightcurve_files import (Curve, FolderContents, UnreadableFile, assemble, curve_tables,
-                                           read_fits_curve, read_koi_table)
+                                           import_lightkurve, read_fits_curve, read_koi_table)
 from steps.ingest.raw_cache import RateLimiter, RawCache, retrying
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def fetch_catalogue(query: KeplerQuery, limiter: RateLimiter, sleep: Callable[[f
 
 def download_lightcurve(kic: int, query: KeplerQuery, scratch: Path) -> bytes | None:
     """The archive's FITS file of one target's light curve, or None when MAST lists none."""
-    import lightkurve   # here: importing it costs seconds, and a run served from the cache needs none of it
+    lightkurve = import_lightkurve()  # a run served from the cache needs none of it
 
     found = lightkurve.search_lightcurve(f"KIC {kic}", mission="Kepler", author=query.author,
                                          cadence=query.cadence, quarter=query.quarter)

@@ -126,10 +126,21 @@ def kepler_id(kic: int | str) -> str:
 
 # FITS light curves (Kepler, TESS)
 
+def import_lightkurve():
+    """lightkurve, imported where it is needed (it costs seconds) and without its warning that an optional
+    submodule (pixel-level PRF models, which this project does not use) lacks the `oktopus` package."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tpfmodel submodule is not available", category=UserWarning)
+        import lightkurve
+    return lightkurve
+
+
 def read_fits_curve(data: bytes, origin: str) -> Curve:
     """A Kepler or TESS light-curve file (bytes), read by lightkurve with no cadence masked, flux normalised by its
     median. Raises `UnreadableFile` for truncated files and FITS files that are not such light curves."""
-    import lightkurve   # here: importing it costs seconds, and only FITS folders need it
+    lightkurve = import_lightkurve()  # only FITS folders need it
     from astropy.io import fits
     from lightkurve.io.detect import detect_filetype
 
@@ -268,8 +279,9 @@ def read_stripe82_star(text: str, star: str, origin: str) -> Curve:
     """One star's file of table 1: per epoch RA, Dec, then (MJD, mag, error) for u, g, r, i, z."""
     try:
         table = np.loadtxt(io.StringIO(text), ndmin=2)
-    except ValueError as error:
-        raise UnreadableFile(f"unreadable Stripe 82 epoch table: {error}") from None
+    except ValueError as error:  # NumPy's advice on `usecols` is for its caller, not for the file's owner
+        reason = str(error).split("; use `usecols`")[0]
+        raise UnreadableFile(f"unreadable Stripe 82 epoch table: {reason}") from None
     if table.shape[1] != 2 + 3 * len(SDSS_BANDS):
         raise UnreadableFile(f"{table.shape[1]} columns, not RA, Dec and (MJD, mag, err) for each of ugriz")
     parts = []
@@ -280,8 +292,10 @@ def read_stripe82_star(text: str, star: str, origin: str) -> Curve:
         if measured.any():
             flux, flux_err = relative_flux_from_magnitudes(magnitude[measured], error[measured])
             parts.append((time[measured], flux, flux_err, np.full(measured.sum(), band, dtype=object)))
-    time, flux, flux_err, bands = (np.concatenate([part[column] for part in parts]) if parts else np.empty(0)
-                                   for column in range(4))
+    if not parts:
+        raise UnreadableFile(f"none of its {len(table)} epochs has a magnitude between {MAGNITUDE_RANGE[0]:g} and "
+                             f"{MAGNITUDE_RANGE[1]:g} with an error between 0 and 10 mag, in any of ugriz")
+    time, flux, flux_err, bands = (np.concatenate([part[column] for part in parts]) for column in range(4))
     order = np.argsort(time, kind="stable")
     return Curve(STRIPE82_PREFIX + star, time[order], flux[order], flux_err[order],
                  np.zeros(time.size, np.int32), bands[order].astype(object), source="sdss-stripe82", origin=origin)

@@ -104,6 +104,20 @@ def test_stripe82_star_files_extracted_from_the_archive_read_as_from_it(stripe82
     assert extracted.labels.column("class").to_pylist() == ["RRab", "RRab"]
 
 
+def test_a_stripe82_star_file_without_usable_magnitudes_or_cut_mid_line_says_so():
+    from steps.ingest.lightcurve_files import UnreadableFile, read_stripe82_star
+
+    row = "10.0 1.0 " + " ".join(f"{51000 + band:.1f} nan 0.02" for band in range(5))
+    with pytest.raises(UnreadableFile, match=r"^none of its 60 epochs has a magnitude between 0 and 40 with an error "
+                                             r"between 0 and 10 mag, in any of ugriz$"):
+        read_stripe82_star("\n".join([row] * 60), "1", "1.dat")
+    good = "10.0 1.0 " + " ".join(f"{51000 + band:.1f} 17.5 0.02" for band in range(5))
+    with pytest.raises(UnreadableFile) as error:
+        read_stripe82_star("\n".join([good] * 4 + [good[:40]]), "1", "1.dat")
+    assert str(error.value).startswith("unreadable Stripe 82 epoch table: the number of columns changed from 17 to")
+    assert "usecols" not in str(error.value)
+
+
 def test_every_real_curve_is_preprocessed_or_quarantined_with_a_reason(kepler_json):
     features = preprocessed(kepler_json)
     assert features.table.num_rows + len(features.quarantine) == kepler_json.data.num_rows

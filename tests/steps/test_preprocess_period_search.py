@@ -94,3 +94,13 @@ def test_lomb_scargle_peak_is_astropys(true_period, regular):
     best = int(np.argmax(library_power))
     assert abs(1 / period - frequency[best]) < 1 / (20 * baseline)     # a twentieth of the peak's width
     assert power == pytest.approx(library_power[best], rel=1e-3)
+
+
+def test_a_sparse_curve_too_short_for_a_period_search_says_how_many_epochs_it_has():
+    from steps.preprocess.lightcurves import MIN_BAND_EPOCHS, MIN_EPOCHS, process_sparse_curve
+
+    time = np.array([1.0, 2.0, 3.0])
+    features = process_sparse_curve(time, np.ones(3), np.full(3, 0.01), np.array(["g", "r", "r"], dtype=object),
+                                    64, 32)
+    assert features.reason == (f"3 valid epochs, 0 of them in bands with at least {MIN_BAND_EPOCHS} each: a sparse "
+                               f"period search needs {MIN_EPOCHS}")
