@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from steps.models.domain import Domain, SpectrumResidual
+from steps.models.domain import Domain, PeriodRange, SpectrumResidual
 from steps.models.features import Featurizer, Scalars, VectorPCA
 from steps.models.inputs import Columns
 from steps.models.io import FORMAT_VERSION, Trained
@@ -403,6 +403,7 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
                                      "selection": "validation class-balanced log loss" if cv.n else "training loss",
                                      "iterations": fit.iterations, "converged": fit.converged}})
     domain = Domain.fit(x_train, seed=seed)
+    domain.period = PeriodRange.fit(ct.scalar("period"))
     info["domain"] = domain.record()
     arrays = {**featurizer.state(), "coef": fit.coef, "intercept": fit.intercept, **domain.arrays()}
     model = ClassifierPredictor(None, info, spec, arrays)

@@ -53,6 +53,14 @@ RESIDUAL_ARRAYS = ("residual_mean", "residual_basis", "residual_threshold")
 LINES_QUANTILE = 0.001
 LINES_ARRAY = "residual_line_floor"
 LINES_RATIO_MAX = 100.0  # a spectrum with no line at all (flat) gets this ratio, not infinity (JSON has none)
+# The period check of light-curve models: a period more than PERIOD_MARGIN (relative) outside the range of the
+# training curves' periods is like no training object's (a Kepler binary of 16 d against RR Lyrae of 0.2-0.9 d, a
+# one-day alias of an RR Lyrae); its ratio grows by 1 per PERIOD_MARGIN beyond, in log period. The range runs from
+# the PERIOD_QUANTILE to the 1 - PERIOD_QUANTILE quantile: the training curves' own wrong periods (aliases) do not
+# widen it.
+PERIOD_MARGIN = 0.05
+PERIOD_QUANTILE = 0.005
+PERIOD_ARRAY = "period_range"
 SPECTRUM_COLUMNS = ("flux", "mask", "ivar")  # the normalised flux, its bad-pixel mask, its inverse variance
 
 
@@ -202,6 +210,39 @@ class SpectrumResidual:
 
 
 @dataclass
+class PeriodRange:
+    """The light-curve models' period check: the range of the periods found in the training curves."""
+
+    low: float
+    high: float
+
+    @classmethod
+    def fit(cls, periods: np.ndarray) -> "PeriodRange | None":
+        """From the training curves' periods (days; NaN for curves without one); None when none has a period."""
+        periods = np.asarray(periods, np.float64)
+        periods = periods[np.isfinite(periods) & (periods > 0)]
+        if not periods.size:
+            return None
+        return cls(*map(float, np.quantile(periods, [PERIOD_QUANTILE, 1 - PERIOD_QUANTILE])))
+
+    def ratio(self, cols: Columns) -> np.ndarray:
+        """(n,) 0 inside the range widened by PERIOD_MARGIN (and without a period), beyond it 1 + the distance
+        from the widened range in units of log(1 + PERIOD_MARGIN)."""
+        period = cols.scalar("period")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            log_period = np.log(np.where(period > 0, period, np.nan))
+        low, high = np.log(self.low / (1 + PERIOD_MARGIN)), np.log(self.high * (1 + PERIOD_MARGIN))
+        beyond = np.fmax(low - log_period, log_period - high)
+        return np.where(np.isfinite(beyond) & (beyond > 0), 1.0 + beyond / np.log1p(PERIOD_MARGIN), 0.0)
+
+    def record(self) -> dict[str, Any]:
+        """What `model.json` says about it."""
+        return {"method": f"the period against the {PERIOD_QUANTILE:.1%} to {1 - PERIOD_QUANTILE:.1%} quantiles of "
+                          f"the training curves' periods, widened by {PERIOD_MARGIN:.0%}",
+                "low_days": self.low, "high_days": self.high}
+
+
+@dataclass
 class Domain:
     """The fitted check: feature means, principal directions, the training rows projected, and the distance that
     `domain_distance` 1 stands for."""
@@ -211,6 +252,7 @@ class Domain:
     reference: np.ndarray  # (m, k) the training rows projected
     threshold: float
     residual: SpectrumResidual | None = None  # spectral models: the residual check
+    period: PeriodRange | None = None  # light-curve models: the period check
 
     @classmethod
     def fit(cls, values: np.ndarray, bad: np.ndarray | None = None, weights: np.ndarray | None = None,
@@ -249,11 +291,15 @@ class Domain:
             distance[usable] = self.distance(values[usable], None if bad is None else bad[usable])
             if self.residual is not None and cols is not None:
                 distance[usable] = np.fmax(distance[usable], self.residual.ratio(cols)[usable])
+            if self.period is not None and cols is not None:
+                distance[usable] = np.fmax(distance[usable], self.period.ratio(cols)[usable])
         return dict(zip(COLUMNS, (distance, in_domain(distance))))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What `weights.npz` keeps of it (`restore` reads it back)."""
         out = dict(zip(ARRAY_NAMES, (self.mean, self.basis, self.reference, np.array([self.threshold]))))
+        if self.period is not None:
+            out[PERIOD_ARRAY] = np.array([self.period.low, self.period.high])
         return {**out, **(self.residual.arrays() if self.residual is not None else {})}
 
     @classmethod
@@ -268,7 +314,8 @@ class Domain:
             r_mean, r_basis, r_threshold = (arrays[name] for name in RESIDUAL_ARRAYS)
             residual = SpectrumResidual(r_mean, r_basis, float(r_threshold[0]),
                                         float(arrays[LINES_ARRAY][0]) if LINES_ARRAY in arrays else None)
-        return cls(mean, basis, reference, float(threshold[0]), residual)
+        period = PeriodRange(*map(float, arrays[PERIOD_ARRAY])) if PERIOD_ARRAY in arrays else None
+        return cls(mean, basis, reference, float(threshold[0]), residual, period)
 
     def record(self) -> dict[str, Any]:
         """What `model.json` says about it."""
@@ -278,6 +325,8 @@ class Domain:
                "quantile": THRESHOLD_QUANTILE, "threshold": self.threshold}
         if self.residual is not None:
             out["residual"] = self.residual.record()
+        if self.period is not None:
+            out["period"] = self.period.record()
         return out
 
 

@@ -21,7 +21,7 @@ from split_fixtures import with_foreign_line, write_split
 from steps.evaluate import evaluate_model
 from steps.models import load_model
 from steps.models.domain import ARRAY_NAMES as DOMAIN_ARRAYS
-from steps.models.domain import LINES_ARRAY, RESIDUAL_ARRAYS
+from steps.models.domain import LINES_ARRAY, PERIOD_ARRAY, RESIDUAL_ARRAYS
 from steps.models.inputs import Columns
 from steps.models.io import load_npz
 from steps.models.metrics import classification_metrics, regression_metrics
@@ -116,8 +116,8 @@ def test_model_directory_holds_the_keras_model_its_export_and_its_training_recor
     model_dir = trained(name)
     assert (model_dir / "model.keras").is_file()
     assert (model_dir / "saved_model" / "saved_model.pb").is_file()
-    # the domain check alone, with spectra's residual and line checks
-    extra = (*RESIDUAL_ARRAYS, LINES_ARRAY) if name == "spectral" else ()
+    # the domain check alone, with spectra's residual and line checks and light curves' period range
+    extra = {"spectral": (*RESIDUAL_ARRAYS, LINES_ARRAY), "lightcurve": (PERIOD_ARRAY,)}.get(name, ())
     assert sorted(load_npz(model_dir / "weights.npz")) == sorted(DOMAIN_ARRAYS + extra)
     info = json.loads((model_dir / "model.json").read_text())
     assert info["kind"] == KINDS[name] and info["training"]["trainer"] == "keras"

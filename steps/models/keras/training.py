@@ -70,7 +70,7 @@ from steps.models.baseline import (  # noqa: E402
     measurement_error,
     sed_feature_columns,
 )
-from steps.models.domain import Domain, SpectrumResidual  # noqa: E402
+from steps.models.domain import Domain, PeriodRange, SpectrumResidual  # noqa: E402
 from steps.models.inputs import Columns  # noqa: E402
 from steps.models.io import FORMAT_VERSION, KERAS_MODEL, SAVED_MODEL, Trained  # noqa: E402
 from steps.models.keras import KIND  # noqa: E402
@@ -590,6 +590,7 @@ def _train_lightcurve(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed
     w_train = balanced_weights(y_train, len(classes)).astype(np.float32)
     x_train = encoder.transform(ct)
     domain = Domain.fit(*encoder.flat(x_train), seed=seed)
+    domain.period = PeriodRange.fit(ct.scalar("period"))
     x_val = encoder.transform(cv) if cv.n else None
     _seed(seed)
     model = views_cnn(encoder.shapes, len(classes))
