@@ -330,7 +330,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                       f"its versions: {versions}: stellar models show {name}@VERSION (or @candidate)",
                       file=sys.stderr)
                 return 1
-            print(registry.latest(name, ref or PRODUCTION).model_dump_json(indent=2))
+            record = registry.latest(name, ref or PRODUCTION)
+            print(json.dumps({**record.model_dump(mode="json"), "report": registry.report_location(record)},
+                             indent=2))
         elif args.models_command == "register":
             record = _register_by_hand(registry, args.name, args.model_dir)
             if record.verdict and not record.verdict.get("passed", True):

@@ -6,6 +6,7 @@ Layout under the registry's root (a directory by default, an S3 prefix in a clus
     <model>/versions/<n>.json       a version record: which blob, metrics, verdict, lineage; created exclusively
     <model>/evaluations/<n>/<e>.json  every evaluation of version n (metrics, verdict), by evaluation hash e
     <model>/aliases.json            alias -> version, plus each alias's history for rollback; changed by ETag swap
+    reports/<e>/report.html, plots/ the report of evaluation e (each version it judged names it in its lineage)
 
 Registering the same model twice returns the existing version (re-runs are idempotent) and records the new
 evaluation beside it: a weekly retrain that reproduces a version's bytes under other data or gates is judged anew,
@@ -42,6 +43,8 @@ CANDIDATE = "candidate"
 ANY = object()
 _SWAP_ATTEMPTS = 50
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+REPORTS = "reports"  # the evaluations' reports, shared by the models they judged
+REPORT_PARTS = ("report.html", "report.md", "plots")  # what of an evaluation artifact is its report
 
 
 class RegistryError(LookupError):
@@ -199,7 +202,34 @@ class ModelRegistry:
         lineage = {"model": manifest_hash(model_dir), "inputs": read_manifest(model_dir).inputs}
         if evaluation is not None:
             lineage["evaluation"] = manifest_hash(evaluation)
+            report = self.keep_report(evaluation)
+            if report is not None:
+                lineage["report"] = report
         return self.register(name, model_dir, metrics=metrics, verdict=verdict, lineage=lineage)
+
+    def keep_report(self, evaluation: Path) -> str | None:
+        """Copy an evaluation's report (page, Markdown summary, plots) into the registry, once per evaluation, so
+        that the versions it judged point to it after the run's artifacts are gone; the key of its page (None:
+        the evaluation has no report)."""
+        if not (evaluation / REPORT_PARTS[0]).is_file():
+            return None
+        prefix = f"{REPORTS}/{manifest_hash(evaluation)}"
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(scratch) / "report"
+            copy.mkdir()
+            for part in REPORT_PARTS:
+                source = evaluation / part
+                if source.is_dir():
+                    shutil.copytree(source, copy / part)
+                elif source.is_file():
+                    shutil.copy2(source, copy / part)
+            self.store.upload_content(copy, prefix)
+        return f"{prefix}/{REPORT_PARTS[0]}"
+
+    def report_location(self, record: VersionRecord) -> str | None:
+        """Where the report of a version's latest evaluation is (a path or an s3:// URI), if it was kept."""
+        key = (record.evaluated_lineage or record.lineage or {}).get("report")
+        return f"{self.store.uri.rstrip('/')}/{key}" if key else None
 
     def _record_evaluation(self, record: VersionRecord, metrics: dict | None, verdict: dict | None,
                            lineage: dict | None) -> None:

@@ -250,3 +250,27 @@ def test_a_folder_registry_is_readable_by_other_users_as_its_umask_allows(tmp_pa
     private = [str(entry) for entry in entries if not entry.name.endswith(".lock")
                and entry.stat().st_mode & 0o044 != 0o044]
     assert private == []
+
+
+def test_a_version_points_to_its_evaluation_s_report_kept_in_the_registry(registry, tmp_path):
+    """`stellar models show` must find the report after the run's artifacts are gone: the registry keeps a copy,
+    once per evaluation, and the versions it judged name it."""
+    evaluation = tmp_path / "evaluation"
+    with ArtifactWriter(evaluation, stage="evaluate") as writer:
+        writer.path("report.html").write_text("<html>report</html>")
+        writer.path("report.md").write_text("# report")
+        writer.path("plots").mkdir()
+        writer.path("plots/sed_teff.png").write_bytes(b"\x89PNG")
+        writer.path("predictions").mkdir()
+        writer.path("predictions/sed.parquet").write_bytes(b"not kept")
+    first = registry.register_evaluated("sed", make_model(tmp_path, "a"), evaluation)
+    other = registry.register_evaluated("spectral", make_model(tmp_path, "b"), evaluation)
+    location = registry.report_location(registry.latest("sed", first.version))
+    assert location == registry.report_location(registry.latest("spectral", other.version))
+    key = location[len(registry.store.uri) + 1:]
+    folder = key.rsplit("/", 1)[0]
+    assert registry.store.get(key).data == b"<html>report</html>"
+    assert registry.store.list(folder + "/") == [f"{folder}/plots/sed_teff.png", f"{folder}/report.html",
+                                                 f"{folder}/report.md"]
+    assert registry.names() == ["sed", "spectral"]  # the reports folder is no model
+    assert registry.report_location(registry.register_evaluated("sed", make_model(tmp_path, "c"), None)) is None

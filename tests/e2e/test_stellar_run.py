@@ -33,6 +33,10 @@ def test_complete_run_promotes_all_three_models(stellar, pipeline_home):
     assert len(record["tasks"]) == TASKS
     assert {task["status"] for task in record["tasks"].values()} == {"succeeded"}
     assert json.loads((pipeline_home / "registry" / "serving.json").read_text())["models"]["sed"]["version"]
+    shown = stellar("models", "show", "spectral", "--home", str(pipeline_home))
+    report = Path(json.loads(shown.stdout)["report"])  # kept in the registry: the run's artifacts may go
+    assert report.is_file() and report.is_relative_to(pipeline_home / "registry")
+    assert (report.parent / "plots").is_dir()
 
 
 def test_identical_rerun_is_all_cached_without_tensorflow(pipeline_home):
