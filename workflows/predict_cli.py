@@ -13,7 +13,8 @@ The model is `--model` (default `production`): an alias or version of the regist
 model directory. With no such version the command exits 2 and names the versions there are.
 
 The CSV has one row per object, in input order: `id` (the source's own identifier), then `teff`, `logg`, `feh`,
-`teff_err`, `logg_err`, `feh_err` (1 sigma) or `class`, `p_<class>` per class and `period`; `domain_distance` and
+`teff_err`, `logg_err`, `feh_err` (1 sigma; Teff in K, log g in dex of cm/s^2, [Fe/H] in dex) or `class`,
+`p_<class>` per class and `period` (days, as the preprocessing's period search found it); `domain_distance` and
 `in_domain` (False: the object is unlike the training objects and the prediction is an extrapolation, see
 `steps.models.domain`); and `problem`: empty, or why the object has no prediction (the reason it was quarantined when
 read or in preprocessing, or which inputs it lacks) or why a label was left blank (the model's answer lay beyond
