@@ -187,8 +187,8 @@ class LocalStore(ObjectStore):
         """A copy of `local` beside `target`, to be renamed into place."""
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        as_if_created(staging)
         shutil.copytree(local, staging, dirs_exist_ok=True)
+        as_if_created(staging)  # after the copy, which gives the tree the source's modes
         return staging
 
     def upload_dir(self, local: Path, prefix: str) -> None:

@@ -232,24 +232,25 @@ def test_stored_files_changed_in_place_are_refused_and_no_copy_is_left(tmp_path)
     assert (registry.download("sed", "1", serving)[1] / "weights.txt").read_text() == "good"
 
 
-def test_a_folder_registry_is_readable_by_other_users_as_its_umask_allows(tmp_path):
+def test_a_folder_registry_is_readable_by_other_users_as_its_umask_allows(tmp_path, monkeypatch):
     """A serving pod may run as another user than the workflow that wrote the registry: nothing in it may be left
-    owner-only by the temporary files and folders it is written through."""
-    import os
+    owner-only by the temporary files and folders it is written through, nor by a model folder that was private."""
+    from steps.core import permissions
 
-    previous = os.umask(0o022)
-    try:
-        registry = ModelRegistry.open(str(tmp_path / "registry"))
-        registry.register("sed", make_model(tmp_path, "a"))
-        registry.set_alias("sed", PRODUCTION, "1")
-        registry.download("sed", "1", tmp_path / "copy")
-    finally:
-        os.umask(previous)
+    monkeypatch.setattr(permissions, "UMASK", 0o022)
+    private = make_model(tmp_path, "a")
+    for entry in [private, *private.rglob("*")]:
+        entry.chmod(0o700 if entry.is_dir() else 0o600)
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    registry.register("sed", private)
+    registry.set_alias("sed", PRODUCTION, "1")
+    registry.download("sed", "1", tmp_path / "copy")
     entries = [*(tmp_path / "registry").rglob("*"), *(tmp_path / "copy").rglob("*")]
     assert any(entry.name == "aliases.json" for entry in entries)
-    private = [str(entry) for entry in entries if not entry.name.endswith(".lock")
-               and entry.stat().st_mode & 0o044 != 0o044]
-    assert private == []
+    assert any(entry.name == "weights.txt" and "blobs" in entry.parts for entry in entries)
+    unreadable = [str(entry) for entry in entries if not entry.name.endswith(".lock")
+                  and entry.stat().st_mode & 0o044 != 0o044]
+    assert unreadable == []
 
 
 def test_a_version_points_to_its_evaluation_s_report_kept_in_the_registry(registry, tmp_path):
