@@ -41,6 +41,10 @@ PENDING, RUNNING, RETRYING, SUCCEEDED, CACHED, FAILED, SKIPPED = (
 _PATH_TAGS = ("inputs.artifacts.", "outputs.artifacts.")
 INTERRUPTED_WHILE_RUNNING = "interrupted: the run was stopped while it ran"
 INTERRUPTED_WHILE_WAITING = "interrupted: the run was stopped while it waited to retry"
+RETRY_WAIT_CANCELLED = -2  # TaskFailed's exit code when the run is stopped during a backoff wait
+# Exit statuses of a stage the run's stop ended: killed by the SIGTERM `cancel` sends, or a shell's 128 + 15 for it.
+# A task that failed otherwise as the run was being stopped keeps its own reason.
+STOPPED_BY_US = (-signal.SIGTERM, 128 + signal.SIGTERM)
 
 
 @dataclass
@@ -221,8 +225,8 @@ class LocalExecutor:
             self._rebuild_producer(task, state, error)
         except TaskFailed as error:
             state.status = FAILED
-            state.message = (str(error) if not self._cancelled.is_set() or error.exit_code == -2
-                             else INTERRUPTED_WHILE_RUNNING)  # the stop, not the SIGTERM it sent
+            stopped = self._cancelled.is_set() and error.exit_code in STOPPED_BY_US
+            state.message = INTERRUPTED_WHILE_RUNNING if stopped else str(error)  # the stop, not its SIGTERM
         except (UnsupportedTemplate, KeyError, ValueError, OSError) as error:
             producer = self._rebuilding_producer(task)
             if producer:  # fetched while another consumer had the input removed: run once it is rebuilt
@@ -365,7 +369,7 @@ class LocalExecutor:
                 self.on_change(state)
                 self.sleep(delay)
                 if self._cancelled.is_set():
-                    raise TaskFailed(INTERRUPTED_WHILE_WAITING, exit_code=-2)
+                    raise TaskFailed(INTERRUPTED_WHILE_WAITING, exit_code=RETRY_WAIT_CANCELLED)
 
     @staticmethod
     def _why_not(allowed: bool, attempts: int, limit: int) -> str:
