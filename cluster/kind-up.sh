@@ -5,6 +5,7 @@
 #                                   `make deploy` puts the same ones in the chart's S3 Secret)
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
+KUBE_CONTEXT="kind-$CLUSTER_NAME"  # what it installs goes to the cluster it made, whatever KUBE_CONTEXT says
 
 ARGO_CHART_VERSION="${ARGO_CHART_VERSION:-2.0.1}"  # Argo Workflows v4.1.0
 MINIO_CHART_VERSION="${MINIO_CHART_VERSION:-5.4.0}"
@@ -17,7 +18,6 @@ else
   log "creating kind cluster $CLUSTER_NAME"
   kind create cluster --name "$CLUSTER_NAME" --config "$REPO_ROOT/kind-config.yaml" --wait 120s
 fi
-kubectl config use-context "kind-$CLUSTER_NAME" >/dev/null
 
 helm repo add argo https://argoproj.github.io/argo-helm --force-update >/dev/null
 helm repo add minio https://charts.min.io/ --force-update >/dev/null

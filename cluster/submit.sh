@@ -11,6 +11,9 @@ log "submitted $name"
 # a watch cut short (a dropped connection) still ends in the workflow's phase below, not in a silent exit
 argo watch --namespace "$NAMESPACE" "$name" || log "argo watch stopped before the workflow ended"
 phase="$(kubectl --namespace "$NAMESPACE" get workflow "$name" --output 'jsonpath={.status.phase}')"
-[[ "$phase" == Succeeded ]] ||
-  die "workflow $name ended ${phase:-without a phase}: argo get --namespace $NAMESPACE $name"
+case "$phase" in
+  Succeeded) ;;
+  Failed | Error) die "workflow $name ended $phase: argo get --namespace $NAMESPACE $name" ;;
+  *) die "workflow $name is still ${phase:-pending}: follow it with argo watch --namespace $NAMESPACE $name" ;;
+esac
 log "workflow $name succeeded"

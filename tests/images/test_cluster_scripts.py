@@ -101,7 +101,8 @@ def test_deploy_keeps_the_pipeline_release_values_and_sets_the_schedule_it_is_gi
 @pytest.mark.parametrize("context", [None, "other-cluster"])
 def test_every_cluster_call_names_the_kind_context_whichever_is_current(tmp_path, context):
     """A user who switched kubectl to another cluster since `make kind-up` must not deploy or submit there: every
-    kubectl, helm and argo call carries the kind cluster's context, or the one KUBE_CONTEXT names."""
+    kubectl, helm and argo call of deploy and submit carries the kind cluster's context, or the one KUBE_CONTEXT
+    names; kind-up's always the cluster it made."""
     stubs, calls = tmp_path / "bin", tmp_path / "calls.log"
     stubs.mkdir()
     for tool in ("kind", "kubectl", "helm", "argo"):
@@ -110,14 +111,20 @@ def test_every_cluster_call_names_the_kind_context_whichever_is_current(tmp_path
                                   + ('case "$*" in *phase*) printf Succeeded;; esac\n' if tool == "kubectl" else ""))
         (stubs / tool).chmod(0o755)
     env = {"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path), **({"KUBE_CONTEXT": context} if context else {})}
+    kind_up_calls = 0
     for script in ("kind-up.sh", "deploy.sh", "submit.sh"):
         result = subprocess.run(["bash", f"cluster/{script}"], cwd=REPO, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-    expected = context or "kind-stellar"
+        if script == "kind-up.sh":
+            kind_up_calls = len([line for line in calls.read_text().splitlines() if not line.startswith("kind ")])
     lines = [line for line in calls.read_text().splitlines() if not line.startswith("kind ")]
     assert {line.split()[0] for line in lines} == {"kubectl", "helm", "argo"}
-    for line in lines:
+    assert not any("use-context" in line for line in lines)  # the user's current context is left as it was
+    assert kind_up_calls > 0
+    for number, line in enumerate(lines):
         flag = "--kube-context" if line.startswith("helm ") else "--context"
+        # kind-up installs into the cluster it made, whatever KUBE_CONTEXT names; deploy and submit obey it
+        expected = "kind-stellar" if number < kind_up_calls else (context or "kind-stellar")
         assert line.endswith(f" {flag} {expected}"), line
 
 
@@ -132,7 +139,7 @@ def test_submit_reports_the_phase_when_the_watch_is_cut_short(tmp_path):
                             env={"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 1
     assert "argo watch stopped before the workflow ended" in result.stderr
-    assert "workflow wf-1 ended Running" in result.stderr
+    assert "workflow wf-1 is still Running: follow it with argo watch --namespace stellar wf-1" in result.stderr
 
 
 @pytest.mark.parametrize("status, installed", [("Error: release: not found", True),
