@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import posixpath
 import re
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -366,13 +367,14 @@ def _artifact_path_problems(template: dict, label: str) -> list[str]:
     """An output artifact's folder must be one a stage that is not root can create: Argo mounts each input artifact
     at its path, and the container runtime creates the missing folders above a mount point, owned by root."""
     def paths(kind: str) -> list[PurePosixPath]:
-        return [PurePosixPath(a["path"]) for a in _dicts((template.get(kind) or {}).get("artifacts"))
-                if isinstance(a.get("path"), str)]
+        artifacts = _dicts((template.get(kind) or {}).get("artifacts"))
+        return [PurePosixPath(posixpath.normpath(a["path"])) for a in artifacts
+                if isinstance(a.get("path"), str) and a["path"].startswith("/")]
 
     made_for_mounts = {folder for path in paths("inputs") for folder in path.parents} - EXISTING_FOLDERS
     problems = []
     for path in paths("outputs"):
-        blocking = sorted(folder for folder in path.parents if folder in made_for_mounts)
+        blocking = sorted(folder for folder in (path, *path.parents) if folder in made_for_mounts)
         if blocking:
             problems.append(f"{label}: output artifact path {path} is under {blocking[0]}, which the container runtime "
                             "creates owned by root to mount an input artifact there: a stage that does not run as "

@@ -184,6 +184,10 @@ def test_an_output_under_a_folder_made_for_an_input_mount_is_refused():
         "template 'total': output artifact path /tmp/in/out/count is under /tmp/in, which the container runtime "
         "creates owned by root to mount an input artifact there: a stage that does not run as root cannot write "
         "its output (put inputs and outputs under different folders)")
+    templates(doc)["total"]["outputs"]["artifacts"][0]["path"] = "/tmp/in"  # the folder itself
+    assert "output artifact path /tmp/in is under /tmp/in" in only_problem(doc)
+    templates(doc)["total"]["outputs"]["artifacts"][0]["path"] = "/tmp/in/../count"  # normalised: /tmp/count
+    assert check_references(doc) == []
 
 
 def test_artifact_from_a_task_that_is_not_upstream():
