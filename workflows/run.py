@@ -220,20 +220,20 @@ def _refusals(reasons: list[str]) -> list[str]:
 def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
     """What the run's summary says of one model of the deploy record: what is served, what became of this run's
     candidate, and (indented) why it was not promoted."""
-    serving = f"version {model['version']}" if model["version"] else "no production version"
-    checks = f"all its checks: stellar models show {name}@{model['candidate']}"
+    serving = f"version {model['version']}" if model.get("version") else "no production version"
+    checks = f"all its checks: stellar models show {name}@{model.get('candidate')}"
     reasons = model.get("reasons", [])
     if model.get("baseline_version"):
         baseline = {"promoted": f"was promoted as version {model['baseline_version']}",
                     "unchanged": f"version {model['baseline_version']}, stays production"}.get(
-            model["promotion"], f"(version {model['baseline_version']}) passed them but was not promoted")
+            model.get("promotion"), f"(version {model['baseline_version']}) passed them but was not promoted")
         note = (f"candidate {model['candidate']} refused by the quality gates, and with no production version yet "
                 f"its NumPy baseline {baseline} ({checks})")
-    elif model["promotion"] == "refused":
+    elif model.get("promotion") == "refused":
         why = "refused by the quality gates" if any(r.startswith("FAIL ") for r in reasons) else "not promoted"
-        note = f"candidate {model['candidate']} {why} ({checks})"
+        note = f"candidate {model.get('candidate')} {why} ({checks})"
     else:
-        note = f"candidate {model['candidate']} {model['promotion']}"
+        note = f"candidate {model.get('candidate')} {model.get('promotion')}"
     return [f"  {name}: {serving}; {note}", *(f"    {reason}" for reason in _refusals(reasons))]
 
 
@@ -244,7 +244,8 @@ def file_models(run_dir: Path, models: dict[str, Any]) -> None:
     path = run_dir / RUN_RECORD
     try:
         record = json.loads(path.read_text())
-        record["models"] = {name: {key: model[key] for key in MODEL_OUTCOME_KEYS if key in model} for name, model in models.items()}
+        record["models"] = {name: {key: model[key] for key in MODEL_OUTCOME_KEYS if key in model}
+                            for name, model in models.items()}
         path.with_suffix(".tmp").write_text(json.dumps(record, indent=2, default=str))
         os.replace(path.with_suffix(".tmp"), path)
     except (OSError, ValueError) as error:

@@ -99,7 +99,9 @@ def read_runs(home: Path) -> list[RunRecord]:
             data = json.loads(path.read_text())
             record = RunRecord(run=str(data["run"]), path=path, started=data.get("started"),
                                finished=data.get("finished"), parameters=dict(data.get("parameters") or {}),
-                               tasks=dict(data["tasks"]), models=dict(data.get("models") or {}))
+                               tasks=dict(data["tasks"]),
+                               models={name: model for name, model in dict(data.get("models") or {}).items()
+                                       if isinstance(model, dict)})
         except (OSError, ValueError, KeyError, TypeError) as error:
             print(f"stellar runs: {path}: unreadable, passed over ({type(error).__name__}: {error})", file=sys.stderr)
             continue
