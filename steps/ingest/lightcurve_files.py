@@ -293,8 +293,9 @@ def read_stripe82_star(text: str, star: str, origin: str) -> Curve:
             flux, flux_err = relative_flux_from_magnitudes(magnitude[measured], error[measured])
             parts.append((time[measured], flux, flux_err, np.full(measured.sum(), band, dtype=object)))
     if not parts:
-        raise UnreadableFile(f"none of its {len(table)} epochs has a magnitude between {MAGNITUDE_RANGE[0]:g} and "
-                             f"{MAGNITUDE_RANGE[1]:g} with an error between 0 and 10 mag, in any of ugriz")
+        raise UnreadableFile(f"none of its {len(table)} epochs has, in any of ugriz, a finite time and a magnitude "
+                             f"above {MAGNITUDE_RANGE[0]:g} and below {MAGNITUDE_RANGE[1]:g} with an error above 0 and "
+                             "below 10 mag")
     time, flux, flux_err, bands = (np.concatenate([part[column] for part in parts]) for column in range(4))
     order = np.argsort(time, kind="stable")
     return Curve(STRIPE82_PREFIX + star, time[order], flux[order], flux_err[order],

@@ -587,7 +587,7 @@ def process_sparse_curve(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarra
     enough = counts >= MIN_BAND_EPOCHS
     kept = enough[band_index]
     if kept.sum() < MIN_EPOCHS:
-        return CurveFeatures(f"{time.size} valid epochs, {kept.sum()} of them in bands with at least "
+        return CurveFeatures(f"{time.size} valid measurements, {kept.sum()} of them in bands with at least "
                              f"{MIN_BAND_EPOCHS} each: a sparse period search needs {MIN_EPOCHS}")
     time, flux, flux_err = time[kept], flux[kept], flux_err[kept]
     band_index = np.cumsum(enough)[band_index[kept]] - 1

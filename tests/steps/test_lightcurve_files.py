@@ -108,8 +108,8 @@ def test_a_stripe82_star_file_without_usable_magnitudes_or_cut_mid_line_says_so(
     from steps.ingest.lightcurve_files import UnreadableFile, read_stripe82_star
 
     row = "10.0 1.0 " + " ".join(f"{51000 + band:.1f} nan 0.02" for band in range(5))
-    with pytest.raises(UnreadableFile, match=r"^none of its 60 epochs has a magnitude between 0 and 40 with an error "
-                                             r"between 0 and 10 mag, in any of ugriz$"):
+    with pytest.raises(UnreadableFile, match=r"^none of its 60 epochs has, in any of ugriz, a finite time and a "
+                                             r"magnitude above 0 and below 40 with an error above 0 and below 10 mag$"):
         read_stripe82_star("\n".join([row] * 60), "1", "1.dat")
     good = "10.0 1.0 " + " ".join(f"{51000 + band:.1f} 17.5 0.02" for band in range(5))
     with pytest.raises(UnreadableFile) as error:

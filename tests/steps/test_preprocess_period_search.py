@@ -102,5 +102,5 @@ def test_a_sparse_curve_too_short_for_a_period_search_says_how_many_epochs_it_ha
     time = np.array([1.0, 2.0, 3.0])
     features = process_sparse_curve(time, np.ones(3), np.full(3, 0.01), np.array(["g", "r", "r"], dtype=object),
                                     64, 32)
-    assert features.reason == (f"3 valid epochs, 0 of them in bands with at least {MIN_BAND_EPOCHS} each: a sparse "
+    assert features.reason == (f"3 valid measurements, 0 of them in bands with at least {MIN_BAND_EPOCHS} each: a sparse "
                                f"period search needs {MIN_EPOCHS}")
