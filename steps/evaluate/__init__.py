@@ -120,7 +120,8 @@ def domain_sentence(domain: dict[str, Any]) -> str:
     return (f"Domain check: {domain['outside']} of {domain['objects']} test objects "
             f"({domain['share_outside']:.1%}) lie farther from every training object than 95% of training objects "
             "from their nearest neighbour, or (spectra) farther off the training spectra's leading components than 99% "
-            "of them (in_domain false; about 5% is expected of objects like the training ones).")
+            "of them or with fainter lines than all but 0.1%, or (light curves) with a period outside the training "
+            "curves' range (in_domain false; about 5% is expected of objects like the training ones).")
 
 
 def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.PathLike,
@@ -258,7 +259,10 @@ def data_origin(synthetic: dict[str, bool], generated: str = "synthetic", observ
     words = {True: f"{generated} (generated, not observed)", False: observed}
     if len(set(synthetic.values())) == 1:
         return words[next(iter(synthetic.values()))]
-    return "; ".join(f"{words[flag]} for {' and '.join(n for n, value in synthetic.items() if value is flag)}"
+    def listed(names: list[str]) -> str:
+        return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+    return "; ".join(f"{words[flag]} for {listed([n for n, value in synthetic.items() if value is flag])}"
                      for flag in (True, False))
 
 

@@ -22,10 +22,15 @@ out of the fit; and, as a featureless spectrum passes both (its difference from 
 lines, which the leading components hold), its line content against the training spectra's `LINES_QUANTILE`
 quantile. `domain_distance` is the largest of the ratios (so a little more than 5% of spectra like the training ones
 are flagged).
+
+A light curve's class is read from views folded on its period, which look alike whatever the period: a model of RR
+Lyrae called Kepler binaries of 16 d RR Lyrae with certainty. So a light-curve model also measures the period against
+the range of the training curves' periods (`PeriodRange`), and its ratio joins `domain_distance`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +60,9 @@ LINES_ARRAY = "residual_line_floor"
 LINES_RATIO_MAX = 100.0  # a spectrum with no line at all (flat) gets this ratio, not infinity (JSON has none)
 # The period check of light-curve models: a period more than PERIOD_MARGIN (relative) outside the range of the
 # training curves' periods is like no training object's (a Kepler binary of 16 d against RR Lyrae of 0.2-0.9 d, a
-# one-day alias of an RR Lyrae); its ratio grows by 1 per PERIOD_MARGIN beyond, in log period. The range runs from
-# the PERIOD_QUANTILE to the 1 - PERIOD_QUANTILE quantile: the training curves' own wrong periods (aliases) do not
-# widen it.
+# one-day alias of an RR Lyrae); its ratio grows by 1 per PERIOD_MARGIN beyond, in log period. The range leaves out
+# the PERIOD_QUANTILE share of the training periods at each end, and at least one (while a curve is left), so that the
+# training curves' own wrong periods (aliases) do not widen it.
 PERIOD_MARGIN = 0.05
 PERIOD_QUANTILE = 0.005
 PERIOD_ARRAY = "period_range"
@@ -223,7 +228,9 @@ class PeriodRange:
         periods = periods[np.isfinite(periods) & (periods > 0)]
         if not periods.size:
             return None
-        return cls(*map(float, np.quantile(periods, [PERIOD_QUANTILE, 1 - PERIOD_QUANTILE])))
+        periods = np.sort(periods)
+        dropped = min(math.ceil(PERIOD_QUANTILE * len(periods)), (len(periods) - 1) // 2)
+        return cls(float(periods[dropped]), float(periods[len(periods) - 1 - dropped]))
 
     def ratio(self, cols: Columns) -> np.ndarray:
         """(n,) 0 inside the range widened by PERIOD_MARGIN (and without a period), beyond it 1 + the distance
@@ -237,8 +244,8 @@ class PeriodRange:
 
     def record(self) -> dict[str, Any]:
         """What `model.json` says about it."""
-        return {"method": f"the period against the {PERIOD_QUANTILE:.1%} to {1 - PERIOD_QUANTILE:.1%} quantiles of "
-                          f"the training curves' periods, widened by {PERIOD_MARGIN:.0%}",
+        return {"method": f"the period against the range of the training curves' periods without the "
+                          f"{PERIOD_QUANTILE:.1%} (at least one) at each end, widened by {PERIOD_MARGIN:.0%}",
                 "low_days": self.low, "high_days": self.high}
 
 

@@ -50,7 +50,7 @@ class Predictor:
     def domain_columns(self, values: np.ndarray, bad: np.ndarray | None, usable: np.ndarray,
                        cols: Columns | None = None) -> dict[str, np.ndarray]:
         """The `domain_distance` and `in_domain` columns of objects whose features are `values` (n, p) and whose
-        inputs are `cols` (read by a spectral model's residual check)."""
+        inputs are `cols` (read by a spectral model's residual and line checks, a light-curve model's period check)."""
         if self.domain is None:
             return blank(len(usable))
         return self.domain.outputs(values, bad, usable, cols)
