@@ -92,6 +92,9 @@ def predict_command(args: argparse.Namespace) -> int:
         [f"{outside} unlike the training objects: see `in_domain`"] if outside else [])
     print(f"{args.model_name} {label}: {len(frame)} objects -> {args.output}"
           + (f" ({'; '.join(notes)})" if notes else "") + f" in {time.perf_counter() - started:.1f} s")
+    for object_id, reason in frame.attrs.get("set_aside", {}).items():
+        print(f"note: {object_id}: a record of it was set aside ({reason}); its row is from the record kept",
+              file=sys.stderr)
     for found in verdict.get("uninformative", []):
         print(f"note: on its test objects this model's {found['target']} was no better than their training mean "
               f"(robust sigma {found['robust_sigma']:.4g} against {found['null_robust_sigma']:.4g}): that column "
@@ -226,8 +229,11 @@ def predict(name: str, model_dir: Path, source: Path):
         rows[str(object_id)] = row
         if usable[i]:
             answered.add(str(object_id))
+    set_aside = {}  # records set aside whose object was kept (a repeat): it has its row, the record a note
     for object_id, reason in quarantined.items():
-        if object_id not in rows:  # a repeated record set aside while its object was kept has a prediction
+        if object_id in rows:
+            set_aside[object_id] = reason
+        else:
             rows[object_id] = {**{c: math.nan for c in outputs}, "problem": f"quarantined: {reason}"}
     ordered = [i for i in order if i in rows] + [i for i in rows if i not in set(order)]
     if not ordered:
@@ -235,6 +241,7 @@ def predict(name: str, model_dir: Path, source: Path):
                            f"the {MODALITY[name]} readers know, or an empty table)")
     frame = pd.DataFrame([{"id": i, **rows[i]} for i in ordered], columns=["id", *outputs, "problem"])
     frame.attrs["answered"] = np.array([i in answered for i in ordered], bool)  # read by the model, blank or not
+    frame.attrs["set_aside"] = set_aside
     if "class" in frame:
         frame["class"] = frame["class"].where(frame["class"].notna(), "")
     return frame

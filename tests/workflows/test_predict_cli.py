@@ -316,7 +316,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(pipeline, t
     assert f"--output {table / 'p.csv'}: {table} is a file, not a folder" in capsys.readouterr().err
 
 
-def test_a_record_set_aside_as_a_repeat_does_not_hide_its_kept_objects_prediction(pipeline, tmp_path):
+def test_a_record_set_aside_as_a_repeat_does_not_hide_its_kept_objects_prediction(pipeline, tmp_path, capsys):
     import shutil
 
     raw = tmp_path / "raw"
@@ -332,6 +332,8 @@ def test_a_record_set_aside_as_a_repeat_does_not_hide_its_kept_objects_predictio
     assert np.isfinite(frame.loc[first, "teff"]) and pd.isna(frame.loc[first, "problem"])
     assert frame.loc["ghost", "problem"] == "quarantined: unreadable row"
     assert oct(csv.stat().st_mode & 0o777) != oct(0o600)  # as open() makes it, not owner-only
+    assert (f"note: {first}: a record of it was set aside (repeated record, kept once); its row is from the record "
+            "kept") in capsys.readouterr().err
 
 
 def test_part_of_a_library_gets_a_row_per_spectrum_and_a_bad_file_keeps_its_stars_id(pipeline, shared_dir, tmp_path):
