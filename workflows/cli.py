@@ -438,7 +438,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         at_fault, why = problem
         variable = f"STELLAR_API_{at_fault.upper()}"
         source = f"--{at_fault}" if given[at_fault] is not None else variable if variable in os.environ else ""
-        print(f"stellar serve: {source + ': ' if source else ''}{why}", file=sys.stderr)
+        hint = "" if source else f" (the default --{at_fault}: give another with --{at_fault})"
+        print(f"stellar serve: {source + ': ' if source else ''}{why}{hint}", file=sys.stderr)
         return 1
     registry = Path(settings.registry)
     if "://" not in settings.registry and not registry.is_dir():

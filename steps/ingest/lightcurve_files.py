@@ -499,7 +499,7 @@ def read_folder(folder: Path, samples: int = 0, shown_as: str | None = None) -> 
     by_source: dict[str, int] = {}
     for curve in curves:
         by_source[curve.source] = by_source.get(curve.source, 0) + 1
-    log.info("%s: %d light curves (%s), %d records quarantined", shown_as or folder, len(curves),
+    log.info("%s: %d light curves (%s), %d quarantined", shown_as or folder, len(curves),
              ", ".join(f"{source}: {count}" for source, count in sorted(by_source.items())) or "none",
              len(quarantine))
     data, labels = curve_tables(curves)

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from workflows.cli import main
 
 
@@ -80,6 +82,19 @@ def test_serve_on_a_port_in_use_fails_before_loading_any_model(tmp_path, capsys)
         assert main(["serve", "--home", str(tmp_path), "--port", str(port)]) == 1
     message = f"stellar serve: --port: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert capsys.readouterr().err == message
+
+
+def test_serve_on_the_default_port_in_use_says_how_to_choose_another(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("STELLAR_API_PORT", raising=False)
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 8000))
+        except OSError:
+            pytest.skip("port 8000 is in use here by something else")
+        taken.listen()
+        assert main(["serve", "--home", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == ("stellar serve: cannot listen on 127.0.0.1:8000: Address already in use (the "
+                                       "default --port: give another with --port)\n")
 
 
 def test_a_home_that_is_not_there_is_said_so(tmp_path, capsys):
