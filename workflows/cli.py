@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -201,15 +202,19 @@ def _is_folder(source: str) -> bool:
     return source.startswith("s3://") or Path(source).is_dir()
 
 
+MIN_EXPECTED_IN_SET = 2  # a drawn source's objects the split should expect in its smallest set
+
+
 def check_parameters(parameters: dict[str, str]) -> str | None:
     """The first workflow parameter (`-p NAME=VALUE`) that its stage would refuse, as a message; None when all
     pass. Checked before the run, as the stages check them only once their task starts, after ingest and
     preprocessing."""
     from steps.train import TRAINER_CHOICES
-    from workflows.training_cli import at_least, seed_number
+    from workflows.training_cli import MAX_LENGTH, MIN_LENGTH, at_least, seed_number
 
     checks = {"samples": at_least(0, "objects"), "seed": seed_number, "epochs": at_least(1, "epoch"),
-              "spectrum-length": at_least(1, "pixel"), "view-length": at_least(1, "bin"),
+              "spectrum-length": at_least(MIN_LENGTH["spectral"], "pixel", MAX_LENGTH["spectral"]),
+              "view-length": at_least(MIN_LENGTH["lightcurve"], "bin", MAX_LENGTH["lightcurve"]),
               "deploy-timeout": at_least(1, "second"), "test-fraction": _fraction(closed=False),
               "val-fraction": _fraction(closed=False), "max-bad-fraction": _fraction(closed=True),
               "trainer": _choice(*TRAINER_CHOICES), "deploy-target": _choice("helm", "local")}
@@ -237,6 +242,10 @@ def check_parameters(parameters: dict[str, str]) -> str | None:
     test, val = values.get("test-fraction", 0.2), values.get("val-fraction", 0.1)
     if test + val >= 1.0:
         return f"-p test-fraction {test:g} and val-fraction {val:g} leave no training rows (their sum must be < 1)"
+    fewest = math.ceil(MIN_EXPECTED_IN_SET / min(test, val, 1 - test - val) - 1e-9)
+    if drawn and 0 < values.get("samples", fewest) < fewest:
+        return (f"-p samples: {values['samples']}: with test-fraction {test:g} and val-fraction {val:g} the split "
+                f"would expect fewer than {MIN_EXPECTED_IN_SET} objects in a set; draw at least {fewest}")
     return None
 
 
@@ -372,6 +381,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 1
     except (RegistryError, ValueError) as error:
         print(f"stellar models: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a read-only or full registry folder
+        where = f" {error.filename}" if error.filename else ""
+        print(f"stellar models: cannot write the registry:{where}: {error.strerror or error}", file=sys.stderr)
         return 2
     return 0
 

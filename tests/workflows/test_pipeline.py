@@ -185,6 +185,10 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
              "-p test-fraction 0.5 and val-fraction 0.5 leave no training rows (their sum must be < 1)"),
             (["run", *home, "-p", "trainer=gpu"], "-p trainer: 'gpu': choose one of auto, baseline, keras"),
             (["run", *home, "-p", "seed=x"], "-p seed: 'x' is not a whole number"),
+            (["run", *home, "-p", "spectrum-length=10"], "-p spectrum-length: 10: needs at least 128 pixel"),
+            (["run", *home, "-p", "view-length=99999"], "-p view-length: 99999"),
+            (["run", *home, "-p", "samples=5"], "-p samples: 5: with test-fraction 0.2 and val-fraction 0.1 the split "
+                                                "would expect fewer than 2 objects in a set; draw at least 20"),
             (["run", *home, "-p", "samples=0"], "-p samples: 0: the spectra, photometry, lightcurves sources "
                                                 "(synthetic) need at least 1 object"),
             (["run", *home, "--samples", "0", "--photometry-from", str(tmp_path), "--lightcurves-from",
@@ -226,6 +230,32 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "binary.yaml", "shapeless.yaml", "spec.fits"]
+
+def test_a_registry_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from steps.core.registry import ModelRegistry
+    from steps.core.storage import LocalStore
+    from workflows.cli import main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text('{"stage": "train.sed", "code_version": "test", "files": []}')
+    registry = ModelRegistry.open(str(tmp_path / "home" / "registry"))
+    registry.register("sed", model)
+    (model / "manifest.json").write_text('{"stage": "train.sed", "code_version": "other", "files": []}')
+    registry.register("sed", model)
+    registry.set_alias("sed", "production", "1")
+    lock = tmp_path / "home" / "registry" / "sed" / "aliases.json.lock"
+
+    def read_only(self, key):
+        raise OSError(errno.EROFS, "Read-only file system", str(lock))
+
+    monkeypatch.setattr(LocalStore, "_locked", read_only)
+    for argv in (["promote", "sed", "2"], ["rollback", "sed"]):
+        assert main(["models", *argv, "--home", str(tmp_path / "home")]) == 2
+        assert capsys.readouterr().err == f"stellar models: cannot write the registry: {lock}: Read-only file system\n"
+
 
 def test_models_commands_answer_bad_references_with_a_message(tmp_path, capsys):
     from steps.core.registry import ModelRegistry
