@@ -64,7 +64,7 @@ def add_runs_command(sub: argparse._SubParsersAction, add_home) -> None:
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     listing = runs_sub.add_parser("list", help="every run of the home, newest first")
     show = runs_sub.add_parser("show", help="one run: its parameters and every task's status, duration and note")
-    show.add_argument("run", nargs="?", help="run id, or its unique end (default: the newest run)")
+    show.add_argument("run", nargs="?", help="run id, or its unique start or end (default: the newest run)")
     add_home(runs)
     for command in (listing, show):
         add_home(command, argparse.SUPPRESS)
@@ -130,7 +130,7 @@ def _find(records: list[RunRecord], wanted: str | None, home: Path) -> RunRecord
     if wanted is None:
         return records[0]
     matches = [record for record in records if record.run == wanted] or [
-        record for record in records if record.run.endswith(wanted)]
+        record for record in records if record.run.endswith(wanted) or record.run.startswith(wanted)]
     if len(matches) != 1:
         names = ", ".join(record.run for record in (matches or records)[:5])
         what = "matches several runs" if matches else "is no run of this home"
@@ -149,7 +149,9 @@ def _print_list(records: list[RunRecord], home: Path, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"runs of {home}", title_justify="left")
-    for column in ("run", "state", "started", "duration", "tasks", "models"):
+    longest = max(len(record.run) for record in records)
+    table.add_column("run", no_wrap=True, min_width=longest)  # whole, however narrow: `runs show` takes it
+    for column in ("state", "started", "duration", "tasks", "models"):
         table.add_column(column, justify="right" if column == "duration" else "left")
     for record in records:
         table.add_row(record.run, record.state, _when(record.started) or "", _seconds(record.duration),

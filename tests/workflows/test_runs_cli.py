@@ -120,3 +120,16 @@ def test_what_became_of_each_model_is_listed_and_shown(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "spectral: version 1; candidate 3 refused by the quality gates" in shown
     assert "FAIL spectral teff robust_sigma = 500" in shown and "PASS" not in shown
+
+
+def test_the_list_keeps_run_ids_whole_and_show_takes_their_start(tmp_path, capsys):
+    """Piped to a log, the table cut ids to 'stellar-training-20261129-120531-…', which `runs show` did not take."""
+    home = tmp_path / "home"
+    run = "stellar-training-20261129-120531-c5f7c"
+    record(home, run, 100.0, {"deploy-api": ("succeeded", "")}, "succeeded")
+    file_models(home / "runs" / run, {name: {"version": "12", "candidate": "13", "promotion": "refused",
+                                             "baseline_version": "14"} for name in ("spectral", "lightcurve", "sed")})
+    assert main(["runs", "list", "--home", str(home)]) == 0
+    assert run in capsys.readouterr().out
+    assert main(["runs", "show", "stellar-training-20261129-120531", "--home", str(home)]) == 0
+    assert f"run {run}: succeeded" in capsys.readouterr().out
