@@ -2,7 +2,8 @@
 [--production-metrics FILE | --registry URI] --out DIR`.
 
 Measures each given model, its null predictor and (for a Keras model) its NumPy baseline, trained here on the
-same split, on the split's test rows, compares with the production version's recorded metrics, applies the
+same split, on the split's test rows, compares with the production version measured again on those rows (its
+recorded metrics where it cannot be), applies the
 gates, and publishes `metrics.json` ({model: {"model", "null", "baseline"}}), `verdict.json` ({model: {"passed",
 "reasons", "checks", "fallback"}}), `production.json` ({model: {"version", "metrics", "source"} | null}),
 `baselines/<model>/` (model directories), `predictions/<model>.parquet` (and the baseline's,
@@ -29,6 +30,7 @@ from steps.evaluate import (
     judge_all,
     evaluate_model,
     production_from_file,
+    measure_production_here,
     production_from_registry,
     report,
 )
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                        for name, path in models.items()]
         if args.registry:
             production = production_from_registry(args.registry, list(models))
+            measure_production_here(args.registry, production, splits, Path(scratch.name) / "production")
         else:
             production = production_from_file(args.production_metrics, list(models))
     except (FileNotFoundError, ValueError) as error:

@@ -351,7 +351,8 @@ def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null:
                      + (f" ({production['source']})" if production and production.get("source") else ""))
     else:
         tolerance = gates.max_regression
-        where = f"production version {production.get('version') or '?'}"
+        where = f"production version {production.get('version') or '?'}" + (
+            " on this test split" if production.get("measured_here") else " (recorded on another test split)")
         compared = list(dict.fromkeys(slots + [(t, m) for t, m, _, _ in absolute if m in HIGHER_IS_BETTER
                                                and m not in ("n", "coverage_68", "coverage_95")]))
         for target, metric in compared:

@@ -290,7 +290,11 @@ def test_production_metrics_file_flips_the_verdict(learnable, tmp_path):
                for r in refused["reasons"])
 
 
-def test_evaluate_reads_production_from_the_registry(learnable, tmp_path):
+def test_evaluate_measures_production_again_on_this_test_split(learnable, tmp_path):
+    """Production's recorded metrics come from another week's test split, which scatters more than max_regression:
+    it is measured again on this one. Recorded here as impossibly good (robust sigma 1 K), the same model measured
+    again is no better than the candidate, which passes; with its stored files broken, the recorded metrics stay
+    (said so) and refuse it."""
     from steps.core.registry import PRODUCTION, ModelRegistry
 
     split, models = learnable
@@ -304,8 +308,21 @@ def test_evaluate_reads_production_from_the_registry(learnable, tmp_path):
     assert result.returncode == 0, result.stderr
     production = json.loads((out / "production.json").read_text())
     assert production["sed"]["version"] == record.version and production["spectral"] is None
+    assert production["sed"]["measured_here"] and production["sed"]["metrics"]["targets"]["teff"]["robust_sigma"] > 1
     verdict = json.loads((out / "verdict.json").read_text())
-    assert not verdict["sed"]["passed"] and verdict["spectral"]["passed"]
+    assert verdict["sed"]["passed"] and verdict["spectral"]["passed"]
+    assert any("of production version 1 on this test split" in reason for reason in verdict["sed"]["reasons"])
+
+    stored = next((tmp_path / "registry" / "sed" / "blobs").glob("*/model.json"))
+    stored.write_text(stored.read_text() + " ")
+    again = evaluate_cli(split, {"sed": models["sed"]}, tmp_path / "evaluation2", "--gates", GATES,
+                         "--registry", str(tmp_path / "registry"))
+    assert again.returncode == 0, again.stderr
+    assert "could not be measured on this test split" in again.stderr
+    verdict = json.loads((tmp_path / "evaluation2" / "verdict.json").read_text())
+    assert not verdict["sed"]["passed"]
+    assert any("of production version 1 (recorded on another test split)" in reason
+               for reason in verdict["sed"]["reasons"])
 
 
 def test_one_split_per_modality_measures_as_one_split_holding_all(learnable, tmp_path, capsys):
