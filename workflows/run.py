@@ -23,14 +23,14 @@ from steps.core.storage import BadEndpoint, ObjectStore, StoreUnusable, open_sto
 from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.changes import RUN_RECORD
 from workflows.local.display import Progress, task_table
-from workflows.local.executor import LocalExecutor, RunResult
+from workflows.local.executor import CACHED, CACHED_FROM, LocalExecutor, RunResult
 from workflows.local.template import UnsupportedTemplate, load_workflow
 from workflows.render import rendered_documents, WORKFLOW_TEMPLATE_FILE
 from workflows.validate import check_references
 
 LOG_TAIL_LINES = 30
 STORE_PARAMETERS = ("registry", "raw-cache")  # parameters naming a store that outlives the run
-MODEL_OUTCOME_KEYS = ("version", "candidate", "promotion", "baseline_version", "reasons")  # filed in run.json
+MODEL_OUTCOME_KEYS = ("version", "candidate", "promotion", "baseline_version", "reasons", "from_run")  # in run.json
 
 
 def local_parameters(home: Path) -> dict[str, str]:
@@ -221,6 +221,9 @@ def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
     """What the run's summary says of one model of the deploy record: what is served, what became of this run's
     candidate, and (indented) why it was not promoted."""
     serving = f"version {model['version']}" if model.get("version") else "no production version"
+    if model.get("promotion") == "cached":
+        return [f"  {name}: {serving}; nothing changed: this run's evaluation, promotion and deploy are run "
+                f"{model.get('from_run')}'s, from the cache"]
     checks = f"all its checks: stellar models show {name}@{model.get('candidate')}"
     reasons = model.get("reasons", [])
     if model.get("baseline_version"):
@@ -268,9 +271,13 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
                           highlight=False)
             return 1
         record = json.loads((target / "deployment.json").read_text())
-    file_models(result.run_dir, record["models"])
+    models = record["models"]
+    if deploy.status == CACHED:  # the deploy record of the run that made it: this run promoted nothing
+        made_by = deploy.message.removeprefix(CACHED_FROM)
+        models = {name: {**model, "promotion": "cached", "from_run": made_by} for name, model in models.items()}
+    file_models(result.run_dir, models)
     print("\nModels in production")
-    for name, model in sorted(record["models"].items()):
+    for name, model in sorted(models.items()):
         print("\n".join(promotion_lines(name, model)))
     evaluation = result.tasks.get("evaluate-models")
     if evaluation is not None and "evaluation" in evaluation.outputs:

@@ -199,6 +199,8 @@ def _print_run(record: RunRecord, as_json: bool) -> None:
 def _outcome(name: str, model: dict[str, Any]) -> str:
     """One line of what became of a model in the run: its candidate's promotion and the version served after."""
     serving = f"v{model['version']}" if model.get("version") else "none"
+    if model.get("promotion") == "cached":
+        return f"{name}: nothing changed (cached from {model.get('from_run')}); serving {serving}"
     if model.get("baseline_version"):
         what = f"candidate {model.get('candidate')} refused, baseline v{model['baseline_version']} " + (
             model.get("promotion") if model.get("promotion") in ("promoted", "unchanged") else "not promoted")

@@ -48,6 +48,8 @@ def test_identical_rerun_is_all_cached_without_tensorflow(pipeline_home):
     assert result.returncode == 0, result.stderr
     assert {task["status"] for task in last_run(pipeline_home)["tasks"].values()} == {"cached"}
     assert "Models in production" in result.stdout
+    assert "nothing changed: this run's evaluation, promotion and deploy are run stellar-training-" in result.stdout
+    assert " promoted" not in result.stdout  # this run promoted nothing
     lines = result.stdout.splitlines()
     report = Path(lines[lines.index("Evaluation report (metrics, plots, the gates' verdict):") + 1].strip())
     assert report.name == "report.html" and report.is_file() and report.is_relative_to(pipeline_home)

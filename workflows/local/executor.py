@@ -41,6 +41,7 @@ PENDING, RUNNING, RETRYING, SUCCEEDED, CACHED, FAILED, SKIPPED = (
 _PATH_TAGS = ("inputs.artifacts.", "outputs.artifacts.")
 INTERRUPTED_WHILE_RUNNING = "interrupted: the run was stopped while it ran"
 INTERRUPTED_WHILE_WAITING = "interrupted: the run was stopped while it waited to retry"
+CACHED_FROM = "from run "  # a cached task's note, then the run that made its outputs
 RETRY_WAIT_CANCELLED = -2  # TaskFailed's exit code when the run is stopped during a backoff wait
 # Exit statuses of a stage the run's stop ended: killed by the SIGTERM `cancel` sends, or a shell's 128 + 15 for it.
 # A task that failed otherwise as the run was being stopped keeps its own reason.
@@ -211,7 +212,7 @@ class LocalExecutor:
             entry, unusable = self.cache.check(state.key)
             if entry is not None:
                 state.status, state.outputs = CACHED, entry.outputs
-                state.message = f"from run {entry.run}"
+                state.message = f"{CACHED_FROM}{entry.run}"
             else:
                 if unusable:
                     self._log(state, f"=== not taken from the cache: {unusable}\n")
