@@ -125,14 +125,17 @@ def domain_sentence(domain: dict[str, Any]) -> str:
 
 
 def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.PathLike,
-                   baseline_dir: str | os.PathLike | None = None) -> Evaluation:
+                   baseline_dir: str | os.PathLike | None = None, leaving_out: set[str] | None = None) -> Evaluation:
     """Predict the test split with the model and with its null predictor (fitted on the training split); with
-    `baseline_dir`, a Keras model's NumPy baseline is trained there on the same split and measured too."""
+    `baseline_dir`, a Keras model's NumPy baseline is trained there on the same split and measured too. Test rows
+    whose id is in `leaving_out` are left out (the objects another model learnt from)."""
     model = load_model(model_dir)
     if model.name != name:
         raise ValueError(f"--{name} {model_dir}: holds a {model.name!r} model, not {name!r}")
     tables, spec, _ = read_split(split_dir, MODALITY[name])
     test = tables["test"]
+    if leaving_out:
+        test = test.filter(pa.array([str(i) not in leaving_out for i in test.column("id").to_pylist()]))
     try:
         predicted = model.predict_table(test, blank_beyond_labels=False)
     except (KeyError, ValueError, TypeError) as error:
@@ -253,15 +256,18 @@ def production_from_registry(uri: str, names: list[str]) -> dict[str, dict[str, 
     return out
 
 
-def measure_production_here(uri: str, production: dict[str, dict[str, Any] | None],
-                            splits: dict[str, Path], scratch: Path) -> None:
+def measure_production_here(uri: str, production: dict[str, dict[str, Any] | None], models: dict[str, Path],
+                            splits: dict[str, Path], scratch: Path, fewest: int = 10) -> None:
     """Replace, in `production`, each production version's recorded test metrics by the same metrics measured on
-    this run's test split. The recorded ones come from the split of the run that promoted it: over the few dozen
-    test objects of a split a robust sigma scatters by more than `max_regression` (the same ridge, retrained weekly
-    on new draws, gave 20.5-36.3 K), so a comparison across splits passed or refused by chance. Where a version
-    cannot be measured here (its files are gone, or its input spec does not fit this split), its recorded metrics
-    stay, and its `source` says so."""
+    this run's test objects that it did not learn from (its `training_ids.json`), and where some test objects are
+    left out so, add the candidate's metrics on the same objects (`candidate_metrics`). The recorded ones come
+    from the split of the run that promoted it: over the few dozen test objects of a split a robust sigma scatters
+    by more than `max_regression` (the same ridge, retrained on new draws, gave 20.5-36.3 K), so a comparison
+    across splits passed or refused by chance. Where a version cannot be measured here (its files are gone, its
+    input spec does not fit this split, it does not record what it learnt from, or fewer than `fewest` test objects
+    are new to it), its recorded metrics stay, and its `source` says why."""
     from steps.core.registry import ModelRegistry, RegistryError
+    from steps.models.io import TRAINING_IDS
 
     registry = ModelRegistry.open(uri)
     for name, entry in production.items():
@@ -269,8 +275,18 @@ def measure_production_here(uri: str, production: dict[str, dict[str, Any] | Non
             continue
         try:
             _, model_dir = registry.download(name, entry["version"], scratch / name)
-            entry["metrics"] = evaluate_model(name, model_dir, splits[name]).model
-            entry["measured_here"] = True
+            if not (model_dir / TRAINING_IDS).is_file():
+                raise ValueError("it does not record which objects it learnt from (trained before it did)")
+            learnt = set(json.loads((model_dir / TRAINING_IDS).read_text()))
+            test_ids = [str(i) for i in read_split(splits[name], MODALITY[name])[0]["test"].column("id").to_pylist()]
+            new = sum(i not in learnt for i in test_ids)
+            if new < fewest:
+                raise ValueError(f"only {new} of this split's {len(test_ids)} test objects are new to it")
+            entry["metrics"] = evaluate_model(name, model_dir, splits[name], leaving_out=learnt).model
+            entry["measured_here"] = new
+            if new < len(test_ids):  # the candidate too, on the same objects
+                entry["candidate_metrics"] = evaluate_model(name, models[name], splits[name],
+                                                            leaving_out=learnt).model
         except (RegistryError, ValueError, KeyError, OSError) as error:
             log.warning("%s: production version %s could not be measured on this test split (%s): compared by the "
                         "metrics recorded when it was promoted", name, entry["version"], error)

@@ -352,11 +352,14 @@ def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null:
     else:
         tolerance = gates.max_regression
         where = f"production version {production.get('version') or '?'}" + (
-            " on this test split" if production.get("measured_here") else " (recorded on another test split)")
+            (" on this test split" if not production.get("candidate_metrics") else
+             f" on the {production['measured_here']} test objects it did not learn from")
+            if production.get("measured_here") else " (recorded on another test split)")
+        candidate = production.get("candidate_metrics") or model  # on the same objects
         compared = list(dict.fromkeys(slots + [(t, m) for t, m, _, _ in absolute if m in HIGHER_IS_BETTER
                                                and m not in ("n", "coverage_68", "coverage_95")]))
         for target, metric in compared:
-            value, reference = metric_of(model, target, metric), metric_of(production["metrics"], target, metric)
+            value, reference = metric_of(candidate, target, metric), metric_of(production["metrics"], target, metric)
             if reference is None:
                 verdict.note(f"{_label(name, target, metric)}: {where} has no value; not compared")
                 continue

@@ -25,6 +25,7 @@ MODEL_JSON = "model.json"
 WEIGHTS = "weights.npz"
 SPEC_JSON = "spec.json"
 TRAIN_METRICS = "train_metrics.json"
+TRAINING_IDS = "training_ids.json"  # the ids of the objects it learnt from (training and validation rows)
 KERAS_MODEL = "model.keras"
 SAVED_MODEL = "saved_model"
 _EPOCH = (1980, 1, 1, 0, 0, 0)

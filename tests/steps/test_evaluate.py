@@ -325,6 +325,45 @@ def test_evaluate_measures_production_again_on_this_test_split(learnable, tmp_pa
                for reason in verdict["sed"]["reasons"])
 
 
+def test_production_is_measured_only_on_test_objects_it_did_not_learn_from(learnable, tmp_path):
+    """A production version trained on another split of the same library has learnt some of this split's test
+    objects: measured on them it would look better than it is. It is measured, and the candidate with it, on the
+    test objects it did not learn from."""
+    import shutil
+
+    from steps.core.artifacts import ArtifactWriter
+    from steps.core.registry import PRODUCTION, ModelRegistry
+    from steps.models.io import TRAINING_IDS
+    from steps.models.splits import read_split
+
+    split, models = learnable
+    test_ids = sorted(str(i) for i in read_split(split, "photometry")[0]["test"].column("id").to_pylist())
+    learnt = test_ids[: len(test_ids) // 2]
+    other = tmp_path / "production-sed"
+    with ArtifactWriter(other, stage="train.sed") as writer:  # the same model, said to have learnt half the test
+        for path in models["sed"].iterdir():
+            if path.is_dir():
+                shutil.copytree(path, writer.path(path.name))
+            elif path.name not in ("manifest.json", TRAINING_IDS):
+                shutil.copy2(path, writer.path(path.name))
+        writer.path(TRAINING_IDS).write_text(json.dumps(learnt))
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    registry.set_alias("sed", PRODUCTION, registry.register("sed", other).version)
+    out = tmp_path / "evaluation"
+    result = evaluate_cli(split, {"sed": models["sed"]}, out, "--gates", GATES, "--registry",
+                          str(tmp_path / "registry"))
+    assert result.returncode == 0, result.stderr
+    production = json.loads((out / "production.json").read_text())["sed"]
+    left = len(test_ids) - len(learnt)
+    assert production["measured_here"] == left
+    assert production["metrics"]["n_test"] == production["candidate_metrics"]["n_test"] == left
+    assert production["metrics"]["targets"] == production["candidate_metrics"]["targets"]  # the same model
+    verdict = json.loads((out / "verdict.json").read_text())["sed"]
+    assert verdict["passed"]
+    assert any(f"of production version 1 on the {left} test objects it did not learn from" in reason
+               for reason in verdict["reasons"])
+
+
 def test_one_split_per_modality_measures_as_one_split_holding_all(learnable, tmp_path, capsys):
     """As a pipeline run gives them: each model is measured on the split that holds its modality."""
     import shutil
