@@ -30,6 +30,7 @@ from steps.evaluate.gates import Gates, ModelGates, Verdict, fmt, judge
 from steps.models import MODALITY, load_model, null_for
 from steps.models.domain import outside
 from steps.models.inputs import Columns
+from steps.models.io import object_keys
 from steps.models.metrics import classification_metrics, period_metrics, regression_metrics
 from steps.models.splits import read_split
 from steps.train import train_from_split
@@ -128,14 +129,14 @@ def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.
                    baseline_dir: str | os.PathLike | None = None, leaving_out: set[str] | None = None) -> Evaluation:
     """Predict the test split with the model and with its null predictor (fitted on the training split); with
     `baseline_dir`, a Keras model's NumPy baseline is trained there on the same split and measured too. Test rows
-    whose id is in `leaving_out` are left out (the objects another model learnt from)."""
+    whose key (`io.object_keys`) is in `leaving_out` are left out (the objects another model learnt from)."""
     model = load_model(model_dir)
     if model.name != name:
         raise ValueError(f"--{name} {model_dir}: holds a {model.name!r} model, not {name!r}")
     tables, spec, _ = read_split(split_dir, MODALITY[name])
     test = tables["test"]
     if leaving_out:
-        test = test.filter(pa.array([str(i) not in leaving_out for i in test.column("id").to_pylist()]))
+        test = test.filter(pa.array([key not in leaving_out for key in object_keys(test)]))
     try:
         predicted = model.predict_table(test, blank_beyond_labels=False)
     except (KeyError, ValueError, TypeError) as error:
@@ -278,8 +279,8 @@ def measure_production_here(uri: str, production: dict[str, dict[str, Any] | Non
             if not (model_dir / TRAINING_IDS).is_file():
                 raise ValueError("it does not record which objects it learnt from (trained before it did)")
             learnt = set(json.loads((model_dir / TRAINING_IDS).read_text()))
-            test_ids = [str(i) for i in read_split(splits[name], MODALITY[name])[0]["test"].column("id").to_pylist()]
-            new = sum(i not in learnt for i in test_ids)
+            test_ids = object_keys(read_split(splits[name], MODALITY[name])[0]["test"])
+            new = sum(key not in learnt for key in test_ids)
             if new < fewest:
                 raise ValueError(f"only {new} of this split's {len(test_ids)} test objects are new to it")
             entry["metrics"] = evaluate_model(name, model_dir, splits[name], leaving_out=learnt).model

@@ -25,7 +25,8 @@ MODEL_JSON = "model.json"
 WEIGHTS = "weights.npz"
 SPEC_JSON = "spec.json"
 TRAIN_METRICS = "train_metrics.json"
-TRAINING_IDS = "training_ids.json"  # the ids of the objects it learnt from (training and validation rows)
+TRAINING_IDS = "training_ids.json"  # the objects it learnt from (training and validation rows): `object_keys`
+KEY_LABELS = ("teff", "logg", "feh", "class")  # with the id, what tells an object apart (`object_keys`)
 KERAS_MODEL = "model.keras"
 SAVED_MODEL = "saved_model"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -58,6 +59,14 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Read every array of a `.npz` (no pickles)."""
     with np.load(path, allow_pickle=False) as archive:
         return {name: archive[name] for name in archive.files}
+
+
+def object_keys(table) -> list[str]:
+    """One key per row of a split table: its id and its labels. Ids alone do not tell objects apart: a synthetic
+    source's draw with another seed gives other stars the same ids; a library's star keeps its id and labels."""
+    columns = [name for name in ("id", *KEY_LABELS) if name in table.column_names]
+    values = zip(*(table.column(name).to_pylist() for name in columns)) if columns else ()
+    return ["|".join(f"{value:.6g}" if isinstance(value, float) else str(value) for value in row) for row in values]
 
 
 def dumps(obj: Any) -> str:

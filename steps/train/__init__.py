@@ -21,7 +21,8 @@ import numpy as np
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
 from steps.models.baseline import DEFAULT_LABELS, MODALITY, MODEL_NAMES, train_baseline
-from steps.models.io import MODEL_JSON, SPEC_JSON, TRAIN_METRICS, TRAINING_IDS, WEIGHTS, Trained, dumps, save_npz
+from steps.models.io import (MODEL_JSON, SPEC_JSON, TRAIN_METRICS, TRAINING_IDS, WEIGHTS, Trained, dumps,
+                             object_keys, save_npz)
 from steps.models.label_range import RANGES_KEY, label_ranges
 from steps.models.keras import train_keras
 from steps.models.splits import read_split
@@ -64,8 +65,8 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
 
     The model directory holds `model.json` (with, for a regression model, the range of its training labels:
     `steps.models.label_range`), `spec.json` (the split's spec, copied), `train_metrics.json`,
-    `training_ids.json` (the ids of the training and validation rows: the evaluation of a later week measures this
-    model only on objects it did not learn from), `manifest.json` (stage `train.<name>`, the split as input, row
+    `training_ids.json` (the training and validation objects, by id and labels: the evaluation of a later week
+    measures this model only on objects it did not learn from), `manifest.json` (stage `train.<name>`, the split as input, row
     counts), and the trainer's weights:
     `weights.npz` (a baseline's arrays; for Keras, the domain check's) and, for Keras, `model.keras` and
     `saved_model/`.
@@ -93,9 +94,8 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
             trained.save(out.path(MODEL_JSON).parent)
         shutil.copyfile(spec_path, out.path(SPEC_JSON))
         out.path(TRAIN_METRICS).write_text(dumps(trained.metrics))
-        out.path(TRAINING_IDS).write_text(dumps(sorted(str(i) for part in ("train", "val") if "id" in
-                                                       tables[part].column_names
-                                                       for i in tables[part].column("id").to_pylist())))
+        out.path(TRAINING_IDS).write_text(dumps(sorted(key for part in ("train", "val")
+                                                       for key in object_keys(tables[part]))))
         out.count("train_rows", tables["train"].num_rows)
         out.count("val_rows", tables["val"].num_rows)
     _log_summary(name, trained)

@@ -333,11 +333,11 @@ def test_production_is_measured_only_on_test_objects_it_did_not_learn_from(learn
 
     from steps.core.artifacts import ArtifactWriter
     from steps.core.registry import PRODUCTION, ModelRegistry
-    from steps.models.io import TRAINING_IDS
+    from steps.models.io import TRAINING_IDS, object_keys
     from steps.models.splits import read_split
 
     split, models = learnable
-    test_ids = sorted(str(i) for i in read_split(split, "photometry")[0]["test"].column("id").to_pylist())
+    test_ids = sorted(object_keys(read_split(split, "photometry")[0]["test"]))
     learnt = test_ids[: len(test_ids) // 2]
     other = tmp_path / "production-sed"
     with ArtifactWriter(other, stage="train.sed") as writer:  # the same model, said to have learnt half the test

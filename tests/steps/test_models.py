@@ -462,3 +462,15 @@ def test_answers_beyond_the_training_labels_are_flagged_and_blanked_only_where_a
     beyond_labels(blanked, ranges, {"teff": "log10"}, blank=True)
     assert np.isnan(blanked["teff"][2]) and np.isnan(blanked["teff_err"][2]) and blanked["teff"][1] == 3800.0
     assert np.isnan(blanked["logg"][1]) and np.isnan(blanked["logg_err"][1]) and blanked["logg"][2] == 4.5
+
+
+def test_an_object_is_told_apart_by_its_id_and_its_labels():
+    """A synthetic draw with another seed gives other stars the same ids: production, trained on one draw, must
+    not be taken to have learnt the stars of another."""
+    import pyarrow as pa
+
+    from steps.models.io import object_keys
+
+    table = pa.table({"id": ["a", "a", "b"], "teff": [5000.0, 5123.456789, 5000.0], "logg": [4.5, 4.5, None]})
+    assert object_keys(table) == ["a|5000|4.5", "a|5123.46|4.5", "b|5000|None"]
+    assert object_keys(pa.table({"id": ["x"], "class": ["RRab"]})) == ["x|RRab"]

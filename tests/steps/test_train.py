@@ -32,7 +32,8 @@ def test_cli_publishes_a_model_directory_with_its_lineage(split, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.json", "spec.json",
                                                       "train_metrics.json", "training_ids.json", "weights.npz"]
-    assert len(json.loads((out / "training_ids.json").read_text())) == 120 + 40  # what it learnt from
+    learnt = json.loads((out / "training_ids.json").read_text())  # what it learnt from: by id and labels
+    assert len(learnt) == 120 + 40 and all(key.count("|") == 3 for key in learnt)
     manifest = read_manifest(out)
     assert manifest.stage == "train.spectral"
     assert manifest.inputs == {"split": manifest_hash(split)}
