@@ -66,8 +66,8 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
     The model directory holds `model.json` (with, for a regression model, the range of its training labels:
     `steps.models.label_range`), `spec.json` (the split's spec, copied), `train_metrics.json`,
     `training_ids.json` (the training and validation objects, by id and labels: the evaluation of a later week
-    measures this model only on objects it did not learn from), `manifest.json` (stage `train.<name>`, the split as input, row
-    counts), and the trainer's weights:
+    measures this model only on objects it did not learn from), `manifest.json` (stage `train.<name>`, the split
+    as input, row counts), and the trainer's weights:
     `weights.npz` (a baseline's arrays; for Keras, the domain check's) and, for Keras, `model.keras` and
     `saved_model/`.
     """
