@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -106,6 +107,15 @@ def home_lock(home: Path, run_id: str) -> Iterator[None]:
             handle.truncate(0)
 
 
+def _remove_left_work(runs: Path, current: Path) -> None:
+    """Remove the `work/` folders that killed or failed runs left (a task's inputs, copied, and its partial
+    outputs: as large as the artifacts). Called with the home's lock held, so no other run is using one; a run's
+    record and logs stay."""
+    for work in runs.glob("*/work"):
+        if work.parent != current:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def running_run(home: Path) -> str | None:
     """The id of the run that holds `home`'s lock now (`home_lock`), None when no run does."""
     try:
@@ -173,6 +183,7 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
 
     try:
         with home_lock(home, executor.run_id):
+            _remove_left_work(home / "runs", executor.run_dir)
             console.print(f"run {executor.run_id}: {len(executor.states)} tasks, parallelism "
                           f"{executor.parallelism}, artifacts in {store.uri}, logs in {executor.run_dir / 'logs'}",
                           highlight=False)

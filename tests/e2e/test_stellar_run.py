@@ -163,12 +163,15 @@ def test_killed_run_resumes_without_rerunning_finished_tasks(tmp_path):
     process.wait()
     finished = {json.loads(p.read_text())["task"] for p in cache.glob("*.json")}
     assert len(finished) >= 4, "the run was killed before any task finished"
+    assert list((home / "runs").glob("*/work")), "the killed run left no work folder"
     resumed = subprocess.run([sys.executable, "-m", "workflows.cli", "run", "--home", str(home), "--samples", "40",
                               "-p", "trainer=baseline"],
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     statuses = {name: task["status"] for name, task in last_run(home)["tasks"].items()}
     assert finished <= {name for name, status in statuses.items() if status == "cached"}
+    killed = [run for run in (home / "runs").iterdir() if run.name != last_run(home)["run"]]
+    assert killed and all((run / "run.json").is_file() and not (run / "work").exists() for run in killed)
     assert any(status == "succeeded" for status in statuses.values())
 
 
