@@ -491,3 +491,12 @@ def test_a_missing_executable_is_an_error_naming_it(tmp_path):
     result, _, _ = run(tmp_path, doc)
     assert result.tasks["a"].status == FAILED
     assert "could not start no-such-stage-binary: no such executable" in result.tasks["a"].message
+
+
+def test_a_run_record_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path, capsys):
+    """On a full disk the record's rewrite raised out of the scheduler: a traceback, and the run left 'killed'."""
+    executor = LocalExecutor(template(tmp_path), ArtifactCache(LocalStore(tmp_path / "art")), tmp_path / "runs")
+    (executor.run_dir / "run.tmp").mkdir(parents=True)  # where the record is written before its rename
+    assert executor.run().succeeded
+    err = capsys.readouterr().err
+    assert err.count("run.json cannot be written (Is a directory); the run goes on") == 1

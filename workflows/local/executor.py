@@ -123,6 +123,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen] = {}
         self._cancelled = threading.Event()
+        self._record_unwritable = False  # said once
         self.sleep = sleep or self._cancelled.wait  # a backoff wait ends early when the run is cancelled
         self._registry_keys: list[tuple[str, dict[str, Any], str]] = []
         self.started: float | None = None
@@ -476,6 +477,12 @@ class LocalExecutor:
                                    "outputs": {k: v.model_dump() for k, v in state.outputs.items()}}
                             for name, state in self.states.items()}}
         path = self.run_dir / RUN_RECORD
-        path.with_suffix(".tmp").write_text(json.dumps(record, indent=2, default=str))
-        os.replace(path.with_suffix(".tmp"), path)
+        try:
+            path.with_suffix(".tmp").write_text(json.dumps(record, indent=2, default=str))
+            os.replace(path.with_suffix(".tmp"), path)
+        except OSError as error:  # a full disk: the run goes on and ends as its tasks do; the record keeps its last
+            if not self._record_unwritable:
+                print(f"stellar run: {path} cannot be written ({error.strerror or error}); the run goes on, "
+                      "without updating it", file=sys.stderr)
+            self._record_unwritable = True
 
