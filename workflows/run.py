@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from steps.core.storage import BadEndpoint, ObjectStore, StoreUnusable, open_store
 from workflows.local.cache import ArtifactCache, ArtifactChanged
-from workflows.local.changes import RUN_RECORD
+from workflows.local.changes import RUN_RECORD, write_run_record
 from workflows.local.display import Progress, task_table
 from workflows.local.executor import CACHED, CACHED_FROM, LocalExecutor, RunResult
 from workflows.local.template import UnsupportedTemplate, load_workflow
@@ -260,8 +260,7 @@ def file_models(run_dir: Path, models: dict[str, Any]) -> None:
         record = json.loads(path.read_text())
         record["models"] = {name: {key: model[key] for key in MODEL_OUTCOME_KEYS if key in model}
                             for name, model in models.items()}
-        path.with_suffix(".tmp").write_text(json.dumps(record, indent=2, default=str))
-        os.replace(path.with_suffix(".tmp"), path)
+        write_run_record(run_dir, record)
     except (OSError, ValueError) as error:
         print(f"stellar run: {path}: the models' outcome was not added ({error})", file=sys.stderr)
 

@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any
 
 RUN_RECORD = "run.json"
+
+
+def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Write a run's `run.json` beside it and rename it into place, so that a reader never sees half of it (an
+    OSError, a full disk, is the caller's)."""
+    path = run_dir / RUN_RECORD
+    path.with_suffix(".tmp").write_text(json.dumps(record, indent=2, default=str))
+    path.with_suffix(".tmp").replace(path)
 SHOWN = 2  # most changed arguments named; the rest are counted
 SHORT = 200  # longest value shown whole (a path is); longer or multi-line ones by their first differing line
 READ_AFRESH = "read afresh in "  # the location material of a source read anew each run (`executor._location_state`)

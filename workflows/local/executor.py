@@ -12,7 +12,6 @@ that made it runs again once in this run before its consumer does.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ from steps.core.registry import ModelRegistry
 from steps.core.version import command_code_version
 from workflows.local import launch
 from workflows.local.cache import ArtifactCache, ArtifactChanged, CacheEntry, StoredArtifact, task_key
-from workflows.local.changes import READ_AFRESH, RUN_RECORD, describe_change, last_materials
+from workflows.local.changes import READ_AFRESH, RUN_RECORD, describe_change, last_materials, write_run_record
 from workflows.local.expressions import parse_duration, retry_expression_allows, substitute
 from workflows.local.template import Task, UnsupportedTemplate, load_workflow
 from workflows.pipeline import PURE_SOURCES, READS_LOCATION, READS_REGISTRY
@@ -476,13 +475,11 @@ class LocalExecutor:
                   "tasks": {name: {**asdict(state), "duration": state.duration,
                                    "outputs": {k: v.model_dump() for k, v in state.outputs.items()}}
                             for name, state in self.states.items()}}
-        path = self.run_dir / RUN_RECORD
         try:
-            path.with_suffix(".tmp").write_text(json.dumps(record, indent=2, default=str))
-            os.replace(path.with_suffix(".tmp"), path)
-        except OSError as error:  # a full disk: the run goes on and ends as its tasks do; the record keeps its last
+            write_run_record(self.run_dir, record)
+        except OSError as error:  # a full disk: the run goes on, ends as its tasks do; the record keeps its last
             if not self._record_unwritable:
-                print(f"stellar run: {path} cannot be written ({error.strerror or error}); the run goes on, "
-                      "without updating it", file=sys.stderr)
+                print(f"stellar run: {self.run_dir / RUN_RECORD} cannot be written ({error.strerror or error}); "
+                      "the run goes on, without updating it", file=sys.stderr)
             self._record_unwritable = True
 
