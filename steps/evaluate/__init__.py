@@ -258,15 +258,15 @@ def production_from_registry(uri: str, names: list[str]) -> dict[str, dict[str, 
 
 
 def measure_production_here(uri: str, production: dict[str, dict[str, Any] | None], models: dict[str, Path],
-                            splits: dict[str, Path], scratch: Path, fewest: int = 10) -> None:
+                            splits: dict[str, Path], scratch: Path, gates: Gates) -> None:
     """Replace, in `production`, each production version's recorded test metrics by the same metrics measured on
     this run's test objects that it did not learn from (its `training_ids.json`), and where some test objects are
     left out so, add the candidate's metrics on the same objects (`candidate_metrics`). The recorded ones come
     from the split of the run that promoted it: over the few dozen test objects of a split a robust sigma scatters
     by more than `max_regression` (the same ridge, retrained on new draws, gave 20.5-36.3 K), so a comparison
     across splits passed or refused by chance. Where a version cannot be measured here (its files are gone, its
-    input spec does not fit this split, it does not record what it learnt from, or fewer than `fewest` test objects
-    are new to it), its recorded metrics stay, and its `source` says why."""
+    input spec does not fit this split, it does not record what it learnt from, or fewer test objects are new to it
+    than the gates' `min_rows`), its recorded metrics stay, and its `source` says why."""
     from steps.core.registry import ModelRegistry, RegistryError
     from steps.models.io import TRAINING_IDS
 
@@ -281,7 +281,7 @@ def measure_production_here(uri: str, production: dict[str, dict[str, Any] | Non
             learnt = set(json.loads((model_dir / TRAINING_IDS).read_text()))
             test_ids = object_keys(read_split(splits[name], MODALITY[name])[0]["test"])
             new = sum(key not in learnt for key in test_ids)
-            if new < fewest:
+            if new < gates.for_model(name).min_rows:
                 raise ValueError(f"only {new} of this split's {len(test_ids)} test objects are new to it")
             entry["metrics"] = evaluate_model(name, model_dir, splits[name], leaving_out=learnt).model
             entry["measured_here"] = new
@@ -300,6 +300,7 @@ def data_origin(synthetic: dict[str, bool], generated: str = "synthetic", observ
     words = {True: f"{generated} (generated, not observed)", False: observed}
     if len(set(synthetic.values())) == 1:
         return words[next(iter(synthetic.values()))]
+
     def listed(names: list[str]) -> str:
         return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 

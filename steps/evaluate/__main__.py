@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                        for name, path in models.items()]
         if args.registry:
             production = production_from_registry(args.registry, list(models))
-            measure_production_here(args.registry, production, models, splits, Path(scratch.name) / "production")
+            measure_production_here(args.registry, production, models, splits, Path(scratch.name) / "production",
+                                    gates)
         else:
             production = production_from_file(args.production_metrics, list(models))
     except (FileNotFoundError, ValueError) as error:
