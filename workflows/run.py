@@ -222,10 +222,12 @@ def _report_failure(result: RunResult, console: Console) -> None:
     console.print("Fix the cause and run the same command again: finished tasks are taken from the cache.")
 
 
-def _refusals(reasons: list[str]) -> list[str]:
+def _refusals(reasons: list[str], baseline_too: bool = False) -> list[str]:
     """The reasons that refused a candidate: its failed gates, and a production alias that moved or was rolled back
-    (not the gates it passed, the notes, or its baseline's own verdict)."""
-    return [reason for reason in reasons if not reason.startswith(("PASS ", "NOTE ", "baseline: "))]
+    (not the gates it passed, the notes, or its baseline's own verdict unless `baseline_too`: that was refused
+    as well)."""
+    kept = [reason for reason in reasons if not reason.startswith(("PASS ", "NOTE ", "baseline: "))]
+    return kept + [reason for reason in reasons if baseline_too and reason.startswith("baseline: FAIL ")]
 
 
 def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
@@ -241,14 +243,18 @@ def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
         baseline = {"promoted": f"was promoted as version {model['baseline_version']}",
                     "unchanged": f"version {model['baseline_version']}, stays production"}.get(
             model.get("promotion"), f"(version {model['baseline_version']}) passed them but was not promoted")
-        note = (f"candidate {model['candidate']} refused by the quality gates, and with no production version yet "
-                f"its NumPy baseline {baseline} ({checks})")
+        because = model.get("because", "no production version yet")
+        note = (f"candidate {model['candidate']} refused by the quality gates ({because}): its NumPy baseline "
+                f"{baseline} ({checks})")
     elif model.get("promotion") == "refused":
         why = "refused by the quality gates" if any(r.startswith("FAIL ") for r in reasons) else "not promoted"
-        note = f"candidate {model.get('candidate')} {why} ({checks})"
+        also = (f"; {model.get('because')}, and this run's baseline was refused as well"
+                if model.get("baseline_refused") else "")
+        note = f"candidate {model.get('candidate')} {why} ({checks}){also}"
     else:
         note = f"candidate {model.get('candidate')} {model.get('promotion')}"
-    return [f"  {name}: {serving}; {note}", *(f"    {reason}" for reason in _refusals(reasons))]
+    return [f"  {name}: {serving}; {note}",
+            *(f"    {reason}" for reason in _refusals(reasons, bool(model.get("baseline_refused"))))]
 
 
 def file_models(run_dir: Path, models: dict[str, Any]) -> None:

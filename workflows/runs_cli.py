@@ -205,7 +205,8 @@ def _outcome(name: str, model: dict[str, Any]) -> str:
         what = f"candidate {model.get('candidate')} refused, baseline v{model['baseline_version']} " + (
             model.get("promotion") if model.get("promotion") in ("promoted", "unchanged") else "not promoted")
     else:
-        what = f"candidate {model.get('candidate')} {model.get('promotion')}"
+        what = f"candidate {model.get('candidate')} {model.get('promotion')}" + (
+            ", its baseline too" if model.get("baseline_refused") else "")
     return f"{name}: {what}; serving {serving}"
 
 

@@ -37,6 +37,9 @@ def serving_record(registry: ModelRegistry, promotion: dict[str, dict[str, Any]]
                         "promotion": outcome["outcome"], "candidate": candidate}
         if outcome.get("model") == "baseline":  # the candidate was refused and its baseline took its place
             models[name]["baseline_version"] = outcome["version"]
+        if outcome.get("model") == "baseline" or outcome.get("baseline_refused"):  # its baseline was judged too
+            models[name]["because"] = outcome.get("because", "no production version yet")
+            models[name]["baseline_refused"] = bool(outcome.get("baseline_refused"))
         if outcome["outcome"] == "refused" or "baseline_version" in models[name]:
             models[name]["reasons"] = outcome.get("reasons", [])
     return {"models": models}

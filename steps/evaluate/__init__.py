@@ -4,12 +4,12 @@ apply the gates.
 `python -m steps.evaluate --split DIR --spectral DIR --lightcurve DIR --sed DIR [--gates YAML_OR_PATH]
 [--production-metrics FILE | --registry URI] --out DIR` writes `metrics.json`, `verdict.json`, `production.json`,
 `predictions/<model>.parquet`, `report.md` and, for each Keras model, `baselines/<model>/`: the baseline trained
-on the same split (seconds, deterministic), which the gates compare the model with and which promotion takes
-instead when the model is refused and no production version exists yet. A model refused by the gates is a result,
-not an error. The SED model and its baseline are also measured on the test stars with Gaia's G, BP and RP alone
-(`metrics.json` `gaia_bands_only`; reported, not gated), the photometry most Gaia stars have; the spectral model
-and its baseline also on the FGK test stars alone (`fgk`: 4000-7000 K by their label, the stars the issue's targets
-are set on), so that the weekly report gives the figures the README quotes.
+on the same split (seconds, deterministic), which the gates compare the model with and which promotion takes instead
+when the model is refused and no production version exists yet, or production is a baseline too. A model refused by
+the gates is a result, not an error. The SED model and its baseline are also measured on the test stars with Gaia's
+G, BP and RP alone (`metrics.json` `gaia_bands_only`; reported, not gated), the photometry most Gaia stars have; the
+spectral model and its baseline also on the FGK test stars alone (`fgk`: 4000-7000 K by their label, the stars the
+issue's targets are set on), so that the weekly report gives the figures the README quotes.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from steps.models.splits import read_split
 from steps.train import train_from_split
 
 log = get_logger("evaluate")
+NO_PRODUCTION = "no production version yet"  # why a refused model's baseline may start the registry
 BASELINES = "baselines"  # folder of the evaluation artifact holding the baselines trained for comparison
 GAIA_ONLY = "gaia_bands_only"  # SED metrics of the test stars with Gaia's bands alone (reported, not gated)
 FGK = "fgk"  # spectral metrics of the FGK test stars alone (reported, not gated)
@@ -258,17 +259,20 @@ def production_from_registry(uri: str, names: list[str]) -> dict[str, dict[str, 
 
 
 def measure_production_here(uri: str, production: dict[str, dict[str, Any] | None], models: dict[str, Path],
-                            splits: dict[str, Path], scratch: Path, gates: Gates) -> None:
+                            splits: dict[str, Path], scratch: Path, gates: Gates,
+                            baselines: dict[str, Path] | None = None) -> None:
     """Replace, in `production`, each production version's recorded test metrics by the same metrics measured on
     this run's test objects that it did not learn from (its `training_ids.json`), and where some test objects are
-    left out so, add the candidate's metrics on the same objects (`candidate_metrics`). The recorded ones come
+    left out so, add the candidate's metrics on the same objects (`candidate_metrics`), and its baseline's where
+    `baselines` has one (`baseline_metrics`). Each version's `trainer` ("keras", "baseline") is noted. The recorded
+    ones come
     from the split of the run that promoted it: over the few dozen test objects of a split a robust sigma scatters
     by more than `max_regression` (the same ridge, retrained on new draws, gave 20.5-36.3 K), so a comparison
     across splits passed or refused by chance. Where a version cannot be measured here (its files are gone, its
     input spec does not fit this split, it does not record what it learnt from, or fewer test objects are new to it
     than the gates' `min_rows`), its recorded metrics stay, and its `source` says why."""
     from steps.core.registry import ModelRegistry, RegistryError
-    from steps.models.io import TRAINING_IDS
+    from steps.models.io import MODEL_JSON, TRAINING_IDS
 
     registry = ModelRegistry.open(uri)
     for name, entry in production.items():
@@ -276,6 +280,7 @@ def measure_production_here(uri: str, production: dict[str, dict[str, Any] | Non
             continue
         try:
             _, model_dir = registry.download(name, entry["version"], scratch / name)
+            entry["trainer"] = (json.loads((model_dir / MODEL_JSON).read_text()).get("training") or {}).get("trainer")
             if not (model_dir / TRAINING_IDS).is_file():
                 raise ValueError("it does not record which objects it learnt from (trained before it did)")
             learnt = set(json.loads((model_dir / TRAINING_IDS).read_text()))
@@ -288,6 +293,9 @@ def measure_production_here(uri: str, production: dict[str, dict[str, Any] | Non
             if new < len(test_ids):  # the candidate too, on the same objects
                 entry["candidate_metrics"] = evaluate_model(name, models[name], splits[name],
                                                             leaving_out=learnt).model
+                if name in (baselines or {}):
+                    entry["baseline_metrics"] = evaluate_model(name, baselines[name], splits[name],
+                                                               leaving_out=learnt).model
         except (RegistryError, ValueError, KeyError, OSError) as error:
             log.warning("%s: production version %s could not be measured on this test split (%s): compared by the "
                         "metrics recorded when it was promoted", name, entry["version"], error)
@@ -350,7 +358,7 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
         fallback = verdicts[ev.name].fallback
         if fallback is not None:
             outcome = "PASS: the promote step registers it in the model's place" if fallback.passed else "REFUSED too"
-            lines += ["", f"No production version yet: the NumPy baseline, {outcome}:", ""]
+            lines += ["", f"{verdicts[ev.name].fallback_title()}: the NumPy baseline, {outcome}:", ""]
             lines += [f"- {reason}" for reason in fallback.reasons]
     return "\n".join(lines) + "\n"
 
@@ -370,7 +378,7 @@ def _prefer_a_better_baseline(verdict: Verdict, ev: Evaluation, targets: list[st
                     f"{ev.name}: no production version yet and the NumPy baseline does better on the compared "
                     f"metrics ({'; '.join(r[5:] for r in strict.reasons if r.startswith('FAIL'))}): the registry "
                     "starts from the baseline")
-        verdict.fallback = baseline
+        verdict.fallback, verdict.fallback_because = baseline, NO_PRODUCTION
 
 
 def judge_all(evaluations: list[Evaluation], gates: Gates,
@@ -379,17 +387,29 @@ def judge_all(evaluations: list[Evaluation], gates: Gates,
     baseline's own verdict as `fallback` (the same gates, less the comparison with itself): the registry then
     starts from the better of the two that passes. A `beat_baseline_by` below 0 tolerates a model somewhat worse
     than its baseline; with no production version the baseline still starts the registry where it does better
-    (`_prefer_a_better_baseline`)."""
+    (`_prefer_a_better_baseline`).
+
+    Where production is itself a NumPy baseline (one promoted so), a refused model's baseline is judged by the
+    same gates, the comparison with production included (on the same objects: `baseline_metrics`), and is its
+    `fallback`: a weekly run whose model keeps being refused still brings production this week's data, instead of
+    serving the first week's baseline for ever. A model in production is never replaced by a baseline this way."""
     verdicts = {}
     for ev in evaluations:
         targets = ev.outputs if ev.task == "regression" else []
         model_gates = gates.for_model(ev.name)
+        current = production.get(ev.name) or {}
         verdict = judge(ev.name, ev.task, targets, ev.model, ev.null, model_gates, production.get(ev.name),
                         ev.baseline)
-        first = ev.baseline is not None and not (production.get(ev.name) or {}).get("version")
+        first = ev.baseline is not None and not current.get("version")
         if first and verdict.passed and (model_gates.beat_baseline_by or 0.0) < 0:
             _prefer_a_better_baseline(verdict, ev, targets, model_gates)
         elif first and not verdict.passed:
             verdict.fallback = judge(f"{ev.name} baseline", ev.task, targets, ev.baseline, ev.null, model_gates)
+            verdict.fallback_because = NO_PRODUCTION
+        elif ev.baseline is not None and not verdict.passed and current.get("trainer") == "baseline":
+            against = {**current, "candidate_metrics": current.get("baseline_metrics")}
+            verdict.fallback = judge(f"{ev.name} baseline", ev.task, targets, ev.baseline, ev.null, model_gates,
+                                     against)
+            verdict.fallback_because = f"production version {current['version']} is a NumPy baseline too"
         verdicts[ev.name] = verdict
     return verdicts

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.registry:
             production = production_from_registry(args.registry, list(models))
             measure_production_here(args.registry, production, models, splits, Path(scratch.name) / "production",
-                                    gates)
+                                    gates, {ev.name: ev.baseline_dir for ev in evaluations if ev.baseline_dir})
         else:
             production = production_from_file(args.production_metrics, list(models))
     except (FileNotFoundError, ValueError) as error:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: %s%s", name, "passed the gates" if verdict.passed else "refused: ",
                  "" if verdict.passed else "; ".join(failed))
         if verdict.fallback is not None:
-            log.info("%s: no production version yet; its baseline %s", name,
+            log.info("%s: %s; its baseline %s", name, verdict.fallback_because,
                      "passed the gates: the promote step registers it in the model's place" if verdict.fallback.passed
                      else "was refused too")
     return 0

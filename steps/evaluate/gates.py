@@ -210,6 +210,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
     fallback: "Verdict | None" = None  # the baseline's verdict, where it may be promoted instead
+    fallback_because: str = ""  # why the baseline may be: "no production version yet", or production is one
     # targets no gate covers whose test robust sigma is worse than the training mean's (`stellar predict` warns)
     uninformative: list[dict[str, Any]] = field(default_factory=list)
 
@@ -225,13 +226,17 @@ class Verdict:
         """Record a reason that is not a check (a comparison that could not be made)."""
         self.reasons.append(f"NOTE {text}")
 
+    def fallback_title(self) -> str:
+        """Why the baseline's verdict follows, as the start of a sentence."""
+        return self.fallback_because[:1].upper() + self.fallback_because[1:]
+
     def as_dict(self) -> dict[str, Any]:
         """The verdict as written to `verdict.json`."""
         out = {"passed": self.passed, "reasons": self.reasons, "checks": self.checks}
         if self.uninformative:
             out["uninformative"] = self.uninformative
         if self.fallback is not None:
-            out["fallback"] = {"model": "baseline", **self.fallback.as_dict()}
+            out["fallback"] = {"model": "baseline", "because": self.fallback_because, **self.fallback.as_dict()}
         return out
 
 

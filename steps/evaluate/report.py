@@ -6,9 +6,9 @@ interval-coverage diagram (observed share of
 truths within the predicted central interval against its nominal probability: the regression reliability
 diagram). Per classifier: the confusion matrix and the reliability diagram of the top-class probability, with
 its expected calibration error. Where a refused model's baseline is promoted in its place (no production version
-yet), the baseline's plots follow: they show what will be served. The page has the verdicts, the metric tables
-(model, null predictor, baseline, production), every gate reason, and how each model was trained and calibrated;
-synthetic data is flagged at the top and in each model's heading.
+yet, or a baseline there), the baseline's plots follow: they show what will be served. The page has the verdicts,
+the metric tables (model, null predictor, baseline, production), every gate reason, and how each model was trained
+and calibrated; synthetic data is flagged at the top and in each model's heading.
 
 Plots use matplotlib's Agg backend with the PNG `Software` metadata removed, so the same evaluation gives the same
 bytes. matplotlib is imported only when a report is written.
@@ -217,12 +217,12 @@ def _metrics_table(ev: Any, production: dict[str, Any]) -> str:
 
 
 def _fallback(verdict: Any) -> str:
-    """The baseline's verdict, where the model was refused with no production version yet."""
+    """The baseline's verdict, where the model was refused with no production version yet, or a baseline there."""
     if verdict.fallback is None:
         return ""
     outcome = ("PASS: the promote step registers it in the model's place" if verdict.fallback.passed
                else "REFUSED too: the promote step promotes nothing")
-    return (f"<h3>No production version yet: the NumPy baseline, {outcome}</h3><ul>"
+    return (f"<h3>{html.escape(verdict.fallback_title())}: the NumPy baseline, {outcome}</h3><ul>"
             + "".join(_reason(r) for r in verdict.fallback.reasons) + "</ul>")
 
 

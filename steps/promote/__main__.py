@@ -22,8 +22,9 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
     unless someone rolled production back from that very version (a retrain that reproduces it is not promoted
     again until someone promotes it by hand).
 
-    A refused model whose verdict carries a passing `fallback` (no production version existed: see the evaluate
-    stage) has its baseline, from the evaluation's `baselines/<model>/`, registered and made `production` instead.
+    A refused model whose verdict carries a passing `fallback` (no production version existed, or production was
+    a baseline: see the evaluate stage) has its baseline, from the evaluation's `baselines/<model>/`, registered
+    and made `production` instead.
     The production alias moves only if it still points where it pointed when the evaluation ran, so a verdict
     reached against one production version is never applied over another.
     """
@@ -38,16 +39,22 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
         compared_with = (baseline.get(name) or {}).get("version")
         outcome = {"version": record.version, "previous": compared_with, "reasons": verdict.get("reasons", [])}
         fallback = verdict.get("fallback") or {}
-        if not verdict.get("passed") and fallback.get("passed") and compared_with is None:
+        if fallback and not fallback.get("passed"):
+            outcome.update({"because": fallback.get("because") or "no production version yet",
+                            "baseline_refused": True,
+                            "reasons": [*outcome["reasons"], *(f"baseline: {r}" for r in fallback["reasons"])]})
+        if not verdict.get("passed") and fallback.get("passed"):
             baseline_dir = evaluation / BASELINES / name
             fallback_metrics = {**metrics.get(name, {}), "model": metrics.get(name, {}).get("baseline")}
             record = registry.register_evaluated(name, baseline_dir, evaluation, fallback_metrics,
                                                  {**fallback, "instead_of": record.version})
+            because = fallback.get("because") or "no production version yet"
             outcome.update({"refused_version": outcome["version"], "version": record.version, "model": "baseline",
+                            "because": because,
                             "reasons": [*outcome["reasons"], *(f"baseline: {r}" for r in fallback["reasons"])]})
             verdict = fallback
-            log.info("%s: the model (version %s) was refused and there is no production version: its baseline "
-                     "(version %s) passed the gates", name, outcome["refused_version"], record.version)
+            log.info("%s: the model (version %s) was refused, and %s: its baseline (version %s) passed the gates",
+                     name, outcome["refused_version"], because, record.version)
         if not verdict.get("passed"):
             outcome["outcome"] = "refused"
             log.info("%s version %s: refused by the quality gates", name, record.version)

@@ -14,6 +14,8 @@ from steps.deploy.__main__ import main as deploy
 from steps.deploy.__main__ import serving_record
 from steps.evaluate.__main__ import main as evaluate
 from steps.promote.__main__ import main as promote
+from workflows.run import promotion_lines
+from split_fixtures import write_split
 
 NAMES = ("spectral", "lightcurve", "sed")
 
@@ -119,19 +121,27 @@ def _list_files_again(model: Path) -> None:
     (model / "manifest.json").write_text(manifest.model_dump_json(indent=2))
 
 
-def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_production(learnable, noise, tmp_path):
-    """Models that learnt nothing, recorded as Keras models, are compared with the baselines the evaluation trains
-    on the same split: refused, and with an empty registry their baselines are promoted instead; once production
-    exists a refused model changes nothing."""
-    split, _ = learnable
-    models = {}
-    for name, path in noise[1].items():
-        models[name] = tmp_path / "models" / name
-        shutil.copytree(path, models[name])
-        info = json.loads((models[name] / "model.json").read_text())
+def _as_keras(models: dict[str, Path], out: Path) -> dict[str, Path]:
+    """Copies of `models` recorded as Keras models: the evaluation trains and compares their baselines."""
+    copies = {}
+    for name, path in models.items():
+        copies[name] = out / name
+        shutil.copytree(path, copies[name])
+        info = json.loads((copies[name] / "model.json").read_text())
         info["training"]["trainer"] = "keras"
-        (models[name] / "model.json").write_text(json.dumps(info))
-        _list_files_again(models[name])
+        (copies[name] / "model.json").write_text(json.dumps(info))
+        _list_files_again(copies[name])
+    return copies
+
+
+def test_a_refused_model_gives_way_to_its_baseline_while_production_is_none_or_a_baseline(learnable, noise,
+                                                                                          tmp_path):
+    """Models that learnt nothing, recorded as Keras models, are compared with the baselines the evaluation trains
+    on the same split: refused, and with an empty registry their baselines are promoted instead. Next week, on new
+    objects, the models are refused again and production is a baseline: this week's baselines, judged against it
+    on the same objects, take its place."""
+    split, _ = learnable
+    models = _as_keras(noise[1], tmp_path / "models")
     registry = tmp_path / "registry"
     outcomes = evaluate_and_promote(split, models, registry, tmp_path / "first")
     evaluation = tmp_path / "first" / "evaluation"
@@ -158,9 +168,45 @@ def test_a_refused_model_gives_way_to_its_baseline_only_while_there_is_no_produc
         assert (evaluation / "plots" / f"{name}_baseline_{first}.png").is_file()
         baseline = pd.read_parquet(evaluation / "predictions" / f"{name}_baseline.parquet")
         assert len(baseline) == len(pd.read_parquet(evaluation / "predictions" / f"{name}.parquet"))
-    outcomes = evaluate_and_promote(split, models, registry, tmp_path / "second")
-    assert {o["outcome"] for o in outcomes.values()} == {"refused"}
-    assert all(ModelRegistry.open(str(registry)).aliases(name)[PRODUCTION] == "2" for name in NAMES)
+    outcomes = evaluate_and_promote(split, models, registry, tmp_path / "again")  # the same split: the same baseline
+    assert {(o["outcome"], o["model"]) for o in outcomes.values()} == {("unchanged", "baseline")}
+    next_week = write_split(tmp_path / "next-week", n=300, seed=22)
+    outcomes = evaluate_and_promote(next_week, models, registry, tmp_path / "next")
+    evaluation = tmp_path / "next" / "evaluation"
+    verdicts = json.loads((evaluation / "verdict.json").read_text())
+    production = json.loads((evaluation / "production.json").read_text())
+    for name in NAMES:
+        assert production[name]["trainer"] == "baseline" and production[name]["measured_here"] > 0
+        fallback = verdicts[name]["fallback"]
+        assert fallback["because"] == "production version 2 is a NumPy baseline too"
+        against = [r for r in fallback["reasons"] if "production version 2 on this test split" in r]
+        assert against and fallback["passed"] == all(r.startswith("PASS") for r in against)
+        served = ModelRegistry.open(str(registry)).aliases(name)[PRODUCTION]
+        if fallback["passed"]:
+            assert outcomes[name]["outcome"] == "promoted" and outcomes[name]["model"] == "baseline"
+            assert served == outcomes[name]["version"] != "2"
+        else:  # this week's baseline is worse than production on the same objects: production stays
+            assert outcomes[name]["outcome"] == "refused" and served == "2" and outcomes[name]["baseline_refused"]
+            summary = promotion_lines(name, serving_record(ModelRegistry.open(str(registry)), outcomes)["models"][name])
+            assert summary[0].endswith("production version 2 is a NumPy baseline too, and this run's baseline was "
+                                       "refused as well")
+            assert any(line.startswith("    baseline: FAIL") and "production version 2" in line for line in summary)
+    assert {name for name in NAMES if outcomes[name]["outcome"] == "promoted"} == {"spectral", "lightcurve"}
+    assert "Production version 2 is a NumPy baseline too: the NumPy baseline, PASS" in (
+        evaluation / "report.md").read_text()
+
+
+def test_a_refused_model_leaves_a_keras_model_in_production(learnable, noise, tmp_path):
+    """A baseline never replaces a Keras model in production: the refused model changes nothing."""
+    registry = tmp_path / "registry"
+    evaluate_and_promote(learnable[0], _as_keras(learnable[1], tmp_path / "good"), registry, tmp_path / "first")
+    next_week = write_split(tmp_path / "next-week", n=300, seed=22)
+    outcomes = evaluate_and_promote(next_week, _as_keras(noise[1], tmp_path / "bad"), registry, tmp_path / "next")
+    verdicts = json.loads((tmp_path / "next" / "evaluation" / "verdict.json").read_text())
+    for name in NAMES:
+        assert outcomes[name]["outcome"] == "refused" and "model" not in outcomes[name]
+        assert "fallback" not in verdicts[name]
+        assert ModelRegistry.open(str(registry)).aliases(name)[PRODUCTION] == "1"
 
 
 def test_a_model_changed_after_training_stops_the_promotion_before_any_registration(learnable, tmp_path):
