@@ -69,6 +69,10 @@ class ObjectStore:
         """Every key under `prefix`, sorted."""
         raise NotImplementedError
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """{key: size in bytes} of every key under `prefix`, from the listing alone (what deleting them frees)."""
+        raise NotImplementedError
+
     def probe(self) -> None:
         """Check, before any work, that the store can be used; raise StoreUnusable saying why not."""
         raise NotImplementedError
@@ -181,6 +185,15 @@ class LocalStore(ObjectStore):
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
                       if p.is_file() and not p.name.endswith(".lock") and not p.name.startswith("."))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        sizes = {}
+        for key in self.list(prefix):
+            try:
+                sizes[key] = self._path(key).stat().st_size
+            except FileNotFoundError:  # removed since it was listed
+                continue
+        return sizes
 
     @staticmethod
     def _staged(local: Path, target: Path) -> Path:
@@ -315,6 +328,12 @@ class S3Store(ObjectStore):
             for item in page.get("Contents", []):
                 keys.append(item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"])
         return sorted(keys)
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        return {item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]: item["Size"]
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+                for item in page.get("Contents", [])}
 
     def listing_fingerprint(self, prefix: str) -> str | None:
         base = self._key(prefix.rstrip("/") + "/")
