@@ -90,12 +90,19 @@ class Evaluation(BaseModel):
 
 class AliasState(BaseModel):
     """Every alias of one model, per alias the versions it pointed to before (newest last; `UNSET` where it pointed
-    nowhere, a string so that registries written before still read alike), and the versions a rollback moved it
-    away from (a person's decision, which an automatic promotion does not undo)."""
+    nowhere, a string so that registries written before still read alike), the versions a rollback moved it
+    away from (a person's decision, which an automatic promotion does not undo), and the versions deleted by
+    `delete_versions` (no alias may point at them again)."""
 
     aliases: dict[str, str] = Field(default_factory=dict)
     history: dict[str, list[str]] = Field(default_factory=dict)
     rolled_back: dict[str, list[str]] = Field(default_factory=dict)
+    pruned: list[str] = Field(default_factory=list)
+
+    def held(self) -> set[str]:
+        """The versions that must not be deleted: every alias's, and every one a rollback of production could
+        restore (its whole history: each rollback restores the newest entry)."""
+        return {*self.aliases.values(), *(version for version in self.history.get(PRODUCTION, []) if version != UNSET)}
 
 
 class ModelRegistry:
@@ -338,6 +345,8 @@ class ModelRegistry:
                 return previous
             if expected is not ANY and previous != expected:
                 raise RegistryError(f"{name}:{alias} is now {previous!r}, not {expected!r}; not changed")
+            if version in state.pruned:
+                raise RegistryError(f"{name} version {version} was deleted (stellar prune); not changed")
             if automatic and version in state.rolled_back.get(alias, []):
                 raise RolledBack(f"version {version} was rolled back from {alias} by hand; promote it by hand to "
                                  f"serve it again (stellar models promote {name} {version})")
@@ -363,6 +372,8 @@ class ModelRegistry:
             blob = self.store.get(key)
             state = AliasState.model_validate_json(blob.data) if blob else AliasState()
             history = state.history.get(alias, [])
+            while history and history[-1] in state.pruned:  # deleted (a candidate's old versions): passed over
+                history.pop()
             if alias not in state.aliases:
                 if not self._numbers(name):
                     raise self._missing(name, "")  # no such model: the error names the models there are
@@ -390,12 +401,56 @@ class ModelRegistry:
         raise RegistryError(f"{name}:{alias}: gave up after {_SWAP_ATTEMPTS} concurrent changes")
 
     def fingerprint(self) -> str:
-        """A hash of every model's aliases: it changes whenever a promotion or rollback happens."""
+        """A hash of every model's aliases: it changes whenever a promotion or rollback happens, and not when
+        versions no alias holds are deleted (a pruned home's next run still finds its registry readers cached)."""
         digest = hashlib.sha256()
         for key in self.store.list(""):
             if key.endswith("/aliases.json"):
-                digest.update(key.encode() + b"\0" + self.store.get(key).data)
+                state = AliasState.model_validate_json(self.store.get(key).data)
+                if state.aliases or state.history or state.rolled_back:
+                    digest.update(key.encode() + b"\0" + state.model_dump_json(exclude={"pruned"}).encode())
         return digest.hexdigest()
+
+    def reports(self, record: VersionRecord) -> set[str]:
+        """The keys of the kept reports (`REPORTS/<evaluation>`) that a version's record or evaluations name."""
+        lineages = [record.lineage, *(entry.lineage for entry in self.evaluations(record.name, record.version))]
+        return {lineage["report"].rsplit("/", 1)[0] for lineage in lineages if lineage.get("report")}
+
+    def delete_versions(self, name: str, versions: set[str]) -> list[VersionRecord]:
+        """Delete these versions of `name` (record, evaluations, model files), but for the newest and any that
+        `AliasState.held` holds when the deletion is decided; return the deleted ones' records.
+
+        The decision is an alias-record swap that lists them as `pruned`, which `set_alias` refuses: a promotion
+        racing with it either lands first (the version is then held and kept) or finds it pruned, so no alias
+        ever points at a deleted version (a rollback of another alias than production passes over it). The record
+        goes first, so that a retrain reproducing the model never finds a half-deleted version; its files go last,
+        unless another version's record names them."""
+        every = self.versions(name)
+        newest = every[-1:]  # kept: a new version's number is the newest's plus one, never a deleted one's
+        records = {record.version: record for record in every if record.version in versions and record not in newest}
+        key = f"{name}/aliases.json"
+        for attempt in range(_SWAP_ATTEMPTS):
+            blob = self.store.get(key)
+            state = AliasState.model_validate_json(blob.data) if blob else AliasState()
+            doomed = sorted(set(records) - state.held(), key=int)
+            if not doomed:
+                return []
+            state.pruned = sorted({*state.pruned, *doomed}, key=int)
+            try:
+                self.store.put_if_match(key, state.model_dump_json(indent=2).encode(), blob.etag if blob else None)
+                break
+            except PreconditionFailed:
+                time.sleep(min(0.01 * 2 ** attempt, 0.2))
+        else:
+            raise RegistryError(f"{name}: versions not deleted: gave up after {_SWAP_ATTEMPTS} concurrent changes")
+        for version in doomed:
+            self.store.delete(f"{name}/versions/{version}.json")
+            self.store.delete_tree(f"{name}/evaluations/{version}")
+        named = {record.blob for record in self.versions(name)}
+        for version in doomed:
+            if records[version].blob not in named:
+                self.store.delete_tree(f"{name}/blobs/{records[version].blob}")
+        return [records[version] for version in doomed]
 
     def summary(self) -> list[dict[str, Any]]:
         """`[{"name", "versions", "aliases"}]` for every model: what `stellar models list --json` prints."""

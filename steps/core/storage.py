@@ -109,6 +109,10 @@ class ObjectStore:
         """Remove every object under `prefix` (nothing when there is none)."""
         raise NotImplementedError
 
+    def delete(self, key: str) -> None:
+        """Remove one object (nothing when there is none)."""
+        raise NotImplementedError
+
 
 def _etag(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
@@ -248,6 +252,9 @@ class LocalStore(ObjectStore):
     def delete_tree(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
 
 class S3Store(ObjectStore):
     """An S3 bucket and prefix through boto3; works with AWS, MinIO and moto's server (`endpoint_url`)."""
@@ -346,6 +353,9 @@ class S3Store(ObjectStore):
     def delete_tree(self, prefix: str) -> None:
         for key in self.list(prefix.rstrip("/") + "/"):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def upload_dir(self, local: Path, prefix: str) -> None:
         stale = set(self.list(prefix.rstrip("/") + "/"))

@@ -275,3 +275,47 @@ def test_a_version_points_to_its_evaluation_s_report_kept_in_the_registry(regist
                                                  f"{folder}/report.md"]
     assert registry.names() == ["sed", "spectral"]  # the reports folder is no model
     assert registry.report_location(registry.register_evaluated("sed", make_model(tmp_path, "c"), None)) is None
+
+
+def test_deleted_versions_go_with_their_files_and_rollbacks_still_reach_every_held_version(registry, tmp_path):
+    for content in "abcde":
+        registry.register("sed", make_model(tmp_path, content), metrics={"n": 1}, verdict={"passed": True},
+                          lineage={"evaluation": f"e-{content}"})
+    for version in ("1", "2", "3", "4"):
+        registry.set_alias("sed", "candidate", version)
+    for version in ("2", "3"):
+        registry.set_alias("sed", PRODUCTION, version)
+    before, blob = registry.fingerprint(), registry.get_version("sed", "1").blob
+    deleted = registry.delete_versions("sed", {"1", "2", "3", "4"})  # 2 is in production's history, 3 and 4 aliased
+    assert [record.version for record in deleted] == ["1"]
+    assert [record.version for record in registry.versions("sed")] == ["2", "3", "4", "5"]
+    assert not registry.store.list(f"sed/blobs/{blob}/") and not registry.store.list("sed/evaluations/1/")
+    assert registry.fingerprint() == before  # a pruned home's registry readers stay cached
+    with pytest.raises(RegistryError, match="no version '1'"):
+        registry.set_alias("sed", PRODUCTION, "1")
+    assert registry.rollback("sed") == "2" and registry.rollback("sed") is None
+    assert registry.rollback("sed", "candidate") == "3" and registry.rollback("sed", "candidate") == "2"
+    assert registry.rollback("sed", "candidate") is None  # passing over version 1, deleted
+    assert registry.delete_versions("sed", {"1", "5"}) == []  # the newest stays: no number is given twice
+
+
+def test_a_promotion_racing_with_a_deletion_is_never_left_on_a_deleted_version(registry, tmp_path):
+    """Either the promotion lands first, and the version is kept, or the deletion does, and the promotion is
+    refused, even where it had read the version's record before (a crashed deletion leaves its record, too)."""
+    for content in "abc":
+        registry.register("sed", make_model(tmp_path, content))
+    swap = registry.store.put_if_match
+
+    def promotion_first(key, data, etag):
+        registry.store.put_if_match = swap
+        registry.set_alias("sed", PRODUCTION, "1")
+        swap(key, data, etag)
+
+    registry.store.put_if_match = promotion_first
+    assert [record.version for record in registry.delete_versions("sed", {"1", "2"})] == ["2"]
+    assert registry.aliases("sed") == {PRODUCTION: "1"} and registry.get_version("sed", "1")
+    state = registry.alias_state("sed")
+    registry.store.put("sed/aliases.json", state.model_copy(update={"pruned": ["2", "3"]}).model_dump_json().encode())
+    with pytest.raises(RegistryError, match="version 3 was deleted"):
+        registry.set_alias("sed", PRODUCTION, "3")
+    assert registry.aliases("sed") == {PRODUCTION: "1"}

@@ -75,12 +75,15 @@ def test_a_listing_fingerprint_changes_with_any_rewrite_and_a_tree_can_be_delete
     assert store.get("artefact/z.txt") is not None
 
 
-def test_sizes_are_listed_under_a_prefix_only(store):
+def test_sizes_are_listed_under_a_prefix_only_and_one_object_can_be_deleted(store):
     store.put("art/x.txt", b"xx")
     store.put("art/sub/y.txt", b"yyy")
     store.put("artefact/z.txt", b"a neighbour sharing the name's start")
     assert store.sizes("art/") == {"art/sub/y.txt": 3, "art/x.txt": 2}
     assert store.sizes("nothing/") == {}
+    store.delete("art/x.txt")
+    store.delete("art/x.txt")  # gone already: nothing to do
+    assert list(store.sizes("art/")) == ["art/sub/y.txt"]
 
 
 def test_open_store_rejects_unknown_scheme():
