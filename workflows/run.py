@@ -86,9 +86,10 @@ class HomeBusy(RuntimeError):
 
 
 @contextmanager
-def home_lock(home: Path, run_id: str) -> Iterator[None]:
+def home_lock(home: Path, run_id: str, doing: str = "run") -> Iterator[None]:
     """Hold `home/run.lock` for one run: two runs on one home would race on its cache entries and its
-    registry's candidate alias. The lock is the kernel's (flock), so a killed run leaves none behind."""
+    registry's candidate alias. The lock is the kernel's (flock), so a killed run leaves none behind. `doing`
+    names the holder to whoever is refused (`stellar prune` holds it too)."""
     path = home / "run.lock"
     with open(path, "a+") as handle:
         try:
@@ -99,7 +100,7 @@ def home_lock(home: Path, run_id: str) -> Iterator[None]:
             raise HomeBusy(f"{home} is in use by {holder}; wait for it to end, or give another --home") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"run {run_id} (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        handle.write(f"{doing} {run_id} (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
         handle.flush()
         try:
             yield
