@@ -60,6 +60,7 @@ def _add_home(parser: argparse.ArgumentParser, default: Any = None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     from workflows.predict_cli import add_predict_command
+    from workflows.prune import add_prune_command
     from workflows.runs_cli import add_runs_command
     from workflows.training_cli import add_training_commands, at_least, seed_number
 
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_commands(sub)
     add_predict_command(sub)
     add_runs_command(sub, _add_home)
+    add_prune_command(sub, _add_home)
     return parser
 
 

@@ -1,0 +1,230 @@
+"""`stellar prune`: old runs, the artifacts only they used and unused registry versions go; what the newest runs,
+the aliases and a rollback need stays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steps.core.artifacts import ArtifactWriter
+from steps.core.registry import PRODUCTION, ModelRegistry
+from steps.core.storage import LocalStore, ObjectStore, S3Store
+from workflows.cli import main
+from workflows.local.cache import ArtifactCache
+from workflows.local.executor import CACHED, SUCCEEDED, LocalExecutor, TaskState
+from workflows.run import home_lock
+
+STAGE = ("import sys, pathlib; out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True); "
+         "(out / 'x').write_text(sys.argv[2] * 1000)")
+
+
+def two_task_template() -> dict:
+    """`base` (the same in every run, so later runs take it from the cache) -> `make` (one output per `note`)."""
+    def container(text: str) -> dict:
+        return {"image": "test", "command": ["python", "-c", STAGE], "args": ["{{outputs.artifacts.out.path}}", text]}
+
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate", "metadata": {"name": "tiny"},
+            "spec": {"entrypoint": "main", "arguments": {"parameters": [{"name": "note", "value": "v1"}]},
+                     "templates": [
+                         {"name": "main", "dag": {"tasks": [
+                             {"name": "base", "template": "base"},
+                             {"name": "make", "template": "make", "depends": "base",
+                              "arguments": {"artifacts": [
+                                  {"name": "base", "from": "{{tasks.base.outputs.artifacts.out}}"}]}}]}},
+                         {"name": "base", "outputs": {"artifacts": [{"name": "out", "path": "/out/o"}]},
+                          "container": container("b")},
+                         {"name": "make", "inputs": {"artifacts": [{"name": "base", "path": "/in/b"}]},
+                          "outputs": {"artifacts": [{"name": "out", "path": "/out/o"}]},
+                          "container": container("{{workflow.parameters.note}}")}]}}
+
+
+def run(home: Path, note: str, store: ObjectStore | None = None) -> dict[str, TaskState]:
+    """One run of the tiny template on `home` (its artifacts in `store`, default HOME/artifacts); its tasks."""
+    executor = LocalExecutor(two_task_template(), ArtifactCache(store or LocalStore(home / "artifacts")),
+                             home / "runs", {"note": note})
+    result = executor.run()
+    assert result.succeeded
+    return result.tasks
+
+
+def prune(home: Path, *options: str) -> int:
+    return main(["prune", "--home", str(home), *options])
+
+
+def files(root: Path) -> dict[str, int]:
+    return {str(path.relative_to(root)): path.stat().st_mtime_ns for path in root.rglob("*")
+            if path.is_file() and path.name != "run.lock"}
+
+
+def test_old_runs_and_the_artifacts_only_they_used_go_and_the_newest_run_stays_cached(tmp_path, capsys):
+    home = tmp_path / "home"
+    first, second, third = (run(home, note) for note in ("v1", "v2", "v3"))
+    assert third["base"].status == CACHED  # its entry and artifact were made by the first run, which goes
+    assert prune(home, "--keep-runs", "1") == 0
+    out = capsys.readouterr().out
+    assert "deleted" in out and "run records" in out and "artifacts" in out
+    assert [path.name for path in (home / "runs").iterdir()] == [Path(third["make"].log).parents[1].name]
+    store = LocalStore(home / "artifacts")
+    for old in (first, second):
+        assert store.listing_fingerprint(old["make"].outputs["out"].key) is None
+        assert store.get(f"cache/{old['make'].key}.json") is None
+    assert store.listing_fingerprint(third["base"].outputs["out"].key) is not None
+    again = run(home, "v3")
+    assert {task.status for task in again.values()} == {CACHED}
+    rebuilt = run(home, "v1")  # an old run's inputs: its deleted outputs are made again
+    assert (rebuilt["base"].status, rebuilt["make"].status) == (CACHED, SUCCEEDED)
+
+
+def test_a_dry_run_deletes_nothing_and_a_second_prune_deletes_nothing(tmp_path, capsys):
+    home = tmp_path / "home"
+    for note in ("v1", "v2"):
+        run(home, note)
+    before = files(home)
+    assert prune(home, "--keep-runs", "1", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "would free" in out and "run records" in out and "make of run" in out
+    assert files(home) == before
+    assert prune(home, "--keep-runs", "1") == 0
+    capsys.readouterr()
+    after = files(home)
+    assert len(after) < len(before)
+    assert prune(home, "--keep-runs", "1") == 0
+    assert "nothing to prune" in capsys.readouterr().out
+    assert files(home) == after
+
+
+def test_what_another_home_sharing_the_store_made_stays(tmp_path):
+    shared = LocalStore(tmp_path / "shared")
+    run(tmp_path / "a", "a1", shared)
+    other = run(tmp_path / "b", "b1", shared)
+    run(tmp_path / "a", "a2", shared)
+    assert prune(tmp_path / "a", "--keep-runs", "1", "--artifact-store", str(tmp_path / "shared")) == 0
+    again = run(tmp_path / "b", "b1", shared)
+    assert {task.status for task in again.values()} == {CACHED}
+    assert again["make"].outputs == other["make"].outputs
+
+
+def test_an_s3_artifact_store_is_pruned_alike(tmp_path, s3_server, s3_bucket, capsys):
+    store = S3Store(s3_bucket, "stellar", endpoint_url=s3_server)
+    home = tmp_path / "home"
+    old, new = run(home, "v1", store), run(home, "v2", store)
+    options = ["--artifact-store", f"s3://{s3_bucket}/stellar", "--s3-endpoint", s3_server]
+    assert prune(home, "--keep-runs", "1", *options) == 0
+    assert "deleted" in capsys.readouterr().out
+    assert store.listing_fingerprint(old["make"].outputs["out"].key) is None
+    assert store.get(f"cache/{old['make'].key}.json") is None
+    assert prune(home, "--keep-runs", "1", *options) == 0
+    assert "nothing to prune" in capsys.readouterr().out
+    assert new["make"].outputs["out"].key in {"/".join(key.split("/")[:4]) for key in store.list("artifacts/")}
+    assert {task.status for task in run(home, "v2", store).values()} == {CACHED}
+
+
+def test_another_artifact_store_than_the_runs_is_refused_before_anything_goes(tmp_path, capsys):
+    home = tmp_path / "home"
+    for note in ("v1", "v2"):
+        run(home, note)
+    before = files(home)
+    (tmp_path / "elsewhere").mkdir()
+    assert prune(home, "--keep-runs", "1", "--artifact-store", str(tmp_path / "elsewhere")) == 2
+    assert "give --artifact-store" in capsys.readouterr().err
+    assert files(home) == before
+
+
+def make_model(root: Path, content: str) -> Path:
+    with ArtifactWriter(root / f"model-{content}", stage="train.test") as writer:
+        writer.path("weights.txt").write_text(content * 1000)
+    return root / f"model-{content}"
+
+
+def test_aliased_and_rollback_versions_stay_and_rollback_still_works(tmp_path, capsys):
+    """Of six versions: production 5 (promoted over 2 over 4, so both stay for rollbacks), candidate 6 (the newest
+    too); 1 and 3 go, with the report only they named and their serving copies."""
+    home = tmp_path / "home"
+    registry = ModelRegistry.open(str(home / "registry"))
+    for number, content in enumerate("abcdef", start=1):
+        report = "reports/only-old" if number in (1, 3) else "reports/shared"
+        registry.register("sed", make_model(tmp_path, content), lineage={"report": f"{report}/report.html"})
+    for report in ("reports/only-old", "reports/shared"):
+        registry.store.put(f"{report}/report.html", b"<html></html>")
+    for version in ("4", "2", "5"):
+        registry.set_alias("sed", PRODUCTION, version)
+    registry.set_alias("sed", "candidate", "6")
+    for version in ("1", "5"):
+        registry.download("sed", version, home / "serving")
+    assert prune(home, "--keep-versions", "1", "--dry-run") == 0
+    assert "sed version 1" in capsys.readouterr().out and len(registry.versions("sed")) == 6
+    assert prune(home, "--keep-versions", "1") == 0
+    assert "registry versions" in capsys.readouterr().out
+    assert [record.version for record in registry.versions("sed")] == ["2", "4", "5", "6"]
+    assert registry.store.list("reports/only-old/") == [] and registry.store.list("reports/shared/")
+    assert [copy.name.split("-")[1] for copy in (home / "serving").iterdir()] == ["5"]
+    assert prune(home, "--keep-versions", "1") == 0
+    assert "nothing to prune" in capsys.readouterr().out
+    for restored in ("2", "4"):
+        assert main(["models", "rollback", "sed", "--home", str(home)]) == 0
+        assert capsys.readouterr().out.strip() == f"sed: production rolled back to {restored}"
+        registry.download("sed", PRODUCTION, tmp_path / "served")
+
+
+def test_a_run_holding_the_home_refuses_the_prune(tmp_path, capsys):
+    home = tmp_path / "home"
+    for note in ("v1", "v2"):
+        run(home, note)
+    before = files(home)
+    with home_lock(home, "stellar-training-now"):
+        assert prune(home, "--keep-runs", "1") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and "in use by run stellar-training-now" in err[0]
+    assert files(home) == before
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--keep-runs", "0"], "--keep-runs 0: needs at least 1 run"),
+    (["--keep-runs", "-3"], "--keep-runs -3: needs at least 1 run"),
+    (["--keep-versions", "0"], "--keep-versions 0: needs at least 1 version"),
+    (["--keep-runs", "two"], "--keep-runs 'two'"),
+])
+def test_bad_options_refuse_with_one_line_and_delete_nothing(tmp_path, capsys, options, message):
+    home = tmp_path / "home"
+    run(home, "v1")
+    before = files(home)
+    assert prune(home, *options) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"stellar prune: {message}")
+    assert files(home) == before
+
+
+def test_a_home_that_does_not_exist_is_refused_and_not_made(tmp_path, capsys):
+    assert prune(tmp_path / "nowhere") == 2
+    assert capsys.readouterr().err.strip() == f"stellar prune: --home {tmp_path / 'nowhere'}: no such folder"
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.slow
+def test_a_pruned_pipeline_home_reruns_its_newest_run_from_the_cache(tmp_path, stellar):
+    """Two real runs (the NumPy baselines, 64 objects); with one run and one version kept, the newest run's inputs
+    are still a cache hit (its registry readers included), and production still rolls back."""
+    home = str(tmp_path / "home")
+    cheap = ["--home", home, "-p", "trainer=baseline", "--samples", "64"]
+    for seed in ("1", "7"):
+        assert stellar("run", *cheap, "-p", f"seed={seed}").returncode == 0
+    held = {name: ModelRegistry.open(f"{home}/registry").alias_state(name).held()
+            for name in ModelRegistry.open(f"{home}/registry").names()}
+    result = stellar("prune", "--home", home, "--keep-runs", "1", "--keep-versions", "1")
+    assert result.returncode == 0, result.stderr
+    assert "run records" in result.stdout and "artifacts" in result.stdout
+    registry = ModelRegistry.open(f"{home}/registry")
+    for name, versions in held.items():
+        assert versions <= {record.version for record in registry.versions(name)}
+    again = stellar("run", *cheap, "-p", "seed=7")
+    assert again.returncode == 0, again.stderr
+    runs = json.loads(stellar("runs", "list", "--home", home, "--json").stdout)
+    assert [run["tasks"] for run in runs][0] == {"cached": 15}
+    for name in held:
+        history = registry.alias_state(name).history.get(PRODUCTION, [])
+        rollback = stellar("models", "rollback", name, "--home", home)
+        assert rollback.returncode == (0 if history else 1), rollback.stderr  # 1: no earlier change to undo
+        if history and history[-1]:  # else back to no production version
+            assert registry.get_version(name, registry.aliases(name)[PRODUCTION]).version == history[-1]

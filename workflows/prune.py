@@ -1,0 +1,318 @@
+"""`stellar prune`: keep a home's newest runs and the registry versions still of use, and delete the rest.
+
+What goes, while no run holds the home (`run.home_lock`, which prune holds throughout):
+
+- run records: `runs/<run>/` (record and logs) of every run but the newest `--keep-runs`;
+- cache entries and artifacts that this home's run records name and no kept run needs: an entry stays while a kept
+  run's record names its key or a kept run wrote it (a registry reader's entry, filed again under the aliases its
+  run left), and every artifact that a remaining entry or a kept record names stays, so a kept run's inputs are
+  still a cache hit. What no record of this home names (another home's, on a shared `--artifact-store`) stays;
+- registry versions of each model that no alias points at, that `stellar models rollback` cannot reach (production's
+  history) and that are not among its newest `--keep-versions`; the kept reports that only they named; their copies
+  in `serving/`.
+
+The store's entries go before the run records that name them, so a prune stopped halfway leaves nothing that a later
+prune cannot find.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from steps.core.registry import ModelRegistry, RegistryError
+from steps.core.storage import ObjectStore
+from workflows.runs_cli import RunRecord
+
+DEFAULT_KEEP_RUNS = 10
+DEFAULT_KEEP_VERSIONS = 5
+RUN_RECORDS, CACHE_ENTRIES, ARTIFACTS, VERSIONS, REPORTS, SERVING = (
+    "run records", "cache entries", "artifacts", "registry versions", "reports", "serving copies")
+KINDS = (RUN_RECORDS, CACHE_ENTRIES, ARTIFACTS, VERSIONS, REPORTS, SERVING)
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """One thing a prune deletes: its kind, what it is (shown), where it is (a path, a store key or a model
+    version) and its size in bytes."""
+
+    kind: str
+    what: str
+    where: str
+    size: int
+
+
+def add_prune_command(sub: argparse._SubParsersAction, add_home) -> None:
+    """Add `prune` to the `stellar` parser."""
+    prune = sub.add_parser("prune", help="delete old runs, the artifacts only they used, and unused model versions",
+                           description=__doc__.split("\n\n")[0])
+    add_home(prune)
+    prune.add_argument("--keep-runs", default=str(DEFAULT_KEEP_RUNS), metavar="N",
+                       help=f"run records to keep, newest first (default {DEFAULT_KEEP_RUNS})")
+    prune.add_argument("--keep-versions", default=str(DEFAULT_KEEP_VERSIONS), metavar="K",
+                       help="newest versions of each model to keep besides those an alias or a rollback of "
+                            f"production holds (default {DEFAULT_KEEP_VERSIONS})")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go and the bytes it would free")
+    prune.add_argument("--artifact-store", help="the runs' artifact store, as given to stellar run (default "
+                                                "HOME/artifacts)")
+    prune.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto, ...) for s3:// stores")
+    prune.add_argument("--registry", help="registry URI (default HOME/registry)")
+    prune.set_defaults(handler=prune_command)
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    """Run `stellar prune`; return the exit status (2: bad input, 1: a run holds the home)."""
+    from workflows.cli import home_dir
+    from workflows.run import HomeBusy, home_lock
+
+    home = home_dir(args.home)
+    try:
+        keep_runs = _at_least_one("--keep-runs", args.keep_runs, "run")
+        keep_versions = _at_least_one("--keep-versions", args.keep_versions, "version")
+        if not home.is_dir():
+            raise ValueError(f"--home {home}: no such folder")
+        store = _existing_store("--artifact-store " if args.artifact_store else "--home ",
+                                args.artifact_store or str(home / "artifacts"), args.s3_endpoint)
+        registry = _existing_store("--registry " if args.registry else "--home ",
+                                   args.registry or str(home / "registry"), args.s3_endpoint)
+    except ValueError as error:
+        print(f"stellar prune: {error}", file=sys.stderr)
+        return 2
+    try:
+        with home_lock(home, "prune", doing="stellar"):
+            return _prune(home, store, ModelRegistry(registry) if registry else None, keep_runs, keep_versions,
+                          args.dry_run)
+    except HomeBusy as error:
+        print(f"stellar prune: {error}", file=sys.stderr)
+        return 1
+
+
+def _at_least_one(option: str, text: str, what: str) -> int:
+    from workflows.training_cli import at_least
+
+    try:
+        return at_least(1, what)(text)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"{option} {error}") from None
+
+
+def _existing_store(option: str, uri: str, s3_endpoint: str | None) -> ObjectStore | None:
+    """The store at `uri`, checked as `stellar run` checks it; None for a folder that is not there (nothing to
+    prune, and nothing is made)."""
+    from workflows.run import usable_store
+
+    if "://" not in uri and not Path(uri).expanduser().is_dir():
+        return None
+    return usable_store(option, uri, s3_endpoint)
+
+
+def _prune(home: Path, store: ObjectStore | None, registry: ModelRegistry | None, keep_runs: int,
+           keep_versions: int, dry_run: bool) -> int:
+    from workflows.runs_cli import read_runs
+
+    records = read_runs(home)
+    kept = records[:keep_runs]
+    doomed = [Doomed(RUN_RECORDS, record.run, str(record.path.parent), _folder_size(record.path.parent))
+              for record in records[keep_runs:]]
+    try:
+        doomed += store_plan(store, records, kept)
+    except ValueError as error:
+        print(f"stellar prune: {error}", file=sys.stderr)
+        return 2
+    if registry is not None:
+        doomed += registry_plan(registry, keep_versions, home / "serving")
+    if dry_run:
+        _print_items(doomed, home)
+        _print_totals(doomed, home, "would free" if doomed else "nothing to prune")
+        return 0
+    done = _delete(doomed, store, registry)
+    _print_totals(done, home, "deleted" if done else "nothing to prune")
+    return 0
+
+
+def store_plan(store: ObjectStore | None, records: list[RunRecord], kept: list[RunRecord]) -> list[Doomed]:
+    """The cache entries and artifacts of `store` that the home's `records` name and that no `kept` record needs.
+    ValueError where the kept runs' artifacts are not in it: a store other than theirs, whose records would go and
+    leave their entries where no later prune finds them."""
+    from workflows.local.cache import CacheEntry
+
+    ours_runs, kept_runs = {record.run for record in records}, {record.run for record in kept}
+    ours_keys, kept_keys = _task_keys(records), _task_keys(kept)
+    ours_artifacts, kept_artifacts = _artifacts_named(records), _artifacts_named(kept)
+    if kept_artifacts and (store is None or not any(store.listing_fingerprint(key) for key in kept_artifacts)):
+        where = store.uri if store else "HOME/artifacts (no such folder)"
+        raise ValueError(f"none of the artifacts the kept runs' records name is in {where}: give --artifact-store "
+                         "(and --s3-endpoint) as given to stellar run")
+    if store is None:
+        return []
+    doomed = []
+    for path, size in store.sizes("cache/").items():
+        blob = store.get(path) if path.endswith(".json") else None
+        if blob is None:
+            continue
+        key = path.removeprefix("cache/").removesuffix(".json")
+        try:
+            entry = CacheEntry.model_validate_json(blob.data)
+        except ValueError:  # unreadable: of use to no run
+            entry = None
+        outputs = {artifact.key for artifact in entry.outputs.values()} if entry else set()
+        run = entry.run if entry else None
+        if (key in ours_keys or run in ours_runs) and not (key in kept_keys or run in kept_runs):
+            doomed.append(Doomed(CACHE_ENTRIES, f"{entry.task} of run {run}" if entry else f"{path} (unreadable)",
+                                 path, size))
+            ours_artifacts |= outputs
+        else:
+            kept_artifacts |= outputs
+    named, artifacts = ours_artifacts | kept_artifacts, defaultdict(int)
+    for path, size in store.sizes("artifacts/").items():
+        parts = path.split("/")
+        prefixes = ["/".join(parts[:end]) for end in range(2, len(parts))]
+        artifacts[next((prefix for prefix in prefixes if prefix in named), "/".join(parts[:4]))] += size
+    ours = {prefix for prefix in artifacts if prefix.split("/")[1] in ours_keys or prefix in ours_artifacts}
+    return sorted(doomed, key=lambda item: item.what) + [
+        Doomed(ARTIFACTS, prefix, prefix, size) for prefix, size in sorted(artifacts.items())
+        if prefix in ours and prefix not in kept_artifacts]
+
+
+def _task_keys(records: list[RunRecord]) -> set[str]:
+    return {task["key"] for record in records for task in record.tasks.values()
+            if isinstance(task, dict) and task.get("key")}
+
+
+def _artifacts_named(records: list[RunRecord]) -> set[str]:
+    return {artifact["key"] for record in records for task in record.tasks.values() if isinstance(task, dict)
+            for artifact in (task.get("outputs") or {}).values() if isinstance(artifact, dict) and "key" in artifact}
+
+
+def registry_plan(registry: ModelRegistry, keep_versions: int, serving: Path) -> list[Doomed]:
+    """The versions of each model that no alias or rollback of production holds, but for the newest
+    `keep_versions`; the reports only they name; their copies in `serving`. A version an earlier prune stopped
+    halfway through deleting goes too."""
+    doomed, kept_reports, their_reports, pruned = [], set(), set(), set()
+    for name in registry.names():
+        state = registry.alias_state(name)
+        records = registry.versions(name)
+        staying = (state.held() | {record.version for record in records[-keep_versions:]}) - set(state.pruned)
+        kept_blobs = {record.blob for record in records if record.version in staying}
+        for record in records:
+            if record.version in staying:
+                kept_reports |= registry.reports(record)
+                continue
+            their_reports |= registry.reports(record)
+            parts = [f"{name}/versions/{record.version}.json", f"{name}/evaluations/{record.version}/",
+                     *([f"{name}/blobs/{record.blob}/"] if record.blob not in kept_blobs else [])]
+            doomed.append(Doomed(VERSIONS, f"{name} version {record.version}", f"{name}@{record.version}",
+                                 sum(sum(registry.store.sizes(part).values()) for part in parts)))
+        pruned |= {(name, version) for version in state.pruned}
+    doomed += [Doomed(REPORTS, prefix, prefix, sum(registry.store.sizes(f"{prefix}/").values()))
+               for prefix in sorted(their_reports - kept_reports)]
+    pruned |= {tuple(item.where.split("@")) for item in doomed if item.kind == VERSIONS}
+    return doomed + serving_plan(serving, pruned)
+
+
+def serving_plan(serving: Path, pruned: set[tuple[str, str]]) -> list[Doomed]:
+    """The local copies (`ModelRegistry.download`'s `<name>-<version>-<blob>`) of deleted versions."""
+    if not serving.is_dir():
+        return []
+    return [Doomed(SERVING, copy.name, str(copy), _folder_size(copy)) for copy in sorted(serving.iterdir())
+            if copy.is_dir() and _served_version(copy) in pruned]
+
+
+def _served_version(copy: Path) -> tuple[str, str] | None:
+    parts = copy.name.rsplit("-", 2)
+    return (parts[0], parts[1]) if len(parts) == 3 else None
+
+
+def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegistry | None) -> list[Doomed]:
+    """Delete what the plan lists, the store's entries before the run records that name them; return what was
+    deleted. A version an alias points at by now stays, with its reports and serving copies."""
+    done = []
+    for item in doomed:
+        if item.kind == CACHE_ENTRIES:
+            store.delete(item.where)
+        elif item.kind == ARTIFACTS:
+            store.delete_tree(item.where)
+        else:
+            continue
+        done.append(item)
+    versions = defaultdict(set)
+    for item in doomed:
+        if item.kind == VERSIONS:
+            name, version = item.where.split("@")
+            versions[name].add(version)
+    deleted = set()
+    for name, numbers in versions.items():
+        try:
+            deleted |= {f"{name}@{record.version}" for record in registry.delete_versions(name, numbers)}
+        except RegistryError as error:
+            print(f"stellar prune: {error}", file=sys.stderr)
+    for item in doomed:
+        if item.kind == VERSIONS and item.where not in deleted:
+            print(f"stellar prune: {item.what} kept: an alias points at it now", file=sys.stderr)
+    done += [item for item in doomed if item.kind == VERSIONS and item.where in deleted]
+    if any(item.kind in (REPORTS, SERVING) for item in doomed):
+        names = registry.names()
+        named = set().union(*(registry.reports(record) for name in names for record in registry.versions(name)))
+        pruned = {(name, version) for name in names for version in registry.alias_state(name).pruned}
+        for item in doomed:
+            if item.kind == REPORTS and item.where not in named:
+                registry.store.delete_tree(item.where)
+                done.append(item)
+            elif item.kind == SERVING and _served_version(Path(item.where)) in pruned:
+                shutil.rmtree(item.where, ignore_errors=True)
+                done.append(item)
+    for item in doomed:
+        if item.kind == RUN_RECORDS:
+            shutil.rmtree(item.where, ignore_errors=True)
+            done.append(item)
+    return done
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _print_items(doomed: list[Doomed], home: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not doomed:
+        return
+    print(f"{home}: a prune would delete")
+    table = Table()
+    for column in ("kind", "what", "size"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for item in doomed:
+        table.add_row(item.kind, item.what, _bytes(item.size))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _print_totals(items: list[Doomed], home: Path, verb: str) -> None:
+    """Counts and bytes per kind, as a table, or one line when there is nothing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not items:
+        print(f"{home}: {verb}")
+        return
+    print(f"{home}: {verb} {_bytes(sum(item.size for item in items))}")
+    table = Table()
+    for column in ("kind", "count", "size"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for kind in KINDS:
+        of_kind = [item for item in items if item.kind == kind]
+        if of_kind:
+            table.add_row(kind, str(len(of_kind)), _bytes(sum(item.size for item in of_kind)))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _bytes(size: int) -> str:
+    """A size as `du -h` gives it, in powers of 1024."""
+    value, units = float(size), ["B", "KiB", "MiB", "GiB"]
+    while value >= 1024 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    return f"{size} B" if units[0] == "B" else f"{value:.1f} {units[0]}"
