@@ -89,6 +89,10 @@ def prune_command(args: argparse.Namespace) -> int:
     except HomeBusy as error:
         print(f"stellar prune: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a read-only home or registry: what was deleted before it stays deleted
+        where = f" {error.filename}:" if error.filename else ""
+        print(f"stellar prune:{where} {error.strerror or error}", file=sys.stderr)
+        return 2
 
 
 def _at_least_one(option: str, text: str, what: str) -> int:

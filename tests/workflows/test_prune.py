@@ -196,6 +196,22 @@ def test_bad_options_refuse_with_one_line_and_delete_nothing(tmp_path, capsys, o
     assert files(home) == before
 
 
+def test_a_home_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    for note in ("v1", "v2"):
+        run(home, note)
+
+    def read_only(self, key):
+        raise OSError(13, "Permission denied", str(self.root / key))
+
+    monkeypatch.setattr(LocalStore, "delete", read_only)
+    assert prune(home, "--keep-runs", "1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"stellar prune: {home}/artifacts/cache/")
+    assert err[0].endswith(".json: Permission denied")
+    assert len(list((home / "runs").iterdir())) == 2  # the records go last: none went
+
+
 def test_a_home_that_does_not_exist_is_refused_and_not_made(tmp_path, capsys):
     assert prune(tmp_path / "nowhere") == 2
     assert capsys.readouterr().err.strip() == f"stellar prune: --home {tmp_path / 'nowhere'}: no such folder"
