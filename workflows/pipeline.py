@@ -122,7 +122,8 @@ def workflow_parameters(options: RenderOptions) -> dict[str, str]:
 
 
 def _retry(options: RenderOptions) -> RetryStrategy:
-    # Exit status 2 means bad input or usage (argparse's convention, kept by every stage): retrying cannot help.
+    # Exit status 2 means bad input or usage (argparse's convention, kept by every stage), or no space left for the
+    # stage's output (`steps.core.space`): retrying cannot help.
     return RetryStrategy(
         limit=options.retry_limit,
         retry_policy="Always",

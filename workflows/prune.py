@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steps.core.registry import ModelRegistry, RegistryError
+from steps.core.space import human_bytes
 from steps.core.storage import ObjectStore
 from workflows.runs_cli import RunRecord
 
@@ -291,7 +292,7 @@ def _print_items(doomed: list[Doomed], home: Path) -> None:
     for column in ("kind", "what", "size"):
         table.add_column(column, justify="right" if column == "size" else "left")
     for item in doomed:
-        table.add_row(item.kind, item.what, _bytes(item.size))
+        table.add_row(item.kind, item.what, human_bytes(item.size))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
@@ -303,20 +304,12 @@ def _print_totals(items: list[Doomed], home: Path, verb: str) -> None:
     if not items:
         print(f"{home}: {verb}")
         return
-    print(f"{home}: {verb} {_bytes(sum(item.size for item in items))}")
+    print(f"{home}: {verb} {human_bytes(sum(item.size for item in items))}")
     table = Table()
     for column in ("kind", "count", "size"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind in KINDS:
         of_kind = [item for item in items if item.kind == kind]
         if of_kind:
-            table.add_row(kind, str(len(of_kind)), _bytes(sum(item.size for item in of_kind)))
+            table.add_row(kind, str(len(of_kind)), human_bytes(sum(item.size for item in of_kind)))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-
-
-def _bytes(size: int) -> str:
-    """A size as `du -h` gives it, in powers of 1024."""
-    value, units = float(size), ["B", "KiB", "MiB", "GiB"]
-    while value >= 1024 and len(units) > 1:
-        value, units = value / 1024, units[1:]
-    return f"{size} B" if units[0] == "B" else f"{value:.1f} {units[0]}"

@@ -18,6 +18,7 @@ from typing import Any
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
 from steps.core.registry import PRODUCTION, ModelRegistry
+from steps.core.space import exit_status
 
 SERVING_RECORD = "serving.json"
 TARGETS = ("local", "helm")
@@ -115,4 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

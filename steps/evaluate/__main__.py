@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
+from steps.core.space import exit_status
 from steps.evaluate import (
     BASELINES,
     judge_all,
@@ -136,4 +137,4 @@ def _split_inputs(splits: dict[str, Path]) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

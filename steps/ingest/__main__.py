@@ -15,6 +15,7 @@ from pathlib import Path
 from steps.core.artifacts import ArtifactWriter
 from steps.core.logs import get_logger
 from steps.core.quarantine import QUARANTINE_TABLE, TooManyBadRecords
+from steps.core.space import exit_status
 from steps.ingest import sources
 from steps.ingest.raw_cache import RetriesExhausted, unreachable
 from steps.ingest.schemas import DATA_FILES, LABELS_FILE, MODALITIES
@@ -84,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

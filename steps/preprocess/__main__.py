@@ -14,6 +14,7 @@ from pathlib import Path
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import TooManyBadRecords
+from steps.core.space import exit_status
 from steps.preprocess import lightcurves, photometry, spectra
 from steps.ingest.schemas import PHOTOMETRIC_BANDS
 from steps.preprocess.common import RawInputError, publish, read_raw
@@ -95,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

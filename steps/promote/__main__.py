@@ -11,6 +11,7 @@ from typing import Any
 from steps.core.artifacts import ArtifactWriter, checked_content_hash, read_manifest
 from steps.core.logs import get_logger
 from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError, RolledBack
+from steps.core.space import exit_status
 from steps.evaluate import BASELINES
 
 MODELS = ("spectral", "lightcurve", "sed")
@@ -108,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from steps.core.artifacts import ArtifactWriter, read_manifest, read_parquet
 from steps.core.logs import get_logger
+from steps.core.space import exit_status
 from steps.ingest.schemas import MODALITIES
 from steps.split.assign import SPLITS, assign
 
@@ -106,4 +107,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

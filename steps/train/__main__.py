@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from steps.core.logs import get_logger
+from steps.core.space import exit_status
 from steps.models.baseline import MODEL_NAMES
 from steps.train import TRAINER_CHOICES, TrainerUnavailable, train_from_split
 
@@ -54,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

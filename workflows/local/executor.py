@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from steps.core.artifacts import sha256_tree
 from steps.core.registry import ModelRegistry
+from steps.core.space import failed_path, no_space, out_of_space
 from steps.core.version import command_code_version
 from workflows.local import launch
 from workflows.local.cache import ArtifactCache, ArtifactChanged, CacheEntry, StoredArtifact, task_key
@@ -232,6 +233,9 @@ class LocalExecutor:
             producer = self._rebuilding_producer(task)
             if producer:  # fetched while another consumer had the input removed: run once it is rebuilt
                 self._wait_for(state, producer)
+            elif out_of_space(error):  # copying into or out of the store: one line, not shutil's tuples
+                where = failed_path(error) or self.run_dir
+                state.status, state.message = FAILED, f"{task.name}: {no_space(f'write {where}', where)}"
             else:
                 state.status, state.message = FAILED, str(error)
         except Exception as error:  # noqa: BLE001 - one task's unexpected error must not stop the scheduler
