@@ -5,13 +5,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,12 +24,13 @@ from steps.core.storage import BadEndpoint, ObjectStore, StoreUnusable, open_sto
 from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.changes import RUN_RECORD, write_run_record
 from workflows.local.display import Progress, task_table
-from workflows.local.executor import CACHED, CACHED_FROM, LocalExecutor, RunResult
+from workflows.local.executor import ATTEMPT_HEADER, CACHED, CACHED_FROM, LocalExecutor, RunResult
 from workflows.local.template import UnsupportedTemplate, load_workflow
 from workflows.render import rendered_documents, WORKFLOW_TEMPLATE_FILE
 from workflows.validate import check_references
 
 LOG_TAIL_LINES = 30
+STAGE_ERROR = re.compile(r"\d\d:\d\d:\d\d ERROR stellar\.")  # a stage's own error line (`steps.core.logs`)
 STORE_PARAMETERS = ("registry", "raw-cache")  # parameters naming a store that outlives the run
 MODEL_OUTCOME_KEYS = ("version", "candidate", "promotion", "baseline_version", "reasons", "from_run")  # in run.json
 
@@ -206,12 +207,18 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
 
 
 def log_tail(log: Path) -> str | None:
-    """The last LOG_TAIL_LINES lines of a task's log under a header naming it (None when there is no log)."""
+    """What a failed task's log says, under a header naming it (None when there is no log): the stage's own error
+    lines where its last attempt reported its failure itself (no traceback), so that TensorFlow's lines on stderr
+    do not bury them; else the last LOG_TAIL_LINES lines."""
     if not log.is_file():
         return None
     with open(log, errors="replace") as handle:
-        tail = "".join(deque(handle, maxlen=LOG_TAIL_LINES))
-    return f"--- last {LOG_TAIL_LINES} lines of {log} ---\n{tail}"
+        lines = handle.readlines()
+    attempt = lines[max((i for i, line in enumerate(lines) if line.startswith(ATTEMPT_HEADER)), default=0):]
+    errors = [line for line in attempt if STAGE_ERROR.match(line)]
+    if errors and not any(line.startswith("Traceback (most recent call last)") for line in attempt):
+        return f"--- the stage's errors (the whole log: {log}) ---\n{''.join(errors)}"
+    return f"--- last {LOG_TAIL_LINES} lines of {log} ---\n{''.join(lines[-LOG_TAIL_LINES:])}"
 
 
 def _report_failure(result: RunResult, console: Console) -> None:

@@ -133,3 +133,21 @@ def test_the_list_keeps_run_ids_whole_and_show_takes_their_start(tmp_path, capsy
     assert run in capsys.readouterr().out
     assert main(["runs", "show", "stellar-training-20261129-120531", "--home", str(home)]) == 0
     assert f"run {run}: succeeded" in capsys.readouterr().out
+
+
+def test_a_failed_tasks_own_error_lines_are_shown_above_other_programs_noise(tmp_path):
+    """The last attempt's `ERROR stellar.*` lines, where the stage reported its failure itself: TensorFlow's
+    stderr lines after them no longer push them out of the shown tail; a crash still shows its traceback."""
+    from workflows.run import log_tail
+
+    log = tmp_path / "train.log"
+    noise_lines = [f"E0000 node_def_util.cc:682] NodeDef mentions attribute {i}\n" for i in range(40)]
+    noise = "".join(noise_lines)
+    first = "=== attempt 1: python -m steps.train\n14:00:01 ERROR stellar.train: an older attempt's error\n"
+    last = ("=== attempt 2: python -m steps.train\n14:00:02 INFO stellar.train: training\n" + "".join(noise_lines[:3])
+            + "14:00:09 ERROR stellar.stage: no space left to write /out\n" + noise)
+    log.write_text(first + last)
+    assert log_tail(log) == f"--- the stage's errors (the whole log: {log}) ---\n" \
+                            "14:00:09 ERROR stellar.stage: no space left to write /out\n"
+    log.write_text(last + "Traceback (most recent call last):\n  File x\nOSError: boom\n")
+    assert log_tail(log).startswith(f"--- last 30 lines of {log} ---\n") and log_tail(log).endswith("OSError: boom\n")

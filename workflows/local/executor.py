@@ -42,6 +42,7 @@ _PATH_TAGS = ("inputs.artifacts.", "outputs.artifacts.")
 INTERRUPTED_WHILE_RUNNING = "interrupted: the run was stopped while it ran"
 INTERRUPTED_WHILE_WAITING = "interrupted: the run was stopped while it waited to retry"
 CACHED_FROM = "from run "  # a cached task's note, then the run that made its outputs
+ATTEMPT_HEADER = "=== attempt "  # starts each attempt's part of a task's log
 RETRY_WAIT_CANCELLED = -2  # TaskFailed's exit code when the run is stopped during a backoff wait
 # Exit statuses of a stage the run's stop ended: killed by the SIGTERM `cancel` sends, or a shell's 128 + 15 for it.
 # A task that failed otherwise as the run was being stopped keeps its own reason.
@@ -417,7 +418,7 @@ class LocalExecutor:
             command[0] = sys.executable
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                **{e["name"]: substitute(str(e["value"]), scope) for e in container.get("env", []) if "value" in e}}
-        self._log(state, f"=== attempt {state.attempts}: {' '.join(command)}\n")
+        self._log(state, f"{ATTEMPT_HEADER}{state.attempts}: {' '.join(command)}\n")
         if not command:
             raise TaskFailed(f"{task.name}: its template has no command", exit_code=-1, error=True)
         if shutil.which(command[0], path=env.get("PATH")) is None:
