@@ -67,6 +67,8 @@ def add_prune_command(sub: argparse._SubParsersAction, add_home) -> None:
 
 def prune_command(args: argparse.Namespace) -> int:
     """Run `stellar prune`; return the exit status (2: bad input, 1: a run holds the home)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from workflows.cli import home_dir
     from workflows.run import HomeBusy, home_lock
 
@@ -93,6 +95,9 @@ def prune_command(args: argparse.Namespace) -> int:
     except OSError as error:  # a read-only home or registry: what was deleted before it stays deleted
         where = f" {error.filename}:" if error.filename else ""
         print(f"stellar prune:{where} {error.strerror or error}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as error:  # an S3 store or registry that refuses (AccessDenied, ...)
+        print(f"stellar prune: S3: {error}", file=sys.stderr)
         return 2
 
 
@@ -166,7 +171,8 @@ def store_plan(store: ObjectStore | None, records: list[RunRecord], kept: list[R
             entry = None
         outputs = {artifact.key for artifact in entry.outputs.values()} if entry else set()
         run = entry.run if entry else None
-        if (key in ours_keys or run in ours_runs) and not (key in kept_keys or run in kept_runs):
+        made_here = run in ours_runs if entry else key in ours_keys  # another home's entry stays: its runs need it
+        if made_here and not (key in kept_keys or run in kept_runs):
             doomed.append(Doomed(CACHE_ENTRIES, f"{entry.task} of run {run}" if entry else f"{path} (unreadable)",
                                  path, size))
             ours_artifacts |= outputs
@@ -175,6 +181,8 @@ def store_plan(store: ObjectStore | None, records: list[RunRecord], kept: list[R
     named, artifacts = ours_artifacts | kept_artifacts, defaultdict(int)
     for path, size in store.sizes("artifacts/").items():
         parts = path.split("/")
+        if any(part.startswith(".") for part in parts):  # staged by an upload in progress (`LocalStore._staged`)
+            continue
         prefixes = ["/".join(parts[:end]) for end in range(2, len(parts))]
         artifacts[next((prefix for prefix in prefixes if prefix in named), "/".join(parts[:4]))] += size
     ours = {prefix for prefix in artifacts if prefix.split("/")[1] in ours_keys or prefix in ours_artifacts}
@@ -212,24 +220,28 @@ def registry_plan(registry: ModelRegistry, keep_versions: int, serving: Path) ->
                      *([f"{name}/blobs/{record.blob}/"] if record.blob not in kept_blobs else [])]
             doomed.append(Doomed(VERSIONS, f"{name} version {record.version}", f"{name}@{record.version}",
                                  sum(sum(registry.store.sizes(part).values()) for part in parts)))
-        pruned |= {(name, version) for version in state.pruned}
+            pruned.add((name, record.version, record.blob))
     doomed += [Doomed(REPORTS, prefix, prefix, sum(registry.store.sizes(f"{prefix}/").values()))
                for prefix in sorted(their_reports - kept_reports)]
-    pruned |= {tuple(item.where.split("@")) for item in doomed if item.kind == VERSIONS}
     return doomed + serving_plan(serving, pruned)
 
 
-def serving_plan(serving: Path, pruned: set[tuple[str, str]]) -> list[Doomed]:
-    """The local copies (`ModelRegistry.download`'s `<name>-<version>-<blob>`) of deleted versions."""
+def serving_plan(serving: Path, pruned: set[tuple[str, str, str]]) -> list[Doomed]:
+    """The local copies (`ModelRegistry.download`'s `<name>-<version>-<blob[:16]>`) of deleted versions (`pruned`:
+    (name, version, blob); the blob tells this registry's version from another registry's of the same number)."""
     if not serving.is_dir():
         return []
     return [Doomed(SERVING, copy.name, str(copy), _folder_size(copy)) for copy in sorted(serving.iterdir())
-            if copy.is_dir() and _served_version(copy) in pruned]
+            if copy.is_dir() and _served_version(copy) in _copy_names(pruned)]
 
 
-def _served_version(copy: Path) -> tuple[str, str] | None:
+def _copy_names(versions: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    return {(name, version, blob[:16]) for name, version, blob in versions}
+
+
+def _served_version(copy: Path) -> tuple[str, str, str] | None:
     parts = copy.name.rsplit("-", 2)
-    return (parts[0], parts[1]) if len(parts) == 3 else None
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
 def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegistry | None) -> list[Doomed]:
@@ -249,14 +261,15 @@ def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegi
         if item.kind == VERSIONS:
             name, version = item.where.split("@")
             versions[name].add(version)
-    deleted = set()
+    deleted, failed = set(), set()
     for name, numbers in versions.items():
         try:
             deleted |= {f"{name}@{record.version}" for record in registry.delete_versions(name, numbers)}
         except RegistryError as error:
+            failed.add(name)
             print(f"stellar prune: {error}", file=sys.stderr)
     for item in doomed:
-        if item.kind == VERSIONS and item.where not in deleted:
+        if item.kind == VERSIONS and item.where not in deleted and item.where.split("@")[0] not in failed:
             print(f"stellar prune: {item.what} kept: an alias points at it now", file=sys.stderr)
     done += [item for item in doomed if item.kind == VERSIONS and item.where in deleted]
     if any(item.kind in (REPORTS, SERVING) for item in doomed):
@@ -267,7 +280,7 @@ def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegi
             if item.kind == REPORTS and item.where not in named:
                 registry.store.delete_tree(item.where)
                 done.append(item)
-            elif item.kind == SERVING and _served_version(Path(item.where)) in pruned:
+            elif item.kind == SERVING and _served_version(Path(item.where))[:2] in pruned:
                 shutil.rmtree(item.where, ignore_errors=True)
                 done.append(item)
     for item in doomed:

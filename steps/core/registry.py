@@ -100,9 +100,11 @@ class AliasState(BaseModel):
     pruned: list[str] = Field(default_factory=list)
 
     def held(self) -> set[str]:
-        """The versions that must not be deleted: every alias's, and every one a rollback of production could
-        restore (its whole history: each rollback restores the newest entry)."""
-        return {*self.aliases.values(), *(version for version in self.history.get(PRODUCTION, []) if version != UNSET)}
+        """The versions that must not be deleted: every alias's, every one a rollback of production could restore
+        (its whole history: each rollback restores the newest entry), and every one rolled back by hand (its record
+        is what keeps a retrain reproducing it from being promoted again automatically)."""
+        return {*self.aliases.values(), *(version for version in self.history.get(PRODUCTION, []) if version != UNSET),
+                *(version for versions in self.rolled_back.values() for version in versions)}
 
 
 class ModelRegistry:
@@ -170,7 +172,10 @@ class ModelRegistry:
         the model); either way, record this evaluation of it (`lineage["evaluation"]` names it) when metrics or a
         verdict are given."""
         blob, content = manifest_hash(model_dir), checked_content_hash(model_dir)
+        pruned = set(self.alias_state(name).pruned)  # being deleted by `stellar prune`: not a version to return
         for record in self.versions(name):
+            if record.version in pruned:
+                continue
             if record.blob == blob or (content is not None and self._content(record) == content):
                 self._record_evaluation(record, metrics, verdict, lineage)
                 return record

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from steps.core.artifacts import ArtifactWriter
-from steps.core.registry import PRODUCTION, ModelRegistry
+from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RolledBack
 from steps.core.storage import LocalStore, ObjectStore, S3Store
 from workflows.cli import main
 from workflows.local.cache import ArtifactCache
@@ -244,3 +244,57 @@ def test_a_pruned_pipeline_home_reruns_its_newest_run_from_the_cache(tmp_path, s
         assert rollback.returncode == (0 if history else 1), rollback.stderr  # 1: no earlier change to undo
         if history and history[-1]:  # else back to no production version
             assert registry.get_version(name, registry.aliases(name)[PRODUCTION]).version == history[-1]
+
+
+def test_an_entry_another_home_made_stays_though_an_old_run_here_used_it(tmp_path):
+    """Home B made the entry and A's old run took it from the cache: pruning A leaves it, so B's rerun is cached."""
+    shared = LocalStore(tmp_path / "shared")
+    made = run(tmp_path / "b", "v1", shared)
+    run(tmp_path / "a", "v1", shared)
+    run(tmp_path / "a", "v2", shared)
+    assert prune(tmp_path / "a", "--keep-runs", "1", "--artifact-store", str(tmp_path / "shared")) == 0
+    assert shared.listing_fingerprint(made["make"].outputs["out"].key) is not None
+    assert {task.status for task in run(tmp_path / "b", "v1", shared).values()} == {CACHED}
+
+
+def test_a_version_rolled_back_by_hand_stays_so_a_retrain_reproducing_it_is_not_promoted_again(tmp_path, capsys):
+    home = tmp_path / "home"
+    registry = ModelRegistry.open(str(home / "registry"))
+    models = {c: make_model(tmp_path, c) for c in "abcdef"}
+    for c in "abc":
+        registry.register("sed", models[c])
+    registry.set_alias("sed", PRODUCTION, "1")
+    registry.set_alias("sed", PRODUCTION, "2", automatic=True)
+    assert registry.rollback("sed") == "1"
+    for c in "def":
+        registry.register("sed", models[c])
+    assert prune(home, "--keep-versions", "1") == 0
+    assert "2" in [record.version for record in registry.versions("sed")]
+    again = registry.register("sed", models["b"])  # next week's retrain reproduces version 2's files
+    assert again.version == "2"
+    with pytest.raises(RolledBack):
+        registry.set_alias("sed", PRODUCTION, again.version, automatic=True)
+
+
+def test_a_prune_stopped_after_deciding_leaves_no_version_a_retrain_could_land_on(tmp_path, capsys, monkeypatch):
+    """Versions listed as pruned whose records could not be deleted are passed over: a retrain reproducing one
+    registers a new version, which the candidate alias can take."""
+    home = tmp_path / "home"
+    registry = ModelRegistry.open(str(home / "registry"))
+    models = {c: make_model(tmp_path, c) for c in "abc"}
+    for c in "abc":
+        registry.register("sed", models[c])
+    real = LocalStore.delete
+
+    def read_only_records(self, key):
+        if "/versions/" in key:
+            raise OSError(30, "Read-only file system", str(self.root / key))
+        return real(self, key)
+
+    monkeypatch.setattr(LocalStore, "delete", read_only_records)
+    assert prune(home, "--keep-versions", "1") == 2
+    monkeypatch.setattr(LocalStore, "delete", real)
+    assert registry.alias_state("sed").pruned == ["1", "2"]
+    record = registry.register("sed", models["a"])
+    assert record.version == "4"
+    registry.set_alias("sed", CANDIDATE, record.version)
