@@ -32,7 +32,8 @@ from workflows.validate import check_references
 LOG_TAIL_LINES = 30
 STAGE_ERROR = re.compile(r"\d\d:\d\d:\d\d ERROR stellar\.")  # a stage's own error line (`steps.core.logs`)
 STORE_PARAMETERS = ("registry", "raw-cache")  # parameters naming a store that outlives the run
-MODEL_OUTCOME_KEYS = ("version", "candidate", "promotion", "baseline_version", "reasons", "from_run")  # in run.json
+MODEL_OUTCOME_KEYS = ("version", "candidate", "promotion", "baseline_version", "because", "baseline_refused",
+                      "reasons", "from_run")  # in run.json
 
 
 def local_parameters(home: Path) -> dict[str, str]:
@@ -238,6 +239,12 @@ def _refusals(reasons: list[str], baseline_too: bool = False) -> list[str]:
     return kept + [reason for reason in reasons if baseline_too and reason.startswith("baseline: FAIL ")]
 
 
+def _as_there_was(model: dict[str, Any]) -> str:
+    """Why a refused candidate's baseline was judged (`steps.evaluate.judge_all`), to follow "as there was": "no
+    production version yet", or "a NumPy baseline in production (version 2)"."""
+    return model.get("because") or "no production version yet"
+
+
 def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
     """What the run's summary says of one model of the deploy record: what is served, what became of this run's
     candidate, and (indented) why it was not promoted."""
@@ -251,12 +258,11 @@ def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
         baseline = {"promoted": f"was promoted as version {model['baseline_version']}",
                     "unchanged": f"version {model['baseline_version']}, stays production"}.get(
             model.get("promotion"), f"(version {model['baseline_version']}) passed them but was not promoted")
-        because = model.get("because", "no production version yet")
-        note = (f"candidate {model['candidate']} refused by the quality gates ({because}): its NumPy baseline "
-                f"{baseline} ({checks})")
+        note = (f"candidate {model['candidate']} refused by the quality gates, and as there was "
+                f"{_as_there_was(model)}, its NumPy baseline {baseline} ({checks})")
     elif model.get("promotion") == "refused":
         why = "refused by the quality gates" if any(r.startswith("FAIL ") for r in reasons) else "not promoted"
-        also = (f"; {model.get('because')}, and this run's baseline was refused as well"
+        also = (f"; as there was {_as_there_was(model)}, this run's NumPy baseline was judged too, and refused as well"
                 if model.get("baseline_refused") else "")
         note = f"candidate {model.get('candidate')} {why} ({checks}){also}"
     else:

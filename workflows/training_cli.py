@@ -169,7 +169,8 @@ def train_command(model: str, args: argparse.Namespace) -> int:
                   f"20% on average; more --samples give the gates the {needed:g} they need)")
     if not verdict["passed"] and (verdict.get("fallback") or {}).get("passed"):
         print(f"its NumPy baseline passes them: {root / 'evaluation' / 'baselines' / model} (a pipeline run on a "
-              "registry with no production version, or a baseline in production, would promote it instead)")
+              "registry with no production version would promote it instead; one with a baseline in production "
+              "could, where it also passes the comparison with that baseline)")
     if verdict["passed"]:
         print(f"to serve it: stellar models register {model} {root} [--home H], then stellar models promote {model} "
               "VERSION")

@@ -264,13 +264,13 @@ def measure_production_here(uri: str, production: dict[str, dict[str, Any] | Non
     """Replace, in `production`, each production version's recorded test metrics by the same metrics measured on
     this run's test objects that it did not learn from (its `training_ids.json`), and where some test objects are
     left out so, add the candidate's metrics on the same objects (`candidate_metrics`), and its baseline's where
-    `baselines` has one (`baseline_metrics`). Each version's `trainer` ("keras", "baseline") is noted. The recorded
-    ones come
-    from the split of the run that promoted it: over the few dozen test objects of a split a robust sigma scatters
-    by more than `max_regression` (the same ridge, retrained on new draws, gave 20.5-36.3 K), so a comparison
-    across splits passed or refused by chance. Where a version cannot be measured here (its files are gone, its
-    input spec does not fit this split, it does not record what it learnt from, or fewer test objects are new to it
-    than the gates' `min_rows`), its recorded metrics stay, and its `source` says why."""
+    `baselines` has one (`baseline_metrics`). Each version's `trainer` ("keras", "baseline") is noted where its
+    files could be read (`judge_all` refreshes a baseline in production only where it says so). The recorded ones
+    come from the split of the run that promoted it: over the few dozen test objects of a split a robust sigma
+    scatters by more than `max_regression` (the same ridge, retrained on new draws, gave 20.5-36.3 K), so a
+    comparison across splits passed or refused by chance. Where a version cannot be measured here (its files are
+    gone, its input spec does not fit this split, it does not record what it learnt from, or fewer test objects
+    are new to it than the gates' `min_rows`), its recorded metrics stay, all of them, and its `source` says why."""
     from steps.core.registry import ModelRegistry, RegistryError
     from steps.models.io import MODEL_JSON, TRAINING_IDS
 
@@ -288,17 +288,17 @@ def measure_production_here(uri: str, production: dict[str, dict[str, Any] | Non
             new = sum(key not in learnt for key in test_ids)
             if new < gates.for_model(name).min_rows:
                 raise ValueError(f"only {new} of this split's {len(test_ids)} test objects are new to it")
-            entry["metrics"] = evaluate_model(name, model_dir, splits[name], leaving_out=learnt).model
-            entry["measured_here"] = new
+            measured = {"metrics": evaluate_model(name, model_dir, splits[name], leaving_out=learnt).model,
+                        "measured_here": new}
             if new < len(test_ids):  # the candidate too, on the same objects
-                entry["candidate_metrics"] = evaluate_model(name, models[name], splits[name],
-                                                            leaving_out=learnt).model
-                if name in (baselines or {}):
-                    entry["baseline_metrics"] = evaluate_model(name, baselines[name], splits[name],
-                                                               leaving_out=learnt).model
+                others = {"candidate_metrics": models[name], "baseline_metrics": (baselines or {}).get(name)}
+                measured.update({key: evaluate_model(name, path, splits[name], leaving_out=learnt).model
+                                 for key, path in others.items() if path is not None})
+            entry.update(measured)
         except (RegistryError, ValueError, KeyError, OSError) as error:
+            unknown = "" if entry.get("trainer") else "; what trained it is unknown, so no baseline replaces it"
             log.warning("%s: production version %s could not be measured on this test split (%s): compared by the "
-                        "metrics recorded when it was promoted", name, entry["version"], error)
+                        "metrics recorded when it was promoted%s", name, entry["version"], error, unknown)
             entry["source"] = f"{entry.get('source')}; its recorded metrics: not measurable on this split ({error})"
 
 
@@ -410,6 +410,6 @@ def judge_all(evaluations: list[Evaluation], gates: Gates,
             against = {**current, "candidate_metrics": current.get("baseline_metrics")}
             verdict.fallback = judge(f"{ev.name} baseline", ev.task, targets, ev.baseline, ev.null, model_gates,
                                      against)
-            verdict.fallback_because = f"production version {current['version']} is a NumPy baseline too"
+            verdict.fallback_because = f"a NumPy baseline in production (version {current['version']})"
         verdicts[ev.name] = verdict
     return verdicts

@@ -210,7 +210,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
     fallback: "Verdict | None" = None  # the baseline's verdict, where it may be promoted instead
-    fallback_because: str = ""  # why the baseline may be: "no production version yet", or production is one
+    fallback_because: str = ""  # why the baseline may be: "no production version yet", or one is in production
     # targets no gate covers whose test robust sigma is worse than the training mean's (`stellar predict` warns)
     uninformative: list[dict[str, Any]] = field(default_factory=list)
 

@@ -54,7 +54,7 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
                             "because": because,
                             "reasons": [*outcome["reasons"], *(f"baseline: {r}" for r in fallback["reasons"])]})
             verdict = fallback
-            log.info("%s: the model (version %s) was refused, and %s: its baseline (version %s) passed the gates",
+            log.info("%s: the model (version %s) was refused (%s): its baseline (version %s) passed the gates",
                      name, outcome["refused_version"], because, record.version)
         if not verdict.get("passed"):
             outcome["outcome"] = "refused"

@@ -287,8 +287,9 @@ def test_the_summary_says_why_a_candidate_was_not_promoted():
     rolled_back = {**baseline, "version": None, "promotion": "refused",
                    "reasons": [*baseline["reasons"], "version 2 was rolled back from production by hand"]}
     first, *why = promotion_lines("sed", rolled_back)
-    assert first.startswith("  sed: no production version; candidate 1 refused by the quality gates (no production "
-                            "version yet): its NumPy baseline (version 2) passed them but was not promoted")
+    assert first.startswith("  sed: no production version; candidate 1 refused by the quality gates, and as there was "
+                            "no production version yet, its NumPy baseline (version 2) passed them but was not "
+                            "promoted")
     assert why[-1] == "    version 2 was rolled back from production by hand"
     assert promotion_lines("lightcurve", {"version": "1", "candidate": "1", "promotion": "promoted"}) == [
         "  lightcurve: version 1; candidate 1 promoted"]

@@ -14,7 +14,8 @@ from steps.deploy.__main__ import main as deploy
 from steps.deploy.__main__ import serving_record
 from steps.evaluate.__main__ import main as evaluate
 from steps.promote.__main__ import main as promote
-from workflows.run import promotion_lines
+from workflows.run import file_models, promotion_lines
+from workflows.runs_cli import _outcome
 from split_fixtures import write_split
 
 NAMES = ("spectral", "lightcurve", "sed")
@@ -175,24 +176,33 @@ def test_a_refused_model_gives_way_to_its_baseline_while_production_is_none_or_a
     evaluation = tmp_path / "next" / "evaluation"
     verdicts = json.loads((evaluation / "verdict.json").read_text())
     production = json.loads((evaluation / "production.json").read_text())
+    run_dir = tmp_path / "runs" / "next"  # what `stellar runs show` reads back: the models filed in run.json
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"tasks": {}}))
+    file_models(run_dir, serving_record(ModelRegistry.open(str(registry)), outcomes)["models"])
+    filed = json.loads((run_dir / "run.json").read_text())["models"]
     for name in NAMES:
         assert production[name]["trainer"] == "baseline" and production[name]["measured_here"] > 0
         fallback = verdicts[name]["fallback"]
-        assert fallback["because"] == "production version 2 is a NumPy baseline too"
+        assert fallback["because"] == "a NumPy baseline in production (version 2)"
         against = [r for r in fallback["reasons"] if "production version 2 on this test split" in r]
         assert against and fallback["passed"] == all(r.startswith("PASS") for r in against)
         served = ModelRegistry.open(str(registry)).aliases(name)[PRODUCTION]
+        summary = promotion_lines(name, filed[name])
         if fallback["passed"]:
             assert outcomes[name]["outcome"] == "promoted" and outcomes[name]["model"] == "baseline"
             assert served == outcomes[name]["version"] != "2"
+            assert summary[0].endswith(f"refused by the quality gates, and as there was a NumPy baseline in "
+                                       f"production (version 2), its NumPy baseline was promoted as version {served} "
+                                       f"(all its checks: stellar models show {name}@1)")
         else:  # this week's baseline is worse than production on the same objects: production stays
             assert outcomes[name]["outcome"] == "refused" and served == "2" and outcomes[name]["baseline_refused"]
-            summary = promotion_lines(name, serving_record(ModelRegistry.open(str(registry)), outcomes)["models"][name])
-            assert summary[0].endswith("production version 2 is a NumPy baseline too, and this run's baseline was "
-                                       "refused as well")
+            assert summary[0].endswith("; as there was a NumPy baseline in production (version 2), this run's NumPy "
+                                       "baseline was judged too, and refused as well")
             assert any(line.startswith("    baseline: FAIL") and "production version 2" in line for line in summary)
+            assert _outcome(name, filed[name]) == f"{name}: candidate 1 refused, its baseline too; serving v2"
     assert {name for name in NAMES if outcomes[name]["outcome"] == "promoted"} == {"spectral", "lightcurve"}
-    assert "Production version 2 is a NumPy baseline too: the NumPy baseline, PASS" in (
+    assert "A NumPy baseline in production (version 2): the NumPy baseline, PASS" in (
         evaluation / "report.md").read_text()
 
 
