@@ -283,6 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from steps.core.space import exit_status
     from steps.ingest import sources
     from steps.ingest.__main__ import main as ingest
 
@@ -304,8 +305,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"stellar ingest: --from {args.source}: {error}", file=sys.stderr)
         return 2
     samples = args.samples or (200 if source == "synthetic" else 0)
-    return ingest([args.modality, "--source", source, "--samples", str(samples), "--seed", str(args.seed),
-                   "--cache", str(home_dir(args.home) / "raw-cache"), "--out", str(args.out)])
+    argv = [args.modality, "--source", source, "--samples", str(samples), "--seed", str(args.seed),
+            "--cache", str(home_dir(args.home) / "raw-cache"), "--out", str(args.out)]
+    return exit_status(lambda: ingest(argv), argv)
 
 
 def _registry(args: argparse.Namespace):

@@ -111,6 +111,7 @@ def unusable_output(root: Path) -> str | None:
 
 def train_command(model: str, args: argparse.Namespace) -> int:
     """Generate, preprocess, split, train and evaluate one model; print where it went and how good it is."""
+    from steps.core.space import exit_status
     from steps.evaluate.__main__ import main as evaluate
     from steps.ingest.__main__ import main as ingest
     from steps.preprocess.__main__ import main as preprocess
@@ -146,7 +147,7 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     ]
     for step, argv in steps:
         try:
-            status = step(argv)
+            status = exit_status(lambda: step(argv), argv)
         except SystemExit as stopped:  # a stage's own argument check
             status = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 2)
         if status:

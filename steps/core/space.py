@@ -69,16 +69,26 @@ def no_space(doing: str, where: str | Path) -> str:
 
 
 def exit_status(main: Callable[[], int], argv: list[str] | None = None) -> int:
-    """Run a stage's `main`; a full disk is one line on stderr and exit status 2, naming the stage's `--out`."""
+    """Run a stage's `main`; a full disk is one line on stderr and exit status 2, naming the file the write failed
+    on where the error says, else the stage's `--out`."""
     try:
         return main()
     except Exception as error:
         if not out_of_space(error):
             raise
-        args = sys.argv[1:] if argv is None else argv
-        out = args[args.index("--out") + 1] if "--out" in args[:-1] else "."
-        get_logger("stage").error("%s", no_space(f"write {out}", out))
+        where = failed_path(error) or _output(sys.argv[1:] if argv is None else argv)
+        get_logger("stage").error("%s", no_space(f"write {where}", where))
         return NO_SPACE_STATUS
+
+
+def _output(args: list[str]) -> str:
+    """The `--out` of a stage's arguments (`--out DIR` or `--out=DIR`), else the working folder."""
+    for index, arg in enumerate(args):
+        if arg == "--out" and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("--out="):
+            return arg.removeprefix("--out=")
+    return "."
 
 
 def human_bytes(size: int) -> str:

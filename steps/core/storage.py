@@ -204,7 +204,11 @@ class LocalStore(ObjectStore):
         """A copy of `local` beside `target`, to be renamed into place."""
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        shutil.copytree(local, staging, dirs_exist_ok=True)
+        try:
+            shutil.copytree(local, staging, dirs_exist_ok=True)
+        except OSError:  # a full disk: what was copied goes, or every retry would leave another part-copy
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         as_if_created(staging)  # after the copy, which gives the tree the source's modes
         return staging
 

@@ -10,7 +10,7 @@ gates, and publishes `metrics.json` ({model: {"model", "null", "baseline"}}), `v
 `predictions/<model>_baseline.parquet`), `report.md`, and `report.html` with its `plots/*.png` (the baseline's too
 where it is promoted in the model's place).
 Exit status: 0 when the evaluation is complete, whether or not the models passed; 2 bad usage or input
-(invalid gates, a missing or mismatched directory); 1 anything else.
+(invalid gates, a missing or mismatched directory) or no space left (`steps.core.space`); 1 anything else.
 """
 
 from __future__ import annotations

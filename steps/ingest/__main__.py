@@ -2,7 +2,8 @@
 
 Writes a raw artifact: `<modality>.parquet` (one row per object) and `labels.parquet` in the raw schemas of
 `steps.ingest.schemas`, the records set aside in `quarantine.parquet`, and a manifest. Exit status 2 means bad
-usage or input (an unknown source, a missing folder, too many bad records), which retrying cannot fix.
+usage or input (an unknown source, a missing folder, too many bad records), or no space left for the output
+(`steps.core.space`), which retrying cannot fix.
 """
 
 from __future__ import annotations

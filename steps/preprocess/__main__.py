@@ -2,7 +2,8 @@
 
 Writes `features.parquet`, `spec.json` (the input spec a model trained on these features must carry) and
 `quarantine.parquet`, with a manifest. Exit status 2 means the input cannot be used (not a raw artifact of the
-modality, or more bad records than `--max-bad-fraction`); retrying cannot fix it, and nothing is published.
+modality, or more bad records than `--max-bad-fraction`) or that no space is left for the output
+(`steps.core.space`); retrying cannot fix it, and nothing is published.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 Writes `<modality>/{train,val,test}.parquet` and `<modality>/spec.json` for each modality given under one
 artifact, whose manifest counts the rows of every set. The pipeline gives one modality per task, so that new data
 of one re-splits and retrains only its own model; a split by hand may hold several. Exit status 2 means unusable
-inputs or fractions, or an empty set (too few objects for the fractions asked); nothing is published then.
+inputs or fractions, an empty set (too few objects for the fractions asked), or no space left for the output
+(`steps.core.space`); nothing is published then.
 """
 
 from __future__ import annotations

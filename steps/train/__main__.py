@@ -5,7 +5,8 @@ Trains on the split's training rows, chooses hyper-parameters (baseline) or stop
 on its validation rows, and publishes the model directory. `--trainer auto` (the default) trains the TensorFlow
 (Keras) model when TensorFlow is installed and the NumPy baseline otherwise (saying so in the log);
 `--trainer keras` insists on TensorFlow; `--trainer baseline`, or `--force-dummy`, always trains the baseline.
-Exit status: 0 done, 2 bad usage or input (retrying cannot help), 1 anything else.
+Exit status: 0 done, 2 bad usage or input, or no space left for the model (`steps.core.space`; retrying cannot
+help), 1 anything else.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,26 @@ def test_open_store_rejects_unknown_scheme():
 def test_local_store_refuses_keys_outside_root(tmp_path):
     with pytest.raises(ValueError, match="escapes"):
         LocalStore(tmp_path).put("../outside", b"x")
+
+
+def test_an_upload_that_runs_out_of_space_leaves_no_part_copy(tmp_path, monkeypatch):
+    """Each failed attempt used to leave its hidden staging folder, and the disk stayed full after the run."""
+    import errno
+    import shutil as real_shutil
+
+    from steps.core import storage
+
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "weights.npz").write_bytes(b"x" * 1000)
+
+    def copy_then_fill(src, dst, dirs_exist_ok=False):
+        (Path(dst) / "weights.npz").write_bytes(b"x" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(dst) / "weights.npz"))
+
+    monkeypatch.setattr(storage.shutil, "copytree", copy_then_fill)
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(OSError):
+        store.upload_dir(source, "artifacts/k/out")
+    monkeypatch.setattr(storage.shutil, "copytree", real_shutil.copytree)
+    assert [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".")] == []
