@@ -259,3 +259,39 @@ def test_a_version_rolled_back_by_hand_is_not_promoted_again(learnable, tmp_path
     assert ModelRegistry.open(str(registry)).aliases("sed")[PRODUCTION] == "1"
     ModelRegistry.open(str(registry)).set_alias("sed", PRODUCTION, "2")  # a person promotes it again
     assert ModelRegistry.open(str(registry)).alias_state("sed").rolled_back == {PRODUCTION: []}
+
+
+def test_a_baseline_in_production_that_learnt_some_test_objects_is_compared_on_the_others(learnable, noise,
+                                                                                         tmp_path):
+    """The refused model's baseline is judged against production on the test objects production did not learn
+    from, and measured on the same ones (`baseline_metrics`), as the candidate is."""
+    from steps.core.artifacts import ArtifactWriter
+    from steps.models.io import TRAINING_IDS, object_keys
+    from steps.models.splits import read_split
+
+    split, models = learnable
+    test_ids = sorted(object_keys(read_split(split, "photometry")[0]["test"]))
+    learnt = test_ids[: len(test_ids) // 2]
+    production = tmp_path / "production-sed"
+    with ArtifactWriter(production, stage="train.sed") as writer:  # the baseline, said to have learnt half the test
+        for path in models["sed"].iterdir():
+            if path.is_dir():
+                shutil.copytree(path, writer.path(path.name))
+            elif path.name not in ("manifest.json", TRAINING_IDS):
+                shutil.copy2(path, writer.path(path.name))
+        writer.path(TRAINING_IDS).write_text(json.dumps(learnt))
+    registry = tmp_path / "registry"
+    opened = ModelRegistry.open(str(registry))
+    opened.set_alias("sed", PRODUCTION, opened.register("sed", production).version)
+    candidates = _as_keras(noise[1], tmp_path / "candidates")
+    outcome = evaluate_and_promote(split, candidates, registry, tmp_path / "run")["sed"]
+    evaluation = tmp_path / "run" / "evaluation"
+    measured = json.loads((evaluation / "production.json").read_text())["sed"]
+    left = len(test_ids) - len(learnt)
+    assert measured["measured_here"] == left
+    assert measured["baseline_metrics"]["n_test"] == measured["candidate_metrics"]["n_test"] == left
+    assert measured["baseline_metrics"]["targets"] == measured["metrics"]["targets"]  # the same ridge, same objects
+    fallback = json.loads((evaluation / "verdict.json").read_text())["sed"]["fallback"]
+    assert fallback["passed"] and any(f"of production version 1 on the {left} test objects it did not learn from"
+                                      in reason for reason in fallback["reasons"])
+    assert outcome["model"] == "baseline" and outcome["outcome"] == "promoted" and outcome["version"] != "1"
