@@ -7,9 +7,9 @@ What goes, while no run holds the home (`run.home_lock`, which prune holds throu
   run's record names its key or a kept run wrote it (a registry reader's entry, filed again under the aliases its
   run left), and every artifact that a remaining entry or a kept record names stays, so a kept run's inputs are
   still a cache hit. What no record of this home names (another home's, on a shared `--artifact-store`) stays;
-- registry versions of each model that no alias points at, that `stellar models rollback` cannot reach (production's
-  history) and that are not among its newest `--keep-versions`; the kept reports that only they named; their copies
-  in `serving/`.
+- registry versions of each model that no alias points at, that none of the newest `--keep-rollbacks` rollbacks of
+  production can restore, that no one rolled back by hand and that are not among its newest `--keep-versions`; the
+  kept reports that only they named; their copies in `serving/`.
 
 The store's entries go before the run records that name them, so a prune stopped halfway leaves nothing that a later
 prune cannot find.
@@ -31,9 +31,19 @@ from workflows.runs_cli import RunRecord
 
 DEFAULT_KEEP_RUNS = 10
 DEFAULT_KEEP_VERSIONS = 5
+DEFAULT_KEEP_ROLLBACKS = 10  # of production: ten weeks of weekly promotions
 RUN_RECORDS, CACHE_ENTRIES, ARTIFACTS, VERSIONS, REPORTS, SERVING = (
     "run records", "cache entries", "artifacts", "registry versions", "reports", "serving copies")
 KINDS = (RUN_RECORDS, CACHE_ENTRIES, ARTIFACTS, VERSIONS, REPORTS, SERVING)
+
+
+@dataclass(frozen=True)
+class Keep:
+    """How much a prune keeps: run records, newest versions of each model, rollbacks of production."""
+
+    runs: int
+    versions: int
+    rollbacks: int
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,9 @@ def add_prune_command(sub: argparse._SubParsersAction, add_home) -> None:
     prune.add_argument("--keep-versions", default=str(DEFAULT_KEEP_VERSIONS), metavar="K",
                        help="newest versions of each model to keep besides those an alias or a rollback of "
                             f"production holds (default {DEFAULT_KEEP_VERSIONS})")
+    prune.add_argument("--keep-rollbacks", default=str(DEFAULT_KEEP_ROLLBACKS), metavar="R",
+                       help="rollbacks of production that `stellar models rollback` can still make, each restoring "
+                            f"the version before (default {DEFAULT_KEEP_ROLLBACKS})")
     prune.add_argument("--dry-run", action="store_true", help="list what would go and the bytes it would free")
     prune.add_argument("--artifact-store", help="the runs' artifact store, as given to stellar run (default "
                                                 "HOME/artifacts)")
@@ -74,8 +87,9 @@ def prune_command(args: argparse.Namespace) -> int:
 
     home = home_dir(args.home)
     try:
-        keep_runs = _at_least_one("--keep-runs", args.keep_runs, "run")
-        keep_versions = _at_least_one("--keep-versions", args.keep_versions, "version")
+        keep = Keep(_at_least_one("--keep-runs", args.keep_runs, "run"),
+                    _at_least_one("--keep-versions", args.keep_versions, "version"),
+                    _at_least_one("--keep-rollbacks", args.keep_rollbacks, "rollback"))
         if not home.is_dir():
             raise ValueError(f"--home {home}: no such folder")
         store = _existing_store("--artifact-store " if args.artifact_store else "--home ",
@@ -87,8 +101,7 @@ def prune_command(args: argparse.Namespace) -> int:
         return 2
     try:
         with home_lock(home, "prune", doing="stellar"):
-            return _prune(home, store, ModelRegistry(registry) if registry else None, keep_runs, keep_versions,
-                          args.dry_run)
+            return _prune(home, store, ModelRegistry(registry) if registry else None, keep, args.dry_run)
     except HomeBusy as error:
         print(f"stellar prune: {error}", file=sys.stderr)
         return 1
@@ -120,26 +133,26 @@ def _existing_store(option: str, uri: str, s3_endpoint: str | None) -> ObjectSto
     return usable_store(option, uri, s3_endpoint)
 
 
-def _prune(home: Path, store: ObjectStore | None, registry: ModelRegistry | None, keep_runs: int,
-           keep_versions: int, dry_run: bool) -> int:
+def _prune(home: Path, store: ObjectStore | None, registry: ModelRegistry | None, keep: Keep,
+           dry_run: bool) -> int:
     from workflows.runs_cli import read_runs
 
     records = read_runs(home)
-    kept = records[:keep_runs]
+    kept = records[:keep.runs]
     doomed = [Doomed(RUN_RECORDS, record.run, str(record.path.parent), _folder_size(record.path.parent))
-              for record in records[keep_runs:]]
+              for record in records[keep.runs:]]
     try:
         doomed += store_plan(store, records, kept)
     except ValueError as error:
         print(f"stellar prune: {error}", file=sys.stderr)
         return 2
     if registry is not None:
-        doomed += registry_plan(registry, keep_versions, home / "serving")
+        doomed += registry_plan(registry, keep, home / "serving")
     if dry_run:
         _print_items(doomed, home)
         _print_totals(doomed, home, "would free" if doomed else "nothing to prune")
         return 0
-    done = _delete(doomed, store, registry)
+    done = _delete(doomed, store, registry, keep.rollbacks)
     _print_totals(done, home, "deleted" if done else "nothing to prune")
     return 0
 
@@ -201,15 +214,16 @@ def _artifacts_named(records: list[RunRecord]) -> set[str]:
             for artifact in (task.get("outputs") or {}).values() if isinstance(artifact, dict) and "key" in artifact}
 
 
-def registry_plan(registry: ModelRegistry, keep_versions: int, serving: Path) -> list[Doomed]:
-    """The versions of each model that no alias or rollback of production holds, but for the newest
-    `keep_versions`; the reports only they name; their copies in `serving`. A version an earlier prune stopped
-    halfway through deleting goes too."""
+def registry_plan(registry: ModelRegistry, keep: Keep, serving: Path) -> list[Doomed]:
+    """The versions of each model that no alias, none of the newest `keep.rollbacks` rollbacks of production and no
+    rollback by hand holds, but for the newest `keep.versions`; the reports only they name; their copies in
+    `serving`. A version an earlier prune stopped halfway through deleting goes too."""
     doomed, kept_reports, their_reports, pruned = [], set(), set(), set()
     for name in registry.names():
         state = registry.alias_state(name)
         records = registry.versions(name)
-        staying = (state.held() | {record.version for record in records[-keep_versions:]}) - set(state.pruned)
+        staying = (state.held(keep.rollbacks) | {record.version for record in records[-keep.versions:]}) - set(
+            state.pruned)
         kept_blobs = {record.blob for record in records if record.version in staying}
         for record in records:
             if record.version in staying:
@@ -244,9 +258,11 @@ def _served_version(copy: Path) -> tuple[str, str, str] | None:
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
-def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegistry | None) -> list[Doomed]:
+def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegistry | None,
+            rollbacks: int) -> list[Doomed]:
     """Delete what the plan lists, the store's entries before the run records that name them; return what was
-    deleted. A version an alias points at by now stays, with its reports and serving copies."""
+    deleted. A version an alias (or one of the newest `rollbacks` rollbacks) holds by now stays, with its reports
+    and serving copies."""
     done = []
     for item in doomed:
         if item.kind == CACHE_ENTRIES:
@@ -264,7 +280,7 @@ def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegi
     deleted, failed = set(), set()
     for name, numbers in versions.items():
         try:
-            deleted |= {f"{name}@{record.version}" for record in registry.delete_versions(name, numbers)}
+            deleted |= {f"{name}@{record.version}" for record in registry.delete_versions(name, numbers, rollbacks)}
         except RegistryError as error:
             failed.add(name)
             print(f"stellar prune: {error}", file=sys.stderr)

@@ -99,11 +99,14 @@ class AliasState(BaseModel):
     rolled_back: dict[str, list[str]] = Field(default_factory=dict)
     pruned: list[str] = Field(default_factory=list)
 
-    def held(self) -> set[str]:
-        """The versions that must not be deleted: every alias's, every one a rollback of production could restore
-        (its whole history: each rollback restores the newest entry), and every one rolled back by hand (its record
-        is what keeps a retrain reproducing it from being promoted again automatically)."""
-        return {*self.aliases.values(), *(version for version in self.history.get(PRODUCTION, []) if version != UNSET),
+    def held(self, rollbacks: int | None = None) -> set[str]:
+        """The versions that must not be deleted: every alias's, every one the newest `rollbacks` rollbacks of
+        production could restore (None: its whole history; each rollback restores the newest entry), and every one
+        rolled back by hand (its record is what keeps a retrain reproducing it from being promoted again
+        automatically)."""
+        history = self.history.get(PRODUCTION, [])
+        restorable = history if rollbacks is None else history[max(0, len(history) - rollbacks):]
+        return {*self.aliases.values(), *(version for version in restorable if version != UNSET),
                 *(version for versions in self.rolled_back.values() for version in versions)}
 
 
@@ -377,17 +380,20 @@ class ModelRegistry:
             blob = self.store.get(key)
             state = AliasState.model_validate_json(blob.data) if blob else AliasState()
             history = state.history.get(alias, [])
-            while history and history[-1] in state.pruned:  # deleted (a candidate's old versions): passed over
+            passed_over = False
+            while history and history[-1] in state.pruned:  # deleted (beyond `stellar prune --keep-rollbacks`)
                 history.pop()
+                passed_over = True
             if alias not in state.aliases:
                 if not self._numbers(name):
                     raise self._missing(name, "")  # no such model: the error names the models there are
                 raise NothingToRollBack(f"{name} has no {alias} version: nothing to roll back (to serve a version: "
                                         f"stellar models promote {name} VERSION)")
-            if not history:
+            if not history or (passed_over and history[-1] == UNSET and alias == PRODUCTION):  # nothing served
+                deleted = " (the versions before were deleted by stellar prune)" if passed_over else ""
                 raise NothingToRollBack(f"{name}:{alias} is version {state.aliases[alias]}, and no earlier change of "
-                                        f"it is left to undo (to serve another version: stellar models promote "
-                                        f"{name} VERSION)")
+                                        f"it is left to undo{deleted} (to serve another version: stellar models "
+                                        f"promote {name} VERSION)")
             withdrawn = state.aliases[alias]
             if withdrawn not in state.rolled_back.setdefault(alias, []):
                 state.rolled_back[alias].append(withdrawn)
@@ -421,9 +427,9 @@ class ModelRegistry:
         lineages = [record.lineage, *(entry.lineage for entry in self.evaluations(record.name, record.version))]
         return {lineage["report"].rsplit("/", 1)[0] for lineage in lineages if lineage.get("report")}
 
-    def delete_versions(self, name: str, versions: set[str]) -> list[VersionRecord]:
+    def delete_versions(self, name: str, versions: set[str], rollbacks: int | None = None) -> list[VersionRecord]:
         """Delete these versions of `name` (record, evaluations, model files), but for the newest and any that
-        `AliasState.held` holds when the deletion is decided; return the deleted ones' records.
+        `AliasState.held` holds (with `rollbacks`) when the deletion is decided; return the deleted ones' records.
 
         The decision is an alias-record swap that lists them as `pruned`, which `set_alias` refuses: a promotion
         racing with it either lands first (the version is then held and kept) or finds it pruned, so no alias
@@ -437,7 +443,7 @@ class ModelRegistry:
         for attempt in range(_SWAP_ATTEMPTS):
             blob = self.store.get(key)
             state = AliasState.model_validate_json(blob.data) if blob else AliasState()
-            doomed = sorted(set(records) - state.held(), key=int)
+            doomed = sorted(set(records) - state.held(rollbacks), key=int)
             if not doomed:
                 return []
             state.pruned = sorted({*state.pruned, *doomed}, key=int)

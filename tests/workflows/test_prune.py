@@ -185,6 +185,7 @@ def test_a_run_holding_the_home_refuses_the_prune(tmp_path, capsys):
     (["--keep-runs", "-3"], "--keep-runs -3: needs at least 1 run"),
     (["--keep-versions", "0"], "--keep-versions 0: needs at least 1 version"),
     (["--keep-runs", "two"], "--keep-runs 'two'"),
+    (["--keep-rollbacks", "0"], "--keep-rollbacks 0: needs at least 1 rollback"),
 ])
 def test_bad_options_refuse_with_one_line_and_delete_nothing(tmp_path, capsys, options, message):
     home = tmp_path / "home"
@@ -298,3 +299,20 @@ def test_a_prune_stopped_after_deciding_leaves_no_version_a_retrain_could_land_o
     record = registry.register("sed", models["a"])
     assert record.version == "4"
     registry.set_alias("sed", CANDIDATE, record.version)
+
+
+def test_keep_rollbacks_bounds_the_production_history_a_prune_keeps(tmp_path, capsys):
+    """Weekly promotions make production's history grow for ever; `--keep-rollbacks R` keeps the versions the
+    newest R rollbacks restore, and a rollback past them says nothing is left to undo."""
+    from steps.core.registry import NothingToRollBack
+
+    home = tmp_path / "home"
+    registry = ModelRegistry.open(str(home / "registry"))
+    for c in "abcdef":
+        registry.set_alias("sed", PRODUCTION, registry.register("sed", make_model(tmp_path, c)).version)
+    assert registry.alias_state("sed").history[PRODUCTION] == ["", "1", "2", "3", "4", "5"]
+    assert prune(home, "--keep-versions", "1", "--keep-rollbacks", "2") == 0
+    assert [record.version for record in registry.versions("sed")] == ["4", "5", "6"]
+    assert registry.rollback("sed") == "5" and registry.rollback("sed") == "4"
+    with pytest.raises(NothingToRollBack, match="no earlier change of it is left to undo"):
+        registry.rollback("sed")
