@@ -311,34 +311,31 @@ def _folder_size(folder: Path) -> int:
 
 
 def _print_items(doomed: list[Doomed], home: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    if not doomed:
-        return
-    print(f"{home}: a prune would delete")
-    table = Table()
-    for column in ("kind", "what", "size"):
-        table.add_column(column, justify="right" if column == "size" else "left")
-    for item in doomed:
-        table.add_row(item.kind, item.what, human_bytes(item.size))
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if doomed:
+        print(f"{home}: a prune would delete")
+        _print_table(("kind", "what", "size"), [(item.kind, item.what, human_bytes(item.size)) for item in doomed])
 
 
 def _print_totals(items: list[Doomed], home: Path, verb: str) -> None:
     """Counts and bytes per kind, as a table, or one line when there is nothing."""
-    from rich.console import Console
-    from rich.table import Table
-
     if not items:
         print(f"{home}: {verb}")
         return
     print(f"{home}: {verb} {human_bytes(sum(item.size for item in items))}")
+    kinds = [[item for item in items if item.kind == kind] for kind in KINDS]
+    _print_table(("kind", "count", "size"), [(of_kind[0].kind, str(len(of_kind)),
+                                              human_bytes(sum(item.size for item in of_kind)))
+                                             for of_kind in kinds if of_kind])
+
+
+def _print_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A rich table, sizes and counts right-aligned; whole lines when piped."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table()
-    for column in ("kind", "count", "size"):
-        table.add_column(column, justify="left" if column == "kind" else "right")
-    for kind in KINDS:
-        of_kind = [item for item in items if item.kind == kind]
-        if of_kind:
-            table.add_row(kind, str(len(of_kind)), human_bytes(sum(item.size for item in of_kind)))
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("count", "size") else "left")
+    for row in rows:
+        table.add_row(*row)
     Console(width=None if sys.stdout.isatty() else 160).print(table)

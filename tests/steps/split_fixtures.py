@@ -203,3 +203,23 @@ def train_all(root: Path, noise: bool) -> tuple[Path, dict[str, Path]]:
     split = write_split(root / "split", n=300, seed=21, noise=noise)
     return split, {name: train_from_split(name, split, root / name, trainer="baseline")
                    for name in ("spectral", "lightcurve", "sed")}
+
+
+def said_to_have_learnt_half_the_test(split: Path, model: Path, out: Path) -> tuple[Path, list[str]]:
+    """A copy of the SED `model` whose `training_ids.json` says it learnt the first half of the split's test objects
+    (as a production version trained on another split of the same library would have): (the copy, those keys)."""
+    import shutil
+
+    from steps.models.io import TRAINING_IDS, object_keys
+    from steps.models.splits import read_split
+
+    test_ids = sorted(object_keys(read_split(split, "photometry")[0]["test"]))
+    learnt = test_ids[: len(test_ids) // 2]
+    with ArtifactWriter(out, stage="train.sed") as writer:
+        for path in model.iterdir():
+            if path.is_dir():
+                shutil.copytree(path, writer.path(path.name))
+            elif path.name not in ("manifest.json", TRAINING_IDS):
+                shutil.copy2(path, writer.path(path.name))
+        writer.path(TRAINING_IDS).write_text(json.dumps(learnt))
+    return out, learnt

@@ -329,24 +329,14 @@ def test_production_is_measured_only_on_test_objects_it_did_not_learn_from(learn
     """A production version trained on another split of the same library has learnt some of this split's test
     objects: measured on them it would look better than it is. It is measured, and the candidate with it, on the
     test objects it did not learn from."""
-    import shutil
-
-    from steps.core.artifacts import ArtifactWriter
+    from split_fixtures import said_to_have_learnt_half_the_test
     from steps.core.registry import PRODUCTION, ModelRegistry
-    from steps.models.io import TRAINING_IDS, object_keys
+    from steps.models.io import object_keys
     from steps.models.splits import read_split
 
     split, models = learnable
-    test_ids = sorted(object_keys(read_split(split, "photometry")[0]["test"]))
-    learnt = test_ids[: len(test_ids) // 2]
-    other = tmp_path / "production-sed"
-    with ArtifactWriter(other, stage="train.sed") as writer:  # the same model, said to have learnt half the test
-        for path in models["sed"].iterdir():
-            if path.is_dir():
-                shutil.copytree(path, writer.path(path.name))
-            elif path.name not in ("manifest.json", TRAINING_IDS):
-                shutil.copy2(path, writer.path(path.name))
-        writer.path(TRAINING_IDS).write_text(json.dumps(learnt))
+    test_ids = object_keys(read_split(split, "photometry")[0]["test"])
+    other, learnt = said_to_have_learnt_half_the_test(split, models["sed"], tmp_path / "production-sed")
     registry = ModelRegistry.open(str(tmp_path / "registry"))
     registry.set_alias("sed", PRODUCTION, registry.register("sed", other).version)
     out = tmp_path / "evaluation"

@@ -16,7 +16,7 @@ from steps.evaluate.__main__ import main as evaluate
 from steps.promote.__main__ import main as promote
 from workflows.run import file_models, promotion_lines
 from workflows.runs_cli import _outcome
-from split_fixtures import write_split
+from split_fixtures import said_to_have_learnt_half_the_test, write_split
 
 NAMES = ("spectral", "lightcurve", "sed")
 
@@ -265,21 +265,12 @@ def test_a_baseline_in_production_that_learnt_some_test_objects_is_compared_on_t
                                                                                          tmp_path):
     """The refused model's baseline is judged against production on the test objects production did not learn
     from, and measured on the same ones (`baseline_metrics`), as the candidate is."""
-    from steps.core.artifacts import ArtifactWriter
-    from steps.models.io import TRAINING_IDS, object_keys
+    from steps.models.io import object_keys
     from steps.models.splits import read_split
 
     split, models = learnable
-    test_ids = sorted(object_keys(read_split(split, "photometry")[0]["test"]))
-    learnt = test_ids[: len(test_ids) // 2]
-    production = tmp_path / "production-sed"
-    with ArtifactWriter(production, stage="train.sed") as writer:  # the baseline, said to have learnt half the test
-        for path in models["sed"].iterdir():
-            if path.is_dir():
-                shutil.copytree(path, writer.path(path.name))
-            elif path.name not in ("manifest.json", TRAINING_IDS):
-                shutil.copy2(path, writer.path(path.name))
-        writer.path(TRAINING_IDS).write_text(json.dumps(learnt))
+    test_ids = object_keys(read_split(split, "photometry")[0]["test"])
+    production, learnt = said_to_have_learnt_half_the_test(split, models["sed"], tmp_path / "production-sed")
     registry = tmp_path / "registry"
     opened = ModelRegistry.open(str(registry))
     opened.set_alias("sed", PRODUCTION, opened.register("sed", production).version)
