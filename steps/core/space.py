@@ -18,7 +18,7 @@ from pathlib import Path
 from steps.core.logs import get_logger
 
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-NO_SPACE_TEXT = "No space left on device"  # how shutil.Error's tuples and TensorFlow's errors carry it
+NO_SPACE_TEXTS = ("No space left on device", "Disk quota exceeded")  # in shutil.Error's tuples, TensorFlow's errors
 NO_SPACE_STATUS = 2  # not retried: see the module docstring
 FREEING = "free space there (stellar prune deletes old runs, the artifacts only they used and unused model versions)"
 
@@ -31,7 +31,7 @@ def out_of_space(error: BaseException) -> bool:
         if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
             return True
         if isinstance(error, shutil.Error) or not isinstance(error, OSError):
-            if NO_SPACE_TEXT in str(error) or "Disk quota exceeded" in str(error):
+            if any(text in str(error) for text in NO_SPACE_TEXTS):
                 return True
         error = error.__cause__ or error.__context__
     return False

@@ -12,7 +12,7 @@ from steps.core.artifacts import ArtifactWriter, checked_content_hash, read_mani
 from steps.core.logs import get_logger
 from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError, RolledBack
 from steps.core.space import exit_status
-from steps.evaluate import BASELINES
+from steps.evaluate import BASELINES, NO_PRODUCTION
 
 MODELS = ("spectral", "lightcurve", "sed")
 log = get_logger("promote")
@@ -40,22 +40,20 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
         compared_with = (baseline.get(name) or {}).get("version")
         outcome = {"version": record.version, "previous": compared_with, "reasons": verdict.get("reasons", [])}
         fallback = verdict.get("fallback") or {}
-        if fallback and not fallback.get("passed"):
-            outcome.update({"because": fallback.get("because") or "no production version yet",
-                            "baseline_refused": True,
+        if fallback:  # the refused model's baseline was judged too: why, and its reasons
+            outcome.update({"because": fallback.get("because") or NO_PRODUCTION,
                             "reasons": [*outcome["reasons"], *(f"baseline: {r}" for r in fallback["reasons"])]})
+        if fallback and not fallback.get("passed"):
+            outcome["baseline_refused"] = True
         if not verdict.get("passed") and fallback.get("passed"):
             baseline_dir = evaluation / BASELINES / name
             fallback_metrics = {**metrics.get(name, {}), "model": metrics.get(name, {}).get("baseline")}
             record = registry.register_evaluated(name, baseline_dir, evaluation, fallback_metrics,
                                                  {**fallback, "instead_of": record.version})
-            because = fallback.get("because") or "no production version yet"
-            outcome.update({"refused_version": outcome["version"], "version": record.version, "model": "baseline",
-                            "because": because,
-                            "reasons": [*outcome["reasons"], *(f"baseline: {r}" for r in fallback["reasons"])]})
+            outcome.update({"refused_version": outcome["version"], "version": record.version, "model": "baseline"})
             verdict = fallback
             log.info("%s: the model (version %s) was refused (%s): its baseline (version %s) passed the gates",
-                     name, outcome["refused_version"], because, record.version)
+                     name, outcome["refused_version"], outcome["because"], record.version)
         if not verdict.get("passed"):
             outcome["outcome"] = "refused"
             log.info("%s version %s: refused by the quality gates", name, record.version)
