@@ -230,8 +230,7 @@ def registry_plan(registry: ModelRegistry, keep: Keep, serving: Path) -> list[Do
                 kept_reports |= registry.reports(record)
                 continue
             their_reports |= registry.reports(record)
-            parts = [f"{name}/versions/{record.version}.json", f"{name}/evaluations/{record.version}/",
-                     *([f"{name}/blobs/{record.blob}/"] if record.blob not in kept_blobs else [])]
+            parts = registry.version_parts(record, with_files=record.blob not in kept_blobs)
             doomed.append(Doomed(VERSIONS, f"{name} version {record.version}", f"{name}@{record.version}",
                                  sum(sum(registry.store.sizes(part).values()) for part in parts)))
             pruned.add((name, record.version, record.blob))

@@ -427,6 +427,14 @@ class ModelRegistry:
         lineages = [record.lineage, *(entry.lineage for entry in self.evaluations(record.name, record.version))]
         return {lineage["report"].rsplit("/", 1)[0] for lineage in lineages if lineage.get("report")}
 
+    @staticmethod
+    def version_parts(record: VersionRecord, with_files: bool = True) -> list[str]:
+        """The keys and prefixes that hold a version: its record, its evaluations and (`with_files`) its model
+        files, which other versions of the same bytes share."""
+        name, version = record.name, record.version
+        return [f"{name}/versions/{version}.json", f"{name}/evaluations/{version}/",
+                *([f"{name}/blobs/{record.blob}/"] if with_files else [])]
+
     def delete_versions(self, name: str, versions: set[str], rollbacks: int | None = None) -> list[VersionRecord]:
         """Delete these versions of `name` (record, evaluations, model files), but for the newest and any that
         `AliasState.held` holds (with `rollbacks`) when the deletion is decided; return the deleted ones' records.
@@ -455,12 +463,13 @@ class ModelRegistry:
         else:
             raise RegistryError(f"{name}: versions not deleted: gave up after {_SWAP_ATTEMPTS} concurrent changes")
         for version in doomed:
-            self.store.delete(f"{name}/versions/{version}.json")
-            self.store.delete_tree(f"{name}/evaluations/{version}")
+            record_key, evaluations, _ = self.version_parts(records[version])
+            self.store.delete(record_key)
+            self.store.delete_tree(evaluations)
         named = {record.blob for record in self.versions(name)}
         for version in doomed:
             if records[version].blob not in named:
-                self.store.delete_tree(f"{name}/blobs/{records[version].blob}")
+                self.store.delete_tree(self.version_parts(records[version])[-1])
         return [records[version] for version in doomed]
 
     def summary(self) -> list[dict[str, Any]]:
