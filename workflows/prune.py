@@ -161,7 +161,7 @@ def store_plan(store: ObjectStore | None, records: list[RunRecord], kept: list[R
     """The cache entries and artifacts of `store` that the home's `records` name and that no `kept` record needs.
     ValueError where the kept runs' artifacts are not in it: a store other than theirs, whose records would go and
     leave their entries where no later prune finds them."""
-    from workflows.local.cache import CacheEntry
+    from workflows.local.cache import ARTIFACT_PREFIX, ENTRY_PREFIX, CacheEntry
 
     ours_runs, kept_runs = {record.run for record in records}, {record.run for record in kept}
     ours_keys, kept_keys = _task_keys(records), _task_keys(kept)
@@ -173,11 +173,11 @@ def store_plan(store: ObjectStore | None, records: list[RunRecord], kept: list[R
     if store is None:
         return []
     doomed = []
-    for path, size in store.sizes("cache/").items():
+    for path, size in store.sizes(ENTRY_PREFIX).items():
         blob = store.get(path) if path.endswith(".json") else None
         if blob is None:
             continue
-        key = path.removeprefix("cache/").removesuffix(".json")
+        key = path.removeprefix(ENTRY_PREFIX).removesuffix(".json")
         try:
             entry = CacheEntry.model_validate_json(blob.data)
         except ValueError:  # unreadable: of use to no run
@@ -192,7 +192,7 @@ def store_plan(store: ObjectStore | None, records: list[RunRecord], kept: list[R
         else:
             kept_artifacts |= outputs
     named, artifacts = ours_artifacts | kept_artifacts, defaultdict(int)
-    for path, size in store.sizes("artifacts/").items():
+    for path, size in store.sizes(ARTIFACT_PREFIX).items():
         parts = path.split("/")
         if any(part.startswith(".") for part in parts):  # staged by an upload in progress (`LocalStore._staged`)
             continue

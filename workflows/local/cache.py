@@ -28,6 +28,8 @@ from steps.core.storage import ObjectStore, PreconditionFailed
 
 
 CONTENT_HASH_CHARS = 16  # of an artifact's SHA-256 in its place in the store
+ENTRY_PREFIX = "cache/"  # the store's prefixes: cache entries (`<task key>.json`) and artifacts (`<task key>/...`)
+ARTIFACT_PREFIX = "artifacts/"
 
 
 class StoredArtifact(BaseModel):
@@ -76,13 +78,13 @@ class ArtifactCache:
         the bytes are hashed: the same bytes keep the entry, with the listing recorded anew; other bytes are removed
         from the store (their place is the hash of what was stored, where the rebuilt output goes). Bytes are
         checked against their hash again when a task fetches them."""
-        blob = self.store.get(f"cache/{key}.json")
+        blob = self.store.get(f"{ENTRY_PREFIX}{key}.json")
         if blob is None:
             return None, None
         try:
             entry = CacheEntry.model_validate_json(blob.data)
         except ValueError as error:
-            return None, f"its cache entry {self.store.uri}/cache/{key}.json is unreadable ({error})"
+            return None, f"its cache entry {self.store.uri}/{ENTRY_PREFIX}{key}.json is unreadable ({error})"
         relisted = False
         for name, artifact in entry.outputs.items():
             found = self.store.listing_fingerprint(artifact.key)
@@ -112,7 +114,7 @@ class ArtifactCache:
         stored = {}
         for name, path in outputs.items():
             sha256 = sha256_tree(path)
-            artifact_key = f"artifacts/{key}/{name}/{sha256[:CONTENT_HASH_CHARS]}"
+            artifact_key = f"{ARTIFACT_PREFIX}{key}/{name}/{sha256[:CONTENT_HASH_CHARS]}"
             if path.is_file():
                 with tempfile.TemporaryDirectory() as holder:
                     shutil.copy2(path, Path(holder) / path.name)
@@ -124,7 +126,7 @@ class ArtifactCache:
                                           file=path.name if path.is_file() else None)
         entry = CacheEntry(task=task, run=run, outputs=stored)
         try:
-            self.store.put_if_absent(f"cache/{key}.json", entry.model_dump_json(indent=2).encode())
+            self.store.put_if_absent(f"{ENTRY_PREFIX}{key}.json", entry.model_dump_json(indent=2).encode())
             return entry
         except PreconditionFailed:  # an entry was there: another run's, or one that could not be used
             earlier, _ = self.check(key)
@@ -135,7 +137,7 @@ class ArtifactCache:
 
     def record(self, key: str, entry: CacheEntry) -> None:
         """Write (or re-point) a cache entry."""
-        self.store.put(f"cache/{key}.json", entry.model_dump_json(indent=2).encode())
+        self.store.put(f"{ENTRY_PREFIX}{key}.json", entry.model_dump_json(indent=2).encode())
 
     def fetch(self, artifact: StoredArtifact, dest: Path) -> None:
         """Copy a stored artifact to `dest` (a directory, or a file for one-file artifacts); `dest` must not exist.
