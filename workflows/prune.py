@@ -24,10 +24,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from steps.core.registry import ModelRegistry, RegistryError
+from typing import TYPE_CHECKING
+
 from steps.core.space import human_bytes
-from steps.core.storage import ObjectStore
-from workflows.runs_cli import RunRecord
+
+if TYPE_CHECKING:  # every `stellar` command builds the parser that names prune: no pyarrow at start-up for it
+    from steps.core.registry import ModelRegistry
+    from steps.core.storage import ObjectStore
+    from workflows.runs_cli import RunRecord
 
 DEFAULT_KEEP_RUNS = 10
 DEFAULT_KEEP_VERSIONS = 5
@@ -101,7 +105,7 @@ def prune_command(args: argparse.Namespace) -> int:
         return 2
     try:
         with home_lock(home, "prune", doing="stellar"):
-            return _prune(home, store, ModelRegistry(registry) if registry else None, keep, args.dry_run)
+            return _prune(home, store, _open_registry(registry), keep, args.dry_run)
     except HomeBusy as error:
         print(f"stellar prune: {error}", file=sys.stderr)
         return 1
@@ -121,6 +125,12 @@ def _at_least_one(option: str, text: str, what: str) -> int:
         return at_least(1, what)(text)
     except argparse.ArgumentTypeError as error:
         raise ValueError(f"{option} {error}") from None
+
+
+def _open_registry(store: ObjectStore | None) -> ModelRegistry | None:
+    from steps.core.registry import ModelRegistry
+
+    return ModelRegistry(store) if store else None
 
 
 def _existing_store(option: str, uri: str, s3_endpoint: str | None) -> ObjectStore | None:
@@ -262,6 +272,8 @@ def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegi
     """Delete what the plan lists, the store's entries before the run records that name them; return what was
     deleted. A version an alias (or one of the newest `rollbacks` rollbacks) holds by now stays, with its reports
     and serving copies."""
+    from steps.core.registry import RegistryError
+
     done = []
     for item in doomed:
         if item.kind == CACHE_ENTRIES:
