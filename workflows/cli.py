@@ -307,7 +307,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     samples = args.samples or (200 if source == "synthetic" else 0)
     argv = [args.modality, "--source", source, "--samples", str(samples), "--seed", str(args.seed),
             "--cache", str(home_dir(args.home) / "raw-cache"), "--out", str(args.out)]
-    return exit_status(lambda: ingest(argv), argv)
+    return exit_status(ingest, argv)
 
 
 def _registry(args: argparse.Namespace):

@@ -147,7 +147,7 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     ]
     for step, argv in steps:
         try:
-            status = exit_status(lambda: step(argv), argv)
+            status = exit_status(step, argv)
         except SystemExit as stopped:  # a stage's own argument check
             status = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 2)
         if status:

@@ -68,11 +68,11 @@ def no_space(doing: str, where: str | Path) -> str:
     return f"no space left to {doing} ({free_space(where)}): {FREEING}, or give it another place"
 
 
-def exit_status(main: Callable[[], int], argv: list[str] | None = None) -> int:
-    """Run a stage's `main`; a full disk is one line on stderr and exit status 2, naming the file the write failed
-    on where the error says, else the stage's `--out`."""
+def exit_status(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a stage's `main(argv)` (None: the command line's); a full disk is one line on stderr and exit status 2,
+    naming the file the write failed on where the error says, else the stage's `--out`."""
     try:
-        return main()
+        return main(argv)
     except Exception as error:
         if not out_of_space(error):
             raise

@@ -20,7 +20,7 @@ STAGE = """
 import sys
 from steps.core.space import exit_status
 
-def main():
+def main(argv=None):
     with open("/dev/full", "w") as handle:
         handle.write("x" * 10_000)
     return 0
@@ -54,13 +54,13 @@ def test_the_file_a_write_failed_on_is_named_before_the_stages_output(monkeypatc
     said = logger.lines
     monkeypatch.setattr("steps.core.space.get_logger", lambda name: logger)
 
-    def scratch_full() -> int:
+    def scratch_full(argv) -> int:
         raise OSError(errno.ENOSPC, "No space left on device", "/scratch/baselines/x.npz")
 
     assert exit_status(scratch_full, ["--out=/out/evaluation"]) == NO_SPACE_STATUS
     assert said[-1].startswith("no space left to write /scratch/baselines/x.npz (")
 
-    def unnamed_full() -> int:
+    def unnamed_full(argv) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     assert exit_status(unnamed_full, ["--split", "s", "--out=/out/evaluation"]) == NO_SPACE_STATUS
@@ -68,12 +68,12 @@ def test_the_file_a_write_failed_on_is_named_before_the_stages_output(monkeypatc
 
 
 def test_other_errors_are_not_taken_for_a_full_disk():
-    def broken() -> int:
+    def broken(argv) -> int:
         raise PermissionError(errno.EACCES, "Permission denied", "/x")
 
     with pytest.raises(PermissionError):
         exit_status(broken, [])
-    assert exit_status(lambda: 3, []) == 3
+    assert exit_status(lambda argv: 3, []) == 3
 
 
 def test_a_full_disk_is_found_through_chained_errors_and_shutils_tuples():
