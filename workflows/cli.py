@@ -60,14 +60,14 @@ def _add_home(parser: argparse.ArgumentParser, default: Any = None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     from workflows.predict_cli import add_predict_command
-    from workflows.prune import add_prune_command
+    from workflows.prune import add_models_prune_command, add_prune_command
     from workflows.runs_cli import add_runs_command
     from workflows.training_cli import add_training_commands, at_least, seed_number
 
     parser = argparse.ArgumentParser(prog="stellar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    render = sub.add_parser("render", help="write the WorkflowTemplate and CronWorkflow as YAML")
+    render = sub.add_parser("render", help="write the WorkflowTemplate and the CronWorkflows as YAML")
     render.add_argument("--out", required=True, type=Path, help="directory to write the two YAML files into")
     render.add_argument("--image-registry", help="registry of the stage images (default ghcr.io/stellar-pipeline)")
     render.add_argument("--image-tag", help="tag of the stage images (default: the package version)")
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--seed", type=seed_number, default=42)
     ingest.add_argument("--out", type=Path, required=True, help="output directory (parquet and manifest)")
 
-    models = sub.add_parser("models", help="the model registry: list, show, register, promote, roll back")
+    models = sub.add_parser("models", help="the model registry: list, show, register, promote, roll back, prune")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     listing = models_sub.add_parser("list", help="every model with its versions and aliases")
     listing.add_argument("--json", action="store_true", help="print JSON only (logs go to stderr)")
@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="promote a version that the quality gates refused when it was last evaluated")
     rollback = models_sub.add_parser("rollback", help="point production back at its previous version")
     rollback.add_argument("name")
+    prune = add_models_prune_command(models_sub)
     _add_home(models)
-    for command in (listing, show, register, promote, rollback):
+    for command in (listing, show, register, promote, rollback, prune):
         _add_home(command, argparse.SUPPRESS)
         command.add_argument("--registry", help="registry URI (default HOME/registry)")
 
@@ -319,6 +320,8 @@ def _registry(args: argparse.Namespace):
 def cmd_models(args: argparse.Namespace) -> int:
     from steps.core.registry import PRODUCTION, NothingToRollBack, RegistryError
 
+    if args.models_command == "prune":
+        return args.handler(args)
     try:
         registry = _registry(args)
         if args.models_command == "list":

@@ -68,13 +68,7 @@ def add_prune_command(sub: argparse._SubParsersAction, add_home) -> None:
     add_home(prune)
     prune.add_argument("--keep-runs", default=str(DEFAULT_KEEP_RUNS), metavar="N",
                        help=f"run records to keep, newest first (default {DEFAULT_KEEP_RUNS})")
-    prune.add_argument("--keep-versions", default=str(DEFAULT_KEEP_VERSIONS), metavar="K",
-                       help="newest versions of each model to keep besides those an alias or a rollback of "
-                            f"production holds (default {DEFAULT_KEEP_VERSIONS})")
-    prune.add_argument("--keep-rollbacks", default=str(DEFAULT_KEEP_ROLLBACKS), metavar="R",
-                       help="rollbacks of production that `stellar models rollback` can still make, each restoring "
-                            f"the version before (default {DEFAULT_KEEP_ROLLBACKS})")
-    prune.add_argument("--dry-run", action="store_true", help="list what would go and the bytes it would free")
+    _add_registry_options(prune)
     prune.add_argument("--artifact-store", help="the runs' artifact store, as given to stellar run (default "
                                                 "HOME/artifacts)")
     prune.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto, ...) for s3:// stores")
@@ -82,18 +76,38 @@ def add_prune_command(sub: argparse._SubParsersAction, add_home) -> None:
     prune.set_defaults(handler=prune_command)
 
 
+def add_models_prune_command(models_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `prune` to `stellar models`: the registry part of `stellar prune` alone, for a registry that no home's
+    runs fill (a cluster's, where Argo deletes each run's artifacts with its workflow)."""
+    prune = models_sub.add_parser(
+        "prune", help="delete the versions that no alias, rollback or --keep-versions holds",
+        description="Delete the model versions that no alias points at, that none of the newest --keep-rollbacks "
+                    "rollbacks of production can restore, that no one rolled back by hand and that are not among "
+                    "the newest --keep-versions, with the reports only they name (the registry part of "
+                    "`stellar prune`; the S3 endpoint comes from AWS_ENDPOINT_URL).")
+    _add_registry_options(prune)
+    prune.set_defaults(handler=models_prune_command)
+    return prune
+
+
+def _add_registry_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--keep-versions", default=str(DEFAULT_KEEP_VERSIONS), metavar="K",
+                         help="newest versions of each model to keep besides those an alias or a rollback of "
+                              f"production holds (default {DEFAULT_KEEP_VERSIONS})")
+    command.add_argument("--keep-rollbacks", default=str(DEFAULT_KEEP_ROLLBACKS), metavar="R",
+                         help="rollbacks of production that `stellar models rollback` can still make, each "
+                              f"restoring the version before (default {DEFAULT_KEEP_ROLLBACKS})")
+    command.add_argument("--dry-run", action="store_true", help="list what would go and the bytes it would free")
+
+
 def prune_command(args: argparse.Namespace) -> int:
     """Run `stellar prune`; return the exit status (2: bad input, 1: a run holds the home)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from workflows.cli import home_dir
     from workflows.run import HomeBusy, home_lock
 
     home = home_dir(args.home)
     try:
-        keep = Keep(_at_least_one("--keep-runs", args.keep_runs, "run"),
-                    _at_least_one("--keep-versions", args.keep_versions, "version"),
-                    _at_least_one("--keep-rollbacks", args.keep_rollbacks, "rollback"))
+        keep = Keep(_at_least_one("--keep-runs", args.keep_runs, "run"), *_registry_keep(args))
         if not home.is_dir():
             raise ValueError(f"--home {home}: no such folder")
         store = _existing_store("--artifact-store " if args.artifact_store else "--home ",
@@ -105,16 +119,50 @@ def prune_command(args: argparse.Namespace) -> int:
         return 2
     try:
         with home_lock(home, "prune", doing="stellar"):
-            return _prune(home, store, _open_registry(registry), keep, args.dry_run)
+            return _reported("stellar prune", lambda: _prune(home, store, _open_registry(registry), keep,
+                                                             args.dry_run))
     except HomeBusy as error:
         print(f"stellar prune: {error}", file=sys.stderr)
         return 1
-    except OSError as error:  # a read-only home or registry: what was deleted before it stays deleted
+
+
+def models_prune_command(args: argparse.Namespace) -> int:
+    """Run `stellar models prune`; return the exit status (2: bad input or a registry that refuses)."""
+    from workflows.cli import home_dir
+
+    home = home_dir(args.home)
+    try:
+        keep = Keep(0, *_registry_keep(args))
+        store = _existing_store("--registry " if args.registry else "--home ",
+                                args.registry or str(home / "registry"), None)
+    except ValueError as error:
+        print(f"stellar models prune: {error}", file=sys.stderr)
+        return 2
+    if store is None:
+        print(f"{args.registry or home / 'registry'}: nothing to prune (no such folder)")
+        return 0
+    return _reported("stellar models prune",
+                     lambda: _prune_registry(_open_registry(store), keep, home / "serving", args.dry_run))
+
+
+def _registry_keep(args: argparse.Namespace) -> tuple[int, int]:
+    return (_at_least_one("--keep-versions", args.keep_versions, "version"),
+            _at_least_one("--keep-rollbacks", args.keep_rollbacks, "rollback"))
+
+
+def _reported(command: str, action) -> int:
+    """`action()`'s exit status, or 2 with one line where a folder or an S3 store refuses: what was deleted before
+    it stays deleted."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return action()
+    except OSError as error:  # a read-only home or registry
         where = f" {error.filename}:" if error.filename else ""
-        print(f"stellar prune:{where} {error.strerror or error}", file=sys.stderr)
+        print(f"{command}:{where} {error.strerror or error}", file=sys.stderr)
         return 2
     except (BotoCoreError, ClientError) as error:  # an S3 store or registry that refuses (AccessDenied, ...)
-        print(f"stellar prune: S3: {error}", file=sys.stderr)
+        print(f"{command}: S3: {error}", file=sys.stderr)
         return 2
 
 
@@ -158,12 +206,23 @@ def _prune(home: Path, store: ObjectStore | None, registry: ModelRegistry | None
         return 2
     if registry is not None:
         doomed += registry_plan(registry, keep, home / "serving")
+    return _carry_out(doomed, store, registry, keep, dry_run, home, "stellar prune")
+
+
+def _prune_registry(registry: ModelRegistry, keep: Keep, serving: Path, dry_run: bool) -> int:
+    return _carry_out(registry_plan(registry, keep, serving), None, registry, keep, dry_run, registry.store.uri,
+                      "stellar models prune")
+
+
+def _carry_out(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegistry | None, keep: Keep,
+               dry_run: bool, where: Path | str, command: str) -> int:
+    """List what `doomed` holds (a dry run) or delete it, and print the totals under `where`."""
     if dry_run:
-        _print_items(doomed, home)
-        _print_totals(doomed, home, "would free" if doomed else "nothing to prune")
+        _print_items(doomed, where)
+        _print_totals(doomed, where, "would free" if doomed else "nothing to prune")
         return 0
-    done = _delete(doomed, store, registry, keep.rollbacks)
-    _print_totals(done, home, "deleted" if done else "nothing to prune")
+    done = _delete(doomed, store, registry, keep.rollbacks, command)
+    _print_totals(done, where, "deleted" if done else "nothing to prune")
     return 0
 
 
@@ -268,7 +327,7 @@ def _served_version(copy: Path) -> tuple[str, str, str] | None:
 
 
 def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegistry | None,
-            rollbacks: int) -> list[Doomed]:
+            rollbacks: int, command: str) -> list[Doomed]:
     """Delete what the plan lists, the store's entries before the run records that name them; return what was
     deleted. A version an alias (or one of the newest `rollbacks` rollbacks) holds by now stays, with its reports
     and serving copies."""
@@ -294,10 +353,10 @@ def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegi
             deleted |= {f"{name}@{record.version}" for record in registry.delete_versions(name, numbers, rollbacks)}
         except RegistryError as error:
             failed.add(name)
-            print(f"stellar prune: {error}", file=sys.stderr)
+            print(f"{command}: {error}", file=sys.stderr)
     for item in doomed:
         if item.kind == VERSIONS and item.where not in deleted and item.where.split("@")[0] not in failed:
-            print(f"stellar prune: {item.what} kept: an alias points at it now", file=sys.stderr)
+            print(f"{command}: {item.what} kept: an alias points at it now", file=sys.stderr)
     done += [item for item in doomed if item.kind == VERSIONS and item.where in deleted]
     if any(item.kind in (REPORTS, SERVING) for item in doomed):
         names = registry.names()
@@ -321,18 +380,18 @@ def _folder_size(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
-def _print_items(doomed: list[Doomed], home: Path) -> None:
+def _print_items(doomed: list[Doomed], where: Path | str) -> None:
     if doomed:
-        print(f"{home}: a prune would delete")
+        print(f"{where}: a prune would delete")
         _print_table(("kind", "what", "size"), [(item.kind, item.what, human_bytes(item.size)) for item in doomed])
 
 
-def _print_totals(items: list[Doomed], home: Path, verb: str) -> None:
+def _print_totals(items: list[Doomed], where: Path | str, verb: str) -> None:
     """Counts and bytes per kind, as a table, or one line when there is nothing."""
     if not items:
-        print(f"{home}: {verb}")
+        print(f"{where}: {verb}")
         return
-    print(f"{home}: {verb} {human_bytes(sum(item.size for item in items))}")
+    print(f"{where}: {verb} {human_bytes(sum(item.size for item in items))}")
     kinds = [[item for item in items if item.kind == kind] for kind in KINDS]
     _print_table(("kind", "count", "size"), [(of_kind[0].kind, str(len(of_kind)),
                                               human_bytes(sum(item.size for item in of_kind)))

@@ -258,6 +258,43 @@ def test_an_entry_another_home_made_stays_though_an_old_run_here_used_it(tmp_pat
     assert {task.status for task in run(tmp_path / "b", "v1", shared).values()} == {CACHED}
 
 
+
+def test_models_prune_prunes_an_s3_registry_with_no_home(tmp_path, s3_server, s3_bucket, capsys, monkeypatch):
+    """`stellar models prune`, as the cluster's prune CronWorkflow runs it: the registry alone, on S3 (the endpoint
+    from AWS_ENDPOINT_URL, as the workflow's pods have it); nothing of a home is read or made."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.chdir(tmp_path)
+    uri = f"s3://{s3_bucket}/registry"
+    registry = ModelRegistry.open(uri)
+    for content in "abcd":
+        registry.register("sed", make_model(tmp_path, content))
+    for version in ("3", "2"):
+        registry.set_alias("sed", PRODUCTION, version)
+    prune_registry = ["models", "prune", "--registry", uri, "--keep-versions", "1", "--keep-rollbacks", "1"]
+    assert main([*prune_registry, "--dry-run"]) == 0
+    assert "sed version 1" in capsys.readouterr().out and len(registry.versions("sed")) == 4
+    assert main(prune_registry) == 0
+    assert f"{uri}: deleted" in capsys.readouterr().out
+    assert [record.version for record in registry.versions("sed")] == ["2", "3", "4"]
+    assert main(prune_registry) == 0
+    assert capsys.readouterr().out.strip() == f"{uri}: nothing to prune"
+    assert registry.rollback("sed") == "3"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model-a", "model-b", "model-c", "model-d"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--keep-versions", "0"], "--keep-versions 0: needs at least 1 version"),
+    (["--keep-rollbacks", "x"], "--keep-rollbacks 'x'"),
+])
+def test_models_prune_refuses_bad_options_with_one_line(tmp_path, capsys, options, message):
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    for content in "ab":
+        registry.register("sed", make_model(tmp_path, content))
+    assert main(["models", "prune", "--registry", str(tmp_path / "registry"), *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"stellar models prune: {message}")
+    assert len(registry.versions("sed")) == 2
+
 def test_a_version_rolled_back_by_hand_stays_so_a_retrain_reproducing_it_is_not_promoted_again(tmp_path, capsys):
     home = tmp_path / "home"
     registry = ModelRegistry.open(str(home / "registry"))
