@@ -1,12 +1,12 @@
 """Generate the Hera-derived parts of charts/stellar-pipeline from workflows/pipeline.py (`make chart-sync`).
 
 The chart must ship exactly what `stellar render` writes, so nothing Hera renders is written twice by hand. From the
-rendered WorkflowTemplate and CronWorkflow (default RenderOptions) this writes:
+rendered WorkflowTemplate and CronWorkflows (default RenderOptions) this writes:
 
-- templates/workflowtemplate.yaml, templates/cronworkflow.yaml: the rendered objects with every Argo `{{...}}`
-  expression escaped for Helm ({{`{{inputs.parameters.seed}}`}}) and the configurable fields (image registry and
-  tag, pull policy, workflow parameters, resources, S3 Secret, schedule, time zone, concurrency policy, ...)
-  replaced by Helm expressions over .Values;
+- templates/workflowtemplate.yaml, templates/cronworkflow.yaml, templates/prune-cronworkflow.yaml: the rendered
+  objects with every Argo `{{...}}` expression escaped for Helm ({{`{{inputs.parameters.seed}}`}}) and the
+  configurable fields (image registry and tag, pull policy, workflow parameters, resources, S3 Secret, schedules,
+  time zone, concurrency policy, what the prune keeps, ...) replaced by Helm expressions over .Values;
 - templates/_generated.tpl: the object names the rest of the chart must agree with (service accounts, the artifact
   repository ConfigMap and key, the S3 Secret, the template's name);
 - values.yaml: the block between the GENERATED markers, holding the defaults of those fields as Hera has them;
@@ -36,7 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workflows.pipeline import RenderOptions  # noqa: E402
-from workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, rendered_documents, to_yaml  # noqa: E402
+from workflows.render import (  # noqa: E402
+    CRON_WORKFLOW_FILE,
+    PRUNE_CRON_WORKFLOW_FILE,
+    WORKFLOW_TEMPLATE_FILE,
+    rendered_documents,
+    to_yaml,
+)
 from workflows.validate import cron_pattern  # noqa: E402
 
 CHART = ROOT / "charts" / "stellar-pipeline"
@@ -114,19 +120,23 @@ def workflow_template(doc: dict[str, Any]) -> str:
         parameter["value"] = markers.mark(
             Scalar(f'index .Values.workflow.parameters {json.dumps(parameter["name"])} | toString'))
     for template in spec["templates"]:
-        container = template.get("container")
-        if container is None:
-            continue
-        stage = IMAGE.fullmatch(container["image"]).group("stage")
-        container["image"] = markers.mark(
-            Scalar(f'printf "%s/stellar-%s:%s" .Values.image.registry "{stage}" {TAG_EXPR}'))
-        container["imagePullPolicy"] = markers.mark(Scalar(".Values.image.pullPolicy"))
-        container["resources"] = markers.mark(Block(f'(index .Values.resources {json.dumps(template["name"])})'))
-        for env in container.get("env") or []:
-            env["valueFrom"]["secretKeyRef"]["name"] = markers.mark(Scalar('include "stellar-pipeline.s3Secret" .'))
+        if "container" in template:
+            _container(template["container"], markers,
+                       Block(f'(index .Values.resources {json.dumps(template["name"])})'))
     body = to_yaml({"spec": spec})
     return (HEADER + f"apiVersion: {doc['apiVersion']}\nkind: {doc['kind']}\n" + _metadata(doc["metadata"]["name"])
             + markers.substitute(body))
+
+
+def _container(container: dict[str, Any], markers: _Markers, resources: Block) -> None:
+    """A container's image, pull policy, resources and S3 Secret as Helm expressions."""
+    stage = IMAGE.fullmatch(container["image"]).group("stage")
+    container["image"] = markers.mark(
+        Scalar(f'printf "%s/stellar-%s:%s" .Values.image.registry "{stage}" {TAG_EXPR}'))
+    container["imagePullPolicy"] = markers.mark(Scalar(".Values.image.pullPolicy"))
+    container["resources"] = markers.mark(resources)
+    for env in container.get("env") or []:
+        env["valueFrom"]["secretKeyRef"]["name"] = markers.mark(Scalar('include "stellar-pipeline.s3Secret" .'))
 
 
 def cron_workflow(doc: dict[str, Any]) -> str:
@@ -142,12 +152,32 @@ def cron_workflow(doc: dict[str, Any]) -> str:
             + _metadata(doc["metadata"]["name"]) + markers.substitute(body) + "{{- end }}\n")
 
 
+def prune_cron_workflow(doc: dict[str, Any]) -> str:
+    """The registry's prune CronWorkflow chart template (rendered only when prune.enabled): the registry the
+    training runs promote into, and the time zone of their schedule."""
+    markers = _Markers()
+    spec = doc["spec"]
+    spec["schedules"] = markers.mark(Block(".Values.prune.schedules"))
+    spec["timezone"] = markers.mark(Scalar(".Values.cron.timezone"))
+    workflow = spec["workflowSpec"]
+    values = {"registry": 'index .Values.workflow.parameters "registry"',
+              "keep-versions": ".Values.prune.keepVersions", "keep-rollbacks": ".Values.prune.keepRollbacks"}
+    for parameter in workflow["arguments"]["parameters"]:
+        parameter["value"] = markers.mark(Scalar(f"{values[parameter['name']]} | toString"))
+    for template in workflow["templates"]:
+        _container(template["container"], markers, Block(".Values.prune.resources"))
+    body = to_yaml({"spec": spec})
+    return (HEADER + "{{- if .Values.prune.enabled }}\n" + f"apiVersion: {doc['apiVersion']}\nkind: {doc['kind']}\n"
+            + _metadata(doc["metadata"]["name"]) + markers.substitute(body) + "{{- end }}\n")
+
+
 def names_template(options: RenderOptions, template_name: str) -> str:
     """Named templates for the object names the WorkflowTemplate refers to, so RBAC and ConfigMap agree with it."""
     names = {
         "workflowTemplateName": template_name,
         "serviceAccount": options.service_account,
         "deployerServiceAccount": options.deploy_service_account,
+        "artifactGCServiceAccount": options.artifact_gc_service_account,
         "artifactRepositoryConfigMap": options.artifact_repository_configmap,
         "artifactRepositoryKey": options.artifact_repository_key,
         "defaultS3Secret": options.s3_secret,
@@ -156,9 +186,13 @@ def names_template(options: RenderOptions, template_name: str) -> str:
         f'{{{{- define "stellar-pipeline.{key}" -}}}}{value}{{{{- end }}}}\n' for key, value in names.items())
 
 
-def values_block(template: dict[str, Any], cron: dict[str, Any], options: RenderOptions) -> str:
+def values_block(template: dict[str, Any], cron: dict[str, Any], prune: dict[str, Any],
+                 options: RenderOptions) -> str:
     """The generated part of values.yaml: the defaults of every field the chart templates take from .Values."""
-    spec, cron_spec = template["spec"], cron["spec"]
+    spec, cron_spec, prune_spec = template["spec"], cron["spec"], prune["spec"]
+    prune_values = {"enabled": True, "schedules": prune_spec["schedules"], "keepVersions": options.keep_versions,
+                    "keepRollbacks": options.keep_rollbacks,
+                    "resources": prune_spec["workflowSpec"]["templates"][0]["container"]["resources"]}
     image = {"registry": options.image_registry, "tag": "", "pullPolicy": options.image_pull_policy}
     cron_values = {"enabled": True, "schedules": cron_spec["schedules"],
                    **{key: cron_spec[key] for key in ("timezone", "concurrencyPolicy", "startingDeadlineSeconds",
@@ -170,8 +204,12 @@ def values_block(template: dict[str, Any], cron: dict[str, Any], options: Render
         "# Stage images: <registry>/stellar-<stage>:<tag>; an empty tag means the chart's appVersion (the package",
         "# version, which is what `make images` tags and `make kind-load` loads).",
         to_yaml({"image": image}).rstrip(),
-        "# The CronWorkflow that starts the template (`enabled: false` ships the template alone).",
+        "# The CronWorkflow that starts the template (`enabled: false`, and prune's, ship the template alone).",
         to_yaml({"cron": cron_values}).rstrip(),
+        "# The CronWorkflow that prunes the registry (`stellar models prune`, in the cron time zone): it keeps every",
+        "# aliased version, those the newest keepRollbacks rollbacks of production restore, those rolled back by hand",
+        "# and the newest keepVersions of each model. Each run's artifacts go with its workflow (artifactGC).",
+        to_yaml({"prune": prune_values}).rstrip(),
         "# Workflow parameters (their defaults in the WorkflowTemplate; `argo submit -p NAME=VALUE` overrides per run).",
         to_yaml({"workflow": {"parameters": parameters}}).rstrip(),
         "# Requests and limits of each template's main container (a memory limit on every one).",
@@ -200,7 +238,8 @@ def values_schema(current: dict[str, Any], template: dict[str, Any]) -> dict[str
     resources["properties"] = {name: {"$ref": "#/definitions/resources"} for name in names}
     resources["required"] = names
     cron = schema["properties"]["cron"]["properties"]
-    cron["schedules"]["items"] = {"type": "string", "pattern": cron_pattern()}
+    for schedules in (cron["schedules"], schema["properties"]["prune"]["properties"]["schedules"]):
+        schedules["items"] = {"type": "string", "pattern": cron_pattern()}
     cron["timezone"] = {"enum": time_zones()}
     return schema
 
@@ -223,14 +262,17 @@ def generated_files(chart: Path = CHART, api_chart: Path = API_CHART) -> dict[Pa
     """Every file this generator owns (path -> the content it should have)."""
     options = RenderOptions()
     documents = rendered_documents(options)
-    template, cron = documents[WORKFLOW_TEMPLATE_FILE], documents[CRON_WORKFLOW_FILE]
-    fresh = rendered_documents(options)  # workflow_template and cron_workflow rewrite their document in place
+    template, cron, prune = (documents[name] for name in (WORKFLOW_TEMPLATE_FILE, CRON_WORKFLOW_FILE,
+                                                          PRUNE_CRON_WORKFLOW_FILE))
+    fresh = rendered_documents(options)  # the chart templates' builders rewrite their document in place
     schema = json.loads((chart / "values.schema.json").read_text())
     return {
         chart / "templates" / "workflowtemplate.yaml": workflow_template(fresh[WORKFLOW_TEMPLATE_FILE]),
         chart / "templates" / "cronworkflow.yaml": cron_workflow(fresh[CRON_WORKFLOW_FILE]),
+        chart / "templates" / PRUNE_CRON_WORKFLOW_FILE: prune_cron_workflow(fresh[PRUNE_CRON_WORKFLOW_FILE]),
         chart / "templates" / "_generated.tpl": names_template(options, template["metadata"]["name"]),
-        chart / "values.yaml": values_yaml((chart / "values.yaml").read_text(), values_block(template, cron, options)),
+        chart / "values.yaml": values_yaml((chart / "values.yaml").read_text(),
+                                           values_block(template, cron, prune, options)),
         chart / "values.schema.json": json.dumps(values_schema(schema, template), indent=2) + "\n",
         chart / "Chart.yaml": chart_yaml(chart / "Chart.yaml", options.image_tag),
         api_chart / "Chart.yaml": chart_yaml(api_chart / "Chart.yaml", options.image_tag),

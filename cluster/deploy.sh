@@ -32,7 +32,7 @@ cron=() # expanded as ${cron[@]+...}: bash before 4.4 (macOS's 3.2) calls an emp
 if [[ -n "${SCHEDULE:-}" ]]; then cron+=(--set-json "cron.schedules=[$(json_string "$SCHEDULE")]"); fi
 if [[ -n "${TIMEZONE:-}" ]]; then cron+=(--set-json "cron.timezone=$(json_string "$TIMEZONE")"); fi
 
-log "stellar-pipeline: WorkflowTemplate, CronWorkflow, artifact repository, S3 Secret, RBAC"
+log "stellar-pipeline: WorkflowTemplate, CronWorkflows, artifact repository, S3 Secret, RBAC"
 helm upgrade --install stellar-pipeline "$REPO_ROOT/charts/stellar-pipeline" --namespace "$NAMESPACE" \
   --create-namespace --values "$kept/stellar-pipeline.yaml" "${image[@]}" ${cron[@]+"${cron[@]}"} \
   --set-string "s3.accessKeyId=$S3_ACCESS_KEY" --set-string "s3.secretAccessKey=$S3_SECRET_KEY" --wait --timeout 2m

@@ -1,8 +1,10 @@
-"""The one definition of the training DAG: an Argo WorkflowTemplate and its weekly CronWorkflow, built with Hera.
+"""The one definition of the training DAG: an Argo WorkflowTemplate and its weekly CronWorkflow, built with Hera,
+and the CronWorkflow that prunes the model registry.
 
 Everything else reads what this module renders: `stellar render` writes it, the Helm chart ships it, and the
-local executor runs it. Each stage is a container template running `python -m steps.<stage>` in the stage's own
-image; artifacts travel through the artifact repository named by `artifactRepositoryRef` (S3/MinIO).
+local executor runs the template. Each stage is a container template running `python -m steps.<stage>` in the
+stage's own image; artifacts travel through the artifact repository named by `artifactRepositoryRef` (S3/MinIO),
+and Argo deletes a run's artifacts with its workflow (`artifactGC`), a week after it ends (`ttlStrategy`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from steps.core.version import package_version
+from workflows.prune import DEFAULT_KEEP_ROLLBACKS, DEFAULT_KEEP_VERSIONS
 
 TEMPLATE_NAME = "stellar-training"
 CRON_NAME = "stellar-weekly"
+PRUNE_CRON_NAME = "stellar-prune"
 ENTRYPOINT = "training"
 # Apart, under /tmp: Argo mounts each input artifact at its path, and the container runtime makes the folders above
 # that mount point, owned by root; a stage (uid 10001) could not create its output folder among them.
@@ -68,10 +72,14 @@ class RenderOptions:
     namespace: str | None = None
     service_account: str = "stellar-pipeline"
     deploy_service_account: str = "stellar-deployer"
+    artifact_gc_service_account: str = "stellar-artifact-gc"
     artifact_repository_configmap: str = "artifact-repositories"
     artifact_repository_key: str = "stellar-minio"
     s3_secret: str = "stellar-s3"
     schedules: tuple[str, ...] = ("0 3 * * 1",)  # a CronWorkflow starts the run at each
+    prune_schedules: tuple[str, ...] = ("0 1 * * 1",)  # the registry's prune, before the weekly run
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
+    keep_rollbacks: int = DEFAULT_KEEP_ROLLBACKS
     timezone: str = "Etc/UTC"
     starting_deadline_seconds: int = 3600
     concurrency_policy: str = "Forbid"
@@ -131,6 +139,11 @@ def _retry(options: RenderOptions) -> RetryStrategy:
         backoff=m.Backoff(duration=options.backoff_duration, factor=options.backoff_factor,
                           max_duration=options.backoff_max_duration),
     )
+
+
+def _ttl() -> m.TTLStrategy:
+    """A finished workflow is deleted after a week: long enough to look at it in the Argo UI."""
+    return m.TTLStrategy(seconds_after_completion=7 * 24 * 3600)
 
 
 def _pod_security() -> m.PodSecurityContext:
@@ -205,8 +218,13 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
         artifact_repository_ref=m.ArtifactRepositoryRef(config_map=options.artifact_repository_configmap,
                                                         key=options.artifact_repository_key),
         labels={"app.kubernetes.io/name": "stellar-pipeline", "app.kubernetes.io/version": options.image_tag},
-        ttl_strategy=m.TTLStrategy(seconds_after_completion=7 * 24 * 3600),
+        ttl_strategy=_ttl(),
         pod_gc=m.PodGC(strategy="OnPodSuccess"),
+        # The run's artifacts go when its workflow does (the TTL above, `argo delete`, a CronWorkflow's history
+        # limit): nothing reads them after, as the registry keeps every model and report. A deletion that fails
+        # (MinIO unreachable) leaves them and lets the workflow go, rather than hold it by its finalizer for ever.
+        artifact_gc=m.WorkflowLevelArtifactGC(strategy="OnWorkflowDeletion", force_finalizer_removal=True,
+                                              service_account_name=options.artifact_gc_service_account),
         security_context=_pod_security(),
     ) as template:
         ingest = _stage(
@@ -336,3 +354,42 @@ def build_cron_workflow(options: RenderOptions | None = None) -> CronWorkflow:
         workflow_template_ref=m.WorkflowTemplateRef(name=TEMPLATE_NAME),
         labels={"app.kubernetes.io/name": "stellar-pipeline"},
     )
+
+
+def build_prune_cron_workflow(options: RenderOptions | None = None) -> CronWorkflow:
+    """`stellar-prune`: `stellar models prune` on the registry the runs promote into, on a schedule. It keeps every
+    version an alias points at, that one of the newest `keep-rollbacks` rollbacks of production can restore, that
+    was rolled back by hand, and the newest `keep-versions` of each model; the runs' own artifacts go with their
+    workflows (the template's `artifactGC`)."""
+    options = options or RenderOptions()
+    arguments = {"registry": workflow_parameters(options)["registry"], "keep-versions": str(options.keep_versions),
+                 "keep-rollbacks": str(options.keep_rollbacks)}
+    with CronWorkflow(
+        name=PRUNE_CRON_NAME,
+        namespace=options.namespace,
+        schedules=list(options.prune_schedules),
+        timezone=options.timezone,
+        concurrency_policy="Forbid",
+        starting_deadline_seconds=options.starting_deadline_seconds,
+        successful_jobs_history_limit=2,
+        failed_jobs_history_limit=4,
+        entrypoint="prune-registry",
+        service_account_name=options.service_account,
+        arguments=_params(arguments),
+        ttl_strategy=_ttl(),
+        pod_gc=m.PodGC(strategy="OnPodSuccess"),
+        security_context=_pod_security(),
+        labels={"app.kubernetes.io/name": "stellar-pipeline"},
+    ) as cron:
+        Container(
+            name="prune-registry",
+            image=options.image("promote"),
+            image_pull_policy=options.image_pull_policy,
+            command=["stellar", "models", "prune"],
+            args=[arg for name in arguments for arg in (f"--{name}", _wf(name))],
+            env=_s3_env(options),
+            resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
+            retry_strategy=_retry(options),
+            security_context=_container_security(),
+        )
+    return cron

@@ -7,11 +7,12 @@ from typing import Any
 
 import yaml
 
-from workflows.pipeline import RenderOptions, build_cron_workflow, build_workflow_template
+from workflows.pipeline import RenderOptions, build_cron_workflow, build_prune_cron_workflow, build_workflow_template
 from workflows.validate import check_references
 
 WORKFLOW_TEMPLATE_FILE = "workflowtemplate.yaml"
 CRON_WORKFLOW_FILE = "cronworkflow.yaml"
+PRUNE_CRON_WORKFLOW_FILE = "prune-cronworkflow.yaml"
 
 __all__ = ["RenderOptions", "rendered_documents", "to_yaml", "write_rendered"]
 
@@ -36,7 +37,8 @@ def to_yaml(doc: dict[str, Any]) -> str:
 def rendered_documents(options: RenderOptions | None = None) -> dict[str, dict[str, Any]]:
     """file name -> document, after checking every reference; raises ValueError listing the problems."""
     documents = {WORKFLOW_TEMPLATE_FILE: build_workflow_template(options).to_dict(),
-                 CRON_WORKFLOW_FILE: build_cron_workflow(options).to_dict()}
+                 CRON_WORKFLOW_FILE: build_cron_workflow(options).to_dict(),
+                 PRUNE_CRON_WORKFLOW_FILE: build_prune_cron_workflow(options).to_dict()}
     problems = [f"{name}: {problem}" for name, doc in documents.items() for problem in check_references(doc)]
     if problems:
         raise ValueError("rendered objects do not check out:\n  " + "\n  ".join(problems))
@@ -44,7 +46,7 @@ def rendered_documents(options: RenderOptions | None = None) -> dict[str, dict[s
 
 
 def write_rendered(out: Path, options: RenderOptions | None = None) -> list[Path]:
-    """Write both documents into `out`; return their paths. Nothing is written unless both render and check out."""
+    """Write the documents into `out`; return their paths. Nothing is written unless all render and check out."""
     documents = rendered_documents(options)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -29,7 +29,7 @@ PIPELINE_VALUES = {
                    "resources": {"train": {"requests": {"cpu": "4", "memory": "8Gi"},
                                            "limits": {"cpu": "8", "memory": "16Gi"}}},
                    "rbac": {"deployerServiceMonitor": True}},
-    "template-only": {"cron": {"enabled": False}, "rbac": {"create": False}},
+    "template-only": {"cron": {"enabled": False}, "prune": {"enabled": False}, "rbac": {"create": False}},
 }
 API_VALUES = {
     "defaults": {},
@@ -62,6 +62,7 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc["kind"] == kind]
 
 
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    [doc] = by_kind(docs, kind)
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    """The one document of `kind` (named `name`, where several are of that kind)."""
+    [doc] = [doc for doc in by_kind(docs, kind) if name is None or doc["metadata"]["name"] == name]
     return doc

@@ -24,6 +24,8 @@ ROLLOUT_STATUS = (("apps", "replicasets"), ("", "pods"))
 # (apiGroup, resource) -> verbs each Role may be granted; nothing else, and never a wildcard.
 ALLOWED_RULES = {
     "stellar-executor": {("argoproj.io", "workflowtaskresults"): {"create", "patch"}},
+    "stellar-artifact-gc": {("argoproj.io", "workflowartifactgctasks"): {"list", "watch"},
+                            ("argoproj.io", "workflowartifactgctasks/status"): {"patch"}},
     "stellar-deployer": {
         ("", "services"): MANAGE, ("", "serviceaccounts"): MANAGE, ("apps", "deployments"): MANAGE,
         ("autoscaling", "horizontalpodautoscalers"): MANAGE, ("policy", "poddisruptionbudgets"): MANAGE,

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from rendering import KUBE_VERSIONS, NAMESPACE, PIPELINE_CHART, PIPELINE_VALUES, by_kind, one, render
-from workflows.pipeline import RenderOptions
-from workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, rendered_documents
+from workflows.pipeline import CRON_NAME, PRUNE_CRON_NAME, RenderOptions
+from workflows.render import CRON_WORKFLOW_FILE, PRUNE_CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, rendered_documents
 from workflows.validate import check_references, strict_schema, validate_against_schema
 
 
@@ -25,7 +25,8 @@ def test_default_values_render_what_stellar_render_writes(helm):
     docs = render(PIPELINE_CHART)
     expected = rendered_documents()
     assert one(docs, "WorkflowTemplate")["spec"] == expected[WORKFLOW_TEMPLATE_FILE]["spec"]
-    assert one(docs, "CronWorkflow")["spec"] == expected[CRON_WORKFLOW_FILE]["spec"]
+    assert one(docs, "CronWorkflow", CRON_NAME)["spec"] == expected[CRON_WORKFLOW_FILE]["spec"]
+    assert one(docs, "CronWorkflow", PRUNE_CRON_NAME)["spec"] == expected[PRUNE_CRON_WORKFLOW_FILE]["spec"]
     assert one(docs, "WorkflowTemplate")["metadata"]["name"] == expected[WORKFLOW_TEMPLATE_FILE]["metadata"]["name"]
     assert expected[WORKFLOW_TEMPLATE_FILE]["metadata"]["labels"].items() <= \
         one(docs, "WorkflowTemplate")["metadata"]["labels"].items()
@@ -36,13 +37,16 @@ def test_values_do_what_the_same_render_options_do(helm):
     options: the chart's values and RenderOptions are two doors to the same objects."""
     values = {"image": {"registry": "localhost:5001/stellar", "tag": "1.2.3-rc1"},
               "cron": {"schedules": ["30 2 * * 0"], "timezone": "Europe/Berlin", "concurrencyPolicy": "Replace"},
-              "workflow": {"parameters": {"samples": 50, "deploy-target": "local"}}}
+              "prune": {"schedules": ["0 5 * * *"], "keepVersions": 3, "keepRollbacks": 2},
+              "workflow": {"parameters": {"samples": 50, "deploy-target": "local", "registry": "s3://models/r"}}}
     options = RenderOptions(image_registry="localhost:5001/stellar", image_tag="1.2.3-rc1", schedules=("30 2 * * 0",),
-                            timezone="Europe/Berlin", concurrency_policy="Replace",
-                            parameters={"samples": "50", "deploy-target": "local"})
+                            timezone="Europe/Berlin", concurrency_policy="Replace", prune_schedules=("0 5 * * *",),
+                            keep_versions=3, keep_rollbacks=2,
+                            parameters={"samples": "50", "deploy-target": "local", "registry": "s3://models/r"})
     docs, expected = render(PIPELINE_CHART, values), rendered_documents(options)
     assert one(docs, "WorkflowTemplate")["spec"] == expected[WORKFLOW_TEMPLATE_FILE]["spec"]
-    assert one(docs, "CronWorkflow")["spec"] == expected[CRON_WORKFLOW_FILE]["spec"]
+    assert one(docs, "CronWorkflow", CRON_NAME)["spec"] == expected[CRON_WORKFLOW_FILE]["spec"]
+    assert one(docs, "CronWorkflow", PRUNE_CRON_NAME)["spec"] == expected[PRUNE_CRON_WORKFLOW_FILE]["spec"]
 
 
 def test_resources_are_values(helm):
@@ -70,8 +74,8 @@ def test_argo_expressions_reach_argo_unexpanded(helm):
 def test_argo_objects_pass_the_strict_schema_and_reference_checks(helm, argo_schema, name):
     docs = render(PIPELINE_CHART, PIPELINE_VALUES[name])
     argo = [doc for doc in docs if doc["apiVersion"].startswith("argoproj.io/")]
-    assert {doc["kind"] for doc in argo} == ({"WorkflowTemplate", "CronWorkflow"} if name != "template-only"
-                                            else {"WorkflowTemplate"})
+    assert sorted(doc["metadata"]["name"] for doc in argo) == (
+        ["stellar-prune", "stellar-training", "stellar-weekly"] if name != "template-only" else ["stellar-training"])
     for doc in argo:
         assert validate_against_schema(doc, argo_schema) == [], doc["kind"]
         assert check_references(doc) == [], doc["kind"]
@@ -105,14 +109,18 @@ def test_every_secret_and_service_account_the_pods_use_is_there(helm, name):
     values = PIPELINE_VALUES[name]
     docs = render(PIPELINE_CHART, values)
     spec = one(docs, "WorkflowTemplate")["spec"]
-    accounts = {spec["serviceAccountName"]} | {t["serviceAccountName"] for t in spec["templates"]
-                                               if "serviceAccountName" in t}
-    assert accounts == {"stellar-pipeline", "stellar-deployer"}
+    accounts = {spec["serviceAccountName"], spec["artifactGC"]["serviceAccountName"]} | {
+        t["serviceAccountName"] for t in spec["templates"] if "serviceAccountName" in t}
+    assert accounts == {"stellar-pipeline", "stellar-deployer", "stellar-artifact-gc"}
+    prune = [doc["spec"]["workflowSpec"] for doc in by_kind(docs, "CronWorkflow")
+             if doc["metadata"]["name"] == PRUNE_CRON_NAME]
+    assert all(workflow["serviceAccountName"] in accounts for workflow in prune)
     if values.get("rbac", {}).get("create", True):
         assert {d["metadata"]["name"] for d in by_kind(docs, "ServiceAccount")} == accounts
     else:
         assert by_kind(docs, "ServiceAccount") == []
-    referenced = {env["valueFrom"]["secretKeyRef"]["name"] for t in spec["templates"] if "container" in t
+    templates = spec["templates"] + [template for workflow in prune for template in workflow["templates"]]
+    referenced = {env["valueFrom"]["secretKeyRef"]["name"] for t in templates if "container" in t
                   for env in t["container"].get("env") or []}
     existing = values.get("s3", {}).get("existingSecret")
     if existing:
@@ -144,6 +152,8 @@ def test_deploy_task_targets_helm_with_the_chart_in_its_image(helm):
     ({"cron": {"schedules": ["@Weekly"]}}, "schedules"),  # robfig/cron reads descriptors in lower case only
     ({"cron": {"schedules": ["@every  1h"]}}, "schedules"),
     ({"cron": {"timezone": "Mars/Olympus"}}, "timezone"),
+    ({"prune": {"schedules": ["0 25 * * *"]}}, "schedules"),
+    ({"prune": {"keepVersions": 0}}, "keepVersions"),
 ])
 def test_the_values_schema_refuses_mistakes(helm, values, message):
     with pytest.raises(helm.HelmError, match=message):
@@ -172,5 +182,11 @@ def test_the_chart_takes_the_schedules_stellar_render_takes(schedule):
 
 def test_a_schedule_and_time_zone_set_as_values_reach_the_cron_workflow(helm):
     docs = render(PIPELINE_CHART, {"cron": {"schedules": ["0 4 * * 2,5"], "timezone": "America/Argentina/Salta"}})
-    spec = one(docs, "CronWorkflow")["spec"]
+    spec = one(docs, "CronWorkflow", CRON_NAME)["spec"]
     assert spec["schedules"] == ["0 4 * * 2,5"] and spec["timezone"] == "America/Argentina/Salta"
+    assert one(docs, "CronWorkflow", PRUNE_CRON_NAME)["spec"]["timezone"] == "America/Argentina/Salta"
+
+
+def test_the_prune_can_be_left_out(helm):
+    docs = render(PIPELINE_CHART, {"prune": {"enabled": False}})
+    assert [doc["metadata"]["name"] for doc in by_kind(docs, "CronWorkflow")] == [CRON_NAME]

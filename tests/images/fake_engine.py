@@ -2,10 +2,10 @@
 
 It understands what that script asks of an engine: `run` (with `--volume SRC:DST[:ro]`, whose DST prefixes in the
 arguments become SRC, `--publish HOST:PORT:8000`, `--detach --name N`; other options are taken and ignored),
-`inspect --format ... N`, `logs N` and `rm --force N`. A stage image runs its arguments (`python -m steps.X ...`)
-with this interpreter; the API image runs its entrypoint, `stellar serve`, on the published port. So the script's
-stage order and every stage's arguments are checked against the stages' own command lines where no container can
-run; what only a container checks (the images' contents, the read-only root, uid 10001) is not.
+`inspect --format ... N`, `logs N` and `rm --force N`. A stage image runs its arguments (`python -m steps.X ...`,
+or `stellar ...`) with this interpreter; the API image runs its entrypoint, `stellar serve`, on the published port.
+So the script's stage order and every stage's arguments are checked against the stages' own command lines where no
+container can run; what only a container checks (the images' contents, the read-only root, uid 10001) is not.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def run(args: list[str]) -> int:
                    "--port", port, *command]
     elif command[:1] == ["python"]:
         command[0] = sys.executable
+    elif command[:1] == ["stellar"]:  # the images' console script
+        command = [sys.executable, "-m", "workflows.cli", *command[1:]]
     command = [mapped(part, volumes) for part in command]
     if "--detach" not in options:
         return subprocess.run(command).returncode

@@ -1,4 +1,4 @@
-"""The rendered WorkflowTemplate and CronWorkflow: shape, Argo schema (strict), references, golden files."""
+"""The rendered WorkflowTemplate and CronWorkflows: shape, Argo schema (strict), references, golden files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import yaml
 
 from workflows.local.expressions import parse_duration
 from workflows.pipeline import RenderOptions, workflow_parameters
-from workflows.render import CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE, rendered_documents, to_yaml
+from workflows.render import (
+    CRON_WORKFLOW_FILE,
+    PRUNE_CRON_WORKFLOW_FILE,
+    WORKFLOW_TEMPLATE_FILE,
+    rendered_documents,
+    to_yaml,
+)
 from workflows.validate import check_references, parse_cron, validate_against_schema
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -89,6 +95,36 @@ def test_cron_workflow_runs_the_template_weekly(documents):
         parse_cron(schedule)
 
 
+def test_a_runs_artifacts_go_with_its_workflow_and_a_failed_deletion_does_not_hold_it(template):
+    assert template["spec"]["artifactGC"] == {"strategy": "OnWorkflowDeletion", "forceFinalizerRemoval": True,
+                                              "serviceAccountName": "stellar-artifact-gc"}
+    assert template["spec"]["ttlStrategy"]["secondsAfterCompletion"] == 7 * 24 * 3600
+
+
+def test_the_prune_cron_workflow_prunes_the_registry_the_runs_promote_into(documents, template):
+    """`stellar models prune` on the template's registry, in the promote image, with the stages' S3 credentials and
+    retries (exit 2, a bad option or a refusing registry, is not retried)."""
+    from workflows.cli import build_parser
+
+    cron = documents[PRUNE_CRON_WORKFLOW_FILE]["spec"]
+    for schedule in cron["schedules"]:
+        parse_cron(schedule)
+    workflow = cron["workflowSpec"]
+    parameters = {p["name"]: p["value"] for p in workflow["arguments"]["parameters"]}
+    registry = {p["name"]: p["value"] for p in template["spec"]["arguments"]["parameters"]}["registry"]
+    assert parameters == {"registry": registry, "keep-versions": "5", "keep-rollbacks": "10"}
+    [prune] = workflow["templates"]
+    container = prune["container"]
+    assert container["image"].split("/")[-1].startswith("stellar-promote:")
+    promote = next(t for t in containers(template) if t["name"] == "promote")
+    assert container["env"] == promote["container"]["env"] and prune["retryStrategy"] == promote["retryStrategy"]
+    assert container["command"] == ["stellar", "models", "prune"]
+    args = build_parser().parse_args([*container["command"][1:], *(
+        parameters[arg[len("{{workflow.parameters."):-2]] if arg.startswith("{{") else arg
+        for arg in container["args"])])
+    assert (args.registry, args.keep_versions, args.keep_rollbacks) == (registry, "5", "10")
+
+
 def test_references_resolve(documents):
     for name, doc in documents.items():
         assert check_references(doc) == [], name
@@ -107,7 +143,7 @@ def test_strict_schema_catches_a_misspelt_key(template, shared_dir):
     assert any("backof" in problem for problem in validate_against_schema(broken, schema))
 
 
-@pytest.mark.parametrize("name", [WORKFLOW_TEMPLATE_FILE, CRON_WORKFLOW_FILE])
+@pytest.mark.parametrize("name", [WORKFLOW_TEMPLATE_FILE, CRON_WORKFLOW_FILE, PRUNE_CRON_WORKFLOW_FILE])
 def test_golden(documents, name):
     """Regenerate on purpose with `make golden`; a diff here on accident means the DAG changed."""
     rendered = to_yaml(documents[name])
@@ -133,11 +169,12 @@ def test_unknown_parameter_is_refused():
         rendered_documents(RenderOptions(parameters={"sampels": "5"}))
 
 
-def test_stellar_render_writes_both_files(tmp_path):
+def test_stellar_render_writes_every_file(tmp_path):
     from workflows.cli import main
 
     assert main(["render", "--out", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [CRON_WORKFLOW_FILE, WORKFLOW_TEMPLATE_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CRON_WORKFLOW_FILE, PRUNE_CRON_WORKFLOW_FILE,
+                                                          WORKFLOW_TEMPLATE_FILE]
     assert yaml.safe_load((tmp_path / WORKFLOW_TEMPLATE_FILE).read_text())["metadata"]["name"] == "stellar-training"
 
 

@@ -2,6 +2,7 @@
 {{- define "stellar-pipeline.workflowTemplateName" -}}stellar-training{{- end }}
 {{- define "stellar-pipeline.serviceAccount" -}}stellar-pipeline{{- end }}
 {{- define "stellar-pipeline.deployerServiceAccount" -}}stellar-deployer{{- end }}
+{{- define "stellar-pipeline.artifactGCServiceAccount" -}}stellar-artifact-gc{{- end }}
 {{- define "stellar-pipeline.artifactRepositoryConfigMap" -}}artifact-repositories{{- end }}
 {{- define "stellar-pipeline.artifactRepositoryKey" -}}stellar-minio{{- end }}
 {{- define "stellar-pipeline.defaultS3Secret" -}}stellar-s3{{- end }}
