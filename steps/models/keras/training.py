@@ -18,7 +18,8 @@
 
 Regression targets are learnt in the fitted space of the baselines (log10 Teff, log g, [Fe/H]), standardised by
 their training mean and standard deviation. The SED model is trained on the training rows plus copies in which
-each band (its magnitude, error, colours and abs_G) is dropped at random, so that it predicts with missing bands.
+each band (its magnitude, error, colours and abs_G) is dropped at random, and 2MASS's and AllWISE's bands also all
+together, so that it predicts with missing bands as real photometry misses them.
 
 The spectral model (`networks.spectral_hybrid`) reads the normalised flux and, where the features have it, the
 continuum shape that normalisation removed (it carries Teff). It learns from every star of `STELLAR_TEFF_RANGE`, M
@@ -57,7 +58,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from steps.ingest.bands import band_of  # noqa: E402
+from steps.ingest.bands import BANDS, band_of  # noqa: E402
 from steps.models.baseline import (  # noqa: E402
     DEFAULT_LABELS,
     MODALITY,
@@ -137,13 +138,14 @@ class Recipe:
     patience: int  # epochs without a better validation score before stopping
     dropout_copies: int = 0  # SED: extra copies of the training rows with bands dropped
     band_dropout: float = 0.0  # SED: probability that a band is dropped in a copy
+    survey_dropout: float = 0.0  # SED: probability that every band of a survey but Gaia is dropped in a copy
 
 
 RECIPES = {
     "spectral": Recipe(max_epochs=200, batch_size=32, learning_rate=1e-3, patience=20),
     "lightcurve": Recipe(max_epochs=200, batch_size=64, learning_rate=2e-3, patience=20),
     "sed": Recipe(max_epochs=300, batch_size=256, learning_rate=3e-3, patience=25, dropout_copies=3,
-                  band_dropout=0.2),
+                  band_dropout=0.2, survey_dropout=0.3),
 }
 
 
@@ -301,15 +303,22 @@ def _graph(model: keras.Model):
 
 def _band_dropout(x: dict[str, np.ndarray], y: np.ndarray, block: ScalarInput, bands: list[str], recipe: Recipe,
                   rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The rows plus `dropout_copies` copies in which each band is dropped (values 0, indicators 1) at random."""
+    """The rows plus `dropout_copies` copies in which bands are dropped (values 0, indicators 1) at random: each
+    band alone, and every band of a survey but Gaia together, as a star missing from 2MASS or AllWISE has them."""
     if not recipe.dropout_copies or not bands:
         return x, y
     values, missing = x[block.key], x[block.missing_key]
     members = {b: [j for j, c in enumerate(block.columns) if b in band_of(c, bands)] for b in bands}
+    surveys = [BANDS[b].survey if b in BANDS else b for b in bands]
+    others = sorted(set(surveys) - {"gaia"})
     parts_v, parts_m = [values], [missing]
     for _ in range(recipe.dropout_copies):
         v, m = values.copy(), missing.copy()
         drop = rng.random((len(v), len(bands))) < recipe.band_dropout
+        gone = rng.random((len(v), len(others))) < recipe.survey_dropout
+        for k, survey in enumerate(surveys):
+            if survey in others:
+                drop[:, k] |= gone[:, others.index(survey)]
         for k, band in enumerate(bands):
             rows, cols = np.flatnonzero(drop[:, k]), members[band]
             if rows.size and cols:
