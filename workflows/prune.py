@@ -131,16 +131,16 @@ def models_prune_command(args: argparse.Namespace) -> int:
     from workflows.cli import home_dir
 
     home = home_dir(args.home)
+    option, uri = ("--registry ", args.registry) if args.registry else ("--home ", str(home / "registry"))
     try:
         keep = Keep(0, *_registry_keep(args))
-        store = _existing_store("--registry " if args.registry else "--home ",
-                                args.registry or str(home / "registry"), None)
+        store = _existing_store(option, uri, None)
+        if store is None:
+            raise ValueError(f"{option}{args.registry or home}: no such registry folder"
+                             + ("" if args.registry else f" ({uri})"))
     except ValueError as error:
         print(f"stellar models prune: {error}", file=sys.stderr)
         return 2
-    if store is None:
-        print(f"{args.registry or home / 'registry'}: nothing to prune (no such folder)")
-        return 0
     return _reported("stellar models prune",
                      lambda: _prune_registry(_open_registry(store), keep, home / "serving", args.dry_run))
 

@@ -295,6 +295,16 @@ def test_models_prune_refuses_bad_options_with_one_line(tmp_path, capsys, option
     assert len(err) == 1 and err[0].startswith(f"stellar models prune: {message}")
     assert len(registry.versions("sed")) == 2
 
+
+def test_models_prune_of_a_registry_that_is_not_there_says_so_and_makes_nothing(tmp_path, capsys):
+    assert main(["models", "prune", "--home", str(tmp_path / "home")]) == 2
+    assert capsys.readouterr().err.strip() == (f"stellar models prune: --home {tmp_path}/home: no such registry "
+                                               f"folder ({tmp_path}/home/registry)")
+    assert main(["models", "prune", "--registry", str(tmp_path / "typo")]) == 2
+    assert capsys.readouterr().err.strip() == (f"stellar models prune: --registry {tmp_path}/typo: no such "
+                                               "registry folder")
+    assert list(tmp_path.iterdir()) == []
+
 def test_a_version_rolled_back_by_hand_stays_so_a_retrain_reproducing_it_is_not_promoted_again(tmp_path, capsys):
     home = tmp_path / "home"
     registry = ModelRegistry.open(str(home / "registry"))
