@@ -101,7 +101,9 @@ def _add_registry_options(command: argparse.ArgumentParser) -> None:
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    """Run `stellar prune`; return the exit status (2: bad input, 1: a run holds the home)."""
+    """Run `stellar prune`; return the exit status (2: bad input; 1: a run holds the home, or a store or registry
+    that did not answer or lost a race: trying again may work)."""
+    from steps.core.storage import StoreUnreachable
     from workflows.cli import home_dir
     from workflows.run import HomeBusy, home_lock
 
@@ -116,7 +118,7 @@ def prune_command(args: argparse.Namespace) -> int:
                                    args.registry or str(home / "registry"), args.s3_endpoint)
     except ValueError as error:
         print(f"stellar prune: {error}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, StoreUnreachable) else 2
     try:
         with home_lock(home, "prune", doing="stellar"):
             return _reported("stellar prune", lambda: _prune(home, store, _open_registry(registry), keep,
@@ -127,7 +129,10 @@ def prune_command(args: argparse.Namespace) -> int:
 
 
 def models_prune_command(args: argparse.Namespace) -> int:
-    """Run `stellar models prune`; return the exit status (2: bad input or a registry that refuses)."""
+    """Run `stellar models prune`; return the exit status (2: bad input or a registry that refuses; 1: a registry
+    that did not answer, or a model whose versions a race kept from deleting: trying again may work). Copies in
+    HOME/serving go too where the registry is the home's (no --registry)."""
+    from steps.core.storage import StoreUnreachable
     from workflows.cli import home_dir
 
     home = home_dir(args.home)
@@ -140,9 +145,10 @@ def models_prune_command(args: argparse.Namespace) -> int:
                              + ("" if args.registry else f" ({uri})"))
     except ValueError as error:
         print(f"stellar models prune: {error}", file=sys.stderr)
-        return 2
-    return _reported("stellar models prune",
-                     lambda: _prune_registry(_open_registry(store), keep, home / "serving", args.dry_run))
+        return 1 if isinstance(error, StoreUnreachable) else 2
+    serving = None if args.registry else home / "serving"
+    return _reported("stellar models prune", lambda: _prune_registry(_open_registry(store), keep, serving,
+                                                                     args.dry_run))
 
 
 def _registry_keep(args: argparse.Namespace) -> tuple[int, int]:
@@ -151,9 +157,11 @@ def _registry_keep(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def _reported(command: str, action) -> int:
-    """`action()`'s exit status, or 2 with one line where a folder or an S3 store refuses: what was deleted before
-    it stays deleted."""
+    """`action()`'s exit status, or one line where a folder or an S3 store refuses (exit 2) or an S3 store did not
+    answer (exit 1, which a retry may cure): what was deleted before it stays deleted."""
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from steps.core.storage import transient_s3_error
 
     try:
         return action()
@@ -161,9 +169,9 @@ def _reported(command: str, action) -> int:
         where = f" {error.filename}:" if error.filename else ""
         print(f"{command}:{where} {error.strerror or error}", file=sys.stderr)
         return 2
-    except (BotoCoreError, ClientError) as error:  # an S3 store or registry that refuses (AccessDenied, ...)
+    except (BotoCoreError, ClientError) as error:  # AccessDenied (2), or no connection, a 5xx, throttling (1)
         print(f"{command}: S3: {error}", file=sys.stderr)
-        return 2
+        return 1 if transient_s3_error(error) else 2
 
 
 def _at_least_one(option: str, text: str, what: str) -> int:
@@ -209,21 +217,22 @@ def _prune(home: Path, store: ObjectStore | None, registry: ModelRegistry | None
     return _carry_out(doomed, store, registry, keep, dry_run, home, "stellar prune")
 
 
-def _prune_registry(registry: ModelRegistry, keep: Keep, serving: Path, dry_run: bool) -> int:
+def _prune_registry(registry: ModelRegistry, keep: Keep, serving: Path | None, dry_run: bool) -> int:
     return _carry_out(registry_plan(registry, keep, serving), None, registry, keep, dry_run, registry.store.uri,
                       "stellar models prune")
 
 
 def _carry_out(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegistry | None, keep: Keep,
                dry_run: bool, where: Path | str, command: str) -> int:
-    """List what `doomed` holds (a dry run) or delete it, and print the totals under `where`."""
+    """List what `doomed` holds (a dry run) or delete it, and print the totals under `where`; exit status 1 where a
+    model's versions could not be deleted (its aliases kept changing), which a later prune can do."""
     if dry_run:
         _print_items(doomed, where)
         _print_totals(doomed, where, "would free" if doomed else "nothing to prune")
         return 0
-    done = _delete(doomed, store, registry, keep.rollbacks, command)
+    done, failed = _delete(doomed, store, registry, keep.rollbacks, command)
     _print_totals(done, where, "deleted" if done else "nothing to prune")
-    return 0
+    return 1 if failed else 0
 
 
 def store_plan(store: ObjectStore | None, records: list[RunRecord], kept: list[RunRecord]) -> list[Doomed]:
@@ -283,7 +292,7 @@ def _artifacts_named(records: list[RunRecord]) -> set[str]:
             for artifact in (task.get("outputs") or {}).values() if isinstance(artifact, dict) and "key" in artifact}
 
 
-def registry_plan(registry: ModelRegistry, keep: Keep, serving: Path) -> list[Doomed]:
+def registry_plan(registry: ModelRegistry, keep: Keep, serving: Path | None) -> list[Doomed]:
     """The versions of each model that no alias, none of the newest `keep.rollbacks` rollbacks of production and no
     rollback by hand holds, but for the newest `keep.versions`; the reports only they name; their copies in
     `serving`. A version an earlier prune stopped halfway through deleting goes too."""
@@ -308,10 +317,10 @@ def registry_plan(registry: ModelRegistry, keep: Keep, serving: Path) -> list[Do
     return doomed + serving_plan(serving, pruned)
 
 
-def serving_plan(serving: Path, pruned: set[tuple[str, str, str]]) -> list[Doomed]:
+def serving_plan(serving: Path | None, pruned: set[tuple[str, str, str]]) -> list[Doomed]:
     """The local copies (`ModelRegistry.download`'s `<name>-<version>-<blob[:16]>`) of deleted versions (`pruned`:
     (name, version, blob); the blob tells this registry's version from another registry's of the same number)."""
-    if not serving.is_dir():
+    if serving is None or not serving.is_dir():
         return []
     return [Doomed(SERVING, copy.name, str(copy), _folder_size(copy)) for copy in sorted(serving.iterdir())
             if copy.is_dir() and _served_version(copy) in _copy_names(pruned)]
@@ -327,10 +336,10 @@ def _served_version(copy: Path) -> tuple[str, str, str] | None:
 
 
 def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegistry | None,
-            rollbacks: int, command: str) -> list[Doomed]:
+            rollbacks: int, command: str) -> tuple[list[Doomed], set[str]]:
     """Delete what the plan lists, the store's entries before the run records that name them; return what was
-    deleted. A version an alias (or one of the newest `rollbacks` rollbacks) holds by now stays, with its reports
-    and serving copies."""
+    deleted, and the models whose versions could not be. A version an alias (or one of the newest `rollbacks`
+    rollbacks) holds by now stays, with its reports and serving copies."""
     from steps.core.registry import RegistryError
 
     done = []
@@ -356,7 +365,7 @@ def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegi
             print(f"{command}: {error}", file=sys.stderr)
     for item in doomed:
         if item.kind == VERSIONS and item.where not in deleted and item.where.split("@")[0] not in failed:
-            print(f"{command}: {item.what} kept: an alias points at it now", file=sys.stderr)
+            print(f"{command}: {item.what} kept: an alias or a rollback of production holds it now", file=sys.stderr)
     done += [item for item in doomed if item.kind == VERSIONS and item.where in deleted]
     if any(item.kind in (REPORTS, SERVING) for item in doomed):
         names = registry.names()
@@ -373,7 +382,7 @@ def _delete(doomed: list[Doomed], store: ObjectStore | None, registry: ModelRegi
         if item.kind == RUN_RECORDS:
             shutil.rmtree(item.where, ignore_errors=True)
             done.append(item)
-    return done
+    return done, failed
 
 
 def _folder_size(folder: Path) -> int:

@@ -50,8 +50,8 @@ def usable_store(option: str, uri: str, s3_endpoint: str | None) -> ObjectStore:
         store.probe()
     except BadEndpoint as error:
         raise ValueError(f"--s3-endpoint {error}" if s3_endpoint else f"AWS_ENDPOINT_URL {error}") from None
-    except StoreUnusable as error:
-        raise ValueError(f"{option}{uri}: {error}") from None
+    except StoreUnusable as error:  # the same class (StoreUnreachable: worth trying again), with the option named
+        raise type(error)(f"{option}{uri}: {error}") from None
     except ValueError as error:  # the URI itself is wrong, and the message names it
         raise ValueError(f"{option.rstrip(' =')}: {error}") from None
     return store

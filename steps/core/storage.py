@@ -32,6 +32,24 @@ class BadEndpoint(StoreUnusable):
     """An S3 endpoint that is not a URL: the endpoint's option is at fault, not the store's."""
 
 
+class StoreUnreachable(StoreUnusable):
+    """A store that did not answer, or answered a server error (5xx, throttling): trying again later may work."""
+
+
+TRANSIENT_S3_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "Throttling",
+                      "ThrottlingException", "RequestTimeout"}
+
+
+def transient_s3_error(error: Exception) -> bool:
+    """True for a botocore error that trying again may cure: no connection, a timeout, a 5xx or throttling answer."""
+    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or str(error.response.get("Error", {}).get("Code", "")) in TRANSIENT_S3_CODES
+    return isinstance(error, (BotoConnectionError, HTTPClientError))
+
+
 class PreconditionFailed(Exception):
     """A conditional write lost: the object exists (create) or changed since it was read (swap)."""
 
@@ -288,9 +306,11 @@ class S3Store(ObjectStore):
             raise StoreUnusable("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
                                 ) from None
         except EndpointConnectionError:
-            raise StoreUnusable(f"cannot connect to the S3 endpoint {endpoint}") from None
+            raise StoreUnreachable(f"cannot connect to the S3 endpoint {endpoint}") from None
         except ClientError as error:
             code = str(error.response.get("Error", {}).get("Code", ""))
+            if transient_s3_error(error):
+                raise StoreUnreachable(f"{endpoint} answered {code} for bucket {self.bucket!r}") from None
             if code in ("404", "NoSuchBucket"):
                 raise StoreUnusable(f"no bucket {self.bucket!r} at {endpoint} (or that endpoint is not an S3 server)"
                                     ) from None
@@ -299,7 +319,8 @@ class S3Store(ObjectStore):
                                     "denied: check the credentials and the bucket's policy") from None
             raise StoreUnusable(f"{endpoint} answered {code or 'an error'} for bucket {self.bucket!r}") from None
         except BotoCoreError as error:
-            raise StoreUnusable(f"S3 at {endpoint}: {error}") from None
+            raise (StoreUnreachable if transient_s3_error(error) else StoreUnusable)(f"S3 at {endpoint}: {error}"
+                                                                                    ) from None
 
     def get(self, key: str) -> Blob | None:
         try:

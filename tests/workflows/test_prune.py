@@ -258,10 +258,9 @@ def test_an_entry_another_home_made_stays_though_an_old_run_here_used_it(tmp_pat
     assert {task.status for task in run(tmp_path / "b", "v1", shared).values()} == {CACHED}
 
 
-
 def test_models_prune_prunes_an_s3_registry_with_no_home(tmp_path, s3_server, s3_bucket, capsys, monkeypatch):
     """`stellar models prune`, as the cluster's prune CronWorkflow runs it: the registry alone, on S3 (the endpoint
-    from AWS_ENDPOINT_URL, as the workflow's pods have it); nothing of a home is read or made."""
+    from AWS_ENDPOINT_URL, as the workflow's pods have it); nothing of a home is deleted or made."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
     monkeypatch.chdir(tmp_path)
     uri = f"s3://{s3_bucket}/registry"
@@ -270,6 +269,7 @@ def test_models_prune_prunes_an_s3_registry_with_no_home(tmp_path, s3_server, s3
         registry.register("sed", make_model(tmp_path, content))
     for version in ("3", "2"):
         registry.set_alias("sed", PRODUCTION, version)
+    _, copy = registry.download("sed", "1", tmp_path / ".stellar" / "serving")  # another registry's home, by default
     prune_registry = ["models", "prune", "--registry", uri, "--keep-versions", "1", "--keep-rollbacks", "1"]
     assert main([*prune_registry, "--dry-run"]) == 0
     assert "sed version 1" in capsys.readouterr().out and len(registry.versions("sed")) == 4
@@ -279,7 +279,9 @@ def test_models_prune_prunes_an_s3_registry_with_no_home(tmp_path, s3_server, s3
     assert main(prune_registry) == 0
     assert capsys.readouterr().out.strip() == f"{uri}: nothing to prune"
     assert registry.rollback("sed") == "3"
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["model-a", "model-b", "model-c", "model-d"]
+    assert copy.is_dir()  # --registry given: the default home's copies are not this registry's to prune
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".stellar", "model-a", "model-b", "model-c",
+                                                                "model-d"]
 
 
 @pytest.mark.parametrize("options, message", [
@@ -296,6 +298,46 @@ def test_models_prune_refuses_bad_options_with_one_line(tmp_path, capsys, option
     assert len(registry.versions("sed")) == 2
 
 
+def test_models_prune_exits_1_where_trying_again_may_work(tmp_path, capsys, monkeypatch):
+    """A registry that does not answer, or a model whose aliases kept changing while it was pruned: exit 1, which
+    the CronWorkflow's retries (all but exit 2) try again; one line each."""
+    from steps.core.registry import RegistryError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing answers
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert main(["models", "prune", "--registry", "s3://bucket/registry"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot connect to the S3 endpoint http://127.0.0.1:9" in err[0]
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    for content in "abc":
+        registry.register("sed", make_model(tmp_path, content))
+
+    def busy(self, name, numbers, rollbacks):
+        raise RegistryError(f"{name}: gave up after 8 concurrent changes of aliases.json")
+
+    monkeypatch.setattr(ModelRegistry, "delete_versions", busy)
+    assert main(["models", "prune", "--registry", str(tmp_path / "registry"), "--keep-versions", "1"]) == 1
+    assert capsys.readouterr().err.strip() == "stellar models prune: sed: gave up after 8 concurrent changes of " \
+                                              "aliases.json"
+    assert len(registry.versions("sed")) == 3
+
+
+def test_only_server_and_connection_errors_of_s3_are_worth_trying_again():
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
+
+    from steps.core.storage import transient_s3_error
+
+    def answered(status: int, code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "ListObjectsV2")
+
+    assert transient_s3_error(answered(503, "SlowDown")) and transient_s3_error(answered(500, "InternalError"))
+    assert transient_s3_error(EndpointConnectionError(endpoint_url="http://x"))
+    assert transient_s3_error(ReadTimeoutError(endpoint_url="http://x"))
+    assert not transient_s3_error(answered(403, "AccessDenied"))
+    assert not transient_s3_error(answered(404, "NoSuchBucket"))
+    assert not transient_s3_error(NoCredentialsError())
+
+
 def test_models_prune_of_a_registry_that_is_not_there_says_so_and_makes_nothing(tmp_path, capsys):
     assert main(["models", "prune", "--home", str(tmp_path / "home")]) == 2
     assert capsys.readouterr().err.strip() == (f"stellar models prune: --home {tmp_path}/home: no such registry "
@@ -304,6 +346,7 @@ def test_models_prune_of_a_registry_that_is_not_there_says_so_and_makes_nothing(
     assert capsys.readouterr().err.strip() == (f"stellar models prune: --registry {tmp_path}/typo: no such "
                                                "registry folder")
     assert list(tmp_path.iterdir()) == []
+
 
 def test_a_version_rolled_back_by_hand_stays_so_a_retrain_reproducing_it_is_not_promoted_again(tmp_path, capsys):
     home = tmp_path / "home"
