@@ -180,11 +180,11 @@ class ModelRegistry:
             if record.version in pruned:
                 continue
             if record.blob == blob or (content is not None and self._content(record) == content):
+                if record.blob == blob:
+                    self._ensure_files(name, blob, model_dir)
                 self._record_evaluation(record, metrics, verdict, lineage)
                 return record
-        blob_key = f"{name}/blobs/{blob}"
-        if not self.store.exists(f"{blob_key}/manifest.json"):
-            self.store.upload_dir(Path(model_dir), blob_key)
+        self._ensure_files(name, blob, model_dir)
         number = max((int(record.version) for record in self.versions(name)), default=0) + 1
         while True:
             record = VersionRecord(name=name, version=str(number), blob=blob, content=content,
@@ -196,8 +196,18 @@ class ModelRegistry:
             except PreconditionFailed:
                 number += 1
                 continue
+            self._ensure_files(name, blob, model_dir)  # a prune of a version of the same bytes may have just gone
             self._record_evaluation(record, metrics, verdict, lineage)
             return record
+
+    def _ensure_files(self, name: str, blob: str, model_dir: Path) -> None:
+        """Upload a version's files unless they are there. A prune deletes a deleted version's files when no record
+        names them: a retrain reproducing those bytes while it does so may find them there and then gone, and is
+        checked again after its record is written; a version whose files went is mended by the next registration
+        of the same bytes."""
+        blob_key = f"{name}/blobs/{blob}"
+        if not self.store.exists(f"{blob_key}/{MANIFEST}"):
+            self.store.upload_dir(Path(model_dir), blob_key)
 
     def _content(self, record: VersionRecord) -> str | None:
         """A version's `content_hash`: recorded, or (for a version registered before it was) from its manifest."""

@@ -319,3 +319,16 @@ def test_a_promotion_racing_with_a_deletion_is_never_left_on_a_deleted_version(r
     with pytest.raises(RegistryError, match="version 3 was deleted"):
         registry.set_alias("sed", PRODUCTION, "3")
     assert registry.aliases("sed") == {PRODUCTION: "1"}
+
+
+def test_a_version_whose_files_a_racing_prune_deleted_is_mended_by_registering_its_bytes_again(registry, tmp_path):
+    """A retrain reproducing a version being pruned can find its files there and then gone: registering the same
+    bytes again (next week's retrain) uploads them, and the version downloads."""
+    model = make_model(tmp_path, "a")
+    record = registry.register("m", model)
+    registry.store.delete_tree(f"m/blobs/{record.blob}/")
+    with pytest.raises(Exception):
+        registry.download("m", record.version, tmp_path / "broken")
+    assert registry.register("m", model).version == record.version
+    _, copy = registry.download("m", record.version, tmp_path / "mended")
+    assert (copy / "weights.txt").read_text() == "a"
