@@ -81,7 +81,7 @@ publish promotion promotion
 run deploy --promotion /in/promotion --registry /registry --out /out/deployment \
   --target local
 test -f "$work/out/deployment/manifest.json" || die "the deploy container wrote no manifest"
-# The prune CronWorkflow's command, in its image: every version here is aliased or new, so nothing goes.
+# The prune CronWorkflow's command, in its image: one version of each model, all among the newest 5: nothing goes.
 pruned="$("$ENGINE" run --rm --network none --volume "$work/registry:/registry" "$(image_ref promote)" \
   stellar models prune --registry /registry --keep-versions 5 --keep-rollbacks 10)"
 [[ "$pruned" == *"registry: nothing to prune" ]] || die "stellar models prune in the promote image said: $pruned"

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="write the WorkflowTemplate and the CronWorkflows as YAML")
-    render.add_argument("--out", required=True, type=Path, help="directory to write the two YAML files into")
+    render.add_argument("--out", required=True, type=Path, help="directory to write the YAML files into")
     render.add_argument("--image-registry", help="registry of the stage images (default ghcr.io/stellar-pipeline)")
     render.add_argument("--image-tag", help="tag of the stage images (default: the package version)")
     render.add_argument("--namespace", help="metadata.namespace of both objects")

@@ -7,6 +7,7 @@ still improving, and its validation errors have the tails of an unsettled fit (9
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -818,7 +819,7 @@ def test_sed_training_copies_drop_whole_surveys_but_never_gaia():
     block = ScalarInput(columns, "photometry")
     bands = ["G", "BP", "RP", "J", "H", "Ks", "W1", "W2"]
     x = {block.key: np.ones((4000, len(columns))), block.missing_key: np.zeros((4000, len(columns)))}
-    recipe = RECIPES["sed"].__class__(**{**vars(RECIPES["sed"]), "band_dropout": 0.0, "survey_dropout": 0.5})
+    recipe = dataclasses.replace(RECIPES["sed"], band_dropout=0.0, survey_dropout=0.5)
     out, y = _band_dropout(x, np.zeros((4000, 3)), block, bands, recipe, np.random.default_rng(0))
     missing = out[block.missing_key][4000:].astype(bool)
     assert len(y) == 4000 * (recipe.dropout_copies + 1) and not out[block.missing_key][:4000].any()
