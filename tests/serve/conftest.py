@@ -1,4 +1,5 @@
-"""Fixtures of the API tests: apps over the registry of a small run of their own, or over a copy a test may change."""
+"""Fixtures of the API tests: apps over the registry of a copy of the shared small run, or over a copy a test may
+change."""
 
 from __future__ import annotations
 
@@ -11,22 +12,21 @@ from fastapi.testclient import TestClient
 
 from api_helpers import ready_client, settings_for
 
-SAMPLES = 100  # objects per modality of the run (as the shared small run of tests/conftest.py)
-
 
 @pytest.fixture(scope="session")
-def api_home(tmp_path_factory, stellar) -> Path:
-    """A small run whose production versions are its Keras models, version 1 each (read only: tests that change the
-    registry use `registry_copy`). The run's gates leave out the comparison with the NumPy baselines: on 100
-    synthetic objects a baseline may win it and be promoted instead, which tests/steps/test_promote_deploy.py
-    covers, while these tests serve the Keras models."""
-    from steps.evaluate.gates import default_gates_text
+def api_home(tmp_path_factory, pipeline_home) -> Path:
+    """A copy of the shared small run's home (tests/conftest.py) whose production versions are its Keras models,
+    version 1 each (each run registers its candidates first). On 100 synthetic objects the gates may promote a
+    NumPy baseline instead (they do for SED), which tests/steps/test_promote_deploy.py covers, while these tests
+    serve the Keras models. Read only: tests that change the registry use `registry_copy`."""
+    from steps.core.registry import PRODUCTION, ModelRegistry
 
-    gates = default_gates_text().replace("beat_baseline_by: 0.0", "beat_baseline_by: null")
-    assert "beat_baseline_by: null" in gates
-    home = tmp_path_factory.mktemp("api-home")
-    result = stellar("run", "--home", str(home), "--samples", str(SAMPLES), "-p", f"gates={gates}")
-    assert result.returncode == 0, result.stdout + result.stderr
+    home = tmp_path_factory.mktemp("api") / "home"
+    shutil.copytree(pipeline_home, home, ignore=shutil.ignore_patterns("run.lock"))
+    registry = ModelRegistry.open(str(home / "registry"))
+    for name in registry.names():
+        if registry.aliases(name).get(PRODUCTION) != "1":
+            registry.set_alias(name, PRODUCTION, "1")
     return home
 
 
