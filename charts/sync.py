@@ -147,9 +147,14 @@ def cron_workflow(doc: dict[str, Any]) -> str:
     for key in ("timezone", "concurrencyPolicy", "startingDeadlineSeconds", "successfulJobsHistoryLimit",
                 "failedJobsHistoryLimit"):
         spec[key] = markers.mark(Scalar(f".Values.cron.{key}"))
-    body = to_yaml({"spec": spec})
-    return (HEADER + "{{- if .Values.cron.enabled }}\n" + f"apiVersion: {doc['apiVersion']}\nkind: {doc['kind']}\n"
-            + _metadata(doc["metadata"]["name"]) + markers.substitute(body) + "{{- end }}\n")
+    return _switched(doc, "cron", markers.substitute(to_yaml({"spec": spec})))
+
+
+def _switched(doc: dict[str, Any], switch: str, body: str) -> str:
+    """A chart template rendered only when `.Values.<switch>.enabled`: the object's kind, name and `body`."""
+    return (HEADER + f"{{{{- if .Values.{switch}.enabled }}}}\n"
+            + f"apiVersion: {doc['apiVersion']}\nkind: {doc['kind']}\n" + _metadata(doc["metadata"]["name"]) + body
+            + "{{- end }}\n")
 
 
 def prune_cron_workflow(doc: dict[str, Any]) -> str:
@@ -166,9 +171,7 @@ def prune_cron_workflow(doc: dict[str, Any]) -> str:
         parameter["value"] = markers.mark(Scalar(f"{values[parameter['name']]} | toString"))
     for template in workflow["templates"]:
         _container(template["container"], markers, Block(".Values.prune.resources"))
-    body = to_yaml({"spec": spec})
-    return (HEADER + "{{- if .Values.prune.enabled }}\n" + f"apiVersion: {doc['apiVersion']}\nkind: {doc['kind']}\n"
-            + _metadata(doc["metadata"]["name"]) + markers.substitute(body) + "{{- end }}\n")
+    return _switched(doc, "prune", markers.substitute(to_yaml({"spec": spec})))
 
 
 def names_template(options: RenderOptions, template_name: str) -> str:
