@@ -331,7 +331,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             elif not summary:
                 root = getattr(registry.store, "root", None)  # a folder (not S3): say when it is not there at all
                 missing = root is not None and not root.is_dir()
-                print(f"no models in {registry.store.uri}" + (" (no such folder: is --home right?)" if missing else ""))
+                flag = "--registry" if args.registry else "--home"
+                print(f"no models in {registry.store.uri}"
+                      + (f" (no such folder: is {flag} right?)" if missing else ""))
             else:
                 for model in summary:
                     aliases = ", ".join(f"{alias}={version}" for alias, version in sorted(model["aliases"].items()))
@@ -389,9 +391,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     except (RegistryError, ValueError) as error:
         print(f"stellar models: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # a read-only or full registry folder
-        where = f" {error.filename}" if error.filename else ""
-        print(f"stellar models: cannot write the registry:{where}: {error.strerror or error}", file=sys.stderr)
+    except BrokenPipeError:  # a reader that stopped early (`| head`): `main` ends quietly
+        raise
+    except OSError as error:  # a registry folder that cannot be read or written (read-only, full)
+        where = error.filename or args.registry or home_dir(args.home) / "registry"
+        print(f"stellar models: {where}: {error.strerror or error}", file=sys.stderr)
         return 2
     return 0
 
@@ -401,9 +405,9 @@ def _register_by_hand(registry, name: str, model_dir: Path):
     metrics and verdict of the evaluation beside it where that evaluated this very model; ValueError naming what is
     wrong with the folder."""
     from steps.core.artifacts import MANIFEST, manifest_hash, read_manifest
+    from steps.models.io import model_dir_in
 
-    if (model_dir / "model" / "model.json").is_file() and not (model_dir / "model.json").is_file():
-        model_dir = model_dir / "model"
+    model_dir = model_dir_in(model_dir)
     if not (model_dir / "model.json").is_file():
         raise ValueError(f"{model_dir}: not a model directory (no model.json; stellar train-* prints where its "
                          "model is)")

@@ -164,22 +164,26 @@ def resolve_model(name: str, ref: str, registry_uri: str, cache: Path) -> tuple[
     """The model directory for `ref` (a directory, or an alias/version of `name` in the registry), a label, and the
     verdict of its evaluation (the registry's record of it, or `evaluation/verdict.json` beside a model directory
     that `stellar train-*` wrote; {} without one)."""
+    from steps.models.io import MODEL_JSON, model_dir_in
+
     if Path(ref).is_dir():
-        if not (Path(ref) / "model.json").is_file():
-            inner = [str(path.parent) for path in sorted(Path(ref).glob("*/model.json"))]
-            raise PredictError(f"--model {ref}: not a model directory (no model.json in it)"
+        model_dir = model_dir_in(Path(ref))
+        if not (model_dir / MODEL_JSON).is_file():
+            inner = [str(path.parent) for path in sorted(Path(ref).glob(f"*/{MODEL_JSON}"))]
+            raise PredictError(f"--model {ref}: not a model directory (no {MODEL_JSON} in it)"
                                + (f"; the model is in {inner[0]}" if len(inner) == 1 else ""))
-        return Path(ref), f"model {ref}", _verdict_beside(Path(ref), name)
+        return model_dir, f"model {model_dir}", _verdict_beside(model_dir, name)
     if os.sep in ref:
         raise PredictError(f"--model {ref}: no such model directory")
-    from steps.core.registry import ModelRegistry, RegistryError
+    from steps.core.registry import PRODUCTION, CorruptRecord, ModelRegistry, RegistryError
 
     registry = ModelRegistry.open(registry_uri)
     try:
         registry.resolve(name, ref)
-    except RegistryError as error:  # it names the versions (or the models) there are
-        raise PredictError(f"--model {ref}: {error}; train and promote one with `stellar run`, "
-                           "or pass --model VERSION") from None
+    except RegistryError as error:  # it names the versions (or the models) there are, or the unreadable record
+        hint = ("" if isinstance(error, CorruptRecord) or ref != PRODUCTION
+                else "; train and promote one with `stellar run`, or pass --model VERSION")
+        raise PredictError(f"--model {ref}: {error}{hint}") from None
     try:
         record, path = registry.download(name, ref, cache)
     except RegistryError as error:  # the stored files are not those registered

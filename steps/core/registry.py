@@ -23,9 +23,9 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from steps.core.artifacts import (
     MANIFEST,
@@ -45,10 +45,15 @@ _SWAP_ATTEMPTS = 50
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 REPORTS = "reports"  # the evaluations' reports, shared by the models they judged
 REPORT_PARTS = ("report.html", "report.md", "plots")  # what of an evaluation artifact is its report
+Record = TypeVar("Record", bound=BaseModel)
 
 
 class RegistryError(LookupError):
     """A name, version or alias that the registry does not hold, or an alias change that lost a race."""
+
+
+class CorruptRecord(RegistryError):
+    """A stored registry record that is not one (cut short, edited by hand): named with its key, never parsed on."""
 
 
 class NothingToRollBack(RegistryError):
@@ -121,6 +126,22 @@ class ModelRegistry:
         """Open the registry at a directory path or `s3://bucket/prefix`."""
         return cls(open_store(uri, endpoint_url))
 
+    def _parsed(self, kind: type[Record], key: str, data: bytes) -> Record:
+        """The record stored at `key`; CorruptRecord names the key and what is wrong where the bytes are not one."""
+        try:
+            return kind.model_validate_json(data)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            place = ".".join(str(part) for part in problem.get("loc", ()))
+            where = f"{place}: " if place else ""
+            raise CorruptRecord(f"{self.store.uri.rstrip('/')}/{key}: not a readable {kind.__name__} record "
+                                f"({where}{problem['msg']}); restore it from a backup") from None
+
+    def _record(self, kind: type[Record], key: str) -> Record | None:
+        """The record stored at `key`, None where there is none."""
+        blob = self.store.get(key)
+        return None if blob is None else self._parsed(kind, key, blob.data)
+
     def names(self) -> list[str]:
         """Every model with at least one version."""
         return sorted({parts[0] for parts in (key.split("/") for key in self.store.list(""))
@@ -129,9 +150,9 @@ class ModelRegistry:
     def versions(self, name: str) -> list[VersionRecord]:
         """Every version of `name`, oldest first."""
         _check("model name", name)
-        records = [VersionRecord.model_validate_json(self.store.get(key).data)
-                   for key in self.store.list(f"{name}/versions/") if key.endswith(".json")]
-        return sorted(records, key=lambda record: int(record.version))
+        records = [self._record(VersionRecord, key) for key in self.store.list(f"{name}/versions/")
+                   if key.endswith(".json")]  # None: deleted (by a prune) since the listing
+        return sorted((record for record in records if record), key=lambda record: int(record.version))
 
     def _numbers(self, name: str) -> list[str]:
         """The version numbers of `name`, from the store's listing alone (no record is read)."""
@@ -151,10 +172,10 @@ class ModelRegistry:
         _check("model name", name)
         if not version.isdigit():
             raise self._missing(name, f"model {name!r} has no version {version!r}: versions are numbers")
-        blob = self.store.get(f"{name}/versions/{version}.json")
-        if blob is None:
+        record = self._record(VersionRecord, f"{name}/versions/{version}.json")
+        if record is None:
             raise self._missing(name, f"model {name!r} has no version {version!r}")
-        return VersionRecord.model_validate_json(blob.data)
+        return record
 
     def resolve(self, name: str, ref: str = PRODUCTION) -> VersionRecord:
         """A version by number or by alias."""
@@ -275,9 +296,9 @@ class ModelRegistry:
         """Every evaluation recorded for a version, oldest first."""
         _check("model name", name)
         _check("version", version)
-        entries = [Evaluation.model_validate_json(self.store.get(key).data)
-                   for key in self.store.list(f"{name}/evaluations/{version}/") if key.endswith(".json")]
-        return sorted(entries, key=lambda entry: entry.evaluated_at)
+        entries = [self._record(Evaluation, key) for key in self.store.list(f"{name}/evaluations/{version}/")
+                   if key.endswith(".json")]
+        return sorted((entry for entry in entries if entry), key=lambda entry: entry.evaluated_at)
 
     def latest(self, name: str, ref: str = PRODUCTION) -> VersionRecord:
         """A version (by number or alias) with the metrics and verdict of its latest evaluation."""
@@ -299,24 +320,19 @@ class ModelRegistry:
         stored files changed in place are a RegistryError naming them, not a model served."""
         record = self.resolve(name, ref)
         target = Path(dest) / f"{name}-{record.version}-{record.blob[:16]}"
-        if (target / MANIFEST).is_file():
-            return record, target
+        if (target / MANIFEST).is_file() and self._intact(target, record):
+            return record, target  # else a copy changed since it was made (a disk error, a hand edit): made again
         blob_key = f"{name}/blobs/{record.blob}"
         target.parent.mkdir(parents=True, exist_ok=True)
         holder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
         partial = holder / "model"
         try:
             self.store.download_dir(blob_key, partial)
-            try:
-                intact = (manifest_hash(partial) == record.blob
-                          and checked_content_hash(partial) == self._content(record))
-            except (FileNotFoundError, ValueError):
-                intact = False
-            if not intact:
+            if not self._intact(partial, record):
                 raise RegistryError(f"{name} version {record.version}: the files stored in {self.store.uri}/"
                                     f"{blob_key} are not those registered (changed or removed since); register the "
                                     "model again")
-            shutil.rmtree(target, ignore_errors=True)  # a copy left unfinished by an earlier version of this code
+            shutil.rmtree(target, ignore_errors=True)  # a copy that changed, or one left unfinished by older code
             try:
                 partial.rename(target)
             except OSError:  # another process made the same copy meanwhile
@@ -326,17 +342,23 @@ class ModelRegistry:
             shutil.rmtree(holder, ignore_errors=True)
         return record, target
 
+    def _intact(self, model_dir: Path, record: VersionRecord) -> bool:
+        """Whether a copy of a version's files holds what was registered: its manifest, and the files it lists."""
+        try:
+            return manifest_hash(model_dir) == record.blob and checked_content_hash(model_dir) == self._content(record)
+        except (FileNotFoundError, ValueError):
+            return False
+
     def alias_state(self, name: str) -> AliasState:
         """The aliases of `name` (empty when none were ever set)."""
-        blob = self.store.get(f"{name}/aliases.json")
-        return AliasState.model_validate_json(blob.data) if blob else AliasState()
+        return self._record(AliasState, f"{name}/aliases.json") or AliasState()
 
     def alias_unset(self, name: str, alias: str = PRODUCTION) -> bool:
         """True when `name`'s alias record was read and holds no `alias` (never set, or rolled back to none), as
         opposed to a registry that cannot be read now, or a model with no alias record at all."""
         _check("model name", name)
-        blob = self.store.get(f"{name}/aliases.json")
-        return blob is not None and alias not in AliasState.model_validate_json(blob.data).aliases
+        state = self._record(AliasState, f"{name}/aliases.json")
+        return state is not None and alias not in state.aliases
 
     def aliases(self, name: str) -> dict[str, str]:
         """alias -> version for `name`."""
@@ -357,7 +379,7 @@ class ModelRegistry:
         key = f"{name}/aliases.json"
         for attempt in range(_SWAP_ATTEMPTS):
             blob = self.store.get(key)
-            state = AliasState.model_validate_json(blob.data) if blob else AliasState()
+            state = self._parsed(AliasState, key, blob.data) if blob else AliasState()
             previous = state.aliases.get(alias)
             if previous == version:
                 return previous
@@ -388,7 +410,7 @@ class ModelRegistry:
         key = f"{name}/aliases.json"
         for attempt in range(_SWAP_ATTEMPTS):
             blob = self.store.get(key)
-            state = AliasState.model_validate_json(blob.data) if blob else AliasState()
+            state = self._parsed(AliasState, key, blob.data) if blob else AliasState()
             history = state.history.get(alias, [])
             passed_over = False
             while history and history[-1] in state.pruned:  # deleted (beyond `stellar prune --keep-rollbacks`)
@@ -427,8 +449,8 @@ class ModelRegistry:
         digest = hashlib.sha256()
         for key in self.store.list(""):
             if key.endswith("/aliases.json"):
-                state = AliasState.model_validate_json(self.store.get(key).data)
-                if state.aliases or state.history or state.rolled_back:
+                state = self._record(AliasState, key)
+                if state and (state.aliases or state.history or state.rolled_back):
                     digest.update(key.encode() + b"\0" + state.model_dump_json(exclude={"pruned"}).encode())
         return digest.hexdigest()
 
@@ -460,7 +482,7 @@ class ModelRegistry:
         key = f"{name}/aliases.json"
         for attempt in range(_SWAP_ATTEMPTS):
             blob = self.store.get(key)
-            state = AliasState.model_validate_json(blob.data) if blob else AliasState()
+            state = self._parsed(AliasState, key, blob.data) if blob else AliasState()
             doomed = sorted(set(records) - state.held(rollbacks), key=int)
             if not doomed:
                 return []

@@ -243,13 +243,15 @@ def production_from_file(path: str | None, names: list[str]) -> dict[str, dict[s
 
 def production_from_registry(uri: str, names: list[str]) -> dict[str, dict[str, Any] | None]:
     """The recorded test metrics of each model's `production` version in the registry (None where unset)."""
-    from steps.core.registry import PRODUCTION, ModelRegistry, RegistryError
+    from steps.core.registry import PRODUCTION, CorruptRecord, ModelRegistry, RegistryError
 
     registry = ModelRegistry.open(uri)
     out: dict[str, dict[str, Any] | None] = {}
     for name in names:
         try:
             record = registry.resolve(name, PRODUCTION)
+        except CorruptRecord:  # not "no production": a run must not promote over a record it cannot read
+            raise
         except RegistryError:
             out[name] = None
             continue

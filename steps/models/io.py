@@ -44,6 +44,15 @@ class Trained:
     save: Callable[[Path], None] | None = field(default=None, repr=False)
 
 
+def model_dir_in(folder: Path) -> Path:
+    """The model directory a user names by `folder`: the folder itself, or its `model/` where `stellar train-*` laid
+    the model out (`<output-dir>/<model>/model`, its evaluation beside it)."""
+    folder = Path(folder)
+    if not (folder / MODEL_JSON).is_file() and (folder / "model" / MODEL_JSON).is_file():
+        return folder / "model"
+    return folder
+
+
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write `arrays` as an uncompressed `.npz` whose bytes depend only on the arrays (names sorted, fixed times)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:

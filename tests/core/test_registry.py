@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from steps.core.artifacts import ArtifactWriter
-from steps.core.registry import PRODUCTION, UNSET, ModelRegistry, NothingToRollBack, RegistryError
+from steps.core.registry import (
+    PRODUCTION,
+    UNSET,
+    CorruptRecord,
+    ModelRegistry,
+    NothingToRollBack,
+    RegistryError,
+)
 from steps.core.storage import S3Store
 
 
@@ -230,6 +237,33 @@ def test_stored_files_changed_in_place_are_refused_and_no_copy_is_left(tmp_path)
     stored.write_text("good")
     (serving / f"sed-1-{record.blob[:16]}").mkdir()  # a copy an interrupted download left, without its manifest
     assert (registry.download("sed", "1", serving)[1] / "weights.txt").read_text() == "good"
+
+
+def test_a_local_copy_changed_since_it_was_made_is_made_again(tmp_path):
+    """A serving copy cut short (a disk error, a hand edit) was loaded as it was, and failed until removed by hand."""
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    registry.register("sed", make_model(tmp_path, "good"))
+    _, copy = registry.download("sed", "1", tmp_path / "serving")
+    (copy / "weights.txt").write_text("go")
+    assert registry.download("sed", "1", tmp_path / "serving")[1] == copy
+    assert (copy / "weights.txt").read_text() == "good"
+
+
+@pytest.mark.parametrize("key, damage", [("sed/aliases.json", b"{garbage"), ("sed/versions/1.json", b'{"x":'),
+                                         ("sed/versions/1.json", b'{"name": "sed"}')])
+def test_a_record_that_does_not_parse_is_named_with_what_is_wrong(registry, tmp_path, key, damage):
+    record = registry.register("sed", make_model(tmp_path, "a"))
+    registry.set_alias("sed", PRODUCTION, record.version)
+    registry.store.put(key, damage)
+    calls = [lambda: registry.resolve("sed"), registry.summary, lambda: registry.set_alias("sed", "candidate", "1")]
+    if key.endswith("aliases.json"):
+        calls += [lambda: registry.rollback("sed"), registry.fingerprint]
+    for call in calls:
+        with pytest.raises(CorruptRecord) as raised:
+            call()
+        message = str(raised.value)
+        assert message.startswith(f"{registry.store.uri.rstrip('/')}/{key}: not a readable ")
+        assert "pydantic" not in message and "\n" not in message
 
 
 def test_a_folder_registry_is_readable_by_other_users_as_its_umask_allows(tmp_path, monkeypatch):

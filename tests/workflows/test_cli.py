@@ -107,6 +107,27 @@ def test_a_home_that_is_not_there_is_said_so(tmp_path, capsys):
     assert not missing.exists()
 
 
+def test_a_registry_that_is_not_there_names_the_flag_that_gave_it(tmp_path, capsys):
+    assert main(["models", "list", "--home", str(tmp_path), "--registry", str(tmp_path / "nope")]) == 0
+    assert capsys.readouterr().out == f"no models in {tmp_path / 'nope'} (no such folder: is --registry right?)\n"
+
+
+def test_a_reader_that_stops_early_ends_models_show_quietly(tmp_path):
+    """`stellar models show sed | head -1` said "cannot write the registry:: Broken pipe" and exited 2."""
+    from steps.core.artifacts import ArtifactWriter
+    from steps.core.registry import ModelRegistry
+
+    with ArtifactWriter(tmp_path / "model", stage="train.test") as writer:
+        writer.path("weights.txt").write_text("w")
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    registry.set_alias("sed", "production", registry.register("sed", tmp_path / "model").version)
+    child = subprocess.Popen([sys.executable, "-m", "workflows.cli", "models", "show", "sed", "--registry",
+                              str(tmp_path / "registry")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the command writes: its first write meets a closed pipe
+    assert child.wait(timeout=120) == 1
+    assert child.stderr.read() == b""
+
+
 def test_serve_on_an_address_not_of_this_machine_names_the_host(tmp_path, capsys):
     assert main(["serve", "--home", str(tmp_path), "--host", "192.0.2.1", "--port", "8123"]) == 1  # TEST-NET-1
     assert capsys.readouterr().err.startswith("stellar serve: --host: cannot listen on 192.0.2.1:8123: ")

@@ -160,12 +160,47 @@ def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, cap
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--model", str(tmp_path / "no-model")) == 2
     assert f"--model {tmp_path / 'no-model'}: no such model directory" in capsys.readouterr().err
-    (tmp_path / "trained" / "model").mkdir(parents=True)  # as `stellar train-*` leaves it, the folder above
-    (tmp_path / "trained" / "model" / "model.json").write_text("{}")
+    (tmp_path / "trained" / "sed-v1").mkdir(parents=True)  # the folder above a model
+    (tmp_path / "trained" / "sed-v1" / "model.json").write_text("{}")
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--model", str(tmp_path / "trained")) == 2
     assert (f"--model {tmp_path / 'trained'}: not a model directory (no model.json in it); the model is in "
-            f"{tmp_path / 'trained' / 'model'}") in capsys.readouterr().err
+            f"{tmp_path / 'trained' / 'sed-v1'}") in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_folder_stellar_train_names_is_taken_as_stellar_models_register_takes_it(pipeline, tmp_path, capsys):
+    """`stellar train-sed` prints DIR/sed (its model in DIR/sed/model), which `models register` took and `predict
+    --model` refused."""
+    import shutil
+
+    shutil.copytree(pipeline["sed"]["model"], tmp_path / "sed" / "model")
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
+                           "--model", str(tmp_path / "sed")) == 0
+    assert f"model {tmp_path / 'sed' / 'model'}: 80 objects" in capsys.readouterr().out
+
+
+def test_a_registry_record_that_does_not_parse_is_one_line_naming_it(pipeline, tmp_path, capsys):
+    """A registry record cut short showed a traceback from `predict`, and pydantic's text from `models`."""
+    import shutil
+
+    from workflows.cli import main
+
+    home = tmp_path / "home"
+    shutil.copytree(pipeline["root"] / "home" / "registry", home / "registry")
+    for record in ("aliases.json", "versions/1.json"):
+        (home / "registry" / "sed" / record).write_text('{"x":')
+        assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
+                               "--home", str(home)) == 2
+        error = capsys.readouterr().err
+        assert f"--model production: {home / 'registry' / 'sed' / record}: not a readable " in error
+        assert "Traceback" not in error and "train and promote" not in error and len(error.splitlines()) == 1
+        for command in (["list"], ["show", "sed"]):
+            assert main(["models", *command, "--home", str(home)]) == 2
+            error = capsys.readouterr().err
+            assert error.startswith(f"stellar models: {home / 'registry' / 'sed' / record}: not a readable ")
+            assert "pydantic" not in error and len(error.splitlines()) == 1
+        shutil.copy2(pipeline["root"] / "home" / "registry" / "sed" / record, home / "registry" / "sed" / record)
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -275,6 +310,12 @@ def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):
                            "--home", home) == 2
     assert f"could be predicted ({good}, from before, was left as it was)\n  1 x " in capsys.readouterr().err
     assert good.read_bytes() == answer
+
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "stars.csv").write_text("")
+    assert stellar_predict("sed", "--input", str(tmp_path / "blank"), "--output", str(tmp_path / "b.csv"),
+                           "--home", home) == 2
+    assert "the 1 table file(s) in it hold none: stars.csv: an empty file (0 bytes)" in capsys.readouterr().err
 
 
 def test_a_parquet_input_cut_short_exits_2_naming_the_file(pipeline, tmp_path, capsys):
