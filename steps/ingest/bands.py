@@ -19,7 +19,9 @@ class Band:
     """One passband, approximated as a box between two wavelengths (Angstrom, vacuum).
 
     `extinction` is R_b = A_b / E(B-V) for a diffuse-ISM (R_V = 3.1) extinction curve; `saturation` is the
-    magnitude brighter than which the survey's photometry is unreliable.
+    magnitude brighter than which the survey's photometry is unreliable; `faintest` the magnitude fainter than which
+    the survey's catalogue holds no measurement, so that a value beyond it is a placeholder (99, 99.999) or no
+    magnitude of this band.
     """
 
     name: str
@@ -28,6 +30,7 @@ class Band:
     wave_max: float
     extinction: float
     saturation: float
+    faintest: float
 
 
 # Gaia R_b from Casagrande & VandenBerg (2018, MNRAS 479, L102); 2MASS and WISE R_b from Yuan, Liu & Xiang
@@ -35,15 +38,17 @@ class Band:
 # (Cohen et al. 2003; Jarrett et al. 2011); Gaia edges follow the half-maximum of the DR3 passbands.
 # Saturation: Gaia photometry degrades brighter than G ~ 3; 2MASS Read-1 (51 ms) frames saturate near
 # J 4.5, H 4.0, Ks 3.5; WISE profile-fit photometry saturates at W1 8.1, W2 6.7 (AllWISE Explanatory Supplement).
+# Faintest: a margin past the faintest entries of each catalogue (Gaia DR3 G about 21-23 and BP/RP to about 25 for
+# faint sources; 2MASS PSC and AllWISE below 19), so that no detection is lost and the placeholders are caught.
 BANDS: dict[str, Band] = {band.name: band for band in (
-    Band("G", "gaia", 4000.0, 9500.0, 2.740, 3.0),
-    Band("BP", "gaia", 3900.0, 6700.0, 3.374, 3.0),
-    Band("RP", "gaia", 6300.0, 10000.0, 2.035, 3.0),
-    Band("J", "2mass", 11540.0, 13160.0, 0.72, 4.5),
-    Band("H", "2mass", 15365.0, 17875.0, 0.46, 4.0),
-    Band("Ks", "2mass", 20280.0, 22900.0, 0.306, 3.5),
-    Band("W1", "wise", 30370.0, 37000.0, 0.18, 8.1),
-    Band("W2", "wise", 40970.0, 51390.0, 0.16, 6.7),
+    Band("G", "gaia", 4000.0, 9500.0, 2.740, 3.0, 26.0),
+    Band("BP", "gaia", 3900.0, 6700.0, 3.374, 3.0, 27.0),
+    Band("RP", "gaia", 6300.0, 10000.0, 2.035, 3.0, 27.0),
+    Band("J", "2mass", 11540.0, 13160.0, 0.72, 4.5, 21.0),
+    Band("H", "2mass", 15365.0, 17875.0, 0.46, 4.0, 21.0),
+    Band("Ks", "2mass", 20280.0, 22900.0, 0.306, 3.5, 21.0),
+    Band("W1", "wise", 30370.0, 37000.0, 0.18, 8.1, 21.0),
+    Band("W2", "wise", 40970.0, 51390.0, 0.16, 6.7, 21.0),
 )}
 assert tuple(BANDS) == PHOTOMETRIC_BANDS, "bands must match the raw schema's band order"
 

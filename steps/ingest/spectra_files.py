@@ -40,6 +40,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import logging
 import re
 import warnings
 import zlib
@@ -534,9 +535,11 @@ def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine
             row_id = table.matches.get(_stem(path.name))
             entries[path] = LibraryEntry(source, row_id or _stem(path.name),
                                          table.labels[row_id] if row_id else dict.fromkeys(LABELS))
-        log.info("%s: %d label rows, id column %r, %d of %d files labelled", name, len(table.labels),
-                 table.id_column, sum(_stem(path.name) in table.matches for path in members[root]),
-                 len(members[root]))
+        labelled = sum(_stem(path.name) in table.matches for path in members[root])
+        log.log(logging.INFO if labelled else logging.WARNING,
+                "%s: %d label rows, id column %r, %d of %d files labelled%s", name, len(table.labels),
+                table.id_column, labelled, len(members[root]),
+                "" if labelled else ": no spectrum here has labels to train on (is it the library's labels table?)")
         if table.restored_teff:
             shown = ", ".join(f"{row_id} {written:g} -> {teff:g} K"
                               for row_id, (written, teff) in list(table.restored_teff.items())[:3])

@@ -5,10 +5,11 @@ EDR3 documentation (section 5.5.2; Riello et al. 2021, A&A 649, A3), which DR3 p
 magnitude ranges where they were fitted.
 
 Per band, a measurement is unusable when its magnitude or error is not finite, its error is not positive or
-exceeds `MAX_ERROR` (the survey barely detected it), or it is brighter than the survey's saturation limit
-(`steps.ingest.bands`). A NaN error is how the raw table marks an upper limit or a value the catalogue's own flags
-(2MASS/AllWISE `ph_qual`, `cc_flg`) say not to trust, so those are masked too. Unusable bands become NaN, with
-the reason in `mask_<band>` (bits of `MASK_BITS`).
+exceeds `MAX_ERROR` (the survey barely detected it), it is brighter than the survey's saturation limit, or it is
+fainter than any measurement the survey's catalogue holds (`steps.ingest.bands`: a placeholder such as 99.999). A
+NaN error is how the raw table marks an upper limit or a value the catalogue's own flags (2MASS/AllWISE `ph_qual`,
+`cc_flg`) say not to trust, so those are masked too. Unusable bands become NaN, with the reason in `mask_<band>`
+(bits of `MASK_BITS`).
 
 Magnitudes are corrected for extinction, A_b = R_b E(B-V), with the coefficients in `steps.ingest.bands`, where
 the row's E(B-V) is known. Real catalogues often do not give it: such a row is kept with its magnitudes as
@@ -40,7 +41,7 @@ MIN_PARALLAX_SNR = 5.0
 # A parallax more negative than this many of its errors (or negative with no usable error) is not a distant star's:
 # the astrometry is bad, and the parallax counts as unknown. Up to it, a negative parallax says "far", as 0 does.
 NEGATIVE_PARALLAX_SIGMA = 3.0
-MASK_BITS = {"missing": 1, "bad_error": 2, "saturated": 4}
+MASK_BITS = {"missing": 1, "bad_error": 2, "saturated": 4, "beyond_faintest": 8}
 COLOURS = (("BP", "RP"), ("G", "BP"), ("G", "RP"), ("G", "J"), ("J", "H"), ("H", "Ks"), ("J", "Ks"), ("G", "Ks"),
            ("Ks", "W1"), ("W1", "W2"))
 LABELS = ("teff", "logg", "feh")
@@ -59,15 +60,17 @@ def colour_name(blue: str, red: str) -> str:
     return f"c_{blue}_{red}"
 
 
-def band_masks(mags: np.ndarray, errors: np.ndarray, saturation: np.ndarray) -> np.ndarray:
+def band_masks(mags: np.ndarray, errors: np.ndarray, saturation: np.ndarray, faintest: np.ndarray) -> np.ndarray:
     """`MASK_BITS` flags of measurements (0 = usable): magnitudes and errors (n, bands), each band's saturation limit
-    (bands,)."""
+    and faintest catalogue magnitude (bands,)."""
     mask = np.where(~np.isfinite(mags), MASK_BITS["missing"], 0)
     with np.errstate(invalid="ignore"):
         bad_error = ~np.isfinite(errors) | (errors <= 0) | (errors > MAX_ERROR)
         saturated = mags < saturation
+        beyond = mags > faintest
     mask |= np.where(bad_error & np.isfinite(mags), MASK_BITS["bad_error"], 0)
     mask |= np.where(saturated, MASK_BITS["saturated"], 0)
+    mask |= np.where(beyond, MASK_BITS["beyond_faintest"], 0)
     return mask.astype(np.uint8)
 
 
@@ -109,7 +112,9 @@ def _unusable_bands(masks: dict[str, np.ndarray], bands: tuple[str, ...], row: i
         if mask == 0 or mask & MASK_BITS["missing"]:
             continue
         why = [text for bit, text in ((MASK_BITS["bad_error"], f"no error in (0, {MAX_ERROR:g}] mag"),
-                                      (MASK_BITS["saturated"], f"brighter than {BANDS[band].saturation:g} mag"))
+                                      (MASK_BITS["saturated"], f"brighter than {BANDS[band].saturation:g} mag"),
+                                      (MASK_BITS["beyond_faintest"], f"fainter than {BANDS[band].faintest:g} mag: "
+                                                                     "not a measurement (a placeholder?)"))
                if mask & bit]
         reasons.append(f"{band}: {' and '.join(why)}")
     return f" ({'; '.join(reasons)})" if reasons else ""
@@ -135,10 +140,10 @@ def _plausible_parallax(parallax: np.ndarray, error: np.ndarray) -> tuple[np.nda
 
 
 @functools.lru_cache(maxsize=32)
-def _band_constants(bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(saturation limit, extinction coefficient) of each band, in order."""
-    return (np.array([BANDS[band].saturation for band in bands]),
-            np.array([BANDS[band].extinction for band in bands]))
+def _band_constants(bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(saturation limit, faintest catalogue magnitude, extinction coefficient) of each band, in order."""
+    return tuple(np.array([getattr(BANDS[band], constant) for band in bands])
+                 for constant in ("saturation", "faintest", "extinction"))
 
 
 def photometry_columns(catalogue: dict[str, np.ndarray], bands: tuple[str, ...], deredden: bool) -> PhotometryColumns:
@@ -159,8 +164,8 @@ def photometry_columns(catalogue: dict[str, np.ndarray], bands: tuple[str, ...],
     desaturated = gaia_saturation_corrected(observed)
     mags = np.stack([observed[band] for band in bands], axis=1)
     errors = np.stack([np.asarray(catalogue.get(f"err_{band}", missing), np.float64) for band in bands], axis=1)
-    saturation, extinction = _band_constants(bands)
-    mask = band_masks(mags, errors, saturation)
+    saturation, faintest, extinction = _band_constants(bands)
+    mask = band_masks(mags, errors, saturation, faintest)
     usable = mask == 0
     corrected = np.stack([desaturated[band] for band in bands], axis=1) - extinction * extinction_scale[:, None]
     corrected, errors = np.where(usable, corrected, np.nan), np.where(usable, errors, np.nan)
@@ -223,6 +228,7 @@ def preprocess_photometry(raw: RawArtifact, deredden: bool = True,
         "dereddened_column": "dereddened: 1 where magnitudes were corrected with the row's E(B-V), 0 where E(B-V) "
                              "is unknown (or --no-deredden) and magnitudes are as observed",
         "saturation_limits": {band: BANDS[band].saturation for band in bands},
+        "faintest_magnitudes": {band: BANDS[band].faintest for band in bands},
         "gaia_saturation_correction": "Gaia EDR3 documentation 5.5.2 (Riello et al. 2021), within its valid ranges",
         "min_usable_bands": MIN_USABLE_BANDS,
         "extinction_coefficients": {band: BANDS[band].extinction for band in bands},

@@ -299,6 +299,15 @@ def test_the_label_id_column_is_found_by_content_and_labels_by_alias(tmp_path):
     assert wave[0] == pytest.approx(4000.0)                                    # AIRORVAC = vac: not converted
 
 
+def test_a_labels_table_that_labels_no_spectrum_is_a_warning(tmp_path, caplog):
+    """A labels.csv with no row for any file was noted at INFO; the run failed later, in split, for another reason."""
+    write_spectrum(tmp_path / "lib" / "m0001.fits", np.ones(500), CRVAL1=4000.0, CDELT1=1.0, AIRORVAC="vac")
+    write_labels(tmp_path / "lib" / "labels.csv", ["miles_id", "teff", "logg", "feh"], [])
+    with caplog.at_level("WARNING"):
+        read_folder(tmp_path / "lib")
+    assert "labels.csv: 0 label rows, id column None, 0 of 1 files labelled: no spectrum here has labels" in caplog.text
+
+
 @pytest.mark.parametrize("spectral_type, teff, restored", [
     ("B2IV           2", 1581.0, 21581.0),      # MILES HD 886
     ("A0 III         1", 137.0, 10137.0),       # the Teff column lost its leading zero too
