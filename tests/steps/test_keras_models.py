@@ -15,6 +15,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -369,11 +370,41 @@ def test_spectral_trainer_takes_feh_from_the_redder_window_of_the_features_grid(
     assert [(part["labels"], part["gives"], part["share"]) for part in parts] == (
         [([0, 1, 2], [1], 0.25)] * 4 + [([0], [0], 1.0)] + [([0, 1, 2], [2], 0.25)] * 4)
     assert [part["continuum_weight"] for part in parts[5:]] == [1.0, 2.0, 4.0, 8.0]
-    assert all(part["entries_seen"] == {"spectrum": 248, "continuum": 62} for part in parts[5:])  # 3900-9000 A
-    spec["grid"] = grid_spec(256, (3900.0, 9000.0))                       # nothing bluer: no window
+    # [Fe/H]'s sees the flux against its local pseudo-continuum (3900-9000 A), the others the flux (all of it)
+    assert all(part["entries_seen"] == {"spectrum": 0, "continuum": 62, "local": 248} for part in parts[5:])
+    assert all(part["entries_seen"] == {"spectrum": 256, "continuum": 64, "local": 0} for part in parts[:5])
+    assert [block["local_continuum"] for block in trained.info["encoder"] if block["key"] == "local"] == [13]
+    spec["grid"] = grid_spec(256, (3900.0, 9000.0))                       # nothing bluer: the local input whole
+    record = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5).info["training"]
+    assert [part["gives"] for part in record["separate_estimates"]] == [[1]] * 3 + [[0]] + [[2]] * 4
+    assert record["separate_estimates"][-1]["entries_seen"] == {"spectrum": 0, "continuum": 64, "local": 256}
+    del spec["grid"]                                                      # no grid: no window, no local input
     record = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5).info["training"]
     assert "metallicity_window_from_angstrom" not in record
     assert [part["gives"] for part in record["separate_estimates"]] == [[1, 2]] * 3 + [[0]]
+
+
+def test_local_continuum_is_a_running_upper_quantile_of_the_good_entries():
+    from steps.models.keras.encoders import Encoder, VectorInput, local_continuum_of
+
+    rng = np.random.default_rng(4)
+    values, bad = rng.normal(1.0, 0.1, size=(300, 60)), rng.random((300, 60)) < 0.2
+    values[bad] = 50.0                                                   # bad entries count for nothing
+    padded = np.pad(np.where(bad, np.nan, values), ((0, 0), (3, 3)), constant_values=np.nan)
+    quantile = np.nanpercentile(np.lib.stride_tricks.sliding_window_view(padded, 7, axis=1), 90.0, axis=2)
+    padded = np.pad(quantile, ((0, 0), (3, 3)), constant_values=np.nan)
+    expected = np.nanmean(np.lib.stride_tricks.sliding_window_view(padded, 7, axis=1), axis=2)
+    np.testing.assert_allclose(local_continuum_of(values, bad, 7), expected, rtol=1e-12)
+    # a sloped continuum with narrow lines: the lines keep their depth, the slope goes
+    flux = np.linspace(0.8, 1.2, 200)[None].repeat(2, axis=0)
+    flux[:, 50::20] *= 0.5
+    local = VectorInput("flux", 200, key="local", mask_channel=True, local_continuum=15)
+    encoder = Encoder.restore(Encoder([local]).config())                # the window survives model.json
+    values, bad = encoder.inputs[0]._values(Columns(pa.table({"flux": list(flux)})))
+    assert not bad.any() and encoder.inputs[0].local_continuum == 15
+    assert np.allclose(values[:, 10:-10][:, ~np.isin(np.arange(10, 190), np.arange(50, 200, 20))], 1.0, atol=0.02)
+    assert np.allclose(values[:, 50::20], 0.5, atol=0.02)
+    assert "local_continuum" not in VectorInput("flux", 200).config()     # other inputs' configs as they were
 
 
 def _square_wave(length: int) -> np.ndarray:
@@ -726,6 +757,24 @@ def test_a_windowed_estimate_gives_its_label_from_the_entries_in_its_window_alon
     assert np.array_equal(pair.rows, pair.parts[0].estimate.rows)
 
 
+def test_inputs_of_the_window_alone_are_seen_by_the_windowed_estimate_alone():
+    from steps.models.keras.kernel_estimate import fit_spectral_estimate
+
+    x, z = _curved_spectra(200, 3)
+    z = np.column_stack([z[:, 0], z[:, 0] ** 2, np.cos(2.0 * z[:, 0])])
+    x["local"] = x["spectrum"].copy()
+    window = {"spectrum": np.zeros(40, bool), "local": np.arange(40) >= 10}
+    estimate = fit_spectral_estimate(x, z, (2,), window, window_inputs=("local",))
+    before = estimate.predict(x)
+    rng = np.random.default_rng(5)
+    for key, blind, seeing in (("spectrum", [2], [0, 1]), ("local", [0, 1], [2])):
+        changed = {**x, key: x[key].copy()}
+        changed[key][:, 10:, 0] += rng.normal(0.0, 3.0, size=(200, 30))
+        after = estimate.predict(changed)
+        assert np.array_equal(before[:, blind], after[:, blind])
+        assert not np.allclose(before[:, seeing], after[:, seeing], atol=0.05)
+
+
 def test_metallicity_window_takes_the_pixels_and_blocks_redder_than_its_start():
     from steps.models.keras.kernel_estimate import METALLICITY_WINDOW_START, metallicity_window
     from steps.preprocess.spectra import grid_spec, output_grid
@@ -739,6 +788,10 @@ def test_metallicity_window_takes_the_pixels_and_blocks_redder_than_its_start():
     assert metallicity_window(grid_spec(1024, (3900.0, 9000.0)), shapes) is None  # the whole grid is redder
     assert metallicity_window(None, shapes) is None
     assert metallicity_window(grid_spec(1024, (3600.0, 9000.0)), {"spectrum": (512, 2)}) is None
+    local = metallicity_window(grid_spec(1024, (3600.0, 9000.0)), {**shapes, "local": (1024, 2)})
+    assert np.array_equal(local["local"], window["spectrum"]) and not local["spectrum"].any()
+    whole = metallicity_window(grid_spec(1024, (3900.0, 9000.0)), {**shapes, "local": (1024, 2)})
+    assert whole["local"].all() and whole["continuum"].all() and not whole["spectrum"].any()
 
 
 def test_weights_on_the_flattened_input_equal_those_on_mean_imputed_pixels():

@@ -14,6 +14,9 @@ normalisation statistics) is a small JSON object kept in `model.json` and restor
   other heavy-tailed columns are compressed with a centred asinh (as the baselines do); standardised values are
   clipped to +-8, and missing values become 0 after standardisation (the training mean) with their indicator
   set to 1. Colours are never logged: they cross zero.
+A `VectorInput` with `local_continuum` (a number of entries) divides its values by a running upper quantile of
+their good entries (`local_continuum_of`), before clipping: a spectrum normalised by its continuum once more, to the
+local pseudo-continuum a line sits in.
 """
 
 from __future__ import annotations
@@ -25,6 +28,41 @@ import numpy as np
 from steps.models.inputs import Columns
 
 CLIP = 8.0
+LOCAL_QUANTILE = 90.0  # percent: the running quantile of good entries that `local_continuum_of` takes
+LOCAL_CHUNK = 256  # rows whose windows are sorted at once ((rows, length, width) floats)
+
+
+def _running_mean(values: np.ndarray, width: int) -> np.ndarray:
+    """Mean of the finite entries of (n, length) `values` within width // 2 entries on either side (NaN if none)."""
+    half = width // 2
+    good = np.isfinite(values)
+    sums = np.pad(np.cumsum(np.where(good, values, 0.0), axis=1), ((0, 0), (1, 0)))
+    counts = np.pad(np.cumsum(good, axis=1), ((0, 0), (1, 0)))
+    index = np.arange(values.shape[1])
+    low, high = np.maximum(index - half, 0), np.minimum(index + half + 1, values.shape[1])
+    n = counts[:, high] - counts[:, low]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (sums[:, high] - sums[:, low]) / n, np.nan)
+
+
+def local_continuum_of(values: np.ndarray, bad: np.ndarray, width: int) -> np.ndarray:
+    """(n, length) pseudo-continuum of (n, length) `values`: the LOCAL_QUANTILE of the good entries within
+    width // 2 entries on either side (np.percentile's linear interpolation), smoothed by a running mean over as
+    many; NaN where no good entry is near."""
+    half = width // 2
+    out = np.empty(values.shape)
+    for start in range(0, len(values), LOCAL_CHUNK):
+        part = np.where(bad[start:start + LOCAL_CHUNK], np.nan, values[start:start + LOCAL_CHUNK])
+        padded = np.pad(part, ((0, 0), (half, half)), constant_values=np.nan)
+        windows = np.sort(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=1), axis=2)
+        count = np.isfinite(windows).sum(axis=2)
+        position = LOCAL_QUANTILE / 100.0 * np.maximum(count - 1, 0)
+        below = np.floor(position).astype(np.int64)
+        above = np.minimum(below + 1, np.maximum(count - 1, 0))
+        low = np.take_along_axis(windows, below[..., None], axis=2)[..., 0]
+        high = np.take_along_axis(windows, above[..., None], axis=2)[..., 0]
+        out[start:start + LOCAL_CHUNK] = np.where(count > 0, low + (position - below) * (high - low), np.nan)
+    return _running_mean(out, width)
 
 
 class VectorInput:
@@ -34,8 +72,9 @@ class VectorInput:
 
     def __init__(self, column: str, length: int, key: str | None = None, mask_column: str | None = None,
                  ivar_column: str | None = None, mask_channel: bool = False, clip: tuple[float, float] | None = None,
-                 mean: float = 0.0, std: float = 1.0, optional: bool = False):
+                 mean: float = 0.0, std: float = 1.0, optional: bool = False, local_continuum: int = 0):
         self.column, self.length, self.key, self.optional = column, int(length), key or column, bool(optional)
+        self.local_continuum = int(local_continuum)  # entries of the running window; 0: values as they are
         self.mask_column, self.ivar_column, self.mask_channel = mask_column, ivar_column, bool(mask_channel)
         self.clip = tuple(clip) if clip is not None else None
         self.mean, self.std = float(mean), float(std)
@@ -61,6 +100,10 @@ class VectorInput:
         if self.ivar_column and cols.has(self.ivar_column):
             ivar = cols.vectors(self.ivar_column, self.length, required=False)
             bad |= np.isfinite(ivar) & (ivar <= 0)
+        if self.local_continuum:
+            continuum = local_continuum_of(values, bad, self.local_continuum)
+            bad |= ~(continuum > 0)
+            values = values / np.where(bad, 1.0, continuum)
         if self.clip is not None:
             values = np.clip(values, *self.clip)
         return values, bad
@@ -87,10 +130,11 @@ class VectorInput:
 
     def config(self) -> dict[str, Any]:
         """The fitted input's JSON-able state."""
+        local = {"local_continuum": self.local_continuum} if self.local_continuum else {}
         return {"kind": self.kind, "column": self.column, "length": self.length, "key": self.key,
                 "mask_column": self.mask_column, "ivar_column": self.ivar_column, "mask_channel": self.mask_channel,
                 "clip": list(self.clip) if self.clip is not None else None, "mean": self.mean, "std": self.std,
-                "optional": self.optional}
+                "optional": self.optional, **local}
 
 
 class ScalarInput:
@@ -213,7 +257,7 @@ class Encoder:
     @property
     def fields(self) -> dict[str, list[str]]:
         """Input fields: `required` in every object, `optional` imputed when absent."""
-        required = [f for block in self.inputs for f in block.fields["required"]]
+        required = list(dict.fromkeys(f for block in self.inputs for f in block.fields["required"]))
         optional = [f for block in self.inputs for f in block.fields["optional"] if f not in required]
         return {"required": required, "optional": list(dict.fromkeys(optional))}
 

@@ -35,9 +35,10 @@ regression per label, on that label's estimate and a few leading components, ref
 residuals say so. Teff, which the continuum shape carries, gets such an estimate of its own (its own continuum
 weight, cleaning and width), and where that estimate lies in `TEFF_GATE`, Teff comes from one more, fitted on the
 FGK stars and their neighbours alone; log g comes from the estimate of all three labels, and [Fe/H] from one of all
-three labels that sees only the spectrum redder than 3900 A (`kernel_estimate.fit_spectral_estimate`,
-`kernel_estimate.metallicity_window`). A small network learns a correction to it (early stopping keeps it only where
-it helps on validation) and, trained last on its own with the means frozen, the per-star uncertainty.
+three labels that sees only the spectrum redder than 3900 A, divided by its local pseudo-continuum (a third input;
+`kernel_estimate.fit_spectral_estimate`, `kernel_estimate.metallicity_window`, `kernel_estimate.LOCAL_INPUT`). A
+small network learns a correction to it (early stopping keeps it only where it helps on validation) and, trained
+last on its own with the means frozen, the per-star uncertainty.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ from steps.models.keras.calibration import (  # noqa: E402
 )
 from steps.models.keras.encoders import Encoder, ScalarInput, VectorInput  # noqa: E402
 from steps.models.keras.kernel_estimate import (  # noqa: E402
+    LOCAL_INPUT,
     METALLICITY_WINDOW_START,
     fit_spectral_estimate,
+    local_continuum_pixels,
     metallicity_window,
 )
 from steps.models.keras.networks import (  # noqa: E402
@@ -520,7 +523,8 @@ def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarra
     """The kernel-started hybrid (see the module docstring): the closed-form estimate (`kernel_estimate`), then the
     network around it, its correction trained on the estimate's out-of-sample values, both learning [Fe/H] from
     stars of at most METALLICITY_TEFF_MAX; [Fe/H] from the entries in `window` (`kernel_estimate.metallicity_window`)
-    where there is one; Teff gated (`TEFF_GATE`). `scaling`: the (mean, std) that standardised `z`."""
+    where there is one, the only estimate that sees a `LOCAL_INPUT`; Teff gated (`TEFF_GATE`). `scaling`: the
+    (mean, std) that standardised `z`."""
     window_labels = tuple(labels.index(label) for label in ("feh",) if label in labels)
     trusted, gate, set_aside = _every_label, None, None
     if "teff" in labels:
@@ -534,7 +538,8 @@ def _spectral_network(shapes, labels, x, z, scaling: tuple[np.ndarray, np.ndarra
             z = trusted(z)
         if column == 0:  # the first label has an estimate of its own, which the gate can replace
             gate = _teff_gate(z[:, 0], to_z, TEFF_GATE_EDGE / scaling[1][0])
-    estimate = fit_spectral_estimate({key: x[key] for key in shapes}, z, window_labels, window, gate)
+    estimate = fit_spectral_estimate({key: x[key] for key in shapes}, z, window_labels, window, gate,
+                                     window_inputs=tuple(key for key in (LOCAL_INPUT,) if key in shapes))
     if any(part.estimate.record.get("entries_seen") for part in estimate.parts):
         estimate.record["metallicity_window_from_angstrom"] = METALLICITY_WINDOW_START
     if set_aside is not None:
@@ -564,6 +569,11 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
         blocks = _vector_length(spec, ("continuum_blocks",), train, "continuum_shape")
         inputs.append(VectorInput("continuum_shape", blocks, key="continuum", mask_channel=True, clip=(-3.0, 3.0),
                                   optional=True))
+    pixels = local_continuum_pixels(spec.get("grid"))
+    if pixels and metallicity_window(spec.get("grid"), {**Encoder(inputs).shapes, LOCAL_INPUT: (length, 2)}):
+        # [Fe/H]'s estimate sees the flux against its local pseudo-continuum (`kernel_estimate.LOCAL_INPUT`)
+        inputs.append(VectorInput("flux", length, key=LOCAL_INPUT, mask_column="mask", ivar_column="ivar",
+                                  mask_channel=True, clip=(-1.0, 3.0), local_continuum=pixels))
     encoder = Encoder(inputs)
     network = functools.partial(_spectral_network, window=metallicity_window(spec.get("grid"), encoder.shapes))
     trained = _train_regression("spectral", encoder, network, in_teff_range(train, STELLAR_TEFF_RANGE),
