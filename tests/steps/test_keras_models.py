@@ -321,6 +321,10 @@ def test_the_means_learn_feh_from_stars_no_hotter_than_its_limit_and_the_uncerta
     monkeypatch.setattr(training, "fit_spectral_estimate", estimate)
     monkeypatch.setattr(training, "_fit", fit)
     trained = training.train_keras("spectral", table.slice(0, 130), table.slice(130), spec, seed=0, epochs=2)
+    record = trained.info["training"]  # no grid in the spec: no [Fe/H] window, no local input
+    assert "metallicity_window_from_angstrom" not in record
+    assert [block.get("key") for block in trained.info["encoder"]] == ["spectrum", "continuum"]
+    assert [part["gives"] for part in record["separate_estimates"]] == [[1, 2]] * 3 + [[0]]
     kept = teff[1:130]                                  # the 23 K row is not learnt from
     hot = kept > training.METALLICITY_TEFF_MAX
     z = seen["estimate"]
@@ -356,6 +360,7 @@ def test_spectral_model_reads_the_continuum_shape_and_predicts_without_it(traine
 
 def test_spectral_trainer_takes_feh_from_the_redder_window_of_the_features_grid():
     from split_fixtures import spectra
+    from steps.models.keras.kernel_estimate import local_continuum_pixels, metallicity_window
     from steps.models.keras.training import train_keras
     from steps.preprocess.spectra import grid_spec
 
@@ -378,10 +383,7 @@ def test_spectral_trainer_takes_feh_from_the_redder_window_of_the_features_grid(
     record = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5).info["training"]
     assert [part["gives"] for part in record["separate_estimates"]] == [[1]] * 3 + [[0]] + [[2]] * 4
     assert record["separate_estimates"][-1]["entries_seen"] == {"spectrum": 0, "continuum": 64, "local": 256}
-    del spec["grid"]                                                      # no grid: no window, no local input
-    record = train_keras("spectral", table.slice(0, 180), table.slice(180), spec, seed=0, epochs=5).info["training"]
-    assert "metallicity_window_from_angstrom" not in record
-    assert [part["gives"] for part in record["separate_estimates"]] == [[1, 2]] * 3 + [[0]]
+    assert local_continuum_pixels(None) == 0 and metallicity_window(None, {"spectrum": (256, 2)}) is None  # no grid
 
 
 def test_local_continuum_is_a_running_upper_quantile_of_the_good_entries():
