@@ -163,8 +163,13 @@ def _reported(command: str, action) -> int:
 
     from steps.core.storage import transient_s3_error
 
+    from steps.core.registry import CorruptRecord
+
     try:
         return action()
+    except CorruptRecord as error:  # a registry record that does not parse: named, nothing more is deleted
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2
     except OSError as error:  # a read-only home or registry
         where = f" {error.filename}:" if error.filename else ""
         print(f"{command}:{where} {error.strerror or error}", file=sys.stderr)

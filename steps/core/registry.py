@@ -35,7 +35,7 @@ from steps.core.artifacts import (
     manifest_hash,
     read_manifest,
 )
-from steps.core.storage import ObjectStore, PreconditionFailed, open_store
+from steps.core.storage import ObjectStore, PreconditionFailed, file_lock, open_store
 
 PRODUCTION = "production"
 UNSET = ""  # in an alias's history: it pointed at no version
@@ -45,6 +45,7 @@ _SWAP_ATTEMPTS = 50
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 REPORTS = "reports"  # the evaluations' reports, shared by the models they judged
 REPORT_PARTS = ("report.html", "report.md", "plots")  # what of an evaluation artifact is its report
+COPIES_LOCK = ".copies.lock"  # in a folder of local copies (`download`): held while one is checked or made
 Record = TypeVar("Record", bound=BaseModel)
 
 
@@ -317,36 +318,37 @@ class ModelRegistry:
         The blob (the content hash) is in the name: a version number alone names another model in another registry,
         or in one reset since, and a copy kept under it would be served in its place. The copy is made beside the
         target and moved there only once its files hash as registered: an interrupted copy is never re-used, and
-        stored files changed in place are a RegistryError naming them, not a model served."""
+        stored files changed in place are a RegistryError naming them, not a model served. A copy whose files
+        changed since it was made (a disk error, a hand edit) is made again. One process at a time checks and makes
+        the copies of `dest` (`COPIES_LOCK`): the API's workers load the same copy at once, and none may find it
+        half made or take it away from another."""
         record = self.resolve(name, ref)
         target = Path(dest) / f"{name}-{record.version}-{record.blob[:16]}"
-        if (target / MANIFEST).is_file() and self._intact(target, record):
-            return record, target  # else a copy changed since it was made (a disk error, a hand edit): made again
-        blob_key = f"{name}/blobs/{record.blob}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        holder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
-        partial = holder / "model"
-        try:
-            self.store.download_dir(blob_key, partial)
-            if not self._intact(partial, record):
-                raise RegistryError(f"{name} version {record.version}: the files stored in {self.store.uri}/"
-                                    f"{blob_key} are not those registered (changed or removed since); register the "
-                                    "model again")
-            shutil.rmtree(target, ignore_errors=True)  # a copy that changed, or one left unfinished by older code
+        with file_lock(Path(dest) / COPIES_LOCK, unless_read_only=True):
+            if (target / MANIFEST).is_file() and self._intact(target, record):
+                return record, target
+            blob_key = f"{name}/blobs/{record.blob}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            holder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+            partial = holder / "model"
             try:
+                self.store.download_dir(blob_key, partial)
+                if not self._intact(partial, record):
+                    raise RegistryError(f"{name} version {record.version}: the files stored in {self.store.uri}/"
+                                        f"{blob_key} are not those registered (changed or removed since); register "
+                                        "the model again")
+                if target.exists():  # a copy that changed, or one left unfinished by older code: set aside whole
+                    target.rename(holder / "stale")
                 partial.rename(target)
-            except OSError:  # another process made the same copy meanwhile
-                if not (target / MANIFEST).is_file():
-                    raise
-        finally:
-            shutil.rmtree(holder, ignore_errors=True)
+            finally:
+                shutil.rmtree(holder, ignore_errors=True)
         return record, target
 
     def _intact(self, model_dir: Path, record: VersionRecord) -> bool:
         """Whether a copy of a version's files holds what was registered: its manifest, and the files it lists."""
         try:
             return manifest_hash(model_dir) == record.blob and checked_content_hash(model_dir) == self._content(record)
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             return False
 
     def alias_state(self, name: str) -> AliasState:

@@ -8,6 +8,7 @@ create-if-absent and replace-if-unchanged (an ETag compare-and-swap). On S3 (and
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -136,6 +137,29 @@ def _etag(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+@contextmanager
+def file_lock(lock: Path, unless_read_only: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` (made, with its folder, where missing) between processes. With
+    `unless_read_only`, where the lock cannot be made (a read-only folder, which no process writes either), go on
+    without it."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
+    except OSError as error:
+        if not unless_read_only or error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class LocalStore(ObjectStore):
     """A directory. Writes go through a temporary file and a rename, so readers never see half an object."""
 
@@ -190,16 +214,8 @@ class LocalStore(ObjectStore):
                 raise PreconditionFailed(f"{self.uri}/{key} changed since it was read")
             self.put(key, data)
 
-    @contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        lock = self._path(key).with_name(self._path(key).name + ".lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self, key: str):
+        return file_lock(self._path(key).with_name(self._path(key).name + ".lock"))
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
+from steps.core.registry import RegistryError
 from steps.core.space import exit_status
 from steps.evaluate import (
     BASELINES,
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                     gates, {ev.name: ev.baseline_dir for ev in evaluations if ev.baseline_dir})
         else:
             production = production_from_file(args.production_metrics, list(models))
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, RegistryError) as error:  # RegistryError: a record that does not parse
         log.error("%s", error)
         scratch.cleanup()
         return 2

@@ -424,9 +424,9 @@ def table_format(path: Path) -> str | None:
 
 def read_table(path: Path, kind: str) -> Table:
     """One table file as an astropy Table; `UnreadableFile` when it is truncated or corrupt, `NotPhotometry`
-    for JSON that is not the archive's table layout and for an empty file."""
-    if path.stat().st_size == 0:
-        raise NotPhotometry("an empty file (0 bytes)")
+    for JSON that is not the archive's table layout."""
+    if path.stat().st_size == 0:  # a download cut short, most often: quarantined as unreadable, named as what it is
+        raise UnreadableFile("an empty file (0 bytes)")
     try:
         if kind == "json":
             return _read_archive_json(path)

@@ -6,7 +6,7 @@ magnitude ranges where they were fitted.
 
 Per band, a measurement is unusable when its magnitude or error is not finite, its error is not positive or
 exceeds `MAX_ERROR` (the survey barely detected it), it is brighter than the survey's saturation limit, or it is
-fainter than any measurement the survey's catalogue holds (`steps.ingest.bands`: a placeholder such as 99.999). A
+fainter than any measurement the survey's catalogue holds or brighter than any star (a placeholder: 99.999, -99). A
 NaN error is how the raw table marks an upper limit or a value the catalogue's own flags (2MASS/AllWISE `ph_qual`,
 `cc_flg`) say not to trust, so those are masked too. Unusable bands become NaN, with the reason in `mask_<band>`
 (bits of `MASK_BITS`).
@@ -41,7 +41,9 @@ MIN_PARALLAX_SNR = 5.0
 # A parallax more negative than this many of its errors (or negative with no usable error) is not a distant star's:
 # the astrometry is bad, and the parallax counts as unknown. Up to it, a negative parallax says "far", as 0 does.
 NEGATIVE_PARALLAX_SIGMA = 3.0
-MASK_BITS = {"missing": 1, "bad_error": 2, "saturated": 4, "beyond_faintest": 8}
+MASK_BITS = {"missing": 1, "bad_error": 2, "saturated": 4, "placeholder": 8}
+# Brighter than this no star but the Sun is in any band here (Betelgeuse: Ks -4.4): a catalogue's -99 or -9999.
+BRIGHTEST_MAGNITUDE = -10.0
 COLOURS = (("BP", "RP"), ("G", "BP"), ("G", "RP"), ("G", "J"), ("J", "H"), ("H", "Ks"), ("J", "Ks"), ("G", "Ks"),
            ("Ks", "W1"), ("W1", "W2"))
 LABELS = ("teff", "logg", "feh")
@@ -66,11 +68,11 @@ def band_masks(mags: np.ndarray, errors: np.ndarray, saturation: np.ndarray, fai
     mask = np.where(~np.isfinite(mags), MASK_BITS["missing"], 0)
     with np.errstate(invalid="ignore"):
         bad_error = ~np.isfinite(errors) | (errors <= 0) | (errors > MAX_ERROR)
-        saturated = mags < saturation
-        beyond = mags > faintest
+        placeholder = (mags > faintest) | (mags < BRIGHTEST_MAGNITUDE)
+        saturated = (mags < saturation) & ~placeholder
     mask |= np.where(bad_error & np.isfinite(mags), MASK_BITS["bad_error"], 0)
     mask |= np.where(saturated, MASK_BITS["saturated"], 0)
-    mask |= np.where(beyond, MASK_BITS["beyond_faintest"], 0)
+    mask |= np.where(placeholder, MASK_BITS["placeholder"], 0)
     return mask.astype(np.uint8)
 
 
@@ -113,8 +115,9 @@ def _unusable_bands(masks: dict[str, np.ndarray], bands: tuple[str, ...], row: i
             continue
         why = [text for bit, text in ((MASK_BITS["bad_error"], f"no error in (0, {MAX_ERROR:g}] mag"),
                                       (MASK_BITS["saturated"], f"brighter than {BANDS[band].saturation:g} mag"),
-                                      (MASK_BITS["beyond_faintest"], f"fainter than {BANDS[band].faintest:g} mag: "
-                                                                     "not a measurement (a placeholder?)"))
+                                      (MASK_BITS["placeholder"], f"outside [{BRIGHTEST_MAGNITUDE:g}, "
+                                                                 f"{BANDS[band].faintest:g}] mag: a placeholder, not "
+                                                                 "a measurement"))
                if mask & bit]
         reasons.append(f"{band}: {' and '.join(why)}")
     return f" ({'; '.join(reasons)})" if reasons else ""

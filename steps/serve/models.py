@@ -179,10 +179,10 @@ class ServedModels:
 
     def _has_no_production(self, name: str) -> bool:
         """Whether `name`'s alias record says it has no production version (never promoted, or rolled back to
-        none); False where the registry cannot be read."""
+        none); False where the registry or the record cannot be read (the other models are still looked at)."""
         try:
             return self.registry.alias_unset(name, PRODUCTION)
-        except (OSError, ValueError):
+        except (RegistryError, OSError, ValueError):
             return False
 
     def _withdraw(self, name: str, why: str) -> None:

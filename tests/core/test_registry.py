@@ -11,6 +11,7 @@ import pytest
 
 from steps.core.artifacts import ArtifactWriter
 from steps.core.registry import (
+    COPIES_LOCK,
     PRODUCTION,
     UNSET,
     CorruptRecord,
@@ -233,7 +234,7 @@ def test_stored_files_changed_in_place_are_refused_and_no_copy_is_left(tmp_path)
     serving = tmp_path / "serving"
     with pytest.raises(RegistryError, match=r"sed version 1: the files stored in .* are not those registered"):
         registry.download("sed", "1", serving)
-    assert not list(serving.iterdir())  # neither the copy nor its partial download
+    assert [path.name for path in serving.iterdir()] == [COPIES_LOCK]  # neither the copy nor its partial download
     stored.write_text("good")
     (serving / f"sed-1-{record.blob[:16]}").mkdir()  # a copy an interrupted download left, without its manifest
     assert (registry.download("sed", "1", serving)[1] / "weights.txt").read_text() == "good"
@@ -247,6 +248,41 @@ def test_a_local_copy_changed_since_it_was_made_is_made_again(tmp_path):
     (copy / "weights.txt").write_text("go")
     assert registry.download("sed", "1", tmp_path / "serving")[1] == copy
     assert (copy / "weights.txt").read_text() == "good"
+
+
+def _load_copy(root: str, serving: str, barrier, answers) -> None:
+    """One API worker: the production copy, then its files read for a while (as a model loads)."""
+    import time
+
+    barrier.wait()
+    try:
+        _, copy = ModelRegistry.open(root).download("sed", "1", Path(serving))
+        until = time.monotonic() + 0.3
+        while time.monotonic() < until:
+            assert len((copy / "weights.txt").read_bytes()) == 4 << 20
+        answers.put("loaded")
+    except Exception as error:  # noqa: BLE001 - what a worker met is the test's finding
+        answers.put(repr(error))
+
+
+def test_workers_loading_a_changed_copy_at_once_all_load_it(tmp_path):
+    """Each worker that found the copy changed deleted and re-made it while the others were reading it."""
+    model = tmp_path / "model"
+    with ArtifactWriter(model, stage="train.test") as writer:
+        writer.path("weights.txt").write_bytes(bytes(4 << 20))
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    registry.register("sed", model)
+    _, copy = registry.download("sed", "1", tmp_path / "serving")
+    (copy / "weights.txt").write_bytes(bytes(100))
+    context = multiprocessing.get_context("spawn")
+    barrier, answers = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=_load_copy, args=(str(tmp_path / "registry"), str(tmp_path / "serving"),
+                                                         barrier, answers)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    assert sorted(answers.get(timeout=120) for _ in workers) == ["loaded"] * 4
+    for worker in workers:
+        worker.join(timeout=60)
 
 
 @pytest.mark.parametrize("key, damage", [("sed/aliases.json", b"{garbage"), ("sed/versions/1.json", b'{"x":'),

@@ -158,3 +158,15 @@ def test_a_registry_that_cannot_be_read_for_a_while_does_not_withdraw_a_model(re
     # ready (it serves), and says that promotions and rollbacks cannot reach it meanwhile; then no longer
     assert during.status_code == 200 and f"{registry} cannot be read since " in during.json()["registry"]
     assert "promotions and rollbacks are not seen" in during.json()["registry"] and "registry" not in after
+
+
+def test_an_alias_record_that_does_not_parse_keeps_the_other_models_looked_at(tmp_path):
+    """A cut-short aliases.json raised out of `refresh`: the models after it were never loaded, at any tick."""
+    from steps.serve.models import MODEL_NAMES, ServedModels
+
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    registry.store.put("spectral/aliases.json", b'{"aliases": {"production": "1"')
+    served = ServedModels(registry, tmp_path / "serving", 10, 10)
+    assert served.refresh() == []
+    assert "spectral/aliases.json: not a readable AliasState record" in served.errors["spectral"]
+    assert set(served.errors) == set(MODEL_NAMES)  # each of the others looked at (none has a version here)

@@ -324,6 +324,13 @@ def test_evaluate_measures_production_again_on_this_test_split(learnable, tmp_pa
     assert any("of production version 1 (recorded on another test split)" in reason
                for reason in verdict["sed"]["reasons"])
 
+    aliases = tmp_path / "registry" / "sed" / "aliases.json"  # cut short: not "no production", and no traceback
+    aliases.write_text(aliases.read_text()[:20])
+    broken = evaluate_cli(split, {"sed": models["sed"]}, tmp_path / "evaluation3", "--gates", GATES,
+                          "--registry", str(tmp_path / "registry"))
+    assert broken.returncode == 2 and f"{aliases}: not a readable AliasState record" in broken.stderr
+    assert "Traceback" not in broken.stderr and not (tmp_path / "evaluation3").exists()
+
 
 def test_production_is_measured_only_on_test_objects_it_did_not_learn_from(learnable, tmp_path):
     """A production version trained on another split of the same library has learnt some of this split's test

@@ -271,7 +271,7 @@ def test_photometry_quality_cuts_dereddening_and_colours(tmp_path):
     data.loc[1, ["mag_W1", "err_W1"]] = [5.0, 0.01]                          # saturated in WISE
     data.loc[2, ["mag_J", "err_J"]] = [16.0, 0.8]                            # error too large
     data.loc[3, ["mag_H", "err_H"]] = [12.0, np.nan]                         # 2MASS upper limit
-    data.loc[4, ["mag_Ks", "err_Ks"]] = [99.999, 0.02]                       # a catalogue's placeholder
+    data.loc[4, ["mag_Ks", "err_Ks", "mag_W2", "err_W2"]] = [99.999, 0.02, -99.0, 0.02]  # catalogue placeholders
     data.loc[6, [f"mag_{band}" for band in bands[1:]]] = 99.0                # placeholders but G
     data.loc[6, [f"err_{band}" for band in bands[1:]]] = 0.02
     raw = read_raw(write_raw(tmp_path / "raw", "photometry", data, tables["labels"]), "photometry")
@@ -280,9 +280,9 @@ def test_photometry_quality_cuts_dereddening_and_colours(tmp_path):
     assert [row["id"] for row in features.quarantine.rows] == [data.loc[0, "id"], data.loc[6, "id"]]
     assert features.quarantine.rows[0]["reason"] == "only 0 usable band(s), fewer than 2"
     assert features.quarantine.rows[1]["reason"].startswith(
-        "only 1 usable band(s), fewer than 2 (BP: fainter than 27 mag: not a measurement (a placeholder?); ")
+        "only 1 usable band(s), fewer than 2 (BP: outside [-10, 27] mag: a placeholder, not a measurement; ")
     table = features.table.to_pandas().set_index("id")
-    assert table.loc[data.loc[4, "id"], "mask_Ks"] == MASK_BITS["beyond_faintest"]
+    assert table.loc[data.loc[4, "id"], ["mask_Ks", "mask_W2"]].tolist() == [MASK_BITS["placeholder"]] * 2
     assert np.isnan(table.loc[data.loc[4, "id"], ["mag_Ks", "err_Ks", "c_H_Ks"]].astype(float)).all()
     assert table.loc[data.loc[1, "id"], "mask_W1"] == MASK_BITS["saturated"]
     assert table.loc[data.loc[2, "id"], "mask_J"] == MASK_BITS["bad_error"]

@@ -315,7 +315,8 @@ def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):
     (tmp_path / "blank" / "stars.csv").write_text("")
     assert stellar_predict("sed", "--input", str(tmp_path / "blank"), "--output", str(tmp_path / "b.csv"),
                            "--home", home) == 2
-    assert "the 1 table file(s) in it hold none: stars.csv: an empty file (0 bytes)" in capsys.readouterr().err
+    assert "none of its 1 objects could be predicted\n  1 x quarantined: an empty file (0 bytes) (stars.csv)" \
+        in capsys.readouterr().err
 
 
 def test_a_parquet_input_cut_short_exits_2_naming_the_file(pipeline, tmp_path, capsys):

@@ -159,7 +159,7 @@ def test_aliased_and_rollback_versions_stay_and_rollback_still_works(tmp_path, c
     assert "registry versions" in capsys.readouterr().out
     assert [record.version for record in registry.versions("sed")] == ["2", "4", "5", "6"]
     assert registry.store.list("reports/only-old/") == [] and registry.store.list("reports/shared/")
-    assert [copy.name.split("-")[1] for copy in (home / "serving").iterdir()] == ["5"]
+    assert [copy.name.split("-")[1] for copy in (home / "serving").iterdir() if copy.is_dir()] == ["5"]
     assert prune(home, "--keep-versions", "1") == 0
     assert "nothing to prune" in capsys.readouterr().out
     for restored in ("2", "4"):
@@ -336,6 +336,15 @@ def test_only_server_and_connection_errors_of_s3_are_worth_trying_again():
     assert not transient_s3_error(answered(403, "AccessDenied"))
     assert not transient_s3_error(answered(404, "NoSuchBucket"))
     assert not transient_s3_error(NoCredentialsError())
+
+
+def test_models_prune_of_a_registry_record_that_does_not_parse_names_it_in_one_line(tmp_path, capsys):
+    registry = ModelRegistry.open(str(tmp_path / "registry"))
+    registry.store.put("sed/versions/1.json", b'{"x":')
+    assert main(["models", "prune", "--registry", str(tmp_path / "registry")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"stellar models prune: {tmp_path / 'registry' / 'sed' / 'versions' / '1.json'}: not a ")
+    assert len(error.splitlines()) == 1
 
 
 def test_models_prune_of_a_registry_that_is_not_there_says_so_and_makes_nothing(tmp_path, capsys):

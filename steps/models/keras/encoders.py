@@ -29,7 +29,7 @@ from steps.models.inputs import Columns
 
 CLIP = 8.0
 LOCAL_QUANTILE = 90.0  # percent: the running quantile of good entries that `local_continuum_of` takes
-LOCAL_CHUNK = 256  # rows whose windows are sorted at once ((rows, length, width) floats)
+LOCAL_CHUNK_ENTRIES = 1 << 24  # window entries sorted at once (128 MiB of floats): rows * length * width
 
 
 def _running_mean(values: np.ndarray, width: int) -> np.ndarray:
@@ -51,8 +51,9 @@ def local_continuum_of(values: np.ndarray, bad: np.ndarray, width: int) -> np.nd
     many; NaN where no good entry is near."""
     half = width // 2
     out = np.empty(values.shape)
-    for start in range(0, len(values), LOCAL_CHUNK):
-        part = np.where(bad[start:start + LOCAL_CHUNK], np.nan, values[start:start + LOCAL_CHUNK])
+    chunk = max(1, LOCAL_CHUNK_ENTRIES // (values.shape[1] * (2 * half + 1)))  # 321 rows of 1024 entries, 51 wide
+    for start in range(0, len(values), chunk):
+        part = np.where(bad[start:start + chunk], np.nan, values[start:start + chunk])
         padded = np.pad(part, ((0, 0), (half, half)), constant_values=np.nan)
         windows = np.sort(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=1), axis=2)
         count = np.isfinite(windows).sum(axis=2)
@@ -61,7 +62,7 @@ def local_continuum_of(values: np.ndarray, bad: np.ndarray, width: int) -> np.nd
         above = np.minimum(below + 1, np.maximum(count - 1, 0))
         low = np.take_along_axis(windows, below[..., None], axis=2)[..., 0]
         high = np.take_along_axis(windows, above[..., None], axis=2)[..., 0]
-        out[start:start + LOCAL_CHUNK] = np.where(count > 0, low + (position - below) * (high - low), np.nan)
+        out[start:start + chunk] = np.where(count > 0, low + (position - below) * (high - low), np.nan)
     return _running_mean(out, width)
 
 

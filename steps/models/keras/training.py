@@ -570,7 +570,9 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
         inputs.append(VectorInput("continuum_shape", blocks, key="continuum", mask_channel=True, clip=(-3.0, 3.0),
                                   optional=True))
     pixels = local_continuum_pixels(spec.get("grid"))
-    if pixels and metallicity_window(spec.get("grid"), {**Encoder(inputs).shapes, LOCAL_INPUT: (length, 2)}):
+    labels = [label for label in (spec.get("labels") or DEFAULT_LABELS) if label in train.column_names]
+    window = metallicity_window(spec.get("grid"), {**Encoder(inputs).shapes, LOCAL_INPUT: (length, 2)})
+    if pixels and window and "feh" in labels and len(labels) > 1:
         # [Fe/H]'s estimate sees the flux against its local pseudo-continuum (`kernel_estimate.LOCAL_INPUT`)
         inputs.append(VectorInput("flux", length, key=LOCAL_INPUT, mask_column="mask", ivar_column="ivar",
                                   mask_channel=True, clip=(-1.0, 3.0), local_continuum=pixels))
