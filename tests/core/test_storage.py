@@ -120,3 +120,21 @@ def test_an_upload_that_runs_out_of_space_leaves_no_part_copy(tmp_path, monkeypa
         store.upload_dir(source, "artifacts/k/out")
     monkeypatch.setattr(storage.shutil, "copytree", real_shutil.copytree)
     assert [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".")] == []
+
+
+def test_a_lock_that_cannot_be_made_in_a_read_only_folder_is_skipped_only_where_asked(tmp_path, monkeypatch):
+    """Local copies in a read-only home are read as they are (no process can change them there): the lock that
+    guards making them is skipped; anywhere else a lock that cannot be made is an error."""
+    import errno
+
+    from steps.core import storage
+
+    def refused(path, mode="r"):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(storage, "open", refused, raising=False)
+    with storage.file_lock(tmp_path / ".copies.lock", unless_read_only=True):
+        pass
+    with pytest.raises(OSError, match="Read-only"):
+        with storage.file_lock(tmp_path / ".copies.lock"):
+            pass
