@@ -104,8 +104,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 log.exception("loading the production models failed")
             missing = [name for name in MODEL_NAMES if name not in served.current]
             if missing:
-                log.warning("not serving %s yet: %s. /readyz answers 503 until a production version of each is in "
-                            "%s (stellar run, or stellar models promote); checked every %g s", ", ".join(missing),
+                log.warning("not serving %s yet: %s. /readyz answers 503 until each has a production version in "
+                            "%s that loads (stellar run, or stellar models promote); checked every %g s",
+                            ", ".join(missing),
                             "; ".join(f"{name}: {served.errors.get(name, 'not loaded')}" for name in missing),
                             settings.registry, settings.reload_interval_s)
             await served.watch(settings.reload_interval_s)
