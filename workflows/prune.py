@@ -18,6 +18,8 @@ prune cannot find.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import sys
 from collections import defaultdict
@@ -113,14 +115,16 @@ def prune_command(args: argparse.Namespace) -> int:
         if not home.is_dir():
             raise ValueError(f"--home {home}: no such folder")
         store = _existing_store("--artifact-store " if args.artifact_store else "--home ",
-                                args.artifact_store or str(home / "artifacts"), args.s3_endpoint)
+                                args.artifact_store or str(home / "artifacts"), args.s3_endpoint, args.dry_run)
         registry = _existing_store("--registry " if args.registry else "--home ",
-                                   args.registry or str(home / "registry"), args.s3_endpoint)
+                                   args.registry or str(home / "registry"), args.s3_endpoint, args.dry_run)
     except ValueError as error:
         print(f"stellar prune: {error}", file=sys.stderr)
         return 1 if isinstance(error, StoreUnreachable) else 2
+    # A dry run deletes nothing: on a home it cannot write (a read-only mount) it lists without the home's lock
+    read_only = args.dry_run and not os.access(home, os.W_OK)
     try:
-        with home_lock(home, "prune", doing="stellar"):
+        with contextlib.nullcontext() if read_only else home_lock(home, "prune", doing="stellar"):
             return _reported("stellar prune", lambda: _prune(home, store, _open_registry(registry), keep,
                                                              args.dry_run))
     except HomeBusy as error:
@@ -139,7 +143,7 @@ def models_prune_command(args: argparse.Namespace) -> int:
     option, uri = ("--registry ", args.registry) if args.registry else ("--home ", str(home / "registry"))
     try:
         keep = Keep(0, *_registry_keep(args))
-        store = _existing_store(option, uri, None)
+        store = _existing_store(option, uri, None, args.dry_run)
         if store is None:
             raise ValueError(f"{option}{args.registry or home}: no such registry folder"
                              + ("" if args.registry else f" ({uri})"))
@@ -194,14 +198,14 @@ def _open_registry(store: ObjectStore | None) -> ModelRegistry | None:
     return ModelRegistry(store) if store else None
 
 
-def _existing_store(option: str, uri: str, s3_endpoint: str | None) -> ObjectStore | None:
-    """The store at `uri`, checked as `stellar run` checks it; None for a folder that is not there (nothing to
-    prune, and nothing is made)."""
+def _existing_store(option: str, uri: str, s3_endpoint: str | None, dry_run: bool = False) -> ObjectStore | None:
+    """The store at `uri`, checked as `stellar run` checks it (for a `dry_run`, which writes nothing, only opened);
+    None for a folder that is not there (nothing to prune, and nothing is made)."""
     from workflows.run import usable_store
 
     if "://" not in uri and not Path(uri).expanduser().is_dir():
         return None
-    return usable_store(option, uri, s3_endpoint)
+    return usable_store(option, uri, s3_endpoint, probe=not dry_run)
 
 
 def _prune(home: Path, store: ObjectStore | None, registry: ModelRegistry | None, keep: Keep,

@@ -42,12 +42,14 @@ def local_parameters(home: Path) -> dict[str, str]:
     return {"registry": str(home / "registry"), "raw-cache": str(home / "raw-cache"), "deploy-target": "local"}
 
 
-def usable_store(option: str, uri: str, s3_endpoint: str | None) -> ObjectStore:
-    """The store at `uri`, checked before the run starts (`ObjectStore.probe`): a misconfigured store is one line
-    naming the `option` that gave it ("--artifact-store ", "-p registry="), not a failed task per stage."""
+def usable_store(option: str, uri: str, s3_endpoint: str | None, probe: bool = True) -> ObjectStore:
+    """The store at `uri`, checked before the run starts (`ObjectStore.probe`, unless `probe` is false: a reader
+    that writes nothing): a misconfigured store is one line naming the `option` that gave it ("--artifact-store ",
+    "-p registry="), not a failed task per stage."""
     try:
         store = open_store(uri, s3_endpoint)
-        store.probe()
+        if probe:
+            store.probe()
     except BadEndpoint as error:
         raise ValueError(f"--s3-endpoint {error}" if s3_endpoint else f"AWS_ENDPOINT_URL {error}") from None
     except StoreUnusable as error:  # the same class (StoreUnreachable: worth trying again), with the option named

@@ -95,6 +95,25 @@ def test_a_dry_run_deletes_nothing_and_a_second_prune_deletes_nothing(tmp_path, 
     assert files(home) == after
 
 
+def test_a_dry_run_lists_a_home_it_cannot_write_and_a_prune_refuses_it(tmp_path, capsys, monkeypatch):
+    """A read-only home (a mount) refused even the dry run: its lock and its stores' probe want to write."""
+    import os
+
+    home = tmp_path / "home"
+    for note in ("v1", "v2"):
+        run(home, note)
+    before = files(home)
+    writable = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: not (mode & os.W_OK and str(path).startswith(
+        str(home))) and writable(path, mode, **kw))
+    assert prune(home, "--keep-runs", "1", "--dry-run") == 0
+    assert "would free" in capsys.readouterr().out
+    assert files(home) == before and not (home / "run.lock").exists()
+    assert prune(home, "--keep-runs", "1") == 2
+    assert capsys.readouterr().err == f"stellar prune: --home {home / 'artifacts'}: the folder is not writable\n"
+    assert files(home) == before
+
+
 def test_what_another_home_sharing_the_store_made_stays(tmp_path):
     shared = LocalStore(tmp_path / "shared")
     run(tmp_path / "a", "a1", shared)
