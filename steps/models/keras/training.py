@@ -345,12 +345,17 @@ def _dropped_band_residuals(model: keras.Model, x: dict[str, np.ndarray], z: np.
     return mean - z_copies[rows], np.exp(0.5 * log_var)
 
 
+def _labels_in(spec: dict[str, Any], train: pa.Table) -> list[str]:
+    """The labels a regression learns: those the spec asks for (default `DEFAULT_LABELS`) that the table has."""
+    return [label for label in (spec.get("labels") or DEFAULT_LABELS) if label in train.column_names]
+
+
 def _train_regression(name: str, encoder: Encoder, build, train: pa.Table, val: pa.Table, spec: dict[str, Any],
                       seed: int, epochs: int | None, bands: list[str] | None = None,
                       spectrum_length: int | None = None) -> Trained:
     recipe = RECIPES[name]
     wanted = list(spec.get("labels") or DEFAULT_LABELS)
-    labels = [t for t in wanted if t in train.column_names]
+    labels = _labels_in(spec, train)
     if not labels:
         raise ValueError(f"{name}: the training table has none of the labels {wanted}")
     transforms = {t: TARGET_TRANSFORMS[t] for t in labels if t in TARGET_TRANSFORMS}
@@ -570,9 +575,9 @@ def _train_spectral(train: pa.Table, val: pa.Table, spec: dict[str, Any], seed: 
         inputs.append(VectorInput("continuum_shape", blocks, key="continuum", mask_channel=True, clip=(-3.0, 3.0),
                                   optional=True))
     pixels = local_continuum_pixels(spec.get("grid"))
-    labels = [label for label in (spec.get("labels") or DEFAULT_LABELS) if label in train.column_names]
-    window = metallicity_window(spec.get("grid"), {**Encoder(inputs).shapes, LOCAL_INPUT: (length, 2)})
-    if pixels and window and "feh" in labels and len(labels) > 1:
+    labels = _labels_in(spec, train)
+    windowed = metallicity_window(spec.get("grid"), {**Encoder(inputs).shapes, LOCAL_INPUT: (length, 2)}) is not None
+    if pixels and windowed and "feh" in labels and len(labels) > 1:
         # [Fe/H]'s estimate sees the flux against its local pseudo-continuum (`kernel_estimate.LOCAL_INPUT`)
         inputs.append(VectorInput("flux", length, key=LOCAL_INPUT, mask_column="mask", ivar_column="ivar",
                                   mask_channel=True, clip=(-1.0, 3.0), local_continuum=pixels))
