@@ -7,7 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 KUBE_CONTEXT="kind-$CLUSTER_NAME"  # what it installs goes to the cluster it made, whatever KUBE_CONTEXT says
 
-ARGO_CHART_VERSION="${ARGO_CHART_VERSION:-2.0.1}"  # Argo Workflows v4.1.0
+ARGO_CHART_VERSION="${ARGO_CHART_VERSION:-2.0.1}"  # Argo Workflows v4.1.1 (chart 2.0.1 release notes)
 MINIO_CHART_VERSION="${MINIO_CHART_VERSION:-5.4.0}"
 
 for tool in kind kubectl helm; do need "$tool"; done
