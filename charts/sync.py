@@ -119,6 +119,7 @@ def workflow_template(doc: dict[str, Any]) -> str:
     for parameter in spec["arguments"]["parameters"]:
         parameter["value"] = markers.mark(
             Scalar(f'index .Values.workflow.parameters {json.dumps(parameter["name"])} | toString'))
+    spec["activeDeadlineSeconds"] = markers.mark(Scalar(".Values.workflow.activeDeadlineSeconds"))
     for template in spec["templates"]:
         if "container" in template:
             _container(template["container"], markers,
@@ -213,8 +214,11 @@ def values_block(template: dict[str, Any], cron: dict[str, Any], prune: dict[str
         "# aliased version, those the newest keepRollbacks rollbacks of production restore, those rolled back by hand",
         "# and the newest keepVersions of each model. Each run's artifacts go with its workflow (artifactGC).",
         to_yaml({"prune": prune_values}).rstrip(),
-        "# Workflow parameters (their defaults in the WorkflowTemplate; `argo submit -p NAME=VALUE` overrides per run).",
-        to_yaml({"workflow": {"parameters": parameters}}).rstrip(),
+        "# A run still going after activeDeadlineSeconds is stopped whole (each stage's attempts have deadlines of their",
+        "# own). Workflow parameters: their defaults in the WorkflowTemplate; `argo submit -p NAME=VALUE` overrides",
+        "# them per run.",
+        to_yaml({"workflow": {"activeDeadlineSeconds": spec["activeDeadlineSeconds"],
+                              "parameters": parameters}}).rstrip(),
         "# Requests and limits of each template's main container (a memory limit on every one).",
         to_yaml({"resources": resources}).rstrip(),
         END,

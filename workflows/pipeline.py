@@ -86,10 +86,17 @@ class RenderOptions:
     retry_limit: int = 3
     backoff_duration: str = "15s"
     backoff_factor: int = 2
-    # Argo counts it from the first attempt's start and kills a retry still running then: longer than every attempt
-    # of a rollout (an atomic upgrade waits up to `deploy-timeout`, 600 s, and its rollback as long again) and the
-    # backoff between them; a training attempt has as long.
+    # Argo starts no retry once this much time has passed since a stage's first attempt started: longer than every
+    # attempt of a rollout (an atomic upgrade waits up to `deploy-timeout`, 600 s, and its rollback as long again)
+    # and the backoff between them. It stops nothing that runs: the deadlines below do.
     backoff_max_duration: str = "2h"
+    # Deadlines (`activeDeadlineSeconds`): an attempt of a stage still running after `attempt_deadline_seconds`
+    # (a training attempt: `training_deadline_seconds`) is stopped and, within the backoff's maxDuration, tried
+    # again; a run still going after `run_deadline_seconds` is stopped whole. A stage that hangs (an archive that
+    # never answers) then fails the run, rather than hold it, and with it every later start of a Forbid cron.
+    attempt_deadline_seconds: int = 3600
+    training_deadline_seconds: int = 7200
+    run_deadline_seconds: int = 12 * 3600
     parameters: dict[str, str] = field(default_factory=dict)
 
     def image(self, stage: str) -> str:
@@ -168,8 +175,9 @@ def _s3_env(options: RenderOptions) -> list[SecretEnv]:
 def _stage(options: RenderOptions, name: str, stage: str, args: list[str], *, params: list[str] = (),
            inputs: list[str] = (), outputs: list[str] = (), cpu: str = "500m", memory: str = "1Gi",
            memory_limit: str = "2Gi", reads_registry: bool = False, reads_location: str | None = None,
-           service_account: str | None = None) -> Container:
-    """One container template running `python -m steps.<stage> ARGS` in the stage's image."""
+           service_account: str | None = None, deadline_seconds: int | None = None) -> Container:
+    """One container template running `python -m steps.<stage> ARGS` in the stage's image; an attempt is stopped
+    after `deadline_seconds` (by default the options' `attempt_deadline_seconds`)."""
     return Container(
         name=name,
         image=options.image(stage),
@@ -181,6 +189,7 @@ def _stage(options: RenderOptions, name: str, stage: str, args: list[str], *, pa
         env=_s3_env(options) if reads_registry or stage == "ingest" else None,
         resources=Resources(cpu_request=cpu, memory_request=memory, memory_limit=memory_limit),
         retry_strategy=_retry(options),
+        active_deadline_seconds=deadline_seconds or options.attempt_deadline_seconds,
         security_context=_container_security(),
         annotations={**({READS_REGISTRY: "registry"} if reads_registry else {}),
                      **({READS_LOCATION: reads_location, PURE_SOURCES: "synthetic"} if reads_location else {})}
@@ -226,6 +235,7 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
         artifact_gc=m.WorkflowLevelArtifactGC(strategy="OnWorkflowDeletion", force_finalizer_removal=True,
                                               service_account_name=options.artifact_gc_service_account),
         security_context=_pod_security(),
+        active_deadline_seconds=options.run_deadline_seconds,
     ) as template:
         ingest = _stage(
             options, "ingest", "ingest",
@@ -258,7 +268,7 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
             [_p("model"), "--split", _in("split"), "--out", _out("model"), "--trainer", _p("trainer"),
              "--epochs", _p("epochs"), "--seed", _p("seed")],
             params=["model", "trainer", "epochs", "seed"], inputs=["split"], outputs=["model"],
-            cpu="1", memory="2Gi", memory_limit="4Gi")
+            cpu="1", memory="2Gi", memory_limit="4Gi", deadline_seconds=options.training_deadline_seconds)
         evaluate = _stage(
             options, "evaluate", "evaluate",
             [*(arg for modality in MODALITIES for arg in ("--split", _in(f"split-{modality}"))),
@@ -390,6 +400,7 @@ def build_prune_cron_workflow(options: RenderOptions | None = None) -> CronWorkf
             env=_s3_env(options),
             resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
             retry_strategy=_retry(options),
+            active_deadline_seconds=options.attempt_deadline_seconds,
             security_context=_container_security(),
         )
     return cron

@@ -18,6 +18,7 @@ from steps.core.storage import LocalStore, S3Store
 from workflows.local.cache import ArtifactCache
 from workflows.local.executor import CACHED, FAILED, SKIPPED, SUCCEEDED, LocalExecutor
 from workflows.local.expressions import parse_duration, retry_expression_allows
+from workflows.local.template import UnsupportedTemplate
 from workflows.pipeline import READS_REGISTRY
 
 # A stage that appends its name and start/end times to a journal, copies its input (if any) to its output
@@ -174,6 +175,60 @@ def test_retry_limit_and_expression_stop_retries(tmp_path):
     result, delays, _ = run(tmp_path / "x", template(tmp_path / "x", retry=retry, fail_code=2))
     assert result.tasks["b"].attempts == 1 and delays == []
     assert "does not retry" in result.tasks["b"].message
+
+
+def _stage_processes(tmp_path: Path) -> list[int]:
+    """PIDs of the stage processes still running for this test's templates (they name its journal)."""
+    return _processes_naming(str(tmp_path / "journal.jsonl"))
+
+
+def test_an_attempt_past_its_templates_deadline_is_stopped_and_retried(tmp_path):
+    """a hangs (5 s) past its template's activeDeadlineSeconds (1 s): each attempt is stopped, as Kubernetes stops
+    a pod past its deadline, and retried as its retryStrategy says; the run fails well before a would have ended."""
+    doc = template(tmp_path, retry={"limit": 1, "retryPolicy": "Always"}, seconds=5.0)
+    next(t for t in doc["spec"]["templates"] if t["name"] == "a")["activeDeadlineSeconds"] = 1
+    started = time.monotonic()
+    result, _, _ = run(tmp_path, doc)
+    assert time.monotonic() - started < 4.5
+    a = result.tasks["a"]
+    assert a.status == FAILED and a.attempts == 2
+    assert a.message.startswith("a: stopped after its deadline (activeDeadlineSeconds 1 s) (attempt 2 of 2; ")
+    assert Path(a.log).read_text().count("=== attempt") == 2
+    assert result.tasks["d"].status == SKIPPED and journal(tmp_path) == []
+    assert _stage_processes(tmp_path) == []
+
+
+def test_a_run_past_the_workflows_deadline_stops_every_stage_and_starts_nothing(tmp_path):
+    """The workflow's activeDeadlineSeconds (2 s) passes while b and c run (3 s each): both are stopped, d never
+    starts, each says why, and the run is recorded as failed (not interrupted)."""
+    doc = template(tmp_path, seconds=3.0)
+    doc["spec"]["activeDeadlineSeconds"] = "2"
+    next(t for t in doc["spec"]["templates"] if t["name"] == "a")["container"]["env"][0]["value"] = "0"
+    started = time.monotonic()
+    result, _, _ = run(tmp_path, doc, parallelism=2)
+    assert time.monotonic() - started < 2.9
+    past = "stopped: the run passed its deadline (activeDeadlineSeconds 2 s)"
+    assert result.tasks["a"].status == SUCCEEDED
+    assert [(result.tasks[t].status, result.tasks[t].message) for t in "bc"] == [(FAILED, past)] * 2
+    assert (result.tasks["d"].status, result.tasks["d"].message) == (SKIPPED, f"not started: {past}")
+    assert json.loads((result.run_dir / "run.json").read_text())["state"] == "failed"
+    assert [entry["task"] for entry in journal(tmp_path)] == ["t-a"]
+    assert _stage_processes(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["workflow", "template"])
+@pytest.mark.parametrize("value", [0, "1h", True])
+def test_a_deadline_that_is_not_whole_seconds_is_refused_naming_it(tmp_path, where, value):
+    doc = template(tmp_path)
+    (doc["spec"] if where == "workflow" else doc["spec"]["templates"][1])["activeDeadlineSeconds"] = value
+    if where == "workflow":
+        with pytest.raises(UnsupportedTemplate, match=f"the workflow: activeDeadlineSeconds {value!r} is not"):
+            run(tmp_path, doc)
+    else:
+        result, _, _ = run(tmp_path, doc)
+        assert result.tasks["a"].status == FAILED
+        assert result.tasks["a"].message == (f"template 'a': activeDeadlineSeconds {value!r} is not a whole "
+                                             "number of seconds >= 1")
 
 
 def test_rerun_is_fully_cached(tmp_path):

@@ -3,7 +3,10 @@
 Tasks start when their `depends` have succeeded, up to `parallelism` at once. Each task's container command runs
 as a local process (`python` is this interpreter) with its parameters substituted and its input artifacts
 copied from the artifact store into a scratch directory; its declared outputs go back to the store. A task's
-`retryStrategy` (limit, policy, expression, exponential backoff) is honoured. Every finished task is cached
+`retryStrategy` (limit, policy, expression, exponential backoff) is honoured, and so are deadlines as Kubernetes
+and Argo keep them (`activeDeadlineSeconds`): an attempt still running after its template's is stopped (SIGTERM,
+then SIGKILL after the pod's grace period) and may be retried; once the workflow's passes, every running stage is
+stopped that way and nothing more starts. Every finished task is cached
 under the hash of what decides its result, so a re-run skips what is done and a failed run resumes where it
 stopped. Like Argo's DAG (failFast), no new task starts after a failure; running ones finish. An input artifact
 whose stored bytes no longer hash as stored (changed in the store behind the cache's back) is removed, and the task
@@ -33,7 +36,7 @@ from workflows.local import launch
 from workflows.local.cache import ArtifactCache, ArtifactChanged, CacheEntry, StoredArtifact, task_key
 from workflows.local.changes import READ_AFRESH, RUN_RECORD, describe_change, last_materials, write_run_record
 from workflows.local.expressions import parse_duration, retry_expression_allows, substitute
-from workflows.local.template import Task, UnsupportedTemplate, load_workflow
+from workflows.local.template import Task, UnsupportedTemplate, deadline_seconds, load_workflow
 from workflows.pipeline import PURE_SOURCES, READS_LOCATION, READS_REGISTRY
 
 PENDING, RUNNING, RETRYING, SUCCEEDED, CACHED, FAILED, SKIPPED = (
@@ -47,6 +50,7 @@ RETRY_WAIT_CANCELLED = -2  # TaskFailed's exit code when the run is stopped duri
 # Exit statuses of a stage the run's stop ended: killed by the SIGTERM `cancel` sends, or a shell's 128 + 15 for it.
 # A task that failed otherwise as the run was being stopped keeps its own reason.
 STOPPED_BY_US = (-signal.SIGTERM, 128 + signal.SIGTERM)
+GRACE_SECONDS = 30.0  # a pod's default terminationGracePeriodSeconds: from SIGTERM to SIGKILL
 
 
 @dataclass
@@ -124,6 +128,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen] = {}
         self._cancelled = threading.Event()
+        self._expired = False  # the workflow's activeDeadlineSeconds passed (and `cancel` stopped the run)
         self._record_unwritable = False  # said once
         self.sleep = sleep or self._cancelled.wait  # a backoff wait ends early when the run is cancelled
         self._registry_keys: list[tuple[str, dict[str, Any], str]] = []
@@ -143,10 +148,15 @@ class LocalExecutor:
         futures: dict[Future, str] = {}
         failed = interrupted = False
         prefix = f"task-{self.run_id}"
+        deadline = self.workflow.deadline_seconds
+        timer = threading.Timer(deadline, self._expire) if deadline else None
+        if timer:
+            timer.daemon = True
+            timer.start()
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix=prefix) as pool:
             try:
                 while True:
-                    if not failed:
+                    if not failed and not self._cancelled.is_set():
                         for name in self._ready(set(futures.values())):
                             futures[pool.submit(self._run_task, self.workflow.tasks[name])] = name
                     if not futures:
@@ -161,6 +171,8 @@ class LocalExecutor:
                 self.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)  # queued tasks never start
                 interrupted = True
+        if timer:
+            timer.cancel()
         for thread in threading.enumerate():  # a signal inside `submit` can leave a worker the pool does not join
             if thread.name.startswith(prefix) and thread is not threading.current_thread():
                 thread.join()
@@ -180,6 +192,8 @@ class LocalExecutor:
     def _why_not_started(self, name: str, interrupted: bool) -> str:
         if interrupted:
             return "the run was interrupted"
+        if self._expired:
+            return self._past_deadline()
         upstream = [up for up in self.workflow.tasks[name].depends
                     if self.states[up].status not in (SUCCEEDED, CACHED)]
         if upstream:
@@ -196,12 +210,27 @@ class LocalExecutor:
     def cancel(self) -> None:
         """Stop: no new attempts, and every running stage process group is terminated."""
         self._cancelled.set()
+        self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, signum: int) -> None:
         with self._lock:
             for process in self._processes.values():
                 try:
-                    os.killpg(process.pid, signal.SIGTERM)
+                    os.killpg(process.pid, signum)
                 except ProcessLookupError:
                     pass
+
+    def _expire(self) -> None:
+        """The workflow's deadline passed: stop the run as `cancel` does, and kill what is still running after the
+        grace period, as Kubernetes does."""
+        self._expired = True
+        self.cancel()
+        killer = threading.Timer(GRACE_SECONDS, self._signal_all, args=(signal.SIGKILL,))
+        killer.daemon = True
+        killer.start()
+
+    def _past_deadline(self) -> str:
+        return f"stopped: the run passed its deadline (activeDeadlineSeconds {self.workflow.deadline_seconds} s)"
 
     # -- one task -----------------------------------------------------------------------------------------------
 
@@ -229,7 +258,10 @@ class LocalExecutor:
         except TaskFailed as error:
             state.status = FAILED
             stopped = self._cancelled.is_set() and error.exit_code in STOPPED_BY_US
-            state.message = INTERRUPTED_WHILE_RUNNING if stopped else str(error)  # the stop, not its SIGTERM
+            if self._expired and (stopped or error.exit_code in (-signal.SIGKILL, RETRY_WAIT_CANCELLED)):
+                state.message = self._past_deadline()
+            else:
+                state.message = INTERRUPTED_WHILE_RUNNING if stopped else str(error)  # the stop, not its SIGTERM
         except (UnsupportedTemplate, KeyError, ValueError, OSError) as error:
             producer = self._rebuilding_producer(task)
             if producer:  # fetched while another consumer had the input removed: run once it is rebuilt
@@ -418,6 +450,9 @@ class LocalExecutor:
             command[0] = sys.executable
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                **{e["name"]: substitute(str(e["value"]), scope) for e in container.get("env", []) if "value" in e}}
+        raw = template.get("activeDeadlineSeconds")
+        limit = deadline_seconds(substitute(raw, scope) if isinstance(raw, str) else raw,
+                                 f"template {template.get('name')!r}")
         self._log(state, f"{ATTEMPT_HEADER}{state.attempts}: {' '.join(command)}\n")
         if not command:
             raise TaskFailed(f"{task.name}: its template has no command", exit_code=-1, error=True)
@@ -434,9 +469,15 @@ class LocalExecutor:
                 self._processes[task.name] = process
                 if self._cancelled.is_set():  # started as the run was being cancelled
                     os.killpg(process.pid, signal.SIGTERM)
-            code = process.wait()
-            with self._lock:
-                self._processes.pop(task.name, None)
+            try:
+                code = process.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                code = self._stop(process)
+                raise TaskFailed(f"{task.name}: stopped after its deadline (activeDeadlineSeconds {limit} s)",
+                                 exit_code=code) from None
+            finally:
+                with self._lock:
+                    self._processes.pop(task.name, None)
         if code != 0:
             reason = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
             raise TaskFailed(f"{task.name}: {reason}", exit_code=code)
@@ -450,6 +491,21 @@ class LocalExecutor:
                              "this run goes on with those\n")
         shutil.rmtree(workdir, ignore_errors=True)
         return entry.outputs
+
+    @staticmethod
+    def _stop(process: subprocess.Popen) -> int:
+        """Stop a stage's process group as Kubernetes stops a pod: SIGTERM, then SIGKILL after the grace period;
+        return its exit status."""
+        for signum, wait_seconds in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, None)):
+            try:
+                os.killpg(process.pid, signum)
+            except ProcessLookupError:
+                pass
+            try:
+                return process.wait(timeout=wait_seconds)
+            except subprocess.TimeoutExpired:
+                continue
+        return process.wait()
 
     def _remember_registry_state(self, task: Task, material: dict[str, Any], scope: dict[str, str]) -> None:
         """After a registry reader finishes, file every registry reader of this run under the new alias state.

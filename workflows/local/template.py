@@ -26,11 +26,22 @@ class Task:
 
 @dataclass
 class Workflow:
-    """A WorkflowTemplate's parameters and the tasks of its entrypoint DAG, in the order they are declared."""
+    """A WorkflowTemplate's parameters, the tasks of its entrypoint DAG in the order they are declared, and its
+    `activeDeadlineSeconds` (None: none)."""
 
     name: str
     parameters: dict[str, str]
     tasks: dict[str, Task]
+    deadline_seconds: int | None = None
+
+
+def deadline_seconds(value: Any, where: str) -> int | None:
+    """An `activeDeadlineSeconds` (an integer, or its digits as a string) in seconds; None when not set."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < 1:
+        raise UnsupportedTemplate(f"{where}: activeDeadlineSeconds {value!r} is not a whole number of seconds >= 1")
+    return int(value)
 
 
 def parse_depends(expression: str) -> list[str]:
@@ -72,4 +83,5 @@ def load_workflow(doc: dict[str, Any]) -> Workflow:
             artifacts={a["name"]: a["from"] for a in arguments.get("artifacts", [])},
             depends=parse_depends(raw["depends"]) if raw.get("depends") else list(raw.get("dependencies", [])),
         )
-    return Workflow(name=doc.get("metadata", {}).get("name", "workflow"), parameters=parameters, tasks=tasks)
+    return Workflow(name=doc.get("metadata", {}).get("name", "workflow"), parameters=parameters, tasks=tasks,
+                    deadline_seconds=deadline_seconds(spec.get("activeDeadlineSeconds"), "the workflow"))
