@@ -236,6 +236,9 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
                                               service_account_name=options.artifact_gc_service_account),
         security_context=_pod_security(),
         active_deadline_seconds=options.run_deadline_seconds,
+        # Each stage's log is stored beside its artifacts, so the Argo UI still shows it once podGC has deleted the
+        # pod (at once, for a stage that succeeded); it goes with them (artifactGC).
+        archive_logs=True,
     ) as template:
         ingest = _stage(
             options, "ingest", "ingest",

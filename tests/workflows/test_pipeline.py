@@ -114,6 +114,12 @@ def test_a_runs_artifacts_go_with_its_workflow_and_a_failed_deletion_does_not_ho
     assert template["spec"]["ttlStrategy"]["secondsAfterCompletion"] == 7 * 24 * 3600
 
 
+def test_a_stages_log_outlives_its_pod_for_the_argo_ui(template):
+    """podGC deletes a pod as soon as its stage succeeds, and its log with it: the logs are archived to the
+    artifact repository (and deleted with the run's artifacts, by the artifactGC above)."""
+    assert template["spec"]["podGC"] == {"strategy": "OnPodSuccess"} and template["spec"]["archiveLogs"] is True
+
+
 def test_the_prune_cron_workflow_prunes_the_registry_the_runs_promote_into(documents, template):
     """`stellar models prune` on the template's registry, in the promote image, with the stages' S3 credentials and
     retries (exit 2, a bad option or a refusing registry, is not retried)."""
