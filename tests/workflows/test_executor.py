@@ -231,6 +231,76 @@ def test_a_deadline_that_is_not_whole_seconds_is_refused_naming_it(tmp_path, whe
                                              "number of seconds >= 1")
 
 
+def test_a_task_queued_when_the_run_passes_its_deadline_does_not_start(tmp_path):
+    """With parallelism 1, c waits in the pool while b runs; the run's deadline passes: b is stopped, and c does not
+    start then (it would only be stopped at once), but is skipped, saying why."""
+    doc = template(tmp_path, seconds=3.0)
+    doc["spec"]["activeDeadlineSeconds"] = 2
+    next(t for t in doc["spec"]["templates"] if t["name"] == "a")["container"]["env"][0]["value"] = "0"
+    result, _, _ = run(tmp_path, doc, parallelism=1)
+    past = "stopped: the run passed its deadline (activeDeadlineSeconds 2 s)"
+    assert (result.tasks["b"].status, result.tasks["b"].message) == (FAILED, past)
+    assert [(result.tasks[t].status, result.tasks[t].message, result.tasks[t].attempts) for t in "cd"] == [
+        (SKIPPED, f"not started: {past}", 0)] * 2
+    assert not Path(result.tasks["c"].log).exists()
+
+
+# prints "ignoring" (a line the attempt's header, which quotes the code, does not hold) once SIGTERM is ignored
+IGNORES_SIGTERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ignor' + 'ing', flush=True); "
+                   "time.sleep(60)")
+
+
+def _stage_running(doc: dict, name: str, code: str, marker: str) -> dict:
+    spec = next(t for t in doc["spec"]["templates"] if t["name"] == name)
+    spec["container"]["command"], spec["container"]["args"] = ["python", "-c", code, marker], []
+    return spec
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the processes in /proc")
+def test_a_stopped_run_kills_a_stage_that_ignores_sigterm_after_the_grace_period(tmp_path, monkeypatch):
+    """Ctrl-C (`cancel`) on a stage that ignores SIGTERM: SIGKILL follows after the grace period, as when a pod is
+    deleted, rather than the run waiting for the attempt's deadline (an hour)."""
+    import threading
+
+    from workflows.local import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "GRACE_SECONDS", 1.0)
+    marker = f"{tmp_path}-ignores-sigterm"
+    doc = template(tmp_path)
+    _stage_running(doc, "a", IGNORES_SIGTERM, marker)["activeDeadlineSeconds"] = 3600
+    executor = LocalExecutor(doc, ArtifactCache(LocalStore(tmp_path / "art")), tmp_path / "runs")
+    runner = threading.Thread(target=executor.run)
+    runner.start()
+    log, deadline = tmp_path / "runs" / executor.run_id / "logs" / "a.log", time.time() + 30
+    while time.time() < deadline and "ignoring" not in (log.read_text().splitlines() if log.exists() else []):
+        time.sleep(0.05)
+    executor.cancel()
+    runner.join(15)
+    stuck = runner.is_alive()
+    for pid in _processes_naming(marker):
+        os.kill(pid, signal.SIGKILL)
+    runner.join()
+    assert not stuck, "the run waited for the stage past the grace period"
+    assert executor.states["a"].status == FAILED
+    assert executor.states["a"].message == "interrupted: the run was stopped while it ran"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the processes in /proc")
+def test_no_process_of_an_attempt_stopped_at_its_deadline_outlives_it(tmp_path):
+    """The stage ends on SIGTERM, but a child it started ignores it: the child is killed with the attempt, as the
+    processes of a container end with its main one, rather than run on beside the retry."""
+    marker = f"{tmp_path}-child-ignores-sigterm"
+    child = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', %r, %r]); time.sleep(60)" % (
+        IGNORES_SIGTERM, marker)
+    doc = template(tmp_path)
+    _stage_running(doc, "a", child, marker)["activeDeadlineSeconds"] = 1
+    result, _, _ = run(tmp_path, doc)
+    left = _processes_naming(marker)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert result.tasks["a"].message.startswith("a: stopped after its deadline (activeDeadlineSeconds 1 s)")
+    assert left == []
+
 def test_rerun_is_fully_cached(tmp_path):
     first, _, _ = run(tmp_path, template(tmp_path))
     executed = len(journal(tmp_path))

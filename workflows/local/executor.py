@@ -47,9 +47,10 @@ INTERRUPTED_WHILE_WAITING = "interrupted: the run was stopped while it waited to
 CACHED_FROM = "from run "  # a cached task's note, then the run that made its outputs
 ATTEMPT_HEADER = "=== attempt "  # starts each attempt's part of a task's log
 RETRY_WAIT_CANCELLED = -2  # TaskFailed's exit code when the run is stopped during a backoff wait
-# Exit statuses of a stage the run's stop ended: killed by the SIGTERM `cancel` sends, or a shell's 128 + 15 for it.
-# A task that failed otherwise as the run was being stopped keeps its own reason.
-STOPPED_BY_US = (-signal.SIGTERM, 128 + signal.SIGTERM)
+# Exit statuses of a stage the run's stop ended: killed by the SIGTERM `cancel` sends (or a shell's 128 + 15 for it),
+# or by the SIGKILL that follows it after the grace period. A task that failed otherwise as the run was being stopped
+# keeps its own reason.
+STOPPED_BY_US = (-signal.SIGTERM, 128 + signal.SIGTERM, -signal.SIGKILL)
 GRACE_SECONDS = 30.0  # a pod's default terminationGracePeriodSeconds: from SIGTERM to SIGKILL
 
 
@@ -194,6 +195,8 @@ class LocalExecutor:
             return "the run was interrupted"
         if self._expired:
             return self._past_deadline()
+        if self._cancelled.is_set():
+            return "the run was stopped"
         upstream = [up for up in self.workflow.tasks[name].depends
                     if self.states[up].status not in (SUCCEEDED, CACHED)]
         if upstream:
@@ -208,9 +211,15 @@ class LocalExecutor:
                 and all(self.states[up].status in (SUCCEEDED, CACHED) for up in task.depends)]
 
     def cancel(self) -> None:
-        """Stop: no new attempts, and every running stage process group is terminated."""
+        """Stop: no new attempts, and every running stage process group is terminated (SIGTERM), and killed
+        (SIGKILL) if still running after the grace period, as Kubernetes stops a pod (`argo stop`, a deadline)."""
+        first = not self._cancelled.is_set()
         self._cancelled.set()
         self._signal_all(signal.SIGTERM)
+        if first:
+            killer = threading.Timer(GRACE_SECONDS, self._signal_all, args=(signal.SIGKILL,))
+            killer.daemon = True
+            killer.start()
 
     def _signal_all(self, signum: int) -> None:
         with self._lock:
@@ -221,13 +230,9 @@ class LocalExecutor:
                     pass
 
     def _expire(self) -> None:
-        """The workflow's deadline passed: stop the run as `cancel` does, and kill what is still running after the
-        grace period, as Kubernetes does."""
+        """The workflow's deadline passed: stop the run as `cancel` does."""
         self._expired = True
         self.cancel()
-        killer = threading.Timer(GRACE_SECONDS, self._signal_all, args=(signal.SIGKILL,))
-        killer.daemon = True
-        killer.start()
 
     def _past_deadline(self) -> str:
         return f"stopped: the run passed its deadline (activeDeadlineSeconds {self.workflow.deadline_seconds} s)"
@@ -244,6 +249,8 @@ class LocalExecutor:
             if entry is not None:
                 state.status, state.outputs = CACHED, entry.outputs
                 state.message = f"{CACHED_FROM}{entry.run}"
+            elif self._cancelled.is_set():  # queued in the pool when the run was stopped: it does not start
+                return task.name  # pending: the run says why it was not started
             else:
                 if unusable:
                     self._log(state, f"=== not taken from the cache: {unusable}\n")
@@ -470,7 +477,7 @@ class LocalExecutor:
                 if self._cancelled.is_set():  # started as the run was being cancelled
                     os.killpg(process.pid, signal.SIGTERM)
             try:
-                code = process.wait(timeout=limit)
+                code = self._wait(process, timeout=limit)
             except subprocess.TimeoutExpired:
                 code = self._stop(process)
                 raise TaskFailed(f"{task.name}: stopped after its deadline (activeDeadlineSeconds {limit} s)",
@@ -492,8 +499,8 @@ class LocalExecutor:
         shutil.rmtree(workdir, ignore_errors=True)
         return entry.outputs
 
-    @staticmethod
-    def _stop(process: subprocess.Popen) -> int:
+    @classmethod
+    def _stop(cls, process: subprocess.Popen) -> int:
         """Stop a stage's process group as Kubernetes stops a pod: SIGTERM, then SIGKILL after the grace period;
         return its exit status."""
         for signum, wait_seconds in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, None)):
@@ -502,9 +509,37 @@ class LocalExecutor:
             except ProcessLookupError:
                 pass
             try:
-                return process.wait(timeout=wait_seconds)
+                return cls._wait(process, timeout=wait_seconds)
             except subprocess.TimeoutExpired:
                 continue
+        return cls._wait(process)
+
+    @staticmethod
+    def _wait(process: subprocess.Popen, timeout: float | None = None) -> int:
+        """Wait for a stage's process to end, then SIGKILL what is left of its process group (as a container's
+        processes end with its main one: a child that ignored the SIGTERM must not outlive the attempt) before
+        reaping it (until then its pid, the group's id, cannot be reused); return its exit status. Raises
+        subprocess.TimeoutExpired after `timeout` seconds."""
+        if not hasattr(os, "waitid"):
+            return process.wait(timeout=timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            try:
+                ended = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT | (os.WNOHANG if end else 0))
+            except ChildProcessError:  # already reaped
+                return process.wait()
+            if ended is not None:
+                break
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(process.args, timeout)
+            delay = min(delay * 2, remaining, 0.05)
+            time.sleep(delay)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         return process.wait()
 
     def _remember_registry_state(self, task: Task, material: dict[str, Any], scope: dict[str, str]) -> None:
