@@ -86,14 +86,16 @@ class RenderOptions:
     retry_limit: int = 3
     backoff_duration: str = "15s"
     backoff_factor: int = 2
-    # Argo starts no retry once this much time has passed since a stage's first attempt started: longer than every
-    # attempt of a rollout (an atomic upgrade waits up to `deploy-timeout`, 600 s, and its rollback as long again)
-    # and the backoff between them. It stops nothing that runs: the deadlines below do.
+    # Argo counts it from a stage's first attempt: it starts no retry after it, and stops a retry still running
+    # then. Longer than every attempt of a rollout (an atomic upgrade waits up to `deploy-timeout`, 600 s, and its
+    # rollback as long again) and the backoff between them; for training, two whole attempts.
     backoff_max_duration: str = "2h"
-    # Deadlines (`activeDeadlineSeconds`): an attempt of a stage still running after `attempt_deadline_seconds`
-    # (a training attempt: `training_deadline_seconds`) is stopped and, within the backoff's maxDuration, tried
-    # again; a run still going after `run_deadline_seconds` is stopped whole. A stage that hangs (an archive that
-    # never answers) then fails the run, rather than hold it, and with it every later start of a Forbid cron.
+    training_backoff_max_duration: str = "4h"
+    # Deadlines (`activeDeadlineSeconds`). The first attempt of a stage has no other limit: one still running after
+    # `attempt_deadline_seconds` (a training attempt: `training_deadline_seconds`) is stopped and tried again
+    # within the maxDuration above; a run still going after `run_deadline_seconds` is stopped whole. A stage that
+    # hangs (an archive that never answers) then fails the run, rather than hold it, and with it every later start
+    # of a Forbid cron.
     attempt_deadline_seconds: int = 3600
     training_deadline_seconds: int = 7200
     run_deadline_seconds: int = 12 * 3600
@@ -136,7 +138,7 @@ def workflow_parameters(options: RenderOptions) -> dict[str, str]:
     return {**defaults, **options.parameters}
 
 
-def _retry(options: RenderOptions) -> RetryStrategy:
+def _retry(options: RenderOptions, max_duration: str | None = None) -> RetryStrategy:
     # Exit status 2 means bad input or usage (argparse's convention, kept by every stage), or no space left for the
     # stage's output (`steps.core.space`): retrying cannot help.
     return RetryStrategy(
@@ -144,7 +146,7 @@ def _retry(options: RenderOptions) -> RetryStrategy:
         retry_policy="Always",
         expression="asInt(lastRetry.exitCode) != 2",
         backoff=m.Backoff(duration=options.backoff_duration, factor=options.backoff_factor,
-                          max_duration=options.backoff_max_duration),
+                          max_duration=max_duration or options.backoff_max_duration),
     )
 
 
@@ -175,9 +177,11 @@ def _s3_env(options: RenderOptions) -> list[SecretEnv]:
 def _stage(options: RenderOptions, name: str, stage: str, args: list[str], *, params: list[str] = (),
            inputs: list[str] = (), outputs: list[str] = (), cpu: str = "500m", memory: str = "1Gi",
            memory_limit: str = "2Gi", reads_registry: bool = False, reads_location: str | None = None,
-           service_account: str | None = None, deadline_seconds: int | None = None) -> Container:
+           service_account: str | None = None, deadline_seconds: int | None = None,
+           max_duration: str | None = None) -> Container:
     """One container template running `python -m steps.<stage> ARGS` in the stage's image; an attempt is stopped
-    after `deadline_seconds` (by default the options' `attempt_deadline_seconds`)."""
+    after `deadline_seconds`, and retries after `max_duration` (by default the options' `attempt_deadline_seconds`
+    and `backoff_max_duration`)."""
     return Container(
         name=name,
         image=options.image(stage),
@@ -188,7 +192,7 @@ def _stage(options: RenderOptions, name: str, stage: str, args: list[str], *, pa
         outputs=[Artifact(name=a, path=f"{OUT}/{a}") for a in outputs],
         env=_s3_env(options) if reads_registry or stage == "ingest" else None,
         resources=Resources(cpu_request=cpu, memory_request=memory, memory_limit=memory_limit),
-        retry_strategy=_retry(options),
+        retry_strategy=_retry(options, max_duration),
         active_deadline_seconds=deadline_seconds or options.attempt_deadline_seconds,
         security_context=_container_security(),
         annotations={**({READS_REGISTRY: "registry"} if reads_registry else {}),
@@ -271,7 +275,8 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
             [_p("model"), "--split", _in("split"), "--out", _out("model"), "--trainer", _p("trainer"),
              "--epochs", _p("epochs"), "--seed", _p("seed")],
             params=["model", "trainer", "epochs", "seed"], inputs=["split"], outputs=["model"],
-            cpu="1", memory="2Gi", memory_limit="4Gi", deadline_seconds=options.training_deadline_seconds)
+            cpu="1", memory="2Gi", memory_limit="4Gi", deadline_seconds=options.training_deadline_seconds,
+            max_duration=options.training_backoff_max_duration)
         evaluate = _stage(
             options, "evaluate", "evaluate",
             [*(arg for modality in MODALITIES for arg in ("--split", _in(f"split-{modality}"))),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -192,43 +193,63 @@ def test_an_attempt_past_its_templates_deadline_is_stopped_and_retried(tmp_path)
     assert time.monotonic() - started < 4.5
     a = result.tasks["a"]
     assert a.status == FAILED and a.attempts == 2
-    assert a.message.startswith("a: stopped after its deadline (activeDeadlineSeconds 1 s) (attempt 2 of 2; ")
+    assert a.message.startswith("a: stopped past its deadline (activeDeadlineSeconds 1 s) (attempt 2 of 2; ")
     assert Path(a.log).read_text().count("=== attempt") == 2
     assert result.tasks["d"].status == SKIPPED and journal(tmp_path) == []
     assert _stage_processes(tmp_path) == []
+
+
+PAST_DEADLINE_2S = ("the run passed its deadline (the workflow's activeDeadlineSeconds, 2 s): run it again to go on "
+                    "from the cache")
 
 
 def test_a_run_past_the_workflows_deadline_stops_every_stage_and_starts_nothing(tmp_path):
     """The workflow's activeDeadlineSeconds (2 s) passes while b and c run (3 s each): both are stopped, d never
     starts, each says why, and the run is recorded as failed (not interrupted)."""
     doc = template(tmp_path, seconds=3.0)
-    doc["spec"]["activeDeadlineSeconds"] = "2"
+    doc["spec"]["activeDeadlineSeconds"] = 2
     next(t for t in doc["spec"]["templates"] if t["name"] == "a")["container"]["env"][0]["value"] = "0"
     started = time.monotonic()
     result, _, _ = run(tmp_path, doc, parallelism=2)
     assert time.monotonic() - started < 2.9
-    past = "stopped: the run passed its deadline (activeDeadlineSeconds 2 s)"
+    past = PAST_DEADLINE_2S
     assert result.tasks["a"].status == SUCCEEDED
-    assert [(result.tasks[t].status, result.tasks[t].message) for t in "bc"] == [(FAILED, past)] * 2
+    assert [(result.tasks[t].status, result.tasks[t].message) for t in "bc"] == [(FAILED, f"stopped: {past}")] * 2
     assert (result.tasks["d"].status, result.tasks["d"].message) == (SKIPPED, f"not started: {past}")
+    assert Path(result.tasks["b"].log).read_text().endswith(f"=== stopped: {past}\n")
     assert json.loads((result.run_dir / "run.json").read_text())["state"] == "failed"
     assert [entry["task"] for entry in journal(tmp_path)] == ["t-a"]
     assert _stage_processes(tmp_path) == []
 
 
-@pytest.mark.parametrize("where", ["workflow", "template"])
-@pytest.mark.parametrize("value", [0, "1h", True])
-def test_a_deadline_that_is_not_whole_seconds_is_refused_naming_it(tmp_path, where, value):
+@pytest.mark.parametrize("where, value", [(where, value) for where in ("workflow", "template")
+                                           for value in (0, "1h", True)] + [("workflow", "2")])
+def test_a_deadline_that_is_not_whole_seconds_is_refused_before_the_run_naming_it(tmp_path, where, value):
+    """Argo takes a template's activeDeadlineSeconds as a number or a string (an expression), a workflow's as an
+    integer only; either is checked before anything runs."""
     doc = template(tmp_path)
     (doc["spec"] if where == "workflow" else doc["spec"]["templates"][1])["activeDeadlineSeconds"] = value
-    if where == "workflow":
-        with pytest.raises(UnsupportedTemplate, match=f"the workflow: activeDeadlineSeconds {value!r} is not"):
-            run(tmp_path, doc)
-    else:
-        result, _, _ = run(tmp_path, doc)
-        assert result.tasks["a"].status == FAILED
-        assert result.tasks["a"].message == (f"template 'a': activeDeadlineSeconds {value!r} is not a whole "
-                                             "number of seconds >= 1")
+    kind = "an integer" if where == "workflow" else "a whole number of"
+    name = "the workflow" if where == "workflow" else "template 'a'"
+    with pytest.raises(UnsupportedTemplate, match=re.escape(f"{name}: activeDeadlineSeconds {value!r} is not {kind}")):
+        run(tmp_path, doc)
+    assert journal(tmp_path) == [] and not (tmp_path / "runs").exists()
+
+
+def test_a_retry_is_stopped_when_the_backoffs_max_duration_since_the_first_attempt_passes(tmp_path):
+    """Argo gives a retry (not the first attempt) until maxDuration after the first attempt's start: a runs 10 s on
+    its retry, which is stopped 3 s after the first attempt began, and not retried again."""
+    (tmp_path / "fail-a").write_text("1")
+    retry = {"limit": 2, "retryPolicy": "Always", "backoff": {"duration": "1s", "maxDuration": "3s"}}
+    started = time.monotonic()
+    result, delays, _ = run(tmp_path, template(tmp_path, retry=retry, seconds=10.0))
+    assert time.monotonic() - started < 6 and delays == [1.0]
+    a = result.tasks["a"]
+    assert (a.status, a.attempts) == (FAILED, 2)
+    assert a.message == ("a: stopped past its retries' time (backoff maxDuration, from the first attempt's start) "
+                         "(attempt 2 of 3; no retry: backoff maxDuration reached)")
+    assert "=== stopped: past its retries' time" in Path(a.log).read_text()
+    assert _stage_processes(tmp_path) == []
 
 
 def test_a_task_queued_when_the_run_passes_its_deadline_does_not_start(tmp_path):
@@ -238,16 +259,16 @@ def test_a_task_queued_when_the_run_passes_its_deadline_does_not_start(tmp_path)
     doc["spec"]["activeDeadlineSeconds"] = 2
     next(t for t in doc["spec"]["templates"] if t["name"] == "a")["container"]["env"][0]["value"] = "0"
     result, _, _ = run(tmp_path, doc, parallelism=1)
-    past = "stopped: the run passed its deadline (activeDeadlineSeconds 2 s)"
-    assert (result.tasks["b"].status, result.tasks["b"].message) == (FAILED, past)
+    past = PAST_DEADLINE_2S
+    assert (result.tasks["b"].status, result.tasks["b"].message) == (FAILED, f"stopped: {past}")
     assert [(result.tasks[t].status, result.tasks[t].message, result.tasks[t].attempts) for t in "cd"] == [
         (SKIPPED, f"not started: {past}", 0)] * 2
     assert not Path(result.tasks["c"].log).exists()
 
 
 # prints "ignoring" (a line the attempt's header, which quotes the code, does not hold) once SIGTERM is ignored
-IGNORES_SIGTERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ignor' + 'ing', flush=True); "
-                   "time.sleep(60)")
+IGNORES_SIGTERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                   "print('ignor' + 'ing', flush=True); time.sleep(60)")
 
 
 def _stage_running(doc: dict, name: str, code: str, marker: str) -> dict:
@@ -298,8 +319,9 @@ def test_no_process_of_an_attempt_stopped_at_its_deadline_outlives_it(tmp_path):
     left = _processes_naming(marker)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
-    assert result.tasks["a"].message.startswith("a: stopped after its deadline (activeDeadlineSeconds 1 s)")
+    assert result.tasks["a"].message.startswith("a: stopped past its deadline (activeDeadlineSeconds 1 s)")
     assert left == []
+
 
 def test_rerun_is_fully_cached(tmp_path):
     first, _, _ = run(tmp_path, template(tmp_path))

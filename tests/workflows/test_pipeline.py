@@ -72,8 +72,8 @@ def test_each_stage_runs_its_module_in_its_own_image(template):
 
 
 def test_retries_have_time_for_every_attempt_of_a_rollout(template):
-    """Argo starts no retry after `maxDuration` from the first attempt: a 5 min cap meant a rollout that failed by
-    its 600 s wait was never retried."""
+    """Argo starts no retry after `maxDuration` from the first attempt, and kills one still running then: a 5 min cap
+    meant a rollout that failed by its 600 s wait was never retried, and one that failed fast was killed mid-way."""
     deploy = next(spec for spec in containers(template) if spec["container"]["command"][2] == "steps.deploy")
     retry = deploy["retryStrategy"]
     # an atomic upgrade waits up to deploy-timeout, and its rollback as long again; then Helm's own work
@@ -84,12 +84,16 @@ def test_retries_have_time_for_every_attempt_of_a_rollout(template):
 
 
 def test_a_hung_stage_is_stopped_by_a_deadline_before_the_next_weekly_run(template, documents):
-    """maxDuration stops only retries: without deadlines a stage that never ends holds the run, and with it every
-    later start of the Forbid CronWorkflow. Every attempt has one (long enough for a whole rollout, and a training
-    attempt longer), and so has the run, shorter than the week between two scheduled starts."""
+    """maxDuration limits only retries: without deadlines a first attempt that never ends holds the run, and with it
+    every later start of the Forbid CronWorkflow. Every attempt has one (long enough for a whole rollout, and a
+    training attempt longer), a stopped attempt has time for a retry, and the run has one, shorter than the week
+    between two scheduled starts."""
     deadlines = {spec["name"]: spec["activeDeadlineSeconds"] for spec in containers(template)}
     assert deadlines["train"] == 7200 and deadlines["deploy"] >= 2 * 600 + 60
     assert set(deadlines.values()) == {3600, 7200}
+    for spec in containers(template):
+        backoff = spec["retryStrategy"]["backoff"]
+        assert parse_duration(backoff["maxDuration"]) >= 2 * spec["activeDeadlineSeconds"], spec["name"]
     run_deadline = template["spec"]["activeDeadlineSeconds"]
     assert max(deadlines.values()) < run_deadline < 7 * 24 * 3600
     prune = documents[PRUNE_CRON_WORKFLOW_FILE]["spec"]["workflowSpec"]["templates"][0]

@@ -235,7 +235,8 @@ class LocalExecutor:
         self.cancel()
 
     def _past_deadline(self) -> str:
-        return f"stopped: the run passed its deadline (activeDeadlineSeconds {self.workflow.deadline_seconds} s)"
+        return (f"the run passed its deadline (the workflow's activeDeadlineSeconds, {self.workflow.deadline_seconds}"
+                " s): run it again to go on from the cache")
 
     # -- one task -----------------------------------------------------------------------------------------------
 
@@ -265,8 +266,9 @@ class LocalExecutor:
         except TaskFailed as error:
             state.status = FAILED
             stopped = self._cancelled.is_set() and error.exit_code in STOPPED_BY_US
-            if self._expired and (stopped or error.exit_code in (-signal.SIGKILL, RETRY_WAIT_CANCELLED)):
-                state.message = self._past_deadline()
+            if self._expired and (stopped or error.exit_code == RETRY_WAIT_CANCELLED):
+                state.message = f"stopped: {self._past_deadline()}"
+                self._log(state, f"\n=== {state.message}\n")
             else:
                 state.message = INTERRUPTED_WHILE_RUNNING if stopped else str(error)  # the stop, not its SIGTERM
         except (UnsupportedTemplate, KeyError, ValueError, OSError) as error:
@@ -382,6 +384,7 @@ class LocalExecutor:
         limit = int(strategy.get("limit", 0))
         policy = strategy.get("retryPolicy", "OnFailure")
         backoff = strategy.get("backoff") or {}
+        max_duration = parse_duration(backoff["maxDuration"]) if backoff.get("maxDuration") else None
         first_start = time.time()
         while True:
             state.attempts += 1
@@ -389,8 +392,10 @@ class LocalExecutor:
             state.message = f"attempt {state.attempts} of {limit + 1}"
             self.on_change(state)
             began = time.time()
+            # Argo gives a retry (not the first attempt) until maxDuration after the first attempt's start
+            until = first_start + max_duration if max_duration is not None and state.attempts > 1 else None
             try:
-                return self._attempt(task, state, inputs, scope)
+                return self._attempt(task, state, inputs, scope, until)
             except TaskFailed as failure:
                 if self._cancelled.is_set():
                     raise
@@ -402,7 +407,6 @@ class LocalExecutor:
                                                       "Error" if failure.error else "Failed", time.time() - began,
                                                       str(failure))
                 delay = self._backoff(backoff, state.attempts)
-                max_duration = parse_duration(backoff["maxDuration"]) if backoff.get("maxDuration") else None
                 if (not allowed or state.attempts > limit
                         or (max_duration is not None and time.time() - first_start + delay > max_duration)):
                     raise TaskFailed(f"{failure} (attempt {state.attempts} of {limit + 1}; "
@@ -435,7 +439,9 @@ class LocalExecutor:
         return delay
 
     def _attempt(self, task: Task, state: TaskState, inputs: dict[str, StoredArtifact],
-                 task_scope: dict[str, str]) -> dict[str, StoredArtifact]:
+                 task_scope: dict[str, str], until: float | None = None) -> dict[str, StoredArtifact]:
+        """One attempt: the stage's process, stopped at its template's deadline or at `until` (a retry's end of
+        the backoff's maxDuration), whichever comes first."""
         template = task.template
         workdir = self.run_dir / "work" / task.name / f"attempt-{state.attempts}"
         if workdir.exists():
@@ -460,6 +466,10 @@ class LocalExecutor:
         raw = template.get("activeDeadlineSeconds")
         limit = deadline_seconds(substitute(raw, scope) if isinstance(raw, str) else raw,
                                  f"template {template.get('name')!r}")
+        stop_at = [(time.time() + limit, f"its deadline (activeDeadlineSeconds {limit} s)")] if limit else []
+        if until is not None:
+            stop_at.append((until, "its retries' time (backoff maxDuration, from the first attempt's start)"))
+        stop_at.sort()
         self._log(state, f"{ATTEMPT_HEADER}{state.attempts}: {' '.join(command)}\n")
         if not command:
             raise TaskFailed(f"{task.name}: its template has no command", exit_code=-1, error=True)
@@ -477,11 +487,12 @@ class LocalExecutor:
                 if self._cancelled.is_set():  # started as the run was being cancelled
                     os.killpg(process.pid, signal.SIGTERM)
             try:
-                code = self._wait(process, timeout=limit)
+                code = self._wait(process, timeout=max(0.0, stop_at[0][0] - time.time()) if stop_at else None)
             except subprocess.TimeoutExpired:
+                why = stop_at[0][1]
+                self._log(state, f"\n=== stopped: past {why}: SIGTERM, then SIGKILL after {GRACE_SECONDS:g} s\n")
                 code = self._stop(process)
-                raise TaskFailed(f"{task.name}: stopped after its deadline (activeDeadlineSeconds {limit} s)",
-                                 exit_code=code) from None
+                raise TaskFailed(f"{task.name}: stopped past {why}", exit_code=code) from None
             finally:
                 with self._lock:
                     self._processes.pop(task.name, None)

@@ -35,12 +35,15 @@ class Workflow:
     deadline_seconds: int | None = None
 
 
-def deadline_seconds(value: Any, where: str) -> int | None:
-    """An `activeDeadlineSeconds` (an integer, or its digits as a string) in seconds; None when not set."""
+def deadline_seconds(value: Any, where: str, strings: bool = True) -> int | None:
+    """An `activeDeadlineSeconds` in seconds (None when not set): an integer, or (`strings`: a template's, which
+    Argo lets be an expression) its digits as a string; a workflow's must be an integer, as Argo's schema says."""
     if value is None:
         return None
-    if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < 1:
-        raise UnsupportedTemplate(f"{where}: activeDeadlineSeconds {value!r} is not a whole number of seconds >= 1")
+    whole = isinstance(value, int) or (strings and isinstance(value, str) and value.strip().isdigit())
+    if isinstance(value, bool) or not whole or int(value) < 1:
+        kind = "a whole number of seconds >= 1" if strings else "an integer number of seconds >= 1"
+        raise UnsupportedTemplate(f"{where}: activeDeadlineSeconds {value!r} is not {kind}")
     return int(value)
 
 
@@ -75,6 +78,9 @@ def load_workflow(doc: dict[str, Any]) -> Workflow:
         for unsupported in ("when", "withItems", "withParam", "withSequence", "templateRef"):
             if unsupported in raw:
                 raise UnsupportedTemplate(f"task {raw['name']!r}: {unsupported} is not run by the local executor")
+        deadline = template.get("activeDeadlineSeconds")
+        if not (isinstance(deadline, str) and "{{" in deadline):  # an expression is checked once substituted
+            deadline_seconds(deadline, f"template {template['name']!r}")
         arguments = raw.get("arguments", {})
         tasks[raw["name"]] = Task(
             name=raw["name"],
@@ -84,4 +90,4 @@ def load_workflow(doc: dict[str, Any]) -> Workflow:
             depends=parse_depends(raw["depends"]) if raw.get("depends") else list(raw.get("dependencies", [])),
         )
     return Workflow(name=doc.get("metadata", {}).get("name", "workflow"), parameters=parameters, tasks=tasks,
-                    deadline_seconds=deadline_seconds(spec.get("activeDeadlineSeconds"), "the workflow"))
+                    deadline_seconds=deadline_seconds(spec.get("activeDeadlineSeconds"), "the workflow", strings=False))
