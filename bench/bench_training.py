@@ -89,12 +89,16 @@ def _spectral_kernel(n: int, rng: np.random.Generator):
     on random spectra of the pipeline's shapes and grid: the trainer's own closed-form stage (`fit_spectral_estimate`,
     [Fe/H] from its window), as it fits a library of M dwarfs to B stars (MILES, seed-42 split: 14% of the
     training stars hotter than 8000 K, whose [Fe/H] it sets aside, and 83% in 3500-8000 K, on which the Teff gate's
-    estimate is fitted)."""
-    from steps.models.keras.kernel_estimate import fit_spectral_estimate, metallicity_window
+    estimate is fitted), with the local pseudo-continuum input that only [Fe/H]'s estimate sees, and NumPy's BLAS on
+    the threads `steps.train.blas_threads` gives, as `steps.train` fits it."""
+    from threadpoolctl import threadpool_limits
+
+    from steps.models.keras.kernel_estimate import LOCAL_INPUT, fit_spectral_estimate, metallicity_window
     from steps.models.keras.networks import spectral_hybrid
     from steps.preprocess.spectra import grid_spec
+    from steps.train import blas_threads
 
-    shapes = {"spectrum": (1024, 2), "continuum": (64, 2)}
+    shapes = {"spectrum": (1024, 2), "continuum": (64, 2), LOCAL_INPUT: (1024, 2)}
     window = metallicity_window(grid_spec(shapes["spectrum"][0]), shapes)
     x = {key: np.concatenate([rng.normal(size=(n, shape[0], 1)), rng.random((n, shape[0], 1)) < 0.02],
                              axis=-1).astype(np.float32) for key, shape in shapes.items()}
@@ -104,7 +108,8 @@ def _spectral_kernel(n: int, rng: np.random.Generator):
     low, high = np.quantile(teff, [0.03, 0.86])
     gate = ((teff >= low) & (teff <= high), float(np.quantile(teff, 0.05)), float(np.quantile(teff, 0.8)), 0.05)
     started = time.perf_counter()
-    estimate = fit_spectral_estimate(x, y, (2,), window, gate)
+    with threadpool_limits(limits=blas_threads(), user_api="blas"):
+        estimate = fit_spectral_estimate(x, y, (2,), window, gate, window_inputs=(LOCAL_INPUT,))
     seconds = time.perf_counter() - started
     _, training = spectral_hybrid(shapes, 3, estimate.network_parts(), gate=estimate.gate.network())
     rows = estimate.rows
@@ -124,7 +129,7 @@ def run(threads: int, epochs: int, scale: float) -> list[dict]:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     rng = np.random.default_rng(0)
     rows = []
-    cases = {"spectral kernel network (1024 px + 64 blocks)": (None, None, 3, heteroscedastic_nll, 32, 2048, "reg"),
+    cases = {"spectral kernel network (1024 px x 2 + 64 blocks)": (None, None, 3, heteroscedastic_nll, 32, 2048, "reg"),
              **_networks()}
     for name, (build, shapes, outputs, loss, batch, n, task) in cases.items():
         n = max(batch, int(n * scale))

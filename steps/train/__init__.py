@@ -5,6 +5,13 @@
 Trainers: `baseline` (NumPy, `steps.models.baseline`) and `keras` (TensorFlow, `steps.models.keras`). Importing
 this module does not import TensorFlow: the Keras trainer imports it when it runs. `auto` trains the Keras
 model when TensorFlow is installed and the baseline otherwise, saying so.
+
+NumPy's linear algebra (BLAS) runs on TRAINING_BLAS_THREADS threads while a model trains, however many cores the
+machine has (a pod sees every core of its node): how a product is split between threads changes its last bits,
+and the closed-form fits' choices (a width, a label outlier) can follow, so a split gave another model on a machine
+with another number of cores (MILES split 6: Teff 85.1 K with two BLAS threads, 83.5 K with one). TensorFlow's
+own threads did not change it. Where the process may use one core only, one thread: OpenBLAS's threads wait
+spinning, and two on one core trained that split in 551 s instead of about 40 s.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
@@ -30,6 +38,7 @@ from steps.models.splits import read_split
 log = get_logger("train")
 
 TRAINER_CHOICES = ("auto", "baseline", "keras")
+TRAINING_BLAS_THREADS = 2  # fixed, but for a process allowed one core (see the module docstring)
 REGRESSION_MODELS = ("spectral", "sed")
 # trainer name -> function(name, train, val, spec, seed=, epochs=) -> Trained
 TRAINERS: dict[str, Callable[..., Trained]] = {"baseline": train_baseline, "keras": train_keras}
@@ -59,6 +68,12 @@ def resolve_trainer(requested: str) -> str:
     return "baseline"
 
 
+def blas_threads() -> int:
+    """The BLAS threads training runs on: TRAINING_BLAS_THREADS, or 1 where this process may use one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(TRAINING_BLAS_THREADS, cores)
+
+
 def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.PathLike, trainer: str = "auto",
                      epochs: int | None = None, seed: int = 0) -> Path:
     """Train model `name` on `split_dir` and publish the model directory at `out_dir` (atomically); return it.
@@ -80,7 +95,8 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
     used = resolve_trainer(trainer)
     log.info("%s: training the %s model on %d rows (%d for validation)", name, used, tables["train"].num_rows,
              tables["val"].num_rows)
-    trained = TRAINERS[used](name, tables["train"], tables["val"], spec, seed=seed, epochs=epochs)
+    with threadpool_limits(limits=blas_threads(), user_api="blas"):  # the same model on any machine
+        trained = TRAINERS[used](name, tables["train"], tables["val"], spec, seed=seed, epochs=epochs)
     if trained.info.get("task") == "regression":
         training = trained.info.setdefault("training", {})
         training[RANGES_KEY] = label_ranges(tables["train"], trained.info["targets"], training.get("teff_range"))

@@ -58,6 +58,33 @@ def test_training_is_deterministic(split, tmp_path, name):
     assert manifest_hash(first) == manifest_hash(second)
 
 
+@pytest.mark.parametrize("cores, expected", [(range(16), 2), (range(2), 2), (range(1), 1)])
+def test_training_runs_blas_on_a_fixed_number_of_threads_whatever_the_cores(split, tmp_path, monkeypatch, cores,
+                                                                          expected):
+    """How many threads split a product changes its last bits, and the closed-form fits' choices can follow: a model
+    must not depend on how many cores its machine (or a pod's node) has. Training sees two BLAS threads, and one
+    where the process may use one core only (two would spin in turn); the setting is restored after."""
+    from threadpoolctl import threadpool_info
+
+    import steps.train as train_module
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(blas_threads())
+        return train_module.train_baseline(*args, **kwargs)
+
+    before = blas_threads()
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(cores))
+    monkeypatch.setitem(train_module.TRAINERS, "baseline", recording)
+    train_from_split("spectral", split, tmp_path / "model", trainer="baseline")
+    assert seen == [{expected}]
+    assert blas_threads() == before
+
+
 def test_usage_and_input_errors_exit_2(split, tmp_path):
     result = train_cli("sed", "--split", tmp_path / "missing", "--out", tmp_path / "x", "--force-dummy")
     assert result.returncode == 2 and "not a finished artifact" in result.stderr
