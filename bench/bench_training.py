@@ -90,13 +90,11 @@ def _spectral_kernel(n: int, rng: np.random.Generator):
     [Fe/H] from its window), as it fits a library of M dwarfs to B stars (MILES, seed-42 split: 14% of the
     training stars hotter than 8000 K, whose [Fe/H] it sets aside, and 83% in 3500-8000 K, on which the Teff gate's
     estimate is fitted), with the local pseudo-continuum input that only [Fe/H]'s estimate sees, and NumPy's BLAS on
-    the threads `steps.train.blas_threads` gives, as `steps.train` fits it."""
-    from threadpoolctl import threadpool_limits
-
+    the threads `steps.train.training_blas` gives, as `steps.train` fits it."""
     from steps.models.keras.kernel_estimate import LOCAL_INPUT, fit_spectral_estimate, metallicity_window
     from steps.models.keras.networks import spectral_hybrid
     from steps.preprocess.spectra import grid_spec
-    from steps.train import blas_threads
+    from steps.train import training_blas
 
     shapes = {"spectrum": (1024, 2), "continuum": (64, 2), LOCAL_INPUT: (1024, 2)}
     window = metallicity_window(grid_spec(shapes["spectrum"][0]), shapes)
@@ -108,7 +106,7 @@ def _spectral_kernel(n: int, rng: np.random.Generator):
     low, high = np.quantile(teff, [0.03, 0.86])
     gate = ((teff >= low) & (teff <= high), float(np.quantile(teff, 0.05)), float(np.quantile(teff, 0.8)), 0.05)
     started = time.perf_counter()
-    with threadpool_limits(limits=blas_threads(), user_api="blas"):
+    with training_blas():
         estimate = fit_spectral_estimate(x, y, (2,), window, gate, window_inputs=(LOCAL_INPUT,))
     seconds = time.perf_counter() - started
     _, training = spectral_hybrid(shapes, 3, estimate.network_parts(), gate=estimate.gate.network())

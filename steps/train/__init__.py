@@ -11,7 +11,9 @@ machine has (a pod sees every core of its node): how a product is split between 
 and the closed-form fits' choices (a width, a label outlier) can follow, so a split gave another model on a machine
 with another number of cores (MILES split 6: Teff 85.1 K with two BLAS threads, 83.5 K with one). TensorFlow's
 own threads did not change it. Where the process may use one core only, one thread: OpenBLAS's threads wait
-spinning, and two on one core trained that split in 551 s instead of about 40 s.
+spinning, and two on one core trained that split in 551 s instead of about 40 s. "One core" is the process's CPU
+affinity or a cgroup CPU limit below two CPUs (a pod's `limits.cpu`, which the affinity does not show: the pod sees
+every core of its node). SciPy's own OpenBLAS (loaded when training first imports SciPy) gets the same count.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ log = get_logger("train")
 
 TRAINER_CHOICES = ("auto", "baseline", "keras")
 TRAINING_BLAS_THREADS = 2  # fixed, but for a process allowed one core (see the module docstring)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 REGRESSION_MODELS = ("spectral", "sed")
 # trainer name -> function(name, train, val, spec, seed=, epochs=) -> Trained
 TRAINERS: dict[str, Callable[..., Trained]] = {"baseline": train_baseline, "keras": train_keras}
@@ -69,9 +72,41 @@ def resolve_trainer(requested: str) -> str:
 
 
 def blas_threads() -> int:
-    """The BLAS threads training runs on: TRAINING_BLAS_THREADS, or 1 where this process may use one core."""
+    """The BLAS threads training runs on: TRAINING_BLAS_THREADS, or 1 where this process may use one core (its
+    affinity, or a cgroup CPU limit: `cgroup_cpu_limit`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, max(1, int(limit)))
     return min(TRAINING_BLAS_THREADS, cores)
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPUs this process's cgroup may use (a container's CPU limit, as a pod's `limits.cpu` sets it; cgroup v2's
+    `cpu.max` or v1's CFS quota, as a container sees its own cgroup at `root`), None where none is set. The CPU
+    affinity does not show it: a pod limited to one CPU on a 64-core node has 64 cores in its affinity."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:  # "max": no limit
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None  # v1's -1: no limit
+
+
+def training_blas() -> threadpool_limits:
+    """Limit NumPy's and SciPy's BLAS to `blas_threads()` threads until the returned context exits. SciPy's own
+    OpenBLAS is loaded first: a limit covers only the libraries loaded when it is set, and training imports SciPy
+    (`scipy.optimize`) only once it runs."""
+    import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
+
+    return threadpool_limits(limits=blas_threads(), user_api="blas")
 
 
 def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.PathLike, trainer: str = "auto",
@@ -95,7 +130,7 @@ def train_from_split(name: str, split_dir: str | os.PathLike, out_dir: str | os.
     used = resolve_trainer(trainer)
     log.info("%s: training the %s model on %d rows (%d for validation)", name, used, tables["train"].num_rows,
              tables["val"].num_rows)
-    with threadpool_limits(limits=blas_threads(), user_api="blas"):  # the same model on any machine
+    with training_blas():  # the same model on any machine
         trained = TRAINERS[used](name, tables["train"], tables["val"], spec, seed=seed, epochs=epochs)
     if trained.info.get("task") == "regression":
         training = trained.info.setdefault("training", {})

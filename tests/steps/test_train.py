@@ -58,12 +58,14 @@ def test_training_is_deterministic(split, tmp_path, name):
     assert manifest_hash(first) == manifest_hash(second)
 
 
-@pytest.mark.parametrize("cores, expected", [(range(16), 2), (range(2), 2), (range(1), 1)])
+@pytest.mark.parametrize("cores, cpu_limit, expected", [(range(16), None, 2), (range(2), None, 2), (range(1), None, 1),
+                                                      (range(16), 1.0, 1), (range(16), 1.5, 1), (range(16), 4.0, 2)])
 def test_training_runs_blas_on_a_fixed_number_of_threads_whatever_the_cores(split, tmp_path, monkeypatch, cores,
-                                                                          expected):
+                                                                          cpu_limit, expected):
     """How many threads split a product changes its last bits, and the closed-form fits' choices can follow: a model
     must not depend on how many cores its machine (or a pod's node) has. Training sees two BLAS threads, and one
-    where the process may use one core only (two would spin in turn); the setting is restored after."""
+    where the process may use one core only, by its affinity or by a cgroup CPU limit (a pod's `limits.cpu` on a
+    16-core node: two threads would spin in turn on one CPU's quota); the setting is restored after."""
     from threadpoolctl import threadpool_info
 
     import steps.train as train_module
@@ -78,11 +80,51 @@ def test_training_runs_blas_on_a_fixed_number_of_threads_whatever_the_cores(spli
         return train_module.train_baseline(*args, **kwargs)
 
     before = blas_threads()
-    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(cores))
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(cores), raising=False)
+    monkeypatch.setattr(train_module, "cgroup_cpu_limit", lambda: cpu_limit)
     monkeypatch.setitem(train_module.TRAINERS, "baseline", recording)
     train_from_split("spectral", split, tmp_path / "model", trainer="baseline")
     assert seen == [{expected}]
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "100000 100000\n"}, 1.0), ({"cpu.max": "250000 100000\n"}, 2.5), ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None), ({}, None)])
+def test_cgroup_cpu_limit_reads_a_containers_cpu_limit(tmp_path, files, expected):
+    """A pod's CPU limit is a cgroup quota (v2's cpu.max, v1's CFS quota over its period), which the CPU affinity
+    does not show; "max" and -1 mean none, and so does a machine without those files."""
+    from steps.train import cgroup_cpu_limit
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_limit(tmp_path) == expected
+
+
+def test_training_limits_scipys_blas_too_though_training_loads_it(split, tmp_path):
+    """SciPy ships its own OpenBLAS, loaded when training first imports scipy.optimize (inside the limit): a limit
+    covers only the libraries loaded when it is set, so training loads SciPy's before. A fresh interpreter, as a
+    stage runs: here SciPy may already be loaded by another test."""
+    script = f"""
+import sys
+from threadpoolctl import threadpool_info
+import steps.train as train
+assert "scipy.linalg" not in sys.modules
+seen = []
+def recording(*args, **kwargs):
+    from scipy.optimize import minimize  # noqa: F401  (as steps.models.linear imports it when it fits)
+    seen.extend((pool["filepath"], pool["num_threads"]) for pool in threadpool_info() if pool["user_api"] == "blas")
+    return train.train_baseline(*args, **kwargs)
+train.TRAINERS["baseline"] = recording
+train.blas_threads = lambda: 1
+train.train_from_split("spectral", {str(split)!r}, {str(tmp_path / "model")!r}, trainer="baseline")
+print(sorted(seen))
+assert len({{path for path, _ in seen}}) >= 2 and all(threads == 1 for _, threads in seen), seen
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_usage_and_input_errors_exit_2(split, tmp_path):
