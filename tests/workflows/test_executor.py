@@ -222,6 +222,24 @@ def test_a_run_past_the_workflows_deadline_stops_every_stage_and_starts_nothing(
     assert _stage_processes(tmp_path) == []
 
 
+def test_a_run_whose_deadline_passes_between_two_tasks_is_recorded_failed(tmp_path):
+    """The run's deadline passes as a finishes, before b and c start: nothing runs to fail, but the run stopped
+    with three tasks not run, and is recorded as failed, not succeeded."""
+    doc = template(tmp_path)
+    doc["spec"]["activeDeadlineSeconds"] = 3600
+
+    def expire_after_a(state) -> None:
+        if state.name == "a" and state.status == SUCCEEDED:
+            executor._expire()  # as the deadline's timer would, at that moment
+
+    executor = LocalExecutor(doc, ArtifactCache(LocalStore(tmp_path / "artifacts")), tmp_path / "runs",
+                             on_change=expire_after_a)
+    result = executor.run()
+    assert [result.tasks[t].status for t in "abcd"] == [SUCCEEDED, SKIPPED, SKIPPED, SKIPPED]
+    assert result.tasks["b"].message.startswith("not started: the run passed its deadline")
+    assert json.loads((result.run_dir / "run.json").read_text())["state"] == "failed" and not result.succeeded
+
+
 @pytest.mark.parametrize("where, value", [(where, value) for where in ("workflow", "template")
                                            for value in (0, "1h", True)] + [("workflow", "2")])
 def test_a_deadline_that_is_not_whole_seconds_is_refused_before_the_run_naming_it(tmp_path, where, value):

@@ -184,7 +184,8 @@ class LocalExecutor:
                 self.on_change(state)
         self.finished = time.time()
         failed_any = any(state.status == FAILED for state in self.states.values())
-        self.outcome = "interrupted" if interrupted else "failed" if failed_any else "succeeded"
+        # a deadline that passed between two tasks stops the run with none failed: it did not succeed all the same
+        self.outcome = "interrupted" if interrupted else "failed" if failed_any or self._expired else "succeeded"
         self._write_record()
         if interrupted:
             raise KeyboardInterrupt
