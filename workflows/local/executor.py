@@ -515,16 +515,18 @@ class LocalExecutor:
     def _stop(cls, process: subprocess.Popen) -> int:
         """Stop a stage's process group as Kubernetes stops a pod: SIGTERM, then SIGKILL after the grace period;
         return its exit status."""
-        for signum, wait_seconds in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, None)):
-            try:
-                os.killpg(process.pid, signum)
-            except ProcessLookupError:
-                pass
-            try:
-                return cls._wait(process, timeout=wait_seconds)
-            except subprocess.TimeoutExpired:
-                continue
-        return cls._wait(process)
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            return cls._wait(process, timeout=GRACE_SECONDS)
+        except ProcessLookupError:  # already gone
+            return cls._wait(process)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return cls._wait(process)  # no timeout: it cannot time out
 
     @staticmethod
     def _wait(process: subprocess.Popen, timeout: float | None = None) -> int:
