@@ -18,6 +18,7 @@ every core of its node). SciPy's own OpenBLAS (loaded when training first import
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -104,8 +105,7 @@ def training_blas() -> threadpool_limits:
     """Limit NumPy's and SciPy's BLAS to `blas_threads()` threads until the returned context exits. SciPy's own
     OpenBLAS is loaded first: a limit covers only the libraries loaded when it is set, and training imports SciPy
     (`scipy.optimize`) only once it runs."""
-    import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
-
+    importlib.import_module("scipy.linalg")  # loads SciPy's BLAS
     return threadpool_limits(limits=blas_threads(), user_api="blas")
 
 
