@@ -172,8 +172,9 @@ class LocalExecutor:
                 self.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)  # queued tasks never start
                 interrupted = True
-        if timer:
-            timer.cancel()
+            finally:
+                if timer:
+                    timer.cancel()
         for thread in threading.enumerate():  # a signal inside `submit` can leave a worker the pool does not join
             if thread.name.startswith(prefix) and thread is not threading.current_thread():
                 thread.join()
