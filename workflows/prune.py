@@ -165,9 +165,8 @@ def _reported(command: str, action) -> int:
     answer (exit 1, which a retry may cure): what was deleted before it stays deleted."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from steps.core.storage import transient_s3_error
-
     from steps.core.registry import CorruptRecord
+    from steps.core.storage import transient_s3_error
 
     try:
         return action()
