@@ -165,7 +165,8 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
                  artifact_store: str | None = None, s3_endpoint: str | None = None,
                  template: Path | None = None, console: Console | None = None) -> int:
     """Run the pipeline; print progress, the final table and what was promoted. Returns the exit status."""
-    console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+    # soft_wrap: a message stays one line (a path in it copied whole, a log searched for it); tables fit the width
+    console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 160, soft_wrap=True)
     if s3_endpoint:
         os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
     try:
