@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STELLAR_HOME ?= .stellar
 PYTEST_ARGS ?=
+# make test's pytest-xdist workers (tests/conftest.py groups the tests so that shared fixtures are made once)
+TEST_WORKERS ?= 2
 
 .PHONY: venv run test test-fast render golden lock serve clean
 
@@ -24,10 +26,10 @@ run: venv
 
 ## The test suite (includes an end-to-end run at small size).
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 ## Write the Argo objects (WorkflowTemplate, CronWorkflow) that the chart ships.
 render: venv

@@ -1,5 +1,6 @@
 """Fixtures shared by the whole suite: a real S3 server on loopback, the shared real-data folder, one small
-complete `stellar run` (the end-to-end and API tests read its registry), and the `stellar` command line."""
+complete `stellar run` (the end-to-end and API tests read its registry), and the `stellar` command line; and how
+`make test` spreads the suite over its workers (pytest-xdist, `--dist loadgroup`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 SMALL_SAMPLES = 100
+PIPELINE_HOME_GROUP = "pipeline-home"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist group per test file, so that a file's module fixtures (trained models, rendered charts) are made
+    once, on one worker; every test that reads the session's `pipeline_home` in one group of its own, so that the
+    complete run behind it is made once too. Without xdist the marks do nothing."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = PIPELINE_HOME_GROUP if "pipeline_home" in item.fixturenames else item.path.relative_to(REPO)
+            item.add_marker(pytest.mark.xdist_group(str(group)))
 
 
 @pytest.fixture(scope="session")
