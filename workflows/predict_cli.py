@@ -27,6 +27,7 @@ only once it is complete.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -120,8 +121,10 @@ def check_output(output: Path, source: Path | None = None) -> None:
     try:  # as `write_csv` will: a file beside the destination (permission bits alone miss /proc, read-only mounts)
         handle, probe = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".probe")
     except OSError as error:
-        raise PredictError(f"--output {output}: cannot write in its folder {output.parent}: "
-                           f"{error.strerror or error}") from None
+        # a folder that takes no new files (/proc) answers ENOENT, which would say that the folder is missing
+        reason = ("it takes no new files" if error.errno == errno.ENOENT and output.parent.is_dir()
+                  else error.strerror or error)
+        raise PredictError(f"--output {output}: cannot write in its folder {output.parent}: {reason}") from None
     os.close(handle)
     Path(probe).unlink()
 

@@ -346,7 +346,8 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(pipeline, t
     if Path("/proc").is_dir():  # a folder whose permission bits allow writing, where no file can be made
         assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", "/proc/p.csv",
                                "--model", str(pipeline["sed"]["model"])) == 2
-        assert "--output /proc/p.csv: cannot write in its folder /proc" in capsys.readouterr().err
+        assert ("--output /proc/p.csv: cannot write in its folder /proc: it takes no new files"
+                in capsys.readouterr().err)
     table = tmp_path / "photometry.csv"  # the input itself: it would be replaced by its predictions
     table.write_text("id,mag_G,err_G\na,12.0,0.01\n")
     assert stellar_predict("sed", "--input", str(table), "--output", str(tmp_path / "." / table.name),
