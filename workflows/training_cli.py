@@ -2,7 +2,8 @@
 
 Each trains one model outside the orchestrator, on the synthetic source: ingest, preprocess and split for its
 modality, then train and evaluate, calling the same stage programs the workflow runs. The results land in
-`--output-dir/<model>/`: `model/` (the model directory the registry would store) and `evaluation/`.
+`--output-dir/<model>/`: `model/` (the model directory the registry would store) and `evaluation/`, which replace
+the ones of an earlier training there only once both are done.
 """
 
 from __future__ import annotations
@@ -109,6 +110,21 @@ def unusable_output(root: Path) -> str | None:
     return None
 
 
+def replace_results(root: Path, staged: Path) -> None:
+    """Move the new model and evaluation in `staged` into `root` in place of the old ones, in an order where a model
+    is never beside an evaluation of another model: the old model goes first and the new model comes last."""
+    replaced = staged.parent / "replaced"
+    shutil.rmtree(replaced, ignore_errors=True)
+    replaced.mkdir()
+    for name in ("model", "evaluation"):
+        if (root / name).exists():
+            (root / name).rename(replaced / name)
+    for name in ("evaluation", "model"):
+        (staged / name).rename(root / name)
+    shutil.rmtree(replaced)
+    shutil.rmtree(staged)
+
+
 def train_command(model: str, args: argparse.Namespace) -> int:
     """Generate, preprocess, split, train and evaluate one model; print where it went and how good it is."""
     from steps.core.space import exit_status
@@ -125,10 +141,12 @@ def train_command(model: str, args: argparse.Namespace) -> int:
         print(f"stellar train-{model}: --output-dir {args.output_dir}: {problem}", file=sys.stderr)
         return 2
     if (root / "model").exists():
-        print(f"stellar train-{model}: replacing the model and evaluation in {root}", file=sys.stderr)
-        shutil.rmtree(root / "evaluation", ignore_errors=True)  # never left beside a model it did not evaluate
+        print(f"stellar train-{model}: the model and evaluation in {root} are replaced once the new ones are "
+              "trained and evaluated", file=sys.stderr)
     work = root / "work"
     raw, features, split_dir = work / "raw", work / "features", work / "split"
+    staged = work / "result"  # the new model and its evaluation, until both are done
+    shutil.rmtree(staged, ignore_errors=True)
     seed = str(args.seed)
     preprocess_args = [modality, "--in", str(raw), "--out", str(features)]
     if model in DEFAULT_LENGTH:
@@ -136,23 +154,29 @@ def train_command(model: str, args: argparse.Namespace) -> int:
     if model == "sed":
         preprocess_args += ["--bands", ",".join(ALL_BANDS[:args.bands])]
     steps = [
-        (ingest, [modality, "--source", "synthetic", "--samples", str(args.samples), "--seed", seed,
-                  "--out", str(raw)]),
-        (preprocess, preprocess_args),
-        (split, [f"--{modality}", str(features), "--seed", seed, "--out", str(split_dir)]),
-        (train, [model, "--split", str(split_dir), "--out", str(root / "model"), "--epochs", str(args.epochs),
-                 "--seed", seed, "--trainer", "baseline" if args.force_dummy else "auto"]),
-        (evaluate, ["--split", str(split_dir), f"--{model}", str(root / "model"), "--out",
-                    str(root / "evaluation")]),
+        ("ingest", ingest, [modality, "--source", "synthetic", "--samples", str(args.samples), "--seed", seed,
+                            "--out", str(raw)]),
+        ("preprocess", preprocess, preprocess_args),
+        ("split", split, [f"--{modality}", str(features), "--seed", seed, "--out", str(split_dir)]),
+        ("train", train, [model, "--split", str(split_dir), "--out", str(staged / "model"), "--epochs",
+                          str(args.epochs), "--seed", seed, "--trainer", "baseline" if args.force_dummy else "auto"]),
+        ("evaluate", evaluate, ["--split", str(split_dir), f"--{model}", str(staged / "model"), "--out",
+                                str(staged / "evaluation")]),
     ]
-    for step, argv in steps:
-        try:
-            status = exit_status(step, argv)
-        except SystemExit as stopped:  # a stage's own argument check
-            status = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 2)
-        if status:
-            print(f"stellar train-{model}: {step.__module__.split('.')[1]} failed (exit {status})", file=sys.stderr)
-            return status
+    kept = f"{root} keeps the model and evaluation it had" if (root / "model").exists() else "no model was written"
+    try:
+        for name, step, argv in steps:
+            try:
+                status = exit_status(step, argv)
+            except SystemExit as stopped:  # a stage's own argument check
+                status = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 2)
+            if status:
+                print(f"stellar train-{model}: {name} failed (exit {status}); {kept}", file=sys.stderr)
+                return status
+    except KeyboardInterrupt:
+        print(f"stellar train-{model}: interrupted; {kept}", file=sys.stderr)
+        return 130
+    replace_results(root, staged)
     verdict = json.loads((root / "evaluation" / "verdict.json").read_text())[model]
     print(f"{model} model: {root / 'model'}")
     print(f"evaluation: {root / 'evaluation' / 'report.html'} "

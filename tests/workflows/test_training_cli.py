@@ -150,7 +150,8 @@ def test_a_model_trained_by_hand_can_be_registered_and_served(tmp_path, capsys):
     assert main(["models", "register", "sed", str(out), "--home", str(home)]) == 2
     assert "not a model directory" in capsys.readouterr().err
     assert main([*argv, "--seed", "7"]) == 0
-    assert f"replacing the model and evaluation in {out / 'sed'}" in capsys.readouterr().err
+    assert f"the model and evaluation in {out / 'sed'} are replaced once the new ones are trained and evaluated" \
+        in capsys.readouterr().err
     other = tmp_path / "other"
     assert main(["train-sed", "--force-dummy", "--samples", "64", "--seed", "3", "--output-dir", str(other)]) == 0
     shutil.rmtree(other / "sed" / "evaluation")
@@ -161,3 +162,35 @@ def test_a_model_trained_by_hand_can_be_registered_and_served(tmp_path, capsys):
     assert main(["models", "register", "sed", str(other / "sed"), "--home", str(home)]) == 0
     assert "registered without metrics" in capsys.readouterr().err
     assert not registry.latest("sed", "2").metrics
+
+
+def test_a_retraining_that_stops_leaves_the_model_and_its_evaluation_as_they_were(tmp_path, capsys, monkeypatch):
+    """Ctrl-C or a failed stage in a second training into the same folder: the first model stays with the evaluation
+    of that very model (a model left without its evaluation would register as never refused by the gates)."""
+    import steps.evaluate.__main__ as evaluate_stage
+
+    root = tmp_path / "sed"
+    argv = ["train-sed", "--force-dummy", "--samples", "64", "--output-dir", str(tmp_path)]
+
+    def results() -> dict[str, bytes]:
+        return {str(path.relative_to(root)): path.read_bytes() for folder in ("model", "evaluation")
+                for path in (root / folder).rglob("*") if path.is_file()}
+
+    assert main(argv) == 0
+    first = results()
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    for stage, status in ((interrupted, 130), (lambda argv: 1, 1)):
+        monkeypatch.setattr(evaluate_stage, "main", stage)
+        capsys.readouterr()
+        assert main([*argv, "--seed", "7"]) == status
+        assert f"{root} keeps the model and evaluation it had" in capsys.readouterr().err
+        assert results() == first
+    monkeypatch.undo()
+    assert main([*argv, "--seed", "7"]) == 0
+    second = results()
+    assert second["model/manifest.json"] != first["model/manifest.json"]
+    assert second["evaluation/manifest.json"] != first["evaluation/manifest.json"]
+    assert sorted(path.name for path in (root / "work").iterdir()) == ["features", "raw", "split"]
