@@ -35,13 +35,22 @@ class Quarantine:
         schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
         return pa.Table.from_pylist(self.rows, schema=schema)
 
+    @property
+    def object_rows(self) -> list[dict[str, str]]:
+        """The quarantined objects: every row but a labels table's (a label row naming no file of the folder is no
+        bad object: a labels table of a whole library may come with a part of its files)."""
+        return [row for row in self.rows if not row["reason"].startswith(LABEL_ROW)]
+
     def check(self, total: int, max_fraction: float) -> None:
-        """Raise `TooManyBadRecords` when more than `max_fraction` of `total` records were quarantined."""
+        """Raise `TooManyBadRecords` when more than `max_fraction` of the `total` objects read were quarantined."""
+        bad = self.object_rows
         if total == 0:
-            raise TooManyBadRecords(f"{self.stage}: no records to process")
-        share = len(self.rows) / total
+            labels = [row["reason"] for row in self.rows if row not in bad]
+            raise TooManyBadRecords(f"{self.stage}: no records to process" + (
+                f": {len(labels)} label rows and no object, e.g. {labels[0]}" if labels else ""))
+        share = len(bad) / total
         if share > max_fraction:
-            reasons = sorted({row["reason"] for row in self.rows})[:5]
+            reasons = sorted({row["reason"] for row in bad})[:5]
             raise TooManyBadRecords(
-                f"{self.stage}: {len(self.rows)} of {total} records ({share:.0%}) quarantined, over the limit of "
+                f"{self.stage}: {len(bad)} of {total} records ({share:.0%}) quarantined, over the limit of "
                 f"{max_fraction:.0%}; reasons include: {'; '.join(reasons)}")

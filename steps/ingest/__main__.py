@@ -29,8 +29,7 @@ def ingest(modality: str, source: str, samples: int, seed: int, out: Path, cache
     """Read up to `samples` objects of `modality` from `source` and publish them as a raw artifact at `out`."""
     started = time.perf_counter()
     resolved, ingested = sources.read(source, sources.IngestRequest(modality, samples, seed, cache=cache))
-    total = ingested.data.num_rows + len(ingested.quarantine)
-    ingested.quarantine.check(total, max_bad_fraction)
+    ingested.quarantine.check(ingested.data.num_rows + len(ingested.quarantine.object_rows), max_bad_fraction)
     parameters = {"modality": modality, "source": source, "samples": samples, "seed": seed}
     with ArtifactWriter(out, stage=f"ingest.{modality}", parameters=parameters,
                         synthetic=resolved.synthetic) as writer:

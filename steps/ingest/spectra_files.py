@@ -458,6 +458,8 @@ class LabelTable:
     matches: dict[str, str]                          # file stem -> row id
     duplicate_rows: list[str]
     restored_teff: dict[str, tuple[float, float]] = field(default_factory=dict)  # row id -> (as written, restored)
+    missing_labels: list[str] = field(default_factory=list)  # labels with no column (LABEL_ALIASES)
+    columns: list[str] = field(default_factory=list)
 
     @property
     def unmatched_rows(self) -> list[str]:
@@ -505,7 +507,7 @@ def read_label_table(path: Path, name: str, stems: Sequence[str]) -> LabelTable:
             restored[row_id] = (labels[row_id]["teff"], teff)
             labels[row_id]["teff"] = teff
     return LabelTable(name, id_column, labels, {stem: originals[value] for stem, value in matches.items()},
-                      duplicates, restored)
+                      duplicates, restored, [label for label, column in sources.items() if column is None], columns)
 
 
 def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine) -> dict[Path, LibraryEntry]:
@@ -540,6 +542,11 @@ def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine
                 "%s: %d label rows, id column %r, %d of %d files labelled%s", name, len(table.labels),
                 table.id_column, labelled, len(members[root]),
                 "" if labelled else ": no spectrum here has labels to train on (is it the library's labels table?)")
+        if table.missing_labels:
+            log.warning("%s: no %s column (its columns: %s): its spectra have no %s to train on (a column's name may "
+                        "be any of %s)", name, " or ".join(table.missing_labels), ", ".join(table.columns),
+                        " or ".join(table.missing_labels),
+                        "; ".join(f"{label}: {', '.join(LABEL_ALIASES[label])}" for label in table.missing_labels))
         if table.restored_teff:
             shown = ", ".join(f"{row_id} {written:g} -> {teff:g} K"
                               for row_id, (written, teff) in list(table.restored_teff.items())[:3])

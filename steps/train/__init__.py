@@ -158,12 +158,19 @@ def _require_labels(name: str, modality: str, train) -> None:
     has too few finite values)."""
     if name not in REGRESSION_MODELS:
         return
-    labelled = [label for label in DEFAULT_LABELS if label in train.column_names
-                and np.isfinite(np.asarray(train.column(label).to_numpy(zero_copy_only=False), float)).sum() >= 2]
-    if not labelled:
+    counts = {label: int(np.isfinite(np.asarray(train.column(label).to_numpy(zero_copy_only=False), float)).sum())
+              for label in DEFAULT_LABELS if label in train.column_names}
+    if not any(count >= 2 for count in counts.values()):
         raise ValueError(f"{name}: none of the {train.num_rows} training rows of {modality} has a Teff, log g or "
                          f"[Fe/H] label: the source gives unlabelled {modality}; train on a labelled one (a library "
                          "folder with its labels.csv, a catalogue with teff, logg and feh columns)")
+    short = {label: count for label, count in counts.items() if count < 2}
+    if short:
+        raise ValueError(f"{name}: of the {train.num_rows} training rows of {modality}, "
+                         + ", ".join(f"{count} ha{'s' if count == 1 else 've'} a {label} label"
+                                     for label, count in short.items())
+                         + f" (at least 2 needed): the source gives no {' or '.join(short)} (a labels table without "
+                         "that column?); every label the model learns needs values")
 
 
 def _log_summary(name: str, trained: Trained) -> None:

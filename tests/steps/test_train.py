@@ -183,3 +183,23 @@ def test_unlabelled_training_rows_are_refused_saying_so(split, tmp_path):
     assert (f"spectral: none of the {table.num_rows} training rows of spectra has a Teff, log g or [Fe/H] label: "
             "the source gives unlabelled spectra") in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_label_no_training_row_has_is_named(split, tmp_path):
+    """A labels table without its teff column: the message names the label, not a target's index."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    broken = tmp_path / "split"
+    shutil.copytree(split, broken)
+    train = broken / "spectra" / "train.parquet"
+    table = pq.read_table(train)
+    table = table.set_column(table.column_names.index("teff"), "teff", pa.nulls(table.num_rows, pa.float64()))
+    pq.write_table(table, train)
+    result = train_cli("spectral", "--split", broken, "--out", tmp_path / "x", "--force-dummy")
+    assert result.returncode == 2, result.stderr
+    assert (f"spectral: of the {table.num_rows} training rows of spectra, 0 have a teff label (at least 2 needed): "
+            "the source gives no teff (a labels table without that column?)") in result.stderr
+    assert not (tmp_path / "x").exists()
