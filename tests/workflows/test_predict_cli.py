@@ -148,10 +148,17 @@ def test_classifier_output_has_a_class_probabilities_and_the_period(tmp_path):
 
 def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, capsys):
     empty_home = tmp_path / "empty"
+    (empty_home / "registry").mkdir(parents=True)
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--home", str(empty_home)) == 2
     assert f"--model production: no model 'sed' in {empty_home / 'registry'} (models: none); train" \
         in capsys.readouterr().err
+    for flag, given, registry in (("--home", tmp_path / "no-home", tmp_path / "no-home" / "registry"),
+                                  ("--registry", tmp_path / "no-registry", tmp_path / "no-registry")):
+        assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
+                               flag, str(given)) == 2  # a mistyped flag, not a model that is missing
+        assert capsys.readouterr().err.startswith(f"stellar predict: {flag} {given}: no registry at {registry} (no "
+                                                  f"such folder): is {flag} right?")
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--home", str(pipeline["root"] / "home"), "--model", "candidate") == 2
     error = capsys.readouterr().err
