@@ -74,11 +74,16 @@ def load_template(template: Path | None) -> dict[str, Any]:
         raise UnsupportedTemplate(f"--template {template}: not valid YAML: {error}") from None
     if not isinstance(doc, dict):
         raise UnsupportedTemplate(f"--template {template}: not a WorkflowTemplate (a YAML mapping)")
+    if doc.get("kind") not in ("WorkflowTemplate", "Workflow"):
+        raise UnsupportedTemplate(f"--template {template}: a {doc.get('kind') or 'document without a kind'}, not a "
+                                  "WorkflowTemplate (`stellar render` writes it to workflowtemplate.yaml)")
     problems = check_references(doc)
     if problems:
-        raise UnsupportedTemplate(f"{template}: " + "; ".join(problems))
+        raise UnsupportedTemplate(f"--template {template}: " + "; ".join(problems))
     try:
         load_workflow(doc)
+    except UnsupportedTemplate as error:
+        raise UnsupportedTemplate(f"--template {template}: {error}") from None
     except (TypeError, AttributeError, KeyError) as error:  # a YAML mapping of another shape than Argo's
         raise UnsupportedTemplate(f"--template {template}: not a WorkflowTemplate the local executor can read "
                                   f"({type(error).__name__}: {error})") from None
@@ -259,7 +264,7 @@ def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
     reasons = model.get("reasons", [])
     if model.get("baseline_version"):
         baseline = {"promoted": f"was promoted as version {model['baseline_version']}",
-                    "unchanged": f"version {model['baseline_version']}, stays production"}.get(
+                    "unchanged": f"(version {model['baseline_version']}) stays in production"}.get(
             model.get("promotion"), f"(version {model['baseline_version']}) passed them but was not promoted")
         note = (f"candidate {model['candidate']} refused by the quality gates, and as there was "
                 f"{_as_there_was(model)}, its NumPy baseline {baseline} ({checks})")

@@ -291,10 +291,11 @@ def _compare(verdict: Verdict, name: str, slots: list[tuple[str | None, str]], m
         limit = reference * (1 + margin) if higher else reference * (1 - margin)
         ok = value is not None and (value >= limit if higher else value <= limit)
         better = "higher" if higher else "lower"
-        how = f"{margin:.0%} {better}" if margin >= 0 else f"at most {-margin:.0%} worse"
+        how = (f" ({margin:.0%} {better})" if margin > 0 else f" (at most {-margin:.0%} worse)" if margin < 0
+               else "")
         verdict.add(ok, gate, metric, value, limit,
                     f"{_label(name, target, metric)} = {fmt(value)} vs {fmt(reference)} of {reference_name}: "
-                    f"needs {'>=' if higher else '<='} {fmt(limit)} ({how})", target)
+                    f"needs {'>=' if higher else '<='} {fmt(limit)}{how}", target)
 
 
 def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null: dict[str, Any],

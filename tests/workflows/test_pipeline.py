@@ -234,6 +234,8 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
     # a long name: the message passes the 160 columns that the console is given without a terminal
     binary, shapeless = tmp_path / "binary.yaml", tmp_path / f"shapeless-{'x' * 120}.yaml"
     binary.write_bytes(b"\xff\xfe")
+    cron = tmp_path / "cron.yaml"
+    cron.write_text("kind: CronWorkflow\nspec: {schedules: ['0 3 * * 1'], workflowSpec: {}}\n")
     shapeless.write_text("kind: WorkflowTemplate\n"
                          "spec: {entrypoint: main, templates: [{name: main, dag: {tasks: 5}}]}\n")
     for argv, message in (
@@ -258,6 +260,7 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
              f"--template {tmp_path / 'none.yaml'}: No such file or directory"),
             (["run", *home, "--template", str(spectrum)], f"--template {spectrum}: not a WorkflowTemplate"),
             (["run", *home, "--template", str(binary)], f"--template {binary}: not UTF-8 text"),
+            (["run", *home, "--template", str(cron)], f"--template {cron}: a CronWorkflow, not a WorkflowTemplate"),
             (["run", *home, "--template", str(shapeless)],
              f"--template {shapeless}: not a WorkflowTemplate the local executor can read"),
             (["run", *home, "--samples", "50", "-p", "samples=60"], "--samples and -p samples both set samples"),
@@ -291,7 +294,7 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
             main(argv)
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "binary.yaml", shapeless.name, "spec.fits"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "binary.yaml", "cron.yaml", shapeless.name, "spec.fits"]
 
 def test_a_registry_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     import errno
