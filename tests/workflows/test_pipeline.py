@@ -294,7 +294,8 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
             main(argv)
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "binary.yaml", "cron.yaml", shapeless.name, "spec.fits"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "binary.yaml", "cron.yaml", shapeless.name,
+                                                          "spec.fits"]
 
 def test_a_registry_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     import errno
