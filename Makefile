@@ -26,10 +26,10 @@ run: venv
 
 ## The test suite (includes an end-to-end run at small size).
 test: venv
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 ## Write the Argo objects (WorkflowTemplate, CronWorkflow) that the chart ships.
 render: venv

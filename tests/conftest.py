@@ -1,6 +1,6 @@
 """Fixtures shared by the whole suite: a real S3 server on loopback, the shared real-data folder, one small
 complete `stellar run` (the end-to-end and API tests read its registry), and the `stellar` command line; and how
-`make test` spreads the suite over its workers (pytest-xdist, `--dist loadgroup`)."""
+`make test` spreads the suite over its pytest-xdist workers."""
 
 from __future__ import annotations
 
@@ -17,17 +17,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 SMALL_SAMPLES = 100
-PIPELINE_HOME_GROUP = "pipeline-home"
+# The test folders whose tests read the session's complete run (`pipeline_home`), directly or through a copy
+PIPELINE_HOME_FOLDERS = ("tests/e2e/", "tests/serve/")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One xdist group per test file, so that a file's module fixtures (trained models, rendered charts) are made
-    once, on one worker; every test that reads the session's `pipeline_home` in one group of its own, so that the
-    complete run behind it is made once too. Without xdist the marks do nothing."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = PIPELINE_HOME_GROUP if "pipeline_home" in item.fixturenames else item.path.relative_to(REPO)
-            item.add_marker(pytest.mark.xdist_group(str(group)))
+def pytest_xdist_make_scheduler(config, log):
+    """How `make test` spreads the tests over its pytest-xdist workers: a test file at a time, so that a file's module
+    fixtures (trained models, rendered charts) are made once, and the folders that read the session's complete run
+    as one unit, so that the run behind `pipeline_home` is made once too. (xdist 3.8's `--dist loadgroup` groups by
+    rewriting `item._nodeid`, which pytest 9 no longer reads: its `xdist_group` marks group nothing.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((folder for folder in PIPELINE_HOME_FOLDERS if path.startswith(folder)), path)
+
+    return ByFile(config, log)
 
 
 @pytest.fixture(scope="session")
