@@ -76,7 +76,7 @@ def predict_command(args: argparse.Namespace) -> int:
         unanswered = ~frame.attrs["answered"]
         missing = int(unanswered.sum())
         if missing == len(frame):
-            raise PredictError(f"--input {args.input}: none of its {len(frame)} objects could be predicted\n"
+            raise PredictError(f"--input {args.input}: none of its {objects(len(frame))} could be predicted\n"
                                + _reasons(frame))
         write_csv(frame, args.output)
     except PredictError as error:
@@ -92,7 +92,7 @@ def predict_command(args: argparse.Namespace) -> int:
     notes = ([f"{missing} without a prediction: see the `problem` column"] if missing else []) + (
         [f"{blanked} with a label left blank: see the `problem` column"] if blanked else []) + (
         [f"{outside} unlike the training objects: see `in_domain`"] if outside else [])
-    print(f"{args.model_name} {label}: {len(frame)} objects -> {args.output}"
+    print(f"{args.model_name} {label}: {objects(len(frame))} -> {args.output}"
           + (f" ({'; '.join(notes)})" if notes else "") + f" in {time.perf_counter() - started:.1f} s")
     for object_id, reason in frame.attrs.get("set_aside", {}).items():
         print(f"note: {object_id}: a record of it was set aside ({reason}); its row is from the record kept",
@@ -102,6 +102,11 @@ def predict_command(args: argparse.Namespace) -> int:
               f"(robust sigma {found['robust_sigma']:.4g} against {found['null_robust_sigma']:.4g}): that column "
               "says nothing about these objects", file=sys.stderr)
     return 0
+
+
+def objects(count: int) -> str:
+    """'1 object', '2 objects'."""
+    return f"{count} object{'' if count == 1 else 's'}"
 
 
 def check_output(output: Path, source: Path | None = None) -> None:

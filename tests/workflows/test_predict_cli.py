@@ -305,7 +305,7 @@ def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):
     assert stellar_predict("spectral", "--input", str(tmp_path / "junk"), "--output", str(tmp_path / "j.csv"),
                            "--home", home) == 2
     error = capsys.readouterr().err
-    assert "none of its 1 objects could be predicted\n  1 x quarantined: a.fits: " in error
+    assert "none of its 1 object could be predicted\n  1 x quarantined: a.fits: " in error
     assert error.rstrip().endswith("(a)") and not (tmp_path / "j.csv").exists()
 
     good = tmp_path / "good.csv"  # a good answer is not replaced by a table of failures
@@ -322,7 +322,7 @@ def test_an_input_with_nothing_to_predict_exits_2(pipeline, tmp_path, capsys):
     (tmp_path / "blank" / "stars.csv").write_text("")
     assert stellar_predict("sed", "--input", str(tmp_path / "blank"), "--output", str(tmp_path / "b.csv"),
                            "--home", home) == 2
-    assert "none of its 1 objects could be predicted\n  1 x quarantined: an empty file (0 bytes) (stars.csv)" \
+    assert "none of its 1 object could be predicted\n  1 x quarantined: an empty file (0 bytes) (stars.csv)" \
         in capsys.readouterr().err
 
 
