@@ -21,11 +21,15 @@ SMALL_SAMPLES = 100
 PIPELINE_HOME_FOLDERS = ("tests/e2e/", "tests/serve/")
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without pytest-xdist (`-p no:xdist`) never calls it
 def pytest_xdist_make_scheduler(config, log):
     """How `make test` spreads the tests over its pytest-xdist workers: a test file at a time, so that a file's module
     fixtures (trained models, rendered charts) are made once, and the folders that read the session's complete run
     as one unit, so that the run behind `pipeline_home` is made once too. (xdist 3.8's `--dist loadgroup` groups by
-    rewriting `item._nodeid`, which pytest 9 no longer reads: its `xdist_group` marks group nothing.)"""
+    rewriting `item._nodeid`, which pytest 9 no longer reads: its `xdist_group` marks group nothing.) Only for `-n`'s
+    default distribution: another `--dist` is left to xdist."""
+    if config.getvalue("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):

@@ -69,7 +69,8 @@ def predict_command(args: argparse.Namespace) -> int:
     try:
         check_output(args.output, args.input)
         home = home_dir(args.home)
-        given = f"--registry {args.registry}" if args.registry else f"--home {home}"
+        given = (f"--registry {args.registry}" if args.registry else f"--home {home}" if args.home
+                 else f"STELLAR_HOME {home}" if os.environ.get("STELLAR_HOME") else f"the default home {home}")
         model_dir, label, verdict = resolve_model(args.model_name, args.model,
                                                   args.registry or str(home / "registry"), home / "serving", given)
         frame = predict(args.model_name, model_dir, args.input)
@@ -172,7 +173,7 @@ def _reasons(frame, shown: int = 5, reasons: int = 10) -> str:
 def resolve_model(name: str, ref: str, registry_uri: str, cache: Path, given: str) -> tuple[Path, str, dict]:
     """The model directory for `ref` (a directory, or an alias/version of `name` in the registry), a label, and the
     verdict of its evaluation (the registry's record of it, or `evaluation/verdict.json` beside a model directory
-    that `stellar train-*` wrote; {} without one). `given`: the flag that gave the registry, for its errors."""
+    that `stellar train-*` wrote; {} without one). `given`: what gave the registry (a flag, STELLAR_HOME), for errors."""
     from steps.models.io import MODEL_JSON, model_dir_in
 
     if Path(ref).is_dir():
@@ -185,8 +186,8 @@ def resolve_model(name: str, ref: str, registry_uri: str, cache: Path, given: st
     if os.sep in ref:
         raise PredictError(f"--model {ref}: no such model directory")
     if "://" not in registry_uri and not Path(registry_uri).is_dir():
-        raise PredictError(f"{given}: no registry at {registry_uri} (no such folder): is {given.split()[0]} right? "
-                           "(`stellar run` makes one), or pass --model DIR")
+        raise PredictError(f"{given}: no registry at {registry_uri} (no such folder): give the --home or --registry "
+                           "of a `stellar run`, or --model DIR")
     from steps.core.registry import PRODUCTION, CorruptRecord, ModelRegistry, RegistryError
 
     registry = ModelRegistry.open(registry_uri)

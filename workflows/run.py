@@ -74,7 +74,7 @@ def load_template(template: Path | None) -> dict[str, Any]:
         raise UnsupportedTemplate(f"--template {template}: not valid YAML: {error}") from None
     if not isinstance(doc, dict):
         raise UnsupportedTemplate(f"--template {template}: not a WorkflowTemplate (a YAML mapping)")
-    if doc.get("kind") not in ("WorkflowTemplate", "Workflow"):
+    if doc.get("kind") not in ("WorkflowTemplate", "ClusterWorkflowTemplate", "Workflow"):
         raise UnsupportedTemplate(f"--template {template}: a {doc.get('kind') or 'document without a kind'}, not a "
                                   "WorkflowTemplate (`stellar render` writes it to workflowtemplate.yaml)")
     problems = check_references(doc)

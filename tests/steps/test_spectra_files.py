@@ -22,7 +22,7 @@ import pytest
 from astropy.io import fits
 
 from steps.core.artifacts import read_manifest
-from steps.core.quarantine import QUARANTINE_TABLE
+from steps.core.quarantine import QUARANTINE_TABLE, TooManyBadRecords
 from steps.core.storage import open_store
 from steps.ingest import sources
 from steps.ingest.schemas import DATA_FILES, LABELS_FILE, SDSS_PIXEL_BITS, SPECTRA_SCHEMA, STELLAR_LABELS_SCHEMA
@@ -332,6 +332,10 @@ def test_a_whole_librarys_labels_beside_a_part_of_its_files_ingest(tmp_path):
     quarantined = pq.read_table(tmp_path / "raw" / QUARANTINE_TABLE).column("reason").to_pylist()
     assert len(quarantined) == 16 and all(reason.startswith("label row m00") for reason in quarantined)
     assert pq.read_table(tmp_path / "raw" / DATA_FILES["spectra"]).column("id").to_pylist() == ["m0001", "m0002"]
+    (tmp_path / "lib" / "m0003.fits").write_bytes(b"not FITS")  # one bad object of three: over the 20% limit
+    with pytest.raises(TooManyBadRecords, match=r"ingest.spectra: 1 of 3 records \(33%\) quarantined"):
+        ingest("spectra", str(tmp_path / "lib"), 0, 0, tmp_path / "raw2")
+    assert not (tmp_path / "raw2").exists()
 
 
 @pytest.mark.parametrize("spectral_type, teff, restored", [

@@ -146,7 +146,7 @@ def test_classifier_output_has_a_class_probabilities_and_the_period(tmp_path):
     assert ((frame[[f"p_{c}" for c in classes]].sum(axis=1) - 1).abs() < 1e-4).all()
 
 
-def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, capsys):
+def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, capsys, monkeypatch):
     empty_home = tmp_path / "empty"
     (empty_home / "registry").mkdir(parents=True)
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
@@ -158,7 +158,10 @@ def test_no_production_model_exits_2_naming_the_versions(pipeline, tmp_path, cap
         assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                                flag, str(given)) == 2  # a mistyped flag, not a model that is missing
         assert capsys.readouterr().err.startswith(f"stellar predict: {flag} {given}: no registry at {registry} (no "
-                                                  f"such folder): is {flag} right?")
+                                                  "such folder): give the --home or --registry of a `stellar run`")
+    monkeypatch.setenv("STELLAR_HOME", str(tmp_path / "env-home"))  # the home no flag gave
+    assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv")) == 2
+    assert capsys.readouterr().err.startswith(f"stellar predict: STELLAR_HOME {tmp_path / 'env-home'}: no registry")
     assert stellar_predict("sed", "--input", str(pipeline["sed"]["raw"]), "--output", str(tmp_path / "x.csv"),
                            "--home", str(pipeline["root"] / "home"), "--model", "candidate") == 2
     error = capsys.readouterr().err
