@@ -173,7 +173,8 @@ def _reasons(frame, shown: int = 5, reasons: int = 10) -> str:
 def resolve_model(name: str, ref: str, registry_uri: str, cache: Path, given: str) -> tuple[Path, str, dict]:
     """The model directory for `ref` (a directory, or an alias/version of `name` in the registry), a label, and the
     verdict of its evaluation (the registry's record of it, or `evaluation/verdict.json` beside a model directory
-    that `stellar train-*` wrote; {} without one). `given`: what gave the registry (a flag, STELLAR_HOME), for errors."""
+    that `stellar train-*` wrote; {} without one). `given`: what gave the registry (a flag, STELLAR_HOME), for its
+    errors."""
     from steps.models.io import MODEL_JSON, model_dir_in
 
     if Path(ref).is_dir():
