@@ -35,7 +35,7 @@ def pytest_xdist_make_scheduler(config, log):
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return next((folder for folder in PIPELINE_HOME_FOLDERS if path.startswith(folder)), path)
+            return " + ".join(PIPELINE_HOME_FOLDERS) if path.startswith(PIPELINE_HOME_FOLDERS) else path
 
     return ByFile(config, log)
 
