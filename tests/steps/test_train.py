@@ -164,8 +164,8 @@ def test_a_spec_naming_absent_feature_columns_is_refused(split, tmp_path):
     assert not (tmp_path / "sed").exists()
 
 
-def test_unlabelled_training_rows_are_refused_saying_so(split, tmp_path):
-    """Spectra from a source without labels (an SDSS folder): the message says so, not that a target is short."""
+def _trained_without(labels: tuple[str, ...], split, tmp_path):
+    """(`stellar train spectral`'s result on a copy of `split` whose training rows lack `labels`, training rows)."""
     import shutil
 
     import pyarrow as pa
@@ -175,31 +175,25 @@ def test_unlabelled_training_rows_are_refused_saying_so(split, tmp_path):
     shutil.copytree(split, broken)
     train = broken / "spectra" / "train.parquet"
     table = pq.read_table(train)
-    for label in ("teff", "logg", "feh"):
+    for label in labels:
         table = table.set_column(table.column_names.index(label), label, pa.nulls(table.num_rows, pa.float64()))
     pq.write_table(table, train)
-    result = train_cli("spectral", "--split", broken, "--out", tmp_path / "x", "--force-dummy")
+    return train_cli("spectral", "--split", broken, "--out", tmp_path / "x", "--force-dummy"), table.num_rows
+
+
+def test_unlabelled_training_rows_are_refused_saying_so(split, tmp_path):
+    """Spectra from a source without labels (an SDSS folder): the message says so, not that a target is short."""
+    result, rows = _trained_without(("teff", "logg", "feh"), split, tmp_path)
     assert result.returncode == 2, result.stderr
-    assert (f"spectral: none of the {table.num_rows} training rows of spectra has a Teff, log g or [Fe/H] label: "
+    assert (f"spectral: none of the {rows} training rows of spectra has a Teff, log g or [Fe/H] label: "
             "the source gives unlabelled spectra") in result.stderr
     assert not (tmp_path / "x").exists()
 
 
 def test_a_label_no_training_row_has_is_named(split, tmp_path):
     """A labels table without its teff column: the message names the label, not a target's index."""
-    import shutil
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    broken = tmp_path / "split"
-    shutil.copytree(split, broken)
-    train = broken / "spectra" / "train.parquet"
-    table = pq.read_table(train)
-    table = table.set_column(table.column_names.index("teff"), "teff", pa.nulls(table.num_rows, pa.float64()))
-    pq.write_table(table, train)
-    result = train_cli("spectral", "--split", broken, "--out", tmp_path / "x", "--force-dummy")
+    result, rows = _trained_without(("teff",), split, tmp_path)
     assert result.returncode == 2, result.stderr
-    assert (f"spectral: of the {table.num_rows} training rows of spectra, 0 have a teff label (at least 2 needed): "
+    assert (f"spectral: of the {rows} training rows of spectra, 0 have a teff label (at least 2 needed): "
             "the source gives no teff (a labels table without that column?)") in result.stderr
     assert not (tmp_path / "x").exists()
