@@ -45,7 +45,7 @@ class Quarantine:
         """Raise `TooManyBadRecords` when more than `max_fraction` of the `total` objects read were quarantined."""
         bad = self.object_rows
         if total == 0:
-            labels = [row["reason"] for row in self.rows if row not in bad]
+            labels = [row["reason"] for row in self.rows if row["reason"].startswith(LABEL_ROW)]
             raise TooManyBadRecords(f"{self.stage}: no records to process" + (
                 f": {len(labels)} label rows and no object, e.g. {labels[0]}" if labels else ""))
         share = len(bad) / total
