@@ -9,7 +9,8 @@ when they are called, so the CLI, the executor and the baselines stay light.
 - `kernel_estimate`: the spectral model's closed-form stage in NumPy (cleaning, components, kernel ridge);
 - `training`: seeded, deterministic training with early stopping, uncertainty and temperature calibration;
 - `predictor`: the predictors, which run the exported SavedModel's compiled `serve` function;
-- `calibration`: NumPy sigma scaling, temperature scaling and reliability bins (also used by the report).
+- `calibration`: NumPy sigma scaling, temperature scaling and reliability bins (also used by the report);
+- `startup`: TensorFlow's first import, without the native start-up lines its log level cannot silence.
 
 Model directories add `model.keras` and `saved_model/` to `model.json`, `spec.json`, `train_metrics.json` and
 `weights.npz` (the domain check's arrays, `steps.models.domain`).
@@ -28,6 +29,9 @@ EARLIER_KINDS = ("keras-spectral-cnn", "keras-sed-mlp")
 def train_keras(name: str, train: Any, val: Any, spec: dict[str, Any], seed: int = 0,
                 epochs: int | None = None):
     """Train the Keras model `name` (see `steps.models.keras.training.train_keras`); imports TensorFlow."""
+    from steps.models.keras.startup import import_tensorflow
+
+    import_tensorflow()
     from steps.models.keras import training
 
     return training.train_keras(name, train, val, spec, seed=seed, epochs=epochs)
@@ -35,6 +39,9 @@ def train_keras(name: str, train: Any, val: Any, spec: dict[str, Any], seed: int
 
 def load_keras(path: Path, info: dict[str, Any], spec: dict[str, Any]):
     """Load a Keras model directory (see `steps.models.keras.predictor.load_keras`); imports TensorFlow."""
+    from steps.models.keras.startup import import_tensorflow
+
+    import_tensorflow()
     from steps.models.keras import predictor
 
     return predictor.load_keras(path, info, spec)

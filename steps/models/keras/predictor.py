@@ -13,7 +13,6 @@ check in `weights.npz` (`steps.models.domain`) measured on the encoded inputs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from steps.models.domain import Domain, blank
 from steps.models.io import KERAS_MODEL, SAVED_MODEL, WEIGHTS, load_npz
 from steps.models.keras.calibration import member_moments, softmax
 from steps.models.keras.encoders import Encoder
+from steps.models.keras.startup import import_tensorflow
 from steps.models.predictor import Predictor
 from steps.models.transforms import inverse_transform
 
@@ -152,9 +152,7 @@ def load_keras(path: Path, info: dict[str, Any], spec: dict[str, Any]) -> Predic
     folder = Path(path) / info.get("files", {}).get("saved_model", SAVED_MODEL)
     if not (folder / "saved_model.pb").is_file():
         raise FileNotFoundError(f"{folder}: missing (the exported serving graph of the Keras model)")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     loaded = tf.saved_model.load(str(folder))
     serve = loaded.serve
 
