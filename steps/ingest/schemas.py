@@ -60,10 +60,8 @@ KEPLER_BAND = "Kepler"
 TESS_BAND = "TESS"
 SDSS_BANDS = ("u", "g", "r", "i", "z")
 
-# Classes of the synthetic source, and those of the labelled archives: Kepler's eclipsing binary catalogue and
-# KOI dispositions (a confirmed planet is a `transit`, and `false_positive`), and the Stripe 82 RR Lyrae subtypes.
+# Classes of the synthetic source (the labelled archives' own are read with their files: `lightcurve_files`).
 LIGHTCURVE_CLASSES = ("eclipsing_binary", "pulsator", "quiet", "rotator", "transit")
-ARCHIVE_LIGHTCURVE_CLASSES = ("RRab", "RRc", "eclipsing_binary", "false_positive", "transit")
 
 # SDSS spectroscopic pixel mask (SPPIXMASK) bits, as found in `and_mask`: bits 0-12 describe the fibre,
 # 16 and up the pixel.

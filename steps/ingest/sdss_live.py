@@ -29,11 +29,12 @@ import time
 import urllib.error
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from astropy.table import Table
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
@@ -51,26 +52,29 @@ LABEL_COLUMNS = {"teff": "teffadop", "logg": "loggadop", "feh": "fehadop"}
 Result = TypeVar("Result")
 
 
-@dataclass(frozen=True)
-class SdssSettings:
-    """How the connector talks to the archive."""
+class SdssSettings(BaseSettings):
+    """How the connector talks to the archive; each field is also `STELLAR_SDSS_<NAME>` (pydantic-settings)."""
 
-    data_release: int = 17
-    min_interval_s: float = 1.0       # between two requests
-    attempts: int = 5                 # per request, the first included
-    base_delay_s: float = 2.0         # before the first retry; doubled before each further one
-    max_delay_s: float = 60.0
-    timeout_s: float = 120.0          # per request
+    model_config = SettingsConfigDict(env_prefix="STELLAR_SDSS_", frozen=True, extra="forbid")
+
+    data_release: int = Field(17, ge=1)
+    min_interval_s: float = Field(1.0, ge=0)   # between two requests
+    attempts: int = Field(5, ge=1)             # per request, the first included
+    base_delay_s: float = Field(2.0, ge=0)     # before the first retry; doubled before each further one
+    max_delay_s: float = Field(60.0, ge=0)
+    timeout_s: float = Field(120.0, gt=0)      # per request
 
     @classmethod
     def from_environment(cls) -> "SdssSettings":
-        """Defaults, overridden by `STELLAR_SDSS_<FIELD>` environment variables."""
-        values = {}
-        for name, default in cls().__dict__.items():
-            text = os.environ.get(f"STELLAR_SDSS_{name.upper()}")
-            if text is not None:
-                values[name] = type(default)(text)
-        return cls(**values)
+        """Defaults, overridden by `STELLAR_SDSS_<NAME>` environment variables; a bad one is named (a ValueError)."""
+        try:
+            return cls()
+        except ValidationError as error:
+            problems = []
+            for problem in error.errors():
+                variable = f"STELLAR_SDSS_{problem['loc'][0]}".upper()
+                problems.append(f"{variable}={os.environ.get(variable)!r}: {problem['msg']}")
+            raise ValueError("; ".join(problems)) from None
 
 
 class ArchiveError(ValueError):

@@ -303,7 +303,7 @@ def _read_layout(hdus: fits.HDUList, name: str, library: LibraryEntry | None) ->
         raise UnusableSpectrum(f"a FITS table ({table.header.get('NAXIS2', 0)} rows x {len(table.columns)} columns "
                                f"in HDU {table.name or 1!r}), not a spectrum: a catalogue is photometry's input")
     if primary.data is not None and primary.data.ndim == 1:
-        return read_library_spectrum(hdus, name, library or _unlabelled_entry(name, primary.header))
+        return read_library_spectrum(hdus, library or _unlabelled_entry(name, primary.header))
     raise UnusableSpectrum("not a spectrum layout this reader knows (SDSS/BOSS spec, LAMOST, or a 1-D spectrum "
                            "with a wavelength solution in its header)")
 
@@ -396,7 +396,7 @@ def _lamost_redshift(header: fits.Header) -> float:
     return velocity / SPEED_OF_LIGHT_KMS if velocity is not None else 0.0
 
 
-def read_library_spectrum(hdus: fits.HDUList, name: str, entry: LibraryEntry) -> Spectrum:
+def read_library_spectrum(hdus: fits.HDUList, entry: LibraryEntry) -> Spectrum:
     """A 1-D library spectrum: wavelengths from the header (air unless it says vacuum), DER_SNR inverse variance,
     rest frame (z = 0), labels from the library's table."""
     header = hdus[0].header

@@ -46,7 +46,6 @@ MODEL_NAMES = ("spectral", "lightcurve", "sed")
 MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
 TASK = {"spectral": "regression", "lightcurve": "classification", "sed": "regression"}
 DEFAULT_LABELS = ("teff", "logg", "feh")
-DEFAULT_CLASSES = ("transit", "eclipsing_binary", "pulsator", "rotator", "quiet")
 TARGET_TRANSFORMS = {"teff": "log10"}
 # Never model inputs, whatever a spec lists: identifiers, labels, and the simulation's true period.
 NOT_FEATURES = {"id", "class", "period_true", "teff", "logg", "feh", "label", "source", "synthetic"}

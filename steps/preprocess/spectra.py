@@ -44,12 +44,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sparse
-from scipy.sparse import _sparsetools
 from numpy.polynomial import chebyshev
 
 from steps.core.quarantine import Quarantine
 from steps.ingest.schemas import SDSS_PIXEL_BITS, STELLAR_LABELS_SCHEMA
 from steps.preprocess.common import Features, RawArtifact, label_columns
+
+try:  # scipy's own CSR kernel: private, so a SciPy without it falls back to `@` (slower on small batches, same sums)
+    from scipy.sparse._sparsetools import csr_matvecs
+except ImportError:
+    csr_matvecs = None
 
 # Angstrom, rest frame vacuum. BOSS starts at 3600 A, LAMOST at 3700, MILES at 3540 and SDSS-I/II at 3800 (below
 # which its pixels are simply masked). The blue end carries surface gravity (the Balmer jump and high Balmer lines,
@@ -182,9 +186,12 @@ class ResamplingOperator:
 def _products(matrix: sparse.csr_matrix, values: np.ndarray, out: np.ndarray) -> np.ndarray:
     """`matrix @ values` into `out` (C-contiguous, of the matrix's dtype), by scipy's kernel called directly:
     `@` costs several microseconds of checks and an allocation per call, as much as a small batch's product."""
+    if csr_matvecs is None:
+        out[...] = matrix @ values
+        return out
     out.fill(0)
-    _sparsetools.csr_matvecs(matrix.shape[0], matrix.shape[1], values.shape[1], matrix.indptr, matrix.indices,
-                             matrix.data, values.ravel(), out.ravel())
+    csr_matvecs(matrix.shape[0], matrix.shape[1], values.shape[1], matrix.indptr, matrix.indices, matrix.data,
+                values.ravel(), out.ravel())
     return out
 
 

@@ -22,7 +22,7 @@ from steps.serve.payloads import ANY_FINITE, Batch, FieldSpec, InputSpec, field_
 CATALOGUE_MODELS = ("sed",)
 
 
-def catalogue_inputs(model_spec: dict, max_objects: int) -> InputSpec:
+def catalogue_inputs(max_objects: int) -> InputSpec:
     """The request fields of an SED model: `mag_<band>` and `err_<band>` of every archive band (a model's own bands
     come from them, and the Gaia saturation corrections of BP and RP read G and RP whether or not the model uses
     them, as in training), `parallax`, `parallax_error` and `ebv`, every one optional (an object needs at least

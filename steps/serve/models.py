@@ -48,7 +48,7 @@ class LoadedModel:
 
     def __post_init__(self) -> None:
         if self.request_inputs is None:
-            self.request_inputs = (catalogue_inputs(self.predictor.spec, self.inputs.max_objects)
+            self.request_inputs = (catalogue_inputs(self.inputs.max_objects)
                                    if self.name in CATALOGUE_MODELS else self.inputs)
 
     def predict_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

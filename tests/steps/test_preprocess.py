@@ -140,6 +140,21 @@ def test_resampling_conserves_flux_and_averages_variance():
     assert np.count_nonzero(coverage == 0) == 5 and np.allclose(coverage[coverage > 0], 1.0)
 
 
+def test_the_sparse_products_are_the_same_without_scipys_private_kernel(monkeypatch):
+    import scipy.sparse as sparse
+
+    from steps.preprocess import spectra
+
+    rng = np.random.default_rng(1)
+    matrix = sparse.random(40, 300, density=0.05, format="csr", dtype=np.float32, random_state=2)
+    values = rng.normal(size=(300, 7)).astype(np.float32)
+    fast = spectra._products(matrix, values, np.full((40, 7), np.nan, np.float32)).copy()
+    monkeypatch.setattr(spectra, "csr_matvecs", None)
+    plain = spectra._products(matrix, values, np.full((40, 7), np.nan, np.float32))
+    np.testing.assert_allclose(fast, matrix @ values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(plain, fast, rtol=1e-5, atol=1e-6)
+
+
 def _reference_preprocessing(loglam, z, flux, ivar, and_mask, length):
     """One spectrum preprocessed the plain way, in float64, as the module docstring describes it: the pixel-by-pixel
     `resample`, block means, and a Chebyshev fit with numpy's chebfit, clipped. (flux, ivar, mask, snr)."""

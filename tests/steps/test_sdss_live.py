@@ -170,6 +170,17 @@ def test_the_raw_cache_can_be_an_s3_prefix(archive, s3_server, s3_bucket, monkey
     assert RawCache(cache).keys("sdss/spec-") == ["sdss/spec-0618-52049-0372.fits", "sdss/spec-4961-55719-0378.fits"]
 
 
+def test_settings_come_from_the_environment_and_a_bad_value_is_named(monkeypatch):
+    monkeypatch.setenv("STELLAR_SDSS_ATTEMPTS", "3")
+    monkeypatch.setenv("STELLAR_SDSS_MIN_INTERVAL_S", "0.25")
+    assert SdssSettings.from_environment() == SdssSettings(attempts=3, min_interval_s=0.25)
+    monkeypatch.setenv("STELLAR_SDSS_ATTEMPTS", "many")
+    monkeypatch.setenv("STELLAR_SDSS_TIMEOUT_S", "-1")
+    with pytest.raises(ValueError, match=r"^STELLAR_SDSS_ATTEMPTS='many': .*integer.*; STELLAR_SDSS_TIMEOUT_S='-1': "
+                                         r".*greater than 0$"):
+        SdssSettings.from_environment()
+
+
 def test_the_live_source_needs_a_sample_size(tmp_path):
     with pytest.raises(ValueError, match="needs --samples > 0"):
         read_sdss(IngestRequest("spectra", 0, cache=str(tmp_path)), settings=FAST)
