@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_HOME = ".stellar"
-MODALITIES = ("spectra", "photometry", "lightcurves")
+from steps.core.names import DEFAULT_HOME, MODALITIES
+
 
 
 def home_dir(value: str | None) -> Path:

@@ -25,6 +25,7 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
+from steps.core.names import MODALITY
 from steps.core.version import package_version
 from workflows.prune import DEFAULT_KEEP_ROLLBACKS, DEFAULT_KEEP_VERSIONS
 
@@ -54,7 +55,6 @@ API_CHART_IN_IMAGE = "/opt/stellar/charts/stellar-api"
 RUN_AS_USER = 10001
 
 MODALITIES = {"spectra": "sdss-spectra", "photometry": "gaia-photometry", "lightcurves": "kepler-lightcurves"}
-MODELS = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
 
 
 def default_gates() -> str:
@@ -282,14 +282,14 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
             [*(arg for modality in MODALITIES for arg in ("--split", _in(f"split-{modality}"))),
              "--spectral", _in("spectral"), "--lightcurve", _in("lightcurve"), "--sed", _in("sed"),
              "--gates", _p("gates"), "--registry", _p("registry"), "--out", _out("evaluation")],
-            params=["gates", "registry"], inputs=[*(f"split-{m}" for m in MODALITIES), *MODELS],
+            params=["gates", "registry"], inputs=[*(f"split-{m}" for m in MODALITIES), *MODALITY],
             outputs=["evaluation"],
             memory_limit="3Gi", reads_registry=True)
         promote = _stage(
             options, "promote", "promote",
             ["--evaluation", _in("evaluation"), "--spectral", _in("spectral"), "--lightcurve", _in("lightcurve"),
              "--sed", _in("sed"), "--registry", _p("registry"), "--out", _out("promotion")],
-            params=["registry"], inputs=["evaluation", *MODELS], outputs=["promotion"],
+            params=["registry"], inputs=["evaluation", *MODALITY], outputs=["promotion"],
             cpu="100m", memory="256Mi", memory_limit="512Mi", reads_registry=True)
         deploy = _stage(
             options, "deploy", "deploy",
@@ -323,8 +323,8 @@ def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTem
                                task.get_artifact("features").with_name("features")])
                 task >> splits[modality]
             models = {}
-            for model in MODELS:
-                split_task = splits[MODELS[model]]
+            for model in MODALITY:
+                split_task = splits[MODALITY[model]]
                 models[model] = train(
                     name=f"train-{model}-model",
                     arguments=[*_params({"model": model, "trainer": _wf("trainer"), "epochs": _wf("epochs"),

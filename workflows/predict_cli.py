@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+from steps.core.names import DEFAULT_HOME, MODALITY
+
 OBJECTS = {"spectral": "spectra", "lightcurve": "light curves", "sed": "photometry rows"}
-DEFAULT_HOME = ".stellar"
 
 
 class PredictError(RuntimeError):
@@ -56,7 +56,7 @@ def add_predict_command(sub: argparse._SubParsersAction) -> None:
     command.add_argument("--output", type=Path, required=True, help="CSV file to write")
     command.add_argument("--model", default="production",
                          help="registry alias or version, or a model directory (default production)")
-    command.add_argument("--home", help="working home of the registry (default: $STELLAR_HOME or .stellar)")
+    command.add_argument("--home", help=f"working home of the registry (default: $STELLAR_HOME or {DEFAULT_HOME})")
     command.add_argument("--registry", help="registry URI (default HOME/registry)")
     command.set_defaults(handler=predict_command)
 

@@ -17,7 +17,8 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
+from steps.core.names import MODALITY
+
 DEFAULT_LENGTH = {"spectral": 1024, "lightcurve": 201}
 # Shortest inputs worth a model: 128 pixels over 3600-9000 A are 42 A each, already wider than most lines; a global
 # view of 32 bins still shows an eclipse or a pulsation's shape.

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
+from steps.core.names import MODALITY, MODEL_NAMES
 from steps.core.registry import RegistryError
 from steps.core.space import exit_status
 from steps.evaluate import (
@@ -38,8 +39,6 @@ from steps.evaluate import (
 )
 from steps.evaluate.gates import GateError, parse_gates
 from steps.evaluate.report import residual_axes, write_report
-from steps.models import MODEL_NAMES
-from steps.models.baseline import MODALITY
 from steps.models.splits import split_holding
 
 log = get_logger("evaluate")

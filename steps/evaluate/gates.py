@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from steps.core.names import MODEL_NAMES
 from steps.models.metrics import HIGHER_IS_BETTER
 
-MODEL_NAMES = ("spectral", "lightcurve", "sed")
 TASKS = {"spectral": "regression", "lightcurve": "classification", "sed": "regression"}
 KNOWN_TARGETS = ("teff", "logg", "feh")
 REGRESSION_METRICS = ("n", "missing_fraction", "robust_sigma", "rmse", "mae", "abs_bias", "abs_median_residual",

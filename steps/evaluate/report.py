@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from steps.core.names import MODALITY
 from steps.evaluate import SUBSET_TITLES, classification_rows, data_origin, domain_sentence, subset_rows
 from steps.evaluate.gates import Verdict, fmt
-from steps.models.baseline import MODALITY
 from steps.models.inputs import Columns
 from steps.models.keras.calibration import expected_calibration_error, reliability
 from steps.models.splits import read_split

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from steps.core.artifacts import ArtifactWriter
 from steps.core.logs import get_logger
+from steps.core.names import MODALITIES
 from steps.core.quarantine import QUARANTINE_TABLE, TooManyBadRecords
 from steps.core.space import exit_status
 from steps.ingest import sources
 from steps.ingest.raw_cache import RetriesExhausted, unreachable
-from steps.ingest.schemas import DATA_FILES, LABELS_FILE, MODALITIES
+from steps.ingest.schemas import DATA_FILES, LABELS_FILE
 
 log = get_logger("ingest")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-MODALITIES = ("spectra", "photometry", "lightcurves")
 
 LABELS_FILE = "labels.parquet"
 DATA_FILES = {"spectra": "spectra.parquet", "photometry": "photometry.parquet", "lightcurves": "lightcurves.parquet"}

@@ -9,7 +9,8 @@ and `predict_records(records)`. Importing this package does not import TensorFlo
 (`steps.models.keras`) import it only when such a model is trained or loaded.
 """
 
-from steps.models.baseline import MODALITY, MODEL_NAMES, TASK, Trained, train_baseline
+from steps.core.names import MODALITY, MODEL_NAMES
+from steps.models.baseline import TASK, Trained, train_baseline
 from steps.models.null import NullClassifier, NullRegressor, null_for
 from steps.models.predictor import ClassifierPredictor, Predictor, RegressionPredictor, load_model
 

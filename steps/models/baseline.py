@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from steps.core.names import MODALITY, MODEL_NAMES
 from steps.models.domain import Domain, PeriodRange, SpectrumResidual
 from steps.models.features import Featurizer, Scalars, VectorPCA
 from steps.models.inputs import Columns
@@ -42,8 +43,6 @@ from steps.models.predictor import ClassifierPredictor, RegressionPredictor
 from steps.models.transforms import forward_transform
 from steps.models.splits import classified_rows, classifier_fit_metrics
 
-MODEL_NAMES = ("spectral", "lightcurve", "sed")
-MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}
 TASK = {"spectral": "regression", "lightcurve": "classification", "sed": "regression"}
 DEFAULT_LABELS = ("teff", "logg", "feh")
 TARGET_TRANSFORMS = {"teff": "log10"}

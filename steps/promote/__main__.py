@@ -10,11 +10,11 @@ from typing import Any
 
 from steps.core.artifacts import ArtifactWriter, checked_content_hash, read_manifest
 from steps.core.logs import get_logger
+from steps.core.names import MODEL_NAMES
 from steps.core.registry import CANDIDATE, PRODUCTION, ModelRegistry, RegistryError, RolledBack
 from steps.core.space import exit_status
 from steps.evaluate import BASELINES, NO_PRODUCTION
 
-MODELS = ("spectral", "lightcurve", "sed")
 log = get_logger("promote")
 
 
@@ -81,12 +81,12 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m steps.promote", description=__doc__)
     parser.add_argument("--evaluation", type=Path, required=True, help="output of the evaluate stage")
-    for name in MODELS:
+    for name in MODEL_NAMES:
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"the trained {name} model directory")
     parser.add_argument("--registry", required=True, help="model registry URI (directory or s3://bucket/prefix)")
     parser.add_argument("--out", type=Path, required=True, help="where to write promotion.json")
     args = parser.parse_args(argv)
-    models = {name: getattr(args, name) for name in MODELS}
+    models = {name: getattr(args, name) for name in MODEL_NAMES}
     for label, path in [("--evaluation", args.evaluation), *((f"--{n}", p) for n, p in models.items())]:
         if not (path / "manifest.json").is_file():
             parser.error(f"{label} {path}: not a finished artifact (no manifest.json)")

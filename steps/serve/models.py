@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from steps.core.logs import get_logger
+from steps.core.names import MODEL_NAMES
 from steps.core.registry import PRODUCTION, ModelRegistry, RegistryError, VersionRecord
 from steps.models import load_model
 from steps.serve.catalogue import CATALOGUE_MODELS, catalogue_inputs
 from steps.serve.payloads import InputSpec
 
-MODEL_NAMES = ("spectral", "lightcurve", "sed")
 log = get_logger("serve")
 
 

@@ -19,12 +19,11 @@ import pyarrow as pa
 
 from steps.core.artifacts import ArtifactWriter, read_manifest, read_parquet
 from steps.core.logs import get_logger
+from steps.core.names import MODALITIES
 from steps.core.space import exit_status
-from steps.ingest.schemas import MODALITIES
+from steps.preprocess.common import FEATURES_FILE, SPEC_FILE
 from steps.split.assign import SPLITS, assign
 
-FEATURES_FILE = "features.parquet"
-SPEC_FILE = "spec.json"
 log = get_logger("split")
 
 

@@ -31,7 +31,8 @@ from threadpoolctl import threadpool_limits
 
 from steps.core.artifacts import ArtifactWriter, read_manifest
 from steps.core.logs import get_logger
-from steps.models.baseline import DEFAULT_LABELS, MODALITY, MODEL_NAMES, train_baseline
+from steps.core.names import MODALITY, MODEL_NAMES
+from steps.models.baseline import DEFAULT_LABELS, train_baseline
 from steps.models.io import (MODEL_JSON, SPEC_JSON, TRAIN_METRICS, TRAINING_IDS, WEIGHTS, Trained, dumps,
                              object_keys, save_npz)
 from steps.models.label_range import RANGES_KEY, label_ranges

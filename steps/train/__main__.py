@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from steps.core.logs import get_logger
+from steps.core.names import MODEL_NAMES
 from steps.core.space import exit_status
-from steps.models.baseline import MODEL_NAMES
 from steps.train import TRAINER_CHOICES, TrainerUnavailable, train_from_split
 
 log = get_logger("train")

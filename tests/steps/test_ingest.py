@@ -10,7 +10,8 @@ import pytest
 
 from steps.core.artifacts import read_manifest
 from steps.ingest.__main__ import ingest, main
-from steps.ingest.schemas import DATA_FILES, DATA_SCHEMAS, LABEL_SCHEMAS, LABELS_FILE, LIGHTCURVE_CLASSES, MODALITIES
+from steps.core.names import MODALITIES
+from steps.ingest.schemas import DATA_FILES, DATA_SCHEMAS, LABEL_SCHEMAS, LABELS_FILE, LIGHTCURVE_CLASSES
 from steps.ingest.synthetic import lightcurves, photometry, spectra
 from steps.ingest.synthetic.objects import Star
 from steps.ingest.synthetic.photometry import absolute_magnitudes

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from steps.core.artifacts import ArtifactWriter, manifest_hash, read_manifest
-from steps.ingest.schemas import MODALITIES
+from steps.core.names import MODALITIES
 from steps.split.__main__ import SplitError, main, split_features, split_table
 from steps.split.assign import SPLITS, assign, unit_hash
 

@@ -59,10 +59,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from steps.core.names import MODALITY  # noqa: E402
 from steps.ingest.bands import BANDS, band_of  # noqa: E402
 from steps.models.baseline import (  # noqa: E402
     DEFAULT_LABELS,
-    MODALITY,
     SPECTRAL_TEFF_RANGE,
     TARGET_TRANSFORMS,
     TASK,

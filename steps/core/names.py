@@ -1,0 +1,6 @@
+"""The names every stage and command shares: the three models, the modality each learns from, the modalities."""
+
+MODEL_NAMES = ("spectral", "lightcurve", "sed")
+MODALITY = {"spectral": "spectra", "lightcurve": "lightcurves", "sed": "photometry"}  # model -> what it reads
+MODALITIES = ("spectra", "photometry", "lightcurves")
+DEFAULT_HOME = ".stellar"  # a command's home when neither --home nor STELLAR_HOME gives one
