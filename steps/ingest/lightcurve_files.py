@@ -35,6 +35,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import re
 import tarfile
 import tempfile
@@ -51,6 +52,7 @@ from steps.core.storage import local_folder
 from steps.ingest.schemas import (KEPLER_BAND, LIGHTCURVE_LABELS_SCHEMA, LIGHTCURVES_SCHEMA, SDSS_BANDS,
                                   TESS_BAND)
 from steps.ingest.tables import list_column
+from steps.models.metrics import robust_sigma
 
 if TYPE_CHECKING:
     from steps.ingest.sources import IngestRequest, Ingested
@@ -113,10 +115,7 @@ def relative_flux_from_magnitudes(magnitude: np.ndarray, error: np.ndarray) -> t
 def point_to_point_scatter(flux: np.ndarray) -> float:
     """The white-noise level of a densely sampled curve, from successive differences (robust: 1.4826 MAD / sqrt 2),
     which slow variability and transits barely touch."""
-    differences = np.diff(flux[np.isfinite(flux)])
-    if differences.size == 0:
-        return np.nan
-    return float(1.4826 * np.median(np.abs(differences - np.median(differences))) / np.sqrt(2))
+    return robust_sigma(np.diff(flux[np.isfinite(flux)])) / math.sqrt(2)
 
 
 def kepler_id(kic: int | str) -> str:

@@ -55,6 +55,7 @@ from steps.core.quarantine import Quarantine
 from steps.ingest.schemas import (KEPLER_BAND, KEPLER_BENIGN_QUALITY_BITS, LIGHTCURVE_CLASSES,
                                   LIGHTCURVE_LABELS_SCHEMA)
 from steps.ingest.tables import column_arrays, list_column
+from steps.models.metrics import robust_sigma
 from steps.preprocess.common import Features, RawArtifact, label_columns
 from steps.preprocess.transit_search import BLS_DURATIONS, BLS_OVERSAMPLE, BLS_PERIOD_RANGE, transit_search
 
@@ -102,11 +103,6 @@ class CurveFeatures:
     global_view: np.ndarray | None = None
     local_view: np.ndarray | None = None
     scalars: dict[str, float] | None = None
-
-
-def robust_sigma(values: np.ndarray) -> float:
-    """1.4826 times the median absolute deviation: the standard deviation of Gaussian noise, ignoring outliers."""
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 def segments(time: np.ndarray) -> list[slice]:
