@@ -370,9 +370,12 @@ def process_curve(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, qual
     time, flux, flux_err, band_codes = (values[good][order] for values in (time, flux, flux_err, band_codes))
     if time.size >= 2 and is_sparse(time, band_codes):
         return process_sparse_curve(time, flux, flux_err, band_codes, global_length, local_length)
+    time, first = np.unique(time, return_index=True)  # a cadence given twice (joined curves overlap) counts once
+    repeated = flux.size - time.size
     if time.size < MIN_CADENCES:
-        return CurveFeatures(f"only {time.size} valid cadences, fewer than {MIN_CADENCES}")
-    return process_dense_curve(time, flux, global_length, local_length, transit_search)
+        return CurveFeatures(f"only {time.size} valid cadences, fewer than {MIN_CADENCES}"
+                             + (f" ({repeated} more repeat a time already read)" if repeated else ""))
+    return process_dense_curve(time, flux[first], global_length, local_length, transit_search)
 
 
 def process_dense_curve(time: np.ndarray, flux: np.ndarray, global_length: int, local_length: int,
@@ -612,7 +615,11 @@ def process_sparse_curve(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarra
 
 
 def _process_row(args: tuple) -> CurveFeatures:
-    return process_curve(*args)
+    """`process_curve` in a worker; an error of one curve's is its quarantine reason, not the end of the stage."""
+    try:
+        return process_curve(*args)
+    except (ArithmeticError, ValueError, IndexError) as error:
+        return CurveFeatures(f"preprocessing failed on this curve: {type(error).__name__}: {error}")
 
 
 def default_workers() -> int:

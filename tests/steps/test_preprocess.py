@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from scipy.stats import spearmanr
@@ -394,6 +397,39 @@ def test_curve_without_a_good_cadence_is_quarantined(tmp_path):
     publish(tmp_path / "features", "lightcurves", raw, serial, max_bad_fraction=0.2)
     assert read_manifest(tmp_path / "features").counts["quarantined"] == 1
     assert preprocess_lightcurves(raw, workers=2).table.equals(serial.table)    # workers do not change results
+
+
+def test_a_cadence_given_twice_counts_once_and_a_curve_of_one_time_is_quarantined(tmp_path):
+    tables = lightcurves.generate(6, 2)
+    data = tables["lightcurves"].to_pandas()
+    doubled, stuck = data.copy(), data.at[2, "time"]
+    for column in ("time", "flux", "flux_err", "quality", "band"):
+        doubled.at[1, column] = np.concatenate([data.at[1, column], data.at[1, column]])  # one curve joined twice
+    doubled.at[2, "time"] = np.full(stuck.size, stuck[0])                                # every cadence at one time
+    clean = preprocess_lightcurves(read_raw(write_raw(tmp_path / "clean", "lightcurves", data, tables["labels"]),
+                                            "lightcurves"), workers=1)
+    features = preprocess_lightcurves(read_raw(write_raw(tmp_path / "doubled", "lightcurves", doubled,
+                                                         tables["labels"]), "lightcurves"), workers=1)
+    [(quarantined, reason)] = [(row["id"], row["reason"]) for row in features.quarantine.rows]
+    assert quarantined == data.at[2, "id"]
+    assert re.fullmatch(r"only 1 valid cadences, fewer than 100 \(1[34]\d\d more repeat a time already read\)", reason)
+    kept = clean.table.filter(pc.invert(pc.equal(clean.table.column("id"), data.at[2, "id"])))
+    assert features.table.equals(kept)                                   # the doubled curve as if given once
+
+
+def test_an_error_on_one_curve_quarantines_that_curve(tmp_path, monkeypatch):
+    from steps.preprocess import lightcurves as stage
+
+    tables = lightcurves.generate(4, 2)
+    data = tables["lightcurves"].to_pandas()
+    failing, process = data.at[1, "time"].size, stage.process_curve
+    monkeypatch.setattr(stage, "process_curve", lambda time, *rest: (1 / 0) if time.size == failing
+                        else process(time, *rest))
+    features = preprocess_lightcurves(read_raw(write_raw(tmp_path / "raw", "lightcurves", data, tables["labels"]),
+                                               "lightcurves"), workers=1)
+    assert [(row["id"], row["reason"]) for row in features.quarantine.rows] == [
+        (data.at[1, "id"], "preprocessing failed on this curve: ZeroDivisionError: division by zero")]
+    assert features.table.num_rows == 3
 
 
 def test_lightcurve_spec_names_what_a_model_needs(curves, tmp_path):
