@@ -31,7 +31,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from steps.ingest.__main__ import ingest  # noqa: E402
 from steps.ingest.bands import gaia_bands_only  # noqa: E402
 from steps.models import load_model  # noqa: E402
-from steps.models.metrics import robust_sigma  # noqa: E402
+from steps.core.statistics import robust_sigma  # noqa: E402
 from steps.models.splits import read_split  # noqa: E402
 from steps.preprocess.__main__ import main as preprocess  # noqa: E402
 from steps.split.__main__ import split_features  # noqa: E402

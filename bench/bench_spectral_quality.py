@@ -39,7 +39,7 @@ from astropy.table import Table  # noqa: E402
 from steps.ingest.__main__ import ingest  # noqa: E402
 from steps.models import load_model  # noqa: E402
 from steps.models.domain import outside  # noqa: E402
-from steps.models.metrics import robust_sigma  # noqa: E402
+from steps.core.statistics import robust_sigma  # noqa: E402
 from steps.preprocess.__main__ import main as preprocess  # noqa: E402
 from steps.preprocess.spectra import DEFAULT_LENGTH  # noqa: E402
 from steps.split.__main__ import split_features  # noqa: E402

@@ -28,7 +28,7 @@ from astropy.table import Table  # noqa: E402
 from steps.ingest.schemas import PHOTOMETRIC_BANDS  # noqa: E402
 from steps.ingest.synthetic.objects import Star  # noqa: E402
 from steps.ingest.synthetic.photometry import VEGA, absolute_magnitudes, model_magnitudes  # noqa: E402
-from steps.models.metrics import robust_sigma  # noqa: E402
+from steps.core.statistics import robust_sigma  # noqa: E402
 
 CATALOGUE = (Path(__file__).resolve().parents[2] / "shared/data/gaia/benchmark_stars"
              / "gbs_v3_tmass_gaiadr3_hip_allwise_all_lite.fits")

@@ -32,13 +32,14 @@ import numpy as np
 import pyarrow as pa
 
 from steps.core.names import MODALITY, MODEL_NAMES
+from steps.core.statistics import MAD_TO_SIGMA
 from steps.models.domain import Domain, PeriodRange, SpectrumResidual
 from steps.models.features import Featurizer, Scalars, VectorPCA
 from steps.models.inputs import Columns
 from steps.models.io import FORMAT_VERSION, Trained
 from steps.models.linear import (RidgeFit, RidgeMoments, balanced_weights, fit_softmax, ridge, robust_outliers,
                                  softmax)
-from steps.models.metrics import MAD_TO_SIGMA, regression_metrics
+from steps.models.metrics import regression_metrics
 from steps.models.predictor import ClassifierPredictor, RegressionPredictor
 from steps.models.transforms import forward_transform
 from steps.models.splits import classified_rows, classifier_fit_metrics

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from steps.models.metrics import MAD_TO_SIGMA, robust_sigma
+from steps.core.statistics import MAD_TO_SIGMA, robust_sigma
 
 
 @dataclass

@@ -24,22 +24,14 @@ from typing import Any
 
 import numpy as np
 
-MAD_TO_SIGMA = 1.4826
+from steps.core.statistics import robust_sigma
+
 # Direction of each metric: True when larger is better. Gates use this to read "better" and "worse".
 HIGHER_IS_BETTER = {
     "accuracy": True, "balanced_accuracy": True, "roc_auc_macro": True, "log_loss": False,
     "robust_sigma": False, "rmse": False, "mae": False, "outlier_fraction": False, "abs_bias": False,
     "abs_median_residual": False, "coverage_68": True, "coverage_95": True, "n": True, "missing_fraction": False,
 }
-
-
-def robust_sigma(x: np.ndarray) -> float:
-    """1.4826 * MAD of the finite values (NaN when there are none)."""
-    x = np.asarray(x, np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return math.nan
-    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))))
 
 
 def _clean(value: Any) -> Any:

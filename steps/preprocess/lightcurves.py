@@ -52,10 +52,10 @@ from scipy.stats import skew
 
 from steps.core.processes import worker_pool
 from steps.core.quarantine import Quarantine
+from steps.core.statistics import robust_sigma
 from steps.ingest.schemas import (KEPLER_BAND, KEPLER_BENIGN_QUALITY_BITS, LIGHTCURVE_CLASSES,
                                   LIGHTCURVE_LABELS_SCHEMA)
 from steps.ingest.tables import column_arrays, list_column
-from steps.models.metrics import robust_sigma
 from steps.preprocess.common import Features, RawArtifact, label_columns
 from steps.preprocess.transit_search import BLS_DURATIONS, BLS_OVERSAMPLE, BLS_PERIOD_RANGE, transit_search
 

@@ -119,7 +119,7 @@ def test_kernel_ridge_fits_a_nonlinear_relation_that_ridge_cannot():
 
 
 def test_kernel_ridge_can_choose_by_the_robust_sigma_of_its_leave_one_out_residuals():
-    from steps.models.metrics import robust_sigma
+    from steps.core.statistics import robust_sigma
 
     rng = np.random.default_rng(4)
     x = rng.uniform(-2, 2, size=(200, 2))

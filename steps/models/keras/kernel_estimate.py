@@ -45,7 +45,7 @@ import numpy as np
 
 from steps.models.baseline import OUTLIER_SIGMA, RIDGE_GRID
 from steps.models.linear import KernelRidgeFit, kernel_ridge, loo_rmse, ridge, robust_outliers
-from steps.models.metrics import robust_sigma
+from steps.core.statistics import robust_sigma
 from steps.preprocess.spectra import block_edges, grid_wavelengths
 
 SPECTRAL_COMPONENTS = 64  # principal components the kernel and the correction network see
