@@ -56,15 +56,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(root: Path) -> str:
-    """Hex SHA-256 of a directory tree: relative paths and file contents, in sorted order (or of one file)."""
+def sha256_tree(root: Path, unreadable_noted: bool = False) -> str:
+    """Hex SHA-256 of a directory tree: relative paths and file contents, in sorted order (or of one file). With
+    `unreadable_noted` a file that cannot be read counts by its name and error (a source folder's: the stage that
+    reads it quarantines that file and keeps the others), else its OSError is raised."""
     root = Path(root)
     if root.is_file():
         return sha256_file(root)
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(sha256_file(path).encode())
+        digest.update(os.fsencode(path.relative_to(root).as_posix()) + b"\0")
+        try:
+            digest.update(sha256_file(path).encode())
+        except OSError as error:
+            if not unreadable_noted:
+                raise
+            digest.update(f"unreadable: {error.errno}".encode())
     return digest.hexdigest()
 
 

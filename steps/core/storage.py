@@ -447,3 +447,9 @@ def local_folder(location: str) -> Iterator[Path]:
         target = Path(scratch) / name
         open_store(parent).download_dir(name, target)
         yield target
+
+
+def shown_path(path: Path, folder: Path) -> str:
+    """`path` relative to `folder` as text any table, log or JSON takes: the bytes of a file name that are not UTF-8
+    (Python keeps them as surrogates, which no encoder accepts) written as `\\xNN` escapes."""
+    return os.fsencode(path.relative_to(folder).as_posix()).decode("utf-8", "backslashreplace")

@@ -48,11 +48,11 @@ import pyarrow as pa
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import LABEL_ROW, Quarantine
-from steps.core.storage import local_folder
+from steps.core.statistics import robust_sigma
+from steps.core.storage import local_folder, shown_path
 from steps.ingest.schemas import (KEPLER_BAND, LIGHTCURVE_LABELS_SCHEMA, LIGHTCURVES_SCHEMA, SDSS_BANDS,
                                   TESS_BAND)
 from steps.ingest.tables import list_column
-from steps.models.metrics import robust_sigma
 
 if TYPE_CHECKING:
     from steps.ingest.sources import IngestRequest, Ingested
@@ -386,7 +386,7 @@ def scan_folder(folder: Path) -> FolderContents:
     contents = FolderContents()
     fits_by_id: dict[str, list[Curve]] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name, where = path.name.lower(), path.relative_to(folder).as_posix()
+        name, where = path.name.lower(), shown_path(path, folder)
         try:
             if name.endswith(FITS_SUFFIXES):
                 curve = read_fits_curve(_read_bytes(path), where)

@@ -54,7 +54,7 @@ from astropy.units import UnitsWarning
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
-from steps.core.storage import local_folder
+from steps.core.storage import local_folder, shown_path
 from steps.ingest.schemas import PHOTOMETRIC_BANDS, PHOTOMETRY_SCHEMA, STELLAR_LABELS_SCHEMA
 
 if TYPE_CHECKING:
@@ -540,7 +540,7 @@ class FolderReader:
         `shown_as` (by default its path)."""
         files = sorted(path for path in folder.rglob("*") if path.is_file()
                        and not any(part.startswith(".") for part in path.relative_to(folder).parts))
-        passed_over = [path.relative_to(folder).as_posix() for path in files if table_format(path) is None]
+        passed_over = [shown_path(path, folder) for path in files if table_format(path) is None]
         self.table_files += len(files) - len(passed_over)
         if passed_over:
             log.info("%s: passed over %d file(s) that are not tables: %s", shown_as or folder, len(passed_over),
@@ -549,7 +549,7 @@ class FolderReader:
             if self.full:
                 break
             if table_format(path) is not None:
-                self.read_file(path, path.relative_to(folder).as_posix())
+                self.read_file(path, shown_path(path, folder))
 
     def read_file(self, path: Path, name: str) -> None:
         """One table file (or every table in a zip), quarantining it whole when it cannot be read."""
@@ -581,7 +581,7 @@ class FolderReader:
             for member in sorted(member for member in Path(tmp).rglob("*") if member.is_file()):
                 if self.full:
                     break
-                member_name = f"{name}/{member.relative_to(tmp).as_posix()}"
+                member_name = f"{name}/{shown_path(member, Path(tmp))}"
                 if table_format(member) is None:
                     log.info("%s: skipped, not a table file", member_name)
                 else:

@@ -56,7 +56,7 @@ from astropy.io import fits
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import LABEL_ROW, Quarantine
-from steps.core.storage import local_folder
+from steps.core.storage import local_folder, shown_path
 from steps.ingest.schemas import SDSS_PIXEL_BITS, SPECTRA_SCHEMA, STELLAR_LABELS_SCHEMA
 from steps.ingest.tables import list_column
 
@@ -522,7 +522,7 @@ def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine
             members[root].append(path)
     entries = {}
     for root, table_path in roots.items():
-        name = table_path.relative_to(folder).as_posix()
+        name = shown_path(table_path, folder)
         source = f"{(root if root != folder else folder).name}-library"
         try:
             table = read_label_table(table_path, name, [_stem(path.name) for path in members[root]])
@@ -575,7 +575,7 @@ def read_folder(folder: Path, samples: int = 0, shown_as: str | None = None) -> 
                         key=lambda path: path.relative_to(folder).as_posix())
     files = [path for path in everything if _is_fits_name(path.name)]
     if not files:
-        names = [path.relative_to(folder).as_posix() for path in everything if not path.name.startswith(".")]
+        names = [shown_path(path, folder) for path in everything if not path.name.startswith(".")]
         held = (f"it holds {len(names)} other file{'s' if len(names) != 1 else ''}: {', '.join(names[:5])}"
                 + (", ..." if len(names) > 5 else "")) if names else "it is empty"
         raise ValueError(f"{shown_as or folder}: no spectrum files (FITS: {', '.join(FITS_SUFFIXES)}, gzipped or not) "
@@ -587,9 +587,14 @@ def read_folder(folder: Path, samples: int = 0, shown_as: str | None = None) -> 
     for path in files:
         if samples and len(spectra) >= samples:
             break
-        name = path.relative_to(folder).as_posix()
+        name = shown_path(path, folder)
         try:
-            spectrum = read_spectrum(path.read_bytes(), name, entries.get(path))
+            content = path.read_bytes()
+        except OSError as error:  # a file listed but not readable: the others are
+            quarantine.add(name, f"{name}: unreadable: {error.strerror or error}", name)
+            continue
+        try:
+            spectrum = read_spectrum(content, name, entries.get(path))
         except UnusableSpectrum as error:  # under the id its file would give, where no other file could give it
             entry = entries.get(path)
             record_id = entry.object_id if entry else _stem(name) if stems[_stem(path.name)] == 1 else name

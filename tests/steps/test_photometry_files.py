@@ -5,6 +5,7 @@ preprocessing of real catalogues (no E(B-V), bright saturated stars)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -252,6 +253,15 @@ def test_a_table_with_an_id_column_names_rows_by_it_alone(tmp_path):
     assert ingested.data.column("id").to_pylist() == ["a"]
     assert [row["reason"] for row in ingested.quarantine.rows] == [
         "no identifier (no id, name, hip, source_id or designation)"]
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_named_with_escapes(tmp_path):
+    (tmp_path / os.fsdecode(b"cat_\xe9.csv")).write_text("mag_G,err_G,mag_BP,err_BP\n11.2,0.003,11.7,0.004\n"
+                                                         "12.2,0.003,x,y\n")
+    (tmp_path / "good.csv").write_text("id,mag_G,err_G\nb,10.0,0.003\n")
+    ingested = read_folder(tmp_path)
+    assert ingested.data.column("id").to_pylist() == ["b"]
+    assert [row["source"] for row in ingested.quarantine.rows] == ["cat_\\xe9.csv"] * 2
 
 
 def test_json_that_is_not_a_table_is_passed_over_not_quarantined(tmp_path, caplog, gaia_dir):

@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 
-from steps.core.artifacts import read_manifest
+from steps.core.artifacts import read_manifest, sha256_tree
 from steps.core.quarantine import QUARANTINE_TABLE, TooManyBadRecords
 from steps.core.storage import open_store
 from steps.ingest import sources
@@ -277,6 +278,19 @@ def test_a_miles_file_read_alone_is_named_by_its_miles_number(data_dir, tmp_path
     flux = 5 + np.random.default_rng(0).normal(0, 0.1, 500)
     write_spectrum(other, flux, CRVAL1=4000.0, CDELT1=1.0)  # not written by MILES: no TPLLIB
     assert read_spectrum(other.read_bytes(), other.name).id == "MILES_res2.50_star_m0145V"
+
+
+def test_an_unreadable_file_and_a_name_that_is_not_utf8_lose_nothing_else(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in (b"star-a.fits", b"star-\xff\xfe.fits", b"star-c.fits"):       # one name not UTF-8
+        write_spectrum(tmp_path / os.fsdecode(name), 5 + rng.normal(0, 0.1, 500), CRVAL1=4000.0, CDELT1=1.0)
+    (tmp_path / "star-d.fits").symlink_to("/proc/self/mem")                      # listed, but reading fails (EIO)
+    ingested = checked(read_folder(tmp_path))
+    assert set(rows(ingested)) == {"star-a", "star-\\xff\\xfe", "star-c"}
+    assert reasons(ingested) == {"star-d.fits": "star-d.fits: unreadable: Input/output error"}
+    assert sha256_tree(tmp_path, unreadable_noted=True) != sha256_tree(tmp_path / "star-a.fits")  # a run can key it
+    with pytest.raises(OSError):
+        sha256_tree(tmp_path)                                                    # an artifact must be read whole
 
 
 def test_the_label_id_column_is_found_by_content_and_labels_by_alias(tmp_path):

@@ -366,7 +366,7 @@ class LocalExecutor:
         if value in pure:
             return value
         if Path(value).exists():
-            return sha256_tree(Path(value))
+            return sha256_tree(Path(value), unreadable_noted=True)
         return f"{READ_AFRESH}{self.run_id}"
 
     def _upstream_artifact(self, task: Task, reference: str) -> StoredArtifact:
