@@ -7,11 +7,13 @@ them, and nothing here imports TensorFlow.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +285,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                         artifact_store=args.artifact_store, s3_endpoint=args.s3_endpoint, template=args.template)
 
 
+def _unwritable_folder(folder: Path) -> str | None:
+    """Why an artifact could not be written to `folder` (checked before any work), or None: it or a folder above it
+    is a file, or the folder it goes in cannot be made or takes no new entries (/proc, a read-only mount)."""
+    if folder.exists() and not folder.is_dir():
+        return "is a file, not a folder"
+    blocking = next((parent for parent in reversed(folder.parents) if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        return f"{blocking} is a file, not a folder"
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create {folder.parent}: {error.strerror or error}"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.probe-"))
+    except OSError as error:  # a folder that takes no new entries (/proc) answers ENOENT: it is there, though
+        reason = "it takes no new entries" if error.errno == errno.ENOENT else error.strerror or error
+        return f"cannot write in {folder.parent}: {reason}"
+    return None
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from steps.core.space import exit_status
     from steps.ingest import sources
@@ -296,8 +318,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if not given.is_dir() and os.sep in args.source:
         print(f"stellar ingest: --from {args.source}: no such folder", file=sys.stderr)
         return 2
-    if args.out.exists() and not args.out.is_dir():
-        print(f"stellar ingest: --out {args.out}: is a file, not a folder", file=sys.stderr)
+    problem = _unwritable_folder(args.out)
+    if problem:
+        print(f"stellar ingest: --out {args.out}: {problem}", file=sys.stderr)
         return 2
     source = str(given.resolve()) if given.is_dir() else args.source
     try:

@@ -164,8 +164,15 @@ def read_gates_text(value: str | None, parameter: str = "--gates") -> tuple[str,
     candidate = value.strip()
     if candidate and "\n" not in candidate and len(candidate) < 4096:
         path = Path(candidate).expanduser()
+        if path.is_dir():
+            raise GateError(f"{parameter}: {candidate}: is a folder; give a YAML file or YAML text")
         if path.is_file():
-            return path.read_text(), str(path)
+            try:
+                return path.read_text(encoding="utf-8"), str(path)
+            except UnicodeDecodeError as error:
+                raise GateError(f"{parameter}: {candidate}: not a YAML text file (byte {error.start} is not UTF-8)")
+            except OSError as error:
+                raise GateError(f"{parameter}: {candidate}: unreadable: {error.strerror or error}")
         if candidate.endswith((".yaml", ".yml", ".json")) and ":" not in candidate:
             raise GateError(f"{parameter}: {candidate}: no such file")
     return value, "YAML text"

@@ -90,6 +90,11 @@ def test_gates_are_read_from_a_file_path_or_as_text(tmp_path):
     assert parse_gates("sed: {beat_null_by: 0.4}").sed.beat_null_by == 0.4
     with pytest.raises(GateError, match="no such file"):
         parse_gates(str(tmp_path / "absent.yaml"))
+    (tmp_path / "latin1.yaml").write_bytes("# café\nsed: {beat_null_by: 0.3}\n".encode("latin-1"))
+    with pytest.raises(GateError, match=r"^--gates: .*latin1.yaml: not a YAML text file \(byte 5 is not UTF-8\)$"):
+        parse_gates(str(tmp_path / "latin1.yaml"))
+    with pytest.raises(GateError, match=r"^--gates: .*: is a folder; give a YAML file or YAML text$"):
+        parse_gates(str(tmp_path))
 
 
 def test_gates_given_for_one_model_keep_the_others_and_their_own_other_keys_at_their_defaults():

@@ -279,6 +279,8 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
             (["ingest", "spectra", "--from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "raw")],
              f"--from {tmp_path / 'nowhere'}: no such folder"),
             (["ingest", "spectra", "--out", str(a_file)], f"--out {a_file}: is a file"),
+            (["ingest", "spectra", "--out", str(a_file / "raw")], f"--out {a_file / 'raw'}: {a_file} is a file"),
+            (["ingest", "spectra", "--out", "/proc/raw"], "--out /proc/raw: cannot write in /proc: it takes no new"),
             (["ingest", "spectra", "--from", "nosuchsource", "--out", str(tmp_path / "raw")],
              "stellar ingest: --from nosuchsource: unknown source 'nosuchsource': give one of"),
             (["models", "show", "sed@", *home], "'sed@': nothing after '@'")):
