@@ -438,11 +438,28 @@ def read_table(path: Path, kind: str) -> Table:
                 return _read_fits_catalogue(path)
             # NASA archives' CSV files start with '#' comment lines, which astropy's CSV reader takes for data
             options = {"votable": {"use_names_over_ids": True}, "ascii.csv": {"comment": "#"}}.get(kind, {})
-            return Table.read(path, format=kind, **options)
+            table = Table.read(path, format=kind, **options)
+            if kind.startswith("ascii"):
+                table = _ids_as_written(table, path, kind, options)
+            return table
     except NotPhotometry:
         raise
     except Exception as error:
         raise UnreadableFile(f"unreadable {kind} file: {type(error).__name__}: {error}") from error
+
+
+def _ids_as_written(table: Table, path: Path, kind: str, options: dict) -> Table:
+    """`table`, read again with its identifier columns as text where the reader took them for numbers: a text
+    table's ids are what it writes (0012 stays 0012, and a Gaia source_id keeps all 19 digits, which a float of the
+    column loses when one cell is not an integer)."""
+    from astropy.io.ascii import convert_numpy
+
+    columns = Columns(table)
+    numeric = {found for name, suffixes in ID_COLUMNS if (found := columns.find(name, suffixes)) is not None
+               and table[found].dtype.kind in "iuf"}
+    if not numeric:
+        return table
+    return Table.read(path, format=kind, converters={name: [convert_numpy(str)] for name in numeric}, **options)
 
 
 def _read_fits_catalogue(path: Path) -> Table:

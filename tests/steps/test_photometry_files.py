@@ -255,6 +255,16 @@ def test_a_table_with_an_id_column_names_rows_by_it_alone(tmp_path):
         "no identifier (no id, name, hip, source_id or designation)"]
 
 
+def test_identifiers_of_a_text_table_are_kept_as_written(tmp_path):
+    """Gaia source_ids are 19 digits, beyond a float's 16: one id the CSV reader cannot take for an integer (1e5) made
+    it read the column as floats, and two neighbouring stars came out with one id; 0012 came out as 12."""
+    ids = ["4472832130942575872", "4472832130942575873", "5853498713190525696", "0012", "1e5"]
+    (tmp_path / "gaia.csv").write_text("source_id,phot_g_mean_mag,phot_g_mean_flux_over_error,phot_bp_mean_mag,"
+                                       "phot_rp_mean_mag,parallax\n"
+                                       + "".join(f"{star},12.5,900.0,12.9,11.9,3.2\n" for star in ids))
+    assert read_folder(tmp_path).data.column("id").to_pylist() == ids
+
+
 def test_a_file_name_that_is_not_utf8_is_read_and_named_with_escapes(tmp_path):
     (tmp_path / os.fsdecode(b"cat_\xe9.csv")).write_text("mag_G,err_G,mag_BP,err_BP\n11.2,0.003,11.7,0.004\n"
                                                          "12.2,0.003,x,y\n")
