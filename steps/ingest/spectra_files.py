@@ -38,7 +38,6 @@ A file that matches no label row is kept with null labels.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import logging
 import re
@@ -89,6 +88,8 @@ NODATA = 1 << SDSS_PIXEL_BITS["NODATA"]
 # NODATA as bits 0-5) and the SDSS bits that mean the same for a pixel.
 LAMOST_TO_SDSS_BITS = {0: "FULLREJECT", 1: "FULLREJECT", 2: "NOSKY", 3: "BRIGHTSKY", 4: "BADTRACE", 5: "NODATA"}
 DER_SNR_SCALE = 1.482602 / np.sqrt(6.0)
+# The most a spectrum file may hold once decompressed: SDSS spec files with every exposure are a few MB.
+MAX_SPECTRUM_FILE_BYTES = 64 * 2**20
 
 
 class UnusableSpectrum(ValueError):
@@ -241,6 +242,26 @@ def _header_labels(header: fits.Header) -> dict[str, float | None]:
 
 # Opening files
 
+def gunzipped(data: bytes, limit: int = MAX_SPECTRUM_FILE_BYTES) -> bytes:
+    """The decompressed bytes of a gzip stream (its members one after another), or UnusableSpectrum when it is
+    corrupt, cut short, or would grow past `limit` bytes: a few hundred kilobytes of zeros can declare gigabytes,
+    and a served API reads files that anyone sends."""
+    out, rest = bytearray(), data
+    while rest:
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += stream.decompress(rest, limit + 1 - len(out))
+        except zlib.error as error:
+            raise UnusableSpectrum(f"truncated or corrupt gzip stream: {error}") from None
+        if len(out) > limit:
+            raise UnusableSpectrum(f"more than {limit // 2**20} MiB once decompressed: not one spectrum's file")
+        if not stream.eof:
+            raise UnusableSpectrum("truncated or corrupt gzip stream: Compressed file ended before the end-of-stream marker "
+                                  "was reached")
+        rest = stream.unused_data.lstrip(b"\0")  # gzip allows padding between and after members
+    return bytes(out)
+
+
 def open_fits(data: bytes) -> fits.HDUList:
     """All HDUs of a FITS file's bytes (gzip or not), or UnusableSpectrum naming why they cannot be read.
 
@@ -248,10 +269,7 @@ def open_fits(data: bytes) -> fits.HDUList:
     gzip stream), so the promised length is checked here.
     """
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as error:
-            raise UnusableSpectrum(f"truncated or corrupt gzip stream: {error}") from None
+        data = gunzipped(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # truncation is checked below; header dialect warnings are not errors
         try:
@@ -460,6 +478,8 @@ class LabelTable:
     restored_teff: dict[str, tuple[float, float]] = field(default_factory=dict)  # row id -> (as written, restored)
     missing_labels: list[str] = field(default_factory=list)  # labels with no column (LABEL_ALIASES)
     columns: list[str] = field(default_factory=list)
+    rows: int = 0                                    # data rows in the table
+    dialect: list[str] = field(default_factory=list)  # how it was read where it is not UTF-8 with commas
 
     @property
     def unmatched_rows(self) -> list[str]:
@@ -474,9 +494,12 @@ def read_label_table(path: Path, name: str, stems: Sequence[str]) -> LabelTable:
     The id column is the one whose values name the most files one-to-one (a column whose single value appears in
     every name, such as a resolution, counts once). A file whose name holds several of its values takes the longest.
     """
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns, rows = list(reader.fieldnames or []), list(reader)
+    text, dialect = _label_text(path.read_bytes())
+    delimiter = _delimiter(text)
+    if delimiter != ",":
+        dialect.append(f"its columns separated by {DELIMITER_NAMES[delimiter]}")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns, rows = list(reader.fieldnames or []), list(reader)
     candidates = {stem: _name_candidates(stem) for stem in stems}
     id_column, matches, best = None, {}, 0
     for column in columns:
@@ -507,7 +530,29 @@ def read_label_table(path: Path, name: str, stems: Sequence[str]) -> LabelTable:
             restored[row_id] = (labels[row_id]["teff"], teff)
             labels[row_id]["teff"] = teff
     return LabelTable(name, id_column, labels, {stem: originals[value] for stem, value in matches.items()},
-                      duplicates, restored, [label for label, column in sources.items() if column is None], columns)
+                      duplicates, restored, [label for label, column in sources.items() if column is None], columns,
+                      len(rows), dialect)
+
+
+DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _label_text(data: bytes) -> tuple[str, list[str]]:
+    """A labels table's text: UTF-8 (a byte-order mark dropped), else Windows-1252, as spreadsheets save it (a
+    name with an accent made the whole table unreadable, and every star unlabelled); how it was read, if not UTF-8."""
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError as error:
+        return data.decode("cp1252", errors="replace"), [f"read as Windows-1252 (byte {error.start} is not UTF-8)"]
+
+
+def _delimiter(text: str) -> str:
+    """The separator of a labels table: a comma, unless its header holds none and a semicolon, a tab or a bar
+    (spreadsheets in many locales save CSV with semicolons)."""
+    header = text.lstrip().partition("\n")[0]
+    if "," in header:
+        return ","
+    return max((";", "\t", "|"), key=header.count) if any(c in header for c in ";\t|") else ","
 
 
 def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine) -> dict[Path, LibraryEntry]:
@@ -526,9 +571,12 @@ def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine
         source = f"{(root if root != folder else folder).name}-library"
         try:
             table = read_label_table(table_path, name, [_stem(path.name) for path in members[root]])
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
+        except (OSError, csv.Error) as error:
+            log.warning("%s: unreadable labels table (its spectra are read unlabelled): %s", name, error)
             quarantine.add(name, f"unreadable labels table: {error}", name)
             continue
+        if table.dialect:
+            log.warning("%s: %s", name, "; ".join(table.dialect))
         for row_id in table.unmatched_rows:
             quarantine.add(row_id, f"{LABEL_ROW} {row_id} matches no spectrum file", name)
         for row_id in table.duplicate_rows:
@@ -538,10 +586,15 @@ def _library_entries(folder: Path, files: Sequence[Path], quarantine: Quarantine
             entries[path] = LibraryEntry(source, row_id or _stem(path.name),
                                          table.labels[row_id] if row_id else dict.fromkeys(LABELS))
         labelled = sum(_stem(path.name) in table.matches for path in members[root])
-        log.log(logging.INFO if labelled else logging.WARNING,
-                "%s: %d label rows, id column %r, %d of %d files labelled%s", name, len(table.labels),
-                table.id_column, labelled, len(members[root]),
-                "" if labelled else ": no spectrum here has labels to train on (is it the library's labels table?)")
+        if table.id_column is None and table.rows:
+            examples = ", ".join(_stem(path.name) for path in members[root][:3]) or "(no spectrum file beside it)"
+            log.warning("%s: none of its %d rows names a spectrum file: no column (%s) holds a name like %s",
+                        name, table.rows, ", ".join(table.columns), examples)
+        else:
+            log.log(logging.INFO if labelled else logging.WARNING,
+                    "%s: %d label rows, id column %r, %d of %d files labelled%s", name, len(table.labels),
+                    table.id_column, labelled, len(members[root]),
+                    "" if labelled else ": no spectrum here has labels to train on (is it the library's labels table?)")
         if table.missing_labels:
             log.warning("%s: no %s column (its columns: %s): its spectra have no %s to train on (a column's name may "
                         "be any of %s)", name, " or ".join(table.missing_labels), ", ".join(table.columns),

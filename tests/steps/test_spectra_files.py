@@ -280,6 +280,15 @@ def test_a_miles_file_read_alone_is_named_by_its_miles_number(data_dir, tmp_path
     assert read_spectrum(other.read_bytes(), other.name).id == "MILES_res2.50_star_m0145V"
 
 
+def test_a_gzip_stream_that_would_grow_past_any_spectrum_is_refused_before_it_does():
+    from steps.ingest.spectra_files import MAX_SPECTRUM_FILE_BYTES, UnusableSpectrum, gunzipped
+
+    bomb = gzip.compress(bytes(MAX_SPECTRUM_FILE_BYTES + 1))
+    with pytest.raises(UnusableSpectrum, match="^more than 64 MiB once decompressed: not one spectrum's file$"):
+        read_spectrum(bomb, "bomb.fits.gz")
+    assert gunzipped(gzip.compress(b"ab") + gzip.compress(b"cd") + bytes(8)) == b"abcd"  # members, padding
+
+
 def test_an_unreadable_file_and_a_name_that_is_not_utf8_lose_nothing_else(tmp_path):
     rng = np.random.default_rng(0)
     for name in (b"star-a.fits", b"star-\xff\xfe.fits", b"star-c.fits"):       # one name not UTF-8
@@ -311,6 +320,33 @@ def test_the_label_id_column_is_found_by_content_and_labels_by_alias(tmp_path):
     assert set(ingested.data.column("source").to_pylist()) == {"lib-library"}
     wave = 10 ** np.asarray(ingested.data.column("loglam")[0].as_py())
     assert wave[0] == pytest.approx(4000.0)                                    # AIRORVAC = vac: not converted
+
+
+@pytest.mark.parametrize("encoding, delimiter, said", [
+    ("latin-1", ",", "labels.csv: read as Windows-1252 (byte 34 is not UTF-8)"),
+    ("utf-8", ";", "labels.csv: its columns separated by semicolons"),
+    ("utf-8", "\t", "labels.csv: its columns separated by tabs")])
+def test_a_labels_table_saved_by_a_spreadsheet_is_read_and_says_how(tmp_path, caplog, encoding, delimiter, said):
+    """A Latin-1 name, or semicolons for commas, left every star unlabelled with nothing above INFO to say so."""
+    rng = np.random.default_rng(0)
+    for star in ("HD001234", "HD005678"):
+        write_spectrum(tmp_path / f"{star}.fits", 5 + rng.normal(0, 0.1, 500), CRVAL1=4000.0, CDELT1=1.0)
+    rows = [["id", "name", "teff", "logg", "feh"], ["HD001234", "Café", "5800", "4.4", "-0.1"],
+            ["HD005678", "Star", "4900", "2.5", "0.2"]]
+    (tmp_path / "labels.csv").write_bytes("".join(delimiter.join(row) + "\n" for row in rows).encode(encoding))
+    labels = checked(read_folder(tmp_path)).labels.to_pandas().set_index("id")
+    assert labels.loc["HD001234"].tolist() == [5800.0, 4.4, -0.1] and labels.loc["HD005678", "teff"] == 4900.0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [said]
+
+
+def test_a_labels_table_whose_rows_name_no_file_is_a_warning_naming_its_columns(tmp_path, caplog):
+    write_spectrum(tmp_path / "HD001234.fits", 5 + np.random.default_rng(0).normal(0, 0.1, 500), CRVAL1=4000.0,
+                   CDELT1=1.0)
+    write_labels(tmp_path / "labels.csv", ["star", "teff", "logg", "feh"], [["HD9", 5800, 4, 0], ["HD8", 4900, 2, 0]])
+    assert checked(read_folder(tmp_path)).labels.column("teff").null_count == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "labels.csv: none of its 2 rows names a spectrum file: no column (star, teff, logg, feh) holds a name like "
+        "HD001234"]
 
 
 def test_a_labels_table_that_labels_no_spectrum_is_a_warning(tmp_path, caplog):
