@@ -13,6 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from steps.core.artifacts import ArtifactWriter
 from steps.core.logs import get_logger
 from steps.core.names import MODALITIES
@@ -20,7 +23,7 @@ from steps.core.quarantine import QUARANTINE_TABLE, TooManyBadRecords
 from steps.core.space import exit_status
 from steps.ingest import sources
 from steps.ingest.raw_cache import RetriesExhausted, unreachable
-from steps.ingest.schemas import DATA_FILES, LABELS_FILE
+from steps.ingest.schemas import DATA_FILES, LABEL_LIMITS, LABELS_FILE
 
 log = get_logger("ingest")
 
@@ -30,6 +33,7 @@ def ingest(modality: str, source: str, samples: int, seed: int, out: Path, cache
     """Read up to `samples` objects of `modality` from `source` and publish them as a raw artifact at `out`."""
     started = time.perf_counter()
     resolved, ingested = sources.read(source, sources.IngestRequest(modality, samples, seed, cache=cache))
+    ingested.labels = plausible_labels(ingested.labels, f"{modality} from {resolved.name}")
     ingested.quarantine.check(ingested.data.num_rows + len(ingested.quarantine.object_rows), max_bad_fraction)
     parameters = {"modality": modality, "source": source, "samples": samples, "seed": seed}
     with ArtifactWriter(out, stage=f"ingest.{modality}", parameters=parameters,
@@ -41,6 +45,26 @@ def ingest(modality: str, source: str, samples: int, seed: int, out: Path, cache
         writer.count("quarantined", len(ingested.quarantine))
     log.info("%s from %s: %d objects, %d quarantined, in %.2f s -> %s", modality, resolved.name,
              ingested.data.num_rows, len(ingested.quarantine), time.perf_counter() - started, out)
+
+
+def plausible_labels(labels: pa.Table, where: str) -> pa.Table:
+    """`labels` with each value outside `LABEL_LIMITS` left blank (the object kept), and a warning naming them: a
+    labels table's teff of 0 or log g of 99 was trained on, and showed only as a poor model."""
+    for label, (low, high, unit) in LABEL_LIMITS.items():
+        if label not in labels.column_names:
+            continue
+        values = labels.column(label).to_numpy(zero_copy_only=False).astype(np.float64)
+        outside = np.flatnonzero(np.isfinite(values) & ((values < low) | (values > high)))
+        if not outside.size:
+            continue
+        ids = labels.column("id").to_pylist()
+        shown = ", ".join(f"{ids[row]}: {values[row]:g}" for row in outside[:5]) + (", ..." if outside.size > 5 else "")
+        log.warning("%s: %d %s label%s outside [%g, %g] %s left blank (%s)", where, outside.size, label,
+                    "s" if outside.size > 1 else "", low, high, unit, shown)
+        values[outside] = np.nan
+        labels = labels.set_column(labels.column_names.index(label), label, pa.array(values, pa.float64(),
+                                                                                      from_pandas=True))
+    return labels
 
 
 def _non_negative(text: str) -> int:

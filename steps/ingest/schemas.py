@@ -47,6 +47,9 @@ LIGHTCURVES_SCHEMA = pa.schema([
 STELLAR_LABELS_SCHEMA = pa.schema([("id", pa.string()), ("teff", pa.float64()), ("logg", pa.float64()),
                                    ("feh", pa.float64())])
 LIGHTCURVE_LABELS_SCHEMA = pa.schema([("id", pa.string()), ("class", pa.string()), ("period", pa.float64())])
+# What a star's label can be (wide: white dwarfs, O stars, the most metal-poor stars known): a value outside is a typo
+# or a placeholder of the source's, and is left blank at ingest rather than trained on.
+LABEL_LIMITS = {"teff": (1000.0, 100000.0, "K"), "logg": (-1.0, 10.0, "dex"), "feh": (-6.0, 2.0, "dex")}
 
 DATA_SCHEMAS = {"spectra": SPECTRA_SCHEMA, "photometry": PHOTOMETRY_SCHEMA, "lightcurves": LIGHTCURVES_SCHEMA}
 LABEL_SCHEMAS = {"spectra": STELLAR_LABELS_SCHEMA, "photometry": STELLAR_LABELS_SCHEMA,

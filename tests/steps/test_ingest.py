@@ -157,3 +157,20 @@ def test_synthetic_catalogue_errors_are_estimated_from_the_measured_magnitude():
     assert abs(np.std(log_ratio) - ERROR_ESTIMATE_SCATTER) < 0.05
     assert abs(np.median(log_ratio)) < 0.05
     assert rows["parallax_error"].gt(0).all()
+
+
+def test_labels_outside_what_a_star_can_have_are_left_blank_and_named(caplog):
+    """A labels table's teff of 0 or -500, log g of 99 and [Fe/H] of 50 went to training unremarked."""
+    from steps.ingest.__main__ import plausible_labels
+
+    labels = pa.table({"id": ["a", "b", "c", "d"], "teff": [0.0, -500.0, 6205.0, 5348.0],
+                       "logg": [4.5, 2.4, 99.0, None], "feh": [0.1, -0.3, -0.3, 50.0]})
+    kept = plausible_labels(labels, "spectra from folder:lib")
+    assert kept.to_pydict() == {"id": ["a", "b", "c", "d"], "teff": [None, None, 6205.0, 5348.0],
+                                "logg": [4.5, 2.4, None, None], "feh": [0.1, -0.3, -0.3, None]}
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "spectra from folder:lib: 2 teff labels outside [1000, 100000] K left blank (a: 0, b: -500)",
+        "spectra from folder:lib: 1 logg label outside [-1, 10] dex left blank (c: 99)",
+        "spectra from folder:lib: 1 feh label outside [-6, 2] dex left blank (d: 50)"]
+    lightcurve_labels = pa.table({"id": ["x"], "class": ["RRab"], "period": [0.5]})
+    assert plausible_labels(lightcurve_labels, "lightcurves").equals(lightcurve_labels)
