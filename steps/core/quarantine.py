@@ -12,6 +12,23 @@ QUARANTINE_TABLE = "quarantine.parquet"
 LABEL_ROW = "label row"
 
 
+def _named_reasons(rows: list[dict[str, str]]) -> list[str]:
+    """Each distinct reason, naming its record (the file or table it came from, else its id) where the reason does
+    not, and how many records it set aside where more than one: "an empty file (0 bytes) (gaia.csv)"."""
+    by_reason: dict[str, list[str]] = {}
+    for row in rows:
+        by_reason.setdefault(row["reason"], []).append(row["source"] or row["id"])
+    shown = []
+    for reason, records in sorted(by_reason.items()):
+        named = [record for record in dict.fromkeys(records) if record and record not in reason]
+        if len(records) > 1:
+            reason += f" ({len(records)} records" + (f", e.g. {named[0]})" if named else ")")
+        elif named:
+            reason += f" ({named[0]})"
+        shown.append(reason)
+    return shown
+
+
 class TooManyBadRecords(RuntimeError):
     """The share of quarantined records passed the configured limit."""
 
@@ -50,7 +67,6 @@ class Quarantine:
                 f": {len(labels)} label rows and no object, e.g. {labels[0]}" if labels else ""))
         share = len(bad) / total
         if share > max_fraction:
-            reasons = sorted({row["reason"] for row in bad})[:5]
             raise TooManyBadRecords(
                 f"{self.stage}: {len(bad)} of {total} records ({share:.0%}) quarantined, over the limit of "
-                f"{max_fraction:.0%}; reasons include: {'; '.join(reasons)}")
+                f"{max_fraction:.0%}; reasons include: {'; '.join(_named_reasons(bad)[:5])}")

@@ -82,7 +82,7 @@ _RANGES: list[tuple[str, float, float, bool]] = [
     ("dereddened", 0.0, 1.0, True), ("ivar", 0.0, 1e30, False), ("mask", 0.0, 2.0**31 - 1, True),
     ("flux", -1e4, 1e4, False), ("continuum_shape", -10.0, 10.0, False), ("snr", 0.0, 1e6, False),
     ("period", 1e-4, 1e5, False), ("ls_period", 1e-4, 1e5, False), ("bls_period", 1e-4, 1e5, False),
-    ("n_cadences", 0.0, 1e9, False), ("n_bands", 0.0, 100.0, False), ("amplitude", 0.0, 1e6, False),
+    ("n_cadences", 0.0, 1e9, True), ("n_bands", 0.0, 100.0, True), ("amplitude", 0.0, 1e6, False),
     ("std", 0.0, 1e6, False), ("ls_power", 0.0, 1e6, False), ("bls_power", 0.0, 1e12, False),
     ("fourier_", 0.0, 10.0, False),
 ]
