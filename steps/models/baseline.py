@@ -350,9 +350,15 @@ def sed_feature_columns(spec: dict[str, Any], table: pa.Table, errors: bool) -> 
     at the true magnitudes, it put four copies of one star whose errors grew from 0.003 to 0.03 mag at 5,491, 5,174,
     4,273 and 3,194 K. The Keras ensemble keeps them, as it learns how far to trust a band (a saturated 2MASS
     magnitude comes with a large error): without them its Teff robust sigma on the Gaia benchmark stars went from 96
-    to 114 K (median of 4 splits, `bench/bench_sed_quality.py`)."""
-    columns = _feature_columns(spec, table, lambda c: c.startswith(("mag_", "c_")) or c in ("abs_G", "parallax")
-                               or measurement_error(c))
+    to 114 K (median of 4 splits, `bench/bench_sed_quality.py`).
+
+    Neither model reads the `mask_<band>` codes, which say why a band is unusable: its magnitude is NaN whatever the
+    reason, and the models answer from the bands there are. As numbers in the ridge's quadratic the codes made what
+    a catalogue did change the answer: one star got 3,716 K with J absent and 4,662 K with J a 99.999 placeholder.
+    What the reasons tell of the star itself, that a band is saturated (it is bright), is `saturated_<band>`."""
+    columns = [c for c in _feature_columns(spec, table, lambda c: c.startswith(("mag_", "c_"))
+                                           or c in ("abs_G", "parallax") or measurement_error(c))
+               if not c.startswith("mask_")]
     if not errors:
         columns = [c for c in columns if not measurement_error(c)]
     if not columns:

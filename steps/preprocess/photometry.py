@@ -217,13 +217,15 @@ def preprocess_photometry(raw: RawArtifact, deredden: bool = True,
         "id": pa.array(kept_ids, pa.string()),
         **{name: pa.array(values[kept], pa.float64()) for name, values in numeric.items()},
         **{f"mask_{band}": pa.array(made.masks[band][kept], pa.uint8()) for band in bands},
+        **{f"saturated_{band}": pa.array((made.masks[band][kept] & MASK_BITS["saturated"]) != 0, pa.uint8())
+           for band in bands},
         "dereddened": pa.array(made.dereddened[kept].astype(np.uint8), pa.uint8()),
         **label_columns(kept_ids, raw.labels, STELLAR_LABELS_SCHEMA),
     })
     spec = {
         "modality": "photometry",
         "bands": list(bands),
-        "features": [*numeric, *(f"mask_{band}" for band in bands), "dereddened"],
+        "features": [*numeric, *(f"saturated_{band}" for band in bands), "dereddened"],
         "colours": colours,
         "labels": list(LABELS),
         "mask_bits": MASK_BITS,

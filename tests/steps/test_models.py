@@ -260,6 +260,37 @@ def test_sed_baseline_estimate_does_not_move_with_the_photometric_errors(split):
         worse = worse.set_column(worse.column_names.index(column), column, pc.multiply(test[column], 10.0))
     np.testing.assert_array_equal(model.predict_table(worse)["teff"], model.predict_table(test)["teff"])
 
+def _without_band(table: pa.Table, band: str, bands: list[str], codes: list[int]) -> pa.Table:
+    """`table` with `band` unusable in every row, as preprocessing leaves it: NaN in every column of the band, and
+    the reason, `codes[i]` for row i, in `mask_<band>`."""
+    for column in [c for c in table.column_names if band in band_of(c, bands)]:
+        table = table.set_column(table.column_names.index(column), column,
+                                 pa.array(np.full(len(table), np.nan), table[column].type))
+    return table.set_column(table.column_names.index(f"mask_{band}"), f"mask_{band}", pa.array(codes, pa.uint8()))
+
+
+def test_sed_baseline_answers_a_missing_band_alike_whatever_made_it_unusable(split):
+    """Preprocessing says why a band is unusable in `mask_<band>` (missing 1, bad error 2, saturated 4, placeholder
+    8) and leaves the magnitude NaN. What the catalogue did (no measurement, a bad error, a placeholder) must not
+    change the answer (a ridge that read the codes put one star at 3,716 K with J absent and at 4,662 K with J a
+    placeholder); a saturated band says the star is bright, and is a feature of its own (`saturated_<band>`)."""
+    tables, spec = _tables(split, "sed")
+    bands = spec["bands"]
+    masks = [f"mask_{band}" for band in bands]
+    train = tables["train"]
+    some = train.slice(0, 60)  # a fifth of the training stars without J, for one reason or another
+    train = pa.concat_tables([_without_band(some, "J", bands, [1, 8, 2] * 20), train.slice(60)])
+    spec = {**spec, "features": [c for c in spec["features"] if c not in masks] + masks}
+    trained = train_baseline("sed", train, tables["val"], spec)
+    assert not any(name.startswith("mask_") for name in trained.info["feature_names"])
+    model = RegressionPredictor(None, trained.info, spec, trained.arrays)
+    test = tables["test"].slice(0, 8)
+    answers = [model.predict_table(_without_band(test, "J", bands, [code] * len(test))) for code in (1, 2, 8)]
+    for other in answers[1:]:
+        np.testing.assert_array_equal(other["teff"], answers[0]["teff"])
+        np.testing.assert_array_equal(other["teff_err"], answers[0]["teff_err"])
+
+
 def _complete_sed_rows(split: Path):
     """The fixture's photometry train, val and test rows that have every feature, and the spec."""
     tables, spec = _tables(split, "sed")

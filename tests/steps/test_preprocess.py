@@ -317,6 +317,12 @@ def test_photometry_quality_cuts_dereddening_and_colours(tmp_path):
     plain = preprocess_photometry(raw, deredden=False).table.to_pandas().set_index("id")
     assert np.isclose(plain.loc[data.loc[5, "id"], "mag_G"], row["mag_G"])
     assert set(features.spec["features"]) <= set(table.columns) and features.spec["bands"] == bands
+    saturated = [f"saturated_{band}" for band in bands]  # the one reason that tells of the star: it is bright
+    assert table.loc[data.loc[1, "id"], saturated].tolist() == [band == "W1" for band in bands]
+    masks = table[[f"mask_{band}" for band in bands]].to_numpy()
+    np.testing.assert_array_equal(table[saturated].to_numpy(), (masks & MASK_BITS["saturated"]) != 0)
+    assert not any(c.startswith("mask_") for c in features.spec["features"])
+    assert set(saturated) <= set(features.spec["features"])
 
 
 def test_dereddened_colour_tracks_temperature(tmp_path):
