@@ -220,33 +220,47 @@ class PeriodRange:
 
     low: float
     high: float
+    required: bool = False  # every training curve had a period: a curve without one is unlike them all
 
     @classmethod
     def fit(cls, periods: np.ndarray) -> "PeriodRange | None":
         """From the training curves' periods (days; NaN for curves without one); None when none has a period."""
         periods = np.asarray(periods, np.float64)
-        periods = periods[np.isfinite(periods) & (periods > 0)]
-        if not periods.size:
+        found = periods[np.isfinite(periods) & (periods > 0)]
+        if not found.size:
             return None
-        periods = np.sort(periods)
-        dropped = min(math.ceil(PERIOD_QUANTILE * len(periods)), (len(periods) - 1) // 2)
-        return cls(float(periods[dropped]), float(periods[len(periods) - 1 - dropped]))
+        found = np.sort(found)
+        dropped = min(math.ceil(PERIOD_QUANTILE * len(found)), (len(found) - 1) // 2)
+        return cls(float(found[dropped]), float(found[len(found) - 1 - dropped]), bool(found.size == periods.size))
 
     def ratio(self, cols: Columns) -> np.ndarray:
-        """(n,) 0 inside the range widened by PERIOD_MARGIN (and without a period), beyond it 1 + the distance
-        from the widened range in units of log(1 + PERIOD_MARGIN)."""
+        """(n,) 0 inside the range widened by PERIOD_MARGIN, beyond it 1 + the distance from the widened range in
+        units of log(1 + PERIOD_MARGIN); without a period 0, or infinity where every training curve had one (a
+        flat or noisy curve sent without its period looked like the training curves' views)."""
         period = cols.scalar("period")
         with np.errstate(invalid="ignore", divide="ignore"):
             log_period = np.log(np.where(period > 0, period, np.nan))
         low, high = np.log(self.low / (1 + PERIOD_MARGIN)), np.log(self.high * (1 + PERIOD_MARGIN))
         beyond = np.fmax(low - log_period, log_period - high)
-        return np.where(np.isfinite(beyond) & (beyond > 0), 1.0 + beyond / np.log1p(PERIOD_MARGIN), 0.0)
+        ratio = np.where(np.isfinite(beyond) & (beyond > 0), 1.0 + beyond / np.log1p(PERIOD_MARGIN), 0.0)
+        return np.where(np.isfinite(log_period) | (not self.required), ratio, np.inf)
+
+    def arrays(self) -> np.ndarray:
+        """What `weights.npz` keeps of it: low, high, and whether a period is required (1) or not (0)."""
+        return np.array([self.low, self.high, float(self.required)])
+
+    @classmethod
+    def restore(cls, values: np.ndarray) -> "PeriodRange":
+        """The check `arrays` saved (a model saved before `required` requires no period)."""
+        return cls(float(values[0]), float(values[1]), bool(values[2]) if len(values) > 2 else False)
 
     def record(self) -> dict[str, Any]:
         """What `model.json` says about it."""
         return {"method": f"the period against the range of the training curves' periods without the "
-                          f"{PERIOD_QUANTILE:.1%} (at least one) at each end, widened by {PERIOD_MARGIN:.0%}",
-                "low_days": self.low, "high_days": self.high}
+                          f"{PERIOD_QUANTILE:.1%} (at least one) at each end, widened by {PERIOD_MARGIN:.0%}"
+                          + ("; a curve without a period is outside, as every training curve had one"
+                             if self.required else ""),
+                "low_days": self.low, "high_days": self.high, "period_required": self.required}
 
 
 @dataclass
@@ -306,7 +320,7 @@ class Domain:
         """What `weights.npz` keeps of it (`restore` reads it back)."""
         out = dict(zip(ARRAY_NAMES, (self.mean, self.basis, self.reference, np.array([self.threshold]))))
         if self.period is not None:
-            out[PERIOD_ARRAY] = np.array([self.period.low, self.period.high])
+            out[PERIOD_ARRAY] = self.period.arrays()
         return {**out, **(self.residual.arrays() if self.residual is not None else {})}
 
     @classmethod
@@ -321,7 +335,7 @@ class Domain:
             r_mean, r_basis, r_threshold = (arrays[name] for name in RESIDUAL_ARRAYS)
             residual = SpectrumResidual(r_mean, r_basis, float(r_threshold[0]),
                                         float(arrays[LINES_ARRAY][0]) if LINES_ARRAY in arrays else None)
-        period = PeriodRange(*map(float, arrays[PERIOD_ARRAY])) if PERIOD_ARRAY in arrays else None
+        period = PeriodRange.restore(arrays[PERIOD_ARRAY]) if PERIOD_ARRAY in arrays else None
         return cls(mean, basis, reference, float(threshold[0]), residual, period)
 
     def record(self) -> dict[str, Any]:

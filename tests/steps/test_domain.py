@@ -242,3 +242,24 @@ def test_a_period_outside_the_training_curves_periods_is_out_of_the_domain(tmp_p
     assert out["domain_distance"][3] > out["domain_distance"][2] > 1  # farther off, larger
     assert restored.record()["period"]["high_days"] == pytest.approx(domain.period.high)
     assert PeriodRange.fit(np.full(4, np.nan)) is None
+
+
+def test_a_curve_without_a_period_is_outside_where_every_training_curve_had_one(tmp_path):
+    """An RR Lyrae model asked about flat or noisy views sent without a period said in_domain true (p = 0.57 and
+    0.83 for RRab): folded views look alike whatever the period, so a missing one must not pass for a good one."""
+    from steps.models.domain import PeriodRange
+
+    features = _cloud(200)
+    periods = np.random.default_rng(2).uniform(0.25, 0.85, 200)
+    domain = Domain.fit(features)
+    domain.period = PeriodRange.fit(periods)
+    assert domain.period.required and "without a period is outside" in domain.record()["period"]["method"]
+    save_npz(tmp_path / "weights.npz", domain.arrays())
+    restored = Domain.restore(load_npz(tmp_path / "weights.npz"))
+    asked = np.array([0.5, np.nan, 0.0])
+    out = restored.outputs(np.repeat(features[:1], 3, axis=0), None, np.ones(3, bool), Columns({"period": asked}))
+    assert list(out["in_domain"]) == [True, False, False] and np.isinf(out["domain_distance"][1:]).all()
+    periods[:5] = np.nan  # training curves without a period (quiet stars): a curve without one is like them
+    assert not PeriodRange.fit(periods).required
+    older = Domain.restore({**load_npz(tmp_path / "weights.npz"), "period_range": np.array([0.3, 0.8])})
+    assert not older.period.required  # a model saved before the flag keeps its answers
