@@ -134,6 +134,8 @@ class ServedModels:
                     self._withdraw(name, str(error))
                 elif name not in self.current:
                     self.errors[name] = str(error)
+                    if self._never_registered(name):  # a registry of some models only: the others are ready
+                        self.unpromoted.add(name)
                 else:  # a registry that cannot be read now: keep serving, and say so
                     unreadable.append(f"{name}: {error}")
                 continue
@@ -182,6 +184,15 @@ class ServedModels:
         none); False where the registry or the record cannot be read (the other models are still looked at)."""
         try:
             return self.registry.alias_unset(name, PRODUCTION)
+        except (RegistryError, OSError, ValueError):
+            return False
+
+    def _never_registered(self, name: str) -> bool:
+        """Whether the registry holds no version of `name` at all (False where it cannot be read). Only asked of a
+        model that is not served: a registry folder that is gone for a while looks the same, and must not withdraw
+        what serves."""
+        try:
+            return not self.registry.versions(name)
         except (RegistryError, OSError, ValueError):
             return False
 

@@ -139,6 +139,20 @@ def test_a_server_started_with_a_model_rolled_back_to_none_is_ready_with_the_oth
     assert "stellar_api_ready 1.0" in metrics
 
 
+def test_a_registry_of_one_model_is_ready_with_it(registry_copy):
+    """A registry that never held the spectral and light-curve models (made by hand, or with `models register`):
+    /readyz said 503 for ever, missing those two, while the SED model answered."""
+    import shutil
+
+    for name in ("spectral", "lightcurve"):
+        shutil.rmtree(registry_copy / "registry" / name)
+    with live_server(settings_for(registry_copy, reload_interval_s=0.2)) as url:
+        ready = httpx.get(f"{url}/readyz")
+        answer = httpx.post(f"{url}/v1/sed:predict", json={"instances": [SED_OBJECT]})
+    assert ready.status_code == 200 and sorted(ready.json()["unpromoted"]) == ["lightcurve", "spectral"], ready.text
+    assert answer.status_code == 200
+
+
 def test_a_registry_that_cannot_be_read_for_a_while_does_not_withdraw_a_model(registry_copy):
     """Only an alias record that says "no production version" withdraws a model; a registry folder gone for a while
     (unmounted, being moved) leaves every model serving."""
