@@ -48,22 +48,29 @@ def ingest(modality: str, source: str, samples: int, seed: int, out: Path, cache
 
 
 def plausible_labels(labels: pa.Table, where: str) -> pa.Table:
-    """`labels` with each value outside `LABEL_LIMITS` left blank (the object kept), and a warning naming them: a
-    labels table's teff of 0 or log g of 99 was trained on, and showed only as a poor model."""
-    for label, (low, high, unit) in LABEL_LIMITS.items():
-        if label not in labels.column_names:
-            continue
-        values = labels.column(label).to_numpy(zero_copy_only=False).astype(np.float64)
-        outside = np.flatnonzero(np.isfinite(values) & ((values < low) | (values > high)))
-        if not outside.size:
-            continue
-        ids = labels.column("id").to_pylist()
-        shown = ", ".join(f"{ids[row]}: {values[row]:g}" for row in outside[:5]) + (", ..." if outside.size > 5 else "")
-        log.warning("%s: %d %s label%s outside [%g, %g] %s left blank (%s)", where, outside.size, label,
-                    "s" if outside.size > 1 else "", low, high, unit, shown)
-        values[outside] = np.nan
-        labels = labels.set_column(labels.column_names.index(label), label, pa.array(values, pa.float64(),
-                                                                                      from_pandas=True))
+    """`labels` with every label of a row blanked where one is outside `LABEL_LIMITS` (the object is kept), and a
+    warning naming them. Such a row is broken (MILES's m0974: a Teff of 23 K beside the spectral type "1"), so its
+    other labels are not trusted either; a teff of 0 or a log g of 99 used to be trained on, and showed only as a
+    poor model."""
+    present = [label for label in LABEL_LIMITS if label in labels.column_names]
+    if not present:
+        return labels
+    values = {label: labels.column(label).to_numpy(zero_copy_only=False).astype(np.float64) for label in present}
+    broken = np.zeros(labels.num_rows, bool)
+    ids = labels.column("id").to_pylist()
+    for label in present:
+        low, high, unit = LABEL_LIMITS[label]
+        outside = np.flatnonzero(np.isfinite(values[label]) & ((values[label] < low) | (values[label] > high)))
+        if outside.size:
+            shown = ", ".join(f"{ids[row]}: {values[label][row]:g}" for row in outside[:5])
+            log.warning("%s: %d %s label%s outside [%g, %g] %s (%s%s): every label of %s left blank", where,
+                        outside.size, label, "s" if outside.size > 1 else "", low, high, unit, shown,
+                        ", ..." if outside.size > 5 else "", "these rows" if outside.size > 1 else "the row")
+            broken[outside] = True
+    for label in present:
+        values[label][broken] = np.nan
+        labels = labels.set_column(labels.column_names.index(label), label,
+                                   pa.array(values[label], pa.float64(), from_pandas=True))
     return labels
 
 

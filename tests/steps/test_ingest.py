@@ -165,12 +165,14 @@ def test_labels_outside_what_a_star_can_have_are_left_blank_and_named(caplog):
 
     labels = pa.table({"id": ["a", "b", "c", "d"], "teff": [0.0, -500.0, 6205.0, 5348.0],
                        "logg": [4.5, 2.4, 99.0, None], "feh": [0.1, -0.3, -0.3, 50.0]})
+    labels = pa.concat_tables([labels, pa.table({"id": ["e"], "teff": [5800.0], "logg": [4.4], "feh": [0.0]})])
     kept = plausible_labels(labels, "spectra from folder:lib")
-    assert kept.to_pydict() == {"id": ["a", "b", "c", "d"], "teff": [None, None, 6205.0, 5348.0],
-                                "logg": [4.5, 2.4, None, None], "feh": [0.1, -0.3, -0.3, None]}
+    assert kept.to_pydict() == {"id": ["a", "b", "c", "d", "e"], "teff": [None] * 4 + [5800.0],
+                                "logg": [None] * 4 + [4.4], "feh": [None] * 4 + [0.0]}  # a broken row's others too
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        "spectra from folder:lib: 2 teff labels outside [1000, 100000] K left blank (a: 0, b: -500)",
-        "spectra from folder:lib: 1 logg label outside [-1, 10] dex left blank (c: 99)",
-        "spectra from folder:lib: 1 feh label outside [-6, 2] dex left blank (d: 50)"]
+        "spectra from folder:lib: 2 teff labels outside [1000, 100000] K (a: 0, b: -500): every label of these rows "
+        "left blank",
+        "spectra from folder:lib: 1 logg label outside [-1, 10] dex (c: 99): every label of the row left blank",
+        "spectra from folder:lib: 1 feh label outside [-6, 2] dex (d: 50): every label of the row left blank"]
     lightcurve_labels = pa.table({"id": ["x"], "class": ["RRab"], "period": [0.5]})
     assert plausible_labels(lightcurve_labels, "lightcurves").equals(lightcurve_labels)
