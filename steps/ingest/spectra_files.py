@@ -88,6 +88,8 @@ NODATA = 1 << SDSS_PIXEL_BITS["NODATA"]
 # NODATA as bits 0-5) and the SDSS bits that mean the same for a pixel.
 LAMOST_TO_SDSS_BITS = {0: "FULLREJECT", 1: "FULLREJECT", 2: "NOSKY", 3: "BRIGHTSKY", 4: "BADTRACE", 5: "NODATA"}
 DER_SNR_SCALE = 1.482602 / np.sqrt(6.0)
+# Wavelengths (A) a star's spectrum may span, far ultraviolet to mid-infrared: beyond, the wavelength solution is wrong.
+WAVELENGTH_LIMITS = (900.0, 60000.0)
 # The most a spectrum file may hold once decompressed: SDSS spec files with every exposure are a few MB.
 MAX_SPECTRUM_FILE_BYTES = 64 * 2**20
 
@@ -448,6 +450,11 @@ def _check(spectrum: Spectrum) -> None:
             " (DER_SNR measured no noise)" if spectrum.source.endswith("-library") else ""))
     if not (np.isfinite(spectrum.loglam).all() and (np.diff(spectrum.loglam) > 0).all()):
         raise UnusableSpectrum("wavelengths are not finite and strictly increasing")
+    low, high = spectrum.loglam[0], spectrum.loglam[-1]
+    if low < np.log10(WAVELENGTH_LIMITS[0]) or high > np.log10(WAVELENGTH_LIMITS[1]):
+        raise UnusableSpectrum(f"log10 wavelengths {low:.4g}-{high:.4g} are not those of a star's spectrum "
+                               f"({WAVELENGTH_LIMITS[0]:g}-{WAVELENGTH_LIMITS[1]:g} A; Angstroms where log10 of "
+                               "them belongs?)")
     if spectrum.source != "sdss":
         spectrum.and_mask = np.where(spectrum.ivar == 0, spectrum.and_mask | NODATA, spectrum.and_mask)
 

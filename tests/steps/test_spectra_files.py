@@ -211,6 +211,22 @@ def test_header_wavelength_solutions(header, first, last):
 # Corrupted copies and label tables
 
 @pytest.mark.needs_shared
+def test_a_copy_with_a_wrong_wavelength_column_does_not_replace_the_file(tmp_path, data_dir):
+    """`bad-linlam.fits`, spec-0618 with Angstroms in its loglam column, sorts before the real file: it was read as
+    spec-0618 and the real file set aside as a repeat of it."""
+    name = "spec-0618-52049-0372.fits"
+    shutil.copy(data_dir / "sdss" / name, tmp_path)
+    with fits.open(data_dir / "sdss" / name) as hdus:
+        hdus["COADD"].data["loglam"] = 10 ** hdus["COADD"].data["loglam"]
+        hdus.writeto(tmp_path / "bad-linlam.fits")
+    ingested = checked(read_folder(tmp_path))
+    assert list(rows(ingested)) == ["spec-0618-52049-0372"]
+    assert ingested.data.column("loglam")[0].as_py()[0] == pytest.approx(3.5812, abs=1e-3)
+    assert reasons(ingested) == {"bad-linlam": "bad-linlam.fits: log10 wavelengths 3812-9215 are not those "
+                                 "of a star's spectrum (900-60000 A; Angstroms where log10 of them belongs?)"}
+
+
+@pytest.mark.needs_shared
 def test_corrupted_copies_are_quarantined_with_their_reason(tmp_path, data_dir):
     sdss, lamost, miles = data_dir / "sdss", data_dir / "lamost", data_dir / "miles" / "spectra"
     folder = tmp_path / "folder"
