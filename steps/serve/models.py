@@ -124,7 +124,7 @@ class ServedModels:
 
     def refresh(self) -> list[str]:
         """Load and swap in every model whose production version changed; return the names swapped."""
-        swapped, unreadable = [], []
+        swapped, unreadable, absent = [], [], []
         for name in MODEL_NAMES:
             try:
                 record = self.registry.resolve(name, PRODUCTION)
@@ -134,8 +134,7 @@ class ServedModels:
                     self._withdraw(name, str(error))
                 elif name not in self.current:
                     self.errors[name] = str(error)
-                    if self._never_registered(name):  # a registry of some models only: the others are ready
-                        self.unpromoted.add(name)
+                    absent.append(name)
                 else:  # a registry that cannot be read now: keep serving, and say so
                     unreadable.append(f"{name}: {error}")
                 continue
@@ -162,6 +161,8 @@ class ServedModels:
             if self.on_swap is not None:
                 self.on_swap(loaded, serving)
             del loaded, serving
+        if self.current:  # a registry of some models only: those it never held do not keep the others unready
+            self.unpromoted.update(name for name in absent if self._never_registered(name))
         self._note_registry(unreadable)
         if swapped:
             _settle_garbage()
@@ -189,8 +190,8 @@ class ServedModels:
 
     def _never_registered(self, name: str) -> bool:
         """Whether the registry holds no version of `name` at all (False where it cannot be read). Only asked of a
-        model that is not served: a registry folder that is gone for a while looks the same, and must not withdraw
-        what serves."""
+        model that is not served while others are: a registry folder that is gone for a while, or an empty one,
+        looks the same, and must neither withdraw what serves nor call an empty registry ready."""
         try:
             return not self.registry.versions(name)
         except (RegistryError, OSError, ValueError):
