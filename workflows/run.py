@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import re
@@ -20,6 +21,8 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from steps.core.artifacts import MANIFEST, Manifest
+from steps.core.quarantine import LABEL_ROW, QUARANTINE_TABLE, named_reasons
 from steps.core.storage import BadEndpoint, ObjectStore, StoreUnusable, open_store
 from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.changes import RUN_RECORD, write_run_record
@@ -293,6 +296,30 @@ def file_models(run_dir: Path, models: dict[str, Any]) -> None:
         print(f"stellar run: {path}: the models' outcome was not added ({error})", file=sys.stderr)
 
 
+def quarantine_lines(result: RunResult, store: ObjectStore, reasons: int = 2) -> list[str]:
+    """One line per task whose output artifact set objects aside: how many of how many, the commonest reasons and
+    where the rest is (label rows naming no file are not objects, and are left out). The run said nothing of them
+    before: the reasons were only in each artifact's quarantine.parquet."""
+    import pyarrow.parquet as pq
+
+    lines = []
+    for name, state in result.tasks.items():
+        for artifact in state.outputs.values():
+            manifest = store.get(f"{artifact.key}/{MANIFEST}") if artifact.file is None else None
+            counts = Manifest.model_validate_json(manifest.data).counts if manifest is not None else {}
+            table = store.get(f"{artifact.key}/{QUARANTINE_TABLE}") if counts.get("quarantined") else None
+            rows = [row for row in (pq.read_table(io.BytesIO(table.data)).to_pylist() if table is not None else [])
+                    if not row["reason"].startswith(LABEL_ROW)]
+            if not rows:
+                continue
+            read = counts.get("objects_in", counts.get("objects", 0) + len(rows))
+            shown = named_reasons(rows, width=100)
+            lines.append(f"  {name}: {len(rows)} of {read}; {'; '.join(shown[:reasons])}"
+                         + ("; ..." if len(shown) > reasons else "")
+                         + f" ({store.uri.rstrip('/')}/{artifact.key}/{QUARANTINE_TABLE})")
+    return lines
+
+
 def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console) -> int:
     """Print (to stdout) what the deploy task recorded as served, and how to query it; return the exit status
     (1 when the deploy record cannot be read back)."""
@@ -309,6 +336,10 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
                           highlight=False)
             return 1
         record = json.loads((target / "deployment.json").read_text())
+    set_aside = quarantine_lines(result, cache.store)
+    if set_aside:
+        print("\nSet aside (quarantined: the task's quarantine.parquet says why, each row)")
+        print("\n".join(set_aside))
     models = record["models"]
     if deploy.status == CACHED:  # the deploy record of the run that made it: this run promoted nothing
         made_by = deploy.message.removeprefix(CACHED_FROM)

@@ -12,15 +12,18 @@ QUARANTINE_TABLE = "quarantine.parquet"
 LABEL_ROW = "label row"
 
 
-def _named_reasons(rows: list[dict[str, str]]) -> list[str]:
-    """Each distinct reason, naming its record (the file or table it came from, else its id) where the reason does
-    not, and how many records it set aside where more than one: "an empty file (0 bytes) (gaia.csv)"."""
+def named_reasons(rows: list[dict[str, str]], width: int | None = None) -> list[str]:
+    """Each distinct reason, the commonest first, naming its record (the file or table it came from, else its id)
+    where the reason does not, and how many records it set aside where more than one: "an empty file (0 bytes)
+    (gaia.csv)"; a reason longer than `width` characters is cut there."""
     by_reason: dict[str, list[str]] = {}
     for row in rows:
         by_reason.setdefault(row["reason"], []).append(row["source"] or row["id"])
     shown = []
-    for reason, records in sorted(by_reason.items()):
+    for reason, records in sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0])):
         named = [record for record in dict.fromkeys(records) if record and record not in reason]
+        if width is not None and len(reason) > width:
+            reason = reason[:width - 3].rstrip() + "..."
         if len(records) > 1:
             reason += f" ({len(records)} records" + (f", e.g. {named[0]})" if named else ")")
         elif named:
@@ -69,4 +72,4 @@ class Quarantine:
         if share > max_fraction:
             raise TooManyBadRecords(
                 f"{self.stage}: {len(bad)} of {total} records ({share:.0%}) quarantined, over the limit of "
-                f"{max_fraction:.0%}; reasons include: {'; '.join(_named_reasons(bad)[:5])}")
+                f"{max_fraction:.0%}; reasons include: {'; '.join(named_reasons(bad)[:5])}")

@@ -16,6 +16,6 @@ def test_a_refusal_names_the_records_behind_each_reason():
         quarantine.check(6, 0.2)
     assert str(refused.value) == (
         "ingest.photometry: 5 of 6 records (83%) quarantined, over the limit of 20%; reasons include: "
-        "an empty file (0 bytes) (gaia.csv); not a Kepler or TESS light-curve file (3 records, e.g. curves/k0.fits); "
+        "not a Kepler or TESS light-curve file (3 records, e.g. curves/k0.fits); an empty file (0 bytes) (gaia.csv); "
         "x.fits: truncated FITS")
     quarantine.check(25, 0.2)                                                     # 5 of 25: within the limit
