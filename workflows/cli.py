@@ -270,7 +270,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         folder = getattr(args, f"{modality}_from")
         if folder is not None:
             if not folder.is_dir():
-                print(f"stellar run: --{modality}-from {folder}: no such folder", file=sys.stderr)
+                what = ("is a file; a run replays a folder of archive files (put the file in a folder of its own)"
+                        if folder.is_file() else "no such folder")
+                print(f"stellar run: --{modality}-from {folder}: {what}", file=sys.stderr)
                 return 2
             parameters[f"{modality}-source"] = str(folder.resolve())
         elif _is_relative_folder(parameters.get(f"{modality}-source")):

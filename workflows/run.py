@@ -179,6 +179,11 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
         os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
     try:
         doc = load_template(template)
+        declared = load_workflow(doc).parameters  # before any store is probed: a refused run makes no folder
+        unknown = sorted(set(parameters) - set(declared))
+        if unknown:
+            raise ValueError(f"unknown workflow parameter(s): {', '.join(unknown)}; the template declares: "
+                             f"{', '.join(declared)}")
         stores = [(f"-p {name}=", parameters[name]) for name in STORE_PARAMETERS if parameters.get(name)]
         stores.append(("--artifact-store ", artifact_store) if artifact_store else ("--home ", str(home / "artifacts")))
         # S3 first, so that no folder is made on this machine for a run that cannot start

@@ -43,8 +43,8 @@ def ingest(modality: str, source: str, samples: int, seed: int, out: Path, cache
         writer.write_table(QUARANTINE_TABLE, ingested.quarantine.table())
         writer.count("objects", ingested.data.num_rows)
         writer.count("quarantined", len(ingested.quarantine))
-    log.info("%s from %s: %d objects, %d quarantined, in %.2f s -> %s", modality, resolved.name,
-             ingested.data.num_rows, len(ingested.quarantine), time.perf_counter() - started, out)
+    log.info("%s from %s: %d objects, %s, in %.2f s -> %s", modality, resolved.name, ingested.data.num_rows,
+             ingested.quarantine.summary(), time.perf_counter() - started, out)
 
 
 def plausible_labels(labels: pa.Table, where: str) -> pa.Table:

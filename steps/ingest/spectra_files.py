@@ -666,8 +666,9 @@ def read_folder(folder: Path, samples: int = 0, shown_as: str | None = None) -> 
         read_from[spectrum.id] = name
         spectra.append(spectrum)
     by_source = Counter(spectrum.source for spectrum in spectra)
-    log.info("%s: %d spectra (%s), %d quarantined", shown_as or folder, len(spectra),
-             ", ".join(f"{source}: {count}" for source, count in sorted(by_source.items())) or "none", len(quarantine))
+    log.info("%s: %d spectra (%s), %s", shown_as or folder, len(spectra),
+             ", ".join(f"{source}: {count}" for source, count in sorted(by_source.items())) or "none",
+             quarantine.summary())
     data, labels = spectra_tables(spectra)
     return Ingested(data, labels, quarantine)
 

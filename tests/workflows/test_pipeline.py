@@ -269,6 +269,8 @@ def test_bad_paths_and_values_are_refused_with_the_flag_named(tmp_path, capsys):
             (["run", *home, "-p", "photometry-source=sdss"],
              "-p photometry-source: source 'sdss' provides no photometry (only spectra)"),
             (["run", *home, "-p", "lightcurves-source=nosuch"], "-p lightcurves-source: unknown source 'nosuch'"),
+            (["run", *home, "-p", "nosuch=1"], "stellar run: unknown workflow parameter(s): nosuch; the template"),
+            (["run", *home, "--spectra-from", str(spectrum)], f"--spectra-from {spectrum}: is a file; a run replays"),
             (["run", *home, "--spectra-from", str(tmp_path), "-p", "spectra-source=sdss"],
              "--spectra-from and -p spectra-source both set spectra-source; give one"),
             (["render", "--out", str(tmp_path / "out"), "--schedule", "not a cron"], "cron schedule 'not a cron'"),
