@@ -258,8 +258,8 @@ def gunzipped(data: bytes, limit: int = MAX_SPECTRUM_FILE_BYTES) -> bytes:
         if len(out) > limit:
             raise UnusableSpectrum(f"more than {limit // 2**20} MiB once decompressed: not one spectrum's file")
         if not stream.eof:
-            raise UnusableSpectrum("truncated or corrupt gzip stream: Compressed file ended before the end-of-stream marker "
-                                  "was reached")
+            raise UnusableSpectrum("truncated or corrupt gzip stream: Compressed file ended before the end-of-stream "
+                                   "marker was reached")
         rest = stream.unused_data.lstrip(b"\0")  # gzip allows padding between and after members
     return bytes(out)
 
