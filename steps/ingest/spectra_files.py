@@ -277,7 +277,8 @@ def open_fits(data: bytes) -> fits.HDUList:
         try:
             hdus = fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False)
         except (OSError, ValueError, EOFError) as error:
-            raise UnusableSpectrum(f"unreadable FITS: {error}") from None
+            # astropy's advice to the caller of fits.open ("try with ignore_missing_simple=True") is no user's
+            raise UnusableSpectrum(f"unreadable FITS: {str(error).partition('. If this is really')[0]}") from None
     promised = max(info["datLoc"] + info["datSpan"] for info in (hdu.fileinfo() for hdu in hdus))
     if promised > len(data):
         raise UnusableSpectrum(f"truncated FITS: {len(data)} bytes where its headers promise {promised}")
