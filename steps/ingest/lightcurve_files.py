@@ -241,10 +241,22 @@ def read_json_lines(text: str, origin: str) -> tuple[list[Curve], list[tuple[str
         if time.shape != flux.shape or time.ndim != 1:
             bad.append((curve_id, f"time and flux differ in shape ({time.shape} and {flux.shape})", where))
             continue
-        finite = np.isfinite(flux)
+        finite = np.isfinite(flux) & np.isfinite(time)
         median = np.median(flux[finite]) if finite.any() else np.nan
-        relative = flux / median if median > 0 else np.full(flux.size, np.nan)
-        error = np.full(flux.size, point_to_point_scatter(relative))
+        if finite.sum() < 3:
+            bad.append((curve_id, f"only {finite.sum()} of its {flux.size} points have a finite time and flux: too "
+                                  "few to estimate its noise from", where))
+            continue
+        if not median > 0:
+            bad.append((curve_id, f"its median flux is {median:g}: a star's flux is positive", where))
+            continue
+        relative = flux / median
+        scatter = point_to_point_scatter(relative)
+        if not scatter > 0:
+            bad.append((curve_id, "its flux does not change from one point to the next: no noise to estimate its "
+                                  "errors from (not a measured light curve)", where))
+            continue
+        error = np.full(flux.size, scatter)
         label = record.get("label")
         curves.append(Curve(curve_id, time, relative, error, np.zeros(time.size, np.int32),
                             np.full(time.size, KEPLER_BAND, dtype=object), source="kepler", origin=where,

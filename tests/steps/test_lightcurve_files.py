@@ -182,7 +182,7 @@ def test_corrupted_copies_of_real_files_are_quarantined_with_their_reason(tmp_pa
     _drop_member(rrlyrae / "table1.tar.gz", "table1/4099.dat")
 
     reasons = {row["id"]: row["reason"] for row in read_folder(kepler).quarantine.rows}
-    assert reasons["kplr009999999"].startswith("no valid cadence: none of its 1556")
+    assert reasons["kplr009999999"].startswith("only 0 of its 1556 points have a finite time and flux")
     assert reasons["lightcurves-sample.json:14"].startswith("unreadable JSON light curve")
     assert reasons["kplr001026032-2011177032512_llc.fits"].startswith("unreadable FITS")
     assert reasons["not-a-lightcurve.fits"].startswith("not a Kepler or TESS light-curve file")
@@ -212,6 +212,24 @@ def test_json_that_is_not_a_light_curve_object_is_quarantined_and_the_good_curve
     assert "a JSON null," in reasons[f"lightcurves-sample.json:{good + 3}"]
     assert reasons["cone_search.json"].startswith("unreadable JSON light curve: KeyError")
     assert contents.data.num_rows == read_folder(kepler_dir).data.num_rows
+
+
+def test_a_json_curve_with_nothing_to_estimate_its_noise_from_says_what_it_lacks(tmp_path):
+    """One point, a negative or constant flux were all 'no valid cadence: none of its N has a finite time, flux and
+    error': the flux was finite, and the error, which the reader estimates from the scatter, was not."""
+    time = list(np.arange(200.0) / 48)
+    curves = {"one": ([0.0], [1.0]), "negative": (time, [-5.0] * 200), "constant": (time, [7.0] * 200),
+              "good": (time, list(1 + 0.001 * np.sin(np.arange(200.0))))}
+    (tmp_path / "curves.json").write_text("".join(json.dumps({"kepid": index + 1, "time": t, "flux": f}) + "\n"
+                                                  for index, (t, f) in enumerate(curves.values())))
+    contents = read_folder(tmp_path)
+    assert [row["reason"] for row in contents.quarantine.rows] == [
+        "only 1 of its 1 points have a finite time and flux: too few to estimate its noise from",
+        "its median flux is -5: a star's flux is positive",
+        "its flux does not change from one point to the next: no noise to estimate its errors from (not a measured "
+        "light curve)"]
+    assert contents.data.num_rows == 1
+
 
 def _image_fits() -> bytes:
     from astropy.io import fits
