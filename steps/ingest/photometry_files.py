@@ -38,6 +38,8 @@ read from its first table with a band column.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import tempfile
 import warnings
@@ -448,6 +450,21 @@ def read_table(path: Path, kind: str) -> Table:
         raise UnreadableFile(f"unreadable {kind} file: {type(error).__name__}: {error}") from error
 
 
+def _differing(first: dict, again: dict) -> str:
+    """What a repeated reading of a star measures otherwise than its first ('mag_G 12 there, 12.5 here'), or "": a
+    number that differs by more than 1e-6 of itself, or is missing in one reading only."""
+    shown = []
+    for column, value in first.items():
+        other = again.get(column)
+        if column in ("id", "source") or not isinstance(value, float) or not isinstance(other, float):
+            continue
+        if math.isnan(value) and math.isnan(other):
+            continue
+        if math.isnan(value) or math.isnan(other) or not math.isclose(value, other, rel_tol=1e-6, abs_tol=1e-9):
+            shown.append(f"{column} {value:g} there, {other:g} here")
+    return "; ".join(shown[:3]) + ("; ..." if len(shown) > 3 else "")
+
+
 def _ids_as_written(table: Table, path: Path, kind: str, options: dict) -> Table:
     """`table`, read again with its identifier columns as text where the reader took them for numbers: a text
     table's ids are what it writes (0012 stays 0012, and a Gaia source_id keeps all 19 digits, which a float of the
@@ -542,6 +559,8 @@ class FolderReader:
         self.quarantine = quarantine
         self.rows_read = 0
         self.first_seen: dict[str, str] = {}
+        # id -> where its first reading is: (index in `data`, row in the table as read, row in `data`'s table)
+        self.first_rows: dict[str, tuple[int, int, int]] = {}
         self.data: list[pa.Table] = []
         self.labels: list[pa.Table] = []
         self.skipped: list[str] = []  # "file: why" of the files read that hold no photometry
@@ -618,15 +637,26 @@ class FolderReader:
             self.skipped.append(f"{name}: {what}{error}")
             return
         ids = rows.data.column("id").to_pylist()
-        fresh = []
-        for object_id in ids:
+        fresh, conflicts, here = [], 0, len(self.data)
+        for row, object_id in enumerate(ids):
             fresh.append(object_id not in self.first_seen)
-            self.first_seen.setdefault(object_id, name)
+            if fresh[-1]:
+                self.first_seen[object_id] = name
+                self.first_rows[object_id] = (here, row, sum(fresh) - 1)
+                continue
+            earlier, read_as, kept_as = self.first_rows[object_id]
+            first = rows.data.slice(read_as, 1) if earlier == here else self.data[earlier].slice(kept_as, 1)
+            differ = _differing(first.to_pylist()[0], rows.data.slice(row, 1).to_pylist()[0])
+            if differ:
+                conflicts += 1
+                self.quarantine.add(object_id, f"repeats {object_id} of {self.first_seen[object_id]} with other "
+                                               f"values ({differ}): the first reading is kept", name)
         repeated = len(ids) - sum(fresh)
         if repeated:
             earlier = sorted({self.first_seen[object_id] for object_id, new in zip(ids, fresh) if not new})
-            log.info("%s: %d row(s) repeat ids already read from %s; kept the first reading", name, repeated,
-                     ", ".join(earlier))
+            log.log(logging.WARNING if conflicts else logging.INFO,
+                    "%s: %d row(s) repeat ids already read from %s%s; kept the first reading", name, repeated,
+                    ", ".join(earlier), f" ({conflicts} with other values: quarantined)" if conflicts else "")
         mask = pa.array(fresh, pa.bool_())
         self.data.append(rows.data.filter(mask))
         self.labels.append(rows.labels.filter(mask))

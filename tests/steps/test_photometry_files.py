@@ -352,3 +352,18 @@ def test_gaia_bright_star_saturation_correction():
     assert corrected["BP"] - observed["BP"] == pytest.approx([-0.1930, 0.0, 0.0, 0.0], abs=5e-4)
     assert corrected["RP"] - observed["RP"] == pytest.approx([-0.1617, 0.0, 0.0, 0.0], abs=5e-4)
     assert corrected["J"] is observed["J"]
+
+
+def test_a_star_read_again_with_other_values_is_quarantined_and_an_identical_repeat_is_not(tmp_path):
+    """A repeated id was dropped with an INFO line whatever it held: `stellar predict sed` wrote 59 rows for 60
+    inputs and said nothing of the conflicting measurement."""
+    header = "id,mag_G,err_G,mag_BP,err_BP\n"
+    (tmp_path / "a.csv").write_text(header + "s1,12.0,0.003,12.4,0.005\ns2,13.0,0.003,13.4,0.005\n"
+                                    "s1,12.5,0.003,12.4,0.005\n")
+    (tmp_path / "b.csv").write_text(header + "s2,13.0,0.003,13.4,0.005\n")          # the same measurement again
+    ingested = read_folder(tmp_path)
+    assert ingested.data.column("id").to_pylist() == ["s1", "s2"]
+    assert ingested.data.column("mag_G").to_pylist() == [12.0, 13.0]                 # the first readings
+    assert [(row["id"], row["reason"], row["source"]) for row in ingested.quarantine.rows] == [
+        ("s1", "repeats s1 of a.csv with other values (mag_G 12 there, 12.5 here): the first reading is kept",
+         "a.csv")]
