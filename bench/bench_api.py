@@ -236,7 +236,8 @@ def write_results(rows: list[dict], args: argparse.Namespace) -> None:
     (results / "api.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [f"wrk -t1 -c{args.connections}, {args.duration} s per scenario, {os.cpu_count()} cores shared by "
              f"server and wrk; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             "| scenario | server | req/s | p50 ms | p99 ms | objects/s | non-2xx |", "|---|---|---:|---:|---:|---:|---:|"]
+             "| scenario | server | req/s | p50 ms | p99 ms | objects/s | non-2xx |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['scenario']} | {row['server']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | "
                      f"{row['p99_ms']:.2f} | {row['objects_per_s']:.0f} | {row['errors']} |")

@@ -6,10 +6,11 @@
 The catalogue is ingested as `stellar run` ingests it (a synthetic source drawn with the workflow's seed, 42, so
 its seed-42 split is `make run`'s), and for each seed it goes through the pipeline's own stages (preprocess, split
 with 20% test and 10% validation, train with the same seed and at most 100 epochs, as `stellar run` does), and the
-Keras model and the NumPy baseline are measured on the test split: robust sigma (1.4826 MAD) and RMSE of Teff and log g (what the SED gates compare) and
-the share of test stars inside the predicted 68% interval. The test stars are measured twice: as they are, and
-with every band but Gaia's G, BP and RP removed (magnitudes, errors and the colours that use them), the photometry
-of most Gaia stars, whose 2MASS and WISE magnitudes are missing or saturated. A test split of a few dozen stars
+Keras model and the NumPy baseline are measured on the test split: robust sigma (1.4826 MAD) and RMSE of Teff and
+log g (what the SED gates compare) and the share of test stars inside the predicted 68% interval. The test stars
+are measured twice: as they are, and with every band but Gaia's G, BP and RP removed (magnitudes, errors and the
+colours that use them), the photometry of most Gaia stars, whose 2MASS and WISE magnitudes are missing or
+saturated. A test split of a few dozen stars
 scatters a robust sigma by ~10-20%, so the median over seeds says more than one split.
 """
 

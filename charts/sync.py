@@ -238,7 +238,8 @@ def values_schema(current: dict[str, Any], template: dict[str, Any]) -> dict[str
     spec = template["spec"]
     schema = json.loads(json.dumps(current))
     parameters = schema["properties"]["workflow"]["properties"]["parameters"]
-    parameters["properties"] = {p["name"]: {"$ref": "#/definitions/parameterValue"} for p in spec["arguments"]["parameters"]}
+    parameters["properties"] = {p["name"]: {"$ref": "#/definitions/parameterValue"}
+                                for p in spec["arguments"]["parameters"]}
     parameters["required"] = [p["name"] for p in spec["arguments"]["parameters"]]
     resources = schema["properties"]["resources"]
     names = [t["name"] for t in spec["templates"] if "container" in t]

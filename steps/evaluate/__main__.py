@@ -1,5 +1,5 @@
-"""`python -m steps.evaluate --split DIR [--split DIR ...] [--spectral DIR] [--lightcurve DIR] [--sed DIR] [--gates YAML_OR_PATH]
-[--production-metrics FILE | --registry URI] --out DIR`.
+"""`python -m steps.evaluate --split DIR [--split DIR ...] [--spectral DIR] [--lightcurve DIR] [--sed DIR]
+[--gates YAML_OR_PATH] [--production-metrics FILE | --registry URI] --out DIR`.
 
 Measures each given model, its null predictor and (for a Keras model) its NumPy baseline, trained here on the
 same split, on the split's test rows, compares with the production version measured again on those rows (its

@@ -327,10 +327,10 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
 
 
 def residual_axes(splits: dict[str, str | os.PathLike]) -> dict[str, list[Axis]]:
-    """Per model (and the split it was tested on), what its test rows' residuals are plotted against besides true Teff, in row order: their S/N (the
-    `snr` column of spectra and light curves); for photometry, its S/N, the median over the measured bands of
-    1.0857 / magnitude error (a flux's S/N), and the number of bands measured, since the SED model must hold up
-    with bands missing."""
+    """Per model (and the split it was tested on), what its test rows' residuals are plotted against besides true
+    Teff, in row order: their S/N (the `snr` column of spectra and light curves); for photometry, its S/N, the
+    median over the measured bands of 1.0857 / magnitude error (a flux's S/N), and the number of bands measured,
+    since the SED model must hold up with bands missing."""
     out: dict[str, list[Axis]] = {}
     for name, split_dir in splits.items():
         test = read_split(split_dir, MODALITY[name])[0]["test"]

@@ -3,8 +3,9 @@
 One ADQL query shape (`GaiaQuery.adql`) joins `gaiadr3.gaia_source` to the archive's best-neighbour tables and the
 survey catalogues they point to: `tmass_psc_xsc_best_neighbour` -> `tmass_psc_xsc_join` ->
 `gaiadr1.tmass_original_valid` (J, H, Ks with `ph_qual`; the archive's 2MASS copy has no `cc_flg`) and
-`allwise_best_neighbour` -> `gaiadr1.allwise_original_valid` (W1, W2 with `ph_qual` and `cc_flags`). Labels are GSP-Phot's Teff, log g and
-[M/H] (the `astrophysical_parameters` values that `gaia_source` repeats), null where GSP-Phot gave none.
+`allwise_best_neighbour` -> `gaiadr1.allwise_original_valid` (W1, W2 with `ph_qual` and `cc_flags`). Labels are
+GSP-Phot's Teff, log g and [M/H] (the `astrophysical_parameters` values that `gaia_source` repeats), null where
+GSP-Phot gave none.
 
 Incremental by pages: `random_index` is a random permutation of the catalogue's rows, so page k, the rows with
 random_index in [k * page_width, (k + 1) * page_width) that pass the selection, is a random sample of the sky, and

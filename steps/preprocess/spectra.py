@@ -14,9 +14,10 @@ Masked pixels end with flux 1 and ivar 0. `continuum_shape` keeps what normalisa
 mean usable flux (over blocks at least `SHAPE_MIN_COVERAGE` usable), less its mean over the blocks inside
 `SHAPE_REFERENCE` (all blocks where none is): the spectral energy distribution, which carries Teff, as relative
 dex, NaN where a block is not covered (and everywhere when less than `SHAPE_REFERENCE_COVERAGE` of the reference
-blocks are, since a partial zero point would shift the whole shape). `snr` is the median S/N per pixel: the median over the blocks of the mean
-flux * sqrt(ivar) of their usable pixels. Spectra with too few usable pixels are quarantined with the reason. The
-(1+z) change of flux density into the rest frame is left out: continuum normalisation removes any constant.
+blocks are, since a partial zero point would shift the whole shape). `snr` is the median S/N per pixel: the median
+over the blocks of the mean flux * sqrt(ivar) of their usable pixels. Spectra with too few usable pixels are
+quarantined with the reason. The (1+z) change of flux density into the rest frame is left out: continuum
+normalisation removes any constant.
 
 Step 2 is one sparse matrix per distinct rest-frame input grid (a wavelength array and a redshift): S[j, i] is the
 overlap in Angstrom of input pixel i with output pixel j, so with g the good-pixel indicator the resampled flux is
@@ -371,7 +372,8 @@ def _shape_reasons(columns: _ListColumns, redshifts: np.ndarray) -> list[str | N
     allow it); the pixel values are checked batch by batch."""
     lengths = np.column_stack([columns.lengths(name) for name in columns.NAMES])
     with np.errstate(invalid="ignore"):
-        fine = (lengths == lengths[:, :1]).all(axis=1) & (lengths[:, 0] >= 2) & np.isfinite(redshifts) & (redshifts > -1)
+        fine = ((lengths == lengths[:, :1]).all(axis=1) & (lengths[:, 0] >= 2) & np.isfinite(redshifts)
+                & (redshifts > -1))
     reasons: list[str | None] = [None] * lengths.shape[0]
     for row in np.flatnonzero(~fine).tolist():
         sizes, z = lengths[row].tolist(), float(redshifts[row])
