@@ -133,6 +133,15 @@ class PhotometryColumns:
     dereddened: np.ndarray
     too_poor: dict[int, str]
 
+    def flags(self) -> dict[str, np.ndarray]:
+        """The flag columns beside the numbers: `mask_<band>` (why a band is unusable, `MASK_BITS`),
+        `saturated_<band>` (1 where the band is saturated: the one reason that tells of the star, which is bright
+        in it) and `dereddened`, as uint8, for training tables and the API alike."""
+        return {**{f"mask_{band}": mask.astype(np.uint8) for band, mask in self.masks.items()},
+                **{f"saturated_{band}": ((mask & MASK_BITS["saturated"]) != 0).astype(np.uint8)
+                   for band, mask in self.masks.items()},
+                "dereddened": self.dereddened.astype(np.uint8)}
+
 
 def _plausible_parallax(parallax: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(parallax, error) with NaN for both where the parallax is below 0 by more than NEGATIVE_PARALLAX_SIGMA errors
@@ -216,10 +225,7 @@ def preprocess_photometry(raw: RawArtifact, deredden: bool = True,
     table = pa.table({
         "id": pa.array(kept_ids, pa.string()),
         **{name: pa.array(values[kept], pa.float64()) for name, values in numeric.items()},
-        **{f"mask_{band}": pa.array(made.masks[band][kept], pa.uint8()) for band in bands},
-        **{f"saturated_{band}": pa.array((made.masks[band][kept] & MASK_BITS["saturated"]) != 0, pa.uint8())
-           for band in bands},
-        "dereddened": pa.array(made.dereddened[kept].astype(np.uint8), pa.uint8()),
+        **{name: pa.array(values[kept], pa.uint8()) for name, values in made.flags().items()},
         **label_columns(kept_ids, raw.labels, STELLAR_LABELS_SCHEMA),
     })
     spec = {

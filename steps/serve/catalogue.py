@@ -39,8 +39,7 @@ def preprocessed(batch: Batch, model_inputs: InputSpec, model_spec: dict) -> Bat
     index in the request (a field a request leaves out is missing, NaN, as in the archives)."""
     made = photometry_columns(batch.arrays, select_bands(tuple(model_spec["bands"])),
                               bool(model_spec.get("dereddened", True)))
-    derived = {**made.numeric, **{f"mask_{band}": mask for band, mask in made.masks.items()},
-               "dereddened": made.dereddened}
+    derived = {**made.numeric, **made.flags()}
     kept = np.array([row for row in range(batch.n) if row not in made.too_poor], dtype=np.int64)
     arrays = {name: np.asarray(derived[name][kept], np.float64) for name in model_inputs.fields if name in derived}
     ids = [batch.ids[row] for row in kept] if batch.ids else None

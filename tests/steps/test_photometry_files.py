@@ -367,3 +367,30 @@ def test_a_star_read_again_with_other_values_is_quarantined_and_an_identical_rep
     assert [(row["id"], row["reason"], row["source"]) for row in ingested.quarantine.rows] == [
         ("s1", "repeats s1 of a.csv with other values (mag_G 12 there, 12.5 here): the first reading is kept",
          "a.csv")]
+
+
+@pytest.mark.needs_shared
+def test_the_api_makes_every_feature_of_a_catalogue_row_as_training_does(gaia_dir, tmp_path):
+    """The API computes an SED model's inputs from raw catalogue photometry (`steps.serve.catalogue.preprocessed`);
+    it left out `saturated_<band>`, which the ridge reads, so 159 of 171 Gaia benchmark stars (most saturated in
+    2MASS) got other answers from the API than from `stellar predict sed` (up to 189 K)."""
+    from steps.serve.catalogue import preprocessed
+    from steps.serve.payloads import Batch, FieldSpec, InputSpec
+
+    ingested = read_folder(gaia_dir / "benchmark_stars")
+    raw = ingested.data
+    with ArtifactWriter(tmp_path / "raw", stage="ingest.photometry") as writer:
+        writer.write_table(DATA_FILES["photometry"], raw)
+        writer.write_table(LABELS_FILE, ingested.labels)
+    features = preprocess_photometry(read_raw(tmp_path / "raw", "photometry"))
+    names = features.spec["features"]
+    arrays = {name: raw.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+              for name in raw.column_names if name not in ("id", "source")}
+    inputs = InputSpec("sed", [FieldSpec(name, None, False, -1e30, 1e30) for name in names], True, len(raw))
+    served = preprocessed(Batch(arrays, len(raw), raw.column("id").to_pylist()), inputs, features.spec)
+    assert served.ids == features.table.column("id").to_pylist() and set(served.arrays) == set(names)
+    assert any(name.startswith("saturated_") for name in names)
+    assert features.table.column("saturated_J").to_numpy().sum() > 100   # the benchmark stars are bright
+    for name in names:
+        np.testing.assert_array_equal(served.arrays[name], features.table.column(name).to_numpy(
+            zero_copy_only=False).astype(np.float64), err_msg=name)
