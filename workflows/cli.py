@@ -20,7 +20,6 @@ from typing import Any
 from steps.core.names import DEFAULT_HOME, MODALITIES
 
 
-
 def home_dir(value: str | None) -> Path:
     """`--home`, else `STELLAR_HOME`, else `.stellar` in the current directory."""
     return Path(value or os.environ.get("STELLAR_HOME") or DEFAULT_HOME).expanduser().resolve()
@@ -288,22 +287,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _unwritable_folder(folder: Path) -> str | None:
-    """Why an artifact could not be written to `folder` (checked before any work), or None: it or a folder above it
-    is a file, or the folder it goes in cannot be made or takes no new entries (/proc, a read-only mount)."""
+    """Why an artifact could not be written to `folder` (checked before any work, making nothing), or None: it or a
+    folder above it is a file, or the nearest folder above it that exists takes no new entries (/proc, a read-only
+    mount)."""
     if folder.exists() and not folder.is_dir():
         return "is a file, not a folder"
     blocking = next((parent for parent in reversed(folder.parents) if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         return f"{blocking} is a file, not a folder"
+    existing = next(parent for parent in folder.absolute().parents if parent.exists())  # nothing made before a refusal
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return f"cannot create {folder.parent}: {error.strerror or error}"
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.probe-"))
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=f".{folder.name}.probe-"))
     except OSError as error:  # a folder that takes no new entries (/proc) answers ENOENT: it is there, though
         reason = "it takes no new entries" if error.errno == errno.ENOENT else error.strerror or error
-        return f"cannot write in {folder.parent}: {reason}"
+        return f"cannot write in {existing}: {reason}"
     return None
 
 

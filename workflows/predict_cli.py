@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steps.core.names import DEFAULT_HOME, MODALITY
+from steps.core.names import DEFAULT_HOME, FEATURES_FILE, MODALITY, SPEC_FILE
 
 OBJECTS = {"spectral": "spectra", "lightcurve": "light curves", "sed": "photometry rows"}
 
@@ -283,7 +283,7 @@ def read_features(modality: str, source: Path, spec: dict[str, Any]):
     """(feature table, {quarantined id: reason}, every object id in input order) for the input `source`; the
     reasons include those of records set aside when the input was read (an unreadable file, a duplicate object)."""
     from steps.core.artifacts import read_manifest, read_parquet
-    from steps.preprocess.common import FEATURES_FILE, SPEC_FILE, read_raw
+    from steps.preprocess.common import read_raw
 
     if not source.exists():
         raise PredictError(f"--input {source}: no such file or folder")

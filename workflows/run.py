@@ -217,6 +217,10 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
         console.print(f"interrupted; run the same command again to resume (logs in {executor.run_dir / 'logs'})")
         return 130
     console.print(task_table(result.tasks.values(), title=f"run {result.run_id}"))
+    set_aside = quarantine_lines(result, executor.cache.store)
+    if set_aside:  # a failed run's too: what its finished tasks set aside may be why
+        print("\nSet aside (quarantined: the task's quarantine.parquet says why, each row)")
+        print("\n".join(set_aside))
     if not result.succeeded:
         _report_failure(result, console)
         return 1
@@ -341,10 +345,6 @@ def _report_promotion(result: RunResult, cache: ArtifactCache, console: Console)
                           highlight=False)
             return 1
         record = json.loads((target / "deployment.json").read_text())
-    set_aside = quarantine_lines(result, cache.store)
-    if set_aside:
-        print("\nSet aside (quarantined: the task's quarantine.parquet says why, each row)")
-        print("\n".join(set_aside))
     models = record["models"]
     if deploy.status == CACHED:  # the deploy record of the run that made it: this run promoted nothing
         made_by = deploy.message.removeprefix(CACHED_FROM)

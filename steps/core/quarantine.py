@@ -56,8 +56,8 @@ class Quarantine:
         return pa.Table.from_pylist(self.rows, schema=schema)
 
     def summary(self) -> str:
-        """'3 quarantined', and the label rows apart where there are any ('0 quarantined, 512 label rows naming no
-        file set aside'): a part of a library read with the whole library's labels.csv is not 512 bad objects."""
+        """'3 quarantined', and the label rows apart where there are any ('0 quarantined, 511 label rows set
+        aside'): a part of a library read with the whole library's labels.csv is not 511 bad objects."""
         objects = len(self.object_rows)
         labels = len(self.rows) - objects
         return f"{objects} quarantined" + (f", {labels} label row{'s' if labels != 1 else ''} set aside" if labels

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from steps.ingest.schemas import PHOTOMETRIC_BANDS
@@ -69,10 +70,18 @@ def band_of(column: str, bands: list[str]) -> list[str]:
 GAIA_BANDS = tuple(name for name, band in BANDS.items() if band.survey == "gaia")
 
 
+MISSING_BAND = 1  # preprocessing's mask bit of a band with no measurement (`photometry.MASK_BITS["missing"]`)
+
+
 def gaia_bands_only(table: pa.Table, bands: list[str]) -> pa.Table:
-    """The feature table with every column that uses a non-Gaia band (magnitude, error, colour) set to null: the
-    photometry of most Gaia stars, whose 2MASS and WISE magnitudes are missing or saturated."""
+    """The feature table as if the stars had no non-Gaia band: every column that uses one (magnitude, error, colour)
+    null, its mask "missing" and its saturation flag 0, the photometry of most Gaia stars, whose 2MASS and WISE
+    magnitudes are missing or saturated. (A flag left as measured told a model that a star was bright in 2MASS.)"""
     for index, name in enumerate(table.column_names):
-        if any(band not in GAIA_BANDS for band in band_of(name, bands)):
+        head, _, band = name.partition("_")
+        if head in ("mask", "saturated") and band in bands and band not in GAIA_BANDS:
+            value = MISSING_BAND if head == "mask" else 0
+            table = table.set_column(index, name, pa.array(np.full(table.num_rows, value, np.uint8)))
+        elif any(band not in GAIA_BANDS for band in band_of(name, bands)):
             table = table.set_column(index, name, pa.nulls(table.num_rows, pa.float64()))
     return table

@@ -441,7 +441,7 @@ def read_table(path: Path, kind: str) -> Table:
             # NASA archives' CSV files start with '#' comment lines, which astropy's CSV reader takes for data
             options = {"votable": {"use_names_over_ids": True}, "ascii.csv": {"comment": "#"}}.get(kind, {})
             table = Table.read(path, format=kind, **options)
-            if kind.startswith("ascii"):
+            if kind.startswith("ascii") and kind != "ascii.ecsv":  # an ECSV declares its types; converters are ignored
                 table = _ids_as_written(table, path, kind, options)
             return table
     except NotPhotometry:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tempfile
 import time
 import urllib.error
@@ -73,7 +72,7 @@ class SdssSettings(BaseSettings):
             problems = []
             for problem in error.errors():
                 variable = f"STELLAR_SDSS_{problem['loc'][0]}".upper()
-                problems.append(f"{variable}={os.environ.get(variable)!r}: {problem['msg']}")
+                problems.append(f"{variable}={problem['input']!r}: {problem['msg']}")
             raise ValueError("; ".join(problems)) from None
 
 

@@ -256,7 +256,7 @@ def gunzipped(data: bytes, limit: int = MAX_SPECTRUM_FILE_BYTES) -> bytes:
         except zlib.error as error:
             raise UnusableSpectrum(f"truncated or corrupt gzip stream: {error}") from None
         if len(out) > limit:
-            raise UnusableSpectrum(f"more than {limit // 2**20} MiB once decompressed: not one spectrum's file")
+            raise UnusableSpectrum(f"more than {limit / 2**20:g} MiB once decompressed: not one spectrum's file")
         if not stream.eof:
             raise UnusableSpectrum("truncated or corrupt gzip stream: Compressed file ended before the end-of-stream "
                                    "marker was reached")
@@ -453,9 +453,9 @@ def _check(spectrum: Spectrum) -> None:
         raise UnusableSpectrum("wavelengths are not finite and strictly increasing")
     low, high = spectrum.loglam[0], spectrum.loglam[-1]
     if low < np.log10(WAVELENGTH_LIMITS[0]) or high > np.log10(WAVELENGTH_LIMITS[1]):
+        hint = "; Angstroms where their log10 belongs?" if low > np.log10(WAVELENGTH_LIMITS[1]) else ""
         raise UnusableSpectrum(f"log10 wavelengths {low:.4g}-{high:.4g} are not those of a star's spectrum "
-                               f"({WAVELENGTH_LIMITS[0]:g}-{WAVELENGTH_LIMITS[1]:g} A; Angstroms where log10 of "
-                               "them belongs?)")
+                               f"({WAVELENGTH_LIMITS[0]:g}-{WAVELENGTH_LIMITS[1]:g} A{hint})")
     if spectrum.source != "sdss":
         spectrum.and_mask = np.where(spectrum.ivar == 0, spectrum.and_mask | NODATA, spectrum.and_mask)
 

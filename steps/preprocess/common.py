@@ -14,11 +14,10 @@ import numpy as np
 import pyarrow as pa
 
 from steps.core.artifacts import ArtifactWriter, read_manifest, read_parquet
+from steps.core.names import FEATURES_FILE, SPEC_FILE
 from steps.core.quarantine import QUARANTINE_TABLE, Quarantine
 from steps.ingest.schemas import DATA_FILES, DATA_SCHEMAS, LABEL_SCHEMAS, LABELS_FILE
 
-FEATURES_FILE = "features.parquet"
-SPEC_FILE = "spec.json"
 
 
 class RawInputError(ValueError):

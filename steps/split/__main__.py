@@ -19,9 +19,8 @@ import pyarrow as pa
 
 from steps.core.artifacts import ArtifactWriter, read_manifest, read_parquet
 from steps.core.logs import get_logger
-from steps.core.names import MODALITIES
+from steps.core.names import FEATURES_FILE, MODALITIES, SPEC_FILE
 from steps.core.space import exit_status
-from steps.preprocess.common import FEATURES_FILE, SPEC_FILE
 from steps.split.assign import SPLITS, assign
 
 log = get_logger("split")

@@ -260,6 +260,7 @@ def test_sed_baseline_estimate_does_not_move_with_the_photometric_errors(split):
         worse = worse.set_column(worse.column_names.index(column), column, pc.multiply(test[column], 10.0))
     np.testing.assert_array_equal(model.predict_table(worse)["teff"], model.predict_table(test)["teff"])
 
+
 def _without_band(table: pa.Table, band: str, bands: list[str], codes: list[int]) -> pa.Table:
     """`table` with `band` unusable in every row, as preprocessing leaves it: NaN in every column of the band, and
     the reason, `codes[i]` for row i, in `mask_<band>`."""
@@ -505,3 +506,15 @@ def test_an_object_is_told_apart_by_its_id_and_its_labels():
     table = pa.table({"id": ["a", "a", "b"], "teff": [5000.0, 5123.456789, 5000.0], "logg": [4.5, 4.5, None]})
     assert object_keys(table) == ["a|5000|4.5", "a|5123.46|4.5", "b|5000|None"]
     assert object_keys(pa.table({"id": ["x"], "class": ["RRab"]})) == ["x|RRab"]
+
+
+def test_gaia_bands_only_leaves_no_sign_of_the_other_bands():
+    """A star with Gaia's bands alone has no 2MASS or WISE measurement: its other masks say "missing" and its
+    saturation flags 0 (left as measured, they told the ridge that a benchmark star was bright in 2MASS)."""
+    bands = ["G", "BP", "J"]
+    table = pa.table({"mag_G": [10.0], "mag_J": [3.0], "c_G_J": [7.0], "mask_G": pa.array([0], pa.uint8()),
+                      "mask_J": pa.array([4], pa.uint8()), "saturated_G": pa.array([0], pa.uint8()),
+                      "saturated_J": pa.array([1], pa.uint8()), "parallax": [5.0]})
+    assert gaia_bands_only(table, bands).to_pylist() == [{
+        "mag_G": 10.0, "mag_J": None, "c_G_J": None, "mask_G": 0, "mask_J": 1, "saturated_G": 0, "saturated_J": 0,
+        "parallax": 5.0}]

@@ -25,7 +25,8 @@ from steps.ingest.schemas import DATA_FILES, LABELS_FILE, PHOTOMETRIC_BANDS, PHO
 from steps.ingest.sources import IngestRequest
 from steps.ingest.synthetic import photometry as synthetic_photometry
 from steps.preprocess.__main__ import main as preprocess_main
-from steps.preprocess.common import FEATURES_FILE, SPEC_FILE, read_raw
+from steps.core.names import FEATURES_FILE, SPEC_FILE
+from steps.preprocess.common import read_raw
 from steps.preprocess.photometry import MASK_BITS, gaia_saturation_corrected, preprocess_photometry
 
 BENCHMARK_FILE = "gbs_v3_tmass_gaiadr3_hip_allwise_all_lite.fits"

@@ -18,7 +18,8 @@ from steps.ingest.bands import BANDS
 from steps.ingest.schemas import DATA_FILES, DATA_SCHEMAS, LABELS_FILE, SDSS_PIXEL_BITS
 from steps.ingest.synthetic import lightcurves, photometry, spectra
 from steps.preprocess.__main__ import main
-from steps.preprocess.common import FEATURES_FILE, SPEC_FILE, publish, read_raw
+from steps.core.names import FEATURES_FILE, SPEC_FILE
+from steps.preprocess.common import publish, read_raw
 from steps.preprocess.lightcurves import detrend, fourier_ratios, preprocess_lightcurves, robust_sigma
 from steps.preprocess.photometry import MASK_BITS, preprocess_photometry
 from steps.preprocess.spectra import output_grid, preprocess_spectra, resample

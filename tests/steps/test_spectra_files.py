@@ -30,7 +30,8 @@ from steps.ingest.schemas import DATA_FILES, LABELS_FILE, SDSS_PIXEL_BITS, SPECT
 from steps.ingest.sources import IngestRequest
 from steps.ingest.spectra_files import (
     air_to_vacuum, der_snr_ivar, header_wavelengths, overflowed_teff, read_folder, read_spectra_folder, read_spectrum)
-from steps.preprocess.common import FEATURES_FILE, RawArtifact
+from steps.core.names import FEATURES_FILE
+from steps.preprocess.common import RawArtifact
 from steps.preprocess.spectra import (
     ResamplingOperator, masked_row_median, output_grid, pixel_extents, preprocess_spectra, resample)
 
@@ -223,7 +224,7 @@ def test_a_copy_with_a_wrong_wavelength_column_does_not_replace_the_file(tmp_pat
     assert list(rows(ingested)) == ["spec-0618-52049-0372"]
     assert ingested.data.column("loglam")[0].as_py()[0] == pytest.approx(3.5812, abs=1e-3)
     assert reasons(ingested) == {"bad-linlam": "bad-linlam.fits: log10 wavelengths 3812-9215 are not those "
-                                 "of a star's spectrum (900-60000 A; Angstroms where log10 of them belongs?)"}
+                                 "of a star's spectrum (900-60000 A; Angstroms where their log10 belongs?)"}
 
 
 @pytest.mark.needs_shared
