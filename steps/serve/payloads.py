@@ -408,12 +408,13 @@ class InputSpec:
 
 
 def _json_with_non_finite_numbers(body: bytes, error: orjson.JSONDecodeError) -> Any:
-    """A body orjson refused for its NaN or infinities, read by Python's parser, which takes them; anything else it
+    """A body orjson refused for its NaN or infinities (a number beyond a double, 1e400, included), read by Python's
+    parser, which takes them, so that the field is named; anything else it
     refused stays refused with orjson's error: text that is not UTF-8 (or starts with a byte-order mark), integers
     beyond 64 bits (Python's parser reads any), strings orjson cannot write back (lone surrogates). Only bodies orjson
     refuses come here, so valid JSON keeps orjson's speed."""
     refused = InvalidInput(f"body: not valid JSON ({error})")
-    if b"NaN" not in body and b"Infinity" not in body:
+    if b"NaN" not in body and b"Infinity" not in body and "infinity" not in str(error):  # 1e400 is infinity too
         raise refused
     try:
         document = json.loads(body.decode("utf-8"), parse_int=_int64)
