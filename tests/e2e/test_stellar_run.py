@@ -235,8 +235,8 @@ def test_interrupted_run_stops_its_tasks_records_them_and_says_how_to_resume(tmp
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: [signal.signal(number, signal.SIG_DFL) for number in (signal.SIGINT, signal.SIGHUP)])
     logs = home / "runs"
-    deadline = time.time() + 120  # a stage process running, so that the signal stops one
-    while time.time() < deadline and not _processes_naming(str(logs)):
+    deadline = time.time() + 120  # a preprocessing stage running (seconds long: an ingest may end before the signal)
+    while time.time() < deadline and not any("steps.preprocess" in command for command in _processes_naming(str(logs))):
         time.sleep(0.02)
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
