@@ -288,6 +288,8 @@ def _json_label(value: object, curve_id: str, where: str) -> str | None:
 
 def read_stripe82_star(text: str, star: str, origin: str) -> Curve:
     """One star's file of table 1: per epoch RA, Dec, then (MJD, mag, error) for u, g, r, i, z."""
+    if not text.strip():  # NumPy reads it as one empty column, with a warning on stderr
+        raise UnreadableFile("an empty epoch table: no epoch of the star")
     try:
         table = np.loadtxt(io.StringIO(text), ndmin=2)
     except ValueError as error:  # NumPy's advice on `usecols` is for its caller, not for the file's owner

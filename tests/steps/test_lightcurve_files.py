@@ -116,6 +116,8 @@ def test_a_stripe82_star_file_without_usable_magnitudes_or_cut_mid_line_says_so(
         read_stripe82_star("\n".join([good] * 4 + [good[:40]]), "1", "1.dat")
     assert str(error.value).startswith("unreadable Stripe 82 epoch table: the number of columns changed from 17 to")
     assert "usecols" not in str(error.value)
+    with pytest.raises(UnreadableFile, match="^an empty epoch table: no epoch of the star$"):  # was '1 columns'
+        read_stripe82_star("\n", "1", "1.dat")
 
 
 def test_every_real_curve_is_preprocessed_or_quarantined_with_a_reason(kepler_json):
