@@ -245,9 +245,10 @@ def values_schema(current: dict[str, Any], template: dict[str, Any]) -> dict[str
     names = [t["name"] for t in spec["templates"] if "container" in t]
     resources["properties"] = {name: {"$ref": "#/definitions/resources"} for name in names}
     resources["required"] = names
+    schema["definitions"]["cronSchedule"] = {"type": "string", "pattern": cron_pattern()}  # once: 3,188 characters
     cron = schema["properties"]["cron"]["properties"]
     for schedules in (cron["schedules"], schema["properties"]["prune"]["properties"]["schedules"]):
-        schedules["items"] = {"type": "string", "pattern": cron_pattern()}
+        schedules["items"] = {"$ref": "#/definitions/cronSchedule"}
     cron["timezone"] = {"enum": time_zones()}
     return schema
 

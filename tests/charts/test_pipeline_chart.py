@@ -170,8 +170,10 @@ def test_the_chart_takes_the_schedules_stellar_render_takes(schedule):
 
     from workflows.validate import parse_cron
 
-    pattern = json.loads((PIPELINE_CHART / "values.schema.json").read_text())[
-        "properties"]["cron"]["properties"]["schedules"]["items"]["pattern"]
+    schema = json.loads((PIPELINE_CHART / "values.schema.json").read_text())
+    for schedules in (schema["properties"]["cron"], schema["properties"]["prune"]):  # both point at one pattern
+        assert schedules["properties"]["schedules"]["items"] == {"$ref": "#/definitions/cronSchedule"}
+    pattern = schema["definitions"]["cronSchedule"]["pattern"]
     try:
         parse_cron(schedule)
         accepted = True
