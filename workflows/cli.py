@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    """`stellar render`: the WorkflowTemplate and CronWorkflows as YAML files, for `kubectl apply` or the chart."""
     from workflows.render import RenderOptions, write_rendered
 
     options = RenderOptions(parameters=parse_assignments(args.parameter))
@@ -254,6 +255,7 @@ def check_parameters(parameters: dict[str, str]) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`stellar run`: the whole DAG on this machine; inputs checked here first, each refusal one line (exit 2)."""
     from workflows.run import run_pipeline
 
     parameters = parse_assignments(args.parameter)
@@ -305,6 +307,7 @@ def _unwritable_folder(folder: Path) -> str | None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    """`stellar ingest`: one modality from a source or folder into a raw artifact, as the pipeline's stage does."""
     from steps.core.space import exit_status
     from steps.ingest import sources
     from steps.ingest.__main__ import main as ingest
@@ -340,73 +343,13 @@ def _registry(args: argparse.Namespace):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from steps.core.registry import PRODUCTION, NothingToRollBack, RegistryError
+    """`stellar models list|show|register|promote|rollback|prune`: one handler each; registry errors are one line."""
+    from steps.core.registry import NothingToRollBack, RegistryError
 
     if args.models_command == "prune":
         return args.handler(args)
     try:
-        registry = _registry(args)
-        if args.models_command == "list":
-            summary = registry.summary()
-            if args.json:
-                print(json.dumps(summary, indent=2))
-            elif not summary:
-                root = getattr(registry.store, "root", None)  # a folder (not S3): say when it is not there at all
-                missing = root is not None and not root.is_dir()
-                flag = "--registry" if args.registry else "--home"
-                print(f"no models in {registry.store.uri}"
-                      + (f" (no such folder: is {flag} right?)" if missing else ""))
-            else:
-                for model in summary:
-                    aliases = ", ".join(f"{alias}={version}" for alias, version in sorted(model["aliases"].items()))
-                    print(f"{model['name']}: versions {', '.join(model['versions'])}; {aliases or 'no aliases'}")
-        elif args.models_command == "show":
-            name, at, ref = args.ref.partition("@")
-            if at and not ref:
-                raise ValueError(f"{args.ref!r}: nothing after '@' (give NAME, NAME@VERSION or NAME@ALIAS)")
-            if not ref and registry.alias_unset(name, PRODUCTION):
-                versions = ", ".join(record.version for record in registry.versions(name))
-                print(f"stellar models: {name} has no production version (never promoted, or rolled back to none); "
-                      f"its versions: {versions}: stellar models show {name}@VERSION (or @candidate)",
-                      file=sys.stderr)
-                return 1
-            record = registry.latest(name, ref or PRODUCTION)
-            print(json.dumps({**record.model_dump(mode="json"), "report": registry.report_location(record)},
-                             indent=2))
-        elif args.models_command == "register":
-            record = _register_by_hand(registry, args.name, args.model_dir)
-            if record.verdict and not record.verdict.get("passed", True):
-                print(f"{args.name}: {args.model_dir} is version {record.version}, which its evaluation's quality "
-                      f"gates refused; serve it all the same with: stellar models promote {args.name} "
-                      f"{record.version} --force")
-            else:
-                print(f"{args.name}: {args.model_dir} is version {record.version}; serve it with: stellar models "
-                      f"promote {args.name} {record.version}")
-        elif args.models_command == "promote":
-            record = registry.latest(args.name, args.version)
-            refused = bool(record.verdict) and not record.verdict.get("passed", True)
-            current = registry.aliases(args.name).get(PRODUCTION)
-            if refused and not args.force and current != record.version:
-                reasons = [reason for reason in record.verdict.get("reasons", []) if reason.startswith("FAIL")]
-                print(f"stellar models: the quality gates refused {args.name} version {record.version} when last "
-                      f"evaluated; production does not move:", file=sys.stderr)
-                for reason in reasons:
-                    print(f"  {reason}", file=sys.stderr)
-                print(f"promote it anyway with: stellar models promote {args.name} {record.version} --force",
-                      file=sys.stderr)
-                return 1
-            previous = registry.set_alias(args.name, PRODUCTION, record.version)
-            if previous == record.version:
-                print(f"{args.name}: version {record.version} is already production")
-            else:
-                print(f"{args.name}: production {previous or '(none)'} -> {record.version}")
-            if refused:
-                print(f"note: the quality gates refused version {record.version} when last evaluated "
-                      f"(stellar models show {args.name}@{record.version})")
-        elif args.models_command == "rollback":
-            version = registry.rollback(args.name)
-            print(f"{args.name}: production rolled back to " + (version or f"(none): no version of {args.name} is "
-                                                                          "served until one is promoted"))
+        return MODELS_COMMANDS[args.models_command](_registry(args), args)
     except NothingToRollBack as error:  # a sound request the registry's state refuses
         print(f"stellar models: {error}", file=sys.stderr)
         return 1
@@ -419,7 +362,91 @@ def cmd_models(args: argparse.Namespace) -> int:
         where = error.filename or args.registry or home_dir(args.home) / "registry"
         print(f"stellar models: {where}: {error.strerror or error}", file=sys.stderr)
         return 2
+
+
+def _models_list(registry, args: argparse.Namespace) -> int:
+    """Every model, its versions and aliases (`--json`: the registry's summary)."""
+    summary = registry.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not summary:
+        root = getattr(registry.store, "root", None)  # a folder (not S3): say when it is not there at all
+        missing = root is not None and not root.is_dir()
+        flag = "--registry" if args.registry else "--home"
+        print(f"no models in {registry.store.uri}" + (f" (no such folder: is {flag} right?)" if missing else ""))
+    else:
+        for model in summary:
+            aliases = ", ".join(f"{alias}={version}" for alias, version in sorted(model["aliases"].items()))
+            print(f"{model['name']}: versions {', '.join(model['versions'])}; {aliases or 'no aliases'}")
     return 0
+
+
+def _models_show(registry, args: argparse.Namespace) -> int:
+    """One version's record (NAME: production; NAME@VERSION or NAME@ALIAS), with where its report is."""
+    from steps.core.registry import PRODUCTION
+
+    name, at, ref = args.ref.partition("@")
+    if at and not ref:
+        raise ValueError(f"{args.ref!r}: nothing after '@' (give NAME, NAME@VERSION or NAME@ALIAS)")
+    if not ref and registry.alias_unset(name, PRODUCTION):
+        versions = ", ".join(record.version for record in registry.versions(name))
+        print(f"stellar models: {name} has no production version (never promoted, or rolled back to none); "
+              f"its versions: {versions}: stellar models show {name}@VERSION (or @candidate)", file=sys.stderr)
+        return 1
+    record = registry.latest(name, ref or PRODUCTION)
+    print(json.dumps({**record.model_dump(mode="json"), "report": registry.report_location(record)}, indent=2))
+    return 0
+
+
+def _models_register(registry, args: argparse.Namespace) -> int:
+    """A model trained by hand (`stellar train-*`) as a new version, with its evaluation; no alias moves."""
+    record = _register_by_hand(registry, args.name, args.model_dir)
+    if record.verdict and not record.verdict.get("passed", True):
+        print(f"{args.name}: {args.model_dir} is version {record.version}, which its evaluation's quality gates "
+              f"refused; serve it all the same with: stellar models promote {args.name} {record.version} --force")
+    else:
+        print(f"{args.name}: {args.model_dir} is version {record.version}; serve it with: stellar models promote "
+              f"{args.name} {record.version}")
+    return 0
+
+
+def _models_promote(registry, args: argparse.Namespace) -> int:
+    """Point production at a version; one the gates refused only with --force (exit 1 and the reasons without)."""
+    from steps.core.registry import PRODUCTION
+
+    record = registry.latest(args.name, args.version)
+    refused = bool(record.verdict) and not record.verdict.get("passed", True)
+    current = registry.aliases(args.name).get(PRODUCTION)
+    if refused and not args.force and current != record.version:
+        reasons = [reason for reason in record.verdict.get("reasons", []) if reason.startswith("FAIL")]
+        print(f"stellar models: the quality gates refused {args.name} version {record.version} when last "
+              f"evaluated; production does not move:", file=sys.stderr)
+        for reason in reasons:
+            print(f"  {reason}", file=sys.stderr)
+        print(f"promote it anyway with: stellar models promote {args.name} {record.version} --force",
+              file=sys.stderr)
+        return 1
+    previous = registry.set_alias(args.name, PRODUCTION, record.version)
+    if previous == record.version:
+        print(f"{args.name}: version {record.version} is already production")
+    else:
+        print(f"{args.name}: production {previous or '(none)'} -> {record.version}")
+    if refused:
+        print(f"note: the quality gates refused version {record.version} when last evaluated "
+              f"(stellar models show {args.name}@{record.version})")
+    return 0
+
+
+def _models_rollback(registry, args: argparse.Namespace) -> int:
+    """Production back to the version before it (or to none)."""
+    version = registry.rollback(args.name)
+    print(f"{args.name}: production rolled back to " + (version or f"(none): no version of {args.name} is served "
+                                                                  "until one is promoted"))
+    return 0
+
+
+MODELS_COMMANDS = {"list": _models_list, "show": _models_show, "register": _models_register,
+                   "promote": _models_promote, "rollback": _models_rollback}
 
 
 def _register_by_hand(registry, name: str, model_dir: Path):
@@ -452,6 +479,7 @@ def _register_by_hand(registry, name: str, model_dir: Path):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`stellar serve`: the prediction API on the registry's production versions (uvicorn)."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
