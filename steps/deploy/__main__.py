@@ -47,6 +47,7 @@ def serving_record(registry: ModelRegistry, promotion: dict[str, dict[str, Any]]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The deploy stage's arguments (the module docstring says what each does)."""
     parser = argparse.ArgumentParser(prog="python -m steps.deploy", description=__doc__.splitlines()[0])
     parser.add_argument("--promotion", type=Path, required=True, help="output of the promote stage")
     parser.add_argument("--registry", required=True, help="model registry URI (directory or s3://bucket/prefix)")
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The deploy stage: record what is served and, with `--target helm`, roll the API out; the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     promotion_file = args.promotion / "promotion.json"

@@ -82,6 +82,7 @@ def _non_negative(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ingest stage's command line (the module docstring); 2 for bad input, 1 for an archive out of reach."""
     parser = argparse.ArgumentParser(prog="python -m steps.ingest", description=__doc__.splitlines()[0])
     parser.add_argument("modality", choices=MODALITIES)
     parser.add_argument("--source", required=True,

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The preprocess stage's command line (the module docstring); 2 for bad input."""
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:

@@ -79,6 +79,7 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The promote stage's command line (the module docstring); the exit status."""
     parser = argparse.ArgumentParser(prog="python -m steps.promote", description=__doc__)
     parser.add_argument("--evaluation", type=Path, required=True, help="output of the evaluate stage")
     for name in MODEL_NAMES:

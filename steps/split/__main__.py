@@ -83,6 +83,7 @@ def _fraction(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The split stage's command line (the module docstring); 2 for bad input."""
     parser = argparse.ArgumentParser(prog="python -m steps.split", description=__doc__.splitlines()[0])
     for modality in MODALITIES:
         parser.add_argument(f"--{modality}", type=Path, help=f"preprocess output for {modality}")
