@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
@@ -185,7 +186,7 @@ class ArtifactWriter:
     def write_json(self, name: str, obj: Any) -> Path:
         """Write JSON with sorted keys, so equal objects give equal bytes."""
         target = self.path(name)
-        target.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        target.write_text(json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
         return target
 
     def count(self, name: str, value: int) -> None:
@@ -206,10 +207,11 @@ class ArtifactWriter:
         os.replace(self._tmp, self.out_dir)
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
+def json_default(value: Any) -> Any:
+    """What `json.dumps` writes for a NumPy scalar (its Python value), a NumPy array (a list) and a path (its text)."""
+    if isinstance(value, np.generic):
         return value.item()
-    if hasattr(value, "tolist"):
+    if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)

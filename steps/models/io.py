@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from steps.core.artifacts import json_default
+
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.npz"
@@ -80,17 +82,7 @@ def object_keys(table) -> list[str]:
 
 def dumps(obj: Any) -> str:
     """JSON with sorted keys and a trailing newline: equal objects give equal bytes."""
-    return json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n"
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    return json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n"
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -22,3 +22,18 @@ def test_read_parquet_names_the_file_and_what_is_wrong(tmp_path):
         read_parquet(path, "a test table", ["id"])
     with pytest.raises(ValueError, match="not a readable Parquet file"):
         read_parquet(path, "a test table")
+
+
+def test_an_artifact_json_takes_numpy_values_and_paths(tmp_path):
+    """The writer's own JSON fallback called `.item()` on any array: one of three values could not be written."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from steps.core.artifacts import ArtifactWriter
+
+    with ArtifactWriter(tmp_path / "a", stage="test") as writer:
+        writer.write_json("values.json", {"array": np.arange(3), "scalar": np.float32(0.5), "path": Path("/x")})
+    assert json.loads((tmp_path / "a" / "values.json").read_text()) == {"array": [0, 1, 2], "scalar": 0.5,
+                                                                         "path": "/x"}
