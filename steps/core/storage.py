@@ -368,28 +368,23 @@ class S3Store(ObjectStore):
                 raise PreconditionFailed(f"{self.uri}/{key}: {code}") from error
             raise
 
-    def list(self, prefix: str) -> list[str]:
-        full = self._key(prefix)
+    def _objects(self, prefix: str) -> Iterator[tuple[str, dict]]:
+        """(key relative to the store, the listing's entry: Size, ETag, ...) of every object under `prefix`."""
         paginator = self.client.get_paginator("list_objects_v2")
-        keys = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
             for item in page.get("Contents", []):
-                keys.append(item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"])
-        return sorted(keys)
+                yield (item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]), item
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(key for key, _ in self._objects(prefix))
 
     def sizes(self, prefix: str) -> dict[str, int]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        return {item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]: item["Size"]
-                for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix))
-                for item in page.get("Contents", [])}
+        return {key: item["Size"] for key, item in self._objects(prefix)}
 
     def listing_fingerprint(self, prefix: str) -> str | None:
-        base = self._key(prefix.rstrip("/") + "/")
-        paginator = self.client.get_paginator("list_objects_v2")
-        entries = [(item["Key"][len(base):], item["Size"], item["ETag"].strip('"'))
-                   for page in paginator.paginate(Bucket=self.bucket, Prefix=base)
-                   for item in page.get("Contents", [])]
-        return listing_hash(entries)
+        base = prefix.rstrip("/") + "/"
+        return listing_hash([(key[len(base):], item["Size"], item["ETag"].strip('"'))
+                             for key, item in self._objects(base)])
 
     def delete_tree(self, prefix: str) -> None:
         for key in self.list(prefix.rstrip("/") + "/"):
