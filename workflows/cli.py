@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from steps.core.arguments import fraction
 from steps.core.names import DEFAULT_HOME, MODALITIES
 
 
@@ -172,19 +173,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fraction(closed: bool):
-    """An argparse-style type: a number within (0, 1), or [0, 1] when `closed`."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (0.0 <= value <= 1.0 if closed else 0.0 < value < 1.0):
-            raise argparse.ArgumentTypeError(f"{value:g}: must be within {'[0, 1]' if closed else '(0, 1)'}")
-        return value
-    return parse
-
-
 def _choice(*choices: str):
     def parse(text: str) -> str:
         if text not in choices:
@@ -220,8 +208,8 @@ def check_parameters(parameters: dict[str, str]) -> str | None:
     checks = {"samples": at_least(0, "objects"), "seed": seed_number, "epochs": at_least(1, "epoch"),
               "spectrum-length": at_least(MIN_LENGTH["spectral"], "pixel", MAX_LENGTH["spectral"]),
               "view-length": at_least(MIN_LENGTH["lightcurve"], "bin", MAX_LENGTH["lightcurve"]),
-              "deploy-timeout": at_least(1, "second"), "test-fraction": _fraction(closed=False),
-              "val-fraction": _fraction(closed=False), "max-bad-fraction": _fraction(closed=True),
+              "deploy-timeout": at_least(1, "second"), "test-fraction": fraction(closed=False),
+              "val-fraction": fraction(closed=False), "max-bad-fraction": fraction(closed=True),
               "trainer": _choice(*TRAINER_CHOICES), "deploy-target": _choice("helm", "local")}
     values = {}
     for name, check in checks.items():

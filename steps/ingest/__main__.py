@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from steps.core.arguments import fraction
 from steps.core.artifacts import ArtifactWriter
 from steps.core.logs import get_logger
 from steps.core.names import MODALITIES
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None,
                         help="raw-archive cache (directory or s3:// URI) for archive connectors; "
                              "the synthetic source reads none")
-    parser.add_argument("--max-bad-fraction", type=float, default=0.2,
+    parser.add_argument("--max-bad-fraction", type=fraction(closed=True), default=0.2,
                         help="fail when more than this share of records is quarantined (default 0.2)")
     parser.add_argument("--out", type=Path, required=True, help="output artifact directory")
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from steps.core.arguments import fraction
 from steps.core.logs import get_logger
 from steps.core.quarantine import TooManyBadRecords
 from steps.core.space import exit_status
@@ -27,13 +28,6 @@ def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
     return value
 
 
@@ -56,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands.values():
         command.add_argument("--in", dest="raw", type=Path, required=True, help="raw artifact from ingest")
         command.add_argument("--out", type=Path, required=True, help="output artifact directory")
-        command.add_argument("--max-bad-fraction", type=_fraction, default=0.2,
+        command.add_argument("--max-bad-fraction", type=fraction(closed=True), default=0.2,
                              help="fail when more than this share of records is quarantined (default 0.2)")
     commands["spectra"].add_argument("--length", type=_positive, default=spectra.DEFAULT_LENGTH,
                                      help=f"pixels of the common grid, {spectra.WAVE_MIN:.0f}-{spectra.WAVE_MAX:.0f} A "

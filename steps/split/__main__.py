@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from steps.core.artifacts import ArtifactWriter, read_manifest, read_parquet
+from steps.core.arguments import fraction
 from steps.core.logs import get_logger
 from steps.core.names import FEATURES_FILE, MODALITIES, SPEC_FILE
 from steps.core.space import exit_status
@@ -75,13 +76,6 @@ def split_features(inputs: dict[str, Path], out: Path, seed: int, test_fraction:
         log.info("%s: %s", modality, ", ".join(f"{name} {table.num_rows}" for name, table in sets.items()))
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be within (0, 1), got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     """The split stage's command line (the module docstring); 2 for bad input."""
     parser = argparse.ArgumentParser(prog="python -m steps.split", description=__doc__.splitlines()[0])
@@ -89,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{modality}", type=Path, help=f"preprocess output for {modality}")
     parser.add_argument("--out", type=Path, required=True, help="output artifact directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the assignment hash")
-    parser.add_argument("--test-fraction", type=_fraction, default=0.2)
-    parser.add_argument("--val-fraction", type=_fraction, default=0.1)
+    parser.add_argument("--test-fraction", type=fraction(closed=False), default=0.2)
+    parser.add_argument("--val-fraction", type=fraction(closed=False), default=0.1)
     args = parser.parse_args(argv)
     if args.test_fraction + args.val_fraction >= 1:
         parser.error(f"--test-fraction + --val-fraction must be below 1, got "
