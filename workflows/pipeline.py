@@ -219,7 +219,8 @@ def _wf(name: str) -> str:
 
 
 def build_workflow_template(options: RenderOptions | None = None) -> WorkflowTemplate:
-    """The `stellar-training` WorkflowTemplate: ingest -> preprocess -> split -> train -> evaluate -> promote -> deploy."""
+    """The `stellar-training` WorkflowTemplate: ingest -> preprocess -> split -> train -> evaluate -> promote ->
+    deploy."""
     options = options or RenderOptions()
     parameters = workflow_parameters(options)
     with WorkflowTemplate(
