@@ -70,7 +70,9 @@ def band_of(column: str, bands: list[str]) -> list[str]:
 GAIA_BANDS = tuple(name for name, band in BANDS.items() if band.survey == "gaia")
 
 
-MISSING_BAND = 1  # preprocessing's mask bit of a band with no measurement (`photometry.MASK_BITS["missing"]`)
+# Why preprocessing found a band unusable (`mask_<band>`, bits): no measurement, an error that is not one, brighter
+# than the band's saturation limit, a catalogue's placeholder for "no value".
+MASK_BITS = {"missing": 1, "bad_error": 2, "saturated": 4, "placeholder": 8}
 
 
 def gaia_bands_only(table: pa.Table, bands: list[str]) -> pa.Table:
@@ -80,7 +82,7 @@ def gaia_bands_only(table: pa.Table, bands: list[str]) -> pa.Table:
     for index, name in enumerate(table.column_names):
         head, _, band = name.partition("_")
         if head in ("mask", "saturated") and band in bands and band not in GAIA_BANDS:
-            value = MISSING_BAND if head == "mask" else 0
+            value = MASK_BITS["missing"] if head == "mask" else 0
             table = table.set_column(index, name, pa.array(np.full(table.num_rows, value, np.uint8)))
         elif any(band not in GAIA_BANDS for band in band_of(name, bands)):
             table = table.set_column(index, name, pa.nulls(table.num_rows, pa.float64()))

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from steps.core.quarantine import Quarantine
-from steps.ingest.bands import BANDS
+from steps.ingest.bands import BANDS, MASK_BITS
 from steps.ingest.schemas import PHOTOMETRIC_BANDS, STELLAR_LABELS_SCHEMA
 from steps.preprocess.common import Features, RawArtifact, label_columns
 
@@ -41,7 +41,6 @@ MIN_PARALLAX_SNR = 5.0
 # A parallax more negative than this many of its errors (or negative with no usable error) is not a distant star's:
 # the astrometry is bad, and the parallax counts as unknown. Up to it, a negative parallax says "far", as 0 does.
 NEGATIVE_PARALLAX_SIGMA = 3.0
-MASK_BITS = {"missing": 1, "bad_error": 2, "saturated": 4, "placeholder": 8}
 # Brighter than this no star but the Sun is in any band here (Betelgeuse: Ks -4.4): a catalogue's -99 or -9999.
 BRIGHTEST_MAGNITUDE = -10.0
 COLOURS = (("BP", "RP"), ("G", "BP"), ("G", "RP"), ("G", "J"), ("J", "H"), ("H", "Ks"), ("J", "Ks"), ("G", "Ks"),
