@@ -637,12 +637,13 @@ class FolderReader:
             self.skipped.append(f"{name}: {what}{error}")
             return
         ids = rows.data.column("id").to_pylist()
-        fresh, conflicts, here = [], 0, len(self.data)
+        fresh, conflicts, here, kept = [], 0, len(self.data), 0
         for row, object_id in enumerate(ids):
             fresh.append(object_id not in self.first_seen)
             if fresh[-1]:
                 self.first_seen[object_id] = name
-                self.first_rows[object_id] = (here, row, sum(fresh) - 1)
+                self.first_rows[object_id] = (here, row, kept)
+                kept += 1
                 continue
             earlier, read_as, kept_as = self.first_rows[object_id]
             first = rows.data.slice(read_as, 1) if earlier == here else self.data[earlier].slice(kept_as, 1)
