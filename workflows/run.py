@@ -314,11 +314,14 @@ def quarantine_lines(result: RunResult, store: ObjectStore, reasons: int = 2) ->
     lines = []
     for name, state in result.tasks.items():
         for artifact in state.outputs.values():
-            manifest = store.get(f"{artifact.key}/{MANIFEST}") if artifact.file is None else None
-            counts = Manifest.model_validate_json(manifest.data).counts if manifest is not None else {}
-            table = store.get(f"{artifact.key}/{QUARANTINE_TABLE}") if counts.get("quarantined") else None
-            rows = [row for row in (pq.read_table(io.BytesIO(table.data)).to_pylist() if table is not None else [])
-                    if not row["reason"].startswith(LABEL_ROW)]
+            try:  # a summary line: an artifact that cannot be read here (the run's cache check says so) has none
+                manifest = store.get(f"{artifact.key}/{MANIFEST}") if artifact.file is None else None
+                counts = Manifest.model_validate_json(manifest.data).counts if manifest is not None else {}
+                table = store.get(f"{artifact.key}/{QUARANTINE_TABLE}") if counts.get("quarantined") else None
+                read_rows = pq.read_table(io.BytesIO(table.data)).to_pylist() if table is not None else []
+            except (ValueError, OSError):
+                continue
+            rows = [row for row in read_rows if not row["reason"].startswith(LABEL_ROW)]
             if not rows:
                 continue
             read = counts.get("objects_in", counts.get("objects", 0) + len(rows))

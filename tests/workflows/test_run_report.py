@@ -48,3 +48,12 @@ def test_the_records_each_task_set_aside_are_counted_with_their_reasons_and_wher
         f"  ingest-sdss-spectra: 1 of 41; m0002.fits: all flux values are zero ({tmp_path}/a/raw/quarantine.parquet)",
         "  preprocess-lightcurves: 5 of 60; only 12 valid cadences, fewer than 100 (4 records, e.g. kplr0); ... "
         f"({tmp_path}/b/features/quarantine.parquet)"]
+
+
+def test_an_artifact_whose_records_cannot_be_read_gives_no_line_and_no_error(tmp_path):
+    quarantine = Quarantine("ingest.spectra")
+    quarantine.add("m0002", "all flux values are zero", "m0002.fits")
+    artifact = _artifact(tmp_path, "a/raw", {"objects": 40, "quarantined": 1}, quarantine)
+    (tmp_path / "a" / "raw" / "quarantine.parquet").write_bytes(b"cut short")
+    tasks = {"ingest-sdss-spectra": TaskState("ingest-sdss-spectra", SUCCEEDED, outputs={"raw": artifact})}
+    assert quarantine_lines(RunResult("r", tmp_path / "run", tasks, {}), LocalStore(tmp_path)) == []
