@@ -29,9 +29,6 @@ EARLIER_KINDS = ("keras-spectral-cnn", "keras-sed-mlp")
 def train_keras(name: str, train: Any, val: Any, spec: dict[str, Any], seed: int = 0,
                 epochs: int | None = None):
     """Train the Keras model `name` (see `steps.models.keras.training.train_keras`); imports TensorFlow."""
-    from steps.models.keras.startup import import_tensorflow
-
-    import_tensorflow()
     from steps.models.keras import training
 
     return training.train_keras(name, train, val, spec, seed=seed, epochs=epochs)
@@ -39,9 +36,6 @@ def train_keras(name: str, train: Any, val: Any, spec: dict[str, Any], seed: int
 
 def load_keras(path: Path, info: dict[str, Any], spec: dict[str, Any]):
     """Load a Keras model directory (see `steps.models.keras.predictor.load_keras`); imports TensorFlow."""
-    from steps.models.keras.startup import import_tensorflow
-
-    import_tensorflow()
     from steps.models.keras import predictor
 
     return predictor.load_keras(path, info, spec)

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +53,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from steps.models.keras.startup import import_tensorflow
+
+import_tensorflow()  # first, so that TensorFlow's native start-up noise is left out wherever this is imported
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
