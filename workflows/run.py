@@ -27,7 +27,8 @@ from steps.core.storage import BadEndpoint, ObjectStore, StoreUnusable, open_sto
 from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.changes import RUN_RECORD, write_run_record
 from workflows.local.display import Progress, task_table
-from workflows.local.executor import ATTEMPT_HEADER, CACHED, CACHED_FROM, LocalExecutor, RunResult
+from workflows.local.executor import (ATTEMPT_HEADER, CACHED, CACHED_FROM, LocalExecutor, RunResult,
+                                     check_parameters)
 from workflows.local.template import UnsupportedTemplate, load_workflow
 from workflows.render import rendered_documents, WORKFLOW_TEMPLATE_FILE
 from workflows.validate import check_references
@@ -179,11 +180,7 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
         os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
     try:
         doc = load_template(template)
-        declared = load_workflow(doc).parameters  # before any store is probed: a refused run makes no folder
-        unknown = sorted(set(parameters) - set(declared))
-        if unknown:
-            raise ValueError(f"unknown workflow parameter(s): {', '.join(unknown)}; the template declares: "
-                             f"{', '.join(declared)}")
+        check_parameters(load_workflow(doc), parameters)  # before any store is probed: a refused run makes no folder
         stores = [(f"-p {name}=", parameters[name]) for name in STORE_PARAMETERS if parameters.get(name)]
         stores.append(("--artifact-store ", artifact_store) if artifact_store else ("--home ", str(home / "artifacts")))
         # S3 first, so that no folder is made on this machine for a run that cannot start

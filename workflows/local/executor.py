@@ -36,7 +36,7 @@ from workflows.local import launch
 from workflows.local.cache import ArtifactCache, ArtifactChanged, CacheEntry, StoredArtifact, task_key
 from workflows.local.changes import READ_AFRESH, RUN_RECORD, describe_change, last_materials, write_run_record
 from workflows.local.expressions import parse_duration, retry_expression_allows, substitute
-from workflows.local.template import Task, UnsupportedTemplate, deadline_seconds, load_workflow
+from workflows.local.template import Task, UnsupportedTemplate, Workflow, deadline_seconds, load_workflow
 from workflows.pipeline import PURE_SOURCES, READS_LOCATION, READS_REGISTRY
 
 PENDING, RUNNING, RETRYING, SUCCEEDED, CACHED, FAILED, SKIPPED = (
@@ -106,6 +106,14 @@ class TaskFailed(Exception):
         self.error = error
 
 
+def check_parameters(workflow: Workflow, parameters: dict[str, str]) -> None:
+    """Refuse a parameter the template does not declare (`UnsupportedTemplate` naming it and the declared ones)."""
+    unknown = set(parameters) - set(workflow.parameters)
+    if unknown:
+        raise UnsupportedTemplate(f"unknown workflow parameter(s): {', '.join(sorted(unknown))}; the template "
+                                  f"declares: {', '.join(workflow.parameters)}")
+
+
 class LocalExecutor:
     """Runs one WorkflowTemplate document against an artifact cache; see the module docstring."""
 
@@ -114,10 +122,7 @@ class LocalExecutor:
                  on_change: Callable[[TaskState], None] | None = None,
                  sleep: Callable[[float], None] | None = None):
         self.workflow = load_workflow(doc)
-        unknown = set(parameters or {}) - set(self.workflow.parameters)
-        if unknown:
-            raise UnsupportedTemplate(f"unknown workflow parameter(s): {', '.join(sorted(unknown))}; the template "
-                                      f"declares: {', '.join(self.workflow.parameters)}")
+        check_parameters(self.workflow, parameters or {})
         self.parameters = {**self.workflow.parameters, **(parameters or {})}
         self.cache = cache
         self.parallelism = max(1, parallelism or os.cpu_count() or 1)
