@@ -28,7 +28,7 @@ from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.changes import RUN_RECORD, write_run_record
 from workflows.local.display import Progress, task_table
 from workflows.local.executor import (ATTEMPT_HEADER, CACHED, CACHED_FROM, LocalExecutor, RunResult,
-                                     check_parameters)
+                                     refuse_unknown_parameters)
 from workflows.local.template import UnsupportedTemplate, load_workflow
 from workflows.render import rendered_documents, WORKFLOW_TEMPLATE_FILE
 from workflows.validate import check_references
@@ -180,7 +180,7 @@ def run_pipeline(home: Path, parameters: dict[str, str], parallelism: int | None
         os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
     try:
         doc = load_template(template)
-        check_parameters(load_workflow(doc), parameters)  # before any store is probed: a refused run makes no folder
+        refuse_unknown_parameters(load_workflow(doc), parameters)  # before any store is probed: no folder made
         stores = [(f"-p {name}=", parameters[name]) for name in STORE_PARAMETERS if parameters.get(name)]
         stores.append(("--artifact-store ", artifact_store) if artifact_store else ("--home ", str(home / "artifacts")))
         # S3 first, so that no folder is made on this machine for a run that cannot start

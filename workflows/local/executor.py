@@ -106,7 +106,7 @@ class TaskFailed(Exception):
         self.error = error
 
 
-def check_parameters(workflow: Workflow, parameters: dict[str, str]) -> None:
+def refuse_unknown_parameters(workflow: Workflow, parameters: dict[str, str]) -> None:
     """Refuse a parameter the template does not declare (`UnsupportedTemplate` naming it and the declared ones)."""
     unknown = set(parameters) - set(workflow.parameters)
     if unknown:
@@ -122,7 +122,7 @@ class LocalExecutor:
                  on_change: Callable[[TaskState], None] | None = None,
                  sleep: Callable[[float], None] | None = None):
         self.workflow = load_workflow(doc)
-        check_parameters(self.workflow, parameters or {})
+        refuse_unknown_parameters(self.workflow, parameters or {})
         self.parameters = {**self.workflow.parameters, **(parameters or {})}
         self.cache = cache
         self.parallelism = max(1, parallelism or os.cpu_count() or 1)
