@@ -8,7 +8,8 @@ its training features (`photometry.photometry_columns`, with the model's band se
 predict sed` does: the same star gets the same answer from both. It works on the request's arrays directly (no
 tables): about 0.12 ms for one star. An object too poor to use (fewer usable bands than training required)
 is left out of the model's batch with its reason and answered with null outputs and that `problem`, as batch
-prediction does; the others are predicted.
+prediction does; the others are predicted. A request with no usable object is a 422 naming each
+(`Batch.with_something_usable`).
 """
 
 from __future__ import annotations

@@ -44,7 +44,6 @@ class LoadedModel:
     record: VersionRecord
     loaded_at: float = field(default_factory=time.time)
     request_inputs: InputSpec | None = None  # what a JSON or npz body holds, when not the model's inputs (SED)
-    output_columns: list[str] = field(default_factory=list)  # what `predict_batch` returns, in order (from warm-up)
 
     def __post_init__(self) -> None:
         if self.request_inputs is None:
@@ -59,8 +58,7 @@ class LoadedModel:
         """Call the model once at every batch size up to `max_objects` (compiled graph and kernels ready)."""
         example = _example_inputs(self.inputs)
         for size in range(1, max_objects + 1):
-            outputs = self.predict_batch({name: np.repeat(value, size, axis=0) for name, value in example.items()})
-        self.output_columns = list(outputs)
+            self.predict_batch({name: np.repeat(value, size, axis=0) for name, value in example.items()})
 
     def describe(self) -> dict[str, Any]:
         """What `GET /v1/models` says about it."""

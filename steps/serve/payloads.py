@@ -117,6 +117,18 @@ class Batch:
     def requested(self) -> int:
         return self.n + len(self.left_out)
 
+    def with_something_usable(self) -> "Batch":
+        """This batch, unless the model can use none of its objects: then an `InvalidInput` naming each object's
+        problem, as `stellar predict` exits non-zero when it can answer none (a mixed batch is answered, the objects
+        the model cannot use with their `problem`)."""
+        if self.n or not self.left_out:
+            return self
+        ids = self.requested_ids or [None] * self.requested
+        named = [f"instances[{index}]" + (f" (id {ids[index]!r})" if ids[index] is not None else "")
+                 for index in range(self.requested)]
+        raise InvalidInput("no object the model can use: "
+                           + "; ".join(f"{named[index]}: {self.left_out[index]}" for index in sorted(self.left_out)))
+
 
 class InputSpec:
     """The fields one model takes, with lengths and ranges; decodes and validates request bodies."""

@@ -188,14 +188,14 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 return _error(415, str(error), request)
             request.state.model, request.state.version, request.state.objects = name, model.version, batch.requested
             try:
-                outputs = await batchers[name].predict(model, batch) if batch.n else {}
+                outputs = await batchers[name].predict(model, batch)
             except Overloaded as error:
                 return _error(503, f"overloaded: {error}; retry shortly", request, {"Retry-After": "1"})
             except ModelCallFailed as error:
                 return _error(500, str(error), request)
             metrics.count_objects(name, model.version, batch.n)
             blanked = model.predictor.blank_reasons(outputs) if model.predictor.task == "regression" else None
-            return _json(_predictions(name, model.version, outputs, batch, model.output_columns, blanked))
+            return _json(_predictions(name, model.version, outputs, batch, blanked))
 
         predict.__name__ = f"predict_{name}"
         predict.__doc__ = (f"Predict with the production {name} model: a batch of objects in, per object the "
@@ -251,22 +251,21 @@ async def _decode(request: Request, name: str, model: LoadedModel) -> Batch:
         accepted = [JSON, NPZ_MEDIA_TYPE] + ([FITS_MEDIA_TYPE] if name in FILE_UPLOAD_MODELS else [])
         raise _UnsupportedMediaType(f"content-type {media_type!r} is not accepted here (use {', '.join(accepted)})")
     if name in CATALOGUE_MODELS:
-        return preprocessed(batch, model.inputs, model.predictor.spec)
-    return with_usable_pixels(batch) if name in FILE_UPLOAD_MODELS else batch
+        return preprocessed(batch, model.inputs, model.predictor.spec).with_something_usable()
+    return with_usable_pixels(batch).with_something_usable() if name in FILE_UPLOAD_MODELS else batch
 
 
-def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch, empty_columns: list[str],
+def _predictions(name: str, version: str, outputs: dict[str, Any], batch: Batch,
                  blanked: list[str | None] | None = None) -> dict[str, Any]:
     """The response body: one object per requested object, in request order. A regression model's objects each have
     a `problem`: null, or why the model could not use the object (its outputs are then null: where the request's
     objects are made into the model's inputs, SED photometry and FITS uploads) or why labels were left blank
     (`blanked`, one per object the model was called on: beyond its training labels). The columns are the model
-    call's (an optional output, a light curve's period, is there when its input is), or `empty_columns` when every
-    object was left out."""
-    columns = list(outputs) or empty_columns
-    values = [outputs[column].tolist() for column in columns] if outputs else []
-    rows = iter([dict(zip(columns, row)) for row in zip(*values)] if values else [{} for _ in range(batch.n)])
-    reasons = iter(blanked if blanked is not None and outputs else [None] * batch.n)
+    call's (an optional output, a light curve's period, is there when its input is); the model was called on at
+    least one object (`Batch.with_something_usable`)."""
+    columns = list(outputs)
+    rows = iter([dict(zip(columns, row)) for row in zip(*(outputs[column].tolist() for column in columns))])
+    reasons = iter(blanked if blanked is not None else [None] * batch.n)
     if not batch.reports_problems:
         ids = batch.ids or [None] * batch.n
         predictions = [{"id": object_id, **next(rows), **({"problem": next(reasons)} if blanked is not None else {})}

@@ -137,7 +137,8 @@ def test_sed_answers_as_batch_prediction_does_and_an_object_with_too_few_bands_g
     assert bad["problem"] == ("only 0 usable band(s), fewer than 2 "
                               "(G: no error in (0, 0.5] mag; BP: no error in (0, 0.5] mag)")
     alone = client.post("/v1/sed:predict", json={"instances": [{"ebv": 0.1, "id": "x"}]})
-    assert alone.status_code == 200 and alone.json()["predictions"][0]["problem"].startswith("only 0 usable")
+    assert alone.status_code == 422 and alone.json()["detail"].startswith("no object the model can use: "
+                                                                          "instances[0] (id 'x'): only 0 usable")
     derived = client.post("/v1/sed:predict", json={"instances": [{**SED_STAR, "c_BP_RP": 0.9}]})
     assert derived.status_code == 422 and "instances[0].c_BP_RP: unknown field" in derived.text
 
@@ -247,3 +248,21 @@ def test_head_answers_where_get_does(client):
     for path in ("/healthz", "/readyz", "/v1/models", "/metrics"):
         response = client.head(path)
         assert response.status_code == 200 and not response.content, path
+
+
+def test_a_request_with_no_object_the_model_can_use_is_refused_naming_each(client, api_home):
+    """Every object left out (SED stars with too few bands, spectra with too little of the grid): a 422 naming each,
+    as an upload with no readable file is and as `stellar predict` exits non-zero, not a 200 of null answers."""
+    response = client.post("/v1/sed:predict", json={"instances": [{"id": "lonely", "mag_G": 12.0, "err_G": 0.003},
+                                                                   {"mag_J": 9.0, "err_J": 0.02}]})
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"]
+    assert message.startswith("no object the model can use: instances[0] (id 'lonely'): ")
+    assert "; instances[1]: " in message
+    good = split_rows(api_home, "spectral", 1)[0]
+    masked = {**good, "id": "masked", "mask": [1] * len(good["flux"])}
+    response = client.post("/v1/spectral:predict", json={"instances": [masked]})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == ("no object the model can use: instances[0] (id 'masked'): only 0 of "
+                                         f"{len(good['flux'])} pixels usable (finite flux, mask 0, ivar > 0); a "
+                                         "spectrum needs 50% of the grid, as in training")
