@@ -11,8 +11,9 @@ What it does, as `helm upgrade --install --reuse-values --rollback-on-failure --
 - wait until every object is ready (the API's /readyz: every model loaded), and roll back to the previous
   revision when that does not happen within the timeout;
 - first roll back a release that an earlier deploy left `pending-*` (its pod killed mid-rollout, so Helm could not
-  roll back itself) once that is older than any rollout takes: otherwise every later upgrade, retries included,
-  fails with "another operation (install/upgrade/rollback) is in progress".
+  roll back itself) once that is older than any rollout takes, or uninstall it when that was its first install
+  (nothing to roll back to): otherwise every later upgrade, retries included, fails with "another operation
+  (install/upgrade/rollback) is in progress".
 
 A Helm failure is a task failure with exit status 1 (`ROLLOUT_FAILED`): Argo's retry expression retries every
 status but 2, which is kept for bad arguments (nothing a retry can fix).
@@ -66,8 +67,9 @@ def _is_dns_label(name: str) -> bool:
 
 
 def release_values(record: dict[str, Any]) -> dict[str, Any]:
-    """The values the rollout sets on the stellar-api release: the production version of every model."""
-    return {"models": {name: model["version"] for name, model in sorted(record["models"].items())}}
+    """The values the rollout sets on the stellar-api release: the production version of every model, "" for one
+    with none (the chart's "no version"; a null would delete the key, and the chart's schema requires all three)."""
+    return {"models": {name: model["version"] or "" for name, model in sorted(record["models"].items())}}
 
 
 def unservable(record: dict[str, Any]) -> list[str]:
@@ -95,8 +97,7 @@ def upgrade(rollout: Rollout, values: dict[str, Any],
     try:
         with (config_factory or default_config)(rollout.namespace) as config:
             last = _last_revision(config, rollout.release)
-            if last is not None:
-                _recover_interrupted(config, rollout, last)
+            if last is not None and _recover_interrupted(config, rollout, last):
                 release = config.upgrade(rollout.chart, rollout.release, values, reuse_values=True,
                                          max_history=MAX_HISTORY, **options)
             else:
@@ -105,41 +106,46 @@ def upgrade(rollout: Rollout, values: dict[str, Any],
     except helm_python.HelmError as error:
         raise RolloutError(f"helm upgrade of release {rollout.release!r} in namespace {rollout.namespace!r} "
                            f"failed: {error}") from None
-    info = release.get("info") or {}
     return {"release": release.get("name", rollout.release), "namespace": release.get("namespace", rollout.namespace),
-            "revision": release.get("version"), "status": info.get("status")}
+            "revision": release.get("revision"), "status": release.get("status")}
 
 
 def _last_revision(config: Any, release: str) -> dict[str, Any] | None:
-    """The release's newest revision, None when it has no history (Helm's own test before `upgrade --install`
-    chooses to install)."""
+    """The summary of the release's newest revision (name, revision, status, deployed_at; Helm's `status`, which
+    takes the highest revision: `history` lists them in storage order and ignores its `max`), None when there is no
+    release (Helm's own test before `upgrade --install` chooses to install)."""
     import helm_python
 
     try:
-        revisions = config.history(release, max_revisions=1)
+        return config.status(release)
     except helm_python.HelmNotFoundError:
         return None
-    return revisions[-1] if revisions else None
 
 
-def _recover_interrupted(config: Any, rollout: Rollout, last: dict[str, Any]) -> None:
-    """Roll back a newest revision left `pending-*` for longer than a rollout takes (an upgrade's wait and its
-    rollback's, and a minute); a younger one may be another deploy's, still going: RolloutError (retried)."""
-    info = last.get("info") or {}
-    status = str(info.get("status") or "")
+def _recover_interrupted(config: Any, rollout: Rollout, last: dict[str, Any]) -> bool:
+    """Clear a newest revision left `pending-*` for longer than a rollout takes (an upgrade's wait and its
+    rollback's, and a minute): roll it back to the revision before, or uninstall a first install that never finished
+    (there is none before). True when the release is there to upgrade, False when it is to be installed. A younger
+    pending revision may be another deploy's, still going: RolloutError (retried)."""
+    status = str(last.get("status") or "")
     if not status.startswith("pending"):
-        return
-    what = f"release {rollout.release!r} revision {last.get('version')} is {status}"
-    since = _helm_time(str(info.get("last_deployed") or ""))
+        return True
+    what = f"release {rollout.release!r} revision {last.get('revision')} is {status}"
+    since = _helm_time(str(last.get("deployed_at") or ""))
     if since is None:
         raise RolloutError(f"{what}, since an unknown time; if no deploy is running, roll it back: helm rollback "
                            f"{rollout.release} --namespace {rollout.namespace}")
     age = time.time() - since
     if age < 2 * rollout.timeout_seconds + 60:
         raise RolloutError(f"{what}, for {age:.0f} s: another rollout may still be going; not touched")
+    if status == "pending-install":
+        log.warning("%s, for %.0f s: left by a first install that did not finish; uninstalling it", what, age)
+        config.uninstall(rollout.release, timeout=rollout.timeout_seconds, wait=WAIT_STRATEGY)
+        return False
     log.warning("%s, for %.0f s: left by a deploy that did not finish; rolling back to the revision before",
                 what, age)
     config.rollback(rollout.release, timeout=rollout.timeout_seconds, wait=WAIT_STRATEGY)
+    return True
 
 
 def _helm_time(text: str) -> float | None:

@@ -17,9 +17,9 @@ NAMES = ("spectral", "lightcurve", "sed")
 VERSIONS = {"spectral": "2", "lightcurve": "1", "sed": "3"}
 
 
-@pytest.fixture
-def promoted(tmp_path) -> tuple[Path, Path]:
-    """(registry, promotion dir): every model with a production version (VERSIONS), as after a promotion."""
+def after_promotion(tmp_path: Path, refused: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """(registry, promotion dir) as after a promotion: every model registered up to its version in VERSIONS, and that
+    version production unless the model is one the gates `refused` (with no production version before)."""
     registry_dir, promotion = tmp_path / "registry", tmp_path / "promotion"
     registry = ModelRegistry.open(str(registry_dir))
     for name in NAMES:
@@ -27,19 +27,28 @@ def promoted(tmp_path) -> tuple[Path, Path]:
             with ArtifactWriter(tmp_path / f"{name}-{number}", stage="train", parameters={"n": number}) as out:
                 out.write_json("model.json", {"name": name, "n": number})
             record = registry.register(name, tmp_path / f"{name}-{number}")
-        registry.set_alias(name, PRODUCTION, record.version)
+        if name not in refused:
+            registry.set_alias(name, PRODUCTION, record.version)
     with ArtifactWriter(promotion, stage="promote") as out:
-        out.write_json("promotion.json", {name: {"outcome": "promoted", "version": VERSIONS[name]} for name in NAMES})
+        out.write_json("promotion.json", {name: {"outcome": "refused" if name in refused else "promoted",
+                                                 "version": VERSIONS[name]} for name in NAMES})
     return registry_dir, promotion
 
 
+@pytest.fixture
+def promoted(tmp_path) -> tuple[Path, Path]:
+    """Every model with a production version (VERSIONS)."""
+    return after_promotion(tmp_path)
+
+
 class FakeHelm:
-    """Stands in for helm_python.Config: records every call, answers like Helm would."""
+    """Stands in for helm_python.Config: records every call, answers with the library's release summaries (their
+    keys are checked against the real library's in `test_the_stand_in_answers_as_the_helm_library_does`)."""
 
     calls: list[tuple[str, tuple, dict]] = []
     installed = True
     failure: Exception | None = None
-    last_info: dict = {}  # the newest revision's `info`
+    last: dict = {}  # the newest revision's status and deployed_at, where a test sets them
 
     def __init__(self, namespace: str):
         self.calls.append(("config", (namespace,), {}))
@@ -50,23 +59,26 @@ class FakeHelm:
     def __exit__(self, *exc):
         self.calls.append(("close", (), {}))
 
-    def history(self, name, **options):
+    def status(self, name, **options):
         import helm_python
 
-        self.calls.append(("history", (name,), options))
+        self.calls.append(("status", (name,), options))
         if not self.installed:
             raise helm_python.HelmNotFoundError(f"release: not found: {name}")
-        return [{"name": name, "version": 4, **({"info": self.last_info} if self.last_info else {})}]
+        return summary(name, "stellar", 4, "deployed", "2026-01-01T00:00:00Z") | self.last
 
     def rollback(self, name, **options):
         self.calls.append(("rollback", (name,), options))
+
+    def uninstall(self, name, **options):
+        self.calls.append(("uninstall", (name,), options))
+        return {"info": "", "release": summary(name, "stellar", 1, "uninstalled", "2026-01-01T00:00:00Z")}
 
     def _release(self, action, chart, name, values, options):
         self.calls.append((action, (chart, name, values), options))
         if self.failure is not None:
             raise self.failure
-        return {"name": name, "namespace": options["namespace"], "version": 5 if self.installed else 1,
-                "info": {"status": "deployed"}, "manifest": "---\n..."}
+        return summary(name, options["namespace"], 5 if self.installed else 1, "deployed", "2026-11-30T06:45:57Z")
 
     def upgrade(self, chart, name, values=None, **options):
         return self._release("upgrade", chart, name, values, options)
@@ -75,9 +87,16 @@ class FakeHelm:
         return self._release("install", chart, name, values, options)
 
 
+def summary(name: str, namespace: str, revision: int, status: str, deployed_at: str) -> dict:
+    """A release summary as helm_python returns it (flat: not the `version`/`info` of Helm's stored release)."""
+    return {"name": name, "namespace": namespace, "revision": revision, "status": status, "notes": "",
+            "deployed_at": deployed_at, "chart_name": "stellar-api", "chart_version": "0.1.0",
+            "app_version": "0.1.0", "manifest": "---\n..."}
+
+
 @pytest.fixture
 def fake_helm(monkeypatch, helm):
-    FakeHelm.calls, FakeHelm.installed, FakeHelm.failure, FakeHelm.last_info = [], True, None, {}
+    FakeHelm.calls, FakeHelm.installed, FakeHelm.failure, FakeHelm.last = [], True, None, {}
     monkeypatch.setattr("steps.deploy.helm.default_config", FakeHelm)
     return FakeHelm
 
@@ -93,7 +112,7 @@ def test_upgrades_the_release_atomically_with_the_production_versions(promoted, 
     expected_values = {"models": VERSIONS}
     assert fake_helm.calls == [
         ("config", ("stellar",), {}),
-        ("history", ("stellar-api",), {"max_revisions": 1}),
+        ("status", ("stellar-api",), {}),
         ("upgrade", (str(API_CHART), "stellar-api", expected_values),
          {"namespace": "stellar", "timeout": 300, "wait": "watcher", "rollback_on_failure": True,
           "reuse_values": True, "max_history": 10,
@@ -119,21 +138,31 @@ def test_installs_the_release_when_there_is_none(promoted, fake_helm, tmp_path):
 def test_a_release_left_pending_by_a_killed_deploy_is_rolled_back_before_the_upgrade(promoted, fake_helm, tmp_path):
     """A deploy pod killed mid-rollout leaves the release pending-upgrade, which Helm never rolls back itself: every
     later upgrade failed with "another operation is in progress". Older than a rollout takes, it is rolled back."""
-    fake_helm.last_info = {"status": "pending-upgrade", "last_deployed": "2026-01-01T00:00:00.123456789Z"}
+    fake_helm.last = {"status": "pending-upgrade", "deployed_at": "2026-01-01T00:00:00.123456789Z"}
     assert run_deploy(*promoted, tmp_path / "out", "--timeout", "300") == 0
     actions = [call[0] for call in fake_helm.calls]
-    assert actions == ["config", "history", "rollback", "upgrade", "close"]
+    assert actions == ["config", "status", "rollback", "upgrade", "close"]
     assert fake_helm.calls[2] == ("rollback", ("stellar-api",), {"timeout": 300, "wait": "watcher"})
+
+
+def test_a_first_install_left_pending_is_uninstalled_and_installed_again(promoted, fake_helm, tmp_path, caplog):
+    """A pending-install has no revision before it to roll back to: Helm's rollback would fail on every retry."""
+    fake_helm.last = {"revision": 1, "status": "pending-install", "deployed_at": "2026-01-01T00:00:00Z"}
+    assert run_deploy(*promoted, tmp_path / "out", "--timeout", "300") == 0
+    assert [call[0] for call in fake_helm.calls] == ["config", "status", "uninstall", "install", "close"]
+    assert "revision 1 is pending-install" in caplog.text and "uninstalling it" in caplog.text
+    rollout = json.loads((tmp_path / "out" / "deployment.json").read_text())["rollout"]
+    assert (rollout["revision"], rollout["status"]) == (5, "deployed")
 
 
 def test_a_release_pending_for_less_than_a_rollout_takes_is_left_to_its_deploy(promoted, fake_helm, tmp_path,
                                                                              caplog):
     from datetime import datetime, timezone
 
-    fake_helm.last_info = {"status": "pending-upgrade",
-                           "last_deployed": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
+    fake_helm.last = {"status": "pending-upgrade",
+                      "deployed_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
     assert run_deploy(*promoted, tmp_path / "out", "--timeout", "300") == 1  # retried, not a bad input
-    assert [call[0] for call in fake_helm.calls] == ["config", "history", "close"]
+    assert [call[0] for call in fake_helm.calls] == ["config", "status", "close"]
     assert "revision 4 is pending-upgrade, for " in caplog.text
     assert "s: another rollout may still be going; not touched" in caplog.text
 
@@ -171,7 +200,7 @@ def test_a_model_without_a_production_version_does_not_hold_back_the_others(prom
     outcomes["orbit"] = {"outcome": "refused", "version": "1"}  # a model that never reached production
     (promotion / "promotion.json").write_text(json.dumps(outcomes))
     assert run_deploy(registry, promotion, tmp_path / "out") == 0
-    assert [call[0] for call in fake_helm.calls] == ["config", "history", "upgrade", "close"]
+    assert [call[0] for call in fake_helm.calls] == ["config", "status", "upgrade", "close"]
 
 
 def test_no_rollout_while_no_model_has_a_production_version(tmp_path, fake_helm):
@@ -218,3 +247,27 @@ def test_the_values_it_applies_render_the_real_chart_and_roll_the_pods(helm):
     after = pod_annotations({**VERSIONS, "sed": "4"})
     assert before["checksum/models"] != after["checksum/models"]
     assert json.loads(after["stellar.dev/models"]) == {**VERSIONS, "sed": "4"}
+
+
+def test_a_model_with_no_production_version_is_rolled_out_as_none_and_the_chart_takes_it(fake_helm, tmp_path, helm):
+    """The first rollout after the gates refused one model (no baseline to promote either): its version was sent as
+    null, which Helm takes as "delete the key", and the chart's schema (all three models required) refused the
+    values on every retry, so the two promoted models never reached the cluster."""
+    assert run_deploy(*after_promotion(tmp_path, refused=("sed",)), tmp_path / "out") == 0
+    [upgrade] = [call for call in fake_helm.calls if call[0] == "upgrade"]
+    values = upgrade[1][2]
+    assert values == {"models": {**VERSIONS, "sed": ""}}
+    deployment = one(render(API_CHART, values, release="stellar-api"), "Deployment")
+    assert json.loads(deployment["spec"]["template"]["metadata"]["annotations"]["stellar.dev/models"])["sed"] == ""
+
+
+def test_the_stand_in_answers_as_the_helm_library_does(helm):
+    """The real library's release summary (a client-side dry run of the real chart, no cluster) has every key the
+    stand-in answers with, and the rollout reads no other."""
+    with helm.Config(namespace="stellar", storage_driver="memory") as config:
+        real = config.install(str(API_CHART), "stellar-api", {"models": VERSIONS}, dry_run="client")
+    stand_in = summary("stellar-api", "stellar", 1, "pending-install", "2026-11-30T06:45:57Z")
+    assert set(stand_in) <= set(real)
+    assert {key: type(value) for key, value in stand_in.items()} == {key: type(real[key]) for key in stand_in}
+    from steps.deploy.helm import _helm_time
+    assert _helm_time(real["deployed_at"]) is not None
