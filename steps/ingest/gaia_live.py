@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from astropy.table import Table
+from pydantic_settings import SettingsConfigDict
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
 from steps.ingest.photometry_files import photometry_from_table
-from steps.ingest.raw_cache import RateLimiter, RawCache, retrying
+from steps.ingest.raw_cache import ArchiveSettings, RawCache
 from steps.ingest.schemas import PHOTOMETRY_SCHEMA, STELLAR_LABELS_SCHEMA
 
 if TYPE_CHECKING:
@@ -86,9 +87,6 @@ class GaiaQuery:
     selection: str = "g.parallax_over_error > 10"
     page_width: int = 200_000
     page_row_limit: int = 100_000
-    attempts: int = 5
-    base_delay: float = 2.0      # seconds before the first retry; doubled each time
-    min_interval: float = 1.0    # seconds between two requests to the archive
 
     def adql(self, page: int) -> str:
         """The ADQL of page `page`."""
@@ -119,6 +117,12 @@ class GaiaQuery:
 
 
 DEFAULT_QUERY = GaiaQuery()
+
+
+class GaiaSettings(ArchiveSettings):
+    """How the connector paces and retries its page queries; each field is also `STELLAR_GAIA_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="STELLAR_GAIA_")
 
 
 def _gaia_archive():
@@ -157,9 +161,10 @@ def votable_to_table(data: bytes) -> Table:
     return Table.read(io.BytesIO(data), format="votable")
 
 
-def read_gaia(request: IngestRequest, query: GaiaQuery = DEFAULT_QUERY, *,
+def read_gaia(request: IngestRequest, query: GaiaQuery = DEFAULT_QUERY, *, settings: GaiaSettings | None = None,
               sleep: Callable[[float], None] = time.sleep) -> Ingested:
-    """The first `request.samples` usable stars of `query`'s pages, fetching only pages the raw cache lacks."""
+    """The first `request.samples` usable stars of `query`'s pages, fetching only pages the raw cache lacks (paced and
+    retried as `settings` say: by default, the environment's)."""
     from steps.ingest.sources import Ingested   # here: steps.ingest.sources imports this module to register it
 
     if request.samples <= 0:
@@ -172,7 +177,8 @@ def read_gaia(request: IngestRequest, query: GaiaQuery = DEFAULT_QUERY, *,
         cache.put(cache_description_key, json.dumps(
             {"adql_page_0": query.adql(0), "selection": query.selection, "page_width": query.page_width,
              "page_row_limit": query.page_row_limit}, indent=2).encode())
-    limiter = RateLimiter(query.min_interval, sleep=sleep)
+    settings = settings or GaiaSettings.from_environment()
+    limiter = settings.limiter(sleep=sleep)
     quarantine = Quarantine("ingest.photometry")
     data, labels, kept, fetched, cached = [], [], 0, 0, 0
     for page in range(query.pages):
@@ -185,8 +191,8 @@ def read_gaia(request: IngestRequest, query: GaiaQuery = DEFAULT_QUERY, *,
                 limiter.wait()
                 return fetch_page(query, page)
 
-            stored = table_to_votable(retrying(request_page, query.attempts, query.base_delay, sleep=sleep,
-                                               what=f"Gaia archive query for page {page} ({key})"))
+            stored = table_to_votable(settings.retry(request_page, f"Gaia archive query for page {page} ({key})",
+                                                     sleep=sleep))
             cache.put(key, stored)
             fetched += 1
         else:

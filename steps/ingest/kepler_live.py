@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import requests
+from pydantic_settings import SettingsConfigDict
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
 from steps.ingest.lightcurve_files import (Curve, FolderContents, UnreadableFile, assemble, curve_tables,
                                            import_lightkurve, read_fits_curve, read_koi_table)
-from steps.ingest.raw_cache import RateLimiter, RawCache, retrying
+from steps.ingest.raw_cache import ArchiveSettings, RateLimiter, RawCache
 
 if TYPE_CHECKING:
     from steps.ingest.sources import IngestRequest, Ingested
@@ -50,21 +51,24 @@ class KeplerQuery:
     """Which light curves to fetch and how politely.
 
     `catalogue`: the KOI table's path or URL (None: the Exoplanet Archive's `cumulative` table). `quarter`: the
-    Kepler quarter to take (None: the first long-cadence product MAST lists). `min_interval`: seconds between
-    requests to MAST; `attempts` and `base_delay`: the retries of a transient failure, waiting `base_delay`, then
-    twice as long each time.
+    Kepler quarter to take (None: the first long-cadence product MAST lists). How requests are paced and retried is
+    `KeplerSettings`.
     """
 
     catalogue: str | None = None
     quarter: int | None = None
     author: str = "Kepler"
     cadence: str = "long"
-    min_interval: float = 1.0
-    attempts: int = 5
-    base_delay: float = 2.0
 
 
 DEFAULT_QUERY = KeplerQuery()
+
+
+class KeplerSettings(ArchiveSettings):
+    """How the connector paces and retries its requests to MAST and the Exoplanet Archive; each field is also
+    `STELLAR_KEPLER_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="STELLAR_KEPLER_")
 
 
 def target_key(curve_id: str) -> str:
@@ -72,7 +76,8 @@ def target_key(curve_id: str) -> str:
     return f"kepler/{curve_id}.fits"
 
 
-def fetch_catalogue(query: KeplerQuery, limiter: RateLimiter, sleep: Callable[[float], None]) -> str:
+def fetch_catalogue(query: KeplerQuery, settings: KeplerSettings, limiter: RateLimiter,
+                    sleep: Callable[[float], None]) -> str:
     """The KOI table as CSV text: read from `query.catalogue` or queried from the NASA Exoplanet Archive."""
     def request() -> str:
         limiter.wait()
@@ -89,7 +94,7 @@ def fetch_catalogue(query: KeplerQuery, limiter: RateLimiter, sleep: Callable[[f
             return response.text
         return Path(query.catalogue).read_text()
 
-    return retrying(request, query.attempts, query.base_delay, sleep=sleep, what="KOI catalogue")
+    return settings.retry(request, "KOI catalogue", sleep=sleep)
 
 
 def download_lightcurve(kic: int, query: KeplerQuery, scratch: Path) -> bytes | None:
@@ -104,20 +109,21 @@ def download_lightcurve(kic: int, query: KeplerQuery, scratch: Path) -> bytes | 
     return Path(curve.meta["FILENAME"]).read_bytes()
 
 
-def read_kepler(request: IngestRequest, query: KeplerQuery = DEFAULT_QUERY, *,
+def read_kepler(request: IngestRequest, query: KeplerQuery = DEFAULT_QUERY, *, settings: KeplerSettings | None = None,
                 sleep: Callable[[float], None] = time.sleep,
                 clock: Callable[[], float] = time.monotonic) -> Ingested:
     """The first `request.samples` targets of the KOI catalogue (0 = all), downloading only those the raw cache
-    at `request.cache` lacks."""
+    at `request.cache` lacks (paced and retried as `settings` say: by default, the environment's)."""
     from steps.ingest.sources import Ingested   # here: sources imports this module to register it
 
     if not request.cache:
         raise ValueError("the live Kepler source needs --cache (a directory or s3:// prefix) to fetch incrementally")
     cache = RawCache(request.cache)
-    limiter = RateLimiter(query.min_interval, clock=clock, sleep=sleep)
+    settings = settings or KeplerSettings.from_environment()
+    limiter = settings.limiter(clock=clock, sleep=sleep)
     catalogue = cache.get(CATALOGUE_KEY)
     if catalogue is None:
-        catalogue = fetch_catalogue(query, limiter, sleep).encode()
+        catalogue = fetch_catalogue(query, settings, limiter, sleep).encode()
         cache.put(CATALOGUE_KEY, catalogue)
     koi = read_koi_table(catalogue.decode())
     targets = sorted(curve_id for curve_id, (label, _) in koi.items() if label is not None)
@@ -137,8 +143,7 @@ def read_kepler(request: IngestRequest, query: KeplerQuery = DEFAULT_QUERY, *,
                     limiter.wait()
                     return download_lightcurve(kic, query, Path(scratch))
 
-                data = retrying(fetch, query.attempts, query.base_delay, sleep=sleep,
-                                what=f"Kepler light curve of {curve_id}")
+                data = settings.retry(fetch, f"Kepler light curve of {curve_id}", sleep=sleep)
                 if data is None:
                     bad.append((curve_id, "MAST lists no Kepler light curve for this target", "mast"))
                     continue

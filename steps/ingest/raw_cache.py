@@ -1,5 +1,6 @@
 """What every live archive connector needs besides its query: a persistent raw cache, retries with exponential
-backoff on transient errors, and a minimum interval between requests.
+backoff on transient errors, and a minimum interval between requests, with the settings of the last two
+(`ArchiveSettings`, from `STELLAR_<ARCHIVE>_<NAME>` environment variables).
 
 The cache is an object store (a directory or an `s3://bucket/prefix`, through `steps.core.storage`) holding
 whatever unit the connector fetches (one object per query page, per object id, per file) under a key the
@@ -20,6 +21,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import requests
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from steps.core.logs import get_logger
 from steps.core.storage import open_store
@@ -27,6 +30,7 @@ from steps.core.storage import open_store
 log = get_logger("ingest.raw_cache")
 
 T = TypeVar("T")
+S = TypeVar("S", bound="ArchiveSettings")
 
 # HTTP statuses a later attempt may not meet: the server is overloaded, restarting or behind a failing gateway.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -159,6 +163,39 @@ def retrying(fn: Callable[[], T], attempts: int = 5, base_delay: float = 1.0, *,
                         type(error).__name__, error, delay)
             sleep(delay)
             attempt += 1
+
+
+class ArchiveSettings(BaseSettings):
+    """How a live connector paces and retries its requests; a subclass per archive sets the environment prefix
+    (`STELLAR_SDSS_`, `STELLAR_GAIA_`, `STELLAR_KEPLER_`), and each field is also `<prefix><NAME>`."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    min_interval_s: float = Field(1.0, ge=0)   # between two requests
+    attempts: int = Field(5, ge=1)             # per request, the first included
+    base_delay_s: float = Field(2.0, ge=0)     # before the first retry; doubled before each further one
+    max_delay_s: float = Field(60.0, ge=0)
+
+    @classmethod
+    def from_environment(cls: type[S]) -> S:
+        """Defaults, overridden by the archive's environment variables; a bad one is named (a ValueError)."""
+        try:
+            return cls()
+        except ValidationError as error:
+            prefix = cls.model_config.get("env_prefix", "")
+            raise ValueError("; ".join(f"{prefix}{problem['loc'][0]}".upper() + f"={problem['input']!r}: "
+                                       f"{problem['msg']}" for problem in error.errors())) from None
+
+    def limiter(self, *, clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], None] = time.sleep) -> "RateLimiter":
+        """A rate limiter spacing requests `min_interval_s` apart."""
+        return RateLimiter(self.min_interval_s, clock=clock, sleep=sleep)
+
+    def retry(self, fn: Callable[[], T], what: str, *, sleep: Callable[[float], None] = time.sleep,
+              transient: Callable[[BaseException], bool] = is_transient) -> T:
+        """`fn()` retried on transient errors with these settings' backoff (`retrying`)."""
+        return retrying(fn, self.attempts, self.base_delay_s, max_delay=self.max_delay_s, sleep=sleep,
+                        transient=transient, what=what)
 
 
 class RateLimiter:

@@ -32,12 +32,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from astropy.table import Table
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from steps.core.logs import get_logger
 from steps.core.quarantine import Quarantine
-from steps.ingest.raw_cache import (RateLimiter, RawCache, RetriesExhausted, http_status, is_transient, retrying,
+from steps.ingest.raw_cache import (ArchiveSettings, RawCache, RetriesExhausted, http_status, is_transient,
                                     name_not_resolved, unreachable)
 from steps.ingest.spectra_files import UnusableSpectrum, label_value, read_spectrum, spectra_tables
 
@@ -51,29 +51,13 @@ LABEL_COLUMNS = {"teff": "teffadop", "logg": "loggadop", "feh": "fehadop"}
 Result = TypeVar("Result")
 
 
-class SdssSettings(BaseSettings):
+class SdssSettings(ArchiveSettings):
     """How the connector talks to the archive; each field is also `STELLAR_SDSS_<NAME>` (pydantic-settings)."""
 
-    model_config = SettingsConfigDict(env_prefix="STELLAR_SDSS_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="STELLAR_SDSS_")
 
     data_release: int = Field(17, ge=1)
-    min_interval_s: float = Field(1.0, ge=0)   # between two requests
-    attempts: int = Field(5, ge=1)             # per request, the first included
-    base_delay_s: float = Field(2.0, ge=0)     # before the first retry; doubled before each further one
-    max_delay_s: float = Field(60.0, ge=0)
     timeout_s: float = Field(120.0, gt=0)      # per request
-
-    @classmethod
-    def from_environment(cls) -> "SdssSettings":
-        """Defaults, overridden by `STELLAR_SDSS_<NAME>` environment variables; a bad one is named (a ValueError)."""
-        try:
-            return cls()
-        except ValidationError as error:
-            problems = []
-            for problem in error.errors():
-                variable = f"STELLAR_SDSS_{problem['loc'][0]}".upper()
-                problems.append(f"{variable}={problem['input']!r}: {problem['msg']}")
-            raise ValueError("; ".join(problems)) from None
 
 
 class ArchiveError(ValueError):
@@ -137,7 +121,7 @@ class _Archive:
         self.client = client
         self.settings = settings
         self.sleep = sleep
-        self.limiter = RateLimiter(settings.min_interval_s, clock=clock, sleep=sleep)
+        self.limiter = settings.limiter(clock=clock, sleep=sleep)
         self.requests = 0
 
     def call(self, request: Callable[[], Result], what: str) -> Result:
@@ -148,9 +132,7 @@ class _Archive:
             return request()
 
         try:
-            return retrying(attempt, self.settings.attempts, self.settings.base_delay_s,
-                            max_delay=self.settings.max_delay_s, sleep=self.sleep,
-                            transient=is_transient_download, what=f"SDSS {what}")
+            return self.settings.retry(attempt, f"SDSS {what}", sleep=self.sleep, transient=is_transient_download)
         except RetriesExhausted:
             raise
         except Exception as error:      # not transient: `retrying` let it through at once

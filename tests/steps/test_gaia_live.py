@@ -19,7 +19,7 @@ from astropy.table import Table
 from steps.core.artifacts import read_manifest
 from steps.ingest import sources
 from steps.ingest.__main__ import ingest
-from steps.ingest.gaia_live import GaiaQuery, PageTooDense, read_gaia
+from steps.ingest.gaia_live import GaiaQuery, GaiaSettings, PageTooDense, read_gaia
 from steps.ingest.photometry_files import read_photometry_folder
 from steps.ingest.raw_cache import RawCache, RetriesExhausted
 from steps.ingest.schemas import DATA_FILES, LABELS_FILE, PHOTOMETRY_SCHEMA
@@ -27,7 +27,8 @@ from steps.ingest.sources import IngestRequest
 
 RECORDED = Table.read(Path(__file__).parent / "fixtures" / "gaia" / "dr3_2mass_allwise_page.vot", format="votable")
 # Pages of 500 million random_index values: the recorded rows fall on pages 0 (2 rows), 1 (3), 2 (none), 3 (3).
-QUERY = GaiaQuery(page_width=500_000_000, attempts=3, base_delay=2.0, min_interval=1.0)
+QUERY = GaiaQuery(page_width=500_000_000)
+SETTINGS = GaiaSettings(attempts=3, base_delay_s=2.0, min_interval_s=1.0)
 
 
 class RecordedArchive:
@@ -78,7 +79,7 @@ def archive(offline, monkeypatch) -> RecordedArchive:
 
 def _read(cache: Path, samples: int, sleeps: list[float] | None = None) -> sources.Ingested:
     request = IngestRequest("photometry", samples, cache=str(cache))
-    return read_gaia(request, QUERY, sleep=(sleeps if sleeps is not None else []).append)
+    return read_gaia(request, QUERY, settings=SETTINGS, sleep=(sleeps if sleeps is not None else []).append)
 
 
 def test_pages_are_fetched_once_and_a_second_run_fetches_nothing(archive, tmp_path):
@@ -136,18 +137,18 @@ def test_transient_errors_are_retried_with_backoff(offline, monkeypatch, tmp_pat
     assert ingested.data.num_rows == 2 and flaky.pages() == [0, 0, 0]
     backoff = [seconds for seconds in sleeps if seconds >= 2.0]
     assert backoff == [2.0, 4.0]
-    assert all(seconds <= QUERY.min_interval for seconds in sleeps if seconds not in backoff)
+    assert all(seconds <= SETTINGS.min_interval_s for seconds in sleeps if seconds not in backoff)
 
 
 def test_requests_are_rate_limited(archive, tmp_path):
     sleeps: list[float] = []
     _read(tmp_path / "cache", 7, sleeps)
     assert len(archive.queries) == 4 and len(sleeps) == 3          # a wait before every request but the first
-    assert all(0 < seconds <= QUERY.min_interval for seconds in sleeps)
+    assert all(0 < seconds <= SETTINGS.min_interval_s for seconds in sleeps)
 
 
 def test_persistent_failure_stops_with_a_clear_message_and_caches_nothing(offline, monkeypatch, tmp_path):
-    down = RecordedArchive(*[requests.HTTPError("Error 500: Internal Server Error")] * QUERY.attempts)
+    down = RecordedArchive(*[requests.HTTPError("Error 500: Internal Server Error")] * SETTINGS.attempts)
     monkeypatch.setattr(offline, "launch_job_async", down.launch_job_async)
     with pytest.raises(RetriesExhausted, match=r"Gaia archive query for page 0 .*page-000000\.vot.*: still failing "
                                                r"after 3 attempts; last error: HTTPError: Error 500"):
@@ -165,9 +166,10 @@ def test_a_bad_query_fails_at_once(offline, monkeypatch, tmp_path):
 
 
 def test_a_page_at_the_row_limit_is_refused_not_cached(archive, tmp_path):
-    narrow = GaiaQuery(page_width=QUERY.page_width, page_row_limit=3, min_interval=0.0)
+    narrow = GaiaQuery(page_width=QUERY.page_width, page_row_limit=3)
     with pytest.raises(PageTooDense, match="page 1 returned 3 rows"):
-        read_gaia(IngestRequest("photometry", 7, cache=str(tmp_path / "cache")), narrow, sleep=lambda _: None)
+        read_gaia(IngestRequest("photometry", 7, cache=str(tmp_path / "cache")), narrow,
+                  settings=GaiaSettings(min_interval_s=0.0), sleep=lambda _: None)
     assert not RawCache(str(tmp_path / "cache")).has(narrow.page_key(1))
 
 
@@ -179,7 +181,7 @@ def test_live_mode_needs_a_sample_size_and_a_cache(tmp_path):
 
 
 def test_ingest_stage_with_the_registered_source_and_replay_of_its_cache(archive, monkeypatch, tmp_path):
-    live = functools.partial(read_gaia, query=QUERY, sleep=lambda _: None)
+    live = functools.partial(read_gaia, query=QUERY, settings=SETTINGS, sleep=lambda _: None)
     monkeypatch.setitem(sources.SOURCES, "gaia", sources.Source("gaia", live, synthetic=False,
                                                                 modalities=("photometry",)))
     ingest("photometry", "gaia", 5, 0, tmp_path / "raw", cache=str(tmp_path / "cache"))
@@ -191,3 +193,20 @@ def test_ingest_stage_with_the_registered_source_and_replay_of_its_cache(archive
     pages = tmp_path / "cache" / QUERY.cache_prefix                  # the cache is the archive's own VOTables
     replayed = read_photometry_folder(IngestRequest("photometry", 0, location=str(pages)))
     assert replayed.data.column("id").to_pylist() == data.column("id").to_pylist()
+
+
+def test_the_environment_sets_how_requests_are_paced_and_retried(offline, monkeypatch, tmp_path):
+    """`STELLAR_GAIA_<NAME>` as `STELLAR_SDSS_<NAME>` (the settings the pipeline's ingest stage runs with); a bad
+    value is named before any request."""
+    for name, value in {"ATTEMPTS": "2", "BASE_DELAY_S": "0.5", "MIN_INTERVAL_S": "0"}.items():
+        monkeypatch.setenv(f"STELLAR_GAIA_{name}", value)
+    down = RecordedArchive(*[requests.HTTPError("Error 500: Internal Server Error")] * 2)
+    monkeypatch.setattr(offline, "launch_job_async", down.launch_job_async)
+    sleeps: list[float] = []
+    with pytest.raises(RetriesExhausted, match="still failing after 2 attempts"):
+        read_gaia(IngestRequest("photometry", 2, cache=str(tmp_path / "cache")), QUERY, sleep=sleeps.append)
+    assert sleeps == [0.5] and len(down.queries) == 2
+    monkeypatch.setenv("STELLAR_GAIA_ATTEMPTS", "0")
+    with pytest.raises(ValueError, match=r"^STELLAR_GAIA_ATTEMPTS='0': .*greater than or equal to 1$"):
+        read_gaia(IngestRequest("photometry", 2, cache=str(tmp_path / "cache")), QUERY, sleep=sleeps.append)
+    assert len(down.queries) == 2

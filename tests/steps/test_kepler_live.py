@@ -15,7 +15,7 @@ from astropy.table import Table
 
 from fixtures.kepler.archive_files import kepler_llc
 from steps.ingest import kepler_live
-from steps.ingest.kepler_live import CATALOGUE_KEY, KeplerQuery, read_kepler, target_key
+from steps.ingest.kepler_live import CATALOGUE_KEY, KeplerQuery, KeplerSettings, read_kepler, target_key
 from steps.ingest.lightcurve_files import read_folder
 from steps.ingest.raw_cache import RawCache, RetriesExhausted
 from steps.ingest.sources import IngestRequest
@@ -76,10 +76,10 @@ def assert_same_table(first: pa.Table, second: pa.Table) -> None:
         np.testing.assert_array_equal(a.to_numpy(zero_copy_only=False), b.to_numpy(zero_copy_only=False))
 
 
-def run(cache: Path, samples: int = 0, sleeps: list[float] | None = None, **query) -> object:
+def run(cache: Path, samples: int = 0, sleeps: list[float] | None = None, **settings) -> object:
     sleeps = sleeps if sleeps is not None else []
-    return read_kepler(IngestRequest("lightcurves", samples, cache=str(cache)),
-                       KeplerQuery(catalogue=str(KOI_EXCERPT), min_interval=0.0, **query), sleep=sleeps.append)
+    return read_kepler(IngestRequest("lightcurves", samples, cache=str(cache)), KeplerQuery(catalogue=str(KOI_EXCERPT)),
+                       settings=KeplerSettings(min_interval_s=0.0, **settings), sleep=sleeps.append)
 
 
 def test_targets_come_from_the_catalogue_with_labels_and_periods(tmp_path, mast):
@@ -119,7 +119,7 @@ def test_transient_errors_are_retried_with_exponential_backoff(tmp_path, mast):
     outage = requests.HTTPError("503 Server Error", response=type("Response", (), {"status_code": 503})())
     mast.failures = {"kplr000892772": [requests.ConnectionError("connection reset"), outage]}
     sleeps: list[float] = []
-    ingested = run(tmp_path / "cache", samples=3, sleeps=sleeps, base_delay=2.0)
+    ingested = run(tmp_path / "cache", samples=3, sleeps=sleeps, base_delay_s=2.0)
     assert ingested.data.num_rows == 3
     assert sleeps == [2.0, 4.0]                                   # two failures, waits doubling
 
@@ -143,7 +143,8 @@ def test_requests_are_spaced_by_the_rate_limit(tmp_path, mast):
     clock = iter(np.arange(0.0, 100.0, 0.25))
     sleeps: list[float] = []
     read_kepler(IngestRequest("lightcurves", 3, cache=str(tmp_path / "cache")),
-                KeplerQuery(catalogue=str(KOI_EXCERPT), min_interval=1.0), sleep=sleeps.append,
+                KeplerQuery(catalogue=str(KOI_EXCERPT)), settings=KeplerSettings(min_interval_s=1.0),
+                sleep=sleeps.append,
                 clock=lambda: float(next(clock)))
     assert len(sleeps) >= 2 and all(0 < wait <= 1.0 for wait in sleeps)
 
@@ -169,8 +170,8 @@ def test_the_default_catalogue_is_queried_once_from_the_exoplanet_archive(tmp_pa
 
     monkeypatch.setattr(NasaExoplanetArchive, "query_criteria", query_criteria)
     for _ in range(2):
-        read_kepler(IngestRequest("lightcurves", 2, cache=str(tmp_path / "cache")), KeplerQuery(min_interval=0.0),
-                    sleep=lambda seconds: None)
+        read_kepler(IngestRequest("lightcurves", 2, cache=str(tmp_path / "cache")), KeplerQuery(),
+                    settings=KeplerSettings(min_interval_s=0.0), sleep=lambda seconds: None)
     assert queries == [("cumulative", kepler_live.KOI_COLUMNS)]
 
 
@@ -184,3 +185,19 @@ def test_the_raw_cache_replays_through_the_folder_reader(tmp_path, mast):
 def test_a_run_without_a_cache_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--cache"):
         read_kepler(IngestRequest("lightcurves", 2), KeplerQuery(catalogue=str(KOI_EXCERPT)))
+
+
+def test_the_environment_sets_how_requests_are_paced_and_retried(tmp_path, mast, monkeypatch):
+    """`STELLAR_KEPLER_<NAME>` as `STELLAR_SDSS_<NAME>` (the settings the pipeline's ingest stage runs with)."""
+    for name, value in {"ATTEMPTS": "2", "BASE_DELAY_S": "0.5", "MIN_INTERVAL_S": "0"}.items():
+        monkeypatch.setenv(f"STELLAR_KEPLER_{name}", value)
+    mast.failures = {"kplr000892772": [requests.ConnectionError("connection reset")] * 2}
+    sleeps: list[float] = []
+    with pytest.raises(RetriesExhausted, match="kplr000892772: still failing after 2 attempts"):
+        read_kepler(IngestRequest("lightcurves", 3, cache=str(tmp_path / "cache")),
+                    KeplerQuery(catalogue=str(KOI_EXCERPT)), sleep=sleeps.append)
+    assert sleeps == [0.5]
+    monkeypatch.setenv("STELLAR_KEPLER_BASE_DELAY_S", "soon")
+    with pytest.raises(ValueError, match=r"^STELLAR_KEPLER_BASE_DELAY_S='soon': "):
+        read_kepler(IngestRequest("lightcurves", 3, cache=str(tmp_path / "cache")),
+                    KeplerQuery(catalogue=str(KOI_EXCERPT)), sleep=sleeps.append)
