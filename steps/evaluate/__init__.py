@@ -117,13 +117,17 @@ def subset_rows(ev: "Evaluation", key: str) -> list[list[str]]:
             for target in ev.outputs for metric in ("robust_sigma", "rmse", "coverage_68")]
 
 
-def domain_sentence(domain: dict[str, Any]) -> str:
-    """The report's line on the domain check."""
+DOMAIN_CHECKS = {"spectral": ", or farther off the training spectra's leading components than 99% of them, or with "
+                             "fainter lines than all but 0.1%",
+                 "lightcurve": ", or with a period outside the training curves' range"}
+
+
+def domain_sentence(domain: dict[str, Any], name: str) -> str:
+    """The report's line on model `name`'s domain check (each modality's own checks named)."""
     return (f"Domain check: {domain['outside']} of {domain['objects']} test objects "
             f"({domain['share_outside']:.1%}) lie farther from every training object than 95% of training objects "
-            "from their nearest neighbour, or (spectra) farther off the training spectra's leading components than 99% "
-            "of them or with fainter lines than all but 0.1%, or (light curves) with a period outside the training "
-            "curves' range (in_domain false; about 5% is expected of objects like the training ones).")
+            f"from their nearest neighbour{DOMAIN_CHECKS.get(name, '')} (in_domain false; about 5% is expected of "
+            "objects like the training ones).")
 
 
 def evaluate_model(name: str, model_dir: str | os.PathLike, split_dir: str | os.PathLike,
@@ -335,7 +339,7 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
         sources = (ev.model, ev.null, ev.baseline or {}, prod)
         lines += ["", f"## {ev.name} ({ev.info.get('kind')}, {ev.model.get('n_test', 0)} test objects)", ""]
         if ev.model.get("domain"):
-            lines += [domain_sentence(ev.model["domain"]), ""]
+            lines += [domain_sentence(ev.model["domain"], ev.name), ""]
         if ev.task == "regression":
             lines += ["| target | metric | model | null | baseline | production |", "|---|---|---|---|---|---|"]
             for target in ev.outputs:

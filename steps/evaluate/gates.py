@@ -2,8 +2,15 @@
 
 A model passes when every check passes: enough test rows, few enough missing predictions, every absolute
 threshold, better than the null predictor by `beat_null_by`, better than its NumPy baseline (trained on the
-same split) by `beat_baseline_by`, and no worse than production by more than `max_regression`. Every check,
-passed or failed, becomes one human-readable reason with its numbers.
+same split) by `beat_baseline_by`, and no worse than production by more than `max_regression`, on the metrics of
+`compare`. Every check, passed or failed, becomes one human-readable reason with its numbers.
+
+Margins are relative: on a scale (a robust sigma, an RMSE, a log loss) 10% better is 10% lower. On a share whose
+best is 1 (accuracy, balanced accuracy, ROC-AUC) they apply to what it lacks of 1, its errors: 10% better is 10%
+fewer errors, and at most 10% worse is at most 10% more errors, or one more misclassified test object where
+production made almost none (a perfect production would otherwise refuse any candidate with one error). A margin on
+the share itself let a perfect classifier's successor drop to 0.9 and asked an imbalanced null's 0.93 accuracy to
+be beaten by a value above 1.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,8 +34,10 @@ KNOWN_TARGETS = ("teff", "logg", "feh")
 REGRESSION_METRICS = ("n", "missing_fraction", "robust_sigma", "rmse", "mae", "abs_bias", "abs_median_residual",
                       "outlier_fraction", "coverage_68", "coverage_95", "z_robust_sigma")
 CLASSIFICATION_METRICS = ("n", "missing_fraction", "accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss")
-COMPARABLE = {"regression": ("robust_sigma", "rmse", "mae", "abs_bias", "outlier_fraction"),
+# Not the outlier share: each predictor's is counted beyond 3 of its own robust sigmas, so a broad-cored one has few.
+COMPARABLE = {"regression": ("robust_sigma", "rmse", "mae", "abs_bias"),
               "classification": ("accuracy", "balanced_accuracy", "roc_auc_macro", "log_loss")}
+ERROR_SHARES = ("accuracy", "balanced_accuracy", "roc_auc_macro")  # best 1: margins apply to 1 - value
 DEFAULT_COMPARE = {"regression": ["robust_sigma"], "classification": ["balanced_accuracy"]}
 _THRESHOLD = re.compile(r"^(?P<metric>[a-z0-9_]+?)_(?P<bound>min|max)$")
 
@@ -42,8 +52,8 @@ class ModelGates(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     absolute: dict[str, Any] = Field(default_factory=dict)
-    beat_null_by: float | None = Field(0.1, ge=0)
-    beat_baseline_by: float | None = Field(0.0, gt=-1)  # negative: a tolerance
+    beat_null_by: float | None = Field(0.1, ge=0, lt=1)
+    beat_baseline_by: float | None = Field(0.0, gt=-1, lt=1)  # negative: a tolerance
     max_regression: float | None = Field(0.1, ge=0)
     compare: list[str] | None = None
     min_rows: int = Field(10, ge=0)
@@ -285,6 +295,35 @@ def _label(name: str, target: str | None, metric: str) -> str:
     return f"{name} {target} {metric}" if target else f"{name} {metric}"
 
 
+def limit_for(metric: str, reference: float, margin: float, one_object: float = 0.0) -> float:
+    """The value a model must reach to be better than `reference` by the relative `margin` (negative: at most that
+    much worse). On an `ERROR_SHARES` metric the margin applies to its errors (1 - value), and a tolerance allows at
+    least `one_object` more of them."""
+    if metric in ERROR_SHARES:
+        errors = (1 - reference) * (1 - margin)
+        return 1 - (max(errors, 1 - reference + one_object) if margin < 0 else errors)
+    return reference * (1 + margin) if HIGHER_IS_BETTER[metric] else reference * (1 - margin)
+
+
+def _how(metric: str, margin: float) -> str:
+    """How a limit was set, for a reason's text."""
+    if metric in ERROR_SHARES:
+        return (f" ({margin:.0%} fewer errors)" if margin > 0 else
+                f" (at most {-margin:.0%} more errors, or one more object)" if margin < 0 else "")
+    better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
+    return f" ({margin:.0%} {better})" if margin > 0 else f" (at most {-margin:.0%} worse)" if margin < 0 else ""
+
+
+def one_object(metrics: dict[str, Any] | None, metric: str) -> float:
+    """How much one more misclassified test object lowers `metric` (from the confusion matrix; 0 where unknown)."""
+    matrix = np.asarray(((metrics or {}).get("confusion") or {}).get("matrix") or [], np.float64)
+    counts = matrix.sum(axis=1) if matrix.ndim == 2 else np.array([])
+    counts = counts[counts > 0]
+    if not counts.size:
+        return 0.0
+    return {"accuracy": 1 / counts.sum(), "balanced_accuracy": 1 / (counts.size * counts.min())}.get(metric, 0.0)
+
+
 def _compare(verdict: Verdict, name: str, slots: list[tuple[str | None, str]], model: dict[str, Any],
              reference_metrics: dict[str, Any], margin: float | None, gate: str, reference_name: str) -> None:
     """Checks that the model beats a reference predictor by a relative `margin` on every compared metric."""
@@ -297,11 +336,9 @@ def _compare(verdict: Verdict, name: str, slots: list[tuple[str | None, str]], m
         if reference is None:
             verdict.note(f"{_label(name, target, metric)}: {reference_name} has no value; not compared")
             continue
-        limit = reference * (1 + margin) if higher else reference * (1 - margin)
+        limit = limit_for(metric, reference, margin, one_object(model, metric))
         ok = value is not None and (value >= limit if higher else value <= limit)
-        better = "higher" if higher else "lower"
-        how = (f" ({margin:.0%} {better})" if margin > 0 else f" (at most {-margin:.0%} worse)" if margin < 0
-               else "")
+        how = _how(metric, margin)
         verdict.add(ok, gate, metric, value, limit,
                     f"{_label(name, target, metric)} = {fmt(value)} vs {fmt(reference)} of {reference_name}: "
                     f"needs {'>=' if higher else '<='} {fmt(limit)}{how}", target)
@@ -353,7 +390,7 @@ def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null:
         value, reference = metric_of(model, target, "robust_sigma"), metric_of(null, target, "robust_sigma")
         if value is not None and reference is not None and value > reference:
             verdict.note(f"{name} {target} robust_sigma = {fmt(value)} is worse than the null predictor's "
-                         f"{fmt(reference)} (the training mean): not gated, but its predictions carry no information")
+                         f"{fmt(reference)} (the training mean): not gated, but no better than that mean by this measure")
             verdict.uninformative.append({"target": target, "robust_sigma": value, "null_robust_sigma": reference})
     if baseline is not None:
         _compare(verdict, name, slots, model, baseline, gates.beat_baseline_by, "beat_baseline_by",
@@ -371,17 +408,15 @@ def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null:
              f" on the {production['measured_here']} test objects it did not learn from")
             if production.get("measured_here") else " (recorded on another test split)")
         candidate = production.get("candidate_metrics") or model  # on the same objects
-        compared = list(dict.fromkeys(slots + [(t, m) for t, m, _, _ in absolute if m in HIGHER_IS_BETTER
-                                               and m not in ("n", "coverage_68", "coverage_95")]))
-        for target, metric in compared:
+        for target, metric in slots:
             value, reference = metric_of(candidate, target, metric), metric_of(production["metrics"], target, metric)
             if reference is None:
                 verdict.note(f"{_label(name, target, metric)}: {where} has no value; not compared")
                 continue
             higher = HIGHER_IS_BETTER[metric]
-            limit = reference * (1 - tolerance) if higher else reference * (1 + tolerance)
+            limit = limit_for(metric, reference, -tolerance, one_object(candidate, metric))
             ok = value is not None and (value >= limit if higher else value <= limit)
             verdict.add(ok, "max_regression", metric, value, limit,
                         f"{_label(name, target, metric)} = {fmt(value)} vs {fmt(reference)} of {where}: needs "
-                        f"{'>=' if higher else '<='} {fmt(limit)} (at most {tolerance:.0%} worse)", target)
+                        f"{'>=' if higher else '<='} {fmt(limit)}{_how(metric, -tolerance)}", target)
     return verdict

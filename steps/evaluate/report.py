@@ -299,7 +299,7 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
             f"{tag}</h2>"
             f"<p>{ev.model.get('n_test', 0)} test objects. "
             + "; ".join(html.escape(line) for line in _training_summary(ev.info)) + ".</p>"
-            + (f"<p>{html.escape(domain_sentence(ev.model['domain']))}</p>" if ev.model.get("domain") else "")
+            + (f"<p>{html.escape(domain_sentence(ev.model['domain'], ev.name))}</p>" if ev.model.get("domain") else "")
             + _metrics_table(ev, prod.get("metrics") or {})
             + "".join(f"<h3>{html.escape(title)}</h3>" + _table(["target", "metric", "model", "baseline"],
                                                                  subset_rows(ev, key))

@@ -143,6 +143,46 @@ def test_production_tolerance_flips_the_verdict():
     assert no_production.passed and any("no production version" in r for r in no_production.reasons)
 
 
+def _classifier(balanced_accuracy: float, accuracy: float | None = None) -> dict:
+    """A light-curve classifier's metrics on 100 test stars, 80 RRab and 20 RRc."""
+    return {"n": 100, "missing_fraction": 0.0, "balanced_accuracy": balanced_accuracy,
+            "accuracy": balanced_accuracy if accuracy is None else accuracy, "log_loss": 0.05,
+            "confusion": {"labels": ["RRab", "RRc"], "matrix": [[80, 0], [0, 20]]}}
+
+
+def test_on_a_share_whose_best_is_1_the_margins_count_errors():
+    """A margin on balanced accuracy itself let a perfect production's successor drop to 0.9 (10 points) and pass,
+    and asked an imbalanced null's 0.93 accuracy to be beaten by 1.023, which no model reaches."""
+    gates = ModelGates(beat_null_by=0.1, max_regression=0.1, compare=["balanced_accuracy"])
+    null, perfect = _classifier(0.5), {"version": "4", "metrics": _classifier(1.0), "source": "test"}
+    dropped = judge("lightcurve", "classification", [], _classifier(0.9), null, gates, perfect)
+    (reason,) = [r for r in dropped.reasons if r.startswith("FAIL")]
+    assert reason == ("FAIL lightcurve balanced_accuracy = 0.9 vs 1 of production version 4 (recorded on another test "
+                      "split): needs >= 0.975 (at most 10% more errors, or one more object)")
+    one_more = judge("lightcurve", "classification", [], _classifier(0.975), null, gates, perfect)  # one RRc wrong
+    assert one_more.passed, one_more.reasons
+    assert not judge("lightcurve", "classification", [], _classifier(0.97), null, gates, perfect).passed
+    imbalanced = ModelGates(beat_null_by=0.1, max_regression=None, compare=["accuracy"])
+    beaten = judge("lightcurve", "classification", [], _classifier(0.95, 0.94), _classifier(0.5, 0.93), imbalanced)
+    assert beaten.passed and any("needs >= 0.937 (10% fewer errors)" in r for r in beaten.reasons)
+
+
+def test_an_absolute_threshold_is_not_also_a_comparison_with_production():
+    """A lenient `log_loss_max: 1` refused a candidate whose log loss was 0.0115 against production's 0.0100: an
+    absolute threshold pulled its metric into the relative comparison, where a figure near 0 is all noise."""
+    gates = ModelGates(absolute={"log_loss_max": 1.0}, beat_null_by=0.1, max_regression=0.1)
+    candidate = {**_classifier(1.0), "log_loss": 0.0115}
+    verdict = judge("lightcurve", "classification", [], candidate, _classifier(0.5),
+                    gates, {"version": "4", "metrics": {**_classifier(1.0), "log_loss": 0.01}, "source": "test"})
+    assert verdict.passed, verdict.reasons
+    assert not any("log_loss" in r and "production" in r for r in verdict.reasons)
+
+
+def test_the_outlier_share_cannot_be_compared():
+    with pytest.raises(GateError, match="sed.compare.0: 'outlier_fraction' cannot be compared"):
+        parse_gates("sed: {compare: [teff.outlier_fraction]}")
+
+
 def test_a_model_must_beat_its_baseline_by_the_margin():
     gates = ModelGates(beat_null_by=0.1, beat_baseline_by=0.05, max_regression=None)
     model, null = _regression(200.0), _regression(1500.0)
@@ -167,7 +207,7 @@ def test_a_target_the_gates_do_not_hold_is_noted_where_it_loses_to_the_null_pred
     worse = judge("sed", "regression", ["teff", "feh"], metrics(0.29), metrics(0.27), gates)
     notes = [r for r in worse.reasons if "feh" in r and r.startswith("NOTE")]
     assert notes == ["NOTE sed feh robust_sigma = 0.29 is worse than the null predictor's 0.27 (the training mean): "
-                     "not gated, but its predictions carry no information"]
+                     "not gated, but no better than that mean by this measure"]
     assert worse.as_dict()["uninformative"] == [{"target": "feh", "robust_sigma": 0.29, "null_robust_sigma": 0.27}]
     better = judge("sed", "regression", ["teff", "feh"], metrics(0.20), metrics(0.27), gates)
     assert not any("feh" in r for r in better.reasons if r.startswith("NOTE"))
@@ -412,3 +452,14 @@ def test_errors_exit_2_with_a_clear_message(learnable, tmp_path):
     result = evaluate_cli(split, {"sed": models["sed"]}, tmp_path / "d", "--production-metrics", str(bad))
     assert result.returncode == 2 and "not valid JSON" in result.stderr
     assert not any((tmp_path / x).exists() for x in "abcd")
+
+
+def test_each_models_domain_sentence_names_its_own_checks():
+    """The SED report described the spectra's and light curves' checks too."""
+    from steps.evaluate import domain_sentence
+
+    domain = {"outside": 2, "objects": 40, "share_outside": 0.05}
+    sed, spectral, lightcurve = (domain_sentence(domain, name) for name in ("sed", "spectral", "lightcurve"))
+    assert "spectra" not in sed and "period" not in sed and "nearest neighbour (in_domain false" in sed
+    assert "leading components" in spectral and "period" not in spectral
+    assert "period outside" in lightcurve and "spectra" not in lightcurve
