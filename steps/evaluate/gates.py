@@ -390,7 +390,8 @@ def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null:
         value, reference = metric_of(model, target, "robust_sigma"), metric_of(null, target, "robust_sigma")
         if value is not None and reference is not None and value > reference:
             verdict.note(f"{name} {target} robust_sigma = {fmt(value)} is worse than the null predictor's "
-                         f"{fmt(reference)} (the training mean): not gated, but no better than that mean by this measure")
+                         f"{fmt(reference)} (the training mean): not gated, but no better than that mean by this "
+                         "measure")
             verdict.uninformative.append({"target": target, "robust_sigma": value, "null_robust_sigma": reference})
     if baseline is not None:
         _compare(verdict, name, slots, model, baseline, gates.beat_baseline_by, "beat_baseline_by",
