@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from steps.core.names import MODALITY
+from steps.core.statistics import robust_sigma
 from steps.evaluate import SUBSET_TITLES, classification_rows, data_origin, domain_sentence, subset_rows
 from steps.evaluate.gates import Verdict, fmt
 from steps.models.inputs import Columns
@@ -74,6 +75,25 @@ def _wide_axis(ax, axis: str, values: np.ndarray) -> None:
     which.set_minor_formatter(NullFormatter())
 
 
+def _residuals_in_view(ax, x: np.ndarray, res: np.ndarray, err: np.ndarray, unit: str | None) -> None:
+    """Residuals against `x`, the y axis held to 8 robust sigmas about their median (one hot star's 6,000 K miss
+    flattened the ~100 K bulk onto zero): a residual beyond is drawn at the edge as a red triangle pointing out,
+    and the title gives their count with the median and robust sigma of all."""
+    median, sigma = float(np.median(res)), robust_sigma(res)
+    half = 8 * sigma if sigma > 0 else float(np.max(np.abs(res - median))) or 1.0
+    low, high = median - half, median + half
+    inside = (res >= low) & (res <= high)
+    ax.errorbar(x[inside], res[inside], yerr=err[inside], fmt="o", ms=2.5, lw=0.6, alpha=0.7, color="tab:blue",
+                ecolor="0.6")
+    for beyond, edge, marker in ((res > high, high, "^"), (res < low, low, "v")):
+        if beyond.any():
+            ax.plot(x[beyond], np.full(int(beyond.sum()), edge), marker, color="tab:red", ms=4, clip_on=False)
+    ax.set_ylim(low, high)
+    outside = int((~inside).sum())
+    ax.set_title(f"robust sigma {fmt(sigma)}{f' {unit}' if unit else ''}, median {fmt(median)}"
+                 + (f"\n{outside} beyond the axis" if outside else ""), fontsize=7)
+
+
 def _label(target: str) -> str:
     unit = UNITS.get(target)
     return f"{LABELS.get(target, target)}" + (f" [{unit}]" if unit else "")
@@ -115,8 +135,9 @@ def _regression_plots(plt, name: str, targets: list[str], pred: pd.DataFrame, ag
         for ax, t in zip(axes[0], targets):
             res = value[t] - truth[t]
             ok = np.isfinite(res) & np.isfinite(x)
-            ax.errorbar(x[ok], res[ok], yerr=np.where(np.isfinite(err[t][ok]), err[t][ok], 0.0), fmt="o", ms=2.5,
-                        lw=0.6, alpha=0.7, color="tab:blue", ecolor="0.6")
+            if ok.any():
+                _residuals_in_view(ax, x[ok], res[ok], np.where(np.isfinite(err[t][ok]), err[t][ok], 0.0),
+                                   UNITS.get(t))
             ax.axhline(0.0, color="k", lw=0.8, ls="--")
             if key == "bands":
                 ax.xaxis.get_major_locator().set_params(integer=True)
@@ -126,7 +147,9 @@ def _regression_plots(plt, name: str, targets: list[str], pred: pd.DataFrame, ag
             ax.set_ylabel(f"residual {_label(t)}")
         fig.tight_layout()
         _save(fig, folder / f"{name}_residuals_{key}.png")
-        made.append((f"{name}_residuals_{key}.png", f"Residual (predicted - true) against {xlabel}."))
+        made.append((f"{name}_residuals_{key}.png", f"Residual (predicted - true) against {xlabel}, within 8 robust "
+                                                     "sigmas of the median; red triangles: residuals beyond, at the "
+                                                     "edge."))
 
     fig, ax = plt.subplots(figsize=(3.4, 3.2))
     for t in targets:
@@ -184,10 +207,12 @@ def _classification_plots(plt, name: str, classes: list[str], pred: pd.DataFrame
     if filled:
         ax.bar([c for c, *_ in filled], [a for _, a, *_ in filled], width=0.09, color="tab:blue", alpha=0.7,
                label="accuracy")
-        ax.plot([f for *_, f, _ in filled], [a for _, a, *_ in filled], "o", color="tab:red", ms=3,
-                label="(mean confidence, accuracy)")
+        ax.plot([f for *_, f, _ in filled], [a for _, a, *_ in filled], "o", color="tab:red", ms=4, clip_on=False,
+                zorder=3, label="(mean confidence, accuracy)")
+        for centre, accuracy, _, count in filled:  # how many objects each bar is
+            ax.text(centre, min(accuracy, 1.0) / 2, f"n={count}", ha="center", va="center", rotation=90, fontsize=6)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
     ax.set_xlabel("top-class probability")
     ax.set_ylabel("share correct")
     ax.set_title(f"ECE {fmt(ece)}", loc="right", fontsize=9)
@@ -195,8 +220,8 @@ def _classification_plots(plt, name: str, classes: list[str], pred: pd.DataFrame
     fig.tight_layout()
     _save(fig, folder / f"{name}_reliability.png")
     made.append((f"{name}_reliability.png", "Reliability diagram: accuracy of the predicted class in bins of its "
-                                             "probability (on the diagonal when calibrated); ECE = expected "
-                                             "calibration error."))
+                                             "probability (on the diagonal when calibrated), n objects in each; "
+                                             "ECE = expected calibration error."))
     return made
 
 

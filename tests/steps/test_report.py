@@ -235,3 +235,20 @@ def test_a_run_of_real_and_generated_data_says_which_model_learnt_from_which(lea
     assert "synthetic data" in page[page.index('<section id="sed">'):].split("</h2>")[0]
     assert "Data: **synthetic** (generated, not observed) for sed; observed for lightcurve." in (
         out / "report.md").read_text()
+
+
+def test_a_residual_plot_keeps_the_bulk_in_view_and_marks_what_lies_beyond():
+    """One hot star's 6,000 K miss set the y axis of every residual plot, flattening the ~100 K bulk onto zero."""
+    import numpy as np
+
+    from steps.evaluate.report import _pyplot, _residuals_in_view
+
+    plt = _pyplot()
+    residuals = np.r_[np.random.default_rng(0).normal(0.0, 100.0, 80), 6437.0]
+    fig, ax = plt.subplots()
+    _residuals_in_view(ax, np.linspace(4000, 7000, residuals.size), residuals, np.zeros(residuals.size), "K")
+    low, high = ax.get_ylim()
+    assert 500 < high < 1500 and -1500 < low < -500
+    assert ax.get_title().endswith("\n1 beyond the axis") and ax.get_title().startswith("robust sigma ")
+    assert [line.get_marker() for line in ax.get_lines()].count("^") == 1
+    plt.close(fig)
