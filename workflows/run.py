@@ -282,6 +282,9 @@ def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
         also = (f"; as there was {_as_there_was(model)}, this run's NumPy baseline was judged too, and refused as well"
                 if model.get("baseline_refused") else "")
         note = f"candidate {model.get('candidate')} {why} ({checks}){also}"
+        if model.get("candidate") == model.get("version") and why.startswith("refused"):
+            note = (f"production version {model['version']} itself, retrained the same, fails the current gates "
+                    f"({checks}); it stays served, as nothing passed them to replace it")
     else:
         note = f"candidate {model.get('candidate')} {model.get('promotion')}"
     return [f"  {name}: {serving}; {note}",

@@ -56,7 +56,11 @@ def promote(evaluation: Path, models: dict[str, Path], registry: ModelRegistry) 
                      name, outcome["refused_version"], outcome["because"], record.version)
         if not verdict.get("passed"):
             outcome["outcome"] = "refused"
-            log.info("%s version %s: refused by the quality gates", name, record.version)
+            if compared_with == record.version:
+                log.warning("%s version %s: production itself fails the current gates; it stays served", name,
+                            record.version)
+            else:
+                log.info("%s version %s: refused by the quality gates", name, record.version)
         elif compared_with == record.version:
             outcome["outcome"] = "unchanged"
             log.info("%s version %s: already production", name, record.version)

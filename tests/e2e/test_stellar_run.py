@@ -275,6 +275,10 @@ def test_the_summary_says_why_a_candidate_was_not_promoted():
     assert promotion_lines("spectral", gates) == [
         "  spectral: version 1; candidate 2 refused by the quality gates (all its checks: stellar models show "
         "spectral@2)", "    FAIL spectral teff robust_sigma = 13 (absolute: needs <= 0.001)"]
+    itself = {**gates, "candidate": "1"}  # the retrain reproduced production, which fails gates made stricter since
+    assert promotion_lines("spectral", itself)[0] == (
+        "  spectral: version 1; production version 1 itself, retrained the same, fails the current gates (all its "
+        "checks: stellar models show spectral@1); it stays served, as nothing passed them to replace it")
     by_hand = {"version": "1", "candidate": "2", "promotion": "refused",
                "reasons": ["PASS sed teff rmse = 1", "sed version 2 was rolled back from production by hand"]}
     assert promotion_lines("sed", by_hand)[0].startswith("  sed: version 1; candidate 2 not promoted")
