@@ -76,11 +76,12 @@ def test_metrics(task: str, outputs: list[str], test: pa.Table, predicted: pd.Da
         for target in outputs:
             truth = cols.scalar(target) if cols.has(target) else np.full(cols.n, np.nan)
             err = predicted[f"{target}_err"].to_numpy(np.float64) if f"{target}_err" in predicted else None
-            targets[target] = regression_metrics(truth, predicted[target].to_numpy(np.float64), err)
+            targets[target] = regression_metrics(truth, predicted[target].to_numpy(np.float64), err, intervals=True)
         out = {"task": task, "n_test": cols.n, "targets": targets}
     else:
         proba = predicted[[f"p_{c}" for c in outputs]].to_numpy(np.float64)
-        out = {"task": task, "n_test": cols.n, **classification_metrics(cols.strings("class"), proba, outputs)}
+        out = {"task": task, "n_test": cols.n,
+               **classification_metrics(cols.strings("class"), proba, outputs, intervals=True)}
         if "period" in predicted and cols.has("period_true"):
             out["period"] = period_metrics(cols.scalar("period_true"), predicted["period"].to_numpy(np.float64))
     domain = domain_summary(predicted)
@@ -95,10 +96,28 @@ PERIOD_METRICS = (("within_1pct", "share within 1%"), ("within_1pct_harmonic", "
                   ("n_predicted", "objects given a period"))
 
 
+REGRESSION_ROWS = ("robust_sigma", "rmse", "bias", "outlier_fraction", "coverage_68", "coverage_95")
+INTERVAL_NOTE = ("In brackets: the 16th and 84th percentiles of the figure over 1,000 bootstrap resamples of the test "
+                 "objects (how far another draw of as many objects may move it).")
+
+
+def with_interval(metrics: dict[str, Any], metric: str) -> str:
+    """A metric in 4 significant digits, with its bootstrap interval where evaluation measured one."""
+    interval, value = metrics.get(f"{metric}_interval"), metrics.get(metric)
+    return fmt(value) + (f" [{fmt(interval[0])}, {fmt(interval[1])}]" if interval and value is not None else "")
+
+
+def regression_rows(outputs: list[str], sources: list[dict[str, Any]],
+                    metrics: tuple[str, ...] = REGRESSION_ROWS) -> list[list[str]]:
+    """The regression rows (target, metric, one value per source) of the reports' metrics tables."""
+    return [[target, metric, *(with_interval(source.get("targets", {}).get(target) or {}, metric)
+                               for source in sources)] for target in outputs for metric in metrics]
+
+
 def classification_rows(sources: list[dict[str, Any]]) -> list[list[str]]:
     """The classifier rows of the reports' metrics tables, one value per source (model, null, baseline,
     production): the class metrics, then the period estimate's where a source has one."""
-    rows = [[metric, *(fmt(source.get(metric)) for source in sources)] for metric in CLASS_METRICS]
+    rows = [[metric, *(with_interval(source, metric) for source in sources)] for metric in CLASS_METRICS]
     if any(source.get("period") for source in sources):
         rows += [[f"period: {label}", *(fmt((source.get("period") or {}).get(key)) for source in sources)]
                  for key, label in PERIOD_METRICS]
@@ -112,9 +131,8 @@ SUBSET_TITLES = {GAIA_ONLY: "The same test stars with Gaia's G, BP and RP alone 
 
 def subset_rows(ev: "Evaluation", key: str) -> list[list[str]]:
     """The reports' rows (target, metric, model, baseline) of the test split's part or variant `key`."""
-    sources = [(m or {}).get(key) or {} for m in (ev.model, ev.baseline)]
-    return [[target, metric, *(fmt((m.get("targets", {}).get(target) or {}).get(metric)) for m in sources)]
-            for target in ev.outputs for metric in ("robust_sigma", "rmse", "coverage_68")]
+    return regression_rows(ev.outputs, [(m or {}).get(key) or {} for m in (ev.model, ev.baseline)],
+                           ("robust_sigma", "rmse", "coverage_68"))
 
 
 DOMAIN_CHECKS = {"spectral": ", or farther off the training spectra's leading components than 99% of them, or with "
@@ -342,17 +360,16 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
             lines += [domain_sentence(ev.model["domain"], ev.name), ""]
         if ev.task == "regression":
             lines += ["| target | metric | model | null | baseline | production |", "|---|---|---|---|---|---|"]
-            for target in ev.outputs:
-                for metric in ("robust_sigma", "rmse", "bias", "outlier_fraction", "coverage_68", "coverage_95"):
-                    values = [(m.get("targets", {}).get(target) or {}).get(metric) for m in sources]
-                    lines.append(f"| {target} | {metric} | " + " | ".join(fmt(v) for v in values) + " |")
+            lines += ["| " + " | ".join(row) + " |" for row in regression_rows(ev.outputs, list(sources))]
+            lines += ["", INTERVAL_NOTE]
             for key, title in SUBSET_TITLES.items():
                 if ev.model.get(key):
                     lines += ["", f"{title}:", "", "| target | metric | model | baseline |", "|---|---|---|---|"]
                     lines += ["| " + " | ".join(row) + " |" for row in subset_rows(ev, key)]
         else:
             lines += ["| metric | model | null | baseline | production |", "|---|---|---|---|---|"]
-            lines += ["| " + " | ".join(row) + " |" for row in classification_rows(sources)]
+            lines += ["| " + " | ".join(row) + " |" for row in classification_rows(list(sources))]
+            lines += ["", INTERVAL_NOTE]
             confusion = ev.model.get("confusion") or {}
             if confusion.get("labels"):
                 labels = confusion["labels"]

@@ -26,7 +26,8 @@ import pandas as pd
 
 from steps.core.names import MODALITY
 from steps.core.statistics import robust_sigma
-from steps.evaluate import SUBSET_TITLES, classification_rows, data_origin, domain_sentence, subset_rows
+from steps.evaluate import (INTERVAL_NOTE, SUBSET_TITLES, classification_rows, data_origin, domain_sentence,
+                            regression_rows, subset_rows)
 from steps.evaluate.gates import Verdict, fmt
 from steps.models.inputs import Columns
 from steps.models.keras.calibration import expected_calibration_error, reliability
@@ -36,7 +37,6 @@ PLOTS = "plots"
 REPORT = "report.html"
 UNITS = {"teff": "K", "logg": "dex", "feh": "dex"}
 LABELS = {"teff": "Teff", "logg": "log g", "feh": "[Fe/H]"}
-REGRESSION_METRICS = ("robust_sigma", "rmse", "bias", "outlier_fraction", "coverage_68", "coverage_95")
 NOMINAL = np.linspace(0.05, 0.95, 19)
 MAG_ERROR_TO_SNR = 2.5 / np.log(10.0)  # a magnitude error of e is a flux S/N of 1.0857 / e
 Axis = tuple[str, str, np.ndarray]  # (file key, axis label, one value per test row)
@@ -235,10 +235,10 @@ def _metrics_table(ev: Any, production: dict[str, Any]) -> str:
     sources = (ev.model, ev.null, ev.baseline or {}, production)
     columns = ["model", "null", "baseline", "production"]
     if ev.task == "regression":
-        rows = [[t, m, *(fmt((s.get("targets", {}).get(t) or {}).get(m)) for s in sources)]
-                for t in ev.outputs for m in REGRESSION_METRICS]
-        return _table(["target", "metric", *columns], rows)
-    return _table(["metric", *columns], classification_rows(list(sources)))
+        table = _table(["target", "metric", *columns], regression_rows(ev.outputs, list(sources)))
+    else:
+        table = _table(["metric", *columns], classification_rows(list(sources)))
+    return table + f"<p>{html.escape(INTERVAL_NOTE)}</p>"
 
 
 def _fallback(verdict: Any) -> str:
