@@ -167,6 +167,30 @@ def test_on_a_share_whose_best_is_1_the_margins_count_errors():
     assert beaten.passed and any("needs >= 0.937 (10% fewer errors)" in r for r in beaten.reasons)
 
 
+def test_overconfident_or_uselessly_wide_uncertainties_are_refused_but_not_a_dozen_objects_noise():
+    """The 68% intervals of each compared target must hold a share of the test truths that calibrated intervals
+    plausibly give: 8 of 33 inside (the Keras spectral model's log g after 100 training spectra) is refused, 68 of
+    70 (intervals as wide as the label range) too; 5 of 11 passes (calibrated intervals do that once in 9 draws)."""
+    gates = parse_gates(None).sed
+
+    def model(inside: int, n: int) -> dict:
+        values = {"n": n, "missing_fraction": 0.0, "robust_sigma": 100.0, "rmse": 0.2, "coverage_68": inside / n}
+        return {"targets": {"teff": values, "logg": values, "feh": {**values, "coverage_68": 0.0}}}
+
+    null = {"targets": {t: {"robust_sigma": 1000.0, "rmse": 1.0} for t in ("teff", "logg", "feh")}}
+    noisy = judge("sed", "regression", ["teff", "logg", "feh"], model(5, 11), null, gates)
+    assert noisy.passed, noisy.reasons  # feh, which the SED gates do not compare, is not checked either
+    overconfident = judge("sed", "regression", ["teff", "logg", "feh"], model(8, 33), null, gates)
+    assert ("FAIL sed logg coverage_68 = 0.2424 of 33 test truths inside the 68% intervals: calibrated intervals "
+            "hold so fewer with probability 5.2e-07 (needs >= 0.001)") in overconfident.reasons
+    wide = judge("sed", "regression", ["teff", "logg", "feh"], model(68, 70), null, gates)
+    assert not wide.passed and any("hold so more with probability 2.8e-09" in r for r in wide.reasons)
+    unchecked = judge("sed", "regression", ["teff"], model(8, 33), null,
+                      gates.model_copy(update={"calibration_p_min": None}))
+    assert unchecked.passed and "NOTE sed: its uncertainties are not checked (calibration_p_min is off)" in (
+        unchecked.reasons)
+
+
 def test_an_absolute_threshold_is_not_also_a_comparison_with_production():
     """A lenient `log_loss_max: 1` refused a candidate whose log loss was 0.0115 against production's 0.0100: an
     absolute threshold pulled its metric into the relative comparison, where a figure near 0 is all noise."""
