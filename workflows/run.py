@@ -284,7 +284,7 @@ def promotion_lines(name: str, model: dict[str, Any]) -> list[str]:
         note = f"candidate {model.get('candidate')} {why} ({checks}){also}"
         if model.get("candidate") == model.get("version") and why.startswith("refused"):
             note = (f"production version {model['version']} itself, retrained the same, fails the current gates "
-                    f"({checks}); it stays served, as nothing passed them to replace it")
+                    f"({checks}); it stays served, as nothing passed them to replace it{also}")
     else:
         note = f"candidate {model.get('candidate')} {model.get('promotion')}"
     return [f"  {name}: {serving}; {note}",

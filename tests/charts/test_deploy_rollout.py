@@ -72,6 +72,7 @@ class FakeHelm:
 
     def uninstall(self, name, **options):
         self.calls.append(("uninstall", (name,), options))
+        FakeHelm.installed = False
         return {"info": "", "release": summary(name, "stellar", 1, "uninstalled", "2026-01-01T00:00:00Z")}
 
     def _release(self, action, chart, name, values, options):
@@ -152,7 +153,7 @@ def test_a_first_install_left_pending_is_uninstalled_and_installed_again(promote
     assert [call[0] for call in fake_helm.calls] == ["config", "status", "uninstall", "install", "close"]
     assert "revision 1 is pending-install" in caplog.text and "uninstalling it" in caplog.text
     rollout = json.loads((tmp_path / "out" / "deployment.json").read_text())["rollout"]
-    assert (rollout["revision"], rollout["status"]) == (5, "deployed")
+    assert (rollout["revision"], rollout["status"]) == (1, "deployed")
 
 
 def test_a_release_pending_for_less_than_a_rollout_takes_is_left_to_its_deploy(promoted, fake_helm, tmp_path,
