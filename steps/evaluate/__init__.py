@@ -114,6 +114,23 @@ def regression_rows(outputs: list[str], sources: list[dict[str, Any]],
                                for source in sources)] for target in outputs for metric in metrics]
 
 
+def metrics_table(ev: "Evaluation", production: dict[str, Any] | None) -> tuple[list[str], list[list[str]]]:
+    """The reports' main metrics table of one model (header, rows): model, null predictor, baseline and production
+    on the test split; where production was measured on the test objects new to it only, its column says how many,
+    and one more column gives the model on those same objects (what the gates compared)."""
+    production = production or {}
+    columns = ["model", "null", "baseline", "production"]
+    sources = [ev.model, ev.null, ev.baseline or {}, production.get("metrics") or {}]
+    if production.get("candidate_metrics"):
+        new = production["measured_here"]
+        columns[-1] = f"production (on the {new} test objects new to it)"
+        columns.append(f"model (on those {new})")
+        sources.append(production["candidate_metrics"])
+    if ev.task == "regression":
+        return ["target", "metric", *columns], regression_rows(ev.outputs, sources)
+    return ["metric", *columns], classification_rows(sources)
+
+
 def classification_rows(sources: list[dict[str, Any]]) -> list[list[str]]:
     """The classifier rows of the reports' metrics tables, one value per source (model, null, baseline,
     production): the class metrics, then the period estimate's where a source has one."""
@@ -353,23 +370,18 @@ def report(evaluations: list[Evaluation], verdicts: dict[str, Verdict],
         where = f"version {prod['version']}" if prod and prod.get("metrics") else "none"
         lines.append(f"| {ev.name} | {'PASS' if verdicts[ev.name].passed else 'REFUSED'} | {where} |")
     for ev in evaluations:
-        prod = (production.get(ev.name) or {}).get("metrics") or {}
-        sources = (ev.model, ev.null, ev.baseline or {}, prod)
         lines += ["", f"## {ev.name} ({ev.info.get('kind')}, {ev.model.get('n_test', 0)} test objects)", ""]
         if ev.model.get("domain"):
             lines += [domain_sentence(ev.model["domain"], ev.name), ""]
+        header, rows = metrics_table(ev, production.get(ev.name))
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + ["", INTERVAL_NOTE]
         if ev.task == "regression":
-            lines += ["| target | metric | model | null | baseline | production |", "|---|---|---|---|---|---|"]
-            lines += ["| " + " | ".join(row) + " |" for row in regression_rows(ev.outputs, list(sources))]
-            lines += ["", INTERVAL_NOTE]
             for key, title in SUBSET_TITLES.items():
                 if ev.model.get(key):
                     lines += ["", f"{title}:", "", "| target | metric | model | baseline |", "|---|---|---|---|"]
                     lines += ["| " + " | ".join(row) + " |" for row in subset_rows(ev, key)]
         else:
-            lines += ["| metric | model | null | baseline | production |", "|---|---|---|---|---|"]
-            lines += ["| " + " | ".join(row) + " |" for row in classification_rows(list(sources))]
-            lines += ["", INTERVAL_NOTE]
             confusion = ev.model.get("confusion") or {}
             if confusion.get("labels"):
                 labels = confusion["labels"]

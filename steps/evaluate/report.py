@@ -26,8 +26,7 @@ import pandas as pd
 
 from steps.core.names import MODALITY
 from steps.core.statistics import robust_sigma
-from steps.evaluate import (INTERVAL_NOTE, SUBSET_TITLES, classification_rows, data_origin, domain_sentence,
-                            regression_rows, subset_rows)
+from steps.evaluate import INTERVAL_NOTE, SUBSET_TITLES, data_origin, domain_sentence, metrics_table, subset_rows
 from steps.evaluate.gates import Verdict, fmt
 from steps.models.inputs import Columns
 from steps.models.keras.calibration import expected_calibration_error, reliability
@@ -231,14 +230,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _metrics_table(ev: Any, production: dict[str, Any]) -> str:
-    sources = (ev.model, ev.null, ev.baseline or {}, production)
-    columns = ["model", "null", "baseline", "production"]
-    if ev.task == "regression":
-        table = _table(["target", "metric", *columns], regression_rows(ev.outputs, list(sources)))
-    else:
-        table = _table(["metric", *columns], classification_rows(list(sources)))
-    return table + f"<p>{html.escape(INTERVAL_NOTE)}</p>"
+def _metrics_table(ev: Any, production: dict[str, Any] | None) -> str:
+    return _table(*metrics_table(ev, production)) + f"<p>{html.escape(INTERVAL_NOTE)}</p>"
 
 
 def _fallback(verdict: Any) -> str:
@@ -325,7 +318,7 @@ def write_report(folder: Path, evaluations: list[Any], verdicts: dict[str, Verdi
             f"<p>{ev.model.get('n_test', 0)} test objects. "
             + "; ".join(html.escape(line) for line in _training_summary(ev.info)) + ".</p>"
             + (f"<p>{html.escape(domain_sentence(ev.model['domain'], ev.name))}</p>" if ev.model.get("domain") else "")
-            + _metrics_table(ev, prod.get("metrics") or {})
+            + _metrics_table(ev, prod)
             + "".join(f"<h3>{html.escape(title)}</h3>" + _table(["target", "metric", "model", "baseline"],
                                                                  subset_rows(ev, key))
                       for key, title in SUBSET_TITLES.items() if ev.model.get(key))

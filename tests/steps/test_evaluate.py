@@ -505,3 +505,21 @@ def test_each_models_domain_sentence_names_its_own_checks():
     assert "spectra" not in sed and "period" not in sed and "nearest neighbour (in_domain false" in sed
     assert "leading components" in spectral and "period" not in spectral
     assert "period outside" in lightcurve and "spectra" not in lightcurve
+
+
+def test_where_production_was_measured_on_its_new_test_objects_the_table_says_so_and_shows_the_model_on_them():
+    """The production column measured on the test objects new to it stood beside the model's on the whole split,
+    with nothing to say the two counted different stars (helper-73)."""
+    import pandas as pd
+
+    from steps.evaluate import Evaluation, metrics_table
+
+    ev = Evaluation("sed", "regression", ["teff"], _regression(200.0, 60), _regression(1500.0, 60), pd.DataFrame(),
+                    {}, baseline=_regression(210.0, 60))
+    header, rows = metrics_table(ev, {"version": "3", "metrics": _regression(190.0, 25), "measured_here": 25,
+                                      "candidate_metrics": _regression(205.0, 25)})
+    assert header[-2:] == ["production (on the 25 test objects new to it)", "model (on those 25)"]
+    assert rows[0][:2] == ["teff", "robust_sigma"] and rows[0][2:] == ["200", "1500", "210", "190", "205"]
+    whole, _ = metrics_table(ev, {"version": "3", "metrics": _regression(190.0), "measured_here": 60})
+    assert whole[-1] == "production"
+    assert metrics_table(ev, None)[0] == ["target", "metric", "model", "null", "baseline", "production"]
