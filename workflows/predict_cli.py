@@ -334,9 +334,9 @@ def _objects_set_aside(rows: list[dict]) -> dict[str, str]:
     """{id: reason} of the quarantined rows that are objects. A labels table's rows set aside (no spectrum or light
     curve for them, repeated) are not: predict reads no labels, and a folder holding part of a library would get a
     row for every star it lacks."""
-    from steps.core.quarantine import LABEL_ROW
+    from steps.core.quarantine import is_label_row
 
-    return {row["id"]: row["reason"] for row in rows if not row["reason"].startswith(LABEL_ROW)}
+    return {row["id"]: row["reason"] for row in rows if not is_label_row(row)}
 
 
 def _check_features_spec(modality: str, spec_file: Path, spec: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from steps.core.artifacts import MANIFEST, Manifest
-from steps.core.quarantine import LABEL_ROW, QUARANTINE_TABLE, named_reasons
+from steps.core.quarantine import QUARANTINE_TABLE, is_label_row, named_reasons
 from steps.core.storage import BadEndpoint, ObjectStore, StoreUnusable, open_store
 from workflows.local.cache import ArtifactCache, ArtifactChanged
 from workflows.local.changes import RUN_RECORD, write_run_record
@@ -321,7 +321,7 @@ def quarantine_lines(result: RunResult, store: ObjectStore, reasons: int = 2) ->
                 read_rows = pq.read_table(io.BytesIO(table.data)).to_pylist() if table is not None else []
             except (ValueError, OSError):
                 continue
-            rows = [row for row in read_rows if not row["reason"].startswith(LABEL_ROW)]
+            rows = [row for row in read_rows if not is_label_row(row)]
             if not rows:
                 continue
             read = counts.get("objects_in", counts.get("objects", 0) + len(rows))

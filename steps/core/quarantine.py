@@ -12,6 +12,12 @@ QUARANTINE_TABLE = "quarantine.parquet"
 LABEL_ROW = "label row"
 
 
+def is_label_row(row: dict[str, str]) -> bool:
+    """Whether a quarantined row is a labels table's (naming no file of the folder, or repeating an id), not an
+    object's: a labels table of a whole library may come with a part of its files."""
+    return row["reason"].startswith(LABEL_ROW)
+
+
 def named_reasons(rows: list[dict[str, str]], width: int | None = None) -> list[str]:
     """Each distinct reason, the commonest first, naming its record (the file or table it came from, else its id)
     where the reason does not, and how many records it set aside where more than one: "an empty file (0 bytes)
@@ -65,15 +71,14 @@ class Quarantine:
 
     @property
     def object_rows(self) -> list[dict[str, str]]:
-        """The quarantined objects: every row but a labels table's (a label row naming no file of the folder is no
-        bad object: a labels table of a whole library may come with a part of its files)."""
-        return [row for row in self.rows if not row["reason"].startswith(LABEL_ROW)]
+        """The quarantined objects: every row but a labels table's (`is_label_row`)."""
+        return [row for row in self.rows if not is_label_row(row)]
 
     def check(self, total: int, max_fraction: float) -> None:
         """Raise `TooManyBadRecords` when more than `max_fraction` of the `total` objects read were quarantined."""
         bad = self.object_rows
         if total == 0:
-            labels = [row["reason"] for row in self.rows if row["reason"].startswith(LABEL_ROW)]
+            labels = [row["reason"] for row in self.rows if is_label_row(row)]
             raise TooManyBadRecords(f"{self.stage}: no records to process" + (
                 f": {len(labels)} label rows and no object, e.g. {labels[0]}" if labels else ""))
         share = len(bad) / total

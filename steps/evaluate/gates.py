@@ -75,7 +75,8 @@ class Gates(BaseModel):
     def for_model(self, name: str) -> ModelGates:
         """The gates of one model. `parse_gates` fills a model the YAML leaves out from the packaged defaults; one the
         YAML sets to null gets `ModelGates`' own field defaults: beat the null predictor by 10%, do not regress
-        more than 10% on production, at least 10 test rows, and no absolute threshold."""
+        more than 10% on production, 68% intervals that calibrated ones plausibly give, at least 10 test rows, and
+        no absolute threshold."""
         return getattr(self, name, None) or ModelGates()
 
 
@@ -436,8 +437,8 @@ def judge(name: str, task: str, targets: list[str], model: dict[str, Any], null:
 
     slots = _slots(task, gates, targets)
     if task == "regression":
-        _calibration(verdict, name, [t for t in targets if any(t == s for s, _ in slots)], model,
-                     gates.calibration_p_min)
+        compared = {target for target, _ in slots}
+        _calibration(verdict, name, [t for t in targets if t in compared], model, gates.calibration_p_min)
     _compare(verdict, name, slots, model, null, gates.beat_null_by, "beat_null_by", "the null predictor")
     for target in sorted(set(targets) - {t for t, _ in slots}) if task == "regression" else []:
         value, reference = metric_of(model, target, "robust_sigma"), metric_of(null, target, "robust_sigma")

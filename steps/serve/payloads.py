@@ -124,10 +124,9 @@ class Batch:
         if self.n or not self.left_out:
             return self
         ids = self.requested_ids or [None] * self.requested
-        named = [f"instances[{index}]" + (f" (id {ids[index]!r})" if ids[index] is not None else "")
-                 for index in range(self.requested)]
-        raise InvalidInput("no object the model can use: "
-                           + "; ".join(f"{named[index]}: {self.left_out[index]}" for index in sorted(self.left_out)))
+        raise InvalidInput("no object the model can use: " + "; ".join(
+            f"instances[{index}]" + (f" (id {ids[index]!r})" if ids[index] is not None else "")
+            + f": {self.left_out[index]}" for index in sorted(self.left_out)))
 
 
 class InputSpec:
